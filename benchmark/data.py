@@ -1,0 +1,211 @@
+"""The dataset contract: attributes, tasks, splits and the task view methods see.
+
+A dataset plugin returns a :class:`LoadedDataset`: named splits of uint8
+images (N, H, W, 3) with integer-coded attribute labels.  The harness turns
+it into a :class:`TaskData` for one (target, sensitive) task; the test split
+a method receives carries images only, never labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, row and value and what to do."""
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A categorical attribute with its class names (code i means classes[i])."""
+
+    name: str
+    classes: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark task: predict `target`, measure fairness across `sensitive`.
+
+    Several sensitive attributes form intersectional groups.  `binarize`
+    optionally maps a multi-class target onto 0/1 (e.g. age >= 40) and is
+    recorded by name in the task's description.
+    """
+
+    name: str
+    target: str
+    sensitive: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass
+class Split:
+    """Images and integer attribute codes of one split.
+
+    images: uint8 array (N, H, W, 3), possibly a read-only memmap.
+    labels: attribute name -> int64 array (N,).
+    ids:    stable identifier per image (e.g. the source file name).
+    """
+
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for name, codes in self.labels.items():
+            if len(codes) != n:
+                raise DataError(f"label '{name}' has {len(codes)} rows but the split has {n} images")
+        if len(self.ids) != n:
+            raise DataError(f"ids has {len(self.ids)} rows but the split has {n} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        return Split(self.images[index], {k: v[index] for k, v in self.labels.items()}, self.ids[index])
+
+
+@dataclass
+class UnlabeledPool:
+    """Images without labels for self-supervised methods.
+
+    `hidden` holds ground truth the method must not read (e.g. `is_face`,
+    `duplicate_of`, true attributes); the harness uses it only to report how
+    well curation stages worked.  `captions` is set only for captioned pools
+    used to train an embedded vision-language model.
+    """
+
+    name: str
+    images: np.ndarray
+    ids: np.ndarray
+    hidden: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: list[str] | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class LoadedDataset:
+    """What a dataset plugin's `load` returns.
+
+    info records everything needed to reproduce the splits (split seed and
+    sizes, skipped files with reasons, the cache key and source fingerprint).
+    """
+
+    name: str
+    attributes: dict[str, Attribute]
+    splits: dict[str, Split]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LabeledSplit:
+    """A split as a method sees it: images, target codes y, sensitive group codes a."""
+
+    images: np.ndarray
+    y: np.ndarray
+    a: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class ImagesOnly:
+    """The test split as a method sees it: images, no labels of any kind."""
+
+    images: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class TaskData:
+    """Everything one run's method may use, plus the held-back test labels.
+
+    Methods receive it through the fit context, which exposes `train`, `val`
+    and `test_images` only; `_test` stays with the harness for evaluation.
+    """
+
+    dataset: str
+    task: TaskSpec
+    target_classes: tuple[str, ...]
+    group_names: tuple[str, ...]
+    train: LabeledSplit
+    val: LabeledSplit
+    _test: LabeledSplit
+    pool: UnlabeledPool | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.target_classes)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_names)
+
+    @property
+    def test_images(self) -> ImagesOnly:
+        return ImagesOnly(self._test.images, self._test.ids)
+
+
+def group_codes(split: Split, attributes: dict[str, Attribute], sensitive: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Intersectional group code per row and the group names, e.g. 'Female|Black'."""
+    codes = np.zeros(len(split), dtype=np.int64)
+    names: list[str] = [""]
+    for attr in sensitive:
+        classes = attributes[attr].classes
+        codes = codes * len(classes) + split.labels[attr]
+        names = [f"{p}|{c}" if p else c for p in names for c in classes]
+    return codes, tuple(names)
+
+
+def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None = None) -> TaskData:
+    """Build the method-facing view of one task, with clear errors for empty splits/groups."""
+    for attr in (task.target, *task.sensitive):
+        if attr not in ds.attributes:
+            raise DataError(
+                f"task '{task.name}' of dataset '{ds.name}' needs attribute '{attr}', "
+                f"but the dataset offers {sorted(ds.attributes)}"
+            )
+    views = {}
+    group_names: tuple[str, ...] = ()
+    for split_name in ("train", "val", "test"):
+        if split_name not in ds.splits:
+            raise DataError(f"dataset '{ds.name}' has no '{split_name}' split; it offers {sorted(ds.splits)}")
+        split = ds.splits[split_name]
+        if len(split) == 0:
+            raise DataError(f"dataset '{ds.name}': the '{split_name}' split is empty; check the data root and split files")
+        a, group_names = group_codes(split, ds.attributes, task.sensitive)
+        present = np.bincount(a, minlength=len(group_names))
+        missing = [g for g, c in zip(group_names, present) if c == 0]
+        if missing and split_name != "test":
+            raise DataError(
+                f"dataset '{ds.name}', task '{task.name}': sensitive group(s) {missing} have no members in the "
+                f"'{split_name}' split; choose another task or rebuild the split"
+            )
+        views[split_name] = LabeledSplit(split.images, split.labels[task.target].astype(np.int64), a, split.ids)
+    return TaskData(
+        dataset=ds.name,
+        task=task,
+        target_classes=ds.attributes[task.target].classes,
+        group_names=group_names,
+        train=views["train"],
+        val=views["val"],
+        _test=views["test"],
+        pool=pool,
+        info=dict(ds.info),
+    )

@@ -1,0 +1,1 @@
+"""Dataset plugins and the decoded-image cache."""

@@ -1,0 +1,38 @@
+"""Base class every dataset plugin derives from."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fairfacebench.data import Attribute, LoadedDataset, TaskSpec, UnlabeledPool
+
+
+class DatasetPlugin:
+    """A dataset: its attributes, the tasks it offers and a loader.
+
+    Subclasses set the class attributes and implement `load`.  `tasks[0]` is
+    the default task.  `needs_root` is False only for generated datasets.
+    """
+
+    name: str = ""
+    description: str = ""
+    citation: str = ""
+    needs_root: bool = True
+    default_size: int = 64
+    attributes: dict[str, Attribute] = {}
+    tasks: list[TaskSpec] = []
+
+    def task(self, name: str | None) -> TaskSpec:
+        if name is None:
+            return self.tasks[0]
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"dataset '{self.name}' has no task '{name}'; available: {[t.name for t in self.tasks]}")
+
+    def load(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> LoadedDataset:
+        raise NotImplementedError
+
+    def pool(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool | None:
+        """An unlabeled pool that comes with the dataset (None if it has none)."""
+        return None
