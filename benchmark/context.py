@@ -1,0 +1,303 @@
+"""The fit context: everything a method may use, and the one shared training loop.
+
+A method receives a `FitContext` and nothing else.  It exposes the training
+and validation splits (target labels, sensitive groups), the test images
+without labels, an optional unlabeled pool and vision-language encoder, a
+backbone factory, the budget meter, seeded generators, the device and a log
+for stage numbers.  Which labels a method actually touched is recorded, so
+the conformance kit can compare it with what the method declares.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fairfacebench.backbones import create_backbone
+from fairfacebench.budget import BudgetExceeded, BudgetMeter
+from fairfacebench.data import ImagesOnly, LabeledSplit, TaskData, UnlabeledPool
+from fairfacebench.training import (
+    Augment,
+    BatchSampler,
+    Classifier,
+    NonFiniteLoss,
+    augment_batch,
+    mix_batch,
+    normalize,
+    to_tensor,
+)
+
+log = logging.getLogger("fairfacebench")
+
+
+class SplitView:
+    """A labelled split whose label arrays record when they are read."""
+
+    def __init__(self, split: LabeledSplit, name: str, touched: set[str]):
+        self._split, self._name, self._touched = split, name, touched
+
+    @property
+    def images(self) -> np.ndarray:
+        return self._split.images
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._split.ids
+
+    @property
+    def y(self) -> np.ndarray:
+        self._touched.add(f"{self._name}.target")
+        return self._split.y
+
+    @property
+    def a(self) -> np.ndarray:
+        self._touched.add(f"{self._name}.sensitive")
+        return self._split.a
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+
+@dataclass
+class Batch:
+    """One training batch.  With MixUp/CutMix, row i is mixed with row perm[i] at weight lam."""
+
+    x: torch.Tensor
+    index: np.ndarray
+    _y: torch.Tensor
+    _view: SplitView
+    perm: torch.Tensor | None = None
+    lam: float = 1.0
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self._y
+
+    @property
+    def a(self) -> torch.Tensor:
+        return torch.as_tensor(self._view.a[self.index], device=self.x.device)
+
+
+def cross_entropy(logits: torch.Tensor, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample cross-entropy, mixing-aware; `weights` are per-sample loss weights."""
+    w = torch.ones_like(batch.y, dtype=logits.dtype) if weights is None else weights
+    loss = w * F.cross_entropy(logits, batch.y, reduction="none")
+    if batch.perm is not None:
+        loss = batch.lam * loss + (1 - batch.lam) * w[batch.perm] * F.cross_entropy(logits, batch.y[batch.perm], reduction="none")
+    return loss
+
+
+@dataclass
+class RunLog:
+    """Numbers a method reports about its stages, stored in the run record."""
+
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def stage(self, name: str, **numbers: Any) -> None:
+        self.stages.setdefault(name, {}).update(numbers)
+        log.info("stage %s: %s", name, numbers)
+
+
+class FitContext:
+    """The only door between a method and the harness."""
+
+    def __init__(
+        self,
+        data: TaskData,
+        hparams: dict[str, Any],
+        meter: BudgetMeter,
+        seed: int,
+        device: torch.device,
+        augment: Augment,
+        backbone: str,
+        weights: str,
+        vlm: Any = None,
+        progress: bool = False,
+    ):
+        self._data = data
+        self.hparams = dict(hparams)
+        self.budget = meter
+        self.seed = seed
+        self.device = device
+        self.augment = augment
+        self.backbone_name = backbone
+        self.weights = weights
+        self._vlm = vlm
+        self.progress = progress
+        self.log = RunLog()
+        self.touched: set[str] = set()
+        self.weights_info: dict[str, Any] = {}
+        self.train = SplitView(data.train, "train", self.touched)
+        self.val = SplitView(data.val, "val", self.touched)
+        self.n_classes = data.n_classes
+        self.n_groups = data.n_groups
+        self.target_classes = data.target_classes
+        self.group_names = data.group_names
+        self.task = data.task
+        self.dataset = data.dataset
+
+    # --- data a method may ask for -------------------------------------------------
+    @property
+    def test_images(self) -> ImagesOnly:
+        """Test images for transductive methods; never their labels."""
+        self.touched.add("test.images")
+        return self._data.test_images
+
+    @property
+    def pool(self) -> UnlabeledPool | None:
+        self.touched.add("pool")
+        return self._data.pool
+
+    @property
+    def vlm(self) -> Any:
+        self.touched.add("vlm")
+        return self._vlm
+
+    # --- randomness -----------------------------------------------------------------
+    def generator(self, stream: str) -> torch.Generator:
+        """A torch generator seeded from the run seed and a stream name, so stages do not share draws."""
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + sum(ord(c) * 31**i for i, c in enumerate(stream)) % 1_000_003)
+        return g
+
+    def rng(self, stream: str) -> np.random.Generator:
+        return np.random.default_rng(int(self.generator(stream).initial_seed()))
+
+    # --- models ---------------------------------------------------------------------
+    def new_classifier(self, heads: dict[str, int] | None = None) -> Classifier:
+        """A fresh backbone (pretrained weights per the comparison) with linear heads."""
+        torch.manual_seed(int(self.generator("init").initial_seed()) % 2**31)
+        backbone, info = create_backbone(self.backbone_name, self.weights)
+        self.weights_info = info
+        return Classifier(backbone, backbone.out_dim, heads or {"target": self.n_classes}).to(self.device)
+
+    # --- batches --------------------------------------------------------------------
+    def sampler(self, weights: np.ndarray | None = None, stream: str = "batches") -> BatchSampler:
+        return BatchSampler(len(self.train), self.budget.budget.batch_size, self.generator(stream), weights)
+
+    def images_to_input(self, images: np.ndarray, gen: torch.Generator | None = None, augment: Augment | None = None) -> torch.Tensor:
+        """uint8 images -> normalised network input, augmented when a generator is given."""
+        x = to_tensor(images, self.device)
+        if gen is not None:
+            x = augment_batch(x, augment or self.augment, gen)
+        return normalize(x)
+
+    def batch(self, index: np.ndarray, gen: torch.Generator, rng: np.random.Generator, mix: bool = True) -> Batch:
+        """An augmented training batch; MixUp/CutMix applied when the comparison asks for it."""
+        x = augment_batch(to_tensor(self._data.train.images[index], self.device), self.augment, gen)
+        y = torch.as_tensor(self.train.y[index], device=self.device)
+        perm, lam = None, 1.0
+        if mix and self.augment.mix != "none":
+            x, perm, lam = mix_batch(x, self.augment, gen, rng)
+        return Batch(normalize(x), index, y, self.train, perm, lam)
+
+    # --- optimisation -----------------------------------------------------------------
+    def autocast(self):
+        if self.budget.budget.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def optimize(
+        self,
+        params,
+        steps: int,
+        step_fn: Callable[[int], torch.Tensor],
+        lr: float,
+        weight_decay: float = 0.0,
+        stage: str = "train",
+        schedule: str = "onecycle",
+        every: int = 0,
+        callback: Callable[[int], None] | None = None,
+    ) -> list[float]:
+        """The one metered optimisation loop every method uses.
+
+        step_fn(t) returns the scalar loss of step t.  Each optimizer step is
+        charged to the budget (an error once it is spent); a non-finite loss
+        stops the run.  `callback(t)` runs after every `every` steps.
+        """
+        if steps <= 0:
+            return []
+        if steps > self.budget.remaining:
+            raise BudgetExceeded(
+                f"stage '{stage}' asked for {steps} steps but only {self.budget.remaining} of "
+                f"{self.budget.budget.steps} remain in budget '{self.budget.budget.name}'"
+            )
+        params = [p for p in params if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        sched = (
+            torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
+            if schedule == "onecycle" and steps > 1
+            else None
+        )
+        scaler = torch.amp.GradScaler("cuda") if self.budget.budget.amp and self.device.type == "cuda" else None
+        losses: list[float] = []
+        bar = _progress(steps, stage, self.progress)
+        for t in range(steps):
+            with self.autocast():
+                loss = step_fn(t)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
+            opt.zero_grad(set_to_none=True)
+            self.budget.charge(self.budget.budget.batch_size, stage)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            if callback is not None and every > 0 and (t + 1) % every == 0:
+                callback(t)
+        bar.close()
+        self.log.history.append({"stage": stage, "steps": steps, "first_loss": losses[0], "last_loss": losses[-1]})
+        return losses
+
+    def train_classifier(
+        self,
+        model: nn.Module,
+        steps: int,
+        loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+        sampler: BatchSampler | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        stage: str = "train",
+        every: int = 0,
+        callback: Callable[[int], None] | None = None,
+        mix: bool = True,
+    ) -> list[float]:
+        """Supervised training on the train split with the comparison's augmentation."""
+        sampler = sampler or self.sampler(stream=f"batches/{stage}")
+        gen, rng = self.generator(f"augment/{stage}"), self.rng(f"mix/{stage}")
+        model.train()
+
+        def step(_: int) -> torch.Tensor:
+            return loss_fn(model, self.batch(next(sampler), gen, rng, mix=mix))
+
+        return self.optimize(
+            model.parameters(),
+            steps,
+            step,
+            lr=self.hparams["lr"] if lr is None else lr,
+            weight_decay=self.hparams.get("weight_decay", 0.0) if weight_decay is None else weight_decay,
+            stage=stage,
+            every=every,
+            callback=callback,
+        )
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

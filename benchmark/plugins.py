@@ -1,0 +1,91 @@
+"""Plugin discovery: pluggy + the `fairfacebench` entry-point group.
+
+Built-in datasets and methods are found exactly like third-party ones, so the
+registry below is the only list of what exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from fairfacebench import hookspecs
+
+GROUP = "fairfacebench"
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or clashes with another one."""
+
+
+@dataclass
+class Registry:
+    datasets: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, type] = field(default_factory=dict)
+    pools: dict[str, Any] = field(default_factory=dict)
+    encoders: dict[str, Any] = field(default_factory=dict)
+    selection_rules: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def method(self, name: str) -> type:
+        if name not in self.methods:
+            raise KeyError(f"unknown method '{name}'; installed methods: {sorted(self.methods)}")
+        return self.methods[name]
+
+    def dataset(self, name: str) -> Any:
+        if name not in self.datasets:
+            raise KeyError(f"unknown dataset '{name}'; installed datasets: {sorted(self.datasets)}")
+        return self.datasets[name]
+
+
+def plugin_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    for ep in entry_points(group=GROUP):
+        try:
+            module = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"entry point '{ep.name} = {ep.value}' (group '{GROUP}', from {ep.dist.name if ep.dist else '?'}) "
+                f"failed to import: {type(exc).__name__}: {exc}. Fix or uninstall that package."
+            ) from exc
+        if pm.is_registered(module):
+            continue
+        pm.register(module, name=f"{ep.dist.name if ep.dist else '?'}:{ep.name}")
+    for plugin in extra:
+        pm.register(plugin)
+    return pm
+
+
+def _collect(pm: pluggy.PluginManager, hook: str, key: str, kind: str, into: dict, sources: dict) -> None:
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        for obj in impl.function() or []:
+            name = getattr(obj, key)
+            if not name:
+                raise PluginError(f"a {kind} from plugin '{impl.plugin_name}' has an empty name")
+            if name in into:
+                raise PluginError(
+                    f"{kind} '{name}' is registered twice: by '{sources[f'{kind}:{name}']}' and by '{impl.plugin_name}'"
+                )
+            into[name] = obj
+            sources[f"{kind}:{name}"] = impl.plugin_name
+
+
+def build_registry(extra: tuple[Any, ...] = ()) -> Registry:
+    pm = plugin_manager(extra)
+    reg = Registry()
+    _collect(pm, "fairfacebench_datasets", "name", "dataset", reg.datasets, reg.sources)
+    _collect(pm, "fairfacebench_methods", "name", "method", reg.methods, reg.sources)
+    _collect(pm, "fairfacebench_pools", "name", "pool", reg.pools, reg.sources)
+    _collect(pm, "fairfacebench_encoders", "name", "encoder", reg.encoders, reg.sources)
+    _collect(pm, "fairfacebench_selection_rules", "name", "selection rule", reg.selection_rules, reg.sources)
+    return reg
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The registry of installed plugins (built once per process)."""
+    return build_registry()

@@ -1,0 +1,46 @@
+"""Run specifications and their ids.
+
+A run is fully described by a RunSpec; its id is a hash of the canonical
+JSON of the spec, so the same command finds its finished runs again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    task: str
+    method: str
+    hparams: dict[str, Any]
+    seed: int
+    budget: dict[str, Any]
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    augment: dict[str, Any] = field(default_factory=dict)
+    trial: int = 0
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash(self.to_dict())
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.task}/{self.method}/trial{self.trial}/seed{self.seed}"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:16]

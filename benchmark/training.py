@@ -1,0 +1,199 @@
+"""The shared training machinery: batches from cached uint8 images, the
+augmentation family, samplers, the metered optimisation loop and predictors.
+
+Augmentation is a comparison-level setting (`Augment`): every method in a
+comparison trains with the same family, applied here once, on whole batches
+of tensors (so it runs on the GPU when there is one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fairfacebench.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation family shared by every method in a comparison (seed 001's set).
+
+    flip: horizontal flips; crop: pixels of random translation (pad + crop);
+    jitter: strength of brightness/contrast/saturation jitter; mix: 'none',
+    'mixup' or 'cutmix' with Beta(mix_alpha, mix_alpha) mixing weights.
+    """
+
+    flip: bool = True
+    crop: int = 4
+    jitter: float = 0.2
+    mix: str = "none"
+    mix_alpha: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.mix not in ("none", "mixup", "cutmix"):
+            raise ValueError(f"augment.mix must be 'none', 'mixup' or 'cutmix', got '{self.mix}'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float (N,3,H,W) in [0,1] on `device`."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """Flip, translate and colour-jitter a float batch in [0,1], each sample independently."""
+    n, _, h, w = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(dev)
+
+    if aug.flip:
+        flip = rand(n) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    if aug.crop > 0:
+        p = aug.crop
+        padded = F.pad(x, (p, p, p, p), mode="replicate")
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(dev)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
+        batch = torch.arange(n, device=dev)[:, None, None, None]
+        chan = torch.arange(3, device=dev)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if aug.jitter > 0:
+        j = aug.jitter
+        brightness = 1 + (rand(n, 1, 1, 1) * 2 - 1) * j
+        contrast = 1 + (rand(n, 1, 1, 1) * 2 - 1) * j
+        saturation = 1 + (rand(n, 1, 1, 1) * 2 - 1) * j
+        x = x * brightness
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * contrast + mean
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - gray) * saturation + gray
+        x = x.clamp(0, 1)
+    return x
+
+
+def mix_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019): returns mixed x, partner permutation, weight of x."""
+    n, _, h, w = x.shape
+    lam = float(rng.beta(aug.mix_alpha, aug.mix_alpha))
+    perm = torch.randperm(n, generator=gen).to(x.device)
+    if aug.mix == "mixup":
+        return lam * x + (1 - lam) * x[perm], perm, lam
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy = int(torch.randint(0, h, (1,), generator=gen))
+    cx = int(torch.randint(0, w, (1,), generator=gen))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the exact pasted area fraction
+    return x, perm, lam
+
+
+class BatchSampler:
+    """Indices of successive batches of a split, deterministic given the generator.
+
+    Without weights: epochs of random permutations (each example once per epoch).
+    With weights: i.i.d. draws with probability proportional to the weights
+    (group-balanced resampling, JTT-style up-sampling).
+    """
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator, weights: np.ndarray | None = None):
+        if n == 0:
+            raise ValueError("cannot sample batches from an empty split")
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self._perm = torch.empty(0, dtype=torch.long)
+        self.epochs = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.gen).numpy()
+        while len(self._perm) < self.batch_size:
+            self._perm = torch.cat([self._perm, torch.randperm(self.n, generator=self.gen)])
+            self.epochs += 1
+        idx, self._perm = self._perm[: self.batch_size], self._perm[self.batch_size :]
+        return idx.numpy()
+
+
+class Classifier(nn.Module):
+    """Backbone features -> linear head(s).  `heads` maps a name to its number of outputs."""
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, heads: dict[str, int]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({k: nn.Linear(feat_dim, v) for k, v in heads.items()})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor, head: str = "target") -> torch.Tensor:
+        return self.heads[head](self.backbone(x))
+
+
+def predict_scores(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256, head: str = "target") -> np.ndarray:
+    """Softmax scores (N, C) for uint8 images, in evaluation mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = normalize(to_tensor(images[start : start + batch_size], device))
+            out.append(torch.softmax(model(x, head=head).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_features(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Backbone features (N, D) for uint8 images, without gradients."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out.append(model.features(normalize(to_tensor(images[start : start + batch_size], device))).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+class Predictor:
+    """What `fit` returns: maps uint8 images to class scores (N, C)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, batch_size: int = 256):
+        self.model, self.device, self.batch_size = model, device, batch_size
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return predict_scores(self.model, images, self.device, self.batch_size)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()

@@ -1,0 +1,115 @@
+"""The method contract: metadata, a hyperparameter space and `fit(ctx) -> Predictor`.
+
+Every method, built-in or third-party, has this one shape (DomainBed-style):
+a reader compares two methods side by side because they differ only in what
+is different about the algorithm.  The training loop, budget, logging and
+checkpoints live in the fit context.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fairfacebench.context import FitContext
+from fairfacebench.training import Predictor
+
+Sampler = Callable[[np.random.Generator], Any]
+
+
+@dataclass(frozen=True)
+class Hparam:
+    """One hyperparameter: its default (trial 0) and its random-search distribution."""
+
+    default: Any
+    sample: Sampler
+    doc: str = ""
+
+
+def log_uniform(lo: float, hi: float) -> Sampler:
+    return lambda rng: float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def uniform(lo: float, hi: float) -> Sampler:
+    return lambda rng: float(rng.uniform(lo, hi))
+
+
+def choice(options: list[Any]) -> Sampler:
+    return lambda rng: options[int(rng.integers(len(options)))]
+
+
+@dataclass(frozen=True)
+class LabelUse:
+    """Which human labels a method reads, shown on the leaderboard.
+
+    target / sensitive: '' (none), 'train', 'val' or 'train+val'.  Model
+    selection on validation data is part of the protocol, not the method.
+    """
+
+    target: str = "train"
+    sensitive: str = ""
+    note: str = ""
+
+    def summary(self) -> str:
+        parts = []
+        if self.target:
+            parts.append(f"y:{self.target}")
+        if self.sensitive:
+            parts.append(f"a:{self.sensitive}")
+        text = ", ".join(parts) or "none"
+        return f"{text} ({self.note})" if self.note else text
+
+    def allows(self, touched: str) -> bool:
+        """Whether reading `touched` (e.g. 'train.sensitive') is covered by this declaration."""
+        split, kind = touched.split(".")
+        declared = self.target if kind == "target" else self.sensitive
+        return split in declared.split("+")
+
+
+COMMON_HPARAMS: dict[str, Hparam] = {
+    "lr": Hparam(1e-3, log_uniform(3e-4, 3e-3), "peak learning rate of the one-cycle AdamW schedule"),
+    "weight_decay": Hparam(1e-4, log_uniform(1e-6, 1e-2), "AdamW weight decay"),
+}
+
+
+class Method:
+    """Base class of every method plugin.
+
+    Subclasses set the metadata and `hparams` (merged with COMMON_HPARAMS)
+    and implement `fit`.  `fit` must use only the context.
+    """
+
+    name: str = ""
+    description: str = ""
+    citation: str = ""
+    labels: LabelUse = LabelUse()
+    needs_vlm: bool = False
+    needs_pool: bool = False
+    hparams: dict[str, Hparam] = {}
+
+    @classmethod
+    def hparam_space(cls) -> dict[str, Hparam]:
+        return {**COMMON_HPARAMS, **cls.hparams}
+
+    @classmethod
+    def default_hparams(cls) -> dict[str, Any]:
+        return {k: h.default for k, h in cls.hparam_space().items()}
+
+    @classmethod
+    def sample_hparams(cls, rng: np.random.Generator) -> dict[str, Any]:
+        return {k: h.sample(rng) for k, h in sorted(cls.hparam_space().items())}
+
+    @classmethod
+    def label_use(cls, hparams: dict[str, Any]) -> LabelUse:
+        """The labels this configuration reads (override when a hyperparameter changes it)."""
+        return cls.labels
+
+    @classmethod
+    def requirements(cls) -> str:
+        needs = [n for n, on in (("vlm", cls.needs_vlm), ("unlabeled pool", cls.needs_pool)) if on]
+        return ", ".join(needs) or "-"
+
+    def fit(self, ctx: FitContext) -> Predictor:
+        raise NotImplementedError

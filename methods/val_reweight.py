@@ -1,0 +1,102 @@
+"""Validation-driven (class, group) loss weights: the "attention score" of seed 001.
+
+Oehri, Vetterli & Jarvers (KTH DD2424, 2023) weight the loss of each
+(class, group) cell by how it performs on the validation set: under-performing
+cells are weighted up, over-performing ones down, updated once per epoch.
+The project leaves the exact update open; this plugin uses
+
+    err(y,a)   = 1 − validation accuracy of cell (y, a)
+    score(y,a) = (err(y,a) + δ) / mean_cells(err + δ)          (attention score)
+    w ← (1 − m)·w + m·score^β,   then normalised to mean 1 over training samples
+
+with δ = 0.01 keeping perfect cells from collapsing to weight 0.  Under a step
+budget an "epoch" is min(one pass over train, budget / min_updates) steps.
+An optional multi-task head also predicts the sensitive group (their race +
+gender set-up), which then uses training sensitive labels too.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from fairfacebench.context import cross_entropy
+from fairfacebench.hookspecs import hookimpl
+from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
+from fairfacebench.training import Predictor, predict_scores
+
+SMOOTH = 0.01
+
+
+def cell_accuracy(y: np.ndarray, a: np.ndarray, pred: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:
+    """Accuracy per (group, class) cell; NaN for empty cells."""
+    cell = a * n_classes + y
+    total = np.bincount(cell, minlength=n_groups * n_classes)
+    correct = np.bincount(cell, weights=(pred == y).astype(np.float64), minlength=n_groups * n_classes)
+    return np.divide(correct, total, out=np.full(total.shape, np.nan), where=total > 0).reshape(n_groups, n_classes)
+
+
+def attention_scores(acc: np.ndarray) -> np.ndarray:
+    """Relative error of each cell: > 1 for under-performing cells, < 1 for over-performing ones."""
+    err = 1.0 - acc + SMOOTH
+    return np.where(np.isnan(err), 1.0, err / np.nanmean(err))
+
+
+def update_weights(w: np.ndarray, scores: np.ndarray, strength: float, momentum: float, train_cells: np.ndarray) -> np.ndarray:
+    """Move the cell weights towards score**strength and renormalise to mean 1 over training samples."""
+    w = (1 - momentum) * w + momentum * scores**strength
+    return w / w.flat[train_cells].mean()
+
+
+class ValReweight(Method):
+    name = "val-reweight"
+    description = "Per-(class, group) loss weights updated each epoch from validation accuracy (attention score)"
+    citation = "Oehri, Vetterli & Jarvers, Exploring Fairness in the Classification of Faces, KTH DD2424 project, 2023"
+    labels = LabelUse(target="train+val", sensitive="val")
+    hparams = {
+        "strength": Hparam(1.0, uniform(0.5, 2.0), "exponent β on the attention score"),
+        "momentum": Hparam(0.5, uniform(0.2, 1.0), "how far each update moves the weights"),
+        "min_updates": Hparam(4, choice([3, 4, 6]), "at least this many weight updates within the budget"),
+        "multitask": Hparam(False, choice([False, True]), "add a head predicting the sensitive group"),
+        "multitask_weight": Hparam(0.5, uniform(0.1, 1.0), "loss weight of the sensitive-group head"),
+    }
+
+    @classmethod
+    def label_use(cls, hparams):
+        return LabelUse(target="train+val", sensitive="train+val" if hparams.get("multitask") else "val")
+
+    def fit(self, ctx):
+        hp = ctx.hparams
+        heads = {"target": ctx.n_classes, **({"sensitive": ctx.n_groups} if hp["multitask"] else {})}
+        model = ctx.new_classifier(heads)
+        steps = ctx.budget.remaining
+        per_epoch = math.ceil(len(ctx.train) / ctx.budget.budget.batch_size)
+        every = max(1, min(per_epoch, steps // hp["min_updates"]))
+        train_cells = ctx.train.a * ctx.n_classes + ctx.train.y
+        weights = np.ones((ctx.n_groups, ctx.n_classes))
+        table = torch.ones(ctx.n_groups, ctx.n_classes, device=ctx.device)
+        val_y, val_a = ctx.val.y, ctx.val.a
+
+        def loss(m, b):
+            feats = m.features(b.x)
+            total = cross_entropy(m.heads["target"](feats), b, weights=table[b.a, b.y]).mean()
+            if hp["multitask"]:
+                total = total + hp["multitask_weight"] * torch.nn.functional.cross_entropy(m.heads["sensitive"](feats), b.a)
+            return total
+
+        def refresh(step):
+            nonlocal weights
+            pred = predict_scores(model, ctx.val.images, ctx.device).argmax(1)
+            acc = cell_accuracy(val_y, val_a, pred, ctx.n_classes, ctx.n_groups)
+            weights = update_weights(weights, attention_scores(acc), hp["strength"], hp["momentum"], train_cells)
+            table.copy_(torch.as_tensor(weights, dtype=torch.float32))
+            ctx.log.stage(f"update@{step + 1}", val_cell_acc=np.round(acc, 4).tolist(), weights=np.round(weights, 4).tolist())
+
+        ctx.train_classifier(model, steps, loss, every=every, callback=refresh)
+        return Predictor(model, ctx.device)
+
+
+@hookimpl
+def fairfacebench_methods():
+    return [ValReweight]

@@ -1,0 +1,164 @@
+"""The harness: budget metering, store, resume, loss weights, augmentation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fairfacebench import hookimpl
+from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
+from fairfacebench.context import Batch, cross_entropy
+from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.erm import ERM
+from fairfacebench.methods.reweight import inverse_frequency_weights, kamiran_calders_weights
+from fairfacebench.methods.val_reweight import attention_scores, cell_accuracy
+from fairfacebench.plugins import build_registry
+from fairfacebench.runner import Grid, execute, expand
+from fairfacebench.store import ResultStore
+from fairfacebench.training import Augment, augment_batch
+
+from conftest import TINY_SYNTH
+
+
+def test_meter_refuses_the_step_after_the_budget():
+    meter = BudgetMeter(Budget("t", steps=2, batch_size=4, resolution=8))
+    meter.charge(4, "a")
+    meter.charge(4, "b")
+    with pytest.raises(BudgetExceeded, match="allows 2 optimizer steps"):
+        meter.charge(4, "b")
+    assert meter.report()["steps_per_stage"] == {"a": 1, "b": 1}
+    assert meter.samples == 8
+
+
+class BudgetHog(Method):
+    """Asks for one step more than it has."""
+
+    name = "budget-hog"
+    description = "test method that overspends"
+    labels = LabelUse(target="train")
+
+    def fit(self, ctx):
+        model = ctx.new_classifier()
+        ctx.train_classifier(model, ctx.budget.remaining + 1, lambda m, b: cross_entropy(m(b.x), b).mean())
+
+
+class SneakyHog(Method):
+    """Runs its own loop that charges the meter step by step, one step too many."""
+
+    name = "sneaky-hog"
+    description = "test method that overspends in a hand-written loop"
+    labels = LabelUse(target="train")
+
+    def fit(self, ctx):
+        for _ in range(ctx.budget.budget.steps + 1):
+            ctx.budget.charge(ctx.budget.budget.batch_size, "custom")
+
+
+class _TestPlugins:
+    @hookimpl
+    def fairfacebench_methods(self):
+        return [BudgetHog, SneakyHog]
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return build_registry(extra=(_TestPlugins(),))
+
+
+def tiny_grid(methods, seeds=1, budget="smoke"):
+    return Grid(datasets=["synthfaces"], methods=methods, seeds=seeds, budget=budget, dataset_options={"synthfaces": TINY_SYNTH})
+
+
+def test_a_method_exceeding_the_budget_is_stopped_and_recorded(tmp_path, reg):
+    store = ResultStore(tmp_path)
+    counts = execute(expand(tiny_grid(["budget-hog", "sneaky-hog"]), reg), store, device="cpu", reg=reg)
+    assert counts == {"ok": 0, "failed": 2, "skipped": 0}
+    errors = {r["spec"]["method"]: r["error"] for r in store.records()}
+    assert "BudgetExceeded" in errors["budget-hog"] and "asked for 13 steps" in errors["budget-hog"]
+    assert "BudgetExceeded" in errors["sneaky-hog"] and "tried to take step 13" in errors["sneaky-hog"]
+
+
+def test_interrupted_grid_recomputes_only_missing_runs(tmp_path, reg, monkeypatch):
+    calls = []
+    original = ERM.fit
+    monkeypatch.setattr(ERM, "fit", lambda self, ctx: calls.append(ctx.seed) or original(self, ctx))
+    specs = expand(tiny_grid(["erm"], seeds=3), reg)
+    store = ResultStore(tmp_path)
+
+    def interrupt_after_first(spec, status):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(specs, store, device="cpu", reg=reg, on_result=interrupt_after_first)
+    assert calls == [0] and store.status(specs[0].run_id) == "ok"
+    (tmp_path / ".half-written").mkdir()  # a temp dir left by a killed writer is ignored
+    counts = execute(specs, store, device="cpu", reg=reg)
+    assert calls == [0, 1, 2]
+    assert counts == {"ok": 2, "failed": 0, "skipped": 1}
+    assert len(list(store.records())) == 3
+
+
+def test_same_spec_and_seed_give_identical_metrics(tmp_path, reg):
+    spec = expand(tiny_grid(["erm"]), reg)[0]
+    for out in ("a", "b"):
+        execute([spec], ResultStore(tmp_path / out), device="cpu", reg=reg)
+    a, b = (json.loads((tmp_path / o / spec.run_id / "record.json").read_text()) for o in ("a", "b"))
+    assert a["metrics"] == b["metrics"]
+
+
+def test_inverse_frequency_weights_by_hand():
+    # cells (a,y): (0,0) x3, (0,1) x1, (1,0) x1, (1,1) x1 -> raw 1/n = [[1/3, 1], [1, 1]]
+    y = np.array([0, 0, 0, 1, 0, 1])
+    a = np.array([0, 0, 0, 0, 1, 1])
+    w = inverse_frequency_weights(y, a, 2, 2)
+    # mean over samples of raw weights = (3*(1/3) + 1 + 1 + 1) / 6 = 4/6
+    np.testing.assert_allclose(w, np.array([[1 / 3, 1], [1, 1]]) / (4 / 6))
+    assert w[a, y].mean() == pytest.approx(1.0)
+
+
+def test_kamiran_calders_weights_by_hand():
+    y = np.array([0, 0, 0, 1, 0, 1])
+    a = np.array([0, 0, 0, 0, 1, 1])
+    # n=6; n(a=0)=4, n(a=1)=2; n(y=0)=4, n(y=1)=2
+    # w(0,0)=4*4/(6*3)=16/18; w(0,1)=2*4/(6*1)=8/6; w(1,0)=4*2/(6*1)=8/6; w(1,1)=2*2/(6*1)=4/6
+    np.testing.assert_allclose(kamiran_calders_weights(y, a, 2, 2), [[16 / 18, 8 / 6], [8 / 6, 4 / 6]])
+
+
+def test_attention_scores_weight_up_underperforming_cells():
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    a = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 0, 1, 0, 0])  # group 1 does worse
+    acc = cell_accuracy(y, a, pred, 2, 2)
+    np.testing.assert_allclose(acc, [[1, 1], [0.5, 0]])
+    s = attention_scores(acc)
+    # err+δ = [0.01, 0.01, 0.51, 1.01], mean 0.385
+    np.testing.assert_allclose(s, np.array([[0.01, 0.01], [0.51, 1.01]]) / 0.385)
+
+
+def test_mixing_cross_entropy_is_the_weighted_sum_of_both_labels():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    view = type("V", (), {"a": np.zeros(2, dtype=int)})()
+    plain = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y, view))
+    mixed = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y, view, perm=torch.tensor([1, 0]), lam=0.75))
+    swapped = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y.flip(0), view))
+    torch.testing.assert_close(mixed, 0.75 * plain + 0.25 * swapped)
+
+
+def test_augmentation_is_seeded_and_keeps_shape_and_range():
+    x = torch.rand(8, 3, 16, 16)
+    aug = Augment(flip=True, crop=3, jitter=0.3)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    out1, out2 = augment_batch(x, aug, g1), augment_batch(x, aug, g2)
+    assert out1.shape == x.shape and torch.equal(out1, out2)
+    assert out1.min() >= 0 and out1.max() <= 1 and not torch.equal(out1, x)
+    assert torch.equal(augment_batch(x, Augment(flip=False, crop=0, jitter=0.0), g1), x)
+
+
+def test_store_writes_are_atomic_and_replace_old_attempts(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write("r1", {"status": "failed", "x": float("nan")})
+    store.write("r1", {"status": "ok"}, {"p": np.arange(3)})
+    assert store.status("r1") == "ok"
+    assert [p.name for p in tmp_path.iterdir()] == ["r1"]
+    np.testing.assert_array_equal(store.predictions("r1")["p"], np.arange(3))
