@@ -71,46 +71,80 @@ def _dataset_options(values: list[str], datasets: list[str]) -> dict[str, dict]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fairfacebench.config import grid_from_config, load_config
     from fairfacebench.leaderboard.tables import write
-    from fairfacebench.runner import Grid, execute, expand
+    from fairfacebench.runner import execute, expand
     from fairfacebench.store import ResultStore
 
     reg = registry()
-    methods = sorted(reg.methods) if args.methods == "all" else _split(args.methods)
-    datasets = _split(args.datasets)
+    datasets = _split(args.datasets) if args.datasets else None
+    overrides = {
+        "methods": None if args.methods in (None, "all") else _split(args.methods),
+        "datasets": datasets,
+        "seeds": args.seeds,
+        "hparam_trials": args.hparam_trials,
+        "budget": args.budget,
+        "resolution": args.resolution,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "selection": args.selection,
+        "device": args.device,
+        "executor": args.executor,
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        "out": args.out,
+        "bootstrap": args.bootstrap,
+    }
+    if args.methods == "all":
+        overrides["methods"] = "all"
+    config = load_config(args.config, overrides)
+    if args.mix:
+        config["augment"] = {**config["augment"], "mix": args.mix}
+    tasks = _tasks(args.tasks, config["datasets"])
+    if tasks:
+        config["tasks"] = tasks
+    if args.data_root:
+        config["data_roots"] = {**config["data_roots"], **_data_roots(args.data_root, config["datasets"])}
+    for ds, opts in _dataset_options(args.dataset_option, config["datasets"]).items():
+        config["dataset_options"] = {**config["dataset_options"], ds: {**config["dataset_options"].get(ds, {}), **opts}}
+    grid = grid_from_config(config, sorted(reg.methods))
+    specs = expand(grid, reg)
+    store = ResultStore(config["out"])
+    print(
+        f"{len(specs)} runs: {len(grid.datasets)} dataset(s) x {len(grid.methods)} method(s) x {grid.trials} trial(s) "
+        f"x {grid.seeds} seed(s), budget '{grid.budget}', executor '{config['executor']}'"
+    )
+
+    def report(spec, status):
+        print(f"  {spec.label}: {status}", flush=True)
+
+    counts = execute(
+        specs,
+        store,
+        device=config["device"],
+        retry_failed=args.retry_failed,
+        progress=args.progress,
+        on_result=report,
+        executor=config["executor"],
+        workers=int(config["workers"]),
+        ray_address=config["ray_address"] or None,
+        config=config,
+    )
+    paths = write(config["out"], rule=config["selection"])
+    print(f"done: {counts}. Leaderboard: {paths['md']}")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _tasks(text: str | None, datasets: list[str]) -> dict[str, list[str]]:
     tasks: dict[str, list[str]] = {}
-    for t in _split(args.tasks or ""):
+    for t in _split(text or ""):
         ds, _, task = t.partition(":")
         if not task:
             if len(datasets) != 1:
                 raise SystemExit(f"--tasks {t}: write DATASET:TASK when running several datasets")
             ds, task = datasets[0], t
         tasks.setdefault(ds, []).append(task)
-    grid = Grid(
-        datasets=datasets,
-        methods=methods,
-        tasks=tasks,
-        seeds=args.seeds,
-        trials=args.hparam_trials,
-        budget=args.budget,
-        resolution=args.resolution,
-        backbone=args.backbone,
-        weights=args.weights,
-        augment=Augment(mix=args.mix),
-        data_roots=_data_roots(args.data_root, datasets),
-        dataset_options=_dataset_options(args.dataset_option, datasets),
-    )
-    specs = expand(grid, reg)
-    store = ResultStore(args.out)
-    print(f"{len(specs)} runs: {len(datasets)} dataset(s) x {len(methods)} method(s) x {args.hparam_trials} trial(s) x {args.seeds} seed(s), budget '{args.budget}'")
-
-    def report(spec, status):
-        print(f"  {spec.label}: {status}", flush=True)
-
-    counts = execute(specs, store, device=args.device, retry_failed=args.retry_failed, progress=args.progress, on_result=report)
-    paths = write(args.out, rule=args.selection)
-    print(f"done: {counts}. Leaderboard: {paths['md']}")
-    return 0 if counts["failed"] == 0 else 1
+    return tasks
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -143,23 +177,29 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["methods", "datasets", "budgets"])
     ls.set_defaults(func=cmd_list)
 
-    run = sub.add_parser("run", help="train and evaluate methods on dataset tasks under one budget")
-    run.add_argument("--methods", default="all", help="'all' or a comma-separated list (see `fairbench list methods`)")
-    run.add_argument("--datasets", default="synthfaces", help="comma-separated dataset names")
-    run.add_argument("--tasks", default=None, help="comma-separated TASK or DATASET:TASK (default: each dataset's first task)")
+    run = sub.add_parser("run", help="train and evaluate methods on dataset tasks under one budget",
+                         description="Defaults come from the packaged configs/default.toml; --config FILE replaces them; flags override single keys.")
+    run.add_argument("--config", default=None, help="benchmark config (TOML), e.g. benchmark/configs/default.toml")
+    run.add_argument("--methods", default=None, help="'all' or a comma-separated list (see `fairbench list methods`)")
+    run.add_argument("--datasets", default=None, help="comma-separated dataset names (default: synthfaces)")
+    run.add_argument("--tasks", default=None, help="comma-separated TASK or DATASET:TASK (default: each dataset's first)")
     run.add_argument("--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one")
     run.add_argument("--dataset-option", action="append", default=[], metavar="[DATASET.]KEY=VALUE",
                      help="dataset loader option, e.g. n_train=2000 (values parsed as JSON when possible)")
-    run.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
-    run.add_argument("--hparam-trials", type=int, default=1, help="hyperparameter trials per method (trial 0 = defaults)")
-    run.add_argument("--budget", default="default", choices=sorted(BUDGETS))
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
+    run.add_argument("--hparam-trials", type=int, default=None, help="hyperparameter trials per method (trial 0 = defaults)")
+    run.add_argument("--budget", default=None, choices=sorted(BUDGETS))
     run.add_argument("--resolution", type=int, default=None, help="override the budget's input resolution")
-    run.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2, resnet18 or timm:<name>")
-    run.add_argument("--weights", default="imagenet", help="'imagenet', 'none' (random init) or a local .pth file")
-    run.add_argument("--mix", default="none", choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
-    run.add_argument("--selection", default="val_acc", help="model-selection rule for the leaderboard")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--out", default="runs", help="result store directory")
+    run.add_argument("--backbone", default=None, help="mobilenet_v2, resnet18 or timm:<name>")
+    run.add_argument("--weights", default=None, help="'imagenet', 'none' (random init) or a local .pth file")
+    run.add_argument("--mix", default=None, choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
+    run.add_argument("--selection", default=None, help="model selection: val_acc, val_wga or val_acc@val_eod_max<=EPS")
+    run.add_argument("--bootstrap", type=int, default=None, help="test-set bootstrap resamples per run (0 = none)")
+    run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    run.add_argument("--executor", default=None, choices=["local", "ray"])
+    run.add_argument("--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)")
+    run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
+    run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
     run.add_argument("--progress", action="store_true", help="show a progress bar per training stage")
     run.set_defaults(func=cmd_run)

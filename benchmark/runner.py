@@ -7,6 +7,7 @@ import platform
 import subprocess
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from fairfacebench.budget import BudgetMeter, get_budget
+from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.context import FitContext
 from fairfacebench.data import LoadedDataset, TaskData, make_task_data
 from fairfacebench.plugins import Registry, registry
@@ -45,6 +47,7 @@ class Grid:
     augment: Augment = field(default_factory=Augment)
     data_roots: dict[str, str] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bootstrap: int = 1000
 
     def budget_dict(self) -> dict[str, Any]:
         b = get_budget(self.budget).to_dict()
@@ -88,6 +91,7 @@ def expand(grid: Grid, reg: Registry | None = None) -> list[RunSpec]:
                                 trial=trial,
                                 data_root=grid.data_roots.get(ds_name),
                                 dataset_options=grid.dataset_options.get(ds_name, {}),
+                                bootstrap=grid.bootstrap,
                             )
                         )
     return specs
@@ -155,6 +159,24 @@ def evaluate(scores: np.ndarray, y: np.ndarray, a: np.ndarray, data: TaskData) -
     return compute_metrics(y, scores.argmax(1), a, data.group_names, n_classes=data.n_classes, class_names=data.target_classes)
 
 
+@contextmanager
+def gpu_usage(device: torch.device):
+    """GPU time (CUDA events) and peak memory of the block, when running on a GPU."""
+    stats: dict[str, Any] = {}
+    if device.type != "cuda":
+        yield stats
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    yield stats
+    end.record()
+    torch.cuda.synchronize(device)
+    stats["gpu_time_s"] = round(start.elapsed_time(end) / 1000, 3)
+    stats["gpu_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    stats["gpu_name"] = torch.cuda.get_device_name(device)
+
+
 def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None) -> tuple[dict, dict]:
     """Fit one method on one task and evaluate it on validation and test data."""
     from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
@@ -165,15 +187,22 @@ def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, 
     budget = type(budget)(**spec.budget)
     meter = BudgetMeter(budget)
     ctx = FitContext(data, spec.hparams, meter, spec.seed, device, Augment(**spec.augment), spec.backbone, spec.weights, vlm, progress)
-    predictor = cls().fit(ctx)
-    fit_report = meter.report()
+    with gpu_usage(device) as gpu:
+        predictor = cls().fit(ctx)
+    fit_report = {**meter.report(), **gpu}
     t0 = time.perf_counter()
     val_scores = predictor.predict(data.val.images)
     test_scores = predictor.predict(data._test.images)
     val_report = evaluate(val_scores, data.val.y, data.val.a, data)
     test_report = evaluate(test_scores, data._test.y, data._test.a, data)
+    intervals = None
+    if spec.bootstrap:
+        intervals = bootstrap_intervals(
+            data._test.y, test_scores.argmax(1), data._test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
+        )
     record = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
+        "test_intervals": intervals,
         "per_group": {"val": val_report.to_dict(), "test": test_report.to_dict()},
         "metric_definitions": METRIC_DEFINITIONS,
         "budget_report": {**fit_report, "eval_time_s": round(time.perf_counter() - t0, 3)},
@@ -221,6 +250,36 @@ def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str
     }
 
 
+def attempt(
+    spec: RunSpec, loader: DataLoaderCache, device: torch.device, reg: Registry, progress: bool = False, config: dict | None = None
+) -> tuple[dict, dict | None]:
+    """Run one spec; any exception becomes a failed record with its traceback."""
+    started = time.perf_counter()
+    data = None
+    try:
+        cls = reg.method(spec.method)
+        data = loader.task_data(spec, with_pool=cls.needs_pool)
+        record, arrays = run_one(spec, data, device, reg, progress)
+        record = {**base_record(spec, reg, data), "status": "ok", **record}
+    except Exception as exc:  # recorded with its traceback; the grid continues
+        record = {
+            **base_record(spec, reg, data),
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+        arrays = None
+        log.error("run %s failed: %s", spec.label, record["error"])
+    record["wall_time_s"] = round(time.perf_counter() - started, 3)
+    record["config"] = config
+    return record, arrays
+
+
+def crashed_record(spec: RunSpec, reg: Registry, error: str, config: dict | None) -> dict:
+    """The record of a run whose worker process died before it could write one."""
+    return {**base_record(spec, reg, None), "status": "failed", "error": error, "traceback": None, "config": config}
+
+
 def execute(
     specs: list[RunSpec],
     store: ResultStore,
@@ -230,38 +289,49 @@ def execute(
     progress: bool = False,
     on_result: Callable[[RunSpec, str], None] | None = None,
     reg: Registry | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    config: dict | None = None,
 ) -> dict[str, int]:
-    """Run every unfinished spec in order; a failing run is recorded and the grid goes on."""
+    """Run every unfinished spec; failed runs are recorded and the grid goes on.
+
+    executor 'local' runs in this process (workers=1) or in one child process
+    per run (workers>1, so a crashing run cannot take the grid down); 'ray'
+    sends runs to a Ray cluster.  Every executor writes the same store.
+    """
+    from fairfacebench.executors import run_in_processes, run_in_ray
+
     reg = reg or registry()
-    dev = resolve_device(device)
-    loader = DataLoaderCache(cache_dir or default_cache_dir(), reg)
+    resolve_device(device)  # fail before any work when the device is unavailable
+    cache_dir = cache_dir or default_cache_dir()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
+    todo = []
     for spec in specs:
         status = store.status(spec.run_id)
         if status == "ok" or (status == "failed" and not retry_failed):
             counts["skipped"] += 1
             if on_result:
                 on_result(spec, f"skipped ({status})")
-            continue
-        started = time.perf_counter()
-        data = None
-        try:
-            cls = reg.method(spec.method)
-            data = loader.task_data(spec, with_pool=cls.needs_pool)
-            record, arrays = run_one(spec, data, dev, reg, progress)
-            record = {**base_record(spec, reg, data), "status": "ok", **record}
-        except Exception as exc:  # recorded with its traceback; the grid continues
-            record = {
-                **base_record(spec, reg, data),
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
-            arrays = None
-            log.error("run %s failed: %s", spec.label, record["error"])
-        record["wall_time_s"] = round(time.perf_counter() - started, 3)
-        store.write(spec.run_id, record, arrays)
+        else:
+            todo.append(spec)
+
+    def finished(spec: RunSpec, record: dict) -> None:
         counts[record["status"]] += 1
         if on_result:
-            on_result(spec, record["status"] if record["status"] == "ok" else f"FAILED: {record['error']}")
+            on_result(spec, "ok" if record["status"] == "ok" else f"FAILED: {record['error']}")
+
+    if executor == "ray":
+        run_in_ray(todo, store, device, cache_dir, reg, finished, ray_address, workers, config)
+    elif executor == "local" and workers > 1:
+        run_in_processes(todo, store, device, cache_dir, reg, finished, workers, config)
+    elif executor == "local":
+        loader = DataLoaderCache(cache_dir, reg)
+        dev = resolve_device(device)
+        for spec in todo:
+            record, arrays = attempt(spec, loader, dev, reg, progress, config)
+            store.write(spec.run_id, record, arrays)
+            finished(spec, record)
+    else:
+        raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     return counts

@@ -25,6 +25,7 @@ class RunSpec:
     trial: int = 0
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,12 +11,13 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from fairfacebench.metrics.bootstrap import seed_summary
 from fairfacebench.store import ResultStore, nan_to_none
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
@@ -28,44 +29,83 @@ class SelectionRule:
 
     name: str
     description: str
-    key: Any  # record -> sortable score, higher is better
+    key: Callable[[dict], tuple]  # record -> sortable score, higher is better
 
 
 def _val(record: dict, metric: str) -> float:
     v = record["metrics"]["val"].get(metric)
-    return -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return math.nan if v is None else float(v)
 
 
-SELECTION_RULES = {
-    "val_acc": SelectionRule("val_acc", "highest validation accuracy", lambda r: _val(r, "acc")),
-    "val_wga": SelectionRule("val_wga", "highest validation worst-group accuracy", lambda r: _val(r, "wga")),
+def _higher(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def constrained_rule(eps: float) -> SelectionRule:
+    """Highest val_acc among trials with val_eod_max <= eps; if none qualifies, the lowest val_eod_max."""
+
+    def key(r: dict) -> tuple:
+        eod = _val(r, "eod_max")
+        feasible = not math.isnan(eod) and eod <= eps
+        return (1, _higher(_val(r, "acc"))) if feasible else (0, -eod if not math.isnan(eod) else -math.inf)
+
+    return SelectionRule(
+        f"val_acc@val_eod_max<={eps:g}",
+        f"highest validation accuracy among trials with validation eod_max <= {eps:g} (else the lowest validation eod_max)",
+        key,
+    )
+
+
+SELECTION_RULES: dict[str, SelectionRule] = {
+    "val_acc": SelectionRule("val_acc", "highest validation accuracy", lambda r: (_higher(_val(r, "acc")),)),
+    "val_wga": SelectionRule("val_wga", "highest validation worst-group accuracy", lambda r: (_higher(_val(r, "wga")),)),
 }
 
 
+def get_rule(name: str) -> SelectionRule:
+    """A rule by name: 'val_acc', 'val_wga' or 'val_acc@val_eod_max<=EPS'."""
+    if name in SELECTION_RULES:
+        return SELECTION_RULES[name]
+    prefix = "val_acc@val_eod_max<="
+    if name.startswith(prefix):
+        try:
+            return constrained_rule(float(name[len(prefix):]))
+        except ValueError:
+            pass
+    raise KeyError(f"unknown selection rule '{name}'; use one of {sorted(SELECTION_RULES)} or '{prefix}EPS' (e.g. {prefix}0.1)")
+
+
 def select(records: list[dict], rule: SelectionRule) -> dict | None:
-    """The best finished trial under `rule`; ties go to the lowest trial number."""
+    """The best finished trial under `rule`, looking at validation metrics only; ties go to the lowest trial."""
     ok = [r for r in records if r["status"] == "ok"]
     if not ok:
         return None
-    return max(ok, key=lambda r: (rule.key(r), -r["spec"]["trial"]))
+    return max(ok, key=lambda r: (*rule.key(r), -r["spec"]["trial"]))
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if len(arr) == 0:
-        return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def fmt(mean: float, std: float, n: int) -> str:
-    if math.isnan(mean):
+def fmt(summary: dict) -> str:
+    """'mean ± std [lo, hi]' over seeds, or 'value [lo, hi]' with the run's bootstrap interval for one seed."""
+    mean = summary["mean"]
+    if mean is None or math.isnan(mean):
         return "n/a"
-    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+    text = f"{mean:.3f}"
+    if summary.get("n", 0) > 1:
+        text += f" ± {summary['std']:.3f}"
+    lo, hi = summary.get("interval") or (None, None)
+    if lo is not None and hi is not None:
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
+INTERVAL_NOTE = {
+    "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds",
+    "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed (1,000 multinomial resamples of the confusion counts)",
+}
 
 
 def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     """Aggregate the store into leaderboard tables (plain data, also written as JSON)."""
-    selection = SELECTION_RULES[rule]
+    selection = get_rule(rule)
     cells: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in ResultStore(store_dir).records():
         s = rec["spec"]
@@ -93,11 +133,27 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "budget_report": [c["budget_report"] for c in ok],
         }
         for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
-            mean, std = mean_std([c["metrics"]["test"].get(m) for c in ok])
-            row[m] = {"mean": mean, "std": std}
+            row[m] = _summarise([c["metrics"]["test"].get(m) for c in ok], [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok])
+        row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
         table["rows"].append(row)
     return {"selection_rule": rule, "tables": list(tables.values())}
+
+
+def _summarise(values: list, bootstrap: list) -> dict:
+    """Across-seed mean, std and 95% t-interval; with one seed, the run's bootstrap interval."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    if not defined:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "interval": None}
+    if len(defined) > 1:
+        s = seed_summary(defined)
+        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": s["ci95"]}
+    return {"mean": defined[0], "std": math.nan, "n": 1, "interval": bootstrap[0] if bootstrap else None}
+
+
+def mean_of(values: list) -> float:
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def _per_group(chosen: list[dict]) -> list[dict]:
@@ -111,7 +167,7 @@ def _per_group(chosen: list[dict]) -> list[dict]:
     for group, vals in acc.items():
         row = {"group": group}
         for k, v in vals.items():
-            row[k] = mean_std([x for x in v if x is not None])[0] if k != "n" else int(np.mean(v))
+            row[k] = mean_of(v) if k != "n" else int(np.mean(v))
         rows.append(row)
     return rows
 
@@ -131,8 +187,11 @@ def to_markdown(board: dict[str, Any]) -> str:
             if r["status"] == "failed":
                 rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0])
                 continue
-            rows.append([name, r["labels_used"], *[fmt(r[m]["mean"], r[m]["std"], r["seeds"]) for m in TABLE_METRICS], r["seeds"]])
+            rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"]])
         out += [tabulate(rows, headers=["method", "labels used", *TABLE_METRICS, "seeds"], tablefmt="github"), ""]
+        notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
+        out += [f"Intervals: {n}." for n in notes] + [""]
+        out += [f"### Budget report: {t['dataset']}/{t['task']}", "", _budget_table(t["rows"]), ""]
         for r in t["rows"]:
             if r["status"] != "ok":
                 continue
@@ -140,6 +199,16 @@ def to_markdown(board: dict[str, Any]) -> str:
             pg = [[g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]] for g in r["per_group"]]
             out += [tabulate(pg, headers=["group", "n", "acc", "tpr", "fpr", "selection_rate"], tablefmt="github"), ""]
     return "\n".join(out)
+
+
+def _budget_table(rows: list[dict]) -> str:
+    """Steps, samples seen and wall time per selected run, so equal budgets can be checked."""
+    out = []
+    for r in rows:
+        for sel, rep in zip(r["selected"], r["budget_report"]):
+            out.append([r["method"], sel["seed"], sel["trial"], rep["steps"], rep["budget"]["steps"], rep["samples_seen"],
+                        rep["wall_time_s"], ", ".join(f"{k}={v}" for k, v in rep["steps_per_stage"].items())])
+    return tabulate(out, headers=["method", "seed", "trial", "steps", "budget steps", "samples seen", "fit wall time (s)", "steps per stage"], tablefmt="github")
 
 
 def _f(v: Any) -> str:
@@ -153,7 +222,8 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
             row = {"dataset": t["dataset"], "task": t["task"], "budget": t["budget"], "method": r["method"], "variant": r.get("variant"),
                    "status": r["status"], "labels_used": r["labels_used"], "seeds": r["seeds"], "selection_rule": board["selection_rule"]}
             for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
-                row[f"{m}_mean"], row[f"{m}_std"] = r[m]["mean"], r[m]["std"]
+                lo, hi = r[m]["interval"] or (None, None)
+                row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = r[m]["mean"], r[m]["std"], lo, hi
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,200 @@
+"""The fair-comparison protocol: equal trials, validation-only selection, intervals,
+config files, executors, faults and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fairfacebench.config import ConfigError, grid_from_config, load_config
+from fairfacebench.leaderboard.tables import build, get_rule, to_markdown
+from fairfacebench.methods.erm import ERM
+from fairfacebench.methods.reweight import Reweight
+from fairfacebench.plugins import registry
+from fairfacebench.runner import Grid, expand, trial_hparams
+from fairfacebench.store import ResultStore
+
+from conftest import TINY_SYNTH
+
+TINY_OPTIONS = [f"--dataset-option={k}={v}" for k, v in TINY_SYNTH.items()]
+CLI = [sys.executable, "-m", "fairfacebench.cli"]
+
+
+# --- equal hyperparameter search ---------------------------------------------------------------
+
+def test_every_method_gets_the_same_trials_and_trial_zero_is_the_defaults():
+    specs = expand(Grid(datasets=["synthfaces"], methods=["erm", "reweight", "val-reweight"], trials=3, seeds=2))
+    per_method = {}
+    for s in specs:
+        per_method.setdefault(s.method, set()).add((s.trial, s.seed))
+    assert all(v == {(t, s) for t in range(3) for s in range(2)} for v in per_method.values())
+    assert trial_hparams(Reweight, 0) == Reweight.default_hparams()
+    assert trial_hparams(Reweight, 1) == trial_hparams(Reweight, 1)  # seeded
+    assert trial_hparams(ERM, 1) != trial_hparams(ERM, 2)
+    assert len({s.run_id for s in specs}) == len(specs)
+
+
+# --- validation-only model selection -------------------------------------------------------------
+
+def _record(method, seed, trial, val, test):
+    """A finished run record with the fields the leaderboard reads."""
+    group = {"group": "g0", "n": 10, "acc": test["acc"], "tpr": 0.5, "fpr": 0.1, "selection_rate": 0.3}
+    return {
+        "run_id": f"{method}-{seed}-{trial}",
+        "status": "ok",
+        "spec": {"dataset": "d", "task": "t", "method": method, "seed": seed, "trial": trial, "hparams": {"trial": trial}, "budget": {"name": "b"}},
+        "method_info": {"description": "", "citation": ""},
+        "labels_used": "y:train",
+        "metrics": {"val": val, "test": test},
+        "per_group": {"test": {"per_group": [group]}},
+        "budget_report": {"steps": 5, "samples_seen": 50, "wall_time_s": 1.0, "steps_per_stage": {"train": 5}, "budget": {"steps": 5}},
+    }
+
+
+def _m(acc, wga=0.5, eod=0.1):
+    return {"acc": acc, "wga": wga, "eod_max": eod, "eod_mean": eod / 2, "dp_diff": 0.1, "bal_acc": acc, "eopp_diff": eod, "group_acc_std": 0.01}
+
+
+def test_selection_uses_validation_only_never_test(tmp_path):
+    store = ResultStore(tmp_path)
+    # trial 1 is planted: best on test by far, worst on validation
+    store.write("a", _record("m", 0, 0, val=_m(0.80), test=_m(0.70)))
+    store.write("b", _record("m", 0, 1, val=_m(0.60), test=_m(0.99)))
+    store.write("c", _record("m", 0, 2, val=_m(0.75, wga=0.7), test=_m(0.72)))
+    rows = build(tmp_path, "val_acc")["tables"][0]["rows"]
+    assert rows[0]["selected"][0]["trial"] == 0 and rows[0]["acc"]["mean"] == 0.70
+    rows = build(tmp_path, "val_wga")["tables"][0]["rows"]
+    assert rows[0]["selected"][0]["trial"] == 2
+
+
+def test_constrained_rule_picks_best_accuracy_within_the_fairness_bound(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write("a", _record("m", 0, 0, val=_m(0.90, eod=0.30), test=_m(0.9)))
+    store.write("b", _record("m", 0, 1, val=_m(0.80, eod=0.05), test=_m(0.8)))
+    store.write("c", _record("m", 0, 2, val=_m(0.70, eod=0.02), test=_m(0.7)))
+    board = build(tmp_path, "val_acc@val_eod_max<=0.1")
+    assert board["tables"][0]["rows"][0]["selected"][0]["trial"] == 1
+    assert "eod_max <= 0.1" in board["tables"][0]["selection_rule"]
+    # nothing qualifies: the fairest trial is chosen, as documented
+    assert build(tmp_path, "val_acc@val_eod_max<=0.01")["tables"][0]["rows"][0]["selected"][0]["trial"] == 2
+    with pytest.raises(KeyError, match="unknown selection rule"):
+        get_rule("test_acc")
+
+
+def test_seed_intervals_on_the_leaderboard(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, acc in enumerate([0.70, 0.80, 0.90]):
+        store.write(f"s{seed}", _record("m", seed, 0, val=_m(acc), test=_m(acc)))
+    board = build(tmp_path)
+    row = board["tables"][0]["rows"][0]
+    assert row["acc"]["mean"] == pytest.approx(0.8) and row["acc"]["std"] == pytest.approx(0.1)
+    # t_{0.975,2} = 4.3027; half-width = 4.3027 * 0.1 / sqrt(3) = 0.2484
+    lo, hi = row["acc"]["interval"]
+    assert (lo, hi) == (pytest.approx(0.8 - 0.2484, abs=1e-3), pytest.approx(0.8 + 0.2484, abs=1e-3))
+    md = to_markdown(board)
+    assert "0.800 ± 0.100 [0.552, 1.048]" in md and "Student-t" in md
+
+
+# --- config files ------------------------------------------------------------------------------
+
+def test_default_config_file_reproduces_the_default_grid(tmp_path):
+    repo_default = Path(__file__).parents[1] / "benchmark" / "configs" / "default.toml"
+    config = load_config(repo_default)
+    grid = grid_from_config(config, sorted(registry().methods))
+    assert grid.methods == sorted(registry().methods) and grid.datasets == ["synthfaces"] and grid.budget == "default"
+    custom = tmp_path / "bench.toml"
+    custom.write_text('methods = ["erm"]\nseeds = 3\n[augment]\nmix = "cutmix"\n')
+    grid = grid_from_config(load_config(custom, {"seeds": 2}), [])
+    assert grid.methods == ["erm"] and grid.seeds == 2 and grid.augment.mix == "cutmix" and grid.augment.crop == 4
+    custom.write_text("method = ['erm']\n")
+    with pytest.raises(ConfigError, match="unknown key.*method"):
+        load_config(custom)
+
+
+# --- faults, executors, resume -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def faulty_env(tmp_path_factory):
+    """PYTHONPATH with the faulty test plugin installed (the venv itself is not touched)."""
+    target = tmp_path_factory.mktemp("faulty-site")
+    pkg = Path(__file__).parent / "faulty_plugin"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(pkg)],
+                   check=True, capture_output=True)
+    return {**os.environ, "PYTHONPATH": str(target)}
+
+
+def _rows(out):
+    return {r["method"]: r for r in json.loads((out / "leaderboard.json").read_text())["tables"][0]["rows"]}
+
+
+def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path, faulty_env):
+    out = tmp_path / "runs"
+    methods = "fault-raises,fault-nan-loss,fault-kills-worker,erm"
+    ran = subprocess.run([*CLI, "run", "--methods", methods, "--budget", "smoke", "--workers", "2", "--out", str(out), *TINY_OPTIONS],
+                         env=faulty_env, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 1, ran.stdout + ran.stderr  # failures are reported in the exit code
+    rows = _rows(out)
+    assert rows["erm"]["status"] == "ok"
+    errors = {m: rows[m]["failed_runs"][0]["error"] for m in methods.split(",")[:3]}
+    assert all(rows[m]["status"] == "failed" for m in errors)
+    assert "planted failure inside fit" in errors["fault-raises"]
+    assert "NonFiniteLoss" in errors["fault-nan-loss"]
+    assert "WorkerDied" in errors["fault-kills-worker"] and "17" in errors["fault-kills-worker"]
+    md = (out / "leaderboard.md").read_text()
+    assert md.count("| failed") >= 3  # failed cells are shown, not dropped
+    records = {json.loads(p.read_text())["spec"]["method"]: json.loads(p.read_text()) for p in out.glob("*/record.json")}
+    assert "Traceback" in records["fault-raises"]["traceback"]
+
+
+def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
+    pytest.importorskip("ray", reason="Ray is installed by `make setup` (extra 'ray')")
+    out = tmp_path / "runs"
+    ran = subprocess.run([*CLI, "run", "--methods", "erm,fault-kills-worker,fault-raises", "--budget", "smoke", "--executor", "ray",
+                          "--workers", "2", "--out", str(out), *TINY_OPTIONS], env=faulty_env, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    rows = _rows(out)
+    assert rows["erm"]["status"] == "ok" and rows["erm"]["seeds"] == 1
+    assert rows["fault-kills-worker"]["status"] == "failed" and rows["fault-raises"]["status"] == "failed"
+    assert "planted failure" in rows["fault-raises"]["failed_runs"][0]["error"]
+
+
+def test_sigkill_then_resume_recomputes_only_unfinished_runs(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [*CLI, "run", "--methods", "erm", "--seeds", "3", "--budget", "smoke", "--out", str(out), *TINY_OPTIONS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(out.glob("*/record.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/record.json")}
+    assert 1 <= len(finished) < 3
+    # nothing half-written: every visible run directory is complete
+    assert all((d / "record.json").exists() for d in out.iterdir() if d.is_dir() and not d.name.startswith("."))
+    ran = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert f"'skipped': {len(finished)}" in ran.stdout and f"'ok': {3 - len(finished)}" in ran.stdout
+    assert {k: (out / k / "record.json").stat().st_mtime_ns for k in finished} == finished
+
+
+def test_run_record_holds_config_versions_commit_weights_and_intervals(tmp_path):
+    from fairfacebench.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["run", "--methods", "erm", "--budget", "smoke", "--out", str(out), "--bootstrap", "200", *TINY_OPTIONS]) == 0
+    (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert rec["config"]["budget"] == "smoke" and rec["config"]["bootstrap"] == 200
+    assert rec["versions"]["torch"] and "python" in rec["versions"]
+    assert "git_commit" in rec
+    assert rec["weights"]["source"] != "random-init" and rec["weights"]["sha256"].startswith("b0353104")
+    iv = rec["test_intervals"]
+    assert iv["n_resamples"] == 200 and "bootstrap" in iv["method"]
+    lo, hi = iv["intervals"]["acc"]
+    assert lo <= rec["metrics"]["test"]["acc"] <= hi
+    assert rec["budget_report"]["steps"] == 12 and rec["budget_report"]["samples_seen"] == 12 * 32
+    np.testing.assert_equal(len(ResultStore(out).predictions(rec["run_id"])["test_scores"]), TINY_SYNTH["n_test"])
