@@ -69,6 +69,7 @@ class Split:
         return len(self.images)
 
     def subset(self, index: np.ndarray) -> "Split":
+        """Rows `index` of the split (fancy indexing copies a memmap's rows into memory)."""
         return Split(self.images[index], {k: v[index] for k, v in self.labels.items()}, self.ids[index])
 
 
@@ -173,8 +174,36 @@ def group_codes(split: Split, attributes: dict[str, Attribute], sensitive: tuple
     return codes, tuple(names)
 
 
+def restrict_to_task(ds: LoadedDataset, task: TaskSpec) -> LoadedDataset:
+    """Drop rows whose target or sensitive code is a negative code (not applicable); the drop counts go into info."""
+    attrs = (task.target, *task.sensitive)
+    splits, dropped = {}, {}
+    for split_name, split in ds.splits.items():
+        keep = np.ones(len(split), dtype=bool)
+        for attr in attrs:
+            keep &= split.labels[attr] >= 0
+        dropped[split_name] = int((~keep).sum())
+        splits[split_name] = split if keep.all() else _take(split, np.flatnonzero(keep))
+    if not any(dropped.values()):
+        return ds
+    info = {**ds.info, "task_rows_dropped": {"task": task.name, "attributes": list(attrs), "per_split": dropped}}
+    return LoadedDataset(ds.name, ds.attributes, splits, info)
+
+
+def _take(split: Split, index: np.ndarray) -> Split:
+    if index.size and index[-1] - index[0] + 1 == index.size:  # one run of rows: slice to keep the memmap
+        rows = slice(int(index[0]), int(index[-1]) + 1)
+        return Split(split.images[rows], {k: v[rows] for k, v in split.labels.items()}, split.ids[rows])
+    return split.subset(index)
+
+
 def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None = None) -> TaskData:
-    """Build the method-facing view of one task, with clear errors for empty splits/groups."""
+    """Build the method-facing view of one task, with clear errors for empty splits/groups.
+
+    Rows where the task's attributes do not apply (negative codes, e.g. FairFace
+    race4 for Latino_Hispanic faces) are dropped and counted in info.
+    """
+    ds = restrict_to_task(ds, task)
     for attr in (task.target, *task.sensitive):
         if attr not in ds.attributes:
             raise DataError(

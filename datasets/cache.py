@@ -1,0 +1,291 @@
+"""The decoded-image cache: decode and resize every image once into a uint8 `.npy` memmap.
+
+One cache per (dataset name, resolution, source fingerprint).  The fingerprint
+hashes the cache version and the ordered file list with each file's size and
+mtime, so editing, adding or removing a source file, or asking for another
+resolution, builds a new cache instead of serving stale pixels.
+
+Layout under `cache_dir`::
+
+    <key>/images.npy        (K, size, size, 3) uint8, rows in item order, skipped items left out
+    <key>/manifest.json     counts, skipped files with reasons, fingerprint; written last
+    <key>.lock              fcntl lock: one builder per key, other processes wait and reuse
+    .<key>.tmp-*/           a build in progress, renamed to <key>/ only once complete
+
+A build streams: decoded rows are appended to the file in batches, so memory
+stays bounded whatever the dataset size (plain file writes rather than a
+writable memmap, whose dirty pages would count towards the builder's RSS).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from fairfacebench.data import DataError
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump whenever decoding or resizing changes: it is part of every cache key
+MANIFEST = "manifest.json"
+IMAGES = "images.npy"
+MAX_BATCH = 64
+
+# What one decode attempt yields: (pixels, None, None) or (None, kind, reason).
+Decoded = tuple[np.ndarray | None, str | None, str | None]
+
+
+@dataclass
+class CachedImages:
+    """A complete cache: read-only memmap rows, which items they are, and the manifest."""
+
+    images: np.ndarray  # read-only memmap (K, size, size, 3) uint8
+    kept_index: np.ndarray  # int64 (K,): position in `items` of each row
+    manifest: dict[str, Any]
+    path: Path
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode one image (first frame) to RGB and centre-crop-resize it to size x size.
+
+    `ImageOps.fit` crops the largest centred square and resizes it with Lanczos
+    (antialiased), so faces keep their aspect ratio.  JPEG draft mode lets libjpeg
+    decode at 1/2..1/8 scale when the image stays at least `size` on each side.
+    """
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        return np.asarray(ImageOps.fit(rgb, (size, size), method=Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def _decode_or_reason(path: str, size: int) -> Decoded:
+    try:
+        return decode_image(path, size), None, None
+    except FileNotFoundError:
+        return None, "missing", "file not found"
+    except UnidentifiedImageError:
+        return None, "not_image", "not a recognised image format"
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        return None, "corrupt", f"cannot decode ({type(err).__name__}: {err})"
+
+
+def _decode_batch(paths: list[str], size: int) -> list[Decoded]:
+    return [_decode_or_reason(p, size) for p in paths]
+
+
+def source_fingerprint(items: Sequence[str | Path]) -> str:
+    """sha256 over the cache version and the ordered (path, size, mtime) of every item."""
+    digest = hashlib.sha256(f"fairfacebench-cache-v{CACHE_VERSION}\n".encode())
+    for item in items:
+        try:
+            st = os.stat(item)
+            digest.update(f"{item}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{item}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(name: str, size: int, fingerprint: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "dataset"
+    return f"{slug}-{size}px-{fingerprint[:16]}"
+
+
+def build_or_load(
+    name: str,
+    items: Sequence[str | Path],
+    size: int,
+    cache_dir: str | Path,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> CachedImages:
+    """Return the cache of `items` at `size` px, building it first if needed.
+
+    Undecodable or missing files are skipped and listed in the manifest with a
+    reason; with `strict=True` the first one aborts the build with a DataError
+    naming the file.  `workers` decoding processes (default: available cores;
+    1 decodes in this process).
+    """
+    if size < 1:
+        raise DataError(f"cache '{name}': image size must be a positive number of pixels, got {size}")
+    items = [str(p) for p in items]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = source_fingerprint(items)
+    key = cache_key(name, size, fingerprint)
+    final = cache_dir / key
+    if _is_complete(final):
+        return _open(final)
+    with _exclusive_lock(cache_dir / f"{key}.lock", key):
+        if _is_complete(final):
+            logger.info("cache %s was built by another process; reusing it", key)
+            return _open(final)
+        _remove_leftovers(cache_dir, key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir))
+        try:
+            meta = {"name": name, "size": size, "key": key, "fingerprint": fingerprint}
+            _build(tmp, items, meta, workers or available_cores(), strict, progress)
+            os.rename(tmp, final)
+            _fsync_dir(cache_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _open(final)
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path, key: str) -> Iterator[None]:
+    with open(lock_path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another process is building cache %s; waiting for it (lock %s)", key, lock_path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_complete(final: Path) -> bool:
+    return (final / MANIFEST).is_file() and (final / IMAGES).is_file()
+
+
+def _remove_leftovers(cache_dir: Path, key: str) -> None:
+    """Delete what killed builds of this key left behind (we hold its lock, so none is running)."""
+    for stale in [*cache_dir.glob(f".{key}.tmp-*"), cache_dir / key]:
+        if stale.exists():
+            logger.info("removing incomplete cache build %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build(tmp: Path, items: list[str], meta: dict[str, Any], workers: int, strict: bool, progress: bool) -> None:
+    started = time.perf_counter()
+    size = meta["size"]
+    skipped: list[dict[str, Any]] = []
+    with open(tmp / IMAGES, "wb") as out:
+        _write_header(out, 0, size)
+        header_end = out.tell()
+        bar = tqdm(total=len(items), desc=f"caching {meta['name']} at {size}px", unit="img", disable=not progress)
+        with bar, closing(_decoded(items, size, workers)) as results:
+            for index, (pixels, kind, reason) in enumerate(results):
+                if pixels is None:
+                    skipped.append(_skip(items[index], index, kind, reason, strict))
+                else:
+                    out.write(pixels.tobytes())
+                bar.update()
+        kept = len(items) - len(skipped)
+        out.seek(0)
+        _write_header(out, kept, size)
+        if out.tell() != header_end:
+            raise RuntimeError(f"the .npy header changed length while finalising cache {meta['key']}")
+        out.flush()
+        os.fsync(out.fileno())
+    manifest = {
+        **meta,
+        "complete": True,
+        "cache_version": CACHE_VERSION,
+        "counts": {"items": len(items), "images": kept, "skipped": len(skipped)},
+        "skipped": skipped,
+        "build": {
+            "id": uuid.uuid4().hex,
+            "pid": os.getpid(),
+            "workers": workers,
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    _write_json(tmp / MANIFEST, manifest)
+    _log_skipped(meta["name"], skipped)
+
+
+def _skip(file: str, index: int, kind: str | None, reason: str | None, strict: bool) -> dict[str, Any]:
+    if strict:
+        raise DataError(
+            f"image {file}: {reason}. Replace or remove the file, or load without strict to skip "
+            "such files (each skipped file is listed with its reason in the cache manifest)"
+        )
+    return {"index": index, "file": file, "kind": kind, "reason": reason}
+
+
+def _log_skipped(name: str, skipped: list[dict[str, Any]]) -> None:
+    if skipped:
+        shown = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        logger.warning("cache %s: skipped %d file(s) that could not be decoded: %s%s", name, len(skipped), shown, more)
+
+
+def _write_header(out: Any, rows: int, size: int) -> None:
+    # numpy pads the header so that a later change of rows (axis 0) keeps its length
+    np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": (rows, size, size, 3)})
+
+
+def _decoded(items: list[str], size: int, workers: int) -> Iterator[Decoded]:
+    """Decoded items in order; at most 2 batches per worker in flight, so memory stays bounded."""
+    batch = max(1, min(MAX_BATCH, len(items) // (4 * workers) or 1))
+    batches = (items[i : i + batch] for i in range(0, len(items), batch))
+    if workers <= 1:
+        for paths in batches:
+            yield from _decode_batch(paths, size)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        pending = deque(pool.submit(_decode_batch, paths, size) for _, paths in zip(range(2 * workers), batches))
+        while pending:
+            done = pending.popleft().result()
+            following = next(batches, None)
+            if following is not None:
+                pending.append(pool.submit(_decode_batch, following, size))
+            yield from done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open(final: Path) -> CachedImages:
+    manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+    images = np.load(final / IMAGES, mmap_mode="r")
+    size, counts = manifest["size"], manifest["counts"]
+    if images.shape != (counts["images"], size, size, 3) or images.dtype != np.uint8:
+        raise DataError(
+            f"cache {final} is damaged: images.npy has shape {images.shape} {images.dtype}, the manifest says "
+            f"({counts['images']}, {size}, {size}, 3) uint8. Delete the folder {final} and run again to rebuild it"
+        )
+    skipped = np.array([s["index"] for s in manifest["skipped"]], dtype=np.int64)
+    kept = np.setdiff1d(np.arange(counts["items"], dtype=np.int64), skipped)
+    return CachedImages(images=images, kept_index=kept, manifest=manifest, path=final)

@@ -1,0 +1,356 @@
+"""Shared machinery of the file-based dataset plugins.
+
+A plugin's `index(root)` parses labels and file names without decoding any
+image and returns a :class:`DatasetIndex` (one :class:`SplitTable` per split);
+:class:`IndexedDataset` turns that into `load` (through the image cache),
+`check` and `prepare`.  Also here: the CSV and label validation every loader
+shares (errors name the file, line, column and value, and what to do), the
+stratified split, and `restrict_to_task` for attributes that do not apply to
+every row (code ``NOT_APPLICABLE``).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import ntpath
+import os
+import posixpath
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from fairfacebench.data import DataError, LoadedDataset, Split, TaskSpec, restrict_to_task
+from fairfacebench.datasets.base import DatasetPlugin
+from fairfacebench.datasets.cache import build_or_load
+
+logger = logging.getLogger(__name__)
+
+NOT_APPLICABLE = -1  # label code of a row the attribute does not apply to (e.g. FairFace race4 for Latino_Hispanic)
+SPLITS = ("train", "val", "test")
+SIMPLE_NAME = re.compile(r"\w[\w.-]*")  # no separator, no drive, no leading dot: cannot leave the root
+
+Row = tuple[int, tuple[str, ...]]  # (line number in the source file, field values)
+
+
+@dataclass
+class SplitTable:
+    """One split before decoding: ids, image paths and integer label codes, row-aligned.
+
+    Paths are plain strings: CelebA has 200k rows and pathlib objects cost seconds there.
+    """
+
+    files: list[str]
+    paths: list[str]
+    labels: dict[str, np.ndarray]
+
+    @classmethod
+    def under(cls, folder: Path, files: list[str], labels: dict[str, np.ndarray]) -> "SplitTable":
+        base = str(folder)
+        return cls(files, [os.path.join(base, f) for f in files], labels)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def take(self, index: np.ndarray) -> "SplitTable":
+        labels = {k: v[index] for k, v in self.labels.items()}
+        return SplitTable([self.files[i] for i in index], [self.paths[i] for i in index], labels)
+
+
+@dataclass
+class DatasetIndex:
+    """Everything a loader knows before decoding: the split tables and what to record in info."""
+
+    tables: dict[str, SplitTable]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class IndexedDataset(DatasetPlugin):
+    """A dataset read from an official on-disk layout: subclasses implement `index`."""
+
+    root_hint: str = "the dataset folder"
+
+    def index(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
+        raise NotImplementedError
+
+    def require_root(self, root: Path | str | None) -> Path:
+        if root is None:
+            raise DataError(
+                f"dataset '{self.name}' is read from disk and no data root was given: pass --data-root "
+                f"pointing at {self.root_hint}"
+            )
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"data root {path} for dataset '{self.name}' is not a directory; "
+                f"pass --data-root pointing at {self.root_hint}"
+            )
+        return path
+
+    def load(
+        self,
+        root: Path | str | None,
+        size: int,
+        cache_dir: Path,
+        *,
+        task: str | None = None,
+        workers: int | None = None,
+        strict: bool = False,
+        progress: bool = True,
+        **options: Any,
+    ) -> LoadedDataset:
+        """Index, decode through the cache, and (given `task`) drop rows the task does not apply to."""
+        index = self.index(self.require_root(root), strict=strict, **options)
+        splits, cache_info = cached_splits(self.name, index.tables, size, cache_dir, workers, strict, progress)
+        info = {**index.info, "cache": cache_info, "sizes": {k: len(v) for k, v in splits.items()}}
+        ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
+        return restrict_to_task(ds, self.task(task)) if task else ds
+
+    def check(self, root: Path | str | None, **options: Any) -> dict[str, Any]:
+        """Layout check without decoding: per-split and per-group counts and a list of problems."""
+        report: dict[str, Any] = {"dataset": self.name, "root": None if root is None else str(root)}
+        try:
+            index = self.index(self.require_root(root), **options)
+        except DataError as err:
+            return {**report, "ok": False, "problems": [str(err)], "splits": {}, "groups": {}}
+        problems = index.info.get("problems", []) + self._empty_groups(index)
+        return {
+            **report,
+            "ok": not problems,
+            "splits": {name: len(table) for name, table in index.tables.items()},
+            "groups": {name: group_counts(table, self.attributes) for name, table in index.tables.items()},
+            "problems": problems,
+            "info": index.info,
+        }
+
+    def prepare(
+        self, root: Path | str | None, size: int, cache_dir: Path, workers: int | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Build (or reuse) the image cache and summarise it."""
+        started = time.perf_counter()
+        ds = self.load(root, size, cache_dir, workers=workers, **options)
+        cache = ds.info["cache"]
+        return {
+            "dataset": self.name,
+            "size": size,
+            "cache": cache["path"],
+            "images": cache["images"],
+            "skipped": cache["skipped"],
+            "splits": ds.info["sizes"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _empty_groups(self, index: DatasetIndex) -> list[str]:
+        problems = []
+        for attr in sorted({a for t in self.tasks for a in t.sensitive}):
+            for split in ("train", "val"):
+                counts = np.bincount(_applicable(index.tables[split].labels[attr]), minlength=self.attributes[attr].n)
+                empty = [c for c, n in zip(self.attributes[attr].classes, counts) if n == 0]
+                if empty:
+                    problems.append(f"sensitive attribute '{attr}': class(es) {empty} have no members in '{split}'")
+        return problems
+
+
+def _applicable(codes: np.ndarray) -> np.ndarray:
+    return codes[codes >= 0]
+
+
+def group_counts(table: SplitTable, attributes: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per attribute, the number of rows of each class (and of not-applicable rows, if any)."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, codes in table.labels.items():
+        classes = attributes[name].classes
+        per_class = np.bincount(_applicable(codes), minlength=len(classes))
+        counts[name] = {c: int(n) for c, n in zip(classes, per_class)}
+        if (codes < 0).any():
+            counts[name]["(not applicable)"] = int((codes < 0).sum())
+    return counts
+
+
+def cached_splits(
+    name: str,
+    tables: Mapping[str, SplitTable],
+    size: int,
+    cache_dir: Path,
+    workers: int | None,
+    strict: bool,
+    progress: bool,
+) -> tuple[dict[str, Split], dict[str, Any]]:
+    """Decode all splits into one cache (splits in order, so each split is a zero-copy memmap slice)."""
+    items = [p for table in tables.values() for p in table.paths]
+    cached = build_or_load(name, items, size, cache_dir, workers=workers, strict=strict, progress=progress)
+    kept = np.zeros(len(items), dtype=bool)
+    kept[cached.kept_index] = True
+    splits, start, row = {}, 0, 0
+    for split_name, table in tables.items():
+        mask = kept[start : start + len(table)]
+        rows = slice(row, row + int(mask.sum()))
+        labels = {k: v[mask] for k, v in table.labels.items()}
+        splits[split_name] = Split(cached.images[rows], labels, np.array(table.files, dtype=object)[mask])
+        start, row = start + len(table), rows.stop
+    manifest = cached.manifest
+    info = {
+        "path": str(cached.path),
+        "key": manifest["key"],
+        "fingerprint": manifest["fingerprint"],
+        "images": manifest["counts"]["images"],
+        "skipped": manifest["counts"]["skipped"],
+        "skipped_files": manifest["skipped"],
+    }
+    return splits, info
+
+
+def stratified_split(strata: np.ndarray, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Split code per row (index into `fractions`), stratified on the rows of `strata` (N, k).
+
+    Each stratum is shuffled with a generator seeded by `seed` and cut in
+    proportion to `fractions` (rounded half up); a stratum with at least one
+    member per split gives every split at least one member, so small
+    intersectional groups are never absent from validation or test by chance.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if (fractions <= 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise DataError(f"split fractions must be positive and sum to 1, got {fractions.tolist()}")
+    rng = np.random.default_rng(seed)
+    codes = np.zeros(len(strata), dtype=np.int64)
+    if len(strata) == 0:
+        return codes
+    _, inverse = np.unique(strata.reshape(len(strata), -1), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    for stratum in range(inverse.max() + 1):
+        members = rng.permutation(np.flatnonzero(inverse == stratum))
+        counts = _allocate(len(members), fractions)
+        codes[members] = np.repeat(np.arange(len(fractions)), counts)
+    return codes
+
+
+def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
+    counts = np.floor(fractions * n + 0.5).astype(np.int64)
+    if n >= len(fractions):
+        counts = np.maximum(counts, 1)
+    while counts.sum() > n:  # rounding overshoot: take from the largest share first
+        counts[np.argmax(counts)] -= 1
+    counts[0] += n - counts.sum()
+    return counts
+
+
+def split_info(
+    seed: int, fractions: Sequence[float], names: Sequence[str], stratified_on: Sequence[str], codes: np.ndarray
+) -> dict[str, Any]:
+    """What info records about a stratified split: enough to reproduce it."""
+    sizes = np.bincount(codes, minlength=len(names))
+    return {
+        "method": "stratified, fixed seed",
+        "seed": seed,
+        "fractions": dict(zip(names, map(float, fractions))),
+        "stratified_on": list(stratified_on),
+        "sizes": {n: int(s) for n, s in zip(names, sizes)},
+    }
+
+
+def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = ()) -> tuple[list[Row], list[str]]:
+    """Rows of the `required` columns with their line numbers, and notes (extra columns).
+
+    Accepts Windows line endings and a UTF-8 byte-order mark; skips blank lines.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        check_columns(path, header, required)
+        columns = [header.index(c) for c in required]
+        rows = [
+            (reader.line_num, _fields(path, reader.line_num, row, header, columns))
+            for row in reader
+            if any(c.strip() for c in row)
+        ]
+    extra = [c for c in header if c not in required and c not in optional]
+    notes = [f"{path.name}: extra column(s) {extra} ignored"] if extra else []
+    return rows, notes
+
+
+def check_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{path} is missing column(s) {missing}; found columns {list(header)}. "
+            f"The file needs the columns {list(required)}: use the file of the official release"
+        )
+
+
+def _fields(path: Path, line: int, row: list[str], header: list[str], columns: list[int]) -> tuple[str, ...]:
+    if len(row) != len(header):
+        raise DataError(
+            f"{path}, line {line}: {len(row)} fields but the header has {len(header)} ({header}); fix or remove the row"
+        )
+    return tuple(row[c].strip() for c in columns)
+
+
+def dedupe(rows: list[Row], path: Path, key: int = 0) -> tuple[list[Row], list[str]]:
+    """Drop rows repeating an earlier row exactly (noted); a repeated key with other values is an error."""
+    first: dict[str, Row] = {}
+    unique, repeated = [], []
+    for line, fields in rows:
+        earlier = first.setdefault(fields[key], (line, fields))
+        if earlier[0] == line:
+            unique.append((line, fields))
+        elif earlier[1] == fields:
+            repeated.append(line)
+        else:
+            raise DataError(
+                f"{path}: line {line} repeats '{fields[key]}' from line {earlier[0]} with different values "
+                f"({list(fields)} vs {list(earlier[1])}); keep the correct row, delete the other and rerun"
+            )
+    notes = [f"{path.name}: removed {len(repeated)} exact duplicate row(s) (lines {repeated[:10]})"] if repeated else []
+    return unique, notes
+
+
+def encode(values: Iterable[tuple[int, str]], classes: Sequence[str], path: Path, column: str) -> np.ndarray:
+    """Integer codes of (line, value) pairs; an unknown value names the line, value and allowed values."""
+    code_of = {c: i for i, c in enumerate(classes)}
+    codes = []
+    for line, value in values:
+        if value not in code_of:
+            raise DataError(
+                f"{path}, line {line}: unknown {column} value {value!r}; allowed values are {list(classes)}. "
+                "Fix the value or remove the row"
+            )
+        codes.append(code_of[value])
+    return np.asarray(codes, dtype=np.int64)
+
+
+def relative_inside(value: str, path: Path, line: int, column: str = "file") -> str:
+    """The normalised relative path `value`, refused if absolute or escaping the data root."""
+    if value.isalnum() or SIMPLE_NAME.fullmatch(value):  # plain file names (every CelebA row) skip the path logic
+        return value
+    norm = posixpath.normpath(value.replace("\\", "/")) if value else ""
+    escapes = norm.startswith("/") or norm.split("/", 1)[0] in ("..", ".") or ntpath.splitdrive(value)[0]
+    if not value or escapes:
+        raise DataError(
+            f"{path}, line {line}: {column} {value!r} is not a relative path inside the data root "
+            "(absolute paths and '..' are refused); fix the entry to a path like 'train/1.jpg' or remove the row"
+        )
+    return norm
+
+
+def present_or_missing(
+    root: Path, entries: list[tuple[int, str]], source: Path, strict: bool
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Mask of entries whose image exists; a missing one is fatal when strict, else skipped and listed."""
+    base = str(root)
+    present = np.array([os.path.isfile(os.path.join(base, rel)) for _, rel in entries], dtype=bool)
+    missing = [{"file": rel, "line": n, "source": source.name} for (n, rel), ok in zip(entries, present) if not ok]
+    if missing and strict:
+        first = missing[0]
+        raise DataError(
+            f"{source}, line {first['line']}: image '{first['file']}' does not exist under {root}. Restore the "
+            f"file, or load without strict to skip rows whose image is missing ({len(missing)} such row(s))"
+        )
+    if missing:
+        logger.warning(
+            "%s: %d image(s) listed in %s are missing and their rows were skipped (first: %s)",
+            root, len(missing), source.name, [m["file"] for m in missing[:5]],
+        )
+    return present, missing

@@ -1,0 +1,151 @@
+"""Unlabeled image pools for self-supervised methods, as plugins.
+
+- ``folder``: every file under a folder, recursively, whatever its name;
+  anything PIL decodes is kept (jpg, jpeg, png, bmp, webp, gif first frame,
+  ...).  Exact duplicates (identical bytes) keep their first copy in path
+  order; duplicates, non-image files and corrupt images are counted and listed
+  in ``pool.report``, never fatal.
+- ``dataset-train``: the training split of a dataset plugin with its labels
+  withheld from the method (kept in ``pool.hidden`` for harness reports only).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fairfacebench.data import DataError, UnlabeledPool
+from fairfacebench.datasets.base import DatasetPlugin
+from fairfacebench.datasets.cache import CachedImages, build_or_load
+from fairfacebench.hookspecs import hookimpl
+
+
+class PoolPlugin:
+    """An unlabeled pool source: `load(source, size, cache_dir, **options) -> UnlabeledPool`."""
+
+    name: str = ""
+    description: str = ""
+
+    def load(self, source: Any, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool:
+        raise NotImplementedError
+
+
+class FolderPool(PoolPlugin):
+    name = "folder"
+    description = "every image under a folder (recursive, any names); duplicates and non-images reported, not fatal"
+
+    def load(
+        self, source: str | Path, size: int, cache_dir: Path, *, workers: int | None = None, progress: bool = True
+    ) -> UnlabeledPool:
+        root = Path(source).expanduser()
+        if not root.is_dir():
+            raise DataError(f"pool folder {root} is not a directory: pass the folder that holds the pool's images")
+        files = list_files(root)
+        unique, duplicate_of = drop_duplicates(root, files)
+        paths = [root / f for f in unique]
+        cached = build_or_load(f"folder-{root.name}", paths, size, cache_dir, workers=workers, progress=progress)
+        report = _folder_report(root, files, duplicate_of, cached)
+        if not len(cached.images):
+            raise DataError(
+                f"pool folder {root} holds no decodable image among its {len(files)} file(s) "
+                f"(first skipped: {report['skipped'][:5]}); point the pool at a folder of images"
+            )
+        ids = np.array(unique, dtype=object)[cached.kept_index]
+        return UnlabeledPool(name=f"folder:{root.name}", images=cached.images, ids=ids, report=report)
+
+
+class DatasetTrainPool(PoolPlugin):
+    name = "dataset-train"
+    description = "the training images of a dataset plugin, labels withheld from methods"
+
+    def load(
+        self, source: str | DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any
+    ) -> UnlabeledPool:
+        """`source` is a dataset plugin or its name; `root` and `options` go to its `load`."""
+        plugin = source if isinstance(source, DatasetPlugin) else dataset_plugin(str(source))
+        ds = plugin.load(root, size, cache_dir, **options)
+        train = ds.splits["train"]
+        report = {"source": ds.name, "split": "train", "images": len(train), "labels": "withheld (kept in hidden)"}
+        return UnlabeledPool(
+            name=f"{ds.name}-train", images=train.images, ids=train.ids, hidden=dict(train.labels), report=report
+        )
+
+
+def list_files(root: Path) -> list[str]:
+    """Every regular file under root, as sorted POSIX paths relative to root."""
+    found = []
+    for folder, _, names in os.walk(root):
+        base = Path(folder).relative_to(root)
+        found += [(base / n).as_posix() for n in names if (Path(folder) / n).is_file()]
+    return sorted(found)
+
+
+def drop_duplicates(root: Path, files: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Files without exact byte duplicates earlier in the list, and duplicate -> first copy.
+
+    Only files sharing a non-zero size are hashed; empty files are left to be reported as non-images.
+    """
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for f in files:
+        by_size[(root / f).stat().st_size].append(f)
+    first_copy: dict[str, str] = {}
+    duplicate_of: dict[str, str] = {}
+    for size, group in by_size.items():
+        if size == 0 or len(group) < 2:
+            continue
+        for f in group:
+            original = first_copy.setdefault(_sha256(root / f), f)
+            if original != f:
+                duplicate_of[f] = original
+    return [f for f in files if f not in duplicate_of], duplicate_of
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_report(root: Path, files: list[str], duplicate_of: dict[str, str], cached: CachedImages) -> dict[str, Any]:
+    skipped = [{**s, "file": Path(s["file"]).relative_to(root).as_posix()} for s in cached.manifest["skipped"]]
+    kinds = Counter(s["kind"] for s in skipped)
+    return {
+        "source": str(root),
+        "files": len(files),
+        "images": len(cached.images),
+        "duplicates": len(duplicate_of),
+        "duplicate_of": duplicate_of,
+        "non_image": kinds["not_image"],
+        "corrupt": kinds["corrupt"],
+        "skipped": skipped,
+        "cache": str(cached.path),
+    }
+
+
+def dataset_plugin(name: str) -> DatasetPlugin:
+    """The installed dataset plugin called `name` (entry-point group `fairfacebench`; same-named entry point first)."""
+    found: dict[str, DatasetPlugin] = {}
+    failed: dict[str, str] = {}
+    for ep in sorted(entry_points(group="fairfacebench"), key=lambda ep: ep.name != name):
+        try:
+            module = ep.load()
+        except ImportError as err:
+            failed[ep.name] = f"{type(err).__name__}: {err}"
+            continue
+        found.update({p.name: p for p in getattr(module, "fairfacebench_datasets", list)()})
+        if name in found:
+            return found[name]
+    broken = f"; entry points that failed to import: {failed}" if failed else ""
+    raise DataError(f"no dataset plugin named {name!r}; installed datasets: {sorted(found)}{broken}")
+
+
+@hookimpl
+def fairfacebench_pools():
+    return [FolderPool(), DatasetTrainPool()]

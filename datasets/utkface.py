@@ -1,0 +1,175 @@
+"""UTKFace: faces with age, gender and race encoded in the file names.
+
+Zhang, Song, Qi, "Age Progression/Regression by Conditional Adversarial
+Autoencoder", CVPR 2017.  Non-commercial research use only.
+
+Layout (flat, the "Aligned & Cropped Faces" release)::
+
+    ROOT/[age]_[gender]_[race]_[datetime].jpg.chip.jpg
+
+A name must match ``PATTERN`` exactly (age 0-999, gender 0 male / 1 female,
+race 0 White / 1 Black / 2 Asian / 3 Indian / 4 Others, any number of
+datetime digits); labels are never guessed.  Irregular names are skipped,
+counted, named in one warning and listed in ``info["skipped_names"]``:
+
+- three files lack the race field (``39_1_20170116174525125.jpg.chip.jpg``,
+  two ``61_1_...``): skipped, reason "missing race field";
+- two carry all labels but a stray space or a missing dot before the
+  extension (``24_0_1_20170116220224657 .jpg.chip.jpg``,
+  ``55_0_0_20170116232725357jpg.chip.jpg``): also skipped, reason "irregular
+  name", so the real release yields exactly the 23,702 strictly-parsed files.
+
+Attributes: gender (Male, Female); race (White, Black, Asian, Indian,
+Others); age_group in years (0-19, 20-39, 40-59, 60+); age_binary (0-39, 40+).
+
+There is no official split: rows are split 70/10/20 into train/val/test,
+stratified on (gender, race, age_binary) with a fixed seed (default 0); the
+seed, fractions and sizes are recorded in ``info["split"]``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fairfacebench.data import Attribute, DataError, TaskSpec
+from fairfacebench.datasets.checks import SPLITS, DatasetIndex, IndexedDataset, SplitTable, split_info, stratified_split
+from fairfacebench.hookspecs import hookimpl
+
+logger = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+MISSING_RACE = re.compile(r"^\d{1,3}_[01]_\d+\.jpg\.chip\.jpg$")
+AGE_GROUP_STARTS = (0, 20, 40, 60)  # age_group i covers [start_i, start_{i+1}) years
+AGE_BINARY_THRESHOLD = 40
+IRREGULAR_POLICY = (
+    "file names must match [age]_[gender]_[race]_[datetime].jpg.chip.jpg exactly; names lacking the race "
+    "field and names with a stray space or a missing dot before the extension are skipped, never guessed"
+)
+
+ATTRIBUTES = {
+    "gender": Attribute("gender", ("Male", "Female")),
+    "race": Attribute("race", ("White", "Black", "Asian", "Indian", "Others")),
+    "age_group": Attribute("age_group", ("0-19", "20-39", "40-59", "60+")),
+    "age_binary": Attribute("age_binary", ("0-39", "40+")),
+}
+
+
+@dataclass
+class ParsedNames:
+    """The outcome of parsing a UTKFace folder's file names (no image is opened)."""
+
+    files: list[str]
+    age: np.ndarray
+    gender: np.ndarray
+    race: np.ndarray
+    skipped: list[dict[str, str]]
+
+
+def parse_name(name: str) -> tuple[int, int, int] | str:
+    """(age, gender, race) of a regular file name, else the reason it is skipped."""
+    match = PATTERN.match(name)
+    if match:
+        return int(match[1]), int(match[2]), int(match[3])
+    if not name.lower().endswith(".jpg"):
+        return "not a .jpg file"
+    if MISSING_RACE.match(name):
+        return "missing race field"
+    return "irregular name"
+
+
+def parse_folder(root: Path) -> ParsedNames:
+    """Parse every file name in `root` (flat); skipped names are logged in one warning."""
+    names = sorted(entry.name for entry in os.scandir(root) if entry.is_file())
+    files, labels, skipped = [], [], []
+    for name in names:
+        parsed = parse_name(name)
+        if isinstance(parsed, str):
+            skipped.append({"file": name, "reason": parsed})
+        else:
+            files.append(name)
+            labels.append(parsed)
+    if skipped:
+        reasons = Counter(s["reason"] for s in skipped)
+        logger.warning(
+            "utkface: skipped %d of %d files in %s whose names do not match "
+            "[age]_[gender]_[race]_[datetime].jpg.chip.jpg (%s): %s",
+            len(skipped), len(names), root, dict(reasons),
+            "; ".join(f"{s['file']!r} ({s['reason']})" for s in skipped[:20]),
+        )
+    age, gender, race = np.asarray(labels, dtype=np.int64).reshape(-1, 3).T
+    return ParsedNames(files, age, gender, race, skipped)
+
+
+def age_group(age: np.ndarray) -> np.ndarray:
+    return np.searchsorted(AGE_GROUP_STARTS, age, side="right").astype(np.int64) - 1
+
+
+def age_binary(age: np.ndarray) -> np.ndarray:
+    return (age >= AGE_BINARY_THRESHOLD).astype(np.int64)
+
+
+class UTKFace(IndexedDataset):
+    name = "utkface"
+    description = "UTKFace aligned & cropped faces (200x200): gender, race and age from the file names"
+    citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017"
+    needs_root = True
+    root_hint = "the UTKFace folder holding the *.jpg.chip.jpg files"
+    attributes = ATTRIBUTES
+    tasks = [
+        TaskSpec("gender/race", "gender", ("race",), "predict gender; fairness across 5 race groups"),
+        TaskSpec("age_binary/race", "age_binary", ("race",), "predict age >= 40; fairness across 5 race groups"),
+        TaskSpec("age_group/race", "age_group", ("race",), "predict age 0-19/20-39/40-59/60+; fairness across race"),
+        TaskSpec("age_binary/gender", "age_binary", ("gender",), "predict age >= 40; fairness across gender"),
+        TaskSpec("race/gender", "race", ("gender",), "predict race (5 classes); fairness across gender"),
+    ]
+
+    def index(
+        self,
+        root: Path,
+        strict: bool = False,
+        split_seed: int = 0,
+        split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    ) -> DatasetIndex:
+        parsed = parse_folder(root)
+        if not parsed.files:
+            raise DataError(_no_images_message(root))
+        labels = {
+            "gender": parsed.gender,
+            "race": parsed.race,
+            "age_group": age_group(parsed.age),
+            "age_binary": age_binary(parsed.age),
+        }
+        strata = np.stack([labels["gender"], labels["race"], labels["age_binary"]], axis=1)
+        codes = stratified_split(strata, split_fractions, split_seed)
+        table = SplitTable.under(root, parsed.files, labels)
+        info: dict[str, Any] = {
+            "root": str(root),
+            "parsed": len(parsed.files),
+            "irregular_names": IRREGULAR_POLICY,
+            "skipped_names": parsed.skipped,
+            "age_bins": {"age_group": "0-19, 20-39, 40-59, 60+ years", "age_binary": "0-39 vs 40+ years"},
+            "split": split_info(split_seed, split_fractions, SPLITS, ("gender", "race", "age_binary"), codes),
+        }
+        return DatasetIndex({s: table.take(np.flatnonzero(codes == i)) for i, s in enumerate(SPLITS)}, info)
+
+
+def _no_images_message(root: Path) -> str:
+    subfolders = [d for d in sorted(root.iterdir()) if d.is_dir()]
+    with_images = [d.name for d in subfolders if any(PATTERN.match(f) for f in os.listdir(d))]
+    hint = f" Its subfolder(s) {with_images} do: pass one of them as --data-root." if with_images else ""
+    return (
+        f"no UTKFace images in {root}: expected files named [age]_[gender]_[race]_[datetime].jpg.chip.jpg "
+        f"directly in the folder.{hint}"
+    )
+
+
+@hookimpl
+def fairfacebench_datasets():
+    return [UTKFace()]
