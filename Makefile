@@ -23,6 +23,10 @@ bench: setup
 	$(VENV)/bin/fairbench run --methods all --out runs
 	@echo "leaderboard: runs/leaderboard.md"
 
+# The static leaderboard site from the store of `make bench`: open site/index.html (no network needed).
+site: setup
+	$(VENV)/bin/fairbench leaderboard build runs --site site
+
 # The test suite (CI runs exactly this).
 test: setup
 	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest -q

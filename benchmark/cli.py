@@ -148,10 +148,32 @@ def _tasks(text: str | None, datasets: list[str]) -> dict[str, list[str]]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """`leaderboard DIR` writes the tables; `leaderboard build DIR [--site OUT]` renders the static site."""
+    if args.dir == "build":
+        from fairfacebench.leaderboard.site import build_site
+
+        if not args.store or not Path(args.store).is_dir():
+            raise SystemExit(f"fairbench leaderboard build DIR: no result store at '{args.store or ''}' (the --out of `fairbench run`)")
+        paths = build_site(args.store, args.site or Path(args.store) / "site", rule=args.selection)
+        print(f"site: {paths['index']} (data: {paths['json']}, {paths['csv']})")
+        return 0
+    if args.store or args.site:
+        raise SystemExit(f"unexpected argument '{args.store or '--site'}': use `fairbench leaderboard DIR` or `fairbench leaderboard build DIR --site OUT`")
     from fairfacebench.leaderboard.tables import write
 
     paths = write(args.dir, args.out, rule=args.selection)
     print(paths["md"].read_text())
+    return 0
+
+
+def cmd_new_method(args: argparse.Namespace) -> int:
+    from fairfacebench.scaffold import new_method
+
+    try:
+        root = new_method(args.name, Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"fairbench new-method: {exc}") from None
+    print(f"created {root}\nnext: pip install -e {root}, then `fairbench list methods` and `pytest {root}`")
     return 0
 
 
@@ -204,11 +226,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", action="store_true", help="show a progress bar per training stage")
     run.set_defaults(func=cmd_run)
 
-    lb = sub.add_parser("leaderboard", help="write Markdown/CSV/JSON leaderboards from a result store")
-    lb.add_argument("dir")
-    lb.add_argument("--out", default=None, help="output directory (default: the store)")
+    lb = sub.add_parser("leaderboard", help="write Markdown/CSV/JSON leaderboards, or `build` the static site, from a result store",
+                        usage="fairbench leaderboard DIR [--out OUT] | fairbench leaderboard build DIR [--site OUT]")
+    lb.add_argument("dir", help="result store, or 'build' followed by the result store")
+    lb.add_argument("store", nargs="?", help=argparse.SUPPRESS)
+    lb.add_argument("--out", default=None, help="output directory of the tables (default: the store)")
+    lb.add_argument("--site", default=None, help="with build: output directory of the site (default: DIR/site)")
     lb.add_argument("--selection", default="val_acc")
     lb.set_defaults(func=cmd_leaderboard)
+
+    new = sub.add_parser("new-method", help="scaffold an installable method plugin package")
+    new.add_argument("name", help="method name, e.g. my-method")
+    new.add_argument("--dir", default=".", help="parent directory of the new package (default: here)")
+    new.set_defaults(func=cmd_new_method)
 
     data = sub.add_parser("data", help="check a dataset layout or prepare its image cache")
     data.add_argument("action", choices=["check", "prepare"])

@@ -234,7 +234,8 @@ class FitContext:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         sched = (
             torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
-            if schedule == "onecycle" and steps > 1
+            # OneCycleLR divides by pct_start·steps − 1 (zero at 4 steps): stages of ≤ 4 steps run at constant lr.
+            if schedule == "onecycle" and steps > 4
             else None
         )
         scaler = torch.amp.GradScaler("cuda") if self.budget.budget.amp and self.device.type == "cuda" else None

@@ -11,8 +11,9 @@ The project leaves the exact update open; this plugin uses
 
 with δ = 0.01 keeping perfect cells from collapsing to weight 0.  Under a step
 budget an "epoch" is min(one pass over train, budget / min_updates) steps.
-An optional multi-task head also predicts the sensitive group (their race +
-gender set-up), which then uses training sensitive labels too.
+Weighting a training sample by its cell reads its sensitive label, so the
+method uses training and validation sensitive labels.  An optional multi-task
+head also predicts the sensitive group (their race + gender set-up).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class ValReweight(Method):
     name = "val-reweight"
     description = "Per-(class, group) loss weights updated each epoch from validation accuracy (attention score)"
     citation = "Oehri, Vetterli & Jarvers, Exploring Fairness in the Classification of Faces, KTH DD2424 project, 2023"
-    labels = LabelUse(target="train+val", sensitive="val")
+    labels = LabelUse(target="train+val", sensitive="train+val")
     hparams = {
         "strength": Hparam(1.0, uniform(0.5, 2.0), "exponent β on the attention score"),
         "momentum": Hparam(0.5, uniform(0.2, 1.0), "how far each update moves the weights"),
@@ -61,10 +62,6 @@ class ValReweight(Method):
         "multitask": Hparam(False, choice([False, True]), "add a head predicting the sensitive group"),
         "multitask_weight": Hparam(0.5, uniform(0.1, 1.0), "loss weight of the sensitive-group head"),
     }
-
-    @classmethod
-    def label_use(cls, hparams):
-        return LabelUse(target="train+val", sensitive="train+val" if hparams.get("multitask") else "val")
 
     def fit(self, ctx):
         hp = ctx.hparams

@@ -1,0 +1,307 @@
+"""The conformance kit for method plugins, used like scikit-learn's ``check_estimator``::
+
+    from fairfacebench.testing import check_method
+    check_method(MyMethod)   # raises ConformanceError naming every failed check
+
+It fits the method on a tiny synthfaces task under the smoke budget (32 px),
+twice with the same seed, on copies of the task whose test labels are
+poisoned differently, and checks:
+
+- budget: ``BudgetExceeded`` is never raised and the meter ends at most at
+  the budget's steps;
+- test labels: the test split the harness holds carries poisoned labels that
+  record every read (a read during ``fit`` fails), and predictions must not
+  change when the poison changes;
+- determinism: the same seed gives the same predictions (when the two runs
+  differ, a third run with the first poison tells which check failed);
+- predictions: validation and test scores have shape (N, n_classes), are
+  finite, lie in [0, 1] and each row sums to 1;
+- requirements: what the method touched (``ctx.touched``) matches what it
+  declares.  Reading labels that ``label_use(hparams)`` does not cover fails.
+  Reading ``ctx.pool`` or ``ctx.vlm`` without ``needs_pool`` /
+  ``needs_vlm`` fails, and so does declaring either without ever reading it:
+  the harness loads a pool, and the leaderboard shows the requirement, on the
+  method's word.  Declared labels that were never read only warn, since
+  over-declaring supervision is conservative.  A ``needs_vlm`` method run
+  without a VLM must run a named fallback variant (``ctx.log.variant``);
+  raising ``VLMUnavailable`` instead is reported as "pass vlm=".
+
+The kit runs single-threaded on the CPU with random-init weights: the checks
+are about the contract, not about accuracy.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import json
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from fairfacebench.budget import BudgetExceeded, BudgetMeter, get_budget
+from fairfacebench.context import FitContext
+from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
+from fairfacebench.training import Augment
+from fairfacebench.vlm import VLMUnavailable
+
+TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
+SUM_TOLERANCE = 1e-4
+SAME_TOLERANCE = 1e-6
+
+
+class ConformanceError(AssertionError):
+    """A method broke the plugin contract; the message lists every check and its result."""
+
+    def __init__(self, report: "ConformanceReport"):
+        super().__init__(str(report))
+        self.report = report
+
+
+class ConformanceWarning(UserWarning):
+    """Not a contract violation, but worth fixing (e.g. labels declared and never read)."""
+
+
+@dataclass
+class ConformanceReport:
+    """What check_method found: one (check, status, message) line per finding."""
+
+    method: str
+    hparams: dict[str, Any]
+    results: list[tuple[str, str, str]] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+    steps: int | None = None
+    variant: str | None = None
+
+    def add(self, check: str, ok: bool, message: str) -> None:
+        self.results.append((check, "PASS" if ok else "FAIL", message))
+
+    def warn(self, check: str, message: str) -> None:
+        self.results.append((check, "WARN", message))
+        warnings.warn(f"{self.method}: {check}: {message}", ConformanceWarning, stacklevel=4)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c}: {m}" for c, s, m in self.results if s == "FAIL"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{c}: {m}" for c, s, m in self.results if s == "WARN"]
+
+    def __str__(self) -> str:
+        head = f"conformance of method '{self.method}' ({len(self.failures)} failed, {len(self.warnings)} warnings)"
+        return "\n".join([head, *(f"  {s} {c}: {m}" for c, s, m in self.results)])
+
+
+class PoisonedTest:
+    """The test split as the kit hands it to the harness: real images, random labels that record every read."""
+
+    def __init__(self, split: LabeledSplit, poison: int, n_classes: int, n_groups: int):
+        rng = np.random.default_rng(poison)
+        self.images, self.ids = split.images, split.ids
+        self._y = rng.integers(0, n_classes, len(split))
+        self._a = rng.integers(0, n_groups, len(split))
+        self.reads: set[str] = set()
+
+    @property
+    def y(self) -> np.ndarray:
+        self.reads.add("test.target")
+        return self._y
+
+    @property
+    def a(self) -> np.ndarray:
+        self.reads.add("test.sensitive")
+        return self._a
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Outcome:
+    """One fit and predict: the scores and what the method touched."""
+
+    val: np.ndarray
+    test: np.ndarray
+    steps: int
+    touched: set[str]
+    test_reads: set[str]
+    variant: str | None
+
+
+@lru_cache(maxsize=4)
+def _load(resolution: int, options: str, with_pool: bool) -> tuple[LoadedDataset, UnlabeledPool | None]:
+    from fairfacebench.datasets.synthfaces import SynthFaces
+    from fairfacebench.runner import default_cache_dir
+
+    plugin, opts = SynthFaces(), json.loads(options)
+    ds = plugin.load(None, resolution, default_cache_dir(), **opts)
+    return ds, plugin.pool(None, resolution, default_cache_dir(), **opts) if with_pool else None
+
+
+def tiny_task(needs_pool: bool, resolution: int = 32, dataset_options: dict[str, Any] | None = None) -> TaskData:
+    """The kit's task: synthfaces' default task on tiny splits (loaded once per process)."""
+    from fairfacebench.datasets.synthfaces import TASKS
+
+    options = json.dumps({**TINY_SYNTHFACES, **(dataset_options or {})}, sort_keys=True)
+    ds, pool = _load(resolution, options, needs_pool)
+    return make_task_data(ds, TASKS[0], pool)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One torch thread: faster for tiny models on shared CPUs, and no thread scheduling in the determinism check."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit_predict(method_cls: type, clean: TaskData, poison: int, hparams: dict, seed: int, budget: Any,
+                vlm: Any, backbone: str, weights: str) -> Outcome:
+    """Fit on a copy of the task with poisoned test labels, the way the harness would, and predict."""
+    test = PoisonedTest(clean._test, poison, clean.n_classes, clean.n_groups)
+    data = dataclasses.replace(clean, _test=test)
+    torch.manual_seed(seed)
+    meter = BudgetMeter(budget)
+    ctx = FitContext(data, hparams, meter, seed, torch.device("cpu"), Augment(), backbone, weights, vlm)
+    predictor = method_cls().fit(ctx)
+    reads = set(test.reads)
+    scores = {name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean._test))}
+    return Outcome(scores["val"], scores["test"], meter.steps, set(ctx.touched), reads, ctx.log.variant)
+
+
+def _attempt(report: ConformanceReport, method_cls: type, run: Any) -> Outcome | None:
+    """One fit; a raised exception becomes a failed check (and the remaining checks are skipped)."""
+    try:
+        return run()
+    except BudgetExceeded as exc:
+        report.add("budget", False, f"BudgetExceeded: {exc}")
+    except VLMUnavailable as exc:
+        report.add("requirements", False, f"needs a vision-language encoder and none was given ({exc}); "
+                   "pass check_method(..., vlm=ENCODER), or let the method run a named fallback variant without one")
+    except Exception as exc:
+        report.add("fit", False, f"fit or predict raised {type(exc).__name__}: {exc} ({where(exc, method_cls)})")
+    return None
+
+
+def where(exc: BaseException, method_cls: type) -> str:
+    """The innermost line of the method's own module on the traceback, and where the error was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no traceback"
+    home = inspect.getsourcefile(method_cls)
+    own = [f for f in frames if f.filename == home]
+    raised = f"{frames[-1].filename}:{frames[-1].lineno}"
+    return f"at {own[-1].filename}:{own[-1].lineno} in {own[-1].name}, raised at {raised}" if own else f"raised at {raised}"
+
+
+def same(a: Outcome, b: Outcome) -> bool:
+    """Identical predictions (up to float round-off) on validation and test images."""
+    return all(x.shape == y.shape and np.allclose(x, y, rtol=0, atol=SAME_TOLERANCE, equal_nan=True) for x, y in ((a.val, b.val), (a.test, b.test)))
+
+
+def check_scores(report: ConformanceReport, split: str, scores: np.ndarray, n: int, n_classes: int) -> None:
+    problems = []
+    if scores.shape != (n, n_classes):
+        problems.append(f"shape {scores.shape}, expected ({n}, {n_classes})")
+    elif not np.isfinite(scores).all():
+        problems.append(f"{int((~np.isfinite(scores)).sum())} non-finite values")
+    else:
+        if scores.min() < -SUM_TOLERANCE or scores.max() > 1 + SUM_TOLERANCE:
+            problems.append(f"values outside [0, 1] (min {scores.min():.4g}, max {scores.max():.4g})")
+        worst = float(np.abs(scores.sum(axis=1) - 1).max())
+        if worst > SUM_TOLERANCE:
+            problems.append(f"rows sum to 1 only within {worst:.3g} (tolerance {SUM_TOLERANCE}): return probabilities, e.g. softmax")
+    report.add("predictions", not problems, f"{split} scores " + ("; ".join(problems) if problems else f"are ({n}, {n_classes}) probabilities"))
+
+
+def check_requirements(report: ConformanceReport, method_cls: type, hparams: dict, touched: set[str], variant: str | None, vlm: Any) -> None:
+    declared = method_cls.label_use(hparams)
+    reads = sorted(t for t in touched if t.endswith((".target", ".sensitive")) and not t.startswith("test."))
+    undeclared = [t for t in reads if not declared.allows(t)]
+    report.add("requirements", not undeclared,
+               f"read {undeclared} which label_use(hparams) = '{declared.summary()}' does not declare" if undeclared
+               else f"label reads {reads} are declared by '{declared.summary()}'")
+    unread = [f"{split}.{kind}" for kind, spec in (("target", declared.target), ("sensitive", declared.sensitive))
+              if spec for split in spec.split("+") if f"{split}.{kind}" not in touched]
+    if unread:
+        report.warn("requirements", f"declares {unread} but never read them; the leaderboard over-states its supervision")
+    for key, attr, what in (("pool", "needs_pool", "an unlabeled pool"), ("vlm", "needs_vlm", "a VLM")):
+        declares, reads_it = getattr(method_cls, attr), key in touched
+        if declares != reads_it:
+            report.add("requirements", False, f"{attr} = {declares} but the method {'never reads' if declares else 'reads'} "
+                       f"ctx.{key}; declare {attr} = {not declares} so the harness provides {what} and the leaderboard says so")
+    if method_cls.needs_vlm and vlm is None:
+        report.add("requirements", variant is not None,
+                   f"ran without a VLM as the named fallback variant '{variant}'" if variant
+                   else "ran without a VLM but named no fallback variant: set ctx.log.variant (no silent substitution)")
+
+
+def check_method(
+    method_cls: type,
+    *,
+    hparams: dict[str, Any] | None = None,
+    vlm: Any = None,
+    seed: int = 0,
+    budget: str = "smoke",
+    resolution: int = 32,
+    backbone: str = "mobilenet_v2",
+    weights: str = "none",
+    dataset_options: dict[str, Any] | None = None,
+    raise_on_failure: bool = True,
+) -> ConformanceReport:
+    """Run every conformance check on `method_cls`; raise ConformanceError if one fails.
+
+    hparams override the method's defaults; `vlm` is the vision-language
+    encoder handed to ``ctx.vlm`` (None: the method must run its named
+    fallback); dataset_options override the tiny synthfaces splits.
+    """
+    hp = method_cls.default_hparams()
+    unknown = sorted(set(hparams or {}) - set(hp))
+    if unknown:
+        raise ValueError(f"method '{method_cls.name}' has no hyperparameter(s) {unknown}; its space is {sorted(hp)}")
+    hp.update(hparams or {})
+    spent = dataclasses.replace(get_budget(budget), resolution=resolution)
+    clean = tiny_task(method_cls.needs_pool, resolution, dataset_options)
+    report = ConformanceReport(method_cls.name, hp)
+
+    def run(poison: int) -> Outcome | None:
+        return _attempt(report, method_cls, lambda: fit_predict(method_cls, clean, poison, hp, seed, spent, vlm, backbone, weights))
+
+    with single_thread():
+        first = run(1)
+        second = run(2) if first else None
+        third = run(1) if second and not same(first, second) else None
+    if first and second:
+        report.steps, report.variant, report.touched = first.steps, first.variant, sorted(first.touched)
+        report.add("budget", first.steps <= spent.steps, f"took {first.steps} of {spent.steps} optimizer steps")
+        reads = sorted(first.test_reads | second.test_reads)
+        report.add("test labels", not reads, f"read {reads} during fit" if reads else "no test label read during fit")
+        _check_repeat(report, first, second, third)
+        check_scores(report, "val", first.val, len(clean.val), clean.n_classes)
+        check_scores(report, "test", first.test, len(clean._test), clean.n_classes)
+        check_requirements(report, method_cls, hp, first.touched, first.variant, vlm)
+    if raise_on_failure and report.failures:
+        raise ConformanceError(report)
+    return report
+
+
+def _check_repeat(report: ConformanceReport, first: Outcome, second: Outcome, third: Outcome | None) -> None:
+    """Same predictions under different test poisons; if not, the third run tells poison from chance."""
+    if same(first, second):
+        report.add("determinism", True, "two runs with the same seed gave identical predictions")
+        report.add("test labels", True, "predictions do not change with the test labels")
+    elif third is not None and same(first, third):
+        report.add("determinism", True, "two runs with the same seed and test labels gave identical predictions")
+        report.add("test labels", False, "predictions change when only the (poisoned) test labels change")
+    elif third is not None:
+        report.add("determinism", False, "two runs with the same seed and test labels gave different predictions: "
+                   "draw randomness from ctx.generator(...) / ctx.rng(...), not from global state")

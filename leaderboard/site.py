@@ -1,0 +1,220 @@
+"""The static leaderboard site: an index of leaderboards, one page per method, SVG plots, JSON and CSV.
+
+Built from the result store through `tables.build` (never from in-memory
+state).  Every string that comes from a plugin or a config reaches the pages
+through Jinja2 with autoescaping on, pages and plots get slug file names, and
+the only script is the packaged sort.js, so a plugin named
+``<script>alert(1)</script>`` is shown as text.  The site needs no network:
+it works from file:// and from any static host.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from fairfacebench import __version__
+from fairfacebench.leaderboard import plots
+from fairfacebench.leaderboard.tables import TABLE_METRICS, build, to_frame, to_markdown
+from fairfacebench.store import ResultStore, nan_to_none
+
+HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
+SPREAD_METRICS = ("acc", "eod_max")
+STATIC_FILES = ("sort.js", "style.css")
+
+
+def slugify(text: str) -> str:
+    """A file-name-safe slug; a name that had to change gets a hash suffix, so two names never share one."""
+    clean = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:48] or "x"
+    return clean if clean == text else f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def method_page(name: str) -> str:
+    return f"method-{slugify(name)}.html"
+
+
+def cell(summary: dict[str, Any]) -> dict[str, str]:
+    """Display text ('mean ± std [lo, hi]') and the sort value of one metric summary."""
+    mean = summary.get("mean")
+    if not plots.defined(mean):
+        return {"text": "n/a", "value": ""}
+    text = f"{mean:.3f}"
+    if plots.defined(summary.get("std")):
+        text += f" ± {summary['std']:.3f}"
+    lo, hi = summary.get("interval") or summary.get("ci95") or (None, None)
+    if plots.defined(lo) and plots.defined(hi):
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return {"text": text, "value": repr(float(mean))}
+
+
+def budget_text(budget: dict[str, Any]) -> str:
+    return f"{budget['name']}: {budget['steps']} optimizer steps at batch size {budget['batch_size']}, {budget['resolution']} px"
+
+
+def show_value(value: Any) -> str:
+    """A hyperparameter value as text (strings as they are, everything else as JSON)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _row_runs(row: dict, records: dict[str, dict]) -> list[dict]:
+    ids = [s["run_id"] for s in row["selected"]] + [f["run_id"] for f in row["failed_runs"]]
+    return [records[i] for i in ids if i in records]
+
+
+def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
+    """What the index shows of one (dataset, task, budget) leaderboard; writes its two plots."""
+    slug = slugify(f"{table['dataset']}-{table['task']}-{table['budget']}")
+    runs = [r for row in table["rows"] for r in _row_runs(row, records)]
+    rows = []
+    for row in table["rows"]:
+        info = next((r["method_info"] for r in _row_runs(row, records)), {})
+        rows.append({
+            "method": row["method"],
+            "page": method_page(row["method"]),
+            "variant": row.get("variant"),
+            "labels_used": row["labels_used"],
+            "requires": info.get("requires") or "-",
+            "status": row["status"],
+            "seeds": row["seeds"],
+            "failed": len(row["failed_runs"]),
+            "cells": [cell(row[m]) for m in TABLE_METRICS],
+        })
+    title = f"{table['dataset']} / {table['task']} / budget {table['budget']}"
+    return {
+        "id": slug,
+        "title": title,
+        "dataset": table["dataset"],
+        "task": table["task"],
+        "selection_rule": table["selection_rule"],
+        "budget": budget_text(runs[0]["spec"]["budget"]) if runs else table["budget"],
+        "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
+        "rows": rows,
+        "tradeoff": _tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
+        "spread": _spread_plot(table, records, plot_dir / f"{slug}-seeds.svg", title),
+    }
+
+
+def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
+    points = [
+        {"label": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""), "acc": r["acc"]["mean"], "eod_max": r["eod_max"]["mean"],
+         "acc_err": r["acc"].get("std"), "eod_err": r["eod_max"].get("std")}
+        for r in table["rows"] if r["status"] == "ok"
+    ]
+    return f"plots/{plots.tradeoff(points, path, title).name}"
+
+
+def _spread_plot(table: dict, records: dict[str, dict], path: Path, title: str) -> str:
+    series = {
+        r["method"]: {m: [records[s["run_id"]]["metrics"]["test"].get(m) for s in r["selected"] if s["run_id"] in records]
+                      for m in SPREAD_METRICS}
+        for r in table["rows"] if r["status"] == "ok"
+    }
+    return f"plots/{plots.seed_spread(series, SPREAD_METRICS, path, f'per-seed spread: {title}').name}"
+
+
+def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot_dir: Path) -> list[dict[str, Any]]:
+    """One page per method: its metadata and, per leaderboard it is on, trials, groups and failures."""
+    pages: dict[str, dict[str, Any]] = {}
+    for table, view in zip(board["tables"], tables):
+        for row in table["rows"]:
+            runs = _row_runs(row, records)
+            info = runs[0]["method_info"] if runs else {}
+            page = pages.setdefault(row["method"], {
+                "name": row["method"],
+                "page": method_page(row["method"]),
+                "description": row["description"],
+                "citation": row["citation"],
+                "requires": info.get("requires") or "-",
+                "sections": [],
+            })
+            page["sections"].append(_section(row, view, records, plot_dir))
+    return [pages[name] for name in sorted(pages)]
+
+
+def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
+    selected = []
+    for s in row["selected"]:
+        test = records[s["run_id"]]["metrics"]["test"] if s["run_id"] in records else {}
+        selected.append({
+            "seed": s["seed"], "trial": s["trial"], "run_id": s["run_id"],
+            "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
+            "metrics": [fmt_value(test.get(m)) for m in TABLE_METRICS],
+        })
+    groups_plot = None
+    if row["per_group"]:
+        path = plot_dir / f"{view['id']}-{slugify(row['method'])}-groups.svg"
+        title = f"{row['method']}: {view['title']}"
+        groups_plot = f"plots/{plots.group_bars(row['per_group'], path, title).name}"
+    return {
+        "table": view,
+        "labels_used": row["labels_used"],
+        "variant": row.get("variant"),
+        "selected": selected,
+        "per_group": [
+            {"group": g["group"], "n": g["n"], "values": [fmt_value(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]}
+            for g in row["per_group"]
+        ],
+        "groups_plot": groups_plot,
+        "failed": [
+            {"run_id": f["run_id"], "error": f["error"], "traceback": (records.get(f["run_id"]) or {}).get("traceback")}
+            for f in row["failed_runs"]
+        ],
+    }
+
+
+def fmt_value(value: float | None) -> str:
+    return f"{value:.3f}" if plots.defined(value) else "n/a"
+
+
+def environment() -> Environment:
+    """Jinja2 over the packaged templates, autoescaping every value."""
+    return Environment(loader=PackageLoader("fairfacebench.leaderboard", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _clear_generated(out: Path) -> None:
+    """Remove pages and plots of an earlier build, so a dropped method leaves no stale page."""
+    shutil.rmtree(out / "plots", ignore_errors=True)
+    for page in out.glob("method-*.html"):
+        page.unlink()
+
+
+def write_data(board: dict, out: Path) -> dict[str, Path]:
+    """leaderboard.json, .csv and .md next to the pages, from the same board the pages show."""
+    paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
+    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
+    to_frame(board).to_csv(paths["csv"], index=False)
+    paths["md"].write_text(to_markdown(board))
+    return paths
+
+
+def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc") -> dict[str, Path]:
+    """Render the whole site into `out_dir`; returns the paths of the index and the data files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_generated(out)
+    (out / "plots").mkdir()
+    (out / "static").mkdir(exist_ok=True)
+    board = build(store_dir, rule)
+    records = {r["run_id"]: r for r in ResultStore(store_dir).records()}
+    tables = [table_view(t, records, out / "plots") for t in board["tables"]]
+    methods = method_views(board, tables, records, out / "plots")
+    definitions = next((r.get("metric_definitions", {}) for r in records.values() if r.get("metric_definitions")), {})
+    metrics = [{"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")} for m in TABLE_METRICS]
+    common = {"version": __version__, "n_records": len(records), "metrics": metrics}
+    env = environment()
+    paths = write_data(board, out)
+    paths["index"] = out / "index.html"
+    paths["index"].write_text(env.get_template("index.html").render(tables=tables, methods=methods, **common))
+    page = env.get_template("method.html")
+    for method in methods:
+        (out / method["page"]).write_text(page.render(method=method, **common))
+    for name in STATIC_FILES:
+        (out / "static" / name).write_text((files("fairfacebench.leaderboard") / "static" / name).read_text())
+    return paths

@@ -1,0 +1,118 @@
+"""The static leaderboard site, from hand-written store records: content, escaping, slugs, plots, CLI."""
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from fairfacebench.cli import main
+from fairfacebench.leaderboard.plots import pareto_front
+from fairfacebench.leaderboard.site import build_site, cell, slugify
+from fairfacebench.store import ResultStore
+
+PLANTED = "<script>alert(1)</script>"
+BUDGET = {"name": "smoke", "steps": 12, "batch_size": 32, "resolution": 32, "eval_batch_size": 256, "amp": False}
+
+
+def record(method, seed, acc, eod, *, hparams=None, error=None, description="", citation=""):
+    """A run record with the fields the leaderboard and the site read."""
+    spec = {"dataset": "synthfaces", "task": "smiling/skin_tone", "method": method, "seed": seed, "trial": 0,
+            "hparams": hparams or {"lr": 0.001}, "budget": BUDGET}
+    base = {"run_id": f"{slugify(method)}-{seed}", "spec": spec, "labels_used": "y:train",
+            "method_info": {"name": method, "description": description, "citation": citation, "requires": "-"}}
+    if error:
+        return {**base, "status": "failed", "error": error, "traceback": f"Traceback (most recent call last):\n{error}"}
+    metrics = {"acc": acc, "wga": acc - 0.2, "eod_max": eod, "eod_mean": eod / 2, "dp_diff": 0.1, "bal_acc": acc,
+               "eopp_diff": eod, "group_acc_std": 0.02}
+    groups = [{"group": g, "n": 16, "acc": acc - d, "tpr": 0.8, "fpr": 0.1, "selection_rate": 0.5}
+              for g, d in (("light", 0.0), ("medium", 0.05), ("dark", 0.1))]
+    return {**base, "status": "ok", "metrics": {"val": metrics, "test": metrics}, "per_group": {"test": {"per_group": groups}},
+            "budget_report": {"steps": 12, "samples_seen": 384, "wall_time_s": 1.0, "steps_per_stage": {"train": 12}, "budget": BUDGET},
+            "metric_definitions": {"acc": "P(Ŷ=Y) over all test rows"}}
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = ResultStore(tmp_path / "runs")
+    for seed, (acc, eod) in enumerate([(0.80, 0.30), (0.84, 0.26)]):
+        s.write(f"erm-{seed}", record("erm", seed, acc, eod, description="Empirical risk minimisation", citation="Vapnik 1995"))
+    s.write("fair-0", record("fair", 0, 0.78, 0.05))
+    s.write("dominated-0", record("dominated", 0, 0.70, 0.40))
+    s.write("planted-0", record(PLANTED, 0, 0.75, 0.20, hparams={"note": '"><img src=x onerror=alert(2)>'},
+                                description="<img src=x onerror=alert(3)>", citation="<b>bold</b>"))
+    s.write("broken-0", record("broken", 0, 0, 0, error="ValueError: <b>boom</b> & </pre><script>alert(4)</script>"))
+    return s.root
+
+
+def test_pareto_front_keeps_the_undominated_points_in_eod_order():
+    points = [(0.30, 0.80), (0.26, 0.84), (0.05, 0.78), (0.40, 0.70), (0.05, 0.70)]
+    assert pareto_front(points) == [2, 1]
+    assert pareto_front([(0.1, 0.9), (0.1, 0.9)]) == [0, 1]  # ties dominate neither
+    assert pareto_front([]) == []
+
+
+def test_slugs_are_safe_file_names_and_never_collide():
+    assert slugify("val-reweight") == "val-reweight"
+    names = [PLANTED, "../../etc/passwd", "a b", "a-b", "A-B", "", ".."]
+    slugs = [slugify(n) for n in names]
+    assert all(re.fullmatch(r"[a-z0-9_-]+", s) for s in slugs) and len(set(slugs)) == len(names)
+
+
+def test_cells_show_mean_std_and_either_interval_key():
+    assert cell({"mean": 0.8, "std": 0.01, "n": 2, "interval": [0.7, 0.9]}) == {"text": "0.800 ± 0.010 [0.700, 0.900]", "value": "0.8"}
+    assert cell({"mean": 0.8, "std": float("nan"), "ci95": [0.75, None]})["text"] == "0.800"
+    assert cell({"mean": None, "std": None}) == {"text": "n/a", "value": ""}
+
+
+def test_site_pages_plots_and_data(store, tmp_path):
+    out = tmp_path / "site"
+    paths = build_site(store, out)
+    index = paths["index"].read_text()
+    for part in ("synthfaces / smiling/skin_tone / budget smoke", "smoke: 12 optimizer steps at batch size 32, 32 px",
+                 "val_acc: highest validation accuracy", "0.820 ± 0.028 [", "y:train", 'href="method-erm.html"'):
+        assert part in index, part
+    assert 'title="P(Ŷ=Y) over all test rows"' in index
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert {r["method"] for r in board["tables"][0]["rows"]} == {"erm", "fair", "dominated", PLANTED, "broken"}
+    assert "acc_mean" in (out / "leaderboard.csv").read_text().splitlines()[0]
+    erm = (out / "method-erm.html").read_text()
+    for part in ("Empirical risk minimisation", "Vapnik 1995", "<code>lr=0.001</code>", "erm-0", "erm-1", ">dark<"):
+        assert part in erm, part
+    broken = (out / "method-broken.html").read_text()
+    assert "ValueError: &lt;b&gt;boom&lt;/b&gt; &amp; &lt;/pre&gt;&lt;script&gt;" in broken and "<summary>traceback</summary>" in broken
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert len(plots) == 2 + 4  # trade-off and spread for the table, group bars for each method with results
+    for p in (out / "plots").iterdir():
+        svg = ET.parse(p).getroot()  # well-formed XML: plugin text cannot break out of it
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg" and not list(svg.iter("{http://www.w3.org/2000/svg}script"))
+        assert "<script" not in p.read_text()
+
+
+def test_plugin_strings_are_escaped_everywhere(store, tmp_path):
+    out = tmp_path / "site"
+    build_site(store, out)
+    pages = {p.name: p.read_text() for p in out.glob("*.html")}
+    (planted_page,) = [n for n in pages if n not in ("index.html", "method-erm.html", "method-fair.html",
+                                                      "method-dominated.html", "method-broken.html")]
+    assert re.fullmatch(r"method-[a-z0-9_-]+\.html", planted_page)
+    for name, html in pages.items():
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="static/sort.js">'], name
+        assert "<img src=x" not in html and "<b>" not in html, name
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["index.html"]
+    page = pages[planted_page]
+    assert "&lt;img src=x onerror=alert(3)&gt;" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "note=&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+def test_cli_builds_the_site_and_still_writes_tables(store, tmp_path, capsys):
+    out = tmp_path / "public"
+    assert main(["leaderboard", "build", str(store), "--site", str(out)]) == 0
+    assert (out / "index.html").is_file() and (out / "static" / "sort.js").is_file() and "site:" in capsys.readouterr().out
+    assert main(["leaderboard", str(store)]) == 0
+    assert "# fairbench leaderboard" in capsys.readouterr().out and (store / "leaderboard.md").is_file()
+    assert main(["leaderboard", "build", str(store)]) == 0 and (store / "site" / "index.html").is_file()
+    with pytest.raises(SystemExit, match="unexpected argument"):
+        main(["leaderboard", str(store), "extra"])
+    with pytest.raises(SystemExit, match="no result store at"):
+        main(["leaderboard", "build", str(tmp_path / "missing")])
+    assert not (tmp_path / "missing").exists()
