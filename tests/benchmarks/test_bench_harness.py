@@ -1,0 +1,78 @@
+"""Harness overhead: ERM steps/s through the fit context versus a plain PyTorch loop.
+
+Same cached uint8 images, same MobileNetV2, batch size, optimizer and
+schedule; augmentation off in both so only the harness machinery differs
+(sampler, budget meter, batch assembly, NaN check).  The two loops are
+interleaved and the median ratio over rounds is reported (target >= 0.95).
+"""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fairfacebench.budget import Budget, BudgetMeter
+from fairfacebench.context import FitContext, cross_entropy
+from fairfacebench.data import make_task_data
+from fairfacebench.datasets.synthfaces import SynthFaces
+from fairfacebench.training import NO_AUGMENT, normalize, to_tensor
+
+STEPS, BATCH, SIZE, ROUNDS = 15, 64, 64, 3
+
+
+@pytest.fixture(scope="module")
+def task():
+    plugin = SynthFaces()
+    ds = plugin.load(None, SIZE, None, n_train=2000, n_val=200, n_test=200)
+    return make_task_data(ds, plugin.tasks[0])
+
+
+def harness_steps(task) -> float:
+    meter = BudgetMeter(Budget("bench", steps=STEPS, batch_size=BATCH, resolution=SIZE))
+    ctx = FitContext(task, {"lr": 1e-3, "weight_decay": 1e-4}, meter, 0, torch.device("cpu"), NO_AUGMENT, "mobilenet_v2", "imagenet")
+    model = ctx.new_classifier()
+    start = time.perf_counter()
+    ctx.train_classifier(model, STEPS, lambda m, b: cross_entropy(m(b.x), b).mean())
+    return STEPS / (time.perf_counter() - start)
+
+
+def plain_steps(task) -> float:
+    from fairfacebench.backbones import create_backbone
+    from fairfacebench.training import Classifier
+
+    backbone, _ = create_backbone("mobilenet_v2", "imagenet")
+    model = Classifier(backbone, backbone.out_dim, {"target": 2})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=STEPS, pct_start=0.25)
+    images, y = task.train.images, torch.as_tensor(task.train.y)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        idx = torch.randint(0, len(images), (BATCH,), generator=g).numpy()
+        loss = torch.nn.functional.cross_entropy(model(normalize(to_tensor(images[idx], torch.device("cpu")))), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return STEPS / (time.perf_counter() - start)
+
+
+def test_harness_overhead(benchmark, task):
+    ratios, harness, plain = [], [], []
+
+    def rounds():
+        for _ in range(ROUNDS):
+            h, p = harness_steps(task), plain_steps(task)
+            harness.append(h)
+            plain.append(p)
+            ratios.append(h / p)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        harness_steps_per_s=float(np.median(harness)),
+        plain_steps_per_s=float(np.median(plain)),
+        ratio_median=float(np.median(ratios)),
+        ratios=[round(r, 3) for r in ratios],
+    )
+    assert np.median(ratios) > 0.8, ratios
