@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "ray_address": args.ray_address,
         "out": args.out,
         "bootstrap": args.bootstrap,
+        "vlm": args.vlm,
     }
     if args.methods == "all":
         overrides["methods"] = "all"
@@ -190,6 +191,22 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vlm(args: argparse.Namespace) -> int:
+    """`fairbench vlm list` / `fairbench vlm train-mini-clip`: encoders, and the embedded mini-CLIP of synthfaces."""
+    reg = registry()
+    if args.action == "list":
+        rows = [[e.name, e.description, ", ".join(getattr(e, "embedded_for", ())) or "-"] for e in sorted(reg.encoders.values(), key=lambda e: e.name)]
+        print(tabulate(rows, headers=["encoder", "description", "embedded VLM of (--vlm auto)"], tablefmt="github"))
+        return 0
+    from fairfacebench.mini_clip import MiniClipConfig, load_or_train
+    from fairfacebench.runner import default_cache_dir
+
+    encoder = load_or_train(MiniClipConfig(seed=args.seed), Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                            retrain=args.retrain, progress=args.progress)
+    print(json.dumps(encoder.info, indent=1, default=str))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fairbench", description="Benchmark fair facial attribute classification methods.")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage numbers as runs go")
@@ -217,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--mix", default=None, choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
     run.add_argument("--selection", default=None, help="model selection: val_acc, val_wga or val_acc@val_eod_max<=EPS")
     run.add_argument("--bootstrap", type=int, default=None, help="test-set bootstrap resamples per run (0 = none)")
+    run.add_argument("--vlm", default=None, help="VLM of methods that use one: auto (default; synthfaces: mini-clip), none, "
+                     "open_clip:ARCH:TAG (downloads when online) or open_clip:ARCH:/path/to/checkpoint")
     run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     run.add_argument("--executor", default=None, choices=["local", "ray"])
     run.add_argument("--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)")
@@ -248,6 +267,14 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", type=int, default=None)
     data.add_argument("--cache-dir", default=None)
     data.set_defaults(func=cmd_data)
+
+    vlm = sub.add_parser("vlm", help="list VLM encoders, or train the embedded mini-CLIP of synthfaces (cached)")
+    vlm.add_argument("action", choices=["list", "train-mini-clip"])
+    vlm.add_argument("--seed", type=int, default=0, help="mini-CLIP training seed (runs use seed 0 unless --vlm mini-clip:SEED)")
+    vlm.add_argument("--retrain", action="store_true", help="train again even when cached weights exist")
+    vlm.add_argument("--cache-dir", default=None, help="cache directory (default: $FAIRBENCH_CACHE or ~/.cache/fairbench)")
+    vlm.add_argument("--progress", action="store_true")
+    vlm.set_defaults(func=cmd_vlm)
     return p
 
 

@@ -60,4 +60,5 @@ def grid_from_config(config: dict[str, Any], method_names: list[str]) -> Grid:
         data_roots=dict(config["data_roots"]),
         dataset_options={k: dict(v) for k, v in config["dataset_options"].items()},
         bootstrap=int(config["bootstrap"]),
+        vlm=str(config.get("vlm", "auto")),
     )

@@ -21,6 +21,7 @@ from fairfacebench.budget import BudgetMeter, get_budget
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.context import FitContext
 from fairfacebench.data import LoadedDataset, TaskData, make_task_data
+from fairfacebench.encoders import load_vlm, resolve_vlm
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.spec import RunSpec, spec_hash
 from fairfacebench.store import ResultStore
@@ -48,6 +49,7 @@ class Grid:
     data_roots: dict[str, str] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     bootstrap: int = 1000
+    vlm: str = "auto"  # VLM for methods that use one: 'auto' (the dataset's embedded encoder, if any), 'none', or an encoder
 
     def budget_dict(self) -> dict[str, Any]:
         b = get_budget(self.budget).to_dict()
@@ -92,6 +94,7 @@ def expand(grid: Grid, reg: Registry | None = None) -> list[RunSpec]:
                                 data_root=grid.data_roots.get(ds_name),
                                 dataset_options=grid.dataset_options.get(ds_name, {}),
                                 bootstrap=grid.bootstrap,
+                                vlm=resolve_vlm(grid.vlm, ds_name, reg.encoders) if cls.needs_vlm else None,
                             )
                         )
     return specs
@@ -137,6 +140,15 @@ class DataLoaderCache:
         self.cache_dir, self.reg = cache_dir, reg
         self._datasets: dict[str, LoadedDataset] = {}
         self._pools: dict[str, Any] = {}
+        self._vlms: dict[str, Any] = {}
+
+    def vlm(self, value: str | None, device: torch.device) -> Any:
+        """The encoder a spec's resolved `vlm` names (loaded once per process); None for 'none' or no VLM."""
+        if value is None:
+            return None
+        if value not in self._vlms:
+            self._vlms[value] = load_vlm(value, self.reg.encoders, self.cache_dir, device)
+        return self._vlms[value]
 
     def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
@@ -212,6 +224,7 @@ def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, 
         "stages": ctx.log.stages,
         "history": ctx.log.history,
         "weights": ctx.weights_info,
+        "vlm": getattr(vlm, "info", None),
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
@@ -259,7 +272,7 @@ def attempt(
     try:
         cls = reg.method(spec.method)
         data = loader.task_data(spec, with_pool=cls.needs_pool)
-        record, arrays = run_one(spec, data, device, reg, progress)
+        record, arrays = run_one(spec, data, device, reg, progress, vlm=loader.vlm(spec.vlm, device))
         record = {**base_record(spec, reg, data), "status": "ok", **record}
     except Exception as exc:  # recorded with its traceback; the grid continues
         record = {

@@ -26,6 +26,7 @@ class RunSpec:
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
+    vlm: str | None = None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') for VLM methods; None for the others
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

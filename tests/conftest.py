@@ -25,3 +25,16 @@ def _isolated_cache(tmp_path_factory):
     if "FAIRBENCH_CACHE" not in os.environ:
         os.environ["FAIRBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mini_clip_from_user_cache(_isolated_cache):
+    """Copy an already trained synthfaces mini-CLIP (same config key) from ~/.cache/fairbench, else a session trains it once."""
+    import shutil
+
+    from fairfacebench.mini_clip import MiniClipConfig, cache_path
+
+    source = cache_path(Path.home() / ".cache" / "fairbench", MiniClipConfig())
+    target = cache_path(Path(os.environ["FAIRBENCH_CACHE"]), MiniClipConfig())
+    if (source / "weights.pt").is_file() and (source / "report.json").is_file() and not target.exists():
+        shutil.copytree(source, target)

@@ -1,0 +1,238 @@
+"""SHaSaM, clip-cluster, GroupDRO, JTT and FSCL: their pure steps by hand, and their wiring on synthfaces.
+
+The submodular functions, greedy, MINE and the CMI losses are tested in
+test_submodular.py; SupCon / FSCL losses in test_losses.py.
+"""
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fairfacebench.budget import Budget, BudgetMeter
+from fairfacebench.context import FitContext
+from fairfacebench.data import make_task_data
+from fairfacebench.methods.clip_cluster import (
+    ClipCluster,
+    attribute_prompts,
+    cluster_accuracy,
+    cluster_agreement,
+    clustering_features,
+    fit_clusters,
+    resampling_probabilities,
+    underperforming,
+)
+from fairfacebench.methods.fscl import FSCL, linear_probe
+from fairfacebench.methods.groupdro import group_adjustment, group_losses, update_group_weights
+from fairfacebench.methods.jtt import error_set, upsampling_probabilities
+from fairfacebench.methods.shasam import LEARN_LOSSES, SHaSaM, FeatureMemory, cmi_loss, learn_on_mined
+from fairfacebench.methods.submodular import mine_hard_samples
+from fairfacebench.plugins import registry
+from fairfacebench.training import Augment
+
+from conftest import TINY_SYNTH
+
+TINY_BUDGET = Budget("tiny", steps=6, batch_size=16, resolution=32)
+
+
+# ----------------------------------------------------------------------------- groupdro
+
+
+def test_group_losses_average_per_group_and_zero_for_absent_groups():
+    per_sample = torch.tensor([1.0, 3.0, 2.0, 4.0])
+    groups = torch.tensor([0, 0, 2, 2])
+    assert group_losses(per_sample, groups, 4).tolist() == [2.0, 0.0, 3.0, 0.0]
+
+
+def test_groupdro_weights_move_toward_the_worst_group():
+    q = torch.full((4,), 0.25)
+    losses = torch.tensor([0.2, 1.5, 0.4, 0.3])
+    q1 = update_group_weights(q, losses, eta=0.5, adjustment=torch.zeros(4))
+    # q_g ∝ exp(η L_g): by hand
+    expected = torch.exp(0.5 * losses) / torch.exp(0.5 * losses).sum()
+    assert torch.allclose(q1, expected) and math.isclose(float(q1.sum()), 1.0, rel_tol=1e-6)
+    assert int(q1.argmax()) == 1 and q1[1] > 0.25 and (q1[[0, 2, 3]] < 0.25).all()
+    for _ in range(200):
+        q1 = update_group_weights(q1, losses, eta=0.5, adjustment=torch.zeros(4))
+    assert q1[1] > 0.99
+
+
+def test_group_adjustment_favours_small_groups_and_keeps_empty_groups_at_zero():
+    adj = group_adjustment(np.array([100, 4, 0]), c=2.0)
+    assert np.allclose(adj, [0.2, 1.0, 0.0])
+    q = torch.tensor([0.5, 0.5, 0.0])
+    q1 = update_group_weights(q, torch.zeros(3), eta=1.0, adjustment=torch.as_tensor(adj, dtype=torch.float32))
+    assert q1[1] > q1[0] and q1[2] == 0
+
+
+# ----------------------------------------------------------------------------- jtt
+
+
+def test_jtt_upsamples_the_first_models_errors():
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    y = np.array([0, 0, 1, 1])
+    errors = error_set(scores, y)
+    assert errors.tolist() == [False, True, True, False]
+    probs = upsampling_probabilities(errors, 20.0)
+    assert np.allclose(probs, np.array([1, 20, 20, 1]) / 42)
+
+
+# ----------------------------------------------------------------------------- clip-cluster
+
+
+def test_prompts_name_every_value_of_every_sensitive_attribute():
+    assert attribute_prompts(("skin_tone",), ("light", "medium", "dark")) == [
+        "a photo of a person with light skin", "a photo of a person with medium skin", "a photo of a person with dark skin"]
+    names = ("light|short", "light|long", "dark|short", "dark|long")
+    assert attribute_prompts(("skin_tone", "hair_length"), names) == [
+        "a photo of a person with light skin", "a photo of a person with dark skin",
+        "a photo of a person with short hair", "a photo of a person with long hair"]
+    assert attribute_prompts(("race",), ("White", "Black")) == ["a photo of a White person", "a photo of a Black person"]
+
+
+def test_the_worst_cluster_is_upweighted():
+    val_clusters = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    correct = np.array([1, 1, 1, 1, 1, 0, 0, 0, 1, 1], dtype=bool)
+    acc = cluster_accuracy(val_clusters, correct, 4)
+    assert np.allclose(acc[:3], [1.0, 0.25, 1.0]) and np.isnan(acc[3])
+    weak = underperforming(acc, float(correct.mean()))
+    assert weak.tolist() == [False, True, False, False]
+    train_clusters = np.array([0, 1, 2, 3, 1])
+    probs = resampling_probabilities(train_clusters, weak, 4.0)
+    assert np.allclose(probs, np.array([1, 4, 1, 1, 4]) / 11)
+    # class-balanced: cluster 1 keeps mass 8 but its one class-1 sample weighs as much as its three class-0 samples
+    train_clusters, y = np.array([0, 1, 1, 1, 1]), np.array([0, 0, 0, 0, 1])
+    probs = resampling_probabilities(train_clusters, weak, 4.0, y)
+    assert np.allclose(probs, np.array([1, 4 * 4 / 6, 4 * 4 / 6, 4 * 4 / 6, 4 * 4 / 2]) / 17)
+
+
+class ToyBrightnessCLIP:
+    """A two-dimensional stand-in for CLIP that knows one concept: how light a face is.
+
+    Images: the median luminance b ∈ [0, 1] of the central quarter of the image side,
+    embedded as the unit vector (cos πb/2, sin πb/2).  Text: the words
+    'light', 'medium', 'dark' mean luminance 0.8, 0.55, 0.3, embedded the
+    same way.  It never sees labels; it only makes image and text agree on
+    what 'light' means, as a real CLIP does.
+    """
+
+    name = "toy-brightness"
+    info = {"kind": "test double"}
+    WORDS = {"light": 0.8, "medium": 0.55, "dark": 0.3}
+
+    @staticmethod
+    def _embed(b: np.ndarray) -> np.ndarray:
+        return np.stack([np.cos(np.pi * b / 2), np.sin(np.pi * b / 2)], axis=1).astype(np.float32)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        h, w = images.shape[1:3]
+        centre = images[:, 3 * h // 8 : 5 * h // 8, 3 * w // 8 : 5 * w // 8].astype(np.float32) / 255
+        luminance = centre @ np.array([0.299, 0.587, 0.114], np.float32)
+        return self._embed(np.median(luminance.reshape(len(images), -1), axis=1))
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self._embed(np.array([next(v for k, v in self.WORDS.items() if f" {k} " in t) for t in texts]))
+
+
+@pytest.fixture(scope="module")
+def synth_data():
+    ds = registry().dataset("synthfaces")
+    loaded = ds.load(None, TINY_BUDGET.resolution, Path(os.environ["FAIRBENCH_CACHE"]), **TINY_SYNTH)
+    return make_task_data(loaded, ds.task("smiling/skin_tone"))
+
+
+def _ctx(data, method, vlm=None, **hparams):
+    return FitContext(data, {**method.default_hparams(), **hparams}, BudgetMeter(TINY_BUDGET), 0, torch.device("cpu"),
+                      Augment(), "mobilenet_v2", "imagenet", vlm=vlm)
+
+
+def test_clip_cluster_recovers_planted_groups_from_prompt_similarities(synth_data):
+    ctx = _ctx(synth_data, ClipCluster, vlm=ToyBrightnessCLIP())
+    train_f, val_f = clustering_features(ctx, None, 16, 0.5)
+    assert train_f.shape == (len(synth_data.train), 3) and val_f.shape == (len(synth_data.val), 3)
+    clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
+    assert cluster_agreement(clusters, synth_data.train.a)["ami"] > 0.3
+    assert ctx.log.variant is None and "train.sensitive" not in ctx.touched
+
+
+def test_clip_cluster_backbone_variant_recovers_planted_groups(synth_data):
+    ctx = _ctx(synth_data, ClipCluster)
+    train_f, _ = clustering_features(ctx, ctx.new_classifier(), 16, 0.5)
+    clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
+    assert cluster_agreement(clusters, synth_data.train.a)["ami"] > 0.05  # random partitions: |AMI| < 0.01
+    assert ctx.log.variant == "backbone-features"
+
+
+def test_clip_cluster_fit_runs_both_models_in_one_budget_and_reports_ami(synth_data):
+    ctx = _ctx(synth_data, ClipCluster, vlm=ToyBrightnessCLIP())
+    predictor = ClipCluster().fit(ctx)
+    assert predictor.predict(synth_data.val.images[:4]).shape == (4, 2)
+    assert ctx.budget.per_stage == {"first": 2, "final": 4}
+    clusters = ctx.log.stages["clusters"]
+    assert clusters["ami"] > 0.3 and len(clusters["underperforming"]) >= 1
+    assert ClipCluster.label_use(ctx.hparams).allows("train.sensitive")
+    assert not ClipCluster.label_use({"report_ami": False}).sensitive
+
+
+# ----------------------------------------------------------------------------- shasam
+
+
+@pytest.mark.parametrize("name", LEARN_LOSSES)
+def test_shasam_step_with_memory_decreases_and_leaves_the_memory_alone(name):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 8, generator=g)
+    y, a = torch.arange(16) % 2, (torch.arange(16) // 2) % 2
+    net = torch.nn.Linear(8, 6)
+    memory = FeatureMemory(8)
+    with torch.no_grad():
+        memory.push(net(torch.randn(12, 8, generator=g)), torch.arange(12) % 2, (torch.arange(12) // 2) % 2)
+    assert memory.items[0].shape == (8, 6) and not memory.items[0].requires_grad
+    frozen = memory.items[0].clone()
+    hp = SHaSaM.default_hparams()
+    learn = cmi_loss(name, hp["nu"], hp["temperature"], hp["smoothing"])
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    losses = []
+    for _ in range(20):
+        emb = net(x)
+        mined = mine_hard_samples(emb, y, a, 2, 2, "facility_location", memory.items)
+        assert (mined.pos_idx.max() >= 16) or (mined.neg_idx.max() >= 16)  # the memory is part of the bank
+        loss = learn_on_mined(emb, memory.items, mined, learn)
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert torch.equal(memory.items[0], frozen)
+
+
+def test_feature_memory_keeps_the_last_items_and_is_off_at_size_zero():
+    memory = FeatureMemory(3)
+    for start in (0, 2):
+        memory.push(torch.arange(start, start + 2.0)[:, None], torch.arange(2), torch.arange(2))
+    assert memory.items[0].flatten().tolist() == [1.0, 2.0, 3.0]
+    off = FeatureMemory(0)
+    off.push(torch.ones(2, 1), torch.arange(2), torch.arange(2))
+    assert off.items is None
+
+
+def test_unknown_shasam_loss_names_the_choices():
+    with pytest.raises(ValueError, match="fl_cmi, gc_cmi, logdet_cmi"):
+        cmi_loss("triplet", 1.0, 0.5, 0.0)
+
+
+# ----------------------------------------------------------------------------- fscl
+
+
+def test_fscl_linear_probe_trains_the_head_only(synth_data):
+    ctx = _ctx(synth_data, FSCL)
+    model = ctx.new_classifier()
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head = model.heads["target"].weight.detach().clone()
+    linear_probe(ctx, model, 1e-2)
+    assert ctx.budget.per_stage == {"probe": TINY_BUDGET.steps}
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())  # incl. BN statistics
+    assert not torch.equal(head, model.heads["target"].weight)

@@ -1,0 +1,228 @@
+"""The self-supervised family: faiss curation, pseudo-labels, Meta-Weight-Net, and simclr / ssl-pipeline end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairfacebench.cli import main
+from fairfacebench.testing import single_thread
+from fairfacebench.methods.curation import build_index, deduplicate, domain_similarity, select_nearest
+from fairfacebench.methods.ssl_pipeline import (
+    MetaWeightNet,
+    balanced_meta_set,
+    meta_weight_loss,
+    nearest_mean_head,
+    pseudo_labels,
+    report_dedup,
+    retrieve_target_domain,
+)
+
+from conftest import TINY_SYNTH
+
+# A small pool keeps the end-to-end runs to seconds; it still holds planted duplicates and non-faces.
+SMALL_POOL = {**TINY_SYNTH, "n_pool": 600}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def planted(n_distinct: int, n_dup: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random distinct rows plus near-copies of some of them (cosine ≈ 0.995), shuffled; returns rows and duplicate_of."""
+    rng = np.random.default_rng(seed)
+    base = unit(rng.normal(size=(n_distinct, dim)))
+    src = rng.choice(n_distinct, n_dup, replace=False)
+    dups = unit(base[src] + 0.1 / np.sqrt(dim) * rng.normal(size=(n_dup, dim)))
+    order = rng.permutation(n_distinct + n_dup)
+    pos = np.empty_like(order)
+    pos[order] = np.arange(len(order))
+    duplicate_of = np.concatenate([np.full(n_distinct, -1), pos[src]])[order]
+    return np.concatenate([base, dups])[order], duplicate_of
+
+
+@pytest.mark.parametrize("flat_max", [100_000, 500], ids=["flat", "ivf"])
+def test_dedup_removes_planted_near_duplicates_and_keeps_distinct_images(flat_max):
+    x, duplicate_of = planted(1500, 120, 64)
+    result = deduplicate(x, threshold=0.95, flat_max=flat_max)
+    assert result.index_kind.startswith("flat" if flat_max > len(x) else "ivf")
+    assert result.n_removed == 120
+    report = report_dedup(result, {"duplicate_of": duplicate_of})
+    assert report == {"planted_pairs": 120, "planted_pairs_resolved": 120, "distinct_images_removed": 0}
+    # every removed row points at its kept partner
+    removed = np.flatnonzero(~result.keep)
+    assert result.keep[result.representative[removed]].all()
+
+
+def test_dedup_threshold_is_a_cosine_threshold():
+    x, _ = planted(200, 20, 32)
+    assert deduplicate(x, threshold=0.999).n_removed == 0  # copies sit at ≈ 0.995
+    assert deduplicate(x, threshold=0.98).n_removed == 20
+
+
+def test_retrieval_ranks_in_domain_images_above_off_domain_ones():
+    rng = np.random.default_rng(1)
+    centre = unit(rng.normal(size=(1, 48)))
+    target = unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(200, 48)))
+    in_domain = unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(150, 48)))
+    off_domain = unit(rng.normal(size=(350, 48)))
+    pool = np.concatenate([off_domain, in_domain])
+    scores, kind = domain_similarity(pool, target, k=10)
+    assert kind == "flat"
+    assert scores[350:].min() > scores[:350].max()
+    assert set(select_nearest(scores, 150)) == set(range(350, 500))
+
+
+def test_retrieval_never_fills_a_group_quota_with_off_domain_images():
+    rng = np.random.default_rng(3)
+    centre = unit(rng.normal(size=(1, 48)))
+    target = unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(300, 48)))
+    pool = np.concatenate([unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(200, 48))), unit(rng.normal(size=(100, 48)))])
+    groups = np.r_[np.zeros(180, int), np.ones(20, int), np.ones(100, int)]  # the minority group shares its code with the off-domain rows
+    pick, numbers = retrieve_target_domain(pool, target, groups, k=10, quantile=0.05, fraction=0.5)
+    assert pick.max() < 200 and numbers["kept"] == len(pick) == 150 and 180 <= numbers["in_domain"] < 200
+    assert (groups[pick] == 1).sum() >= 17  # the minority's in-domain rows, all of them, and nothing off-domain
+
+
+def test_retrieval_balances_inferred_groups():
+    scores = np.linspace(1, 0, 100)
+    groups = np.r_[np.zeros(80, int), np.ones(20, int)]  # group 1 ranks last
+    picked = select_nearest(scores, 30, groups)
+    assert np.bincount(groups[picked]).tolist() == [15, 15]
+    assert np.bincount(groups[select_nearest(scores, 60, groups)]).tolist() == [40, 20]  # group 1 exhausted, rest refilled
+    assert select_nearest(scores, 30).tolist() == list(range(30))
+
+
+def test_ivf_index_keeps_recall_on_clustered_data():
+    rng = np.random.default_rng(2)
+    centres = unit(rng.normal(size=(50, 32)))
+    x = unit(centres[rng.integers(0, 50, 6000)] + 0.3 * rng.normal(size=(6000, 32)) / np.sqrt(32) * 3)
+    exact = build_index(x)
+    approx = build_index(x, flat_max=1000)
+    assert approx.kind.startswith("ivf")
+    _, truth = exact.search(x[:200], 10)
+    _, found = approx.search(x[:200], 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+    assert recall > 0.8
+
+
+def test_confidence_filter_keeps_the_most_confident_share_of_each_pseudo_class():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.7, 0.3], [0.2, 0.8], [0.45, 0.55]])
+    label, keep = pseudo_labels(probs, 0.5)
+    assert label.tolist() == [0, 0, 0, 0, 1, 1]
+    assert keep.tolist() == [True, False, False, True, True, False]
+
+
+def test_balanced_meta_set_draws_per_cell():
+    y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    a = np.tile([0, 1, 2, 2, 2], 20)
+    idx = balanced_meta_set(y, a, 4, np.random.default_rng(0))
+    cells = a[idx] * 2 + y[idx]
+    assert np.bincount(cells).tolist() == [4] * 6
+
+
+def test_meta_weight_net_down_weights_noisy_labels():
+    """Toy task: two Gaussian classes, 30% of training labels flipped, a clean balanced meta set of 20."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    n, d = 600, 8
+    shift = 1.5 * torch.ones(d) / d**0.5
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = F.normalize(torch.randn(n, d, generator=g) + (2 * y[:, None] - 1) * shift, dim=1)
+    noisy = torch.rand(n, generator=g) < 0.3
+    y_obs = torch.where(noisy, 1 - y, y)
+    meta_y = torch.arange(2).repeat(10)
+    meta_x = F.normalize(torch.randn(20, d, generator=g) + (2 * meta_y[:, None] - 1) * shift, dim=1)
+    head, wnet = nearest_mean_head(x, y_obs, 2), MetaWeightNet()
+
+    def noisy_to_clean_weight_ratio() -> float:
+        with torch.no_grad():
+            w = wnet(F.cross_entropy(head(x), y_obs, reduction="none"))
+        return float(w[noisy].mean() / w[~noisy].mean())
+
+    before = noisy_to_clean_weight_ratio()
+    opt = torch.optim.Adam([*head.parameters(), *wnet.parameters()], lr=1e-2)
+    with single_thread():  # tiny tensors: threads only add scheduling cost on a shared CPU
+        for _ in range(150):
+            idx = torch.randint(0, n, (64,), generator=g)
+            loss = meta_weight_loss(head, wnet, x[idx], y_obs[idx], meta_x, meta_y, inner_lr=1.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    after = noisy_to_clean_weight_ratio()
+    assert before > 0.5 and after < 0.1, (before, after)
+
+
+def test_meta_loss_gradient_reaches_only_the_weight_net_and_train_loss_only_the_head():
+    torch.manual_seed(0)
+    head, wnet = torch.nn.Linear(4, 2), MetaWeightNet()
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    meta_x, meta_y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    meta_weight_loss(head, wnet, x, y, meta_x, meta_y, 1.0).backward()
+    grads_with_meta = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    w = wnet(F.cross_entropy(head(x), y, reduction="none").detach())
+    (w.detach() / w.detach().sum() * F.cross_entropy(head(x), y, reduction="none")).sum().backward()
+    for a, b in zip(grads_with_meta, head.parameters()):
+        assert torch.allclose(a, b.grad, atol=1e-6)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in wnet.parameters())
+
+
+def _run(tmp_path, methods: str, *extra: str) -> dict[str, dict]:
+    out = tmp_path / "runs"
+    options = [f"--dataset-option={k}={v}" for k, v in SMALL_POOL.items()]
+    code = main(["run", "--methods", methods, "--datasets", "synthfaces", "--budget", "smoke", "--bootstrap", "0",
+                 "--out", str(out), *options, *extra])
+    records = {r["spec"]["method"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/record.json"))}
+    assert code == 0, {m: r.get("error") for m, r in records.items()}
+    return records
+
+
+def test_simclr_and_ssl_pipeline_run_on_synthfaces_and_report_every_stage(tmp_path):
+    records = _run(tmp_path, "simclr,ssl-pipeline")
+    ssl, simclr = records["ssl-pipeline"], records["simclr"]
+    for rec in (ssl, simclr):
+        assert rec["status"] == "ok" and rec["budget_report"]["steps"] == 12
+    assert ssl["spec"]["vlm"] == "mini-clip" and ssl["vlm"]["encoder"] == "mini-clip" and ssl["variant"] is None
+    assert simclr["spec"]["vlm"] is None
+    stages = ssl["stages"]
+    assert list(stages) == ["1-embed", "2-dedup", "3-retrieve", "4-pseudo-labels", "5-supcon", "6-meta-weighted-head"]
+    assert stages["1-embed"]["pool"] == 600 and stages["1-embed"]["encoder"] == "mini-clip:0"
+    dedup = stages["2-dedup"]
+    assert dedup["removed"] == dedup["before"] - dedup["after"] and dedup["planted_pairs"] == 60
+    assert dedup["planted_pairs_resolved"] >= 54 and dedup["distinct_images_removed"] <= 12, dedup
+    retrieve = stages["3-retrieve"]
+    assert retrieve["kept"] <= round(0.6 * dedup["after"]) and sum(retrieve["per_inferred_group"].values()) == retrieve["kept"]
+    assert retrieve["off_domain_kept"] <= 0.1 * retrieve["off_domain_in_pool"], retrieve
+    pseudo = stages["4-pseudo-labels"]
+    assert 0.0 <= pseudo["accuracy_all"] <= 1.0 and set(pseudo["accuracy_all_per_group"]) == {"light", "medium", "dark"}
+    assert "weight_mean_pseudo_label_right" in stages["6-meta-weighted-head"]
+    assert ssl["budget_report"]["steps_per_stage"] == {"5-supcon": 8, "6-meta-weighted-head": 4}
+    assert ssl["labels_touched"] == ["pool", "val.sensitive", "val.target", "vlm"]
+    assert simclr["stages"]["pretrain-data"]["pool_images"] == 600
+    assert simclr["budget_report"]["steps_per_stage"] == {"nt-xent": 6, "probe-finetune": 6}
+
+
+def test_ssl_pipeline_without_vlm_runs_as_the_named_variant(tmp_path):
+    records = _run(tmp_path, "ssl-pipeline", "--vlm", "none")
+    rec = records["ssl-pipeline"]
+    assert rec["variant"] == "prototype-pseudo-labels" and rec["spec"]["vlm"] == "none" and rec["vlm"] is None
+    assert rec["stages"]["1-embed"]["encoder"].startswith("backbone:")
+    assert rec["stages"]["3-retrieve"]["group_inference"].startswith("k-means")
+    assert rec["stages"]["4-pseudo-labels"]["rule"] == "class prototypes of the meta set"
+    board = (tmp_path / "runs" / "leaderboard.md").read_text()
+    assert "ssl-pipeline [prototype-pseudo-labels]" in board and "y:val, a:val" in board
+
+
+def test_ssl_pipeline_passes_the_conformance_kit_with_the_mini_clip():
+    """Budget, determinism, no test-label reads and declared label use, on the zero-shot path (not the fallback)."""
+    import os
+    from pathlib import Path
+
+    from fairfacebench.methods.ssl_pipeline import SSLPipeline
+    from fairfacebench.mini_clip import MiniClipConfig, load_or_train
+    from fairfacebench.testing import check_method
+
+    report = check_method(SSLPipeline, vlm=load_or_train(MiniClipConfig(), Path(os.environ["FAIRBENCH_CACHE"])))
+    assert not report.failures and report.steps == 12, str(report)
