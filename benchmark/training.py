@@ -51,7 +51,8 @@ NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (N,H,W,3) -> float (N,3,H,W) in [0,1] on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = np.ascontiguousarray(images)
+    x = torch.from_numpy(x if x.flags.writeable else x.copy())  # read-only cache memmaps are copied per batch
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
     return x.permute(0, 3, 1, 2).float().div_(255.0)

@@ -9,7 +9,6 @@ import torch
 
 from fairfacebench.data import Attribute
 from fairfacebench.encoders import (
-    OpenClipEncoder,
     OpenClipPlugin,
     class_phrases,
     load_vlm,
