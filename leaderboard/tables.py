@@ -178,7 +178,7 @@ def to_markdown(board: dict[str, Any]) -> str:
         out += [
             f"## {t['dataset']} — task {t['task']} — budget {t['budget']}",
             "",
-            f"Model selection: {t['selection_rule']}. Test metrics, mean ± std over seeds.",
+            f"Model selection: {t['selection_rule']}. Test metrics of the selected trial per seed (interval method below each table).",
             "",
         ]
         rows = []
