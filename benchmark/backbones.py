@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fairfacebench.errors import UnknownName
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -138,7 +140,7 @@ def create_backbone(name: str, weights: str = "imagenet") -> tuple[FeatureExtrac
     if name.startswith("timm:"):
         return _create_timm(name[5:], weights)
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone '{name}'; available: {sorted(BACKBONES)} or 'timm:<model name>'")
+        raise UnknownName(f"unknown backbone '{name}'; available: {sorted(BACKBONES)} or 'timm:<model name>'")
     entry = BACKBONES[name]
     net = entry.build()
     path, info = resolve_weights(entry, weights)

@@ -278,10 +278,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by what the user passed (a flag, a config, a data folder, a plugin): a message, not a traceback."""
+    from fairfacebench.backbones import WeightsError
+    from fairfacebench.config import ConfigError
+    from fairfacebench.data import DataError
+    from fairfacebench.errors import UnknownName
+    from fairfacebench.plugins import PluginError
+    from fairfacebench.vlm import VLMUnavailable
+
+    return ConfigError, DataError, PluginError, UnknownName, VLMUnavailable, WeightsError
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        # Runs already finished are in the store; re-running the same command resumes from there.
+        print(f"{p.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 import pluggy
 
 from fairfacebench import hookspecs
+from fairfacebench.errors import UnknownName
 
 GROUP = "fairfacebench"
 
@@ -32,12 +33,12 @@ class Registry:
 
     def method(self, name: str) -> type:
         if name not in self.methods:
-            raise KeyError(f"unknown method '{name}'; installed methods: {sorted(self.methods)}")
+            raise UnknownName(f"unknown method '{name}'; installed methods: {sorted(self.methods)}")
         return self.methods[name]
 
     def dataset(self, name: str) -> Any:
         if name not in self.datasets:
-            raise KeyError(f"unknown dataset '{name}'; installed datasets: {sorted(self.datasets)}")
+            raise UnknownName(f"unknown dataset '{name}'; installed datasets: {sorted(self.datasets)}")
         return self.datasets[name]
 
 

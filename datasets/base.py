@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from fairfacebench.data import Attribute, LoadedDataset, TaskSpec, UnlabeledPool
+from fairfacebench.errors import UnknownName
 
 
 class DatasetPlugin:
@@ -28,7 +29,7 @@ class DatasetPlugin:
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise KeyError(f"dataset '{self.name}' has no task '{name}'; available: {[t.name for t in self.tasks]}")
+        raise UnknownName(f"dataset '{self.name}' has no task '{name}'; available: {[t.name for t in self.tasks]}")
 
     def load(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> LoadedDataset:
         raise NotImplementedError

@@ -42,6 +42,7 @@ from fairfacebench.datasets.checks import (
     read_csv,
     relative_inside,
 )
+from fairfacebench.errors import UnknownName
 from fairfacebench.hookspecs import hookimpl
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class CelebA(IndexedDataset):
         unknown = [a for a in (target, *sensitive) if a not in ATTRIBUTES]
         if unknown or not target or not sensitive or target in sensitive:
             problem = f"unknown attribute(s) {unknown}" if unknown else "needs a target and another sensitive attribute"
-            raise KeyError(
+            raise UnknownName(
                 f"dataset 'celeba' has no task {name!r} ({problem}); name a task '<Target>/<Sensitive>' or "
                 f"'<Target>/<S1>+<S2>' with attributes from {list(ATTRIBUTE_NAMES)}; "
                 f"usual tasks: {[t.name for t in self.tasks]}"

@@ -37,7 +37,7 @@ from fairfacebench.datasets.base import DatasetPlugin
 from fairfacebench.hookspecs import hookimpl
 
 # Bump whenever the renderer or sampling changes, so cached or recorded runs are not mixed up.
-VERSION = 1
+VERSION = 2  # 2: smile bend doubled, so the default budget learns the cue (v1 stayed near chance under group balancing)
 
 ATTRIBUTES = {
     "smiling": Attribute("smiling", ("no", "yes")),
@@ -237,7 +237,7 @@ def sample_params(
         "mouth_dark": u(0.45, 0.6),
         # Curvature without a smile; a smile adds cue * smile_amp.
         "neutral_curve": u(-0.035, 0.035),
-        "smile_amp": u(0.1, 0.17),
+        "smile_amp": u(0.2, 0.34),
         "glasses_r": u(0.15, 0.19),
         "glasses_t": u(0.025, 0.04),
         "frame_rgb": rgb(FRAME_RGB, 0.1).astype(np.float32),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from fairfacebench.errors import UnknownName
 from fairfacebench.metrics.bootstrap import seed_summary
 from fairfacebench.store import ResultStore, nan_to_none
 
@@ -72,7 +73,7 @@ def get_rule(name: str) -> SelectionRule:
             return constrained_rule(float(name[len(prefix):]))
         except ValueError:
             pass
-    raise KeyError(f"unknown selection rule '{name}'; use one of {sorted(SELECTION_RULES)} or '{prefix}EPS' (e.g. {prefix}0.1)")
+    raise UnknownName(f"unknown selection rule '{name}'; use one of {sorted(SELECTION_RULES)} or '{prefix}EPS' (e.g. {prefix}0.1)")
 
 
 def select(records: list[dict], rule: SelectionRule) -> dict | None:

@@ -44,17 +44,19 @@ that they are read for the report only; ``report_ami=False`` reads none.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.metrics import adjusted_mutual_info_score
 
 from fairfacebench.context import Batch, cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
 from fairfacebench.training import Augment, Predictor, augment_batch, mix_batch, normalize, predict_features, predict_scores, to_tensor
+
+if TYPE_CHECKING:
+    from sklearn.cluster import KMeans
 
 ATTRIBUTE_TEMPLATES = {
     "skin_tone": "a photo of a person with {} skin",
@@ -101,6 +103,8 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
 
 def fit_clusters(train_features: np.ndarray, k: int, seed: int) -> KMeans:
     """k-means on the clustering features, the inferred groups; ten restarts, best inertia kept."""
+    from sklearn.cluster import KMeans  # imported here: scikit-learn adds 1.4 s to every worker's start
+
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(train_features.astype(np.float64))
 
 
@@ -136,6 +140,8 @@ def resampling_probabilities(clusters: np.ndarray, weak: np.ndarray, upsample: f
 
 def cluster_agreement(clusters: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """Adjusted mutual information (Vinh et al., JMLR 2010) between inferred clusters and true sensitive groups."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
     return {"ami": round(float(adjusted_mutual_info_score(groups, clusters)), 4)}
 
 
@@ -199,6 +205,8 @@ def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.
         ctx.log.variant = VARIANT_BACKBONE
         train = l2_normalize(predict_features(model, centre_crop(ctx.train.images, face_crop), ctx.device))
         val = l2_normalize(predict_features(model, centre_crop(ctx.val.images, face_crop), ctx.device))
+        from sklearn.decomposition import PCA
+
         pca = PCA(n_components=min(pca_dim, *train.shape), random_state=ctx.seed).fit(train)
         ctx.log.stage("features", source=VARIANT_BACKBONE, face_crop=face_crop, pca_dim=int(pca.n_components_),
                       explained_variance=round(float(pca.explained_variance_ratio_.sum()), 4))

@@ -10,7 +10,8 @@ from fairfacebench.vlm import VLMUnavailable
 
 @pytest.mark.parametrize("name", sorted(registry().methods))
 def test_every_installed_method_conforms(name):
-    # The runner hands methods no VLM yet (run_one(vlm=None)), so VLM methods are checked on their named fallback.
+    # check_method hands no VLM by default (vlm=None), so VLM methods are checked on their named no-VLM variant;
+    # tests/test_encoders.py runs them with the embedded mini-CLIP.
     report = check_method(registry().method(name))
     assert report.steps is not None and not report.failures, str(report)
 

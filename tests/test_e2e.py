@@ -79,3 +79,14 @@ def test_erm_on_default_synthfaces_shows_a_group_gap(tmp_path):
     accs = [g["acc"] for g in groups]
     assert rec["metrics"]["test"]["acc"] > 0.7
     assert max(accs) - min(accs) > 0.05, groups
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--methods", "no-such-method"], "unknown method 'no-such-method'; installed methods: ["),
+    (["--methods", "simclr", "--vlm", "clip"], "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of"),
+    (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
+])
+def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, message):
+    assert main(["run", *flags, "--budget", "smoke", "--out", str(tmp_path / "runs"), *TINY_OPTIONS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fairbench run: error: ") and message in err and "Traceback" not in err
