@@ -34,7 +34,7 @@ BUDGETS: dict[str, Budget] = {
     # CI: seconds per method on a 2-core CPU; checks that everything runs, not what it learns.
     "smoke": Budget("smoke", steps=12, batch_size=32, resolution=32),
     # The default `fairbench run`: all methods on synthfaces in minutes on a 2-core CPU.
-    "default": Budget("default", steps=80, batch_size=64, resolution=48),
+    "default": Budget("default", steps=70, batch_size=64, resolution=48),
     # Minutes per method on a 2-core CPU at 64 px (about one pass over UTKFace train per 130 steps).
     "small": Budget("small", steps=600, batch_size=128, resolution=64),
     # A single GPU: 20 epochs-equivalent of FairFace train at 224 px.

@@ -68,7 +68,7 @@ class MiniClipConfig:
     """Architecture, data and optimisation of the mini-CLIP; every field enters the cache key."""
 
     seed: int = 0
-    n_captioned: int = 4000
+    n_captioned: int = 3000
     image_size: int = 64
     embed_dim: int = 64
     trunk: str = "mobilenetv2_100"
@@ -77,8 +77,8 @@ class MiniClipConfig:
     text_heads: int = 4
     text_layers: int = 2
     context_length: int = 24
-    steps: int = 120
-    text_warmup: int = 60  # steps with the text tower locked at its random init
+    steps: int = 100
+    text_warmup: int = 50  # steps with the text tower locked at its random init
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -63,9 +63,9 @@ TASKS = [
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "seed": 0,
-    "n_train": 6000,
-    "n_val": 1500,
-    "n_test": 3000,
+    "n_train": 4000,
+    "n_val": 1000,
+    "n_test": 2000,
     # P(skin_tone) in train: dark skin is a 10% minority.
     "group_props": (0.6, 0.3, 0.1),
     # P(hair_length = long) in train.
@@ -83,7 +83,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # Balance val and test over all attribute cells (False: they follow the train distribution).
     "balanced_eval": True,
     # Unlabeled pool (`pool`): size and the shares of planted near-duplicates and non-faces.
-    "n_pool": 4000,
+    "n_pool": 3000,
     "pool_duplicate_frac": 0.10,
     "pool_offdomain_frac": 0.15,
 }

@@ -83,7 +83,7 @@ def test_erm_on_default_synthfaces_shows_a_group_gap(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--methods", "no-such-method"], "unknown method 'no-such-method'; installed methods: ["),
-    (["--methods", "simclr", "--vlm", "clip"], "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of"),
+    (["--methods", "clip-cluster", "--vlm", "clip"], "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of"),
     (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
 ])
 def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, message):
