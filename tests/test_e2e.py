@@ -90,3 +90,22 @@ def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, mess
     assert main(["run", *flags, "--budget", "smoke", "--out", str(tmp_path / "runs"), *TINY_OPTIONS]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fairbench run: error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("dataset", ["fairface", "celeba"])
+def test_run_on_a_real_layout_writes_per_group_tables(tmp_path, dataset):
+    """`fairbench run` end to end on the official FairFace / CelebA layouts (tiny generated fixtures)."""
+    from fixtures_layouts import build_celeba, build_fairface
+
+    root = tmp_path / dataset
+    build_fairface(root) if dataset == "fairface" else build_celeba(root, "txt", n=60)
+    out = tmp_path / "runs"
+    argv = ["run", "--methods", "erm", "--datasets", dataset, "--data-root", str(root), "--budget", "smoke",
+            "--workers", "1", "--bootstrap", "50", "--out", str(out)]
+    assert main(argv) == 0
+    (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert rec["status"] == "ok" and rec["spec"]["dataset"] == dataset
+    groups = [g["group"] for g in rec["per_group"]["test"]["per_group"]]
+    assert groups == rec["task_info"]["group_names"] and len(groups) >= 2
+    (table,) = json.loads((out / "leaderboard.json").read_text())["tables"]
+    assert table["dataset"] == dataset and [r["method"] for r in table["rows"]] == ["erm"]
