@@ -73,25 +73,31 @@ def run_in_processes(
         kind, item = job
         return kind == "prepare" or item.vlm not in preparing
 
-    while jobs or running:
-        while len(running) < workers and any(ready(j) for j in jobs):
-            kind, item = jobs.pop(next(i for i, j in enumerate(jobs) if ready(j)))
-            if kind == "prepare":
-                args, target = (item, str(cache_dir), threads), _prepare_vlm
-            else:
-                args, target = (item.to_dict(), str(store.root), device, str(cache_dir), config, threads), _child
-            proc = ctx.Process(target=target, args=args, daemon=True)
-            proc.start()
-            running[proc.sentinel] = (proc, kind, item)
-        for sentinel in wait(list(running)):
-            proc, kind, item = running.pop(sentinel)
+    try:
+        while jobs or running:
+            while len(running) < workers and any(ready(j) for j in jobs):
+                kind, item = jobs.pop(next(i for i, j in enumerate(jobs) if ready(j)))
+                if kind == "prepare":
+                    args, target = (item, str(cache_dir), threads), _prepare_vlm
+                else:
+                    args, target = (item.to_dict(), str(store.root), device, str(cache_dir), config, threads), _child
+                # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
+                proc = ctx.Process(target=target, args=args, daemon=False)
+                proc.start()
+                running[proc.sentinel] = (proc, kind, item)
+            for sentinel in wait(list(running)):
+                proc, kind, item = running.pop(sentinel)
+                proc.join()
+                if kind == "prepare":
+                    preparing.remove(item)
+                    continue
+                if store.status(item.run_id) is None:
+                    store.write(item.run_id, crashed_record(item, reg, f"WorkerDied: worker process exited with code {proc.exitcode} before writing a result", config))
+                finished(item, _read(store, item))
+    finally:
+        for proc, _, _ in running.values():  # interrupted (Ctrl-C, an error here): stop the runs still going
+            proc.terminate()
             proc.join()
-            if kind == "prepare":
-                preparing.remove(item)
-                continue
-            if store.status(item.run_id) is None:
-                store.write(item.run_id, crashed_record(item, reg, f"WorkerDied: worker process exited with code {proc.exitcode} before writing a result", config))
-            finished(item, _read(store, item))
 
 
 def _read(store: ResultStore, spec: RunSpec) -> dict:

@@ -94,14 +94,17 @@ def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, mess
 
 @pytest.mark.parametrize("dataset", ["fairface", "celeba"])
 def test_run_on_a_real_layout_writes_per_group_tables(tmp_path, dataset):
-    """`fairbench run` end to end on the official FairFace / CelebA layouts (tiny generated fixtures)."""
+    """`fairbench run` end to end on the official FairFace / CelebA layouts (tiny generated fixtures).
+
+    In a worker process (--workers 2), which must be allowed to start the image-cache builder's own processes.
+    """
     from fixtures_layouts import build_celeba, build_fairface
 
     root = tmp_path / dataset
     build_fairface(root) if dataset == "fairface" else build_celeba(root, "txt", n=60)
     out = tmp_path / "runs"
     argv = ["run", "--methods", "erm", "--datasets", dataset, "--data-root", str(root), "--budget", "smoke",
-            "--workers", "1", "--bootstrap", "50", "--out", str(out)]
+            "--workers", "2", "--bootstrap", "50", "--out", str(out)]
     assert main(argv) == 0
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["status"] == "ok" and rec["spec"]["dataset"] == dataset
