@@ -1,8 +1,4 @@
-"""Compute budgets: total optimizer steps at a fixed batch size, metered by the harness.
-
-Every stage of every method (pretraining, mining, fine-tuning, meta updates)
-draws from the same meter; going past the budget is an error, not a warning.
-"""
+"""Compute budgets (optimizer steps at a fixed batch size) and the meter every method draws from."""
 from __future__ import annotations
 
 import time
@@ -17,14 +13,15 @@ class BudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class Budget:
-    """A named budget profile; identical for every method in a comparison."""
+    """A named budget profile; identical for every method in a comparison.
+
+    amp: mixed precision, applied to every method alike (CUDA only).
+    """
 
     name: str
     steps: int
     batch_size: int
-    resolution: int
-    eval_batch_size: int = 256
-    amp: bool = False  # mixed precision, applied to all methods alike (CUDA only)
+    amp: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,14 +29,17 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     # CI: seconds per method on a 2-core CPU; checks that everything runs, not what it learns.
-    "smoke": Budget("smoke", steps=12, batch_size=32, resolution=32),
+    "smoke": Budget("smoke", steps=12, batch_size=32),
     # The default `fairbench run`: all methods on synthfaces in minutes on a 2-core CPU.
-    "default": Budget("default", steps=70, batch_size=64, resolution=48),
-    # Minutes per method on a 2-core CPU at 64 px (about one pass over UTKFace train per 130 steps).
-    "small": Budget("small", steps=600, batch_size=128, resolution=64),
-    # A single GPU: 20 epochs-equivalent of FairFace train at 224 px.
-    "paper": Budget("paper", steps=15000, batch_size=128, resolution=224, amp=True),
+    "default": Budget("default", steps=70, batch_size=64),
+    # Minutes per method on a 2-core CPU at 64 px.
+    "small": Budget("small", steps=600, batch_size=128),
+    # A single GPU: about 20 epochs of FairFace train at 224 px.
+    "paper": Budget("paper", steps=15000, batch_size=128, amp=True),
 }
+
+# The input resolution each budget is sized for: a data setting, used when a plan leaves `resolution` at 0.
+BUDGET_RESOLUTION: dict[str, int] = {"smoke": 32, "default": 48, "small": 64, "paper": 224}
 
 
 def get_budget(name: str) -> Budget:

@@ -1,4 +1,9 @@
-"""The `fairbench` command line."""
+"""The `fairbench` command line.
+
+Only light modules load at start, so `fairbench --help` answers at once;
+each command imports what it needs (torch and the plugins) when it runs:
+the one place in the package with function-level imports of its own modules.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +14,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from fairfacebench.budget import BUDGETS
-from fairfacebench.plugins import registry
-from fairfacebench.training import Augment
+from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
+from fairfacebench.errors import USER_ERRORS
 
 
 def _split(text: str) -> list[str]:
@@ -19,6 +23,8 @@ def _split(text: str) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from fairfacebench.plugins import registry
+
     reg = registry()
     if args.what == "methods":
         rows = [
@@ -33,15 +39,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         print(tabulate(rows, headers=["dataset", "description", "citation", "tasks (first = default)", "needs --data-root"], tablefmt="github"))
     else:
-        rows = [[name, b.steps, b.batch_size, b.resolution, b.amp] for name, b in BUDGETS.items()]
-        print(tabulate(rows, headers=["budget", "optimizer steps", "batch size", "resolution", "amp (cuda)"], tablefmt="github"))
+        rows = [[name, b.steps, b.batch_size, BUDGET_RESOLUTION[name], b.amp] for name, b in BUDGETS.items()]
+        print(tabulate(rows, headers=["budget", "optimizer steps", "batch size", "resolution (default)", "amp (cuda)"], tablefmt="github"))
     return 0
 
 
-def _data_roots(values: list[str], datasets: list[str]) -> dict[str, str]:
+def _data_roots(values: list[str], datasets: tuple[str, ...], reg) -> dict[str, str]:
     """--data-root PATH (for the one dataset that needs a root) or --data-root NAME=PATH."""
     roots: dict[str, str] = {}
-    reg = registry()
     for v in values:
         if "=" in v:
             name, path = v.split("=", 1)
@@ -54,7 +59,7 @@ def _data_roots(values: list[str], datasets: list[str]) -> dict[str, str]:
     return roots
 
 
-def _dataset_options(values: list[str], datasets: list[str]) -> dict[str, dict]:
+def _dataset_options(values: list[str], datasets: tuple[str, ...]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for v in values:
         key, sep, raw = v.partition("=")
@@ -71,16 +76,16 @@ def _dataset_options(values: list[str], datasets: list[str]) -> dict[str, dict]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fairfacebench.config import grid_from_config, load_config
     from fairfacebench.leaderboard.tables import write
-    from fairfacebench.runner import execute, expand
+    from fairfacebench.plan import expand, load_plan
+    from fairfacebench.plugins import registry
+    from fairfacebench.runner import SpecRunner, execute
     from fairfacebench.store import ResultStore
 
     reg = registry()
-    datasets = _split(args.datasets) if args.datasets else None
-    overrides = {
-        "methods": None if args.methods in (None, "all") else _split(args.methods),
-        "datasets": datasets,
+    flags = {
+        "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
+        "datasets": _split(args.datasets) if args.datasets else None,
         "seeds": args.seeds,
         "hparam_trials": args.hparam_trials,
         "budget": args.budget,
@@ -95,48 +100,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         "out": args.out,
         "bootstrap": args.bootstrap,
         "vlm": args.vlm,
+        "pool": args.pool,
+        "augment": {"mix": args.mix} if args.mix else None,
     }
-    if args.methods == "all":
-        overrides["methods"] = "all"
-    config = load_config(args.config, overrides)
-    if args.mix:
-        config["augment"] = {**config["augment"], "mix": args.mix}
-    tasks = _tasks(args.tasks, config["datasets"])
-    if tasks:
-        config["tasks"] = tasks
-    if args.data_root:
-        config["data_roots"] = {**config["data_roots"], **_data_roots(args.data_root, config["datasets"])}
-    for ds, opts in _dataset_options(args.dataset_option, config["datasets"]).items():
-        config["dataset_options"] = {**config["dataset_options"], ds: {**config["dataset_options"].get(ds, {}), **opts}}
-    grid = grid_from_config(config, sorted(reg.methods))
-    specs = expand(grid, reg)
-    store = ResultStore(config["out"])
+    datasets = load_plan(args.config, flags).datasets
+    flags["tasks"] = _tasks(args.tasks, datasets) or None
+    flags["data_roots"] = _data_roots(args.data_root, datasets, reg) or None
+    flags["dataset_options"] = _dataset_options(args.dataset_option, datasets) or None
+    plan = load_plan(args.config, flags)
+    specs = expand(plan, reg)
+    store = ResultStore(plan.out)
+    n_methods = len(plan.method_names(list(reg.methods)))
     print(
-        f"{len(specs)} runs: {len(grid.datasets)} dataset(s) x {len(grid.methods)} method(s) x {grid.trials} trial(s) "
-        f"x {grid.seeds} seed(s), budget '{grid.budget}', executor '{config['executor']}'"
+        f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {n_methods} method(s) x {plan.hparam_trials} trial(s) "
+        f"x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}'"
     )
 
     def report(spec, status):
         print(f"  {spec.label}: {status}", flush=True)
 
-    counts = execute(
-        specs,
-        store,
-        device=config["device"],
-        retry_failed=args.retry_failed,
-        progress=args.progress,
-        on_result=report,
-        executor=config["executor"],
-        workers=int(config["workers"]),
-        ray_address=config["ray_address"] or None,
-        config=config,
-    )
-    paths = write(config["out"], rule=config["selection"])
+    runner = SpecRunner(plan.device, config=plan.to_dict(), progress=args.progress)
+    counts = execute(specs, store, runner, retry_failed=args.retry_failed, on_result=report, executor=plan.executor,
+                     workers=plan.workers, ray_address=plan.ray_address or None)
+    paths = write(plan.out, rule=plan.selection)
     print(f"done: {counts}. Leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
 
-def _tasks(text: str | None, datasets: list[str]) -> dict[str, list[str]]:
+def _tasks(text: str | None, datasets: tuple[str, ...]) -> dict[str, list[str]]:
     tasks: dict[str, list[str]] = {}
     for t in _split(text or ""):
         ds, _, task = t.partition(":")
@@ -179,6 +170,8 @@ def cmd_new_method(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from fairfacebench.plugins import registry
+
     plugin = registry().dataset(args.name)
     if args.action == "check":
         report = plugin.check(Path(args.root))
@@ -193,12 +186,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_vlm(args: argparse.Namespace) -> int:
     """`fairbench vlm list` / `fairbench vlm train-mini-clip`: encoders, and the embedded mini-CLIP of synthfaces."""
+    from fairfacebench.plugins import registry
+
     reg = registry()
     if args.action == "list":
         rows = [[e.name, e.description, ", ".join(getattr(e, "embedded_for", ())) or "-"] for e in sorted(reg.encoders.values(), key=lambda e: e.name)]
         print(tabulate(rows, headers=["encoder", "description", "embedded VLM of (--vlm auto)"], tablefmt="github"))
         return 0
-    from fairfacebench.mini_clip import MiniClipConfig, load_or_train
+    from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
     from fairfacebench.runner import default_cache_dir
 
     encoder = load_or_train(MiniClipConfig(seed=args.seed), Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
@@ -236,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", type=int, default=None, help="test-set bootstrap resamples per run (0 = none)")
     run.add_argument("--vlm", default=None, help="VLM of methods that use one: auto (default; synthfaces: mini-clip), none, "
                      "open_clip:ARCH:TAG (downloads when online) or open_clip:ARCH:/path/to/checkpoint")
+    run.add_argument("--pool", default=None, help="unlabeled pool of pool methods: auto (the dataset's own), none, "
+                     "folder:DIR or dataset-train:NAME (another dataset's training images, labels withheld)")
     run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     run.add_argument("--executor", default=None, choices=["local", "ray"])
     run.add_argument("--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)")
@@ -278,25 +275,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by what the user passed (a flag, a config, a data folder, a plugin): a message, not a traceback."""
-    from fairfacebench.backbones import WeightsError
-    from fairfacebench.config import ConfigError
-    from fairfacebench.data import DataError
-    from fairfacebench.errors import UnknownName
-    from fairfacebench.plugins import PluginError
-    from fairfacebench.vlm import VLMUnavailable
-
-    return ConfigError, DataError, PluginError, UnknownName, VLMUnavailable, WeightsError
-
-
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         # Runs already finished are in the store; re-running the same command resumes from there.
         print(f"{p.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2

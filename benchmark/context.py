@@ -1,11 +1,10 @@
-"""The fit context: everything a method may use, and the one shared training loop.
+"""The fit context, the only door between a method and the harness, and the one shared training loop.
 
-A method receives a `FitContext` and nothing else.  It exposes the training
-and validation splits (target labels, sensitive groups), the test images
-without labels, an optional unlabeled pool and vision-language encoder, a
-backbone factory, the budget meter, seeded generators, the device and a log
-for stage numbers.  Which labels a method actually touched is recorded, so
-the conformance kit can compare it with what the method declares.
+It exposes the training and validation splits, the test images without
+labels, the unlabeled pool's images and the VLM (when the run has them), a
+backbone factory, the budget and its meter, seeded generators, the device and
+a log.  Which labels a method touched is recorded, so the conformance kit can
+compare it with what the method declares.
 """
 from __future__ import annotations
 
@@ -16,14 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from fairfacebench.backbones import create_backbone
 from fairfacebench.budget import BudgetExceeded, BudgetMeter
-from fairfacebench.data import ImagesOnly, LabeledSplit, TaskData, UnlabeledPool
+from fairfacebench.data import ImagesOnly, LabeledSplit, PoolImages, TaskData
+from fairfacebench.plan import Augment
 from fairfacebench.training import (
-    Augment,
     BatchSampler,
     Classifier,
     NonFiniteLoss,
@@ -84,30 +83,38 @@ class Batch:
         return torch.as_tensor(self._view.a[self.index], device=self.x.device)
 
 
-def cross_entropy(logits: torch.Tensor, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample cross-entropy, mixing-aware; `weights` are per-sample loss weights."""
-    w = torch.ones_like(batch.y, dtype=logits.dtype) if weights is None else weights
-    loss = w * F.cross_entropy(logits, batch.y, reduction="none")
-    if batch.perm is not None:
-        loss = batch.lam * loss + (1 - batch.lam) * w[batch.perm] * F.cross_entropy(logits, batch.y[batch.perm], reduction="none")
-    return loss
+@dataclass(frozen=True)
+class ExtraAugment:
+    """A second augmentation applied, after the comparison's, to the training rows where `rows` is True."""
+
+    rows: np.ndarray  # bool over the training split
+    augment: Augment
 
 
 @dataclass
 class RunLog:
-    """Numbers a method reports about its stages, stored in the run record."""
+    """What a method reports about its stages: numbers for the run record, evidence for the harness's diagnostics.
+
+    Evidence (arrays such as the pool rows a stage kept) is never stored: the
+    harness compares it with ground truth the method cannot see
+    (`fairfacebench.diagnostics`) and stores only those reports.
+    """
 
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     variant: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    evidence: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def stage(self, name: str, **numbers: Any) -> None:
         self.stages.setdefault(name, {}).update(numbers)
         log.info("stage %s: %s", name, numbers)
 
+    def record_evidence(self, stage: str, **arrays: np.ndarray) -> None:
+        self.evidence.setdefault(stage, {}).update({k: np.asarray(v) for k, v in arrays.items()})
+
 
 class FitContext:
-    """The only door between a method and the harness."""
+    """The only door between a method and the harness: `ctx.budget` is the profile, `ctx.meter` counts it."""
 
     def __init__(
         self,
@@ -122,15 +129,17 @@ class FitContext:
         vlm: Any = None,
         progress: bool = False,
     ):
-        self._data = data
         self.hparams = dict(hparams)
-        self.budget = meter
+        self.meter = meter
+        self.budget = meter.budget
         self.seed = seed
         self.device = device
         self.augment = augment
         self.backbone_name = backbone
         self.weights = weights
         self._vlm = vlm
+        self._pool = None if data.pool is None else data.pool.images_only()
+        self._test_images = data.test_images
         self.progress = progress
         self.log = RunLog()
         self.touched: set[str] = set()
@@ -141,6 +150,9 @@ class FitContext:
         self.n_groups = data.n_groups
         self.target_classes = data.target_classes
         self.group_names = data.group_names
+        self.resolution = int(data.train.images.shape[1])  # input images are resolution x resolution px
+        self.target_attribute = data.target_attribute
+        self.sensitive_attributes = data.sensitive_attributes
         self.task = data.task
         self.dataset = data.dataset
 
@@ -149,12 +161,13 @@ class FitContext:
     def test_images(self) -> ImagesOnly:
         """Test images for transductive methods; never their labels."""
         self.touched.add("test.images")
-        return self._data.test_images
+        return self._test_images
 
     @property
-    def pool(self) -> UnlabeledPool | None:
+    def pool(self) -> PoolImages | None:
+        """The unlabeled pool's images (None when the run has no pool); what is known about them stays with the harness."""
         self.touched.add("pool")
-        return self._data.pool
+        return self._pool
 
     @property
     def vlm(self) -> Any:
@@ -184,7 +197,7 @@ class FitContext:
 
     # --- batches --------------------------------------------------------------------
     def sampler(self, weights: np.ndarray | None = None, stream: str = "batches") -> BatchSampler:
-        return BatchSampler(len(self.train), self.budget.budget.batch_size, self.generator(stream), weights)
+        return BatchSampler(len(self.train), self.budget.batch_size, self.generator(stream), weights)
 
     def images_to_input(self, images: np.ndarray, gen: torch.Generator | None = None, augment: Augment | None = None) -> torch.Tensor:
         """uint8 images -> normalised network input, augmented when a generator is given."""
@@ -193,9 +206,14 @@ class FitContext:
             x = augment_batch(x, augment or self.augment, gen)
         return normalize(x)
 
-    def batch(self, index: np.ndarray, gen: torch.Generator, rng: np.random.Generator, mix: bool = True) -> Batch:
-        """An augmented training batch; MixUp/CutMix applied when the comparison asks for it."""
-        x = augment_batch(to_tensor(self._data.train.images[index], self.device), self.augment, gen)
+    def batch(self, index: np.ndarray, gen: torch.Generator, rng: np.random.Generator, mix: bool = True,
+              extra: ExtraAugment | None = None) -> Batch:
+        """An augmented training batch; `extra` augments selected rows once more; MixUp/CutMix when the comparison asks."""
+        x = augment_batch(to_tensor(self.train.images[index], self.device), self.augment, gen)
+        if extra is not None:
+            rows = torch.as_tensor(extra.rows[index], device=self.device)
+            if bool(rows.any()):
+                x[rows] = augment_batch(x[rows], extra.augment, gen)
         y = torch.as_tensor(self.train.y[index], device=self.device)
         perm, lam = None, 1.0
         if mix and self.augment.mix != "none":
@@ -204,7 +222,7 @@ class FitContext:
 
     # --- optimisation -----------------------------------------------------------------
     def autocast(self):
-        if self.budget.budget.amp and self.device.type == "cuda":
+        if self.budget.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
@@ -228,10 +246,10 @@ class FitContext:
         """
         if steps <= 0:
             return []
-        if steps > self.budget.remaining:
+        if steps > self.meter.remaining:
             raise BudgetExceeded(
-                f"stage '{stage}' asked for {steps} steps but only {self.budget.remaining} of "
-                f"{self.budget.budget.steps} remain in budget '{self.budget.budget.name}'"
+                f"stage '{stage}' asked for {steps} steps but only {self.meter.remaining} of "
+                f"{self.budget.steps} remain in budget '{self.budget.name}'"
             )
         params = [p for p in params if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -241,7 +259,7 @@ class FitContext:
             if schedule == "onecycle" and steps > 4
             else None
         )
-        scaler = torch.amp.GradScaler("cuda") if self.budget.budget.amp and self.device.type == "cuda" else None
+        scaler = torch.amp.GradScaler("cuda") if self.budget.amp and self.device.type == "cuda" else None
         losses: list[float] = []
         bar = _progress(steps, stage, self.progress)
         for t in range(steps):
@@ -250,7 +268,7 @@ class FitContext:
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
             opt.zero_grad(set_to_none=True)
-            self.budget.charge(self.budget.budget.batch_size, stage)
+            self.meter.charge(self.budget.batch_size, stage)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -280,14 +298,15 @@ class FitContext:
         every: int = 0,
         callback: Callable[[int], None] | None = None,
         mix: bool = True,
+        extra: ExtraAugment | None = None,
     ) -> list[float]:
-        """Supervised training on the train split with the comparison's augmentation."""
+        """Supervised training on the train split with the comparison's augmentation (plus `extra` on some rows)."""
         sampler = sampler or self.sampler(stream=f"batches/{stage}")
         gen, rng = self.generator(f"augment/{stage}"), self.rng(f"mix/{stage}")
         model.train()
 
         def step(_: int) -> torch.Tensor:
-            return loss_fn(model, self.batch(next(sampler), gen, rng, mix=mix))
+            return loss_fn(model, self.batch(next(sampler), gen, rng, mix=mix, extra=extra))
 
         return self.optimize(
             model.parameters(),
@@ -302,6 +321,4 @@ class FitContext:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

@@ -1,9 +1,9 @@
-"""The dataset contract: attributes, tasks, splits and the task view methods see.
+"""The dataset contract: attributes, tasks, splits, pools and the task data of one run.
 
-A dataset plugin returns a :class:`LoadedDataset`: named splits of uint8
-images (N, H, W, 3) with integer-coded attribute labels.  The harness turns
-it into a :class:`TaskData` for one (target, sensitive) task; the test split
-a method receives carries images only, never labels.
+A dataset plugin returns a :class:`LoadedDataset` (named splits of uint8
+images (N, H, W, 3) with integer-coded attribute labels); the harness turns it
+into a :class:`TaskData` for one (target, sensitive) task and hands a method
+only what the fit context exposes of it.
 """
 from __future__ import annotations
 
@@ -12,17 +12,29 @@ from typing import Any
 
 import numpy as np
 
+from fairfacebench.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data: the message names the file, row and value and what to do."""
+__all__ = ["Attribute", "DataError", "TaskSpec", "Split", "UnlabeledPool", "PoolImages", "LoadedDataset", "LabeledSplit",
+           "ImagesOnly", "TaskData", "group_codes", "restrict_to_task", "make_task_data"]
 
 
 @dataclass(frozen=True)
 class Attribute:
-    """A categorical attribute with its class names (code i means classes[i])."""
+    """A categorical attribute with its class names (code i means classes[i]).
+
+    `phrases` (optional) describe a person of each class in words, e.g.
+    (("a person not smiling", ...), ("a person smiling", ...)): the one
+    vocabulary every vision-language use of the attribute reads (zero-shot
+    prompts, clustering prompts, captions).
+    """
 
     name: str
     classes: tuple[str, ...]
+    phrases: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.phrases and len(self.phrases) != len(self.classes):
+            raise ValueError(f"attribute '{self.name}': {len(self.phrases)} phrase lists for {len(self.classes)} classes")
 
     @property
     def n(self) -> int:
@@ -75,12 +87,12 @@ class Split:
 
 @dataclass
 class UnlabeledPool:
-    """Images without labels for self-supervised methods.
+    """Images without labels for self-supervised methods, as the harness holds them.
 
-    `hidden` holds ground truth the method must not read (e.g. `is_face`,
+    `hidden` holds ground truth no method may read (e.g. `is_face`,
     `duplicate_of`, true attributes); the harness uses it only to report how
-    well curation stages worked.  `captions` is set only for captioned pools
-    used to train an embedded vision-language model.
+    well curation stages worked.  Methods see :meth:`images_only`.
+    `captions` is set only for captioned pools that train an embedded VLM.
     """
 
     name: str
@@ -89,6 +101,21 @@ class UnlabeledPool:
     hidden: dict[str, np.ndarray] = field(default_factory=dict)
     captions: list[str] | None = None
     report: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def images_only(self) -> "PoolImages":
+        return PoolImages(self.name, self.images, self.ids)
+
+
+@dataclass(frozen=True)
+class PoolImages:
+    """An unlabeled pool as a method sees it: its name, images and ids, nothing known about them."""
+
+    name: str
+    images: np.ndarray
+    ids: np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
@@ -134,21 +161,26 @@ class ImagesOnly:
 
 @dataclass
 class TaskData:
-    """Everything one run's method may use, plus the held-back test labels.
+    """One task of a loaded dataset, as the harness holds it (test labels and pool truth included).
 
-    Methods receive it through the fit context, which exposes `train`, `val`
-    and `test_images` only; `_test` stays with the harness for evaluation.
+    A method never receives this object: the fit context exposes `train`,
+    `val`, the test images (to transductive methods) and the pool's images.
     """
 
     dataset: str
     task: TaskSpec
-    target_classes: tuple[str, ...]
+    target_attribute: Attribute
+    sensitive_attributes: tuple[Attribute, ...]
     group_names: tuple[str, ...]
     train: LabeledSplit
     val: LabeledSplit
-    _test: LabeledSplit
+    test: LabeledSplit
     pool: UnlabeledPool | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_classes(self) -> tuple[str, ...]:
+        return self.target_attribute.classes
 
     @property
     def n_classes(self) -> int:
@@ -160,7 +192,7 @@ class TaskData:
 
     @property
     def test_images(self) -> ImagesOnly:
-        return ImagesOnly(self._test.images, self._test.ids)
+        return ImagesOnly(self.test.images, self.test.ids)
 
 
 def group_codes(split: Split, attributes: dict[str, Attribute], sensitive: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -230,11 +262,12 @@ def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None
     return TaskData(
         dataset=ds.name,
         task=task,
-        target_classes=ds.attributes[task.target].classes,
+        target_attribute=ds.attributes[task.target],
+        sensitive_attributes=tuple(ds.attributes[a] for a in task.sensitive),
         group_names=group_names,
         train=views["train"],
         val=views["val"],
-        _test=views["test"],
+        test=views["test"],
         pool=pool,
         info=dict(ds.info),
     )

@@ -1,46 +1,46 @@
-"""Executors beyond the in-process loop: one child process per run, or Ray.
+"""Where runs execute: in this process, one child process per run, or on Ray; all write the same store.
 
-Both write the same result store.  A worker that dies (segfault, OOM kill,
-os._exit) is recorded as a failed run with its exit status; the grid goes on.
+An executor receives a run callable (`runner(spec) -> (record, arrays)`, with
+`prepare_vlm`, `crashed` and `is_heavy`; see `runner.SpecRunner`) and never
+imports the runner.  A worker that dies (segfault, OOM kill, os._exit) is
+recorded as a failed run with its exit status; the grid goes on.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any, Callable
 
-from fairfacebench.plugins import Registry
 from fairfacebench.spec import RunSpec
-from fairfacebench.store import ResultStore
+from fairfacebench.store import RECORD, ResultStore
 
 Finished = Callable[[RunSpec, dict], None]
 
 
-def _child(spec: dict, store_root: str, device: str, cache_dir: str, config: dict | None, threads: int) -> None:
-    """Run one spec in a fresh process and write its record itself."""
+def run_locally(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished) -> None:
+    """One run after another in this process."""
+    for spec in todo:
+        record, arrays = runner(spec)
+        store.write(spec.run_id, record, arrays)
+        finished(spec, record)
+
+
+def _child(runner: Any, spec: RunSpec, store_root: str, threads: int) -> None:
+    """Run one spec in a fresh process and write its record itself (large arrays never cross a pipe)."""
     import torch
 
-    from fairfacebench.plugins import registry
-    from fairfacebench.runner import DataLoaderCache, attempt, resolve_device
-
     torch.set_num_threads(threads)
-    reg = registry()
-    run = RunSpec(**spec)
-    record, arrays = attempt(run, DataLoaderCache(Path(cache_dir), reg), resolve_device(device), reg, config=config)
-    ResultStore(store_root).write(run.run_id, record, arrays)
+    record, arrays = runner(spec)
+    ResultStore(store_root).write(spec.run_id, record, arrays)
 
 
-def _prepare_vlm(value: str, cache_dir: str, threads: int) -> None:
-    """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
+def _prepare(runner: Any, value: str, threads: int) -> None:
     import torch
 
-    from fairfacebench.encoders import load_vlm
-    from fairfacebench.plugins import registry
-
     torch.set_num_threads(threads)
-    load_vlm(value, registry().encoders, Path(cache_dir), "cpu")
+    runner.prepare_vlm(value)
 
 
 def threads_per_worker(workers: int) -> int:
@@ -48,9 +48,7 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
-def run_in_processes(
-    todo: list[RunSpec], store: ResultStore, device: str, cache_dir: Path, reg: Registry, finished: Finished, workers: int, config: dict | None
-) -> None:
+def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, workers: int) -> None:
     """Up to `workers` child processes at a time, each with its share of the CPU threads.
 
     A VLM the runs need is prepared first, in a job of its own (the embedded
@@ -58,14 +56,11 @@ def run_in_processes(
     no VLM go ahead; runs that need it wait for that job.  If preparing
     fails, those runs still start and record the error themselves.
     """
-    from fairfacebench.runner import crashed_record
-
     ctx = mp.get_context("spawn")
     threads = threads_per_worker(workers)
     preparing = sorted({s.vlm for s in todo if s.vlm not in (None, "none")})
-    # Runs that read an unlabeled pool or a VLM do the most work per step: start them early, so the grid
-    # does not end on one long run while the other workers idle.
-    heavy_first = sorted(todo, key=lambda s: not (reg.method(s.method).needs_pool or reg.method(s.method).needs_vlm))
+    # Heavy runs first, so the grid does not end on one long run while the other workers idle.
+    heavy_first = sorted(todo, key=lambda s: not runner.is_heavy(s))
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
     running: dict[int, tuple] = {}
 
@@ -78,9 +73,9 @@ def run_in_processes(
             while len(running) < workers and any(ready(j) for j in jobs):
                 kind, item = jobs.pop(next(i for i, j in enumerate(jobs) if ready(j)))
                 if kind == "prepare":
-                    args, target = (item, str(cache_dir), threads), _prepare_vlm
+                    target, args = _prepare, (runner, item, threads)
                 else:
-                    args, target = (item.to_dict(), str(store.root), device, str(cache_dir), config, threads), _child
+                    target, args = _child, (runner, item, str(store.root), threads)
                 # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
                 proc = ctx.Process(target=target, args=args, daemon=False)
                 proc.start()
@@ -92,60 +87,36 @@ def run_in_processes(
                     preparing.remove(item)
                     continue
                 if store.status(item.run_id) is None:
-                    store.write(item.run_id, crashed_record(item, reg, f"WorkerDied: worker process exited with code {proc.exitcode} before writing a result", config))
-                finished(item, _read(store, item))
+                    error = f"WorkerDied: worker process exited with code {proc.exitcode} before writing a result"
+                    store.write(item.run_id, runner.crashed(item, error))
+                finished(item, json.loads((store.path(item.run_id) / RECORD).read_text()))
     finally:
         for proc, _, _ in running.values():  # interrupted (Ctrl-C, an error here): stop the runs still going
             proc.terminate()
             proc.join()
 
 
-def _read(store: ResultStore, spec: RunSpec) -> dict:
-    import json
-
-    return json.loads((store.path(spec.run_id) / "record.json").read_text())
-
-
-def _ray_attempt(spec: dict, device: str, cache_dir: str, config: dict | None):
-    from fairfacebench.plugins import registry
-    from fairfacebench.runner import DataLoaderCache, attempt, resolve_device
-
-    reg = registry()
-    return attempt(RunSpec(**spec), DataLoaderCache(Path(cache_dir), reg), resolve_device(device), reg, config=config)
-
-
-def run_in_ray(
-    todo: list[RunSpec],
-    store: ResultStore,
-    device: str,
-    cache_dir: Path,
-    reg: Registry,
-    finished: Finished,
-    address: str | None,
-    workers: int,
-    config: dict | None,
-) -> None:
+def run_in_ray(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, address: str | None, workers: int) -> None:
     """Each run is a Ray task (no retries); the driver writes the store as results arrive."""
     try:
         import ray
     except ImportError as exc:
         raise RuntimeError("--executor ray needs Ray: pip install 'fairfacebench[ray]'") from exc
-    from fairfacebench.runner import crashed_record
 
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": max(workers, 1)}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
-        task = ray.remote(max_retries=0, num_cpus=1)(_ray_attempt)
-        pending = {task.remote(spec.to_dict(), device, str(cache_dir), config): spec for spec in todo}
+        task = ray.remote(max_retries=0, num_cpus=1)(lambda r, spec: r(spec))
+        pending = {task.remote(runner, spec): spec for spec in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(done[0])
             try:
                 record, arrays = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # worker crash or task error outside attempt()
-                record, arrays = crashed_record(spec, reg, f"{type(exc).__name__}: {exc}", config), None
+            except ray.exceptions.RayError as exc:  # worker crash or task error outside the runner
+                record, arrays = runner.crashed(spec, f"{type(exc).__name__}: {exc}"), None
             store.write(spec.run_id, record, arrays)
             finished(spec, record)
     finally:

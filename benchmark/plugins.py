@@ -1,7 +1,7 @@
-"""Plugin discovery: pluggy + the `fairfacebench` entry-point group.
+"""Plugin discovery through pluggy and the `fairfacebench` entry-point group: the one list of what exists.
 
-Built-in datasets and methods are found exactly like third-party ones, so the
-registry below is the only list of what exists.
+Built-in datasets, methods, pools, encoders and selection rules register
+exactly like third-party ones.
 """
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ from typing import Any
 import pluggy
 
 from fairfacebench import hookspecs
-from fairfacebench.errors import UnknownName
+from fairfacebench.errors import PluginError, UnknownName
 
 GROUP = "fairfacebench"
-
-
-class PluginError(RuntimeError):
-    """A plugin could not be loaded or clashes with another one."""
 
 
 @dataclass

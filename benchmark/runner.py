@@ -1,4 +1,4 @@
-"""Expand a benchmark grid into run specs and execute them into the result store."""
+"""Run specs into the result store: load the task, fit the method, evaluate, record; executors decide where."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,6 @@ import subprocess
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,87 +16,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fairfacebench.budget import BudgetMeter, get_budget
-from fairfacebench.metrics.bootstrap import bootstrap_intervals
+from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.context import FitContext
-from fairfacebench.data import LoadedDataset, TaskData, make_task_data
-from fairfacebench.encoders import load_vlm, resolve_vlm
+from fairfacebench.data import LoadedDataset, TaskData, UnlabeledPool, make_task_data
+from fairfacebench.diagnostics import diagnose
+from fairfacebench.executors import run_in_processes, run_in_ray, run_locally
+from fairfacebench.metrics.bootstrap import bootstrap_intervals
+from fairfacebench.metrics.fairness import METRIC_DEFINITIONS, compute_metrics
+from fairfacebench.plan import Augment
 from fairfacebench.plugins import Registry, registry
-from fairfacebench.spec import RunSpec, spec_hash
+from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
-from fairfacebench.training import Augment
+from fairfacebench.vlm import load_vlm
 
 log = logging.getLogger("fairfacebench")
 
 TRACKED_PACKAGES = ("fairfacebench", "torch", "torchvision", "timm", "open_clip_torch", "numpy", "fairlearn", "faiss-cpu", "pandas")
-
-
-@dataclass
-class Grid:
-    """What `fairbench run` compares: every method on every dataset task, same budget."""
-
-    datasets: list[str]
-    methods: list[str]
-    tasks: dict[str, list[str]] = field(default_factory=dict)  # dataset -> task names (default: the dataset's first)
-    seeds: int = 1
-    trials: int = 1
-    budget: str = "default"
-    resolution: int | None = None
-    backbone: str = "mobilenet_v2"
-    weights: str = "imagenet"
-    augment: Augment = field(default_factory=Augment)
-    data_roots: dict[str, str] = field(default_factory=dict)
-    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bootstrap: int = 1000
-    vlm: str = "auto"  # VLM for methods that use one: 'auto' (the dataset's embedded encoder, if any), 'none', or an encoder
-
-    def budget_dict(self) -> dict[str, Any]:
-        b = get_budget(self.budget).to_dict()
-        if self.resolution:
-            b["resolution"] = self.resolution
-        return b
-
-
-def trial_hparams(method_cls: type, trial: int) -> dict[str, Any]:
-    """Trial 0 is the method's defaults; trial k > 0 a seeded draw from its search space."""
-    if trial == 0:
-        return method_cls.default_hparams()
-    seed = int(spec_hash({"method": method_cls.name, "trial": trial}), 16) % 2**32
-    return method_cls.sample_hparams(np.random.default_rng(seed))
-
-
-def expand(grid: Grid, reg: Registry | None = None) -> list[RunSpec]:
-    reg = reg or registry()
-    specs = []
-    for ds_name in grid.datasets:
-        ds = reg.dataset(ds_name)
-        tasks = grid.tasks.get(ds_name) or [ds.tasks[0].name]
-        for task in tasks:
-            ds.task(task)  # fail early on an unknown task, listing the valid ones
-            for m_name in grid.methods:
-                cls = reg.method(m_name)
-                for trial in range(grid.trials):
-                    hp = trial_hparams(cls, trial)
-                    for seed in range(grid.seeds):
-                        specs.append(
-                            RunSpec(
-                                dataset=ds_name,
-                                task=task,
-                                method=m_name,
-                                hparams=hp,
-                                seed=seed,
-                                budget=grid.budget_dict(),
-                                backbone=grid.backbone,
-                                weights=grid.weights,
-                                augment=grid.augment.to_dict(),
-                                trial=trial,
-                                data_root=grid.data_roots.get(ds_name),
-                                dataset_options=grid.dataset_options.get(ds_name, {}),
-                                bootstrap=grid.bootstrap,
-                                vlm=resolve_vlm(grid.vlm, ds_name, reg.encoders) if cls.needs_vlm else None,
-                            )
-                        )
-    return specs
 
 
 @lru_cache(maxsize=1)
@@ -134,15 +68,15 @@ def default_cache_dir() -> Path:
 
 
 class DataLoaderCache:
-    """Loaded datasets and pools, shared by the runs of one process."""
+    """Loaded datasets, pools and VLMs, shared by the runs of one process."""
 
     def __init__(self, cache_dir: Path, reg: Registry):
         self.cache_dir, self.reg = cache_dir, reg
         self._datasets: dict[str, LoadedDataset] = {}
-        self._pools: dict[str, Any] = {}
+        self._pools: dict[str, UnlabeledPool | None] = {}
         self._vlms: dict[str, Any] = {}
 
-    def vlm(self, value: str | None, device: torch.device) -> Any:
+    def vlm(self, value: str | None, device: torch.device | str) -> Any:
         """The encoder a spec's resolved `vlm` names (loaded once per process); None for 'none' or no VLM."""
         if value is None:
             return None
@@ -150,24 +84,34 @@ class DataLoaderCache:
             self._vlms[value] = load_vlm(value, self.reg.encoders, self.cache_dir, device)
         return self._vlms[value]
 
-    def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
+    def task_data(self, spec: RunSpec) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
-        size = spec.budget["resolution"]
         root = Path(spec.data_root) if spec.data_root else None
-        key = f"{spec.dataset}|{size}|{root}|{sorted(spec.dataset_options.items())}"
+        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}"
         if key not in self._datasets:
-            self._datasets[key] = plugin.load(root, size, self.cache_dir, **spec.dataset_options)
-        pool = None
-        if with_pool:
-            if key not in self._pools:
-                self._pools[key] = plugin.pool(root, size, self.cache_dir, **spec.dataset_options)
-            pool = self._pools[key]
-        return make_task_data(self._datasets[key], plugin.task(spec.task), pool)
+            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **spec.dataset_options)
+        return make_task_data(self._datasets[key], plugin.task(spec.task), self.pool(spec, root))
+
+    def pool(self, spec: RunSpec, root: Path | None) -> UnlabeledPool | None:
+        """The unlabeled pool a spec names: its dataset's own, none, or one from a pool plugin."""
+        if spec.pool is None or spec.pool["kind"] == "none":
+            return None
+        kind, source = spec.pool["kind"], spec.pool["source"]
+        key = f"{kind}|{source}|{spec.resolution}|{sorted(spec.dataset_options.items()) if kind == 'dataset' else ''}"
+        if key not in self._pools:
+            if kind == "dataset":
+                found = self.reg.dataset(spec.dataset).pool(root, spec.resolution, self.cache_dir, **spec.dataset_options)
+            elif kind == "dataset-train":
+                pool_root = spec.pool.get("root")
+                found = self.reg.pools[kind].load(self.reg.dataset(source), spec.resolution, self.cache_dir,
+                                                  root=Path(pool_root) if pool_root else None)
+            else:
+                found = self.reg.pools[kind].load(source, spec.resolution, self.cache_dir)
+            self._pools[key] = found
+        return self._pools[key]
 
 
 def evaluate(scores: np.ndarray, y: np.ndarray, a: np.ndarray, data: TaskData) -> Any:
-    from fairfacebench.metrics.fairness import compute_metrics
-
     return compute_metrics(y, scores.argmax(1), a, data.group_names, n_classes=data.n_classes, class_names=data.target_classes)
 
 
@@ -191,26 +135,22 @@ def gpu_usage(device: torch.device):
 
 def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None) -> tuple[dict, dict]:
     """Fit one method on one task and evaluate it on validation and test data."""
-    from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
-
     cls = reg.method(spec.method)
     torch.manual_seed(spec.seed)
-    budget = get_budget(spec.budget["name"])
-    budget = type(budget)(**spec.budget)
-    meter = BudgetMeter(budget)
+    meter = BudgetMeter(Budget(**spec.budget))
     ctx = FitContext(data, spec.hparams, meter, spec.seed, device, Augment(**spec.augment), spec.backbone, spec.weights, vlm, progress)
     with gpu_usage(device) as gpu:
         predictor = cls().fit(ctx)
     fit_report = {**meter.report(), **gpu}
     t0 = time.perf_counter()
     val_scores = predictor.predict(data.val.images)
-    test_scores = predictor.predict(data._test.images)
+    test_scores = predictor.predict(data.test.images)
     val_report = evaluate(val_scores, data.val.y, data.val.a, data)
-    test_report = evaluate(test_scores, data._test.y, data._test.a, data)
+    test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
     if spec.bootstrap:
         intervals = bootstrap_intervals(
-            data._test.y, test_scores.argmax(1), data._test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
+            data.test.y, test_scores.argmax(1), data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
         )
     record = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
@@ -222,15 +162,16 @@ def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, 
         "labels_touched": sorted(ctx.touched),
         "variant": ctx.log.variant,
         "stages": ctx.log.stages,
+        "diagnostics": diagnose(ctx.log.evidence, data),
         "history": ctx.log.history,
         "weights": ctx.weights_info,
         "vlm": getattr(vlm, "info", None),
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
-        "test_y": data._test.y,
-        "test_a": data._test.a,
-        "test_ids": data._test.ids.astype(str),
+        "test_y": data.test.y,
+        "test_a": data.test.a,
+        "test_ids": data.test.ids.astype(str),
         "val_scores": val_scores.astype(np.float32),
     }
     return record, arrays
@@ -254,7 +195,7 @@ def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str
             "sensitive": list(data.task.sensitive),
             "target_classes": list(data.target_classes),
             "group_names": list(data.group_names),
-            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data._test)},
+            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         },
         "dataset_info": None if data is None else data.info,
         "versions": package_versions(),
@@ -263,61 +204,82 @@ def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str
     }
 
 
-def attempt(
-    spec: RunSpec, loader: DataLoaderCache, device: torch.device, reg: Registry, progress: bool = False, config: dict | None = None
-) -> tuple[dict, dict | None]:
-    """Run one spec; any exception becomes a failed record with its traceback."""
-    started = time.perf_counter()
-    data = None
-    try:
-        cls = reg.method(spec.method)
-        data = loader.task_data(spec, with_pool=cls.needs_pool)
-        record, arrays = run_one(spec, data, device, reg, progress, vlm=loader.vlm(spec.vlm, device))
-        record = {**base_record(spec, reg, data), "status": "ok", **record}
-    except Exception as exc:  # recorded with its traceback; the grid continues
-        record = {
-            **base_record(spec, reg, data),
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
-        arrays = None
-        log.error("run %s failed: %s", spec.label, record["error"])
-    record["wall_time_s"] = round(time.perf_counter() - started, 3)
-    record["config"] = config
-    return record, arrays
+class SpecRunner:
+    """Computes one run spec into (record, arrays); what every executor calls, in this process or another.
 
+    Picklable: loaded data are rebuilt in each process that unpickles it, and
+    so is the plugin registry unless a custom one (`reg`) was given.
+    """
 
-def crashed_record(spec: RunSpec, reg: Registry, error: str, config: dict | None) -> dict:
-    """The record of a run whose worker process died before it could write one."""
-    return {**base_record(spec, reg, None), "status": "failed", "error": error, "traceback": None, "config": config}
+    def __init__(self, device: str = "auto", cache_dir: Path | None = None, config: dict | None = None, progress: bool = False,
+                 reg: Registry | None = None):
+        self.device, self.config, self.progress, self.reg = device, config, progress, reg
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self._loader: DataLoaderCache | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_loader": None}
+
+    @property
+    def loader(self) -> DataLoaderCache:
+        if self._loader is None:
+            self._loader = DataLoaderCache(self.cache_dir, self.reg or registry())
+        return self._loader
+
+    def __call__(self, spec: RunSpec) -> tuple[dict, dict | None]:
+        """Run one spec; any exception becomes a failed record with its traceback."""
+        reg = self.loader.reg
+        started = time.perf_counter()
+        data = None
+        try:
+            device = resolve_device(self.device)
+            data = self.loader.task_data(spec)
+            record, arrays = run_one(spec, data, device, reg, self.progress, vlm=self.loader.vlm(spec.vlm, device))
+            record = {**base_record(spec, reg, data), "status": "ok", **record}
+        except Exception as exc:  # recorded with its traceback; the grid continues
+            record = {
+                **base_record(spec, reg, data),
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+            arrays = None
+            log.error("run %s failed: %s", spec.label, record["error"])
+        record["wall_time_s"] = round(time.perf_counter() - started, 3)
+        record["config"] = self.config
+        return record, arrays
+
+    def prepare_vlm(self, value: str) -> None:
+        """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
+        self.loader.vlm(value, "cpu")
+
+    def crashed(self, spec: RunSpec, error: str) -> dict:
+        """The record of a run whose process died before it could write one."""
+        return {**base_record(spec, self.loader.reg, None), "status": "failed", "error": error, "traceback": None, "config": self.config}
+
+    def is_heavy(self, spec: RunSpec) -> bool:
+        """Runs that read a pool or a VLM do the most work per step: executors start them first."""
+        cls = self.loader.reg.method(spec.method)
+        return cls.needs_pool or cls.needs_vlm
 
 
 def execute(
     specs: list[RunSpec],
     store: ResultStore,
-    device: str = "auto",
-    cache_dir: Path | None = None,
+    runner: SpecRunner,
     retry_failed: bool = False,
-    progress: bool = False,
     on_result: Callable[[RunSpec, str], None] | None = None,
-    reg: Registry | None = None,
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
-    config: dict | None = None,
 ) -> dict[str, int]:
-    """Run every unfinished spec; failed runs are recorded and the grid goes on.
+    """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
 
     executor 'local' runs in this process (workers=1) or in one child process
     per run (workers>1, so a crashing run cannot take the grid down); 'ray'
     sends runs to a Ray cluster.  Every executor writes the same store.
     """
-    from fairfacebench.executors import run_in_processes, run_in_ray
-
-    reg = reg or registry()
-    resolve_device(device)  # fail before any work when the device is unavailable
-    cache_dir = cache_dir or default_cache_dir()
+    resolve_device(runner.device)  # fail before any work when the device is unavailable
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     todo = []
     for spec in specs:
@@ -335,16 +297,11 @@ def execute(
             on_result(spec, "ok" if record["status"] == "ok" else f"FAILED: {record['error']}")
 
     if executor == "ray":
-        run_in_ray(todo, store, device, cache_dir, reg, finished, ray_address, workers, config)
+        run_in_ray(todo, store, runner, finished, ray_address, workers)
     elif executor == "local" and workers > 1:
-        run_in_processes(todo, store, device, cache_dir, reg, finished, workers, config)
+        run_in_processes(todo, store, runner, finished, workers)
     elif executor == "local":
-        loader = DataLoaderCache(cache_dir, reg)
-        dev = resolve_device(device)
-        for spec in todo:
-            record, arrays = attempt(spec, loader, dev, reg, progress, config)
-            store.write(spec.run_id, record, arrays)
-            finished(spec, record)
+        run_locally(todo, store, runner, finished)
     else:
         raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     return counts

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from string import Template
 
+from fairfacebench.plugins import registry
+
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 PYPROJECT = Template('''\
@@ -23,7 +25,7 @@ name = "$dist"
 version = "0.1.0"
 description = "A fairbench method plugin: $name"
 readme = "README.md"
-requires-python = ">=3.10"
+requires-python = ">=3.11"
 dependencies = ["fairfacebench"]
 
 [project.optional-dependencies]
@@ -44,15 +46,16 @@ Replace the body of `fit` with your algorithm; keep the shape.  The fit
 context `ctx` is the only door to the data: ctx.train / ctx.val (images,
 .y target labels, .a sensitive groups), ctx.test_images (no labels),
 ctx.pool / ctx.vlm when declared, ctx.new_classifier(), the metered loops
-ctx.train_classifier / ctx.optimize, and seeded ctx.generator / ctx.rng.
+ctx.train_classifier / ctx.optimize, the shared parts in
+fairfacebench.methods.common, and seeded ctx.generator / ctx.rng.
 Declare every label you read in `labels` (or `label_use`): the leaderboard
 shows it and the conformance kit checks it.
 """
 from __future__ import annotations
 
 from fairfacebench import hookimpl
-from fairfacebench.context import cross_entropy
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice
+from fairfacebench.methods.common import erm_loss
 from fairfacebench.training import Predictor
 
 
@@ -64,7 +67,7 @@ class $cls(Method):
     needs_vlm = False  # True if fit reads ctx.vlm (a vision-language encoder)
     needs_pool = False  # True if fit reads ctx.pool (unlabeled images)
     # Defaults are trial 0; the samplers draw the other trials.  lr and weight_decay come with Method.
-    hparams = {
+    space = {
         "freeze_backbone": Hparam(False, choice([False, True]), "train only the linear head on frozen features"),
     }
 
@@ -73,8 +76,8 @@ class $cls(Method):
         if ctx.hparams["freeze_backbone"]:
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
-        # Every optimizer step is charged to the shared budget; spend what remains, never more.
-        ctx.train_classifier(model, ctx.budget.remaining, lambda m, b: cross_entropy(m(b.x), b).mean())
+        # Every optimizer step is charged to the shared budget (ctx.meter counts it); spend what remains, never more.
+        ctx.train_classifier(model, ctx.meter.remaining, erm_loss)
         return Predictor(model, ctx.device)
 
 
@@ -138,8 +141,6 @@ def names(name: str) -> dict[str, str]:
 
 def new_method(name: str, parent: Path | str = ".") -> Path:
     """Write the plugin package `fairbench-NAME` under `parent` and return its folder."""
-    from fairfacebench.plugins import registry
-
     values = names(name)
     if name in registry().methods:
         raise ValueError(f"a method named '{name}' is already installed (from {registry().sources[f'method:{name}']}); pick another name")

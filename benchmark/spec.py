@@ -1,8 +1,4 @@
-"""Run specifications and their ids.
-
-A run is fully described by a RunSpec; its id is a hash of the canonical
-JSON of the spec, so the same command finds its finished runs again.
-"""
+"""Run specifications and their ids: a run is fully described by a RunSpec, its id is a hash of it."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +14,8 @@ class RunSpec:
     method: str
     hparams: dict[str, Any]
     seed: int
-    budget: dict[str, Any]
+    budget: dict[str, Any]  # Budget.to_dict(): name, steps, batch_size, amp
+    resolution: int  # input images are decoded to resolution x resolution px
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
     augment: dict[str, Any] = field(default_factory=dict)
@@ -26,7 +23,8 @@ class RunSpec:
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
-    vlm: str | None = None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') for VLM methods; None for the others
+    vlm: str | None = None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') of VLM methods; None for the others
+    pool: dict[str, Any] | None = None  # resolved unlabeled pool ({'kind': ..., 'source': ...}) of pool methods
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,13 +1,7 @@
-"""The result store: one directory per run id, written atomically.
-
-A run directory appears only complete: its files are written into a
-temporary sibling and renamed into place, so a killed grid never leaves a
-half-written result, and a re-run skips what is finished.
-"""
+"""The result store: one directory per run id, written atomically (temp dir + rename), so a re-run skips what is finished."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -15,6 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from fairfacebench.plain import nan_to_none, to_plain
 
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
@@ -30,17 +26,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, tuple)):
         return sorted(obj) if isinstance(obj, set) else list(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in a run record")
-
-
-def nan_to_none(obj: Any) -> Any:
-    """JSON has no NaN: undefined metrics are stored as null (with their reason alongside)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nan_to_none(v) for v in obj]
-    return obj
 
 
 class ResultStore:
@@ -63,7 +48,7 @@ class ResultStore:
         final = self.path(run_id)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
         try:
-            text = json.dumps(nan_to_none(_to_plain(record)), indent=1, default=_json_default, allow_nan=False)
+            text = json.dumps(nan_to_none(to_plain(record)), indent=1, default=_json_default, allow_nan=False)
             (tmp / RECORD).write_text(text)
             if arrays:
                 np.savez_compressed(tmp / PREDICTIONS, **arrays)
@@ -91,14 +76,3 @@ class ResultStore:
         with np.load(self.path(run_id) / PREDICTIONS, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
-
-def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _to_plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -47,10 +47,14 @@ import torch
 from fairfacebench.budget import BudgetExceeded, BudgetMeter, get_budget
 from fairfacebench.context import FitContext
 from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
-from fairfacebench.training import Augment
-from fairfacebench.vlm import VLMUnavailable
+from fairfacebench.errors import VLMUnavailable
+from fairfacebench.plan import Augment
+from fairfacebench.plugins import registry
+from fairfacebench.runner import default_cache_dir
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
+# Small synthfaces splits for end-to-end tests of a plugin (`--dataset-option` values): seconds on a 2-core CPU.
+SMALL_SYNTHFACES = {"n_train": 320, "n_val": 96, "n_test": 160}
 SUM_TOLERANCE = 1e-4
 SAME_TOLERANCE = 1e-6
 
@@ -136,21 +140,16 @@ class Outcome:
 
 @lru_cache(maxsize=4)
 def _load(resolution: int, options: str, with_pool: bool) -> tuple[LoadedDataset, UnlabeledPool | None]:
-    from fairfacebench.datasets.synthfaces import SynthFaces
-    from fairfacebench.runner import default_cache_dir
-
-    plugin, opts = SynthFaces(), json.loads(options)
+    plugin, opts = registry().dataset("synthfaces"), json.loads(options)
     ds = plugin.load(None, resolution, default_cache_dir(), **opts)
     return ds, plugin.pool(None, resolution, default_cache_dir(), **opts) if with_pool else None
 
 
 def tiny_task(needs_pool: bool, resolution: int = 32, dataset_options: dict[str, Any] | None = None) -> TaskData:
     """The kit's task: synthfaces' default task on tiny splits (loaded once per process)."""
-    from fairfacebench.datasets.synthfaces import TASKS
-
     options = json.dumps({**TINY_SYNTHFACES, **(dataset_options or {})}, sort_keys=True)
     ds, pool = _load(resolution, options, needs_pool)
-    return make_task_data(ds, TASKS[0], pool)
+    return make_task_data(ds, registry().dataset("synthfaces").tasks[0], pool)
 
 
 @contextlib.contextmanager
@@ -167,14 +166,14 @@ def single_thread() -> Iterator[None]:
 def fit_predict(method_cls: type, clean: TaskData, poison: int, hparams: dict, seed: int, budget: Any,
                 vlm: Any, backbone: str, weights: str) -> Outcome:
     """Fit on a copy of the task with poisoned test labels, the way the harness would, and predict."""
-    test = PoisonedTest(clean._test, poison, clean.n_classes, clean.n_groups)
-    data = dataclasses.replace(clean, _test=test)
+    test = PoisonedTest(clean.test, poison, clean.n_classes, clean.n_groups)
+    data = dataclasses.replace(clean, test=test)
     torch.manual_seed(seed)
     meter = BudgetMeter(budget)
     ctx = FitContext(data, hparams, meter, seed, torch.device("cpu"), Augment(), backbone, weights, vlm)
     predictor = method_cls().fit(ctx)
     reads = set(test.reads)
-    scores = {name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean._test))}
+    scores = {name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean.test))}
     return Outcome(scores["val"], scores["test"], meter.steps, set(ctx.touched), reads, ctx.log.variant)
 
 
@@ -269,7 +268,7 @@ def check_method(
     if unknown:
         raise ValueError(f"method '{method_cls.name}' has no hyperparameter(s) {unknown}; its space is {sorted(hp)}")
     hp.update(hparams or {})
-    spent = dataclasses.replace(get_budget(budget), resolution=resolution)
+    spent = get_budget(budget)
     clean = tiny_task(method_cls.needs_pool, resolution, dataset_options)
     report = ConformanceReport(method_cls.name, hp)
 
@@ -287,7 +286,7 @@ def check_method(
         report.add("test labels", not reads, f"read {reads} during fit" if reads else "no test label read during fit")
         _check_repeat(report, first, second, third)
         check_scores(report, "val", first.val, len(clean.val), clean.n_classes)
-        check_scores(report, "test", first.test, len(clean._test), clean.n_classes)
+        check_scores(report, "test", first.test, len(clean.test), clean.n_classes)
         check_requirements(report, method_cls, hp, first.touched, first.variant, vlm)
     if raise_on_failure and report.failures:
         raise ConformanceError(report)

@@ -1,14 +1,11 @@
-"""The shared training machinery: batches from cached uint8 images, the
-augmentation family, samplers, the metered optimisation loop and predictors.
+"""Batch machinery under the fit context's loop: uint8 images to tensors, the augmentation family, samplers, predictors.
 
-Augmentation is a comparison-level setting (`Augment`): every method in a
-comparison trains with the same family, applied here once, on whole batches
-of tensors (so it runs on the GPU when there is one).
+Augmentation is a comparison-level setting (`plan.Augment`) applied here to
+whole batches of tensors, so it runs on the GPU when there is one.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import numpy as np
@@ -17,36 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairfacebench.backbones import IMAGENET_MEAN, IMAGENET_STD
+from fairfacebench.plan import Augment
 
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Augmentation family shared by every method in a comparison (seed 001's set).
-
-    flip: horizontal flips; crop: pixels of random translation (pad + crop);
-    jitter: strength of brightness/contrast/saturation jitter; mix: 'none',
-    'mixup' or 'cutmix' with Beta(mix_alpha, mix_alpha) mixing weights.
-    """
-
-    flip: bool = True
-    crop: int = 4
-    jitter: float = 0.2
-    mix: str = "none"
-    mix_alpha: float = 0.4
-
-    def __post_init__(self) -> None:
-        if self.mix not in ("none", "mixup", "cutmix"):
-            raise ValueError(f"augment.mix must be 'none', 'mixup' or 'cutmix', got '{self.mix}'")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -132,7 +106,6 @@ class BatchSampler:
         self.n, self.batch_size, self.gen = n, batch_size, gen
         self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
         self._perm = torch.empty(0, dtype=torch.long)
-        self.epochs = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
@@ -142,7 +115,6 @@ class BatchSampler:
             return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.gen).numpy()
         while len(self._perm) < self.batch_size:
             self._perm = torch.cat([self._perm, torch.randperm(self.n, generator=self.gen)])
-            self.epochs += 1
         idx, self._perm = self._perm[: self.batch_size], self._perm[self.batch_size :]
         return idx.numpy()
 
@@ -195,6 +167,3 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_scores(self.model, images, self.device, self.batch_size)
-
-    def state_dict(self) -> dict:
-        return self.model.state_dict()

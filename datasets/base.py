@@ -1,4 +1,4 @@
-"""Base class every dataset plugin derives from."""
+"""The base class of every dataset plugin."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +19,7 @@ class DatasetPlugin:
     description: str = ""
     citation: str = ""
     needs_root: bool = True
+    has_pool: bool = False  # whether `pool` returns the dataset's own unlabeled pool
     default_size: int = 64
     attributes: dict[str, Attribute] = {}
     tasks: list[TaskSpec] = []

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fairfacebench.data import Attribute, DataError, TaskSpec
-from fairfacebench.datasets.checks import (
+from fairfacebench.datasets.indexed import (
     SPLITS,
     DatasetIndex,
     IndexedDataset,

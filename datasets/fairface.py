@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from fairfacebench.data import Attribute, DataError, TaskSpec
-from fairfacebench.datasets.checks import (
+from fairfacebench.datasets.indexed import (
     NOT_APPLICABLE,
     DatasetIndex,
     IndexedDataset,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, defaultdict
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +62,9 @@ class DatasetTrainPool(PoolPlugin):
     name = "dataset-train"
     description = "the training images of a dataset plugin, labels withheld from methods"
 
-    def load(
-        self, source: str | DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any
-    ) -> UnlabeledPool:
-        """`source` is a dataset plugin or its name; `root` and `options` go to its `load`."""
-        plugin = source if isinstance(source, DatasetPlugin) else dataset_plugin(str(source))
-        ds = plugin.load(root, size, cache_dir, **options)
+    def load(self, source: DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any) -> UnlabeledPool:
+        """`source` is a dataset plugin (the harness looks it up by name); `root` and `options` go to its `load`."""
+        ds = source.load(root, size, cache_dir, **options)
         train = ds.splits["train"]
         report = {"source": ds.name, "split": "train", "images": len(train), "labels": "withheld (kept in hidden)"}
         return UnlabeledPool(
@@ -127,23 +123,6 @@ def _folder_report(root: Path, files: list[str], duplicate_of: dict[str, str], c
         "skipped": skipped,
         "cache": str(cached.path),
     }
-
-
-def dataset_plugin(name: str) -> DatasetPlugin:
-    """The installed dataset plugin called `name` (entry-point group `fairfacebench`; same-named entry point first)."""
-    found: dict[str, DatasetPlugin] = {}
-    failed: dict[str, str] = {}
-    for ep in sorted(entry_points(group="fairfacebench"), key=lambda ep: ep.name != name):
-        try:
-            module = ep.load()
-        except ImportError as err:
-            failed[ep.name] = f"{type(err).__name__}: {err}"
-            continue
-        found.update({p.name: p for p in getattr(module, "fairfacebench_datasets", list)()})
-        if name in found:
-            return found[name]
-    broken = f"; entry points that failed to import: {failed}" if failed else ""
-    raise DataError(f"no dataset plugin named {name!r}; installed datasets: {sorted(found)}{broken}")
 
 
 @hookimpl

@@ -39,7 +39,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from fairfacebench.data import Attribute, DataError, TaskSpec
-from fairfacebench.datasets.checks import SPLITS, DatasetIndex, IndexedDataset, SplitTable, split_info, stratified_split
+from fairfacebench.datasets.indexed import (
+    SPLITS,
+    DatasetIndex,
+    IndexedDataset,
+    SplitTable,
+    split_info,
+    stratified_split,
+)
 from fairfacebench.hookspecs import hookimpl
 
 logger = logging.getLogger(__name__)

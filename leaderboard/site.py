@@ -22,7 +22,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from fairfacebench import __version__
 from fairfacebench.leaderboard import plots
 from fairfacebench.leaderboard.tables import TABLE_METRICS, build, to_frame, to_markdown
-from fairfacebench.store import ResultStore, nan_to_none
+from fairfacebench.plain import nan_to_none
+from fairfacebench.store import ResultStore
 
 HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
 SPREAD_METRICS = ("acc", "eod_max")
@@ -53,8 +54,9 @@ def cell(summary: dict[str, Any]) -> dict[str, str]:
     return {"text": text, "value": repr(float(mean))}
 
 
-def budget_text(budget: dict[str, Any]) -> str:
-    return f"{budget['name']}: {budget['steps']} optimizer steps at batch size {budget['batch_size']}, {budget['resolution']} px"
+def budget_text(spec: dict[str, Any]) -> str:
+    budget = spec["budget"]
+    return f"{budget['name']}: {budget['steps']} optimizer steps at batch size {budget['batch_size']}, {spec['resolution']} px"
 
 
 def show_value(value: Any) -> str:
@@ -92,7 +94,7 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
         "dataset": table["dataset"],
         "task": table["task"],
         "selection_rule": table["selection_rule"],
-        "budget": budget_text(runs[0]["spec"]["budget"]) if runs else table["budget"],
+        "budget": budget_text(runs[0]["spec"]) if runs else table["budget"],
         "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
         "rows": rows,
         "tradeoff": _tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),

@@ -9,79 +9,19 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from fairfacebench.errors import UnknownName
+from fairfacebench.leaderboard.selection import get_rule, select
 from fairfacebench.metrics.bootstrap import seed_summary
-from fairfacebench.store import ResultStore, nan_to_none
+from fairfacebench.plain import nan_to_none
+from fairfacebench.store import ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
-
-
-@dataclass(frozen=True)
-class SelectionRule:
-    """Chooses one trial per (dataset, task, method, seed) from validation metrics only."""
-
-    name: str
-    description: str
-    key: Callable[[dict], tuple]  # record -> sortable score, higher is better
-
-
-def _val(record: dict, metric: str) -> float:
-    v = record["metrics"]["val"].get(metric)
-    return math.nan if v is None else float(v)
-
-
-def _higher(value: float) -> float:
-    return -math.inf if math.isnan(value) else value
-
-
-def constrained_rule(eps: float) -> SelectionRule:
-    """Highest val_acc among trials with val_eod_max <= eps; if none qualifies, the lowest val_eod_max."""
-
-    def key(r: dict) -> tuple:
-        eod = _val(r, "eod_max")
-        feasible = not math.isnan(eod) and eod <= eps
-        return (1, _higher(_val(r, "acc"))) if feasible else (0, -eod if not math.isnan(eod) else -math.inf)
-
-    return SelectionRule(
-        f"val_acc@val_eod_max<={eps:g}",
-        f"highest validation accuracy among trials with validation eod_max <= {eps:g} (else the lowest validation eod_max)",
-        key,
-    )
-
-
-SELECTION_RULES: dict[str, SelectionRule] = {
-    "val_acc": SelectionRule("val_acc", "highest validation accuracy", lambda r: (_higher(_val(r, "acc")),)),
-    "val_wga": SelectionRule("val_wga", "highest validation worst-group accuracy", lambda r: (_higher(_val(r, "wga")),)),
-}
-
-
-def get_rule(name: str) -> SelectionRule:
-    """A rule by name: 'val_acc', 'val_wga' or 'val_acc@val_eod_max<=EPS'."""
-    if name in SELECTION_RULES:
-        return SELECTION_RULES[name]
-    prefix = "val_acc@val_eod_max<="
-    if name.startswith(prefix):
-        try:
-            return constrained_rule(float(name[len(prefix):]))
-        except ValueError:
-            pass
-    raise UnknownName(f"unknown selection rule '{name}'; use one of {sorted(SELECTION_RULES)} or '{prefix}EPS' (e.g. {prefix}0.1)")
-
-
-def select(records: list[dict], rule: SelectionRule) -> dict | None:
-    """The best finished trial under `rule`, looking at validation metrics only; ties go to the lowest trial."""
-    ok = [r for r in records if r["status"] == "ok"]
-    if not ok:
-        return None
-    return max(ok, key=lambda r: (*rule.key(r), -r["spec"]["trial"]))
 
 
 def fmt(summary: dict) -> str:

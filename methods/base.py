@@ -1,10 +1,4 @@
-"""The method contract: metadata, a hyperparameter space and `fit(ctx) -> Predictor`.
-
-Every method, built-in or third-party, has this one shape (DomainBed-style):
-a reader compares two methods side by side because they differ only in what
-is different about the algorithm.  The training loop, budget, logging and
-checkpoints live in the fit context.
-"""
+"""The method contract (DomainBed-style): metadata, a hyperparameter search space and `fit(ctx) -> Predictor`."""
 from __future__ import annotations
 
 import math
@@ -77,8 +71,9 @@ COMMON_HPARAMS: dict[str, Hparam] = {
 class Method:
     """Base class of every method plugin.
 
-    Subclasses set the metadata and `hparams` (merged with COMMON_HPARAMS)
-    and implement `fit`.  `fit` must use only the context.
+    Subclasses set the metadata and `space` (their hyperparameters, merged
+    with COMMON_HPARAMS) and implement `fit`, which uses only the context;
+    the values of one trial are `ctx.hparams`.
     """
 
     name: str = ""
@@ -87,19 +82,15 @@ class Method:
     labels: LabelUse = LabelUse()
     needs_vlm: bool = False
     needs_pool: bool = False
-    hparams: dict[str, Hparam] = {}
+    space: dict[str, Hparam] = {}
 
     @classmethod
-    def hparam_space(cls) -> dict[str, Hparam]:
-        return {**COMMON_HPARAMS, **cls.hparams}
+    def search_space(cls) -> dict[str, Hparam]:
+        return {**COMMON_HPARAMS, **cls.space}
 
     @classmethod
     def default_hparams(cls) -> dict[str, Any]:
-        return {k: h.default for k, h in cls.hparam_space().items()}
-
-    @classmethod
-    def sample_hparams(cls, rng: np.random.Generator) -> dict[str, Any]:
-        return {k: h.sample(rng) for k, h in sorted(cls.hparam_space().items())}
+        return {k: h.default for k, h in cls.search_space().items()}
 
     @classmethod
     def label_use(cls, hparams: dict[str, Any]) -> LabelUse:

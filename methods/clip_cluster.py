@@ -1,46 +1,16 @@
-"""CLIP clustering + re-sampling (Zhang & Chunara, arXiv 2403.10624 v1/v2) — no sensitive labels for training.
+"""CLIP clustering + re-sampling (Zhang & Chunara, arXiv 2403.10624 v1/v2): no sensitive labels for training.
 
-1. features: every train and val image is embedded by the VLM and compared
-   with prompts naming the sensitive-attribute values of the task
-   (:func:`attribute_prompts`); the similarity vectors, standardised per
-   prompt over the training set, are the clustering features;
-2. clusters: k-means (scikit-learn, ``n_init=10``) on the training features,
-   k = ``n_clusters`` or, by default, the number of sensitive groups named by
-   the task; validation images go to their nearest centroid;
-3. first model: ERM for ``first_frac`` of the budget; its per-cluster
-   validation accuracy marks the under-performing clusters (accuracy below
-   the overall validation accuracy);
-4. final model: trained for the rest of the budget with batches drawn with
-   probability ∝ ``upsample`` for samples of under-performing clusters (∝ 1
-   otherwise); those samples get a second, stronger augmentation
-   (translation of resolution/16 px, colour jitter ``augment_strength``) on
-   top of the comparison's.  ``balance_classes=True`` (not in the paper)
-   draws the classes of an up-sampled cluster equally often: a cluster
-   whose class mix is skewed would otherwise teach its majority class more
-   strongly.  By default the final model continues from the first model
-   (``final_init="first"``): under one step budget a fresh model
-   (``"fresh"``) would get only 1 − ``first_frac`` of the steps ERM gets.
+1. features: train and val images embedded by the VLM and compared with the
+   dataset's phrases for every sensitive-attribute value (standardised per prompt);
+2. clusters: k-means on the training features, val images to the nearest centroid;
+3. first model: ERM for `first_frac` of the budget; clusters whose validation
+   accuracy is below the overall one are under-performing;
+4. final model: the rest of the budget with those clusters up-sampled and augmented once more.
 
-Prompts (documented choice): one per value of every sensitive attribute,
-"a photo of a person with {value} skin" for ``skin_tone``, "... {value}
-hair" for ``hair_length``, "a photo of a {value} person" otherwise (UTKFace
-race and gender).  The values come from the task's group names — the
-attribute vocabulary the paper's prompts name, not anyone's label.
-
-Without a VLM (``ctx.vlm is None``) the named variant ``backbone-features``
-clusters ImageNet backbone features (the first model before training,
-L2-normalised, PCA to ``pca_dim``) instead of prompt similarities.  They
-are taken of the central ``face_crop`` share of each image, resized back to
-full resolution: the datasets hold aligned face crops, and on the whole
-image the features are dominated by background and clothing (on synthfaces
-the AMI with skin tone is about 0.01 on whole images, 0.1–0.3 on the
-central half).
-
-Reporting: with ``report_ami`` (default), after the final model is trained
-the adjusted mutual information between the train clusters and the true
-sensitive groups is logged (:func:`cluster_agreement`).  That reads the
-training sensitive labels, so the method then declares them, with the note
-that they are read for the report only; ``report_ami=False`` reads none.
+Without a VLM the named variant `backbone-features` clusters ImageNet features
+of the face crop.  The clusters' agreement with the true groups (AMI) is
+computed by the harness, which holds the sensitive labels.  Details and
+choices: docs/METHODS.md.
 """
 from __future__ import annotations
 
@@ -50,30 +20,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fairfacebench.context import Batch, cross_entropy
+from fairfacebench.context import ExtraAugment
+from fairfacebench.data import Attribute
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
-from fairfacebench.training import Augment, Predictor, augment_batch, mix_batch, normalize, predict_features, predict_scores, to_tensor
+from fairfacebench.methods.common import erm_loss, l2_normalize
+from fairfacebench.plan import Augment
+from fairfacebench.training import Predictor, predict_features, predict_scores
+from fairfacebench.vlm import VisionLanguageEncoder
+from fairfacebench.zeroshot import class_phrases, zero_shot_classifier
 
 if TYPE_CHECKING:
     from sklearn.cluster import KMeans
 
-ATTRIBUTE_TEMPLATES = {
-    "skin_tone": "a photo of a person with {} skin",
-    "hair_length": "a photo of a person with {} hair",
-}
-GENERIC_TEMPLATE = "a photo of a {} person"
 VARIANT_BACKBONE = "backbone-features"
 
 
-def attribute_prompts(sensitive: tuple[str, ...], group_names: tuple[str, ...]) -> list[str]:
-    """One prompt per value of each sensitive attribute, values read from the intersectional group names 'v1|v2'."""
-    prompts = []
-    for k, attr in enumerate(sensitive):
-        values = dict.fromkeys(name.split("|")[k] for name in group_names)
-        template = ATTRIBUTE_TEMPLATES.get(attr, GENERIC_TEMPLATE)
-        prompts += [template.format(v.replace("_", " ")) for v in values]
-    return prompts
+def attribute_prompts(vlm: VisionLanguageEncoder, sensitive: tuple[Attribute, ...]) -> tuple[np.ndarray, list[str]]:
+    """One text embedding per value of each sensitive attribute (its phrases, prompt-ensembled) and the value names."""
+    text = np.concatenate([zero_shot_classifier(vlm, class_phrases(attr)) for attr in sensitive])
+    return text, [f"{attr.name}={c}" for attr in sensitive for c in attr.classes]
 
 
 def prompt_similarities(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
@@ -95,10 +61,6 @@ def centre_crop(images: np.ndarray, share: float) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(images[:, top : top + ch, left : left + cw])).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    return features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-8)
 
 
 def fit_clusters(train_features: np.ndarray, k: int, seed: int) -> KMeans:
@@ -138,21 +100,14 @@ def resampling_probabilities(clusters: np.ndarray, weak: np.ndarray, upsample: f
     return w / w.sum()
 
 
-def cluster_agreement(clusters: np.ndarray, groups: np.ndarray) -> dict[str, float]:
-    """Adjusted mutual information (Vinh et al., JMLR 2010) between inferred clusters and true sensitive groups."""
-    from sklearn.metrics import adjusted_mutual_info_score
-
-    return {"ami": round(float(adjusted_mutual_info_score(groups, clusters)), 4)}
-
-
 class ClipCluster(Method):
     name = "clip-cluster"
     description = ("Clusters of VLM image-prompt similarities as inferred groups; re-sample and augment the clusters "
                    "a first model does worst on (variant backbone-features without a VLM)")
     citation = "Zhang & Chunara, Leveraging CLIP for Inferring Sensitive Information and Improving Model Fairness, arXiv 2403.10624v1, 2024"
-    labels = LabelUse(target="train+val", sensitive="train", note="a read after training, only for the cluster AMI report")
+    labels = LabelUse(target="train+val")
     needs_vlm = True
-    hparams = {
+    space = {
         "n_clusters": Hparam(0, choice([0, 4, 8]), "number of k-means clusters; 0 = number of sensitive groups of the task"),
         "first_frac": Hparam(0.3, uniform(0.2, 0.5), "share of the budget for the first (ERM) model"),
         "final_init": Hparam("first", choice(["first", "fresh"]), "final model continues the first model, or starts afresh"),
@@ -161,12 +116,7 @@ class ClipCluster(Method):
         "augment_strength": Hparam(0.3, uniform(0.1, 0.5), "colour-jitter strength of the extra augmentation"),
         "pca_dim": Hparam(16, choice([8, 16, 32]), "PCA dimension of backbone features (backbone-features variant only)"),
         "face_crop": Hparam(0.5, choice([0.4, 0.5, 0.6]), "central share of the image side embedded (backbone-features variant only)"),
-        "report_ami": Hparam(True, choice([True]), "log the AMI of clusters vs true train groups (reads a:train after training)"),
     }
-
-    @classmethod
-    def label_use(cls, hparams):
-        return cls.labels if hparams.get("report_ami", True) else LabelUse(target="train+val")
 
     def fit(self, ctx):
         hp = ctx.hparams
@@ -176,7 +126,7 @@ class ClipCluster(Method):
         kmeans = fit_clusters(train_f, k, ctx.seed)
         train_c, val_c = kmeans.labels_, kmeans.predict(val_f.astype(np.float64))
 
-        first_steps = max(1, int(round(hp["first_frac"] * ctx.budget.remaining)))
+        first_steps = max(1, int(round(hp["first_frac"] * ctx.meter.remaining)))
         ctx.train_classifier(first, first_steps, erm_loss, stage="first")
         correct = predict_scores(first, ctx.val.images, ctx.device).argmax(1) == ctx.val.y
         acc = cluster_accuracy(val_c, correct, k)
@@ -186,16 +136,11 @@ class ClipCluster(Method):
                       val_sizes=np.bincount(val_c, minlength=k).tolist(), val_acc=np.round(acc, 4).tolist(),
                       overall_val_acc=round(float(correct.mean()), 4), underperforming=np.flatnonzero(weak).tolist())
         model = first if hp["final_init"] == "first" else ctx.new_classifier()
-        extra = Augment(flip=False, crop=max(1, ctx.budget.budget.resolution // 16), jitter=hp["augment_strength"])
-        train_resampled(ctx, model, ctx.sampler(weights=probs, stream="resampled"), weak[train_c], extra)
-        if hp["report_ami"]:
-            ctx.log.stage("clusters", **cluster_agreement(train_c, ctx.train.a))
+        ctx.log.record_evidence("clusters", train_partition=train_c)
+        extra = ExtraAugment(weak[train_c], Augment(flip=False, crop=max(1, ctx.resolution // 16), jitter=hp["augment_strength"]))
+        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="resampled"),
+                             stage="final", extra=extra)
         return Predictor(model, ctx.device)
-
-
-def erm_loss(model, batch):
-    """Mean cross-entropy, the loss of both models."""
-    return cross_entropy(model(batch.x), batch).mean()
 
 
 def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.ndarray, np.ndarray]:
@@ -211,34 +156,12 @@ def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.
         ctx.log.stage("features", source=VARIANT_BACKBONE, face_crop=face_crop, pca_dim=int(pca.n_components_),
                       explained_variance=round(float(pca.explained_variance_ratio_.sum()), 4))
         return pca.transform(train), pca.transform(val)
-    prompts = attribute_prompts(tuple(ctx.task.sensitive), tuple(ctx.group_names))
-    text = vlm.encode_text(prompts)
+    text, prompts = attribute_prompts(vlm, ctx.sensitive_attributes)
     train = prompt_similarities(vlm.encode_images(ctx.train.images), text)
     val = prompt_similarities(vlm.encode_images(ctx.val.images), text)
     ctx.log.stage("features", source=f"vlm:{vlm.name}", prompts=prompts)
     scale = standardiser(train)
     return scale(train), scale(val)
-
-
-def train_resampled(ctx, model, sampler, weak_rows: np.ndarray, extra: Augment) -> list[float]:
-    """The final model: cluster-resampled batches, rows of under-performing clusters augmented twice."""
-    gen, rng = ctx.generator("augment/final"), ctx.rng("mix/final")
-    images, y = ctx.train.images, ctx.train.y
-    model.train()
-
-    def step(_):
-        index = next(sampler)
-        x = augment_batch(to_tensor(images[index], ctx.device), ctx.augment, gen)
-        rows = torch.as_tensor(weak_rows[index], device=ctx.device)
-        if bool(rows.any()):
-            x[rows] = augment_batch(x[rows], extra, gen)
-        perm, lam = None, 1.0
-        if ctx.augment.mix != "none":
-            x, perm, lam = mix_batch(x, ctx.augment, gen, rng)
-        return erm_loss(model, Batch(normalize(x), index, torch.as_tensor(y[index], device=ctx.device), ctx.train, perm, lam))
-
-    return ctx.optimize(model.parameters(), ctx.budget.remaining, step, lr=ctx.hparams["lr"],
-                        weight_decay=ctx.hparams["weight_decay"], stage="final")
 
 
 @hookimpl

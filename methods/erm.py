@@ -1,9 +1,9 @@
 """ERM: cross-entropy fine-tuning of the backbone on the target labels."""
 from __future__ import annotations
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import erm_loss
 from fairfacebench.training import Predictor
 
 
@@ -15,7 +15,7 @@ class ERM(Method):
 
     def fit(self, ctx):
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.budget.remaining, lambda m, b: cross_entropy(m(b.x), b).mean())
+        ctx.train_classifier(model, ctx.meter.remaining, erm_loss)
         return Predictor(model, ctx.device)
 
 

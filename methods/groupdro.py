@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uniform
+from fairfacebench.methods.common import cross_entropy
 from fairfacebench.methods.reweight import cell_counts
 from fairfacebench.training import Predictor
 
@@ -56,7 +56,7 @@ class GroupDRO(Method):
     description = "Group DRO: minimise the q-weighted (class, group) losses, q updated online towards the worst group"
     citation = "Sagawa, Koh, Hashimoto & Liang, Distributionally Robust Neural Networks for Group Shifts, ICLR 2020"
     labels = LabelUse(target="train", sensitive="train")
-    hparams = {
+    space = {
         "eta": Hparam(0.1, log_uniform(0.01, 1.0), "step size η of the exponentiated-gradient update of q"),
         "adjustment": Hparam(0.0, choice([0.0, 1.0, 2.0, 4.0]), "group adjustment C (loss + C/sqrt(n_g)); 0 = plain GroupDRO"),
         "balanced_sampling": Hparam(True, choice([True, False]), "draw each (class, group) cell equally often"),
@@ -79,7 +79,7 @@ class GroupDRO(Method):
             q = update_group_weights(q, per_group, hp["eta"], adjust)
             return per_group @ q
 
-        ctx.train_classifier(model, ctx.budget.remaining, loss, sampler=sampler)
+        ctx.train_classifier(model, ctx.meter.remaining, loss, sampler=sampler)
         names = [f"{g}/{c}" for g in ctx.group_names for c in ctx.target_classes]
         ctx.log.stage("groupdro", final_q={n: round(float(w), 4) for n, w in zip(names, q.cpu())}, train_counts=counts.tolist())
         return Predictor(model, ctx.device)

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
+from fairfacebench.methods.common import erm_loss
 from fairfacebench.training import Predictor, predict_scores
 
 
 def error_set(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     """E = {i : argmax scores_i ≠ y_i}, the identification model's training errors (Algorithm 1, stage 1), as a mask."""
     return scores.argmax(1) != y
-
-
-def erm_loss(model, batch):
-    """Mean cross-entropy, the loss of both JTT stages."""
-    return cross_entropy(model(batch.x), batch).mean()
 
 
 def upsampling_probabilities(errors: np.ndarray, lambda_up: float) -> np.ndarray:
@@ -40,14 +35,14 @@ class JTT(Method):
     description = "Just Train Twice: train ERM briefly, then retrain with its training errors up-sampled"
     citation = "Liu et al., Just Train Twice: Improving Group Robustness without Training Group Information, ICML 2021"
     labels = LabelUse(target="train")
-    hparams = {
+    space = {
         "first_frac": Hparam(0.25, uniform(0.1, 0.5), "share of the budget for the identification model (T)"),
         "lambda_up": Hparam(20.0, choice([5.0, 10.0, 20.0, 50.0]), "up-sampling factor λ_up of the error set"),
     }
 
     def fit(self, ctx):
         hp = ctx.hparams
-        total = ctx.budget.remaining
+        total = ctx.meter.remaining
         first_steps = max(1, int(round(hp["first_frac"] * total)))
 
         identifier = ctx.new_classifier()
@@ -59,7 +54,7 @@ class JTT(Method):
         del identifier
 
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.budget.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final")
+        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final")
         return Predictor(model, ctx.device)
 
 

@@ -1,9 +1,9 @@
 """Group-balanced resampling: every (sensitive group, class) cell is drawn equally often."""
 from __future__ import annotations
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import erm_loss
 from fairfacebench.methods.reweight import inverse_frequency_weights
 from fairfacebench.training import Predictor
 
@@ -19,7 +19,7 @@ class Resample(Method):
         probs = inverse_frequency_weights(y, a, ctx.n_classes, ctx.n_groups)[a, y]
         model = ctx.new_classifier()
         sampler = ctx.sampler(weights=probs / probs.sum())
-        ctx.train_classifier(model, ctx.budget.remaining, lambda m, b: cross_entropy(m(b.x), b).mean(), sampler=sampler)
+        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=sampler)
         return Predictor(model, ctx.device)
 
 

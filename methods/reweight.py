@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice
+from fairfacebench.methods.common import cross_entropy
 from fairfacebench.training import Predictor
 
 
@@ -39,7 +39,7 @@ class Reweight(Method):
     description = "Cross-entropy with group-balanced loss weights per (sensitive group, class) cell"
     citation = "Kamiran & Calders, Data preprocessing techniques for classification without discrimination, KAIS 2012"
     labels = LabelUse(target="train", sensitive="train")
-    hparams = {"variant": Hparam("inverse", choice(["inverse", "kamiran"]), "inverse = 1/n(a,y); kamiran = n(y)n(a)/(n n(a,y))")}
+    space = {"variant": Hparam("inverse", choice(["inverse", "kamiran"]), "inverse = 1/n(a,y); kamiran = n(y)n(a)/(n n(a,y))")}
 
     def fit(self, ctx):
         y, a = ctx.train.y, ctx.train.a
@@ -51,7 +51,7 @@ class Reweight(Method):
         def loss(m, b):
             return cross_entropy(m(b.x), b, weights=table[b.a, b.y]).mean()
 
-        ctx.train_classifier(model, ctx.budget.remaining, loss)
+        ctx.train_classifier(model, ctx.meter.remaining, loss)
         return Predictor(model, ctx.device)
 
 

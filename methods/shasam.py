@@ -44,11 +44,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uniform, uniform
-from fairfacebench.methods.fscl import projection_head
-from fairfacebench.methods.submodular import FUNCTIONS, MinedSets, fl_cmi_loss, gc_cmi_loss, logdet_cmi_loss, mine_hard_samples
+from fairfacebench.methods.common import cross_entropy, projection_head
+from fairfacebench.methods.submodular import (
+    FUNCTIONS,
+    MinedSets,
+    fl_cmi_loss,
+    gc_cmi_loss,
+    logdet_cmi_loss,
+    mine_hard_samples,
+)
 from fairfacebench.training import Predictor
 
 LEARN_LOSSES = ("fl_cmi", "gc_cmi", "logdet_cmi")
@@ -99,7 +105,7 @@ class SHaSaM(Method):
                    "+ a conditional-mutual-information loss, jointly with cross-entropy")
     citation = "Majee & Iyer, SHaSaM: Submodular Hard Sample Mining for Fair Facial Attribute Recognition, arXiv 2602.05162, 2026"
     labels = LabelUse(target="train", sensitive="train")
-    hparams = {
+    space = {
         "loss": Hparam("fl_cmi", choice(list(LEARN_LOSSES)), "LEARN loss: facility-location, graph-cut or log-det CMI"),
         "mine_function": Hparam("facility_location", choice(list(FUNCTIONS)), "submodular function of MINE"),
         "n_pos": Hparam(4, choice([2, 4, 8]), "hard positives mined per anchor"),
@@ -132,7 +138,7 @@ class SHaSaM(Method):
             memory.push(emb, b.y, b.a)
             return cross_entropy(m.heads["target"](feats), b).mean() + hp["cmi_weight"] * cmi
 
-        ctx.train_classifier(model, ctx.budget.remaining, loss, stage="mine+learn", mix=False)
+        ctx.train_classifier(model, ctx.meter.remaining, loss, stage="mine+learn", mix=False)
         ctx.log.stage("mine", **summarise_mining(records))
         return Predictor(model, ctx.device)
 

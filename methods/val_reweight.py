@@ -22,9 +22,9 @@ import math
 import numpy as np
 import torch
 
-from fairfacebench.context import cross_entropy
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
+from fairfacebench.methods.common import cross_entropy
 from fairfacebench.training import Predictor, predict_scores
 
 SMOOTH = 0.01
@@ -55,7 +55,7 @@ class ValReweight(Method):
     description = "Per-(class, group) loss weights updated each epoch from validation accuracy (attention score)"
     citation = "Oehri, Vetterli & Jarvers, Exploring Fairness in the Classification of Faces, KTH DD2424 project, 2023"
     labels = LabelUse(target="train+val", sensitive="train+val")
-    hparams = {
+    space = {
         "strength": Hparam(1.0, uniform(0.5, 2.0), "exponent β on the attention score"),
         "momentum": Hparam(0.5, uniform(0.2, 1.0), "how far each update moves the weights"),
         "min_updates": Hparam(4, choice([3, 4, 6]), "at least this many weight updates within the budget"),
@@ -67,8 +67,8 @@ class ValReweight(Method):
         hp = ctx.hparams
         heads = {"target": ctx.n_classes, **({"sensitive": ctx.n_groups} if hp["multitask"] else {})}
         model = ctx.new_classifier(heads)
-        steps = ctx.budget.remaining
-        per_epoch = math.ceil(len(ctx.train) / ctx.budget.budget.batch_size)
+        steps = ctx.meter.remaining
+        per_epoch = math.ceil(len(ctx.train) / ctx.budget.batch_size)
         every = max(1, min(per_epoch, steps // hp["min_updates"]))
         train_cells = ctx.train.a * ctx.n_classes + ctx.train.y
         weights = np.ones((ctx.n_groups, ctx.n_classes))

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from .fairness import METRIC_NAMES, confusion_counts, metrics_from_counts
+from fairfacebench.metrics.fairness import METRIC_NAMES, confusion_counts, metrics_from_counts
+from fairfacebench.plain import nan_to_none
 
 
 def bootstrap_intervals(
@@ -65,13 +66,13 @@ def seed_summary(values) -> dict:
     from scipy import stats  # imported here: scipy.stats adds 0.7 s to every worker's start
 
     half_width = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n >= 2 else math.nan
-    return {
-        "mean": _finite_or_none(mean),
-        "std": _finite_or_none(std),
+    return nan_to_none({
+        "mean": mean,
+        "std": std,
         "n": n,
-        "ci95": [_finite_or_none(mean - half_width), _finite_or_none(mean + half_width)],
+        "ci95": [mean - half_width, mean + half_width],
         "method": "mean ± Student-t 95% interval over seeds: t_{0.975, n-1} · std / sqrt(n), std with ddof=1",
-    }
+    })
 
 
 def _multinomial_resamples(counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -92,7 +93,3 @@ def _percentile_interval(values: np.ndarray, tail: float) -> list:
     low, high = np.percentile(defined, [tail, 100 - tail])
     return [float(low), float(high)]
 
-
-def _finite_or_none(value: float):
-    """None for NaN so the summary is strict JSON."""
-    return None if math.isnan(value) else value

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fairfacebench.plain import nan_to_none
+
 METRIC_NAMES = ("acc", "bal_acc", "eod_max", "eod_mean", "dp_diff", "eopp_diff", "wga", "group_acc_std")
 
 _OVR = "; non-binary Y: one-vs-rest per class, averaged over the classes where it is defined"
@@ -68,7 +70,7 @@ class MetricReport:
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict; NaN (an undefined quantity) is written as None (JSON null)."""
-        return _nan_to_none(
+        return nan_to_none(
             {
                 "summary": self.summary,
                 "definitions": METRIC_DEFINITIONS,
@@ -346,13 +348,3 @@ def _gap_scope(n_defined: int, multiclass: bool) -> str:
         return "fewer than two groups define it, so this class is left out of the class average"
     return "fewer than two groups define it, so its gap is NaN"
 
-
-def _nan_to_none(obj):
-    """Recursively replace float NaN by None so the result is strict JSON."""
-    if isinstance(obj, dict):
-        return {key: _nan_to_none(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(value) for value in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj

@@ -32,7 +32,7 @@ def _mini_clip_from_user_cache(_isolated_cache):
     """Copy an already trained synthfaces mini-CLIP (same config key) from ~/.cache/fairbench, else a session trains it once."""
     import shutil
 
-    from fairfacebench.mini_clip import MiniClipConfig, cache_path
+    from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, cache_path
 
     source = cache_path(Path.home() / ".cache" / "fairbench", MiniClipConfig())
     target = cache_path(Path(os.environ["FAIRBENCH_CACHE"]), MiniClipConfig())

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from fixtures_layouts import build_celeba, build_fairface, build_utkface, truncate
 
 from fairfacebench.data import DataError, make_task_data
 from fairfacebench.datasets.celeba import CelebA
 from fairfacebench.datasets.fairface import FairFace
 from fairfacebench.datasets.utkface import UTKFace
-from fixtures_layouts import build_celeba, build_fairface, build_utkface, truncate
 
 
 @pytest.fixture()

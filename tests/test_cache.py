@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_layouts import truncate, write_image
 from PIL import Image
 
 from fairfacebench.data import DataError
 from fairfacebench.datasets import cache
-from fixtures_layouts import truncate, write_image
 
 SPAWN = multiprocessing.get_context("spawn")
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixtures_layouts import build_celeba
 
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.celeba import ATTRIBUTE_NAMES, CelebA
-from fixtures_layouts import build_celeba
 
 
 @pytest.fixture(params=["txt", "csv"])

@@ -1,4 +1,6 @@
 """The conformance kit: every built-in method passes it, and each check catches the violation it is for."""
+import gc
+
 import numpy as np
 import pytest
 
@@ -40,16 +42,22 @@ class Greedy(Prior):
     name = "kit-greedy"
 
     def fit(self, ctx):
-        for _ in range(ctx.budget.budget.steps + 1):
-            ctx.budget.charge(ctx.budget.budget.batch_size)
+        for _ in range(ctx.budget.steps + 1):
+            ctx.meter.charge(ctx.budget.batch_size)
         return super().fit(ctx)
+
+
+def held_back_splits() -> list:
+    """What a hostile plugin finds of the harness's test split by walking the interpreter's objects (no path from ctx)."""
+    return [o for o in gc.get_objects() if type(o).__name__ == "PoisonedTest"]
 
 
 class Peeks(Prior):
     name = "kit-peeks"
 
     def fit(self, ctx):
-        ctx._data._test.y  # a read of the held-back labels, even if unused
+        for held in held_back_splits():
+            held.y  # a read of the held-back labels, even if unused
         return super().fit(ctx)
 
 
@@ -59,7 +67,7 @@ class CopiesTestLabels(Prior):
     name = "kit-copies"
 
     def fit(self, ctx):
-        labels = ctx._data._test._y
+        labels = next(held._y for held in held_back_splits())
         prior = super().fit(ctx)
 
         class Cheat:

@@ -7,21 +7,22 @@ import torch
 
 from fairfacebench import hookimpl
 from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
-from fairfacebench.context import Batch, cross_entropy
+from fairfacebench.context import Batch
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import cross_entropy
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import inverse_frequency_weights, kamiran_calders_weights
 from fairfacebench.methods.val_reweight import attention_scores, cell_accuracy
+from fairfacebench.plan import Augment, expand, load_plan
 from fairfacebench.plugins import build_registry
-from fairfacebench.runner import Grid, execute, expand
+from fairfacebench.runner import SpecRunner, execute
 from fairfacebench.store import ResultStore
-from fairfacebench.training import Augment, augment_batch
-
-from conftest import TINY_SYNTH
+from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
+from fairfacebench.training import augment_batch
 
 
 def test_meter_refuses_the_step_after_the_budget():
-    meter = BudgetMeter(Budget("t", steps=2, batch_size=4, resolution=8))
+    meter = BudgetMeter(Budget("t", steps=2, batch_size=4))
     meter.charge(4, "a")
     meter.charge(4, "b")
     with pytest.raises(BudgetExceeded, match="allows 2 optimizer steps"):
@@ -39,7 +40,7 @@ class BudgetHog(Method):
 
     def fit(self, ctx):
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.budget.remaining + 1, lambda m, b: cross_entropy(m(b.x), b).mean())
+        ctx.train_classifier(model, ctx.meter.remaining + 1, lambda m, b: cross_entropy(m(b.x), b).mean())
 
 
 class SneakyHog(Method):
@@ -50,8 +51,8 @@ class SneakyHog(Method):
     labels = LabelUse(target="train")
 
     def fit(self, ctx):
-        for _ in range(ctx.budget.budget.steps + 1):
-            ctx.budget.charge(ctx.budget.budget.batch_size, "custom")
+        for _ in range(ctx.budget.steps + 1):
+            ctx.meter.charge(ctx.budget.batch_size, "custom")
 
 
 class _TestPlugins:
@@ -66,12 +67,13 @@ def reg():
 
 
 def tiny_grid(methods, seeds=1, budget="smoke"):
-    return Grid(datasets=["synthfaces"], methods=methods, seeds=seeds, budget=budget, dataset_options={"synthfaces": TINY_SYNTH})
+    return load_plan(flags={"datasets": ["synthfaces"], "methods": methods, "seeds": seeds, "budget": budget,
+                            "dataset_options": {"synthfaces": TINY_SYNTH}})
 
 
 def test_a_method_exceeding_the_budget_is_stopped_and_recorded(tmp_path, reg):
     store = ResultStore(tmp_path)
-    counts = execute(expand(tiny_grid(["budget-hog", "sneaky-hog"]), reg), store, device="cpu", reg=reg)
+    counts = execute(expand(tiny_grid(["budget-hog", "sneaky-hog"]), reg), store, SpecRunner("cpu", reg=reg))
     assert counts == {"ok": 0, "failed": 2, "skipped": 0}
     errors = {r["spec"]["method"]: r["error"] for r in store.records()}
     assert "BudgetExceeded" in errors["budget-hog"] and "asked for 13 steps" in errors["budget-hog"]
@@ -89,10 +91,10 @@ def test_interrupted_grid_recomputes_only_missing_runs(tmp_path, reg, monkeypatc
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        execute(specs, store, device="cpu", reg=reg, on_result=interrupt_after_first)
+        execute(specs, store, SpecRunner("cpu", reg=reg), on_result=interrupt_after_first)
     assert calls == [0] and store.status(specs[0].run_id) == "ok"
     (tmp_path / ".half-written").mkdir()  # a temp dir left by a killed writer is ignored
-    counts = execute(specs, store, device="cpu", reg=reg)
+    counts = execute(specs, store, SpecRunner("cpu", reg=reg))
     assert calls == [0, 1, 2]
     assert counts == {"ok": 2, "failed": 0, "skipped": 1}
     assert len(list(store.records())) == 3
@@ -101,7 +103,7 @@ def test_interrupted_grid_recomputes_only_missing_runs(tmp_path, reg, monkeypatc
 def test_same_spec_and_seed_give_identical_metrics(tmp_path, reg):
     spec = expand(tiny_grid(["erm"]), reg)[0]
     for out in ("a", "b"):
-        execute([spec], ResultStore(tmp_path / out), device="cpu", reg=reg)
+        execute([spec], ResultStore(tmp_path / out), SpecRunner("cpu", reg=reg))
     a, b = (json.loads((tmp_path / o / spec.run_id / "record.json").read_text()) for o in ("a", "b"))
     assert a["metrics"] == b["metrics"]
 

@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from fairfacebench.data import Attribute
-from fairfacebench.encoders import (
-    OpenClipPlugin,
-    class_phrases,
-    load_vlm,
-    resolve_vlm,
-    zero_shot_classifier,
-    zero_shot_probabilities,
-)
+from fairfacebench.encoders.openclip import OpenClipPlugin
+from fairfacebench.errors import VLMUnavailable
+from fairfacebench.plan import resolve_vlm
 from fairfacebench.plugins import registry
-from fairfacebench.vlm import VisionLanguageEncoder, VLMUnavailable
+from fairfacebench.vlm import VisionLanguageEncoder, load_vlm
+from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 # A tiny open_clip config in open_clip's own export layout (open_clip_config.json + weights).
 TINY_CFG = {
@@ -49,7 +45,9 @@ def test_zero_shot_classifier_averages_normalised_prompt_embeddings():
 
 
 def test_class_phrases_known_and_generic_attributes():
-    assert class_phrases(Attribute("smiling", ("no", "yes")))[1][0] == "a person smiling"
+    assert class_phrases(Attribute("smiling", ("no", "yes"), (("a person not smiling",), ("a person smiling",)))) == [
+        ("a person not smiling",), ("a person smiling",)]
+    assert class_phrases(registry().dataset("synthfaces").attributes["smiling"])[1][0] == "a person smiling"
     assert class_phrases(Attribute("Blond_Hair", ("not_Blond_Hair", "Blond_Hair"))) == [("a person without blond hair",), ("a person with blond hair",)]
     assert class_phrases(Attribute("race", ("White", "Black")))[1] == ("a black person",)
 
@@ -113,8 +111,7 @@ def test_vlm_auto_resolves_to_the_datasets_embedded_encoder():
 
 def test_run_with_an_unloadable_vlm_fails_with_the_message(tmp_path, monkeypatch):
     from fairfacebench.cli import main
-
-    from conftest import TINY_SYNTH
+    from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 
     monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
     out = tmp_path / "runs"
@@ -128,7 +125,7 @@ def test_run_with_an_unloadable_vlm_fails_with_the_message(tmp_path, monkeypatch
 @pytest.fixture(scope="session")
 def mini_clip():
     """The default mini-CLIP, trained once per session into the test cache (or read from it)."""
-    from fairfacebench.mini_clip import MiniClipConfig, load_or_train
+    from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
 
     return load_or_train(MiniClipConfig(), Path(os.environ["FAIRBENCH_CACHE"]))
 

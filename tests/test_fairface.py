@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixtures_layouts import build_fairface
 
 from fairfacebench.data import make_task_data
-from fairfacebench.datasets.checks import NOT_APPLICABLE, restrict_to_task
 from fairfacebench.datasets.fairface import FairFace
-from fixtures_layouts import build_fairface
+from fairfacebench.datasets.indexed import NOT_APPLICABLE, restrict_to_task
 
 
 @pytest.fixture()

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixtures_layouts import build_pool_folder, build_utkface
 
 from fairfacebench.data import DataError
 from fairfacebench.datasets import pools
 from fairfacebench.datasets.pools import DatasetTrainPool, FolderPool
 from fairfacebench.datasets.utkface import UTKFace
-from fixtures_layouts import build_pool_folder, build_utkface
+from fairfacebench.errors import ConfigError, UnknownName
+from fairfacebench.plan import resolve_pool
+from fairfacebench.plugins import registry
 
 
 def test_hook_returns_both_pool_plugins():
@@ -56,12 +59,17 @@ def test_dataset_train_pool_withholds_labels(tmp_path):
     assert set(pool.hidden) == set(train.labels) and pool.captions is None
 
 
-def test_dataset_train_pool_resolves_names_and_lists_installed_datasets(tmp_path, monkeypatch):
+def test_dataset_train_pool_is_named_by_dataset_and_unknown_names_list_the_installed_ones(tmp_path):
     build_utkface(tmp_path / "UTKFace")
-    pool = DatasetTrainPool().load("utkface", 8, tmp_path / "cache", root=tmp_path / "UTKFace", workers=1, progress=False)
+    pool = DatasetTrainPool().load(registry().dataset("utkface"), 8, tmp_path / "cache", root=tmp_path / "UTKFace",
+                                   workers=1, progress=False)
     assert len(pool) == 20
-    every = pools.entry_points
-    # only the dataset modules: importing every method plugin (torch) would cost seconds
-    monkeypatch.setattr(pools, "entry_points", lambda group: [ep for ep in every(group=group) if ep.name in ("utkface", "celeba")])
-    with pytest.raises(DataError, match=r"no dataset plugin named 'nope'; installed datasets: \['celeba', 'utkface'\]"):
-        DatasetTrainPool().load("nope", 8, tmp_path / "cache")
+    synth = registry().dataset("synthfaces")
+    assert resolve_pool("dataset-train:utkface", synth, registry(), {"utkface": "/data/UTKFace"}) == {
+        "kind": "dataset-train", "source": "utkface", "root": "/data/UTKFace"}
+    with pytest.raises(UnknownName, match=r"unknown dataset 'nope'; installed datasets: \[.*'utkface'"):
+        resolve_pool("dataset-train:nope", synth, registry(), {})
+    with pytest.raises(ConfigError, match=r"pool 'folders:/x': write auto, none or KIND:SOURCE"):
+        resolve_pool("folders:/x", synth, registry(), {})
+    assert resolve_pool("auto", synth, registry(), {}) == {"kind": "dataset", "source": "synthfaces"}
+    assert resolve_pool("auto", registry().dataset("utkface"), registry(), {}) == {"kind": "none"}

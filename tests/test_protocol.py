@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairfacebench.config import ConfigError, grid_from_config, load_config
+from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard.tables import build, get_rule, to_markdown
+from fairfacebench.methods.base import Hparam, uniform
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import Reweight
+from fairfacebench.plan import expand, load_plan, trial_hparams
 from fairfacebench.plugins import registry
-from fairfacebench.runner import Grid, expand, trial_hparams
+from fairfacebench.spec import spec_hash
 from fairfacebench.store import ResultStore
-
-from conftest import TINY_SYNTH
+from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 
 TINY_OPTIONS = [f"--dataset-option={k}={v}" for k, v in TINY_SYNTH.items()]
 CLI = [sys.executable, "-m", "fairfacebench.cli"]
@@ -28,15 +29,27 @@ CLI = [sys.executable, "-m", "fairfacebench.cli"]
 # --- equal hyperparameter search ---------------------------------------------------------------
 
 def test_every_method_gets_the_same_trials_and_trial_zero_is_the_defaults():
-    specs = expand(Grid(datasets=["synthfaces"], methods=["erm", "reweight", "val-reweight"], trials=3, seeds=2))
+    plan = load_plan(flags={"datasets": ["synthfaces"], "methods": ["erm", "reweight", "val-reweight"], "hparam_trials": 3, "seeds": 2})
+    specs = expand(plan)
     per_method = {}
     for s in specs:
         per_method.setdefault(s.method, set()).add((s.trial, s.seed))
     assert all(v == {(t, s) for t in range(3) for s in range(2)} for v in per_method.values())
     assert trial_hparams(Reweight, 0) == Reweight.default_hparams()
-    assert trial_hparams(Reweight, 1) == trial_hparams(Reweight, 1)  # seeded
+    # each draw comes from its own stream, seeded by (method, trial, hyperparameter name): recomputed here by hand
+    seed = int(spec_hash({"method": "reweight", "trial": 1, "hparam": "lr"}), 16) % 2**32
+    assert trial_hparams(Reweight, 1)["lr"] == Reweight.search_space()["lr"].sample(np.random.default_rng(seed))
     assert trial_hparams(ERM, 1) != trial_hparams(ERM, 2)
     assert len({s.run_id for s in specs}) == len(specs)
+
+
+def test_adding_a_hyperparameter_leaves_the_other_draws_of_a_method_unchanged():
+    class Extended(Reweight):  # same method name; new names sort before and after the existing ones
+        space = {**Reweight.space, "aaa_new": Hparam(0.5, uniform(0, 1)), "zzz_new": Hparam(0.5, uniform(0, 1))}
+
+    for trial in range(1, 6):
+        before, after = trial_hparams(Reweight, trial), trial_hparams(Extended, trial)
+        assert {k: after[k] for k in before} == before and {"aaa_new", "zzz_new"} <= set(after)
 
 
 # --- validation-only model selection -------------------------------------------------------------
@@ -102,18 +115,32 @@ def test_seed_intervals_on_the_leaderboard(tmp_path):
 
 # --- config files ------------------------------------------------------------------------------
 
-def test_default_config_file_reproduces_the_default_grid(tmp_path):
+def test_default_config_file_reproduces_the_default_plan(tmp_path):
     repo_default = Path(__file__).parents[1] / "benchmark" / "configs" / "default.toml"
-    config = load_config(repo_default)
-    grid = grid_from_config(config, sorted(registry().methods))
-    assert grid.methods == sorted(registry().methods) and grid.datasets == ["synthfaces"] and grid.budget == "default"
+    plan = load_plan(repo_default)
+    assert plan == load_plan() and plan.method_names(list(registry().methods)) == sorted(registry().methods)
+    assert plan.datasets == ("synthfaces",) and plan.budget == "default" and plan.input_resolution == 48
     custom = tmp_path / "bench.toml"
     custom.write_text('methods = ["erm"]\nseeds = 3\n[augment]\nmix = "cutmix"\n')
-    grid = grid_from_config(load_config(custom, {"seeds": 2}), [])
-    assert grid.methods == ["erm"] and grid.seeds == 2 and grid.augment.mix == "cutmix" and grid.augment.crop == 4
-    custom.write_text("method = ['erm']\n")
-    with pytest.raises(ConfigError, match="unknown key.*method"):
-        load_config(custom)
+    plan = load_plan(custom, {"seeds": 2})
+    assert plan.methods == ("erm",) and plan.seeds == 2 and plan.augment.mix == "cutmix" and plan.augment.crop == 4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("method = ['erm']\n", r"bench.toml: unknown key\(s\) \['method'\]; valid keys: \["),
+    ('seeds = "two"\n', r"bench.toml: 'seeds' must be an integer >= 1, got 'two' \(str\)"),
+    ("seeds = 0\n", r"'seeds' must be an integer >= 1, got 0"),
+    ("[augment]\nflipp = true\n", r"\[augment\]: unknown key\(s\) \['flipp'\]; valid keys: \['crop', 'flip', "),
+    ("[augment]\nflip = 1\n", r"'augment.flip' must be true or false, got 1 \(int\)"),
+    ('budget = "huge"\n', r"'budget' must be one of \['smoke', 'default', 'small', 'paper'\], got 'huge'"),
+    ('methods = "erm"\n', r"'methods' must be a list of names, got 'erm'"),
+    ("seeds = [\n", r"bench.toml: not valid TOML"),
+])
+def test_config_errors_name_the_file_the_key_and_what_was_expected(tmp_path, text, message):
+    custom = tmp_path / "bench.toml"
+    custom.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_plan(custom)
 
 
 # --- faults, executors, resume -----------------------------------------------------------------
@@ -190,7 +217,8 @@ def test_run_record_holds_config_versions_commit_weights_and_intervals(tmp_path)
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["config"]["budget"] == "smoke" and rec["config"]["bootstrap"] == 200
     assert rec["versions"]["torch"] and "python" in rec["versions"]
-    assert "git_commit" in rec
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert rec["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert rec["weights"]["source"] != "random-init" and rec["weights"]["sha256"].startswith("b0353104")
     iv = rec["test_intervals"]
     assert iv["n_resamples"] == 200 and "bootstrap" in iv["method"]

@@ -8,8 +8,7 @@ import pytest
 
 from fairfacebench.cli import main
 from fairfacebench.scaffold import names
-
-from conftest import TINY_SYNTH
+from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 
 TINY_OPTIONS = [f"--dataset-option={k}={v}" for k, v in TINY_SYNTH.items()]
 CLI = [sys.executable, "-m", "fairfacebench.cli"]

@@ -11,13 +11,13 @@ from fairfacebench.leaderboard.site import build_site, cell, slugify
 from fairfacebench.store import ResultStore
 
 PLANTED = "<script>alert(1)</script>"
-BUDGET = {"name": "smoke", "steps": 12, "batch_size": 32, "resolution": 32, "eval_batch_size": 256, "amp": False}
+BUDGET = {"name": "smoke", "steps": 12, "batch_size": 32, "amp": False}
 
 
 def record(method, seed, acc, eod, *, hparams=None, error=None, description="", citation=""):
     """A run record with the fields the leaderboard and the site read."""
     spec = {"dataset": "synthfaces", "task": "smiling/skin_tone", "method": method, "seed": seed, "trial": 0,
-            "hparams": hparams or {"lr": 0.001}, "budget": BUDGET}
+            "hparams": hparams or {"lr": 0.001}, "budget": BUDGET, "resolution": 32}
     base = {"run_id": f"{slugify(method)}-{seed}", "spec": spec, "labels_used": "y:train",
             "method_info": {"name": method, "description": description, "citation": citation, "requires": "-"}}
     if error:

@@ -15,12 +15,12 @@ import pytest
 from fairfacebench import hookimpl
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
-from fairfacebench.runner import Grid, execute, expand
+from fairfacebench.runner import SpecRunner, execute
 from fairfacebench.store import ResultStore
+from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.testing import single_thread
-
-from conftest import TINY_SYNTH
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -89,12 +89,12 @@ def site(tmp_path_factory):
     """Smoke runs of erm and reweight (2 seeds), the planted plugin and a failing one, rendered as a site."""
     root = tmp_path_factory.mktemp("browser")
     reg = build_registry(extra=(PLUGIN,))
-    grid = Grid(datasets=["synthfaces"], methods=["erm", "reweight", PLANTED, "broken"], seeds=2, budget="smoke",
-                bootstrap=200, dataset_options={"synthfaces": dict(TINY_SYNTH)})
+    grid = load_plan(flags={"datasets": ["synthfaces"], "methods": ["erm", "reweight", PLANTED, "broken"], "seeds": 2,
+                            "budget": "smoke", "bootstrap": 200, "dataset_options": {"synthfaces": dict(TINY_SYNTH)}})
     specs = [s for s in expand(grid, reg) if not (s.method == "broken" and s.seed == 1)]
     store = ResultStore(root / "runs")
     with single_thread():
-        counts = execute(specs, store, device="cpu", reg=reg)
+        counts = execute(specs, store, SpecRunner("cpu", reg=reg))
     assert counts == {"ok": 6, "failed": 1, "skipped": 0}
     return build_site(store.root, root / "site")["index"]
 

@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from fairfacebench.methods.submodular import (
-    FUNCTIONS, conditional_mutual_information, facility_location, fl_cmi_loss, gc_cmi_loss, graph_cut,
-    greedy_maximize, log_determinant, logdet_cmi_loss, mine_hard_samples, mutual_information,
+    FUNCTIONS,
+    conditional_mutual_information,
+    facility_location,
+    fl_cmi_loss,
+    gc_cmi_loss,
+    graph_cut,
+    greedy_maximize,
+    log_determinant,
+    logdet_cmi_loss,
+    mine_hard_samples,
+    mutual_information,
 )
 
 D64 = torch.float64

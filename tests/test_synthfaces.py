@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fairfacebench.data import DataError, make_task_data
-from fairfacebench.datasets import synthfaces as sf
-from fairfacebench.datasets.synthfaces import SynthFaces, captioned_pool
+from fairfacebench.datasets.synthfaces import SynthFaces, fairfacebench_datasets, render, world
+from fairfacebench.datasets.synthfaces.captions import captioned_pool
 
 SMALL = {"n_train": 400, "n_val": 96, "n_test": 96}
 
@@ -28,17 +28,17 @@ def fingerprint(ds) -> str:
 
 def cell_counts(labels: dict[str, np.ndarray]) -> np.ndarray:
     """Counts over all skin x hair x smiling x eyeglasses cells."""
-    index = np.ravel_multi_index([labels[a] for a in sf.LABEL_ORDER], (3, 2, 2, 2))
+    index = np.ravel_multi_index([labels[a] for a in world.LABEL_ORDER], (3, 2, 2, 2))
     return np.bincount(index, minlength=24)
 
 
 def cue_pair_difference(attr: str, cue_strength: tuple[float, ...]) -> np.ndarray:
     """Mean |on - off| per skin tone between renderings that differ only in `attr`."""
     rng = np.random.default_rng(0)
-    labels = sf.sample_labels(rng, 600, sf.joint_probabilities(sf.DEFAULT_OPTIONS, balanced=True))
-    params = sf.sample_params(rng, {**labels, attr: np.zeros(600, np.int64)}, cue_strength)
-    off = sf.render_faces(params, 64, seed=1).astype(np.float32)
-    on = sf.render_faces({**params, attr: np.ones(600, np.int64)}, 64, seed=1).astype(np.float32)
+    labels = world.sample_labels(rng, 600, world.joint_probabilities(world.DEFAULT_OPTIONS, balanced=True))
+    params = render.sample_params(rng, {**labels, attr: np.zeros(600, np.int64)}, cue_strength)
+    off = render.render_faces(params, 64, seed=1).astype(np.float32)
+    on = render.render_faces({**params, attr: np.ones(600, np.int64)}, 64, seed=1).astype(np.float32)
     per_image = np.abs(on - off).mean(axis=(1, 2, 3))
     return np.array([per_image[labels["skin_tone"] == g].mean() for g in range(3)])
 
@@ -59,17 +59,17 @@ def test_splits_are_uint8_nhwc_at_the_requested_size(tmp_path, size):
         split = ds.splits[name]
         assert split.images.dtype == np.uint8
         assert split.images.shape == (n, size, size, 3)
-        assert set(split.labels) == set(sf.ATTRIBUTES)
+        assert set(split.labels) == set(world.ATTRIBUTES)
         assert split.ids[0] == f"synth-{name}-000000"
     assert ds.info["size"] == size and ds.info["sizes"] == {"train": 400, "val": 96, "test": 96}
 
 
 def test_faces_are_rendered_natively_not_upscaled():
     rng = np.random.default_rng(0)
-    labels = sf.sample_labels(rng, 32, sf.joint_probabilities(sf.DEFAULT_OPTIONS, balanced=True))
-    params = {**sf.sample_params(rng, labels, (1.0, 1.0, 1.0)), "noise_sigma": np.zeros(32)}
-    small = sf.render_faces(params, 32, seed=0).astype(np.float32)
-    large = sf.render_faces(params, 64, seed=0).astype(np.float32)
+    labels = world.sample_labels(rng, 32, world.joint_probabilities(world.DEFAULT_OPTIONS, balanced=True))
+    params = {**render.sample_params(rng, labels, (1.0, 1.0, 1.0)), "noise_sigma": np.zeros(32)}
+    small = render.render_faces(params, 32, seed=0).astype(np.float32)
+    large = render.render_faces(params, 64, seed=0).astype(np.float32)
     pooled = large.reshape(32, 32, 2, 32, 2, 3).mean(axis=(2, 4))
     # Same scene at both sizes ...
     assert np.abs(pooled - small).mean() < 3.0
@@ -94,7 +94,7 @@ def test_val_and_test_are_balanced_over_all_cells(tmp_path):
 )
 def test_train_realises_configured_imbalance_and_correlation(tmp_path, options):
     ds = SynthFaces().load(None, 32, tmp_path, n_train=6000, n_val=24, n_test=24, **options)
-    opts = sf.resolve_options(options)
+    opts = world.resolve_options(options)
     realised = ds.info["realised"]["train"]
     assert np.allclose(realised["skin_tone_props"], opts["group_props"], atol=0.005)
     assert realised["long_hair_prop"] == pytest.approx(opts["long_hair_prop"], abs=0.005)
@@ -121,7 +121,7 @@ def test_label_noise_flips_only_the_configured_group(tmp_path):
 
 @pytest.mark.parametrize("attr", ["smiling", "eyeglasses"])
 def test_target_cue_is_fainter_for_darker_skin(attr):
-    default = cue_pair_difference(attr, sf.DEFAULT_OPTIONS["cue_strength"])
+    default = cue_pair_difference(attr, world.DEFAULT_OPTIONS["cue_strength"])
     assert default[0] > default[1] > default[2] > 0
     # The knob, not only the skin colour, makes the cue faint: full strength restores most of it.
     assert cue_pair_difference(attr, (1.0, 1.0, 1.0))[2] > 1.5 * default[2]
@@ -134,7 +134,7 @@ def test_pool_plants_near_duplicates_and_off_domain_images(tmp_path):
     assert (report["n"], report["near_duplicates"], report["off_domain"]) == (600, 60, 90)
     assert report["originals"] + report["near_duplicates"] + report["off_domain"] == 600
     assert (~hidden["is_face"]).sum() == 90
-    assert all((hidden[a][~hidden["is_face"]] == -1).all() for a in sf.LABEL_ORDER)
+    assert all((hidden[a][~hidden["is_face"]] == -1).all() for a in world.LABEL_ORDER)
 
     dups = np.flatnonzero(hidden["duplicate_of"] >= 0)
     sources = hidden["duplicate_of"][dups]
@@ -143,7 +143,7 @@ def test_pool_plants_near_duplicates_and_off_domain_images(tmp_path):
     dist = (flat[dups] ** 2).sum(1)[:, None] + (flat**2).sum(1)[None, :] - 2 * flat[dups] @ flat.T
     dist[np.arange(60), dups] = np.inf
     assert np.array_equal(dist.argmin(axis=1), sources)
-    for a in sf.LABEL_ORDER:
+    for a in world.LABEL_ORDER:
         assert np.array_equal(hidden[a][dups], hidden[a][sources])
 
 
@@ -174,7 +174,7 @@ def test_captions_describe_the_rendered_attributes():
     assert len(pool.captions) == 400 and pool.images.shape == (400, 32, 32, 3)
     hidden, face = pool.hidden, pool.hidden["is_face"]
     assert (~face).sum() == 40 and (hidden["smiling"][~face] == -1).all()
-    counts = dict.fromkeys(sf.LABEL_ORDER, 0)
+    counts = dict.fromkeys(world.LABEL_ORDER, 0)
     for i, text in enumerate(pool.captions):
         if not face[i]:
             assert "person" not in text and "face" not in text
@@ -212,20 +212,20 @@ def test_options_are_validated_with_clear_messages(tmp_path):
 
 
 def test_quota_counts_sum_to_n_and_follow_p():
-    assert sf.quota_counts(np.array([0.6, 0.3, 0.1]), 10).tolist() == [6, 3, 1]
-    assert sf.quota_counts(np.full(3, 1 / 3), 10).tolist() == [4, 3, 3]
-    assert sf.quota_counts(np.full(24, 1 / 24), 1500).sum() == 1500
+    assert world.quota_counts(np.array([0.6, 0.3, 0.1]), 10).tolist() == [6, 3, 1]
+    assert world.quota_counts(np.full(3, 1 / 3), 10).tolist() == [4, 3, 3]
+    assert world.quota_counts(np.full(24, 1 / 24), 1500).sum() == 1500
 
 
 def test_plugin_is_registered_and_every_task_builds(tmp_path):
-    (plugin,) = sf.fairfacebench_datasets()
+    (plugin,) = fairfacebench_datasets()
     assert plugin.name == "synthfaces" and not plugin.needs_root
     assert plugin.task(None).name == "smiling/skin_tone"
     ds = plugin.load(None, 32, tmp_path, **SMALL)
     for task in plugin.tasks:
         data = make_task_data(ds, task)
         assert data.n_classes == 2
-        assert np.bincount(data._test.a).min() > 0
+        assert np.bincount(data.test.a).min() > 0
     intersectional = make_task_data(ds, plugin.task("smiling/skin_tone+hair_length"))
     assert intersectional.group_names == (
         "light|short", "light|long", "medium|short", "medium|long", "dark|short", "dark|long"

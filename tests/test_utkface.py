@@ -5,11 +5,11 @@ import logging
 
 import numpy as np
 import pytest
+from fixtures_layouts import UTK_IRREGULAR, UTK_MISSING_RACE, build_utkface
 
 from fairfacebench.data import DataError, make_task_data
 from fairfacebench.datasets import utkface
 from fairfacebench.datasets.utkface import UTKFace, age_binary, age_group, parse_folder, parse_name
-from fixtures_layouts import UTK_IRREGULAR, UTK_MISSING_RACE, build_utkface
 
 
 @pytest.fixture()

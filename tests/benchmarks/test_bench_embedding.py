@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fairfacebench.backbones import create_backbone
-from fairfacebench.encoders import OpenClipEncoder
-from fairfacebench.mini_clip import MiniClipConfig, build_model, tokenizer
+from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, build_model, tokenizer
+from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.training import Classifier, predict_features
 
 N_IMAGES = 1024

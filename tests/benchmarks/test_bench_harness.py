@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import FitContext, cross_entropy
+from fairfacebench.context import FitContext
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.synthfaces import SynthFaces
-from fairfacebench.training import NO_AUGMENT, normalize, to_tensor
+from fairfacebench.methods.common import cross_entropy
+from fairfacebench.plan import NO_AUGMENT
+from fairfacebench.training import normalize, to_tensor
 
 STEPS, BATCH, SIZE, ROUNDS = 15, 64, 64, 3
 

@@ -8,7 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from fairlearn.metrics import MetricFrame, equalized_odds_difference, false_positive_rate, selection_rate, true_positive_rate
+from fairlearn.metrics import (
+    MetricFrame,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
 from sklearn.metrics import accuracy_score
 
 from fairfacebench.metrics.bootstrap import bootstrap_intervals

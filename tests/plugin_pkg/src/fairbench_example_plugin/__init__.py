@@ -1,7 +1,7 @@
 """A third-party method plugin: a linear probe on frozen backbone features."""
 from fairfacebench import hookimpl
-from fairfacebench.context import cross_entropy
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import cross_entropy
 from fairfacebench.training import Predictor
 
 
@@ -20,7 +20,7 @@ class LinearProbe(Method):
             m.backbone.eval()  # frozen batch-norm statistics too
             return cross_entropy(m.heads["target"](m.backbone(b.x)), b).mean()
 
-        ctx.train_classifier(model, ctx.budget.remaining, loss)
+        ctx.train_classifier(model, ctx.meter.remaining, loss)
         return Predictor(model, ctx.device)
 
 

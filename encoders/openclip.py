@@ -1,24 +1,9 @@
-"""Vision-language encoders on open_clip, and zero-shot classifiers built from prompts.
+"""The open_clip encoder plugin: any open_clip CLIP model behind the VLM contract, with an embedding cache.
 
-`OpenClipEncoder` puts any open_clip CLIP model behind the
-`VisionLanguageEncoder` contract: uint8 images are resized to the model's
-input size and normalised with its own mean/std, embedded in batches, and the
-embeddings are cached on disk keyed by the model's identity and a hash of the
-image array, so a pool is embedded once per model.
-
-Two encoder plugins register through `fairfacebench_encoders`:
-
-- ``open_clip``: ``--vlm open_clip:ARCH:TAG`` (a pretrained tag, downloaded by
-  open_clip when online, e.g. ``open_clip:ViT-B-32:laion2b_s34b_b79k``) or
-  ``--vlm open_clip:ARCH:/path/to/checkpoint`` (a local file, loaded offline);
-- ``mini-clip``: the embedded mini-CLIP of synthfaces (`mini_clip.py`), the
-  VLM of synthfaces runs under ``--vlm auto``.
-
-Zero-shot classification follows CLIP's prompt ensembling (Radford et al.,
-ICML 2021, Sec. 3.1.4): each class is described by one or more phrases, every
-phrase is put into every template of `PROMPT_TEMPLATES`, the L2-normalised text
-embeddings of a class are averaged and re-normalised, and an image's class
-scores are its cosine similarities to these class embeddings.
+``--vlm open_clip:ARCH:TAG`` loads a pretrained tag (downloaded by open_clip
+when online, e.g. ``open_clip:ViT-B-32:laion2b_s34b_b79k``),
+``open_clip:ARCH:/path/to/checkpoint`` a local file and
+``open_clip:local-dir:FOLDER`` open_clip's export layout, both offline.
 """
 from __future__ import annotations
 
@@ -26,79 +11,15 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fairfacebench.backbones import sha256
-from fairfacebench.data import Attribute
+from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
-from fairfacebench.vlm import VisionLanguageEncoder, VLMUnavailable
-
-# Prompt templates averaged by every zero-shot classifier (phrases name the whole subject, e.g. "a person smiling").
-PROMPT_TEMPLATES = ("a photo of {}", "a close-up photo of {}", "{}")
-
-# Phrases per class of the attributes fairbench's datasets use; several phrases per class are averaged too.
-ATTRIBUTE_PHRASES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "smiling": (
-        ("a person not smiling", "a person with a neutral expression", "a person with a straight face"),
-        ("a person smiling", "a person with a smile", "a person grinning"),
-    ),
-    "eyeglasses": (
-        ("a person without glasses", "a person not wearing glasses"),
-        ("a person wearing glasses", "a person with eyeglasses"),
-    ),
-    "skin_tone": (
-        ("a person with light skin", "a light-skinned person"),
-        ("a person with medium skin", "a medium-skinned person"),
-        ("a person with dark skin", "a dark-skinned person"),
-    ),
-    "hair_length": (
-        ("a person with short hair", "a short-haired person"),
-        ("a person with long hair", "a long-haired person"),
-    ),
-    "gender": (("a man", "a male person"), ("a woman", "a female person")),
-    "Male": (("a woman", "a female person"), ("a man", "a male person")),
-}
-
-
-def class_phrases(attribute: Attribute) -> list[tuple[str, ...]]:
-    """The phrases describing each class of `attribute`, in class-code order.
-
-    Known attributes use `ATTRIBUTE_PHRASES`; CelebA-style ``not_X`` / ``X``
-    classes become "a person without X" / "a person with X"; any other class
-    name becomes "a {class} person".
-    """
-    if attribute.name in ATTRIBUTE_PHRASES and len(ATTRIBUTE_PHRASES[attribute.name]) == attribute.n:
-        return list(ATTRIBUTE_PHRASES[attribute.name])
-    phrases = []
-    for cls in attribute.classes:
-        words = cls.replace("_", " ").lower()
-        if cls.startswith("not_"):
-            phrases.append((f"a person without {words[4:]}",))
-        elif cls == attribute.name:
-            phrases.append((f"a person with {words}",))
-        else:
-            phrases.append((f"a {words} person",))
-    return phrases
-
-
-def zero_shot_classifier(encoder: VisionLanguageEncoder, phrases: Sequence[Sequence[str]], templates: Sequence[str] = PROMPT_TEMPLATES) -> np.ndarray:
-    """Class embeddings (C, D): per class, the re-normalised mean of its template x phrase text embeddings."""
-    rows = []
-    for class_phrase_list in phrases:
-        prompts = [t.format(p) for t in templates for p in class_phrase_list]
-        mean = encoder.encode_text(prompts).mean(axis=0)
-        rows.append(mean / np.linalg.norm(mean))
-    return np.stack(rows).astype(np.float32)
-
-
-def zero_shot_probabilities(image_embeddings: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
-    """softmax(logit_scale · cos(image, class)) over classes, (N, C); CLIP's zero-shot rule (Radford et al. 2021, Fig. 1)."""
-    logits = torch.from_numpy(image_embeddings @ classifier.T) * logit_scale
-    return torch.softmax(logits.double(), dim=1).float().numpy()
 
 
 def array_digest(images: np.ndarray) -> str:
@@ -169,9 +90,6 @@ class OpenClipEncoder:
         return int(self.model.text_projection.shape[1]) if isinstance(self.model.text_projection, torch.Tensor) else int(self.model.text_projection.out_features)
 
 
-# ---------------------------------------------------------------- encoder plugins
-
-
 class OpenClipPlugin:
     """`open_clip:ARCH:TAG` (downloaded when online), `open_clip:ARCH:PATH` or `open_clip:local-dir:FOLDER` (offline)."""
 
@@ -238,47 +156,6 @@ def _download(open_clip: Any, arch: str, tag: str, cache_dir: Path) -> torch.nn.
     )
 
 
-class MiniClipPlugin:
-    """`mini-clip[:SEED]`: the embedded mini-CLIP, trained on synthfaces' captioned pool on first use and cached."""
-
-    name = "mini-clip"
-    description = "tiny open_clip CLIP trained by fairbench on synthfaces' captioned pool (see `fairbench vlm train-mini-clip`)"
-    embedded_for = ("synthfaces",)
-
-    def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder:
-        from fairfacebench.mini_clip import MiniClipConfig, load_or_train
-
-        if argument and not argument.isdigit():
-            raise VLMUnavailable(f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)")
-        return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device)
-
-
 @hookimpl
 def fairfacebench_encoders():
-    return [OpenClipPlugin(), MiniClipPlugin()]
-
-
-# ---------------------------------------------------------------- what a run's `vlm` field means
-
-
-def resolve_vlm(value: str, dataset: str, encoders: dict[str, Any]) -> str:
-    """A concrete encoder name for a run: 'auto' -> the encoder embedded for `dataset` or 'none'; others are checked."""
-    if value == "auto":
-        embedded = [name for name, plugin in sorted(encoders.items()) if dataset in getattr(plugin, "embedded_for", ())]
-        return embedded[0] if embedded else "none"
-    if value != "none" and value.partition(":")[0] not in encoders:
-        raise VLMUnavailable(
-            f"--vlm {value}: unknown encoder '{value.partition(':')[0]}'; use 'auto', 'none' or one of {sorted(encoders)} "
-            "(e.g. open_clip:ViT-B-32:laion2b_s34b_b79k, open_clip:ViT-B-32:/path/to/checkpoint, mini-clip)"
-        )
-    return value
-
-
-def load_vlm(value: str, encoders: dict[str, Any], cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder | None:
-    """Load the encoder a resolved `vlm` value names; None for 'none'."""
-    if value == "none":
-        return None
-    name, _, argument = value.partition(":")
-    if name not in encoders:
-        raise VLMUnavailable(f"--vlm {value}: unknown encoder '{name}'; installed encoders: {sorted(encoders)}")
-    return encoders[name].load(argument, cache_dir, device)
+    return [OpenClipPlugin()]

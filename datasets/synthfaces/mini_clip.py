@@ -1,39 +1,11 @@
 """The embedded mini-CLIP of synthfaces: a tiny open_clip CLIP trained on captioned synthetic faces.
 
-No public CLIP checkpoint can be downloaded offline, so fairbench trains its
-own small one, so that the zero-shot path of VLM methods runs for real in the
-embedded world.  Its training data is synthfaces' `captioned_pool`: rendered
-faces whose captions describe the rendered attributes in words, drawn from
-their own seed stream, disjoint from the benchmark splits and the unlabeled
-pool.  No labelled benchmark image is used.
-
-The model is open_clip's own `CLIP` class with a small config: an image tower
-`TimmModel("mobilenetv2_100")` initialised from the ImageNet MobileNetV2 weights
-fairbench resolves for its backbones (`backbones.resolve_weights`), a 2-layer
-text transformer and open_clip's BPE tokenizer.  Training is CLIP's symmetric
-InfoNCE (Radford et al., ICML 2021, Fig. 3) with three documented changes that
-make the faint smile cue learnable in CPU minutes (measured: without them the
-zero-shot smile accuracy stays at chance after 600 steps, while eyeglasses and
-skin tone are learned):
-
-- the first `locked_blocks` image stages keep their ImageNet weights, as in LiT
-  (Zhai et al., CVPR 2022), so their output is computed once per image;
-- NegCLIP hard negatives (Yuksekgonul et al., ICLR 2023): every caption also
-  enters as a negative copy with its expression or glasses phrase swapped for
-  the opposite one, so an image must tell "smiling" from "not smiling";
-- the text tower stays at its random initialisation for the first
-  `text_warmup` steps: its fixed phrase embeddings act as targets for the image
-  tower, which breaks the symmetric start where neither tower separates the
-  phrases and neither gets a signal to.
-
-Images are also seen down-sampled to `low_res` px and back, the path a
-benchmark image of the default budget takes through `OpenClipEncoder`.
-
-Weights are cached under `<cache>/vlm/mini-clip-<key>/`, key = hash of the
-config, the synthfaces renderer version and `MINI_CLIP_VERSION`, and loaded
-with `torch.load(weights_only=True)`.  Training is not charged to any
-method's budget: like a downloaded CLIP checkpoint it is part of the
-environment, identical for every method and run.
+No public CLIP checkpoint exists offline, so fairbench trains its own small
+one on synthfaces' captioned pool (its own seed stream, disjoint from the
+benchmark splits) so that the zero-shot path of VLM methods runs for real.
+Its recipe (LiT-style locked trunk stages, NegCLIP hard negatives, a text
+warm-up) and what its captions name are in docs/DATASETS.md; every run that
+uses it records its training report.
 """
 from __future__ import annotations
 
@@ -41,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairfacebench.encoders import OpenClipEncoder, class_phrases, zero_shot_classifier, zero_shot_probabilities
+from fairfacebench.backbones import BACKBONES, resolve_weights, sha256
+from fairfacebench.datasets.synthfaces.captions import captioned_pool, swap_phrase
+from fairfacebench.datasets.synthfaces.world import ATTRIBUTES, VERSION, make_split, resolve_options
+from fairfacebench.encoders.openclip import OpenClipEncoder
+from fairfacebench.errors import VLMUnavailable
+from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 log = logging.getLogger("fairfacebench")
 
@@ -85,8 +61,6 @@ class MiniClipConfig:
     low_res: int = 48  # half of the samples are seen down-sampled to this size and back
 
     def key(self) -> str:
-        from fairfacebench.datasets.synthfaces import VERSION
-
         blob = json.dumps({**asdict(self), "synthfaces": VERSION, "mini_clip": MINI_CLIP_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -110,8 +84,6 @@ def tokenizer(cfg: MiniClipConfig) -> Any:
 
 def load_imagenet_trunk(model: nn.Module) -> dict[str, Any]:
     """Copy torchvision's ImageNet MobileNetV2 weights into the timm trunk (same layers, same order, checked shape by shape)."""
-    from fairfacebench.backbones import BACKBONES, resolve_weights
-
     path, info = resolve_weights(BACKBONES["mobilenet_v2"], "imagenet")
     source = torch.load(path, map_location="cpu", weights_only=True)
     source_keys = [k for k in source if not k.startswith("classifier.")]
@@ -135,23 +107,6 @@ def unlocked_forward(model: nn.Module, cfg: MiniClipConfig, h: torch.Tensor) -> 
     return model.visual.head(trunk.global_pool(h))
 
 
-def swap_phrase(caption: str, rng: np.random.Generator) -> str:
-    """A NegCLIP hard negative: the caption with its expression or glasses phrase replaced by an opposite one."""
-    from fairfacebench.datasets.synthfaces import GLASSES_WORDS, SMILE_WORDS
-
-    found = []
-    for words in (SMILE_WORDS, GLASSES_WORDS):
-        phrases = sorted(((p, k) for k, options in enumerate(words) for p in options), key=lambda t: -len(t[0]))
-        match = re.search(r"\b(" + "|".join(re.escape(p) for p, _ in phrases) + r")\b", caption)
-        if match:
-            cls = dict(phrases)[match.group(1)]
-            found.append((match, [p for k, options in enumerate(words) if k != cls for p in options]))
-    if not found:
-        return caption
-    match, opposite = found[rng.integers(len(found))]
-    return caption[: match.start()] + opposite[rng.integers(len(opposite))] + caption[match.end() :]
-
-
 def negclip_loss(image: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """CLIP's symmetric InfoNCE with hard-negative captions added to the image-to-text side (NegCLIP, Eq. 1).
 
@@ -166,8 +121,6 @@ def negclip_loss(image: torch.Tensor, text: torch.Tensor, negatives: torch.Tenso
 def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Train the mini-CLIP on synthfaces' captioned pool; returns the model and a training report."""
     from tqdm import tqdm
-
-    from fairfacebench.datasets.synthfaces import captioned_pool
 
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -233,8 +186,6 @@ def zero_shot_report(encoder: OpenClipEncoder, sizes: tuple[int, ...] = (48, 64)
 
     The test labels are read here only to report; the zero-shot classifier is built from prompts alone.
     """
-    from fairfacebench.datasets.synthfaces import ATTRIBUTES, make_split, resolve_options
-
     out: dict[str, Any] = {"split": "synthfaces test (default options, seed 0)"}
     for size in sizes:
         split, _ = make_split(resolve_options({}), "test", size)
@@ -279,7 +230,18 @@ def load_or_train(cfg: MiniClipConfig, cache_dir: Path, device: torch.device | s
 
 
 def _encoder(model: nn.Module, cfg: MiniClipConfig, report: dict[str, Any], weights: Path, cache_dir: Path, device: torch.device | str) -> OpenClipEncoder:
-    from fairfacebench.backbones import sha256
-
     info = {"encoder": "mini-clip", "id": f"mini-clip-{cfg.key()}", "path": str(weights), "sha256": sha256(weights), "report": report}
     return OpenClipEncoder(f"mini-clip:{cfg.seed}", model, tokenizer(cfg), info, cache_dir, device)
+
+
+class MiniClipPlugin:
+    """`mini-clip[:SEED]`: the embedded mini-CLIP, trained on synthfaces' captioned pool on first use and cached."""
+
+    name = "mini-clip"
+    description = "tiny open_clip CLIP trained by fairbench on synthfaces' captioned pool (see `fairbench vlm train-mini-clip`)"
+    embedded_for = ("synthfaces",)
+
+    def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder:
+        if argument and not argument.isdigit():
+            raise VLMUnavailable(f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)")
+        return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device)

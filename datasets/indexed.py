@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fairfacebench.data import DataError, LoadedDataset, Split, TaskSpec, restrict_to_task
+from fairfacebench.data import DataError, LoadedDataset, Split, restrict_to_task
 from fairfacebench.datasets.base import DatasetPlugin
 from fairfacebench.datasets.cache import build_or_load
 

@@ -1,0 +1,136 @@
+"""How well a method's stages worked, judged against ground truth only the harness holds.
+
+A method records evidence (`ctx.log.record_evidence(stage, name=array)`):
+which pool rows a stage kept, the pseudo-labels it gave, the weights it
+learned, the partition it inferred.  After `fit`, the harness compares that
+evidence with the pool's hidden truth and the training split's sensitive
+groups and stores only these reports.  Evidence names and what they mean:
+
+- ``pool_kept``: bool over pool rows, rows kept by de-duplication;
+- ``pool_rows``: pool row per sample (-1 for a sample that is not a pool image);
+  alone, the rows a retrieval stage kept;
+- ``pseudo_labels`` + ``confident`` (with ``pool_rows``): pseudo-labels and the confidence filter;
+- ``pseudo_labels`` + ``weights`` (with ``pool_rows``): learned sample weights;
+- ``train_partition``: an inferred group per training row (e.g. clusters).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fairfacebench.data import TaskData
+
+
+def diagnose(evidence: dict[str, dict[str, np.ndarray]], data: TaskData) -> dict[str, dict[str, Any]]:
+    """Reports per stage from the evidence a method recorded; stages with nothing to compare are left out."""
+    hidden = data.pool.hidden if data.pool is not None else {}
+    reports: dict[str, dict[str, Any]] = {}
+    for stage, ev in evidence.items():
+        out: dict[str, Any] = {}
+        if "pool_kept" in ev:
+            out.update(dedup_report(ev["pool_kept"], hidden))
+        if "pool_rows" in ev and "pseudo_labels" not in ev:
+            out.update(retrieval_report(ev["pool_rows"], hidden, data))
+        if {"pool_rows", "pseudo_labels", "confident"} <= set(ev):
+            out.update(pseudo_label_report(ev["pool_rows"], ev["pseudo_labels"], ev["confident"], hidden, data))
+        if {"pool_rows", "pseudo_labels", "weights"} <= set(ev):
+            out.update(weight_report(ev["pool_rows"], ev["pseudo_labels"], ev["weights"], hidden, data))
+        if "train_partition" in ev:
+            out.update(partition_report(ev["train_partition"], data.train.a))
+        if out:
+            reports[stage] = out
+    return reports
+
+
+def true_groups(hidden: dict[str, np.ndarray], data: TaskData) -> np.ndarray | None:
+    """True intersectional group codes of pool images (-1 where unknown), or None without hidden truth."""
+    attrs = data.task.sensitive
+    if not hidden or not all(a in hidden for a in attrs):
+        return None
+    codes = np.zeros(len(hidden[attrs[0]]), np.int64)
+    unknown = np.zeros(len(codes), bool)
+    for attr, meta in zip(attrs, data.sensitive_attributes):
+        values = hidden[attr]
+        unknown |= values < 0
+        codes = codes * meta.n + values
+    return np.where(unknown, -1, codes)
+
+
+def dedup_report(kept: np.ndarray, hidden: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Against planted near-duplicate pairs: pairs resolved (one member removed, its partner kept), distinct images removed."""
+    if "duplicate_of" not in hidden or len(kept) != len(hidden["duplicate_of"]):
+        return {}
+    source = hidden["duplicate_of"]
+    partner = np.full(len(source), -1)
+    dups = np.flatnonzero(source >= 0)
+    partner[dups], partner[source[dups]] = source[dups], dups
+    removed = ~kept
+    resolved = removed & (partner >= 0) & kept[np.maximum(partner, 0)]
+    return {"planted_pairs": len(dups), "planted_pairs_resolved": int(resolved.sum()),
+            "distinct_images_removed": int((removed & ~resolved).sum())}
+
+
+def retrieval_report(rows: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData) -> dict[str, Any]:
+    """Off-domain (non-face) images before and after retrieval, and the true group mix of what was kept."""
+    rows = rows[rows >= 0]
+    out: dict[str, Any] = {}
+    if "is_face" in hidden:
+        out["off_domain_in_pool"] = int((~hidden["is_face"]).sum())
+        out["off_domain_kept"] = int((~hidden["is_face"][rows]).sum())
+    groups = true_groups(hidden, data)
+    if groups is not None:
+        g = groups[rows]
+        out["per_true_group_kept"] = {name: int(c) for name, c in zip(data.group_names, np.bincount(g[g >= 0], minlength=data.n_groups))}
+    return out
+
+
+def _truth_of(rows: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
+    """True target and group of each sample (-1 where unknown: not a pool image, or a non-face)."""
+    target = data.task.target
+    groups = true_groups(hidden, data)
+    if target not in hidden or groups is None:
+        return None
+    truth, group = np.full(len(rows), -1), np.full(len(rows), -1)
+    in_pool = rows >= 0
+    truth[in_pool], group[in_pool] = hidden[target][rows[in_pool]], groups[rows[in_pool]]
+    return truth, group
+
+
+def pseudo_label_report(rows: np.ndarray, pseudo: np.ndarray, confident: np.ndarray, hidden: dict[str, np.ndarray],
+                        data: TaskData) -> dict[str, Any]:
+    """Pseudo-label accuracy on curated pool faces with hidden truth: all and confident, overall and per true group."""
+    found = _truth_of(rows, hidden, data)
+    if found is None:
+        return {"pseudo_label_accuracy": "no hidden truth for this pool"}
+    truth, group = found
+    known = truth >= 0
+    out: dict[str, Any] = {"with_truth": int(known.sum())}
+    for name, mask in (("all", known), ("confident", known & confident)):
+        correct = pseudo[mask] == truth[mask]
+        out[f"accuracy_{name}"] = round(float(correct.mean()), 4) if mask.any() else None
+        out[f"accuracy_{name}_per_group"] = {
+            g: round(float(correct[group[mask] == k].mean()), 4) if (group[mask] == k).any() else None
+            for k, g in enumerate(data.group_names)
+        }
+        out[f"kept_{name}_per_true_group"] = {g: int((group[mask] == k).sum()) for k, g in enumerate(data.group_names)}
+    return out
+
+
+def weight_report(rows: np.ndarray, pseudo: np.ndarray, weights: np.ndarray, hidden: dict[str, np.ndarray],
+                  data: TaskData) -> dict[str, Any]:
+    """Mean learned weight of samples whose pseudo-label is right vs wrong (hidden truth)."""
+    found = _truth_of(rows, hidden, data)
+    if found is None:
+        return {}
+    truth = found[0]
+    right, wrong = (truth >= 0) & (pseudo == truth), (truth >= 0) & (pseudo != truth)
+    return {f"weight_mean_pseudo_label_{k}": round(float(weights[m].mean()), 4) if m.any() else None
+            for k, m in (("right", right), ("wrong", wrong))}
+
+
+def partition_report(partition: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """Adjusted mutual information (Vinh et al., JMLR 2010) between an inferred partition and the true groups."""
+    from sklearn.metrics import adjusted_mutual_info_score  # scikit-learn adds a second to every worker's start
+
+    return {"ami_with_true_groups": round(float(adjusted_mutual_info_score(groups, partition)), 4)}

@@ -1,0 +1,341 @@
+"""The run plan: the packaged default config, a config file and flags, validated once into typed settings.
+
+Every run of a comparison is derived from one :class:`Plan`: its run specs,
+budgets and data settings.  Wrong types, unknown keys and out-of-range values
+are refused here, before any training, with one line naming the key and its source.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS, Budget, get_budget
+from fairfacebench.errors import ConfigError, VLMUnavailable
+from fairfacebench.plugins import registry
+from fairfacebench.spec import RunSpec, spec_hash
+
+DEFAULT_CONFIG = files("fairfacebench") / "configs" / "default.toml"
+MIX_KINDS = ("none", "mixup", "cutmix")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation family shared by every method in a comparison (seed 001's set).
+
+    flip: horizontal flips; crop: pixels of random translation (pad + crop);
+    jitter: strength of brightness/contrast/saturation jitter; mix: 'none',
+    'mixup' or 'cutmix' with Beta(mix_alpha, mix_alpha) mixing weights.
+    """
+
+    flip: bool = True
+    crop: int = 4
+    jitter: float = 0.2
+    mix: str = "none"
+    mix_alpha: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIX_KINDS:
+            raise ConfigError(f"augment.mix must be one of {list(MIX_KINDS)}, got '{self.mix}'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
+
+
+# ---------------------------------------------------------------- value checks, one line per error
+
+Check = Callable[[str, Any], Any]
+
+
+def _fail(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"'{key}' must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def integer(minimum: int) -> Check:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _fail(key, f"an integer >= {minimum}", value)
+        return value
+
+    return check
+
+
+def number(minimum: float) -> Check:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise _fail(key, f"a number >= {minimum:g}", value)
+        return float(value)
+
+    return check
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "true or false", value)
+    return value
+
+
+def text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, "a string", value)
+    return value
+
+
+def one_of(options: tuple[str, ...]) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in options:
+            raise _fail(key, f"one of {list(options)}", value)
+        return value
+
+    return check
+
+
+def names(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(key, "a list of names", value)
+    return tuple(value)
+
+
+def methods(key: str, value: Any) -> str | tuple[str, ...]:
+    return "all" if value == "all" else names(key, value)
+
+
+def table_of(inner: Check) -> Check:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _fail(key, "a table", value)
+        return {k: inner(f"{key}.{k}", v) for k, v in value.items()}
+
+    return check
+
+
+def options_table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(key, "a table of option = value", value)
+    return dict(value)
+
+
+AUGMENT_CHECKS: dict[str, Check] = {
+    "flip": boolean,
+    "crop": integer(0),
+    "jitter": number(0.0),
+    "mix": one_of(MIX_KINDS),
+    "mix_alpha": number(0.0),
+}
+
+
+def augment(key: str, value: Any) -> Augment:
+    if not isinstance(value, dict):
+        raise _fail(key, "a table", value)
+    unknown = sorted(set(value) - set(AUGMENT_CHECKS))
+    if unknown:
+        raise ConfigError(f"[{key}]: unknown key(s) {unknown}; valid keys: {sorted(AUGMENT_CHECKS)}")
+    return Augment(**{k: AUGMENT_CHECKS[k](f"{key}.{k}", v) for k, v in value.items()})
+
+
+SCHEMA: dict[str, Check] = {
+    "methods": methods,
+    "datasets": names,
+    "tasks": table_of(names),
+    "seeds": integer(1),
+    "hparam_trials": integer(1),
+    "budget": one_of(tuple(BUDGETS)),
+    "resolution": integer(0),
+    "selection": text,
+    "backbone": text,
+    "weights": text,
+    "bootstrap": integer(0),
+    "vlm": text,
+    "pool": text,
+    "device": one_of(("auto", "cpu", "cuda")),
+    "executor": one_of(("local", "ray")),
+    "workers": integer(1),
+    "ray_address": text,
+    "out": text,
+    "augment": augment,
+    "data_roots": table_of(text),
+    "dataset_options": table_of(options_table),
+}
+MERGED_TABLES = ("augment", "data_roots", "dataset_options")  # a later source updates these key by key
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated comparison: what runs, under which budget and data settings, and where results go."""
+
+    methods: str | tuple[str, ...]
+    datasets: tuple[str, ...]
+    tasks: dict[str, tuple[str, ...]]
+    seeds: int
+    hparam_trials: int
+    budget: str
+    resolution: int
+    selection: str
+    backbone: str
+    weights: str
+    bootstrap: int
+    vlm: str
+    pool: str
+    device: str
+    executor: str
+    workers: int
+    ray_address: str
+    out: str
+    augment: Augment
+    data_roots: dict[str, str]
+    dataset_options: dict[str, dict[str, Any]]
+
+    @property
+    def budget_profile(self) -> Budget:
+        return get_budget(self.budget)
+
+    @property
+    def input_resolution(self) -> int:
+        """The resolution images are decoded at: the plan's, or the one its budget is sized for."""
+        return self.resolution or BUDGET_RESOLUTION[self.budget]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (stored in every run record)."""
+        out = asdict(self)
+        out["methods"] = self.methods if isinstance(self.methods, str) else list(self.methods)
+        out["datasets"] = list(self.datasets)
+        out["tasks"] = {k: list(v) for k, v in self.tasks.items()}
+        return out
+
+    def method_names(self, installed: list[str]) -> list[str]:
+        return sorted(installed) if self.methods == "all" else list(self.methods)
+
+
+def read_toml(path: Path | Any) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror}); pass an existing TOML file") from exc
+
+
+def load_plan(path: str | Path | None = None, flags: dict[str, Any] | None = None) -> Plan:
+    """The packaged defaults, updated by the file at `path`, then by `flags` (None values ignored), validated."""
+    raw = read_toml(DEFAULT_CONFIG)
+    origin = dict.fromkeys(raw, "the packaged default config")
+    sources = [(str(path), read_toml(Path(path)))] if path is not None else []
+    sources.append(("the command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+    for source, values in sources:
+        unknown = sorted(set(values) - set(SCHEMA))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(SCHEMA)}")
+        for key, value in values.items():
+            merge = key in MERGED_TABLES and isinstance(value, dict) and isinstance(raw.get(key), dict)
+            if key == "dataset_options" and merge:
+                value = {ds: {**raw[key].get(ds, {}), **opts} for ds, opts in value.items()}
+            raw[key] = {**raw[key], **value} if merge else value
+            origin[key] = source
+    missing = sorted(set(SCHEMA) - set(raw))
+    if missing:
+        raise ConfigError(f"the packaged default config lacks key(s) {missing}; reinstall fairfacebench")
+    checked = {}
+    for key, check in SCHEMA.items():
+        try:
+            checked[key] = check(key, raw[key])
+        except ConfigError as exc:
+            raise ConfigError(f"{origin[key]}: {exc}") from None
+    return Plan(**checked)
+
+
+# ---------------------------------------------------------------- from a plan to run specs
+
+
+def trial_hparams(method_cls: type, trial: int) -> dict[str, Any]:
+    """Trial 0 is the method's defaults; trial k > 0 draws each hyperparameter from its own seeded stream.
+
+    The stream of a draw is seeded by (method, trial, hyperparameter name), so
+    adding a hyperparameter to a method leaves the other draws of its trials unchanged.
+    """
+    if trial == 0:
+        return method_cls.default_hparams()
+    out = {}
+    for name, hp in sorted(method_cls.search_space().items()):
+        seed = int(spec_hash({"method": method_cls.name, "trial": trial, "hparam": name}), 16) % 2**32
+        out[name] = hp.sample(np.random.default_rng(seed))
+    return out
+
+
+def resolve_vlm(value: str, dataset: str, encoders: dict[str, Any]) -> str:
+    """A concrete encoder name for a run: 'auto' -> the encoder embedded for `dataset` or 'none'; others are checked."""
+    if value == "auto":
+        embedded = [name for name, plugin in sorted(encoders.items()) if dataset in getattr(plugin, "embedded_for", ())]
+        return embedded[0] if embedded else "none"
+    if value != "none" and value.partition(":")[0] not in encoders:
+        raise VLMUnavailable(
+            f"--vlm {value}: unknown encoder '{value.partition(':')[0]}'; use 'auto', 'none' or one of {sorted(encoders)} "
+            "(e.g. open_clip:ViT-B-32:laion2b_s34b_b79k, open_clip:ViT-B-32:/path/to/checkpoint, mini-clip)"
+        )
+    return value
+
+
+def resolve_pool(value: str, dataset: Any, reg: Any, data_roots: dict[str, str]) -> dict[str, Any]:
+    """The unlabeled pool of a run: 'auto' (the dataset's own, if any), 'none', or KIND:SOURCE of a pool plugin."""
+    pools = reg.pools
+    if value == "auto":
+        return {"kind": "dataset", "source": dataset.name} if dataset.has_pool else {"kind": "none"}
+    if value == "none":
+        return {"kind": "none"}
+    kind, sep, source = value.partition(":")
+    if not sep or kind not in pools or not source:
+        raise ConfigError(
+            f"pool '{value}': write auto, none or KIND:SOURCE with KIND one of {sorted(pools)} "
+            "(e.g. folder:/path/to/images, dataset-train:utkface)"
+        )
+    root = None
+    if kind == "dataset-train":
+        reg.dataset(source)  # an unknown dataset name fails here, listing the installed ones
+        root = data_roots.get(source)
+    return {"kind": kind, "source": source, **({"root": root} if root else {})}
+
+
+def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
+    """Every run of the plan: dataset x task x method x trial x seed, all under the same budget and data settings."""
+    reg = reg or registry()
+    budget = plan.budget_profile.to_dict()
+    specs = []
+    for ds_name in plan.datasets:
+        ds = reg.dataset(ds_name)
+        tasks = plan.tasks.get(ds_name) or (ds.tasks[0].name,)
+        for task in tasks:
+            ds.task(task)  # fail early on an unknown task, listing the valid ones
+            for m_name in plan.method_names(list(reg.methods)):
+                cls = reg.method(m_name)
+                vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders) if cls.needs_vlm else None
+                pool = resolve_pool(plan.pool, ds, reg, plan.data_roots) if cls.needs_pool else None
+                for trial in range(plan.hparam_trials):
+                    hp = trial_hparams(cls, trial)
+                    for seed in range(plan.seeds):
+                        specs.append(
+                            RunSpec(
+                                dataset=ds_name,
+                                task=task,
+                                method=m_name,
+                                hparams=hp,
+                                seed=seed,
+                                budget=budget,
+                                resolution=plan.input_resolution,
+                                backbone=plan.backbone,
+                                weights=plan.weights,
+                                augment=plan.augment.to_dict(),
+                                trial=trial,
+                                data_root=plan.data_roots.get(ds_name),
+                                dataset_options=plan.dataset_options.get(ds_name, {}),
+                                bootstrap=plan.bootstrap,
+                                vlm=vlm,
+                                pool=pool,
+                            )
+                        )
+    return specs

@@ -1,0 +1,91 @@
+"""The shape of the package: no import cycles, no hidden imports of its own modules, a fast command line."""
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Source folder -> import package (pyproject.toml's package-dir).
+PACKAGES = {"benchmark": "fairfacebench", "datasets": "fairfacebench.datasets", "encoders": "fairfacebench.encoders",
+            "methods": "fairfacebench.methods", "metrics": "fairfacebench.metrics", "leaderboard": "fairfacebench.leaderboard"}
+# The command line loads each command's implementation (torch, plugins) only when that command runs.
+LAZY_IMPORTS_ALLOWED = {"fairfacebench.cli"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+def own_imports(path: Path, known: set[str]) -> tuple[set[str], list[tuple[int, str]]]:
+    """Modules of the package imported at module level, and (line, module) of imports inside functions."""
+    tree = ast.parse(path.read_text())
+    top, nested = set(), []
+
+    def targets(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            return [m for m in (f"{node.module}.{a.name}" for a in node.names) if m in known] or [node.module]
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        return []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                continue
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for name in targets(child):
+                if name.startswith("fairfacebench"):
+                    (nested.append((child.lineno, name)) if in_function else top.add(name))
+            visit(child, inner)
+
+    visit(tree, False)
+    return {m for m in top if m in known}, nested
+
+
+def test_the_module_import_graph_has_no_cycles():
+    found = modules()
+    graph = {name: own_imports(path, set(found))[0] - {name} for name, path in found.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if nxt not in state:
+                walk(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name)
+
+
+def test_no_function_level_imports_of_the_packages_own_modules():
+    found = modules()
+    offenders = [f"{found[name].relative_to(ROOT)}:{line} imports {target}"
+                 for name in found if name not in LAZY_IMPORTS_ALLOWED
+                 for line, target in own_imports(found[name], set(found))[1]]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_help_answers_without_loading_torch():
+    code = "import sys, fairfacebench.cli as c; c.parser().format_help(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fairfacebench.cli", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - started < 2.0  # measured about 0.15 s; the margin absorbs a loaded CI machine
