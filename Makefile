@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 UTKFACE ?= $(abspath ../shared/data/utkface/UTKFace)
 
-.PHONY: setup bench test benchmarks site
+.PHONY: setup bench test lint benchmarks site
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,12 @@ bench: setup
 site: setup
 	$(VENV)/bin/fairbench leaderboard build runs --site site
 
-# The test suite (CI runs exactly this).
-test: setup
+# Lint (ruff: line length 120, import order, pyflakes; configured in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# The test suite, lint first (CI runs exactly this).
+test: setup lint
 	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest -q
 
 # Performance benchmarks (pytest-benchmark), kept out of the test suite.

@@ -1,4 +1,5 @@
 """fairbench core (import package `fairfacebench`)."""
+
 from fairfacebench.hookspecs import hookimpl
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ MobileNetV2 IMAGENET1K_V1 file); the normal torchvision download when online;
 otherwise a clear error, unless random initialisation is asked for.  What was
 loaded (source, path, sha256) is recorded in every result.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,7 +90,9 @@ def resolve_weights(entry: BackboneEntry, weights: str) -> tuple[Path | None, di
     if weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"weights file '{path}' does not exist; pass an existing .pth file, 'imagenet' or 'none'")
+            raise WeightsError(
+                f"weights file '{path}' does not exist; pass an existing .pth file, 'imagenet' or 'none'"
+            )
         return path, {"source": "local-file", "path": str(path), "sha256": sha256(path)}
     if entry.weight_file is None:
         raise WeightsError(f"backbone '{entry.name}' has no ImageNet weights known to fairbench; pass a file or 'none'")
@@ -102,7 +105,9 @@ def resolve_weights(entry: BackboneEntry, weights: str) -> tuple[Path | None, di
             digest = sha256(path)
             expected = entry.weight_file.rsplit("-", 1)[-1].split(".")[0]
             if not digest.startswith(expected):
-                raise WeightsError(f"{path} has sha256 {digest[:12]}..., expected prefix {expected}; the file is not the official one")
+                raise WeightsError(
+                    f"{path} has sha256 {digest[:12]}..., expected prefix {expected}; the file is not the official one"
+                )
             return path, {"source": source, "path": str(path), "sha256": digest, "file": entry.weight_file}
     if os.environ.get("FAIRBENCH_OFFLINE") != "1" and entry.weight_url:
         try:

@@ -1,4 +1,5 @@
 """Compute budgets (optimizer steps at a fixed batch size) and the meter every method draws from."""
+
 from __future__ import annotations
 
 import time

@@ -4,6 +4,7 @@ Only light modules load at start, so `fairbench --help` answers at once;
 each command imports what it needs (torch and the plugins) when it runs:
 the one place in the package with function-level imports of its own modules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,19 +29,50 @@ def cmd_list(args: argparse.Namespace) -> int:
     reg = registry()
     if args.what == "methods":
         rows = [
-            [m.name, m.description, m.citation, m.labels.summary(), "yes" if m.needs_vlm else "no", "yes" if m.needs_pool else "no"]
+            [
+                m.name,
+                m.description,
+                m.citation,
+                m.labels.summary(),
+                "yes" if m.needs_vlm else "no",
+                "yes" if m.needs_pool else "no",
+            ]
             for m in sorted(reg.methods.values(), key=lambda m: m.name)
         ]
-        print(tabulate(rows, headers=["method", "description", "citation", "labels used", "VLM", "unlabeled pool"], tablefmt="github"))
+        print(
+            tabulate(
+                rows,
+                headers=["method", "description", "citation", "labels used", "VLM", "unlabeled pool"],
+                tablefmt="github",
+            )
+        )
     elif args.what == "datasets":
         rows = [
-            [d.name, d.description, d.citation, "; ".join(f"{t.name}" for t in d.tasks), "yes" if d.needs_root else "no (generated)"]
+            [
+                d.name,
+                d.description,
+                d.citation,
+                "; ".join(f"{t.name}" for t in d.tasks),
+                "yes" if d.needs_root else "no (generated)",
+            ]
             for d in sorted(reg.datasets.values(), key=lambda d: d.name)
         ]
-        print(tabulate(rows, headers=["dataset", "description", "citation", "tasks (first = default)", "needs --data-root"], tablefmt="github"))
+        print(
+            tabulate(
+                rows,
+                headers=["dataset", "description", "citation", "tasks (first = default)", "needs --data-root"],
+                tablefmt="github",
+            )
+        )
     else:
         rows = [[name, b.steps, b.batch_size, BUDGET_RESOLUTION[name], b.amp] for name, b in BUDGETS.items()]
-        print(tabulate(rows, headers=["budget", "optimizer steps", "batch size", "resolution (default)", "amp (cuda)"], tablefmt="github"))
+        print(
+            tabulate(
+                rows,
+                headers=["budget", "optimizer steps", "batch size", "resolution (default)", "amp (cuda)"],
+                tablefmt="github",
+            )
+        )
     return 0
 
 
@@ -120,8 +152,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {spec.label}: {status}", flush=True)
 
     runner = SpecRunner(plan.device, config=plan.to_dict(), progress=args.progress)
-    counts = execute(specs, store, runner, retry_failed=args.retry_failed, on_result=report, executor=plan.executor,
-                     workers=plan.workers, ray_address=plan.ray_address or None)
+    counts = execute(
+        specs,
+        store,
+        runner,
+        retry_failed=args.retry_failed,
+        on_result=report,
+        executor=plan.executor,
+        workers=plan.workers,
+        ray_address=plan.ray_address or None,
+    )
     paths = write(plan.out, rule=plan.selection)
     print(f"done: {counts}. Leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
@@ -145,12 +185,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from fairfacebench.leaderboard.site import build_site
 
         if not args.store or not Path(args.store).is_dir():
-            raise SystemExit(f"fairbench leaderboard build DIR: no result store at '{args.store or ''}' (the --out of `fairbench run`)")
+            raise SystemExit(
+                f"fairbench leaderboard build DIR: no result store at '{args.store or ''}' "
+                "(the --out of `fairbench run`)"
+            )
         paths = build_site(args.store, args.site or Path(args.store) / "site", rule=args.selection)
         print(f"site: {paths['index']} (data: {paths['json']}, {paths['csv']})")
         return 0
     if args.store or args.site:
-        raise SystemExit(f"unexpected argument '{args.store or '--site'}': use `fairbench leaderboard DIR` or `fairbench leaderboard build DIR --site OUT`")
+        raise SystemExit(
+            f"unexpected argument '{args.store or '--site'}': use `fairbench leaderboard DIR` "
+            "or `fairbench leaderboard build DIR --site OUT`"
+        )
     from fairfacebench.leaderboard.tables import write
 
     paths = write(args.dir, args.out, rule=args.selection)
@@ -179,7 +225,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0 if not report.get("problems") else 1
     from fairfacebench.runner import default_cache_dir
 
-    result = plugin.prepare(Path(args.root), args.size, Path(args.cache_dir) if args.cache_dir else default_cache_dir(), workers=args.workers)
+    result = plugin.prepare(
+        Path(args.root),
+        args.size,
+        Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        workers=args.workers,
+    )
     print(json.dumps(result, indent=1, default=str))
     return 0
 
@@ -190,14 +241,21 @@ def cmd_vlm(args: argparse.Namespace) -> int:
 
     reg = registry()
     if args.action == "list":
-        rows = [[e.name, e.description, ", ".join(getattr(e, "embedded_for", ())) or "-"] for e in sorted(reg.encoders.values(), key=lambda e: e.name)]
+        rows = [
+            [e.name, e.description, ", ".join(getattr(e, "embedded_for", ())) or "-"]
+            for e in sorted(reg.encoders.values(), key=lambda e: e.name)
+        ]
         print(tabulate(rows, headers=["encoder", "description", "embedded VLM of (--vlm auto)"], tablefmt="github"))
         return 0
     from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
     from fairfacebench.runner import default_cache_dir
 
-    encoder = load_or_train(MiniClipConfig(seed=args.seed), Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                            retrain=args.retrain, progress=args.progress)
+    encoder = load_or_train(
+        MiniClipConfig(seed=args.seed),
+        Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        retrain=args.retrain,
+        progress=args.progress,
+    )
     print(json.dumps(encoder.info, indent=1, default=str))
     return 0
 
@@ -211,17 +269,32 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["methods", "datasets", "budgets"])
     ls.set_defaults(func=cmd_list)
 
-    run = sub.add_parser("run", help="train and evaluate methods on dataset tasks under one budget",
-                         description="Defaults come from the packaged configs/default.toml; --config FILE replaces them; flags override single keys.")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate methods on dataset tasks under one budget",
+        description="Defaults come from the packaged configs/default.toml; --config FILE replaces them; "
+        "flags override single keys.",
+    )
     run.add_argument("--config", default=None, help="benchmark config (TOML), e.g. benchmark/configs/default.toml")
     run.add_argument("--methods", default=None, help="'all' or a comma-separated list (see `fairbench list methods`)")
     run.add_argument("--datasets", default=None, help="comma-separated dataset names (default: synthfaces)")
-    run.add_argument("--tasks", default=None, help="comma-separated TASK or DATASET:TASK (default: each dataset's first)")
-    run.add_argument("--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one")
-    run.add_argument("--dataset-option", action="append", default=[], metavar="[DATASET.]KEY=VALUE",
-                     help="dataset loader option, e.g. n_train=2000 (values parsed as JSON when possible)")
+    run.add_argument(
+        "--tasks", default=None, help="comma-separated TASK or DATASET:TASK (default: each dataset's first)"
+    )
+    run.add_argument(
+        "--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one"
+    )
+    run.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="[DATASET.]KEY=VALUE",
+        help="dataset loader option, e.g. n_train=2000 (values parsed as JSON when possible)",
+    )
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
-    run.add_argument("--hparam-trials", type=int, default=None, help="hyperparameter trials per method (trial 0 = defaults)")
+    run.add_argument(
+        "--hparam-trials", type=int, default=None, help="hyperparameter trials per method (trial 0 = defaults)"
+    )
     run.add_argument("--budget", default=None, choices=sorted(BUDGETS))
     run.add_argument("--resolution", type=int, default=None, help="override the budget's input resolution")
     run.add_argument("--backbone", default=None, help="mobilenet_v2, resnet18 or timm:<name>")
@@ -229,21 +302,34 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--mix", default=None, choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
     run.add_argument("--selection", default=None, help="model selection: val_acc, val_wga or val_acc@val_eod_max<=EPS")
     run.add_argument("--bootstrap", type=int, default=None, help="test-set bootstrap resamples per run (0 = none)")
-    run.add_argument("--vlm", default=None, help="VLM of methods that use one: auto (default; synthfaces: mini-clip), none, "
-                     "open_clip:ARCH:TAG (downloads when online) or open_clip:ARCH:/path/to/checkpoint")
-    run.add_argument("--pool", default=None, help="unlabeled pool of pool methods: auto (the dataset's own), none, "
-                     "folder:DIR or dataset-train:NAME (another dataset's training images, labels withheld)")
+    run.add_argument(
+        "--vlm",
+        default=None,
+        help="VLM of methods that use one: auto (default; synthfaces: mini-clip), none, "
+        "open_clip:ARCH:TAG (downloads when online) or open_clip:ARCH:/path/to/checkpoint",
+    )
+    run.add_argument(
+        "--pool",
+        default=None,
+        help="unlabeled pool of pool methods: auto (the dataset's own), none, "
+        "folder:DIR or dataset-train:NAME (another dataset's training images, labels withheld)",
+    )
     run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     run.add_argument("--executor", default=None, choices=["local", "ray"])
-    run.add_argument("--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)")
+    run.add_argument(
+        "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
+    )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
     run.add_argument("--progress", action="store_true", help="show a progress bar per training stage")
     run.set_defaults(func=cmd_run)
 
-    lb = sub.add_parser("leaderboard", help="write Markdown/CSV/JSON leaderboards, or `build` the static site, from a result store",
-                        usage="fairbench leaderboard DIR [--out OUT] | fairbench leaderboard build DIR [--site OUT]")
+    lb = sub.add_parser(
+        "leaderboard",
+        help="write Markdown/CSV/JSON leaderboards, or `build` the static site, from a result store",
+        usage="fairbench leaderboard DIR [--out OUT] | fairbench leaderboard build DIR [--site OUT]",
+    )
     lb.add_argument("dir", help="result store, or 'build' followed by the result store")
     lb.add_argument("store", nargs="?", help=argparse.SUPPRESS)
     lb.add_argument("--out", default=None, help="output directory of the tables (default: the store)")
@@ -267,9 +353,13 @@ def parser() -> argparse.ArgumentParser:
 
     vlm = sub.add_parser("vlm", help="list VLM encoders, or train the embedded mini-CLIP of synthfaces (cached)")
     vlm.add_argument("action", choices=["list", "train-mini-clip"])
-    vlm.add_argument("--seed", type=int, default=0, help="mini-CLIP training seed (runs use seed 0 unless --vlm mini-clip:SEED)")
+    vlm.add_argument(
+        "--seed", type=int, default=0, help="mini-CLIP training seed (runs use seed 0 unless --vlm mini-clip:SEED)"
+    )
     vlm.add_argument("--retrain", action="store_true", help="train again even when cached weights exist")
-    vlm.add_argument("--cache-dir", default=None, help="cache directory (default: $FAIRBENCH_CACHE or ~/.cache/fairbench)")
+    vlm.add_argument(
+        "--cache-dir", default=None, help="cache directory (default: $FAIRBENCH_CACHE or ~/.cache/fairbench)"
+    )
     vlm.add_argument("--progress", action="store_true")
     vlm.set_defaults(func=cmd_vlm)
     return p
@@ -278,7 +368,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except USER_ERRORS as e:

@@ -6,6 +6,7 @@ backbone factory, the budget and its meter, seeded generators, the device and
 a log.  Which labels a method touched is recorded, so the conformance kit can
 compare it with what the method declares.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -165,7 +166,7 @@ class FitContext:
 
     @property
     def pool(self) -> PoolImages | None:
-        """The unlabeled pool's images (None when the run has no pool); what is known about them stays with the harness."""
+        """The unlabeled pool's images (None without a pool); what is known about them stays with the harness."""
         self.touched.add("pool")
         return self._pool
 
@@ -199,16 +200,24 @@ class FitContext:
     def sampler(self, weights: np.ndarray | None = None, stream: str = "batches") -> BatchSampler:
         return BatchSampler(len(self.train), self.budget.batch_size, self.generator(stream), weights)
 
-    def images_to_input(self, images: np.ndarray, gen: torch.Generator | None = None, augment: Augment | None = None) -> torch.Tensor:
+    def images_to_input(
+        self, images: np.ndarray, gen: torch.Generator | None = None, augment: Augment | None = None
+    ) -> torch.Tensor:
         """uint8 images -> normalised network input, augmented when a generator is given."""
         x = to_tensor(images, self.device)
         if gen is not None:
             x = augment_batch(x, augment or self.augment, gen)
         return normalize(x)
 
-    def batch(self, index: np.ndarray, gen: torch.Generator, rng: np.random.Generator, mix: bool = True,
-              extra: ExtraAugment | None = None) -> Batch:
-        """An augmented training batch; `extra` augments selected rows once more; MixUp/CutMix when the comparison asks."""
+    def batch(
+        self,
+        index: np.ndarray,
+        gen: torch.Generator,
+        rng: np.random.Generator,
+        mix: bool = True,
+        extra: ExtraAugment | None = None,
+    ) -> Batch:
+        """An augmented training batch; `extra` augments some rows once more; MixUp/CutMix if the comparison asks."""
         x = augment_batch(to_tensor(self.train.images[index], self.device), self.augment, gen)
         if extra is not None:
             rows = torch.as_tensor(extra.rows[index], device=self.device)

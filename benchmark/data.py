@@ -5,6 +5,7 @@ images (N, H, W, 3) with integer-coded attribute labels); the harness turns it
 into a :class:`TaskData` for one (target, sensitive) task and hands a method
 only what the fit context exposes of it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,21 @@ import numpy as np
 
 from fairfacebench.errors import DataError
 
-__all__ = ["Attribute", "DataError", "TaskSpec", "Split", "UnlabeledPool", "PoolImages", "LoadedDataset", "LabeledSplit",
-           "ImagesOnly", "TaskData", "group_codes", "restrict_to_task", "make_task_data"]
+__all__ = [
+    "Attribute",
+    "DataError",
+    "TaskSpec",
+    "Split",
+    "UnlabeledPool",
+    "PoolImages",
+    "LoadedDataset",
+    "LabeledSplit",
+    "ImagesOnly",
+    "TaskData",
+    "group_codes",
+    "restrict_to_task",
+    "make_task_data",
+]
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,9 @@ class Attribute:
 
     def __post_init__(self) -> None:
         if self.phrases and len(self.phrases) != len(self.classes):
-            raise ValueError(f"attribute '{self.name}': {len(self.phrases)} phrase lists for {len(self.classes)} classes")
+            raise ValueError(
+                f"attribute '{self.name}': {len(self.phrases)} phrase lists for {len(self.classes)} classes"
+            )
 
     @property
     def n(self) -> int:
@@ -195,7 +211,9 @@ class TaskData:
         return ImagesOnly(self.test.images, self.test.ids)
 
 
-def group_codes(split: Split, attributes: dict[str, Attribute], sensitive: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+def group_codes(
+    split: Split, attributes: dict[str, Attribute], sensitive: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Intersectional group code per row and the group names, e.g. 'Female|Black'."""
     codes = np.zeros(len(split), dtype=np.int64)
     names: list[str] = [""]
@@ -249,7 +267,9 @@ def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None
             raise DataError(f"dataset '{ds.name}' has no '{split_name}' split; it offers {sorted(ds.splits)}")
         split = ds.splits[split_name]
         if len(split) == 0:
-            raise DataError(f"dataset '{ds.name}': the '{split_name}' split is empty; check the data root and split files")
+            raise DataError(
+                f"dataset '{ds.name}': the '{split_name}' split is empty; check the data root and split files"
+            )
         a, group_names = group_codes(split, ds.attributes, task.sensitive)
         present = np.bincount(a, minlength=len(group_names))
         missing = [g for g, c in zip(group_names, present) if c == 0]

@@ -13,6 +13,7 @@ groups and stores only these reports.  Evidence names and what they mean:
 - ``pseudo_labels`` + ``weights`` (with ``pool_rows``): learned sample weights;
 - ``train_partition``: an inferred group per training row (e.g. clusters).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -58,7 +59,7 @@ def true_groups(hidden: dict[str, np.ndarray], data: TaskData) -> np.ndarray | N
 
 
 def dedup_report(kept: np.ndarray, hidden: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Against planted near-duplicate pairs: pairs resolved (one member removed, its partner kept), distinct images removed."""
+    """Against planted near-duplicates: pairs resolved (one removed, its partner kept) and distinct images removed."""
     if "duplicate_of" not in hidden or len(kept) != len(hidden["duplicate_of"]):
         return {}
     source = hidden["duplicate_of"]
@@ -67,8 +68,11 @@ def dedup_report(kept: np.ndarray, hidden: dict[str, np.ndarray]) -> dict[str, A
     partner[dups], partner[source[dups]] = source[dups], dups
     removed = ~kept
     resolved = removed & (partner >= 0) & kept[np.maximum(partner, 0)]
-    return {"planted_pairs": len(dups), "planted_pairs_resolved": int(resolved.sum()),
-            "distinct_images_removed": int((removed & ~resolved).sum())}
+    return {
+        "planted_pairs": len(dups),
+        "planted_pairs_resolved": int(resolved.sum()),
+        "distinct_images_removed": int((removed & ~resolved).sum()),
+    }
 
 
 def retrieval_report(rows: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData) -> dict[str, Any]:
@@ -81,7 +85,9 @@ def retrieval_report(rows: np.ndarray, hidden: dict[str, np.ndarray], data: Task
     groups = true_groups(hidden, data)
     if groups is not None:
         g = groups[rows]
-        out["per_true_group_kept"] = {name: int(c) for name, c in zip(data.group_names, np.bincount(g[g >= 0], minlength=data.n_groups))}
+        out["per_true_group_kept"] = {
+            name: int(c) for name, c in zip(data.group_names, np.bincount(g[g >= 0], minlength=data.n_groups))
+        }
     return out
 
 
@@ -97,8 +103,9 @@ def _truth_of(rows: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData) -
     return truth, group
 
 
-def pseudo_label_report(rows: np.ndarray, pseudo: np.ndarray, confident: np.ndarray, hidden: dict[str, np.ndarray],
-                        data: TaskData) -> dict[str, Any]:
+def pseudo_label_report(
+    rows: np.ndarray, pseudo: np.ndarray, confident: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData
+) -> dict[str, Any]:
     """Pseudo-label accuracy on curated pool faces with hidden truth: all and confident, overall and per true group."""
     found = _truth_of(rows, hidden, data)
     if found is None:
@@ -117,16 +124,19 @@ def pseudo_label_report(rows: np.ndarray, pseudo: np.ndarray, confident: np.ndar
     return out
 
 
-def weight_report(rows: np.ndarray, pseudo: np.ndarray, weights: np.ndarray, hidden: dict[str, np.ndarray],
-                  data: TaskData) -> dict[str, Any]:
+def weight_report(
+    rows: np.ndarray, pseudo: np.ndarray, weights: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData
+) -> dict[str, Any]:
     """Mean learned weight of samples whose pseudo-label is right vs wrong (hidden truth)."""
     found = _truth_of(rows, hidden, data)
     if found is None:
         return {}
     truth = found[0]
     right, wrong = (truth >= 0) & (pseudo == truth), (truth >= 0) & (pseudo != truth)
-    return {f"weight_mean_pseudo_label_{k}": round(float(weights[m].mean()), 4) if m.any() else None
-            for k, m in (("right", right), ("wrong", wrong))}
+    return {
+        f"weight_mean_pseudo_label_{k}": round(float(weights[m].mean()), 4) if m.any() else None
+        for k, m in (("right", right), ("wrong", wrong))
+    }
 
 
 def partition_report(partition: np.ndarray, groups: np.ndarray) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Errors shared across the package: each names what was wrong and what to do."""
+
 from __future__ import annotations
 
 

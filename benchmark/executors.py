@@ -5,6 +5,7 @@ An executor receives a run callable (`runner(spec) -> (record, arrays)`, with
 imports the runner.  A worker that dies (segfault, OOM kill, os._exit) is
 recorded as a failed run with its exit status; the grid goes on.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,9 @@ def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finis
             proc.join()
 
 
-def run_in_ray(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, address: str | None, workers: int) -> None:
+def run_in_ray(
+    todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, address: str | None, workers: int
+) -> None:
     """Each run is a Ray task (no retries); the driver writes the store as results arrive."""
     try:
         import ray

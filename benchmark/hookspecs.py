@@ -6,6 +6,7 @@ decorated with ``@fairfacebench.hookimpl``, and advertised under the
 register exactly this way (see pyproject.toml).  Each hook returns plain
 data: a list of plugin objects; the harness concatenates the lists.
 """
+
 from __future__ import annotations
 
 import pluggy

@@ -1,4 +1,5 @@
 """Plain JSON data from numbers and arrays: strict JSON has no NaN, so undefined values become null."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Every run of a comparison is derived from one :class:`Plan`: its run specs,
 budgets and data settings.  Wrong types, unknown keys and out-of-range values
 are refused here, before any training, with one line naming the key and its source.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -275,7 +276,8 @@ def resolve_vlm(value: str, dataset: str, encoders: dict[str, Any]) -> str:
         return embedded[0] if embedded else "none"
     if value != "none" and value.partition(":")[0] not in encoders:
         raise VLMUnavailable(
-            f"--vlm {value}: unknown encoder '{value.partition(':')[0]}'; use 'auto', 'none' or one of {sorted(encoders)} "
+            f"--vlm {value}: unknown encoder '{value.partition(':')[0]}'; "
+            f"use 'auto', 'none' or one of {sorted(encoders)} "
             "(e.g. open_clip:ViT-B-32:laion2b_s34b_b79k, open_clip:ViT-B-32:/path/to/checkpoint, mini-clip)"
         )
     return value

@@ -3,6 +3,7 @@
 Built-in datasets, methods, pools, encoders and selection rules register
 exactly like third-party ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

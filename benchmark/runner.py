@@ -1,4 +1,5 @@
 """Run specs into the result store: load the task, fit the method, evaluate, record; executors decide where."""
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,17 @@ from fairfacebench.vlm import load_vlm
 
 log = logging.getLogger("fairfacebench")
 
-TRACKED_PACKAGES = ("fairfacebench", "torch", "torchvision", "timm", "open_clip_torch", "numpy", "fairlearn", "faiss-cpu", "pandas")
+TRACKED_PACKAGES = (
+    "fairfacebench",
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "numpy",
+    "fairlearn",
+    "faiss-cpu",
+    "pandas",
+)
 
 
 @lru_cache(maxsize=1)
@@ -100,11 +111,17 @@ class DataLoaderCache:
         key = f"{kind}|{source}|{spec.resolution}|{sorted(spec.dataset_options.items()) if kind == 'dataset' else ''}"
         if key not in self._pools:
             if kind == "dataset":
-                found = self.reg.dataset(spec.dataset).pool(root, spec.resolution, self.cache_dir, **spec.dataset_options)
+                found = self.reg.dataset(spec.dataset).pool(
+                    root, spec.resolution, self.cache_dir, **spec.dataset_options
+                )
             elif kind == "dataset-train":
                 pool_root = spec.pool.get("root")
-                found = self.reg.pools[kind].load(self.reg.dataset(source), spec.resolution, self.cache_dir,
-                                                  root=Path(pool_root) if pool_root else None)
+                found = self.reg.pools[kind].load(
+                    self.reg.dataset(source),
+                    spec.resolution,
+                    self.cache_dir,
+                    root=Path(pool_root) if pool_root else None,
+                )
             else:
                 found = self.reg.pools[kind].load(source, spec.resolution, self.cache_dir)
             self._pools[key] = found
@@ -112,7 +129,9 @@ class DataLoaderCache:
 
 
 def evaluate(scores: np.ndarray, y: np.ndarray, a: np.ndarray, data: TaskData) -> Any:
-    return compute_metrics(y, scores.argmax(1), a, data.group_names, n_classes=data.n_classes, class_names=data.target_classes)
+    return compute_metrics(
+        y, scores.argmax(1), a, data.group_names, n_classes=data.n_classes, class_names=data.target_classes
+    )
 
 
 @contextmanager
@@ -133,12 +152,25 @@ def gpu_usage(device: torch.device):
     stats["gpu_name"] = torch.cuda.get_device_name(device)
 
 
-def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None) -> tuple[dict, dict]:
+def run_one(
+    spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None
+) -> tuple[dict, dict]:
     """Fit one method on one task and evaluate it on validation and test data."""
     cls = reg.method(spec.method)
     torch.manual_seed(spec.seed)
     meter = BudgetMeter(Budget(**spec.budget))
-    ctx = FitContext(data, spec.hparams, meter, spec.seed, device, Augment(**spec.augment), spec.backbone, spec.weights, vlm, progress)
+    ctx = FitContext(
+        data,
+        spec.hparams,
+        meter,
+        spec.seed,
+        device,
+        Augment(**spec.augment),
+        spec.backbone,
+        spec.weights,
+        vlm,
+        progress,
+    )
     with gpu_usage(device) as gpu:
         predictor = cls().fit(ctx)
     fit_report = {**meter.report(), **gpu}
@@ -150,7 +182,13 @@ def run_one(spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, 
     intervals = None
     if spec.bootstrap:
         intervals = bootstrap_intervals(
-            data.test.y, test_scores.argmax(1), data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
+            data.test.y,
+            test_scores.argmax(1),
+            data.test.a,
+            data.n_groups,
+            data.n_classes,
+            n_resamples=spec.bootstrap,
+            seed=spec.seed,
         )
     record = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
@@ -211,8 +249,14 @@ class SpecRunner:
     so is the plugin registry unless a custom one (`reg`) was given.
     """
 
-    def __init__(self, device: str = "auto", cache_dir: Path | None = None, config: dict | None = None, progress: bool = False,
-                 reg: Registry | None = None):
+    def __init__(
+        self,
+        device: str = "auto",
+        cache_dir: Path | None = None,
+        config: dict | None = None,
+        progress: bool = False,
+        reg: Registry | None = None,
+    ):
         self.device, self.config, self.progress, self.reg = device, config, progress, reg
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self._loader: DataLoaderCache | None = None
@@ -255,7 +299,13 @@ class SpecRunner:
 
     def crashed(self, spec: RunSpec, error: str) -> dict:
         """The record of a run whose process died before it could write one."""
-        return {**base_record(spec, self.loader.reg, None), "status": "failed", "error": error, "traceback": None, "config": self.config}
+        return {
+            **base_record(spec, self.loader.reg, None),
+            "status": "failed",
+            "error": error,
+            "traceback": None,
+            "config": self.config,
+        }
 
     def is_heavy(self, spec: RunSpec) -> bool:
         """Runs that read a pool or a VLM do the most work per step: executors start them first."""

@@ -5,6 +5,7 @@ group, exactly like the built-ins, ships a working minimal method (ERM with
 one hyperparameter) as the contract filled in, and a test that runs the
 conformance kit on it.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from fairfacebench.plugins import registry
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
-PYPROJECT = Template('''\
+PYPROJECT = Template("""\
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
@@ -37,7 +38,7 @@ $name = "$module"
 
 [tool.setuptools.packages.find]
 where = ["src"]
-''')
+""")
 
 METHOD = Template('''\
 """$name: a fairbench method plugin.
@@ -99,7 +100,7 @@ def test_${module}_conforms():
     assert not report.failures, str(report)
 ''')
 
-README = Template('''\
+README = Template("""\
 # $dist
 
 A fairbench method plugin providing the method `$name`.
@@ -128,22 +129,32 @@ labels, is deterministic under a fixed seed, returns probabilities of shape
 
 - `src/$module/__init__.py`: the method (metadata, hyperparameter space, `fit`).
 - `tests/test_conformance.py`: the conformance test; add unit tests of your loss next to it.
-''')
+""")
 
 
 def names(name: str) -> dict[str, str]:
     """The method name and what is derived from it: distribution, module and class names."""
     if not NAME.match(name):
-        raise ValueError(f"method name '{name}' is not valid: use lowercase letters, digits and single hyphens, e.g. 'my-method'")
+        raise ValueError(
+            f"method name '{name}' is not valid: use lowercase letters, digits and single hyphens, e.g. 'my-method'"
+        )
     module = "fairbench_" + name.replace("-", "_")
-    return {"name": name, "dist": f"fairbench-{name}", "module": module, "cls": "".join(p.title() for p in name.split("-"))}
+    return {
+        "name": name,
+        "dist": f"fairbench-{name}",
+        "module": module,
+        "cls": "".join(p.title() for p in name.split("-")),
+    }
 
 
 def new_method(name: str, parent: Path | str = ".") -> Path:
     """Write the plugin package `fairbench-NAME` under `parent` and return its folder."""
     values = names(name)
     if name in registry().methods:
-        raise ValueError(f"a method named '{name}' is already installed (from {registry().sources[f'method:{name}']}); pick another name")
+        raise ValueError(
+            f"a method named '{name}' is already installed (from {registry().sources[f'method:{name}']}); "
+            "pick another name"
+        )
     root = Path(parent) / values["dist"]
     if root.exists():
         raise FileExistsError(f"{root} already exists; remove it or pass --dir to scaffold elsewhere")

@@ -1,4 +1,5 @@
 """Run specifications and their ids: a run is fully described by a RunSpec, its id is a hash of it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,9 @@ class RunSpec:
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
-    vlm: str | None = None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') of VLM methods; None for the others
+    vlm: str | None = (
+        None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') of VLM methods; None for the others
+    )
     pool: dict[str, Any] | None = None  # resolved unlabeled pool ({'kind': ..., 'source': ...}) of pool methods
 
     def to_dict(self) -> dict[str, Any]:

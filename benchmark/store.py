@@ -1,4 +1,5 @@
-"""The result store: one directory per run id, written atomically (temp dir + rename), so a re-run skips what is finished."""
+"""The result store: one directory per run id, written atomically (temp dir + rename); a re-run skips finished runs."""
+
 from __future__ import annotations
 
 import json
@@ -75,4 +76,3 @@ class ResultStore:
     def predictions(self, run_id: str) -> dict[str, np.ndarray]:
         with np.load(self.path(run_id) / PREDICTIONS, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-

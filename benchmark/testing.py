@@ -3,32 +3,12 @@
     from fairfacebench.testing import check_method
     check_method(MyMethod)   # raises ConformanceError naming every failed check
 
-It fits the method on a tiny synthfaces task under the smoke budget (32 px),
-twice with the same seed, on copies of the task whose test labels are
-poisoned differently, and checks:
-
-- budget: ``BudgetExceeded`` is never raised and the meter ends at most at
-  the budget's steps;
-- test labels: the test split the harness holds carries poisoned labels that
-  record every read (a read during ``fit`` fails), and predictions must not
-  change when the poison changes;
-- determinism: the same seed gives the same predictions (when the two runs
-  differ, a third run with the first poison tells which check failed);
-- predictions: validation and test scores have shape (N, n_classes), are
-  finite, lie in [0, 1] and each row sums to 1;
-- requirements: what the method touched (``ctx.touched``) matches what it
-  declares.  Reading labels that ``label_use(hparams)`` does not cover fails.
-  Reading ``ctx.pool`` or ``ctx.vlm`` without ``needs_pool`` /
-  ``needs_vlm`` fails, and so does declaring either without ever reading it:
-  the harness loads a pool, and the leaderboard shows the requirement, on the
-  method's word.  Declared labels that were never read only warn, since
-  over-declaring supervision is conservative.  A ``needs_vlm`` method run
-  without a VLM must run a named fallback variant (``ctx.log.variant``);
-  raising ``VLMUnavailable`` instead is reported as "pass vlm=".
-
-The kit runs single-threaded on the CPU with random-init weights: the checks
-are about the contract, not about accuracy.
+It fits the method twice on a tiny synthfaces task under the smoke budget,
+with differently poisoned test labels, and checks the budget, test-label
+isolation, determinism, the predictions and the declared requirements.
+What each check catches: CONTRIBUTING.md, "Testing it: the conformance kit".
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -163,8 +143,17 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fit_predict(method_cls: type, clean: TaskData, poison: int, hparams: dict, seed: int, budget: Any,
-                vlm: Any, backbone: str, weights: str) -> Outcome:
+def fit_predict(
+    method_cls: type,
+    clean: TaskData,
+    poison: int,
+    hparams: dict,
+    seed: int,
+    budget: Any,
+    vlm: Any,
+    backbone: str,
+    weights: str,
+) -> Outcome:
     """Fit on a copy of the task with poisoned test labels, the way the harness would, and predict."""
     test = PoisonedTest(clean.test, poison, clean.n_classes, clean.n_groups)
     data = dataclasses.replace(clean, test=test)
@@ -173,7 +162,9 @@ def fit_predict(method_cls: type, clean: TaskData, poison: int, hparams: dict, s
     ctx = FitContext(data, hparams, meter, seed, torch.device("cpu"), Augment(), backbone, weights, vlm)
     predictor = method_cls().fit(ctx)
     reads = set(test.reads)
-    scores = {name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean.test))}
+    scores = {
+        name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean.test))
+    }
     return Outcome(scores["val"], scores["test"], meter.steps, set(ctx.touched), reads, ctx.log.variant)
 
 
@@ -184,8 +175,12 @@ def _attempt(report: ConformanceReport, method_cls: type, run: Any) -> Outcome |
     except BudgetExceeded as exc:
         report.add("budget", False, f"BudgetExceeded: {exc}")
     except VLMUnavailable as exc:
-        report.add("requirements", False, f"needs a vision-language encoder and none was given ({exc}); "
-                   "pass check_method(..., vlm=ENCODER), or let the method run a named fallback variant without one")
+        report.add(
+            "requirements",
+            False,
+            f"needs a vision-language encoder and none was given ({exc}); "
+            "pass check_method(..., vlm=ENCODER), or let the method run a named fallback variant without one",
+        )
     except Exception as exc:
         report.add("fit", False, f"fit or predict raised {type(exc).__name__}: {exc} ({where(exc, method_cls)})")
     return None
@@ -199,12 +194,19 @@ def where(exc: BaseException, method_cls: type) -> str:
     home = inspect.getsourcefile(method_cls)
     own = [f for f in frames if f.filename == home]
     raised = f"{frames[-1].filename}:{frames[-1].lineno}"
-    return f"at {own[-1].filename}:{own[-1].lineno} in {own[-1].name}, raised at {raised}" if own else f"raised at {raised}"
+    return (
+        f"at {own[-1].filename}:{own[-1].lineno} in {own[-1].name}, raised at {raised}"
+        if own
+        else f"raised at {raised}"
+    )
 
 
 def same(a: Outcome, b: Outcome) -> bool:
     """Identical predictions (up to float round-off) on validation and test images."""
-    return all(x.shape == y.shape and np.allclose(x, y, rtol=0, atol=SAME_TOLERANCE, equal_nan=True) for x, y in ((a.val, b.val), (a.test, b.test)))
+    return all(
+        x.shape == y.shape and np.allclose(x, y, rtol=0, atol=SAME_TOLERANCE, equal_nan=True)
+        for x, y in ((a.val, b.val), (a.test, b.test))
+    )
 
 
 def check_scores(report: ConformanceReport, split: str, scores: np.ndarray, n: int, n_classes: int) -> None:
@@ -218,30 +220,58 @@ def check_scores(report: ConformanceReport, split: str, scores: np.ndarray, n: i
             problems.append(f"values outside [0, 1] (min {scores.min():.4g}, max {scores.max():.4g})")
         worst = float(np.abs(scores.sum(axis=1) - 1).max())
         if worst > SUM_TOLERANCE:
-            problems.append(f"rows sum to 1 only within {worst:.3g} (tolerance {SUM_TOLERANCE}): return probabilities, e.g. softmax")
-    report.add("predictions", not problems, f"{split} scores " + ("; ".join(problems) if problems else f"are ({n}, {n_classes}) probabilities"))
+            problems.append(
+                f"rows sum to 1 only within {worst:.3g} (tolerance {SUM_TOLERANCE}): return probabilities, e.g. softmax"
+            )
+    report.add(
+        "predictions",
+        not problems,
+        f"{split} scores " + ("; ".join(problems) if problems else f"are ({n}, {n_classes}) probabilities"),
+    )
 
 
-def check_requirements(report: ConformanceReport, method_cls: type, hparams: dict, touched: set[str], variant: str | None, vlm: Any) -> None:
+def check_requirements(
+    report: ConformanceReport, method_cls: type, hparams: dict, touched: set[str], variant: str | None, vlm: Any
+) -> None:
     declared = method_cls.label_use(hparams)
     reads = sorted(t for t in touched if t.endswith((".target", ".sensitive")) and not t.startswith("test."))
     undeclared = [t for t in reads if not declared.allows(t)]
-    report.add("requirements", not undeclared,
-               f"read {undeclared} which label_use(hparams) = '{declared.summary()}' does not declare" if undeclared
-               else f"label reads {reads} are declared by '{declared.summary()}'")
-    unread = [f"{split}.{kind}" for kind, spec in (("target", declared.target), ("sensitive", declared.sensitive))
-              if spec for split in spec.split("+") if f"{split}.{kind}" not in touched]
+    report.add(
+        "requirements",
+        not undeclared,
+        f"read {undeclared} which label_use(hparams) = '{declared.summary()}' does not declare"
+        if undeclared
+        else f"label reads {reads} are declared by '{declared.summary()}'",
+    )
+    unread = [
+        f"{split}.{kind}"
+        for kind, spec in (("target", declared.target), ("sensitive", declared.sensitive))
+        if spec
+        for split in spec.split("+")
+        if f"{split}.{kind}" not in touched
+    ]
     if unread:
-        report.warn("requirements", f"declares {unread} but never read them; the leaderboard over-states its supervision")
+        report.warn(
+            "requirements", f"declares {unread} but never read them; the leaderboard over-states its supervision"
+        )
     for key, attr, what in (("pool", "needs_pool", "an unlabeled pool"), ("vlm", "needs_vlm", "a VLM")):
         declares, reads_it = getattr(method_cls, attr), key in touched
         if declares != reads_it:
-            report.add("requirements", False, f"{attr} = {declares} but the method {'never reads' if declares else 'reads'} "
-                       f"ctx.{key}; declare {attr} = {not declares} so the harness provides {what} and the leaderboard says so")
+            report.add(
+                "requirements",
+                False,
+                f"{attr} = {declares} but the method {'never reads' if declares else 'reads'} "
+                f"ctx.{key}; declare {attr} = {not declares} so the harness provides {what} "
+                "and the leaderboard says so",
+            )
     if method_cls.needs_vlm and vlm is None:
-        report.add("requirements", variant is not None,
-                   f"ran without a VLM as the named fallback variant '{variant}'" if variant
-                   else "ran without a VLM but named no fallback variant: set ctx.log.variant (no silent substitution)")
+        report.add(
+            "requirements",
+            variant is not None,
+            f"ran without a VLM as the named fallback variant '{variant}'"
+            if variant
+            else "ran without a VLM but named no fallback variant: set ctx.log.variant (no silent substitution)",
+        )
 
 
 def check_method(
@@ -273,7 +303,9 @@ def check_method(
     report = ConformanceReport(method_cls.name, hp)
 
     def run(poison: int) -> Outcome | None:
-        return _attempt(report, method_cls, lambda: fit_predict(method_cls, clean, poison, hp, seed, spent, vlm, backbone, weights))
+        return _attempt(
+            report, method_cls, lambda: fit_predict(method_cls, clean, poison, hp, seed, spent, vlm, backbone, weights)
+        )
 
     with single_thread():
         first = run(1)
@@ -302,5 +334,9 @@ def _check_repeat(report: ConformanceReport, first: Outcome, second: Outcome, th
         report.add("determinism", True, "two runs with the same seed and test labels gave identical predictions")
         report.add("test labels", False, "predictions change when only the (poisoned) test labels change")
     elif third is not None:
-        report.add("determinism", False, "two runs with the same seed and test labels gave different predictions: "
-                   "draw randomness from ctx.generator(...) / ctx.rng(...), not from global state")
+        report.add(
+            "determinism",
+            False,
+            "two runs with the same seed and test labels gave different predictions: "
+            "draw randomness from ctx.generator(...) / ctx.rng(...), not from global state",
+        )

@@ -3,6 +3,7 @@
 Augmentation is a comparison-level setting (`plan.Augment`) applied here to
 whole batches of tensors, so it runs on the GPU when there is one.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,6 @@ from fairfacebench.plan import Augment
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -67,13 +66,15 @@ def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
         x = x * brightness
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast + mean
-        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - gray) * saturation + gray
         x = x.clamp(0, 1)
     return x
 
 
-def mix_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mix_batch(
+    x: torch.Tensor, aug: Augment, gen: torch.Generator, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019): returns mixed x, partner permutation, weight of x."""
     n, _, h, w = x.shape
     lam = float(rng.beta(aug.mix_alpha, aug.mix_alpha))
@@ -134,7 +135,9 @@ class Classifier(nn.Module):
         return self.heads[head](self.backbone(x))
 
 
-def predict_scores(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256, head: str = "target") -> np.ndarray:
+def predict_scores(
+    model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256, head: str = "target"
+) -> np.ndarray:
     """Softmax scores (N, C) for uint8 images, in evaluation mode, without gradients."""
     was_training = model.training
     model.eval()

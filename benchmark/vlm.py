@@ -6,6 +6,7 @@ run an explicitly named fallback variant and set `ctx.log.variant`).  Encoder
 plugins (open_clip tags and checkpoints, the embedded mini-CLIP of synthfaces)
 register through the `fairfacebench_encoders` hook.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ class VisionLanguageEncoder(Protocol):
         """prompts -> float32 (M, D), rows L2-normalised."""
 
 
-def load_vlm(value: str, encoders: dict[str, Any], cache_dir: Path, device: Any = "cpu") -> VisionLanguageEncoder | None:
+def load_vlm(
+    value: str, encoders: dict[str, Any], cache_dir: Path, device: Any = "cpu"
+) -> VisionLanguageEncoder | None:
     """Load the encoder a resolved `vlm` value ('NAME[:ARGUMENT]') names; None for 'none'."""
     if value == "none":
         return None

@@ -5,6 +5,7 @@ the dataset's one vocabulary); every phrase goes into every template of
 `PROMPT_TEMPLATES`, the L2-normalised text embeddings of a class are averaged
 and re-normalised, and an image's class scores are its cosine similarities to them.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -40,8 +41,9 @@ def class_phrases(attribute: Attribute) -> list[tuple[str, ...]]:
     return phrases
 
 
-def zero_shot_classifier(encoder: VisionLanguageEncoder, phrases: Sequence[Sequence[str]],
-                         templates: Sequence[str] = PROMPT_TEMPLATES) -> np.ndarray:
+def zero_shot_classifier(
+    encoder: VisionLanguageEncoder, phrases: Sequence[Sequence[str]], templates: Sequence[str] = PROMPT_TEMPLATES
+) -> np.ndarray:
     """Class embeddings (C, D): per class, the re-normalised mean of its template x phrase text embeddings."""
     rows = []
     for class_phrase_list in phrases:
@@ -51,7 +53,9 @@ def zero_shot_classifier(encoder: VisionLanguageEncoder, phrases: Sequence[Seque
     return np.stack(rows).astype(np.float32)
 
 
-def zero_shot_probabilities(image_embeddings: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
-    """softmax(logit_scale · cos(image, class)) over classes, (N, C); CLIP's zero-shot rule (Radford et al. 2021, Fig. 1)."""
+def zero_shot_probabilities(
+    image_embeddings: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0
+) -> np.ndarray:
+    """softmax(logit_scale · cos(image, class)) over classes, (N, C): CLIP's zero-shot rule (Radford et al. 2021)."""
     logits = torch.from_numpy(image_embeddings @ classifier.T) * logit_scale
     return torch.softmax(logits.double(), dim=1).float().numpy()

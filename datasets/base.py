@@ -1,4 +1,5 @@
 """The base class of every dataset plugin."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,11 +38,19 @@ class DatasetPlugin:
 
     def check(self, root: Path) -> dict[str, Any]:
         """Layout check of a data root: counts per split and group, and a list of problems."""
-        raise NotImplementedError(f"dataset '{self.name}' has no files to check" if not self.needs_root else f"'{self.name}' does not implement check")
+        raise NotImplementedError(
+            f"dataset '{self.name}' has no files to check"
+            if not self.needs_root
+            else f"'{self.name}' does not implement check"
+        )
 
     def prepare(self, root: Path, size: int, cache_dir: Path, workers: int | None = None) -> dict[str, Any]:
         """Build the decoded-image cache of a data root ahead of a run."""
-        raise NotImplementedError(f"dataset '{self.name}' is generated on the fly; nothing to prepare" if not self.needs_root else f"'{self.name}' does not implement prepare")
+        raise NotImplementedError(
+            f"dataset '{self.name}' is generated on the fly; nothing to prepare"
+            if not self.needs_root
+            else f"'{self.name}' does not implement prepare"
+        )
 
     def pool(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool | None:
         """An unlabeled pool that comes with the dataset (None if it has none)."""

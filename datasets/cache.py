@@ -1,21 +1,10 @@
 """The decoded-image cache: decode and resize every image once into a uint8 `.npy` memmap.
 
-One cache per (dataset name, resolution, source fingerprint).  The fingerprint
-hashes the cache version and the ordered file list with each file's size and
-mtime, so editing, adding or removing a source file, or asking for another
-resolution, builds a new cache instead of serving stale pixels.
-
-Layout under `cache_dir`::
-
-    <key>/images.npy        (K, size, size, 3) uint8, rows in item order, skipped items left out
-    <key>/manifest.json     counts, skipped files with reasons, fingerprint; written last
-    <key>.lock              fcntl lock: one builder per key, other processes wait and reuse
-    .<key>.tmp-*/           a build in progress, renamed to <key>/ only once complete
-
-A build streams: decoded rows are appended to the file in batches, so memory
-stays bounded whatever the dataset size (plain file writes rather than a
-writable memmap, whose dirty pages would count towards the builder's RSS).
+One cache per (dataset, resolution, source fingerprint), built by streaming
+under a lock into a temporary folder renamed only when complete; layout and
+guarantees: docs/DATASETS.md.
 """
+
 from __future__ import annotations
 
 import fcntl

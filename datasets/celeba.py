@@ -1,25 +1,10 @@
-"""CelebA: 202,599 aligned celebrity faces with 40 binary attributes.
+"""CelebA (Liu et al., ICCV 2015): 202,599 aligned faces with 40 binary attributes; non-commercial use only.
 
-Liu, Luo, Wang, Tang, "Deep Learning Face Attributes in the Wild", ICCV 2015.
-Non-commercial research use only.
-
-Layout::
-
-    ROOT/img_align_celeba/000001.jpg ...   (178x218; centre-cropped to a square in the cache)
-    ROOT/list_attr_celeba.txt              line 1 the count, line 2 the 40 names, then `file v1 .. v40`
-    ROOT/list_eval_partition.txt           `000001.jpg 0` (0 train, 1 val, 2 test)
-
-The CSV mirror (``list_attr_celeba.csv`` with ``image_id`` and the 40 columns,
-``list_eval_partition.csv`` with ``image_id,partition``) is accepted too; the
-``.txt`` file wins when both exist.  Values 1 / -1 become codes 1 / 0; the
-classes of attribute ``X`` are ``("not_X", "X")``.  The official partition is
-used as is.
-
-Every attribute is selectable: besides the usual tasks (targets Smiling,
-Attractive, Blond_Hair, Big_Nose, Bags_Under_Eyes, Wavy_Hair x sensitive Male,
-Young) `task()` accepts any ``<Target>/<Sensitive>`` or
-``<Target>/<S1>+<S2>`` built from the 40 names.
+Reads the official ``.txt`` attribute and partition files or their CSV
+mirror; any ``<Target>/<Sensitive>`` task of the 40 attributes is available.
+Layout and policy: docs/DATASETS.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,12 +33,46 @@ from fairfacebench.hookspecs import hookimpl
 logger = logging.getLogger(__name__)
 
 ATTRIBUTE_NAMES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
 )
 ATTRIBUTES = {name: Attribute(name, (f"not_{name}", name)) for name in ATTRIBUTE_NAMES}
 USUAL_TARGETS = ("Smiling", "Attractive", "Blond_Hair", "Big_Nose", "Bags_Under_Eyes", "Wavy_Hair")

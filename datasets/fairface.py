@@ -1,29 +1,11 @@
-"""FairFace: a face attribute dataset balanced for race, gender and age.
+"""FairFace (Kärkkäinen & Joo, WACV 2021): faces balanced for race, gender and age; images CC BY 4.0.
 
-Kärkkäinen, Joo, "FairFace: Face Attribute Dataset for Balanced Race, Gender,
-and Age for Bias Measurement and Mitigation", WACV 2021.  Images CC BY 4.0.
-
-Layout (either padding release, 0.25 or 1.25; any image size is resized into
-the cache)::
-
-    ROOT/fairface_label_train.csv   ROOT/train/1.jpg ...
-    ROOT/fairface_label_val.csv     ROOT/val/1.jpg ...
-
-CSV header ``file,age,gender,race,service_test``; ``file`` is relative to ROOT.
-Extra columns are accepted and noted; exact duplicate rows are dropped and
-noted; a file listed twice with different labels, or in both CSVs, is an error.
-
-Attributes: gender (Male, Female); race (7 classes, as in the CSV); race4
-(White, Black, Asian = East + Southeast Asian, Indian); age (the 9 official
-bins).  Latino_Hispanic and Middle Eastern rows have no race4 class: their
-race4 code is ``NOT_APPLICABLE`` and a task using race4 drops them (load with
-``task=...``, or ``restrict_to_task``); the drop counts go into info.  Within
-each split those rows come last, so dropping them keeps a zero-copy memmap slice.
-
-Splits: the official val CSV is the test split; validation is carved from the
-official train CSV (default 10%), stratified on (gender, race, age) with a
-fixed seed (default 0), recorded in ``info["split"]``.
+Reads the official CSVs and image folders (either padding release); the
+official val CSV is the test split and validation is carved from train.
+race4 does not apply to Latino_Hispanic and Middle Eastern rows, which its
+tasks drop.  Layout and policy: docs/DATASETS.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -133,8 +115,10 @@ def _read_split(
     rows = [(line, (relative_inside(f[0], csv_path, line), *f[1:])) for line, f in rows]
     rows, repeated = dedupe(rows, csv_path)
     notes += extra + repeated
-    labels = {name: encode(((line, f[col]) for line, f in rows), ATTRIBUTES[name].classes, csv_path, name)
-              for col, name in ((1, "age"), (2, "gender"), (3, "race"))}
+    labels = {
+        name: encode(((line, f[col]) for line, f in rows), ATTRIBUTES[name].classes, csv_path, name)
+        for col, name in ((1, "age"), (2, "gender"), (3, "race"))
+    }
     labels["race4"] = RACE4_OF_RACE[labels["race"]]
     files = [f[0] for _, f in rows]
     present, absent = present_or_missing(root, [(line, f[0]) for line, f in rows], csv_path, strict)

@@ -8,6 +8,7 @@ shares (errors name the file, line, column and value, and what to do), the
 stratified split, and `restrict_to_task` for attributes that do not apply to
 every row (code ``NOT_APPLICABLE``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -351,6 +352,9 @@ def present_or_missing(
     if missing:
         logger.warning(
             "%s: %d image(s) listed in %s are missing and their rows were skipped (first: %s)",
-            root, len(missing), source.name, [m["file"] for m in missing[:5]],
+            root,
+            len(missing),
+            source.name,
+            [m["file"] for m in missing[:5]],
         )
     return present, missing

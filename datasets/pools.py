@@ -8,6 +8,7 @@
 - ``dataset-train``: the training split of a dataset plugin with its labels
   withheld from the method (kept in ``pool.hidden`` for harness reports only).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +63,9 @@ class DatasetTrainPool(PoolPlugin):
     name = "dataset-train"
     description = "the training images of a dataset plugin, labels withheld from methods"
 
-    def load(self, source: DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any) -> UnlabeledPool:
+    def load(
+        self, source: DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any
+    ) -> UnlabeledPool:
         """`source` is a dataset plugin (the harness looks it up by name); `root` and `options` go to its `load`."""
         ds = source.load(root, size, cache_dir, **options)
         train = ds.splits["train"]

@@ -1,31 +1,10 @@
-"""UTKFace: faces with age, gender and race encoded in the file names.
+"""UTKFace (Zhang, Song, Qi, CVPR 2017): age, gender and race encoded in the file names; non-commercial use only.
 
-Zhang, Song, Qi, "Age Progression/Regression by Conditional Adversarial
-Autoencoder", CVPR 2017.  Non-commercial research use only.
-
-Layout (flat, the "Aligned & Cropped Faces" release)::
-
-    ROOT/[age]_[gender]_[race]_[datetime].jpg.chip.jpg
-
-A name must match ``PATTERN`` exactly (age 0-999, gender 0 male / 1 female,
-race 0 White / 1 Black / 2 Asian / 3 Indian / 4 Others, any number of
-datetime digits); labels are never guessed.  Irregular names are skipped,
-counted, named in one warning and listed in ``info["skipped_names"]``:
-
-- three files lack the race field (``39_1_20170116174525125.jpg.chip.jpg``,
-  two ``61_1_...``): skipped, reason "missing race field";
-- two carry all labels but a stray space or a missing dot before the
-  extension (``24_0_1_20170116220224657 .jpg.chip.jpg``,
-  ``55_0_0_20170116232725357jpg.chip.jpg``): also skipped, reason "irregular
-  name", so the real release yields exactly the 23,702 strictly-parsed files.
-
-Attributes: gender (Male, Female); race (White, Black, Asian, Indian,
-Others); age_group in years (0-19, 20-39, 40-59, 60+); age_binary (0-39, 40+).
-
-There is no official split: rows are split 70/10/20 into train/val/test,
-stratified on (gender, race, age_binary) with a fixed seed (default 0); the
-seed, fractions and sizes are recorded in ``info["split"]``.
+Names must match ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg`` exactly;
+irregular names are skipped and listed, never guessed.  No official split:
+70/10/20 stratified with a recorded seed.  Layout and policy: docs/DATASETS.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,7 +86,10 @@ def parse_folder(root: Path) -> ParsedNames:
         logger.warning(
             "utkface: skipped %d of %d files in %s whose names do not match "
             "[age]_[gender]_[race]_[datetime].jpg.chip.jpg (%s): %s",
-            len(skipped), len(names), root, dict(reasons),
+            len(skipped),
+            len(names),
+            root,
+            dict(reasons),
             "; ".join(f"{s['file']!r} ({s['reason']})" for s in skipped[:20]),
         )
     age, gender, race = np.asarray(labels, dtype=np.int64).reshape(-1, 3).T

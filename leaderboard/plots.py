@@ -4,6 +4,7 @@ Text is rendered as paths (``svg.fonttype = "path"``), so a plugin's name can
 never become markup inside an SVG, and dates/ids are fixed so the same
 store always gives byte-identical plots.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,9 +31,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """
     front = []
     for i, (eod, acc) in enumerate(points):
-        dominated = any(
-            e <= eod and a >= acc and (e < eod or a > acc) for j, (e, a) in enumerate(points) if j != i
-        )
+        dominated = any(e <= eod and a >= acc and (e < eod or a > acc) for j, (e, a) in enumerate(points) if j != i)
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
@@ -59,15 +58,35 @@ def tradeoff(points: list[dict], path: Path, title: str) -> Path:
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.add_subplot()
         for p in shown:
-            ax.errorbar(p["eod_max"], p["acc"], xerr=_err(p["eod_err"]), yerr=_err(p["acc_err"]),
-                        fmt="o", color=POINT_COLOR, ecolor="#9bb7d9", capsize=2)
+            ax.errorbar(
+                p["eod_max"],
+                p["acc"],
+                xerr=_err(p["eod_err"]),
+                yerr=_err(p["acc_err"]),
+                fmt="o",
+                color=POINT_COLOR,
+                ecolor="#9bb7d9",
+                capsize=2,
+            )
             ax.annotate(plain(p["label"]), (p["eod_max"], p["acc"]), textcoords="offset points", xytext=(5, 4))
         front = [shown[i] for i in pareto_front([(p["eod_max"], p["acc"]) for p in shown])]
         if front:
-            ax.step([p["eod_max"] for p in front], [p["acc"] for p in front], where="post",
-                    color=FRONT_COLOR, linestyle="--", label="Pareto front")
-            ax.scatter([p["eod_max"] for p in front], [p["acc"] for p in front], s=110,
-                       facecolors="none", edgecolors=FRONT_COLOR, zorder=3)
+            ax.step(
+                [p["eod_max"] for p in front],
+                [p["acc"] for p in front],
+                where="post",
+                color=FRONT_COLOR,
+                linestyle="--",
+                label="Pareto front",
+            )
+            ax.scatter(
+                [p["eod_max"] for p in front],
+                [p["acc"] for p in front],
+                s=110,
+                facecolors="none",
+                edgecolors=FRONT_COLOR,
+                zorder=3,
+            )
             ax.legend(loc="lower right")
         ax.set_xlabel("eod_max on test (lower is fairer)")
         ax.set_ylabel("accuracy on test (higher is better)")
@@ -88,7 +107,9 @@ def group_bars(groups: list[dict], path: Path, title: str) -> Path:
         fig = Figure(figsize=(5.6, 0.45 * len(groups) + 1.2))
         ax = fig.add_subplot()
         bars = ax.barh(range(len(groups)), accs, color=POINT_COLOR)
-        ax.bar_label(bars, labels=[f"{a:.3f}" if defined(g.get("acc")) else "n/a" for a, g in zip(accs, groups)], padding=3)
+        ax.bar_label(
+            bars, labels=[f"{a:.3f}" if defined(g.get("acc")) else "n/a" for a, g in zip(accs, groups)], padding=3
+        )
         ax.set_yticks(range(len(groups)), names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.1)

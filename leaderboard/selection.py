@@ -3,6 +3,7 @@
 Built-in rules register through the `fairfacebench_selection_rules` hook like
 third-party ones; `val_acc@val_eod_max<=EPS` is a family parsed from its name.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,8 @@ def constrained_rule(eps: float) -> SelectionRule:
 
     return SelectionRule(
         f"{CONSTRAINED_PREFIX}{eps:g}",
-        f"highest validation accuracy among trials with validation eod_max <= {eps:g} (else the lowest validation eod_max)",
+        f"highest validation accuracy among trials with validation eod_max <= {eps:g} "
+        "(else the lowest validation eod_max)",
         key,
     )
 
@@ -68,11 +70,13 @@ def get_rule(name: str) -> SelectionRule:
         return rules[name]
     if name.startswith(CONSTRAINED_PREFIX):
         try:
-            return constrained_rule(float(name[len(CONSTRAINED_PREFIX):]))
+            return constrained_rule(float(name[len(CONSTRAINED_PREFIX) :]))
         except ValueError:
             pass
-    raise UnknownName(f"unknown selection rule '{name}'; use one of {sorted(rules)} or '{CONSTRAINED_PREFIX}EPS' "
-                      f"(e.g. {CONSTRAINED_PREFIX}0.1)")
+    raise UnknownName(
+        f"unknown selection rule '{name}'; use one of {sorted(rules)} or '{CONSTRAINED_PREFIX}EPS' "
+        f"(e.g. {CONSTRAINED_PREFIX}0.1)"
+    )
 
 
 def select(records: list[dict], rule: SelectionRule) -> dict | None:

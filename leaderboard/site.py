@@ -7,6 +7,7 @@ the only script is the packaged sort.js, so a plugin named
 ``<script>alert(1)</script>`` is shown as text.  The site needs no network:
 it works from file:// and from any static host.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,8 @@ def cell(summary: dict[str, Any]) -> dict[str, str]:
 
 def budget_text(spec: dict[str, Any]) -> str:
     budget = spec["budget"]
-    return f"{budget['name']}: {budget['steps']} optimizer steps at batch size {budget['batch_size']}, {spec['resolution']} px"
+    steps = f"{budget['steps']} optimizer steps at batch size {budget['batch_size']}"
+    return f"{budget['name']}: {steps}, {spec['resolution']} px"
 
 
 def show_value(value: Any) -> str:
@@ -76,17 +78,19 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
     rows = []
     for row in table["rows"]:
         info = next((r["method_info"] for r in _row_runs(row, records)), {})
-        rows.append({
-            "method": row["method"],
-            "page": method_page(row["method"]),
-            "variant": row.get("variant"),
-            "labels_used": row["labels_used"],
-            "requires": info.get("requires") or "-",
-            "status": row["status"],
-            "seeds": row["seeds"],
-            "failed": len(row["failed_runs"]),
-            "cells": [cell(row[m]) for m in TABLE_METRICS],
-        })
+        rows.append(
+            {
+                "method": row["method"],
+                "page": method_page(row["method"]),
+                "variant": row.get("variant"),
+                "labels_used": row["labels_used"],
+                "requires": info.get("requires") or "-",
+                "status": row["status"],
+                "seeds": row["seeds"],
+                "failed": len(row["failed_runs"]),
+                "cells": [cell(row[m]) for m in TABLE_METRICS],
+            }
+        )
     title = f"{table['dataset']} / {table['task']} / budget {table['budget']}"
     return {
         "id": slug,
@@ -104,18 +108,27 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
 
 def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
     points = [
-        {"label": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""), "acc": r["acc"]["mean"], "eod_max": r["eod_max"]["mean"],
-         "acc_err": r["acc"].get("std"), "eod_err": r["eod_max"].get("std")}
-        for r in table["rows"] if r["status"] == "ok"
+        {
+            "label": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""),
+            "acc": r["acc"]["mean"],
+            "eod_max": r["eod_max"]["mean"],
+            "acc_err": r["acc"].get("std"),
+            "eod_err": r["eod_max"].get("std"),
+        }
+        for r in table["rows"]
+        if r["status"] == "ok"
     ]
     return f"plots/{plots.tradeoff(points, path, title).name}"
 
 
 def _spread_plot(table: dict, records: dict[str, dict], path: Path, title: str) -> str:
     series = {
-        r["method"]: {m: [records[s["run_id"]]["metrics"]["test"].get(m) for s in r["selected"] if s["run_id"] in records]
-                      for m in SPREAD_METRICS}
-        for r in table["rows"] if r["status"] == "ok"
+        r["method"]: {
+            m: [records[s["run_id"]]["metrics"]["test"].get(m) for s in r["selected"] if s["run_id"] in records]
+            for m in SPREAD_METRICS
+        }
+        for r in table["rows"]
+        if r["status"] == "ok"
     }
     return f"plots/{plots.seed_spread(series, SPREAD_METRICS, path, f'per-seed spread: {title}').name}"
 
@@ -127,14 +140,17 @@ def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot
         for row in table["rows"]:
             runs = _row_runs(row, records)
             info = runs[0]["method_info"] if runs else {}
-            page = pages.setdefault(row["method"], {
-                "name": row["method"],
-                "page": method_page(row["method"]),
-                "description": row["description"],
-                "citation": row["citation"],
-                "requires": info.get("requires") or "-",
-                "sections": [],
-            })
+            page = pages.setdefault(
+                row["method"],
+                {
+                    "name": row["method"],
+                    "page": method_page(row["method"]),
+                    "description": row["description"],
+                    "citation": row["citation"],
+                    "requires": info.get("requires") or "-",
+                    "sections": [],
+                },
+            )
             page["sections"].append(_section(row, view, records, plot_dir))
     return [pages[name] for name in sorted(pages)]
 
@@ -143,11 +159,15 @@ def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) ->
     selected = []
     for s in row["selected"]:
         test = records[s["run_id"]]["metrics"]["test"] if s["run_id"] in records else {}
-        selected.append({
-            "seed": s["seed"], "trial": s["trial"], "run_id": s["run_id"],
-            "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
-            "metrics": [fmt_value(test.get(m)) for m in TABLE_METRICS],
-        })
+        selected.append(
+            {
+                "seed": s["seed"],
+                "trial": s["trial"],
+                "run_id": s["run_id"],
+                "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
+                "metrics": [fmt_value(test.get(m)) for m in TABLE_METRICS],
+            }
+        )
     groups_plot = None
     if row["per_group"]:
         path = plot_dir / f"{view['id']}-{slugify(row['method'])}-groups.svg"
@@ -159,7 +179,11 @@ def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) ->
         "variant": row.get("variant"),
         "selected": selected,
         "per_group": [
-            {"group": g["group"], "n": g["n"], "values": [fmt_value(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]}
+            {
+                "group": g["group"],
+                "n": g["n"],
+                "values": [fmt_value(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")],
+            }
             for g in row["per_group"]
         ],
         "groups_plot": groups_plot,
@@ -176,8 +200,13 @@ def fmt_value(value: float | None) -> str:
 
 def environment() -> Environment:
     """Jinja2 over the packaged templates, autoescaping every value."""
-    return Environment(loader=PackageLoader("fairfacebench.leaderboard", "templates"), autoescape=True,
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=PackageLoader("fairfacebench.leaderboard", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _clear_generated(out: Path) -> None:
@@ -208,7 +237,10 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
     tables = [table_view(t, records, out / "plots") for t in board["tables"]]
     methods = method_views(board, tables, records, out / "plots")
     definitions = next((r.get("metric_definitions", {}) for r in records.values() if r.get("metric_definitions")), {})
-    metrics = [{"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")} for m in TABLE_METRICS]
+    metrics = [
+        {"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")}
+        for m in TABLE_METRICS
+    ]
     common = {"version": __version__, "n_records": len(records), "metrics": metrics}
     env = environment()
     paths = write_data(board, out)

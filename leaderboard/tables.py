@@ -4,6 +4,7 @@ One table per (dataset, task, budget): one row per method, the trial chosen
 per seed by a named validation-only selection rule, test metrics as
 mean ± std over seeds.  Failed runs are shown as failed, not dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def fmt(summary: dict) -> str:
 
 INTERVAL_NOTE = {
     "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds",
-    "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed (1,000 multinomial resamples of the confusion counts)",
+    "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
+    "(1,000 multinomial resamples of the confusion counts)",
 }
 
 
@@ -55,7 +57,13 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     for (dataset, task, budget, method), by_seed in sorted(cells.items()):
         table = tables.setdefault(
             f"{dataset}/{task}/{budget}",
-            {"dataset": dataset, "task": task, "budget": budget, "selection_rule": f"{selection.name}: {selection.description}", "rows": []},
+            {
+                "dataset": dataset,
+                "task": task,
+                "budget": budget,
+                "selection_rule": f"{selection.name}: {selection.description}",
+                "rows": [],
+            },
         )
         chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
         ok = [c for c in chosen if c is not None]
@@ -70,11 +78,22 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "variant": ok[0].get("variant") if ok else None,
             "description": (ok or failed)[0]["method_info"]["description"],
             "citation": (ok or failed)[0]["method_info"]["citation"],
-            "selected": [{"seed": c["spec"]["seed"], "trial": c["spec"]["trial"], "run_id": c["run_id"], "hparams": c["spec"]["hparams"]} for c in ok],
+            "selected": [
+                {
+                    "seed": c["spec"]["seed"],
+                    "trial": c["spec"]["trial"],
+                    "run_id": c["run_id"],
+                    "hparams": c["spec"]["hparams"],
+                }
+                for c in ok
+            ],
             "budget_report": [c["budget_report"] for c in ok],
         }
         for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
-            row[m] = _summarise([c["metrics"]["test"].get(m) for c in ok], [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok])
+            row[m] = _summarise(
+                [c["metrics"]["test"].get(m) for c in ok],
+                [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok],
+            )
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
         table["rows"].append(row)
@@ -119,7 +138,8 @@ def to_markdown(board: dict[str, Any]) -> str:
         out += [
             f"## {t['dataset']} — task {t['task']} — budget {t['budget']}",
             "",
-            f"Model selection: {t['selection_rule']}. Test metrics of the selected trial per seed (interval method below each table).",
+            f"Model selection: {t['selection_rule']}. "
+            "Test metrics of the selected trial per seed (interval method below each table).",
             "",
         ]
         rows = []
@@ -137,7 +157,10 @@ def to_markdown(board: dict[str, Any]) -> str:
             if r["status"] != "ok":
                 continue
             out += [f"### {t['dataset']}/{t['task']}: per-group test metrics of {r['method']}", ""]
-            pg = [[g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]] for g in r["per_group"]]
+            pg = [
+                [g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]]
+                for g in r["per_group"]
+            ]
             out += [tabulate(pg, headers=["group", "n", "acc", "tpr", "fpr", "selection_rate"], tablefmt="github"), ""]
     return "\n".join(out)
 
@@ -147,9 +170,32 @@ def _budget_table(rows: list[dict]) -> str:
     out = []
     for r in rows:
         for sel, rep in zip(r["selected"], r["budget_report"]):
-            out.append([r["method"], sel["seed"], sel["trial"], rep["steps"], rep["budget"]["steps"], rep["samples_seen"],
-                        rep["wall_time_s"], ", ".join(f"{k}={v}" for k, v in rep["steps_per_stage"].items())])
-    return tabulate(out, headers=["method", "seed", "trial", "steps", "budget steps", "samples seen", "fit wall time (s)", "steps per stage"], tablefmt="github")
+            out.append(
+                [
+                    r["method"],
+                    sel["seed"],
+                    sel["trial"],
+                    rep["steps"],
+                    rep["budget"]["steps"],
+                    rep["samples_seen"],
+                    rep["wall_time_s"],
+                    ", ".join(f"{k}={v}" for k, v in rep["steps_per_stage"].items()),
+                ]
+            )
+    return tabulate(
+        out,
+        headers=[
+            "method",
+            "seed",
+            "trial",
+            "steps",
+            "budget steps",
+            "samples seen",
+            "fit wall time (s)",
+            "steps per stage",
+        ],
+        tablefmt="github",
+    )
 
 
 def _f(v: Any) -> str:
@@ -160,8 +206,17 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for t in board["tables"]:
         for r in t["rows"]:
-            row = {"dataset": t["dataset"], "task": t["task"], "budget": t["budget"], "method": r["method"], "variant": r.get("variant"),
-                   "status": r["status"], "labels_used": r["labels_used"], "seeds": r["seeds"], "selection_rule": board["selection_rule"]}
+            row = {
+                "dataset": t["dataset"],
+                "task": t["task"],
+                "budget": t["budget"],
+                "method": r["method"],
+                "variant": r.get("variant"),
+                "status": r["status"],
+                "labels_used": r["labels_used"],
+                "seeds": r["seeds"],
+                "selection_rule": board["selection_rule"],
+            }
             for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
                 lo, hi = r[m]["interval"] or (None, None)
                 row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = r[m]["mean"], r[m]["std"], lo, hi

@@ -1,4 +1,5 @@
 """The method contract (DomainBed-style): metadata, a hyperparameter search space and `fit(ctx) -> Predictor`."""
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ of the face crop.  The clusters' agreement with the true groups (AMI) is
 computed by the harness, which holds the sensitive labels.  Details and
 choices: docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -82,7 +83,9 @@ def underperforming(acc: np.ndarray, overall: float) -> np.ndarray:
     return np.nan_to_num(acc, nan=np.inf) < overall
 
 
-def resampling_probabilities(clusters: np.ndarray, weak: np.ndarray, upsample: float, y: np.ndarray | None = None) -> np.ndarray:
+def resampling_probabilities(
+    clusters: np.ndarray, weak: np.ndarray, upsample: float, y: np.ndarray | None = None
+) -> np.ndarray:
     """Per-sample draw probabilities ∝ ``upsample`` in under-performing clusters, ∝ 1 elsewhere.
 
     With ``y``, each under-performing cluster keeps its total mass but its
@@ -102,20 +105,37 @@ def resampling_probabilities(clusters: np.ndarray, weak: np.ndarray, upsample: f
 
 class ClipCluster(Method):
     name = "clip-cluster"
-    description = ("Clusters of VLM image-prompt similarities as inferred groups; re-sample and augment the clusters "
-                   "a first model does worst on (variant backbone-features without a VLM)")
-    citation = "Zhang & Chunara, Leveraging CLIP for Inferring Sensitive Information and Improving Model Fairness, arXiv 2403.10624v1, 2024"
+    description = (
+        "Clusters of VLM image-prompt similarities as inferred groups; re-sample and augment the clusters "
+        "a first model does worst on (variant backbone-features without a VLM)"
+    )
+    citation = (
+        "Zhang & Chunara, Leveraging CLIP for Inferring Sensitive Information and Improving Model Fairness, "
+        "arXiv 2403.10624v1, 2024"
+    )
     labels = LabelUse(target="train+val")
     needs_vlm = True
     space = {
-        "n_clusters": Hparam(0, choice([0, 4, 8]), "number of k-means clusters; 0 = number of sensitive groups of the task"),
+        "n_clusters": Hparam(
+            0, choice([0, 4, 8]), "number of k-means clusters; 0 = number of sensitive groups of the task"
+        ),
         "first_frac": Hparam(0.3, uniform(0.2, 0.5), "share of the budget for the first (ERM) model"),
-        "final_init": Hparam("first", choice(["first", "fresh"]), "final model continues the first model, or starts afresh"),
-        "upsample": Hparam(4.0, choice([2.0, 4.0, 8.0]), "draw-probability factor of samples in under-performing clusters"),
-        "balance_classes": Hparam(False, choice([False, True]), "draw the classes of up-sampled clusters equally often"),
+        "final_init": Hparam(
+            "first", choice(["first", "fresh"]), "final model continues the first model, or starts afresh"
+        ),
+        "upsample": Hparam(
+            4.0, choice([2.0, 4.0, 8.0]), "draw-probability factor of samples in under-performing clusters"
+        ),
+        "balance_classes": Hparam(
+            False, choice([False, True]), "draw the classes of up-sampled clusters equally often"
+        ),
         "augment_strength": Hparam(0.3, uniform(0.1, 0.5), "colour-jitter strength of the extra augmentation"),
-        "pca_dim": Hparam(16, choice([8, 16, 32]), "PCA dimension of backbone features (backbone-features variant only)"),
-        "face_crop": Hparam(0.5, choice([0.4, 0.5, 0.6]), "central share of the image side embedded (backbone-features variant only)"),
+        "pca_dim": Hparam(
+            16, choice([8, 16, 32]), "PCA dimension of backbone features (backbone-features variant only)"
+        ),
+        "face_crop": Hparam(
+            0.5, choice([0.4, 0.5, 0.6]), "central share of the image side embedded (backbone-features variant only)"
+        ),
     }
 
     def fit(self, ctx):
@@ -132,14 +152,28 @@ class ClipCluster(Method):
         acc = cluster_accuracy(val_c, correct, k)
         weak = underperforming(acc, float(correct.mean()))
         probs = resampling_probabilities(train_c, weak, hp["upsample"], ctx.train.y if hp["balance_classes"] else None)
-        ctx.log.stage("clusters", k=k, train_sizes=np.bincount(train_c, minlength=k).tolist(),
-                      val_sizes=np.bincount(val_c, minlength=k).tolist(), val_acc=np.round(acc, 4).tolist(),
-                      overall_val_acc=round(float(correct.mean()), 4), underperforming=np.flatnonzero(weak).tolist())
+        ctx.log.stage(
+            "clusters",
+            k=k,
+            train_sizes=np.bincount(train_c, minlength=k).tolist(),
+            val_sizes=np.bincount(val_c, minlength=k).tolist(),
+            val_acc=np.round(acc, 4).tolist(),
+            overall_val_acc=round(float(correct.mean()), 4),
+            underperforming=np.flatnonzero(weak).tolist(),
+        )
         model = first if hp["final_init"] == "first" else ctx.new_classifier()
         ctx.log.record_evidence("clusters", train_partition=train_c)
-        extra = ExtraAugment(weak[train_c], Augment(flip=False, crop=max(1, ctx.resolution // 16), jitter=hp["augment_strength"]))
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="resampled"),
-                             stage="final", extra=extra)
+        extra = ExtraAugment(
+            weak[train_c], Augment(flip=False, crop=max(1, ctx.resolution // 16), jitter=hp["augment_strength"])
+        )
+        ctx.train_classifier(
+            model,
+            ctx.meter.remaining,
+            erm_loss,
+            sampler=ctx.sampler(weights=probs, stream="resampled"),
+            stage="final",
+            extra=extra,
+        )
         return Predictor(model, ctx.device)
 
 
@@ -153,8 +187,13 @@ def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=min(pca_dim, *train.shape), random_state=ctx.seed).fit(train)
-        ctx.log.stage("features", source=VARIANT_BACKBONE, face_crop=face_crop, pca_dim=int(pca.n_components_),
-                      explained_variance=round(float(pca.explained_variance_ratio_.sum()), 4))
+        ctx.log.stage(
+            "features",
+            source=VARIANT_BACKBONE,
+            face_crop=face_crop,
+            pca_dim=int(pca.n_components_),
+            explained_variance=round(float(pca.explained_variance_ratio_.sum()), 4),
+        )
         return pca.transform(train), pca.transform(val)
     text, prompts = attribute_prompts(vlm, ctx.sensitive_attributes)
     train = prompt_similarities(vlm.encode_images(ctx.train.images), text)

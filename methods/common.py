@@ -1,4 +1,5 @@
 """Parts several methods share, written once: the CE loss, projection heads, linear probes, views, normalisation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,9 @@ def projection_head(in_dim: int, hidden: int = PROJECTION_HIDDEN, out_dim: int =
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
-def views(ctx, images: np.ndarray, gen: torch.Generator, augment: Augment = VIEW_AUGMENT, n: int = 2) -> list[torch.Tensor]:
+def views(
+    ctx, images: np.ndarray, gen: torch.Generator, augment: Augment = VIEW_AUGMENT, n: int = 2
+) -> list[torch.Tensor]:
     """`n` independently augmented views of uint8 `images`, as network inputs (view k of every image, then k + 1)."""
     return [ctx.images_to_input(images, gen, augment) for _ in range(n)]
 
@@ -49,7 +52,9 @@ class LinearProbe(Classifier):
     """A classifier whose backbone is frozen and kept in eval mode (BN statistics fixed): only its heads learn."""
 
     def __init__(self, model: Classifier):
-        super().__init__(model.backbone, model.heads["target"].in_features, {"target": model.heads["target"].out_features})
+        super().__init__(
+            model.backbone, model.heads["target"].in_features, {"target": model.heads["target"].out_features}
+        )
         self.heads["target"].load_state_dict(model.heads["target"].state_dict())
         for p in self.backbone.parameters():
             p.requires_grad_(False)

@@ -9,6 +9,7 @@ all pairs in Python: duplicate groups are the connected components of the
 thresholded k-NN graph (scipy.sparse.csgraph), one image kept per group, as
 in SemDeDup (Abbas et al. 2023).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ FLAT_MAX = 50_000
 
 
 def thumbnails(images: np.ndarray, size: int = 16, shard: int = 4096) -> np.ndarray:
-    """Instance-level vectors for near-duplicate search: antialiased size×size RGB thumbnails, mean-removed, L2-normalised.
+    """Instance-level vectors for near-duplicate search: antialiased size×size RGB thumbnails, centred, L2-normalised.
 
     A continuous form of the average hash of perceptual image hashing: it
     keeps the colours and layout that make one picture that picture, which a
@@ -109,7 +110,9 @@ def deduplicate(x: np.ndarray, threshold: float, k: int = 8, flat_max: int = FLA
     return Dedup(representative == np.arange(n), representative, index.kind)
 
 
-def domain_similarity(pool: np.ndarray, target: np.ndarray, k: int = 10, flat_max: int = FLAT_MAX) -> tuple[np.ndarray, str]:
+def domain_similarity(
+    pool: np.ndarray, target: np.ndarray, k: int = 10, flat_max: int = FLAT_MAX
+) -> tuple[np.ndarray, str]:
     """Per pool row, the mean cosine similarity to its k nearest target-domain rows (higher = more in-domain)."""
     index = build_index(target, flat_max)
     sims, ids = index.search(pool, min(k, len(target)))
@@ -129,7 +132,7 @@ def in_domain_floor(target: np.ndarray, k: int = 10, quantile: float = 0.05, fla
 
 
 def select_nearest(scores: np.ndarray, n_keep: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the `n_keep` highest scores; with `groups`, an equal share per group (a group's unused share goes to the rest).
+    """Indices of the `n_keep` highest scores; with `groups`, an equal share per group (unused shares go to the rest).
 
     Balancing over inferred demographic groups is the optional step of METHODS.md (ssl-pipeline, stage 3).
     """

@@ -1,4 +1,5 @@
 """ERM: cross-entropy fine-tuning of the backbone on the target labels."""
+
 from __future__ import annotations
 
 from fairfacebench.hookspecs import hookimpl

@@ -1,20 +1,11 @@
 """FSCL: fair supervised contrastive learning (Park et al., CVPR 2022).
 
-1. representation, ``pretrain_frac`` of the budget: the backbone and a
-   two-layer MLP projection head are trained with ``fair_supcon_loss``
-   (the paper's FSCL loss, as in the official code): positives share the anchor's
-   target, the denominator holds only negatives of the anchor's own
-   sensitive group, so nothing is gained by separating groups.  Each step
-   takes two augmented views of batch_size/2 images, so a step costs as many
-   forward passes as one step of the other methods;
-2. classifier, the rest of the budget: a linear probe with cross-entropy on
-   the frozen encoder (the paper's linear evaluation; features in evaluation
-   mode), or fine-tuning of encoder and head (``head="finetune"``).
-
-``group_norm=True`` is FSCL+ (group-wise normalisation of the anchors).
-MixUp/CutMix, when the comparison asks for them, apply to stage 2 only:
-mixed images have no single (target, group) label for the contrastive pairs.
+Stage 1 (`pretrain_frac` of the budget): the FSCL loss on two views, positives
+share the anchor's target, the denominator holds only negatives of the
+anchor's own group; stage 2: a linear probe on the frozen encoder (or
+fine-tuning).  `group_norm=True` is FSCL+.  Details: docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +19,9 @@ from fairfacebench.training import BatchSampler, Predictor
 
 class FSCL(Method):
     name = "fscl"
-    description = "Fair supervised contrastive pretraining (negatives from the anchor's own group only), then a linear head"
+    description = (
+        "Fair supervised contrastive pretraining (negatives from the anchor's own group only), then a linear head"
+    )
     citation = "Park et al., Fair Contrastive Learning for Facial Attribute Classification, CVPR 2022"
     labels = LabelUse(target="train", sensitive="train")
     space = {
@@ -52,13 +45,24 @@ class FSCL(Method):
             index = next(sampler)
             x = torch.stack(views(ctx, images[index], gen, ctx.augment), dim=1)
             z = model.heads["projection"](model.features(x.flatten(0, 1))).view(len(index), 2, -1)
-            return fair_supcon_loss(z, y[index].to(ctx.device), a[index].to(ctx.device), temperature=hp["temperature"],
-                                    group_norm=hp["group_norm"])
+            return fair_supcon_loss(
+                z,
+                y[index].to(ctx.device),
+                a[index].to(ctx.device),
+                temperature=hp["temperature"],
+                group_norm=hp["group_norm"],
+            )
 
         model.train()
         pretrain_params = [*model.backbone.parameters(), *model.heads["projection"].parameters()]
-        losses = ctx.optimize(pretrain_params, pretrain_steps, contrastive_step, lr=hp["lr"],
-                              weight_decay=hp["weight_decay"], stage="pretrain")
+        losses = ctx.optimize(
+            pretrain_params,
+            pretrain_steps,
+            contrastive_step,
+            lr=hp["lr"],
+            weight_decay=hp["weight_decay"],
+            stage="pretrain",
+        )
         ctx.log.stage("pretrain", steps=pretrain_steps, first_loss=round(losses[0], 4), last_loss=round(losses[-1], 4))
 
         if hp["head"] == "finetune":

@@ -1,25 +1,10 @@
-"""GroupDRO: online group distributionally robust optimisation (Sagawa et al., ICLR 2020).
+"""GroupDRO (Sagawa et al., ICLR 2020, Algorithm 1): online exponentiated-gradient weights q over (class, group) cells.
 
-Groups are the (sensitive group a, class y) cells.  Algorithm 1 of the paper,
-as in the official code (github.com/kohpangwei/group_DRO, ``loss.py``,
-``compute_robust_loss``), at every step:
-
-    L_g = mean cross-entropy of the batch samples in cell g      (0 when g is absent)
-    q_g ← q_g · exp(η · (L_g + C/√n_g)),   q ← q / Σ_g q_g         (exponentiated-gradient ascent on q)
-    loss = Σ_g q_g L_g                                             (descent on the model)
-
-n_g is the training count of cell g and C ≥ 0 the group adjustment (the paper's
-"group adjustments" for generalisation): it adds C/√n_g to the losses of small groups, whose training loss
-underestimates their test loss; C = 0 is plain GroupDRO.  q starts uniform
-over the cells that have training samples; empty cells keep weight 0.
-
-Open details, as documented hyperparameters:
-- η defaults to 0.1, not the paper's 0.01: q moves by a factor of about
-  exp(η·ΔL·T) over T steps, and these budgets have 10²–10³ steps, not 10⁴;
-- batches are drawn group-balanced by default, as in the paper's experiments
-  (official flag ``--reweight_groups``); ``balanced_sampling=False`` draws
-  plain epochs.
+Per step: L_g = mean loss of cell g in the batch; q_g ← q_g·exp(η(L_g + C/√n_g)),
+normalised; the model descends Σ_g q_g L_g.  η, C and group-balanced batches
+are documented hyperparameters (docs/METHODS.md).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,7 +43,9 @@ class GroupDRO(Method):
     labels = LabelUse(target="train", sensitive="train")
     space = {
         "eta": Hparam(0.1, log_uniform(0.01, 1.0), "step size η of the exponentiated-gradient update of q"),
-        "adjustment": Hparam(0.0, choice([0.0, 1.0, 2.0, 4.0]), "group adjustment C (loss + C/sqrt(n_g)); 0 = plain GroupDRO"),
+        "adjustment": Hparam(
+            0.0, choice([0.0, 1.0, 2.0, 4.0]), "group adjustment C (loss + C/sqrt(n_g)); 0 = plain GroupDRO"
+        ),
         "balanced_sampling": Hparam(True, choice([True, False]), "draw each (class, group) cell equally often"),
     }
 
@@ -81,7 +68,9 @@ class GroupDRO(Method):
 
         ctx.train_classifier(model, ctx.meter.remaining, loss, sampler=sampler)
         names = [f"{g}/{c}" for g in ctx.group_names for c in ctx.target_classes]
-        ctx.log.stage("groupdro", final_q={n: round(float(w), 4) for n, w in zip(names, q.cpu())}, train_counts=counts.tolist())
+        ctx.log.stage(
+            "groupdro", final_q={n: round(float(w), 4) for n, w in zip(names, q.cpu())}, train_counts=counts.tolist()
+        )
         return Predictor(model, ctx.device)
 
 

@@ -9,6 +9,7 @@
 3. final model: a fresh ERM model (ImageNet initialisation, as the paper
    retrains from scratch) on the up-sampled data for the rest of the budget.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,12 +50,19 @@ class JTT(Method):
         ctx.train_classifier(identifier, first_steps, erm_loss, stage="identify")
         errors = error_set(predict_scores(identifier, ctx.train.images, ctx.device), ctx.train.y)
         probs = upsampling_probabilities(errors, hp["lambda_up"])
-        ctx.log.stage("identify", steps=first_steps, error_set_size=int(errors.sum()), error_rate=round(float(errors.mean()), 4),
-                      share_of_draws_from_errors=round(float(probs[errors].sum()), 4))
+        ctx.log.stage(
+            "identify",
+            steps=first_steps,
+            error_set_size=int(errors.sum()),
+            error_rate=round(float(errors.mean()), 4),
+            share_of_draws_from_errors=round(float(probs[errors].sum()), 4),
+        )
         del identifier
 
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final")
+        ctx.train_classifier(
+            model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final"
+        )
         return Predictor(model, ctx.device)
 
 

@@ -8,6 +8,7 @@ images with V augmented views each, or ``(M, D)``, M single-view samples.
 Multi-view inputs are flattened view-major (all first views, then all second
 views, ...), and per-image labels are repeated for every view.
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,8 +56,9 @@ def _mean_over_positives(log_prob: Tensor, positives: Tensor, valid: Tensor, fea
     return per_anchor.mean()
 
 
-def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: float = 0.1,
-                base_temperature: float = 0.07) -> Tensor:
+def supcon_loss(
+    features: Tensor, labels: Tensor | None = None, temperature: float = 0.1, base_temperature: float = 0.07
+) -> Tensor:
     """Supervised contrastive loss, the ``L^sup_out`` variant (Khosla et al., NeurIPS 2020, Eq. 2).
 
     ``L = (τ/τ_base) · (1/|I|) · Σ_i −(1/|P(i)|) Σ_{p∈P(i)} log( exp(z_i·z_p/τ) / Σ_{a≠i} exp(z_i·z_a/τ) )``
@@ -101,9 +103,15 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     return F.cross_entropy(logits, partner)
 
 
-def fair_supcon_loss(features: Tensor, targets: Tensor, sensitive: Tensor, temperature: float = 0.1,
-                     base_temperature: float = 0.07, cross_group_positives: bool = False,
-                     group_norm: bool = False) -> Tensor:
+def fair_supcon_loss(
+    features: Tensor,
+    targets: Tensor,
+    sensitive: Tensor,
+    temperature: float = 0.1,
+    base_temperature: float = 0.07,
+    cross_group_positives: bool = False,
+    group_norm: bool = False,
+) -> Tensor:
     """Fair supervised contrastive loss, FSCL (Park et al., "Fair Contrastive Learning for Facial Attribute
     Classification", CVPR 2022).
 

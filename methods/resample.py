@@ -1,4 +1,5 @@
 """Group-balanced resampling: every (sensitive group, class) cell is drawn equally often."""
+
 from __future__ import annotations
 
 from fairfacebench.hookspecs import hookimpl

@@ -4,6 +4,7 @@ Two documented variants (METHODS.md):
   inverse: w(a,y) ∝ 1 / n(a,y), normalised to mean 1 over training samples;
   kamiran: w(a,y) = n(y)·n(a) / (n·n(a,y))  (Kamiran & Calders 2012, "reweighing").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,11 @@ class Reweight(Method):
     description = "Cross-entropy with group-balanced loss weights per (sensitive group, class) cell"
     citation = "Kamiran & Calders, Data preprocessing techniques for classification without discrimination, KAIS 2012"
     labels = LabelUse(target="train", sensitive="train")
-    space = {"variant": Hparam("inverse", choice(["inverse", "kamiran"]), "inverse = 1/n(a,y); kamiran = n(y)n(a)/(n n(a,y))")}
+    space = {
+        "variant": Hparam(
+            "inverse", choice(["inverse", "kamiran"]), "inverse = 1/n(a,y); kamiran = n(y)n(a)/(n n(a,y))"
+        )
+    }
 
     def fit(self, ctx):
         y, a = ctx.train.y, ctx.train.a

@@ -1,39 +1,12 @@
 """SHaSaM: submodular hard-sample mining for fair facial attribute recognition (Majee & Iyer, arXiv 2602.05162).
 
-Every optimizer step runs both stages of the paper on the current batch:
-
-1. MINE (:func:`~fairfacebench.methods.submodular.mine_hard_samples`): the
-   batch's projection embeddings — plus, with ``memory_size`` > 0, a FIFO
-   memory of detached embeddings of earlier batches — form the candidate
-   bank.  For every anchor, ``n_pos`` hard positives (same target, other
-   sensitive group, far) and ``n_neg`` hard negatives (other target, same
-   sensitive group, near) are picked by greedy maximisation of
-   hardness + ``diversity`` · g(X), g the submodular ``mine_function``
-   (facility location, graph cut or log-determinant);
-2. LEARN: a combinatorial loss on the submodular conditional mutual
-   information I_f(A_i; Q_i | P_i), Q_i = {anchor}, A_i its hard positives,
-   P_i its hard negatives (the anchor's sensitive group, conditioned out).
-   ``loss`` selects ``fl_cmi`` (facility location), ``gc_cmi`` (graph cut
-   with the explicit conditioning term: plain graph-cut CMI does not depend
-   on P for disjoint sets) or ``logdet_cmi`` (log-determinant); ``nu``
-   weighs the conditioning set (FL and GC).
-
-Defaults ν = 0.5 and FL ``smoothing`` = 0.05 (not the exact CMI's ν = 1,
-t = 0): with hard mining, the mined negatives (nearest) cover the class set
-at least as well as the mined positives (farthest), so at ν = 1 nearly every
-hinge term of FL-CMI is 0 and so is its gradient — on toy problems the loss
-sticks at exactly 0, and in smoke runs it sat at −0.0005.  ν < 1 and the
-log-sum-exp relaxation keep a learning signal.
-
-The classifier is trained jointly with the representation, as the paper
-combines them: ``loss = CE(target head) + cmi_weight · L_CMI`` on the same
-backbone features (L_CMI through a projection head).  MINE and LEARN
-alternate inside every step, so the budget has no split between them.
-MixUp/CutMix are not applied: a mixed image has no single (target, group)
-label to mine with.  The run log reports the mining numbers: candidates
-selected per anchor, share of anchors with positives, MINE milliseconds
-per step, first and last CMI loss.
+Every step MINEs, per anchor, hard positives (same target, other group, far)
+and hard negatives (other target, same group, near) by greedy submodular
+maximisation over the batch (and an optional feature memory), then LEARNs
+with a conditional-mutual-information loss (FL, GC or LogDet CMI) jointly
+with cross-entropy.  Defaults and why they differ from the exact CMI: docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,7 +34,7 @@ LEARN_LOSSES = ("fl_cmi", "gc_cmi", "logdet_cmi")
 
 
 def cmi_loss(name: str, nu: float, temperature: float, smoothing: float) -> Callable[..., Tensor]:
-    """The LEARN loss ``name`` with conditioning weight ν (FL, GC), LSE smoothing (FL) or kernel temperature τ (LogDet)."""
+    """The LEARN loss ``name``: conditioning weight ν (FL, GC), LSE smoothing (FL), kernel temperature τ (LogDet)."""
     if name == "fl_cmi":
         return partial(fl_cmi_loss, nu=nu, smoothing=smoothing)
     if name == "gc_cmi":
@@ -71,8 +44,9 @@ def cmi_loss(name: str, nu: float, temperature: float, smoothing: float) -> Call
     raise ValueError(f"unknown SHaSaM loss {name!r}; choose one of {', '.join(LEARN_LOSSES)}")
 
 
-def learn_on_mined(emb: Tensor, memory: tuple[Tensor, Tensor, Tensor] | None, mined: MinedSets,
-                   learn: Callable[..., Tensor]) -> Tensor:
+def learn_on_mined(
+    emb: Tensor, memory: tuple[Tensor, Tensor, Tensor] | None, mined: MinedSets, learn: Callable[..., Tensor]
+) -> Tensor:
     """LEARN on the sets MINE picked: A_i = mined positives, P_i = mined negatives, Q_i = anchor i.
 
     Mined indices point into the bank ``[emb; memory]``; gradients flow into
@@ -80,7 +54,9 @@ def learn_on_mined(emb: Tensor, memory: tuple[Tensor, Tensor, Tensor] | None, mi
     not into the memory.
     """
     bank = emb if memory is None else torch.cat([emb, memory[0].to(emb)])
-    return learn(emb, bank[mined.pos_idx.clamp_min(0)], bank[mined.neg_idx.clamp_min(0)], mined.pos_mask, mined.neg_mask)
+    return learn(
+        emb, bank[mined.pos_idx.clamp_min(0)], bank[mined.neg_idx.clamp_min(0)], mined.pos_mask, mined.neg_mask
+    )
 
 
 class FeatureMemory:
@@ -101,9 +77,14 @@ class FeatureMemory:
 
 class SHaSaM(Method):
     name = "shasam"
-    description = ("Submodular hard-sample mining (hard positives across sensitive groups, hard negatives within) "
-                   "+ a conditional-mutual-information loss, jointly with cross-entropy")
-    citation = "Majee & Iyer, SHaSaM: Submodular Hard Sample Mining for Fair Facial Attribute Recognition, arXiv 2602.05162, 2026"
+    description = (
+        "Submodular hard-sample mining (hard positives across sensitive groups, hard negatives within) "
+        "+ a conditional-mutual-information loss, jointly with cross-entropy"
+    )
+    citation = (
+        "Majee & Iyer, SHaSaM: Submodular Hard Sample Mining for Fair Facial Attribute Recognition, "
+        "arXiv 2602.05162, 2026"
+    )
     labels = LabelUse(target="train", sensitive="train")
     space = {
         "loss": Hparam("fl_cmi", choice(list(LEARN_LOSSES)), "LEARN loss: facility-location, graph-cut or log-det CMI"),
@@ -115,7 +96,9 @@ class SHaSaM(Method):
         "nu": Hparam(0.5, uniform(0.25, 1.0), "weight ν of the conditioning (sensitive) set in FL/GC-CMI"),
         "smoothing": Hparam(0.05, choice([0.0, 0.05, 0.1]), "log-sum-exp temperature replacing FL-CMI's max/min/hinge"),
         "temperature": Hparam(0.5, log_uniform(0.1, 1.0), "kernel temperature of LogDet-CMI"),
-        "memory_size": Hparam(0, choice([0, 128, 256]), "FIFO feature memory added to the mining bank (0 = batch only)"),
+        "memory_size": Hparam(
+            0, choice([0, 128, 256]), "FIFO feature memory added to the mining bank (0 = batch only)"
+        ),
     }
 
     def fit(self, ctx):
@@ -130,8 +113,9 @@ class SHaSaM(Method):
             feats = m.features(b.x)
             emb = m.heads["projection"](feats)
             start = time.perf_counter()
-            mined = mine_hard_samples(emb, b.y, b.a, hp["n_pos"], hp["n_neg"], hp["mine_function"], memory.items,
-                                      diversity=hp["diversity"])
+            mined = mine_hard_samples(
+                emb, b.y, b.a, hp["n_pos"], hp["n_neg"], hp["mine_function"], memory.items, diversity=hp["diversity"]
+            )
             seconds = time.perf_counter() - start
             cmi = learn_on_mined(emb, memory.items, mined, learn)
             records.append(mining_record(mined, seconds, cmi))
@@ -145,8 +129,13 @@ class SHaSaM(Method):
 
 def mining_record(mined: MinedSets, seconds: float, cmi: Tensor) -> tuple[float, float, float, float, float]:
     """(positives per anchor, negatives per anchor, share of anchors with a positive, MINE ms, CMI loss)."""
-    return (float(mined.pos_mask.sum(1).float().mean()), float(mined.neg_mask.sum(1).float().mean()),
-            float(mined.pos_mask.any(1).float().mean()), seconds * 1e3, float(cmi.detach()))
+    return (
+        float(mined.pos_mask.sum(1).float().mean()),
+        float(mined.neg_mask.sum(1).float().mean()),
+        float(mined.pos_mask.any(1).float().mean()),
+        seconds * 1e3,
+        float(cmi.detach()),
+    )
 
 
 def summarise_mining(records: list[tuple[float, ...]]) -> dict[str, float]:

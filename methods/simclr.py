@@ -7,6 +7,7 @@ rest of the steps train the classifier on the target labels, fine-tuning all
 of it (default) or, the paper's linear evaluation, a linear probe
 (`head="linear"`).  Why fine-tuning is the default: docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ from fairfacebench.training import BatchSampler, Classifier, Predictor
 
 class SimCLR(Method):
     name = "simclr"
-    description = "NT-Xent pretraining on unlabeled train + pool images, then fine-tuning or a linear probe on target labels"
+    description = (
+        "NT-Xent pretraining on unlabeled train + pool images, then fine-tuning or a linear probe on target labels"
+    )
     citation = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
     labels = LabelUse(target="train", note="pretraining: no labels (train images + unlabeled pool)")
     needs_pool = True
@@ -29,7 +32,9 @@ class SimCLR(Method):
         "pretrain_frac": Hparam(0.5, uniform(0.3, 0.8), "share of the step budget spent on NT-Xent pretraining"),
         "temperature": Hparam(0.5, log_uniform(0.1, 1.0), "NT-Xent temperature τ"),
         "proj_dim": Hparam(128, choice([64, 128, 256]), "output size of the projection head"),
-        "head": Hparam("finetune", choice(["linear", "finetune"]), "after pretraining: fine-tune all, or a linear probe"),
+        "head": Hparam(
+            "finetune", choice(["linear", "finetune"]), "after pretraining: fine-tune all, or a linear probe"
+        ),
         "head_lr": Hparam(1e-2, log_uniform(3e-3, 3e-2), "learning rate of the linear probe (fine-tuning uses lr)"),
     }
 
@@ -50,8 +55,12 @@ def unlabeled_images(ctx) -> np.ndarray:
     """Training images (labels unread) plus the unlabeled pool, if the run has one."""
     pool = ctx.pool
     parts = [ctx.train.images] + ([pool.images] if pool is not None else [])
-    ctx.log.stage("pretrain-data", train_images=len(ctx.train), pool_images=0 if pool is None else len(pool),
-                  pool=None if pool is None else pool.name)
+    ctx.log.stage(
+        "pretrain-data",
+        train_images=len(ctx.train),
+        pool_images=0 if pool is None else len(pool),
+        pool=None if pool is None else pool.name,
+    )
     return np.concatenate(parts)
 
 
@@ -67,10 +76,20 @@ def pretrain(ctx, model: Classifier, images: np.ndarray, steps: int) -> list[flo
         z1, z2 = projector(model.features(torch.cat(views(ctx, images[next(sampler)], gen)))).chunk(2)
         return nt_xent_loss(z1, z2, ctx.hparams["temperature"])
 
-    losses = ctx.optimize([*model.parameters(), *projector.parameters()], steps, step, lr=ctx.hparams["lr"],
-                          weight_decay=ctx.hparams["weight_decay"], stage="nt-xent")
-    ctx.log.stage("nt-xent", steps=steps, first_loss=round(losses[0], 4) if losses else None,
-                  last_loss=round(losses[-1], 4) if losses else None)
+    losses = ctx.optimize(
+        [*model.parameters(), *projector.parameters()],
+        steps,
+        step,
+        lr=ctx.hparams["lr"],
+        weight_decay=ctx.hparams["weight_decay"],
+        stage="nt-xent",
+    )
+    ctx.log.stage(
+        "nt-xent",
+        steps=steps,
+        first_loss=round(losses[0], 4) if losses else None,
+        last_loss=round(losses[-1], 4) if losses else None,
+    )
     return losses
 
 

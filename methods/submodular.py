@@ -1,22 +1,10 @@
-"""Submodular set functions, greedy maximisation, and SHaSaM's MINE and LEARN steps.
+"""Submodular set functions (submodlib notation), vectorised greedy maximisation, and SHaSaM's MINE and LEARN steps.
 
-Notation follows submodlib (Kaushal et al., 2022) and PRISM (Kothawade et al.,
-AAAI 2022): a similarity kernel ``S`` (torch tensor) over a ground set V, and
-subsets given as boolean masks or index lists.
-
-- Facility location  ``f(A) = Σ_{i∈V} max_{j∈A} s_ij``
-- Graph cut          ``f(A) = Σ_{i∈V, j∈A} s_ij − λ Σ_{i,j∈A} s_ij``
-- Log-determinant    ``f(A) = log det(S_A + εI)``
-- Mutual information ``I_f(A; Q) = f(A) + f(Q) − f(A∪Q)``
-- Conditional MI     ``I_f(A; Q | P) = f(A∪P) + f(Q∪P) − f(A∪Q∪P) − f(P)``
-
-SHaSaM (Majee & Iyer, arXiv 2602.05162) mines, for every anchor, hard
-positives and hard negatives by greedy submodular maximisation
-(:func:`mine_hard_samples`), then trains with a loss built on submodular
-conditional mutual information (:func:`fl_cmi_loss`, :func:`gc_cmi_loss`,
-:func:`logdet_cmi_loss`), in the spirit of the combinatorial losses of SCoRe
-(Majee et al., ICML 2024).
+Facility location, graph cut and log-determinant functions, their mutual
+information and conditional mutual information; the definitions and the
+CMI losses of SHaSaM (arXiv 2602.05162): docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -27,11 +15,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "FUNCTIONS", "MinedSets",
-    "facility_location", "graph_cut", "log_determinant",
-    "mutual_information", "conditional_mutual_information",
-    "greedy_maximize", "mine_hard_samples",
-    "fl_cmi_loss", "gc_cmi_loss", "logdet_cmi_loss",
+    "FUNCTIONS",
+    "MinedSets",
+    "facility_location",
+    "graph_cut",
+    "log_determinant",
+    "mutual_information",
+    "conditional_mutual_information",
+    "greedy_maximize",
+    "mine_hard_samples",
+    "fl_cmi_loss",
+    "gc_cmi_loss",
+    "logdet_cmi_loss",
 ]
 
 FUNCTIONS = ("facility_location", "graph_cut", "log_determinant")
@@ -57,6 +52,7 @@ def _union(*sets: Subset) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- set functions
+
 
 def facility_location(S: Tensor, A: Subset) -> Tensor:
     """Facility location ``f(A) = Σ_{i∈V} max_{j∈A} s_ij``, ``f(∅) = 0`` (submodlib; Mirchandani & Francis 1990).
@@ -113,6 +109,7 @@ def conditional_mutual_information(f: SetFunction, A: Subset, Q: Subset, P: Subs
 # Each gain oracle keeps the state of B independent greedy runs, run b on its
 # own n x n kernel S[b], and returns the marginal gains of all n elements for
 # all runs at once.
+
 
 class _FacilityLocationGains:
     """FL gains ``Σ_{k∈V_b} (s_kj − c_bk)_+`` with ``c_bk = max_{j∈A_b} s_kj`` the current coverage."""
@@ -185,9 +182,18 @@ def _check_function(function: str) -> None:
         raise ValueError(f"unknown submodular function {function!r}; choose one of {', '.join(FUNCTIONS)}")
 
 
-def _batched_greedy(function: str, S: Tensor, budget: int, candidates: Tensor, *, ground: Tensor | None = None,
-                    modular: Tensor | None = None, scale: Tensor | float = 1.0, lam: float = 0.5,
-                    eps: float = 1.0) -> tuple[Tensor, Tensor]:
+def _batched_greedy(
+    function: str,
+    S: Tensor,
+    budget: int,
+    candidates: Tensor,
+    *,
+    ground: Tensor | None = None,
+    modular: Tensor | None = None,
+    scale: Tensor | float = 1.0,
+    lam: float = 0.5,
+    eps: float = 1.0,
+) -> tuple[Tensor, Tensor]:
     """B greedy runs maximising ``Σ_{j∈X} modular_bj + scale_b · f_b(X)`` over ``candidates[b]``.
 
     f_b is ``function`` on kernel ``S[b]`` (``S`` is ``(B, n, n)``) with ground
@@ -227,8 +233,15 @@ def _reference_greedy(f: Callable[[Tensor, Tensor], Tensor], S: Tensor, budget: 
     return torch.tensor(selected, dtype=torch.long, device=S.device)
 
 
-def greedy_maximize(function: str | Callable[[Tensor, Tensor], Tensor], S: Tensor, budget: int,
-                    candidates: Subset | None = None, *, lam: float = 0.5, eps: float = 1.0) -> Tensor:
+def greedy_maximize(
+    function: str | Callable[[Tensor, Tensor], Tensor],
+    S: Tensor,
+    budget: int,
+    candidates: Subset | None = None,
+    *,
+    lam: float = 0.5,
+    eps: float = 1.0,
+) -> Tensor:
     """Greedy maximisation of a set function under the cardinality constraint |A| ≤ ``budget``.
 
     ``function`` is a name from :data:`FUNCTIONS` (vectorised torch greedy:
@@ -261,8 +274,10 @@ def greedy_maximize(function: str | Callable[[Tensor, Tensor], Tensor], S: Tenso
 
 # ----------------------------------------------------------------------------- SHaSaM-MINE
 
+
 class MinedSets(NamedTuple):
     """Per-anchor mined indices into the candidate bank, -1 padded, with validity masks."""
+
     pos_idx: Tensor
     pos_mask: Tensor
     neg_idx: Tensor
@@ -270,10 +285,19 @@ class MinedSets(NamedTuple):
 
 
 @torch.no_grad()
-def mine_hard_samples(emb: Tensor, y: Tensor, a: Tensor, n_pos: int, n_neg: int,
-                      function: str = "facility_location",
-                      memory: tuple[Tensor, Tensor, Tensor] | None = None, *,
-                      diversity: float = 1.0, lam: float = 0.5, eps: float = 1.0) -> MinedSets:
+def mine_hard_samples(
+    emb: Tensor,
+    y: Tensor,
+    a: Tensor,
+    n_pos: int,
+    n_neg: int,
+    function: str = "facility_location",
+    memory: tuple[Tensor, Tensor, Tensor] | None = None,
+    *,
+    diversity: float = 1.0,
+    lam: float = 0.5,
+    eps: float = 1.0,
+) -> MinedSets:
     """SHaSaM-MINE: budgeted hard positives and hard negatives for every anchor (Majee & Iyer 2026, Sec. 3).
 
     Candidates come from the bank = the batch ``emb (B, D)`` followed by the
@@ -319,8 +343,16 @@ def mine_hard_samples(emb: Tensor, y: Tensor, a: Tensor, n_pos: int, n_neg: int,
     return MinedSets(*pos, *neg)
 
 
-def _mine(function: str, kernel: Tensor, candidates: Tensor, hardness: Tensor, budget: int, diversity: float,
-          lam: float, eps: float) -> tuple[Tensor, Tensor]:
+def _mine(
+    function: str,
+    kernel: Tensor,
+    candidates: Tensor,
+    hardness: Tensor,
+    budget: int,
+    diversity: float,
+    lam: float,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
     """Greedy over each anchor's own candidates: a padded (B, C, C) kernel, C the largest candidate count."""
     counts = candidates.sum(dim=1)
     width = max(int(counts.max()), 1)
@@ -331,8 +363,17 @@ def _mine(function: str, kernel: Tensor, candidates: Tensor, hardness: Tensor, b
         scale = torch.full((len(counts), 1), diversity, dtype=kernel.dtype, device=kernel.device)
     else:
         scale = diversity / counts.clamp_min(1).to(kernel.dtype)[:, None]
-    local_idx, valid = _batched_greedy(function, kernel[order[:, :, None], order[:, None, :]], budget, local,
-                                       ground=local, modular=hardness.gather(1, order), scale=scale, lam=lam, eps=eps)
+    local_idx, valid = _batched_greedy(
+        function,
+        kernel[order[:, :, None], order[:, None, :]],
+        budget,
+        local,
+        ground=local,
+        modular=hardness.gather(1, order),
+        scale=scale,
+        lam=lam,
+        eps=eps,
+    )
     return torch.where(valid, order.gather(1, local_idx.clamp_min(0)), -1), valid
 
 
@@ -345,6 +386,7 @@ def _mine(function: str, kernel: Tensor, candidates: Tensor, hardness: Tensor, b
 # indices with ``bank[idx.clamp_min(0)]`` and the masks of MinedSets.  Anchors
 # with no valid positive are left out; an empty P_i is allowed.
 
+
 def _similarity(x: Tensor, y: Tensor, similarity: str, temperature: float) -> Tensor:
     """Batched s(x, y) on unit vectors: ``cos`` or ``exp((cos − 1)/τ)`` (= exp(cos/τ) rescaled so s_ii = 1)."""
     cos = x @ y.transpose(1, 2)
@@ -355,19 +397,31 @@ def _similarity(x: Tensor, y: Tensor, similarity: str, temperature: float) -> Te
     raise ValueError(f"unknown similarity {similarity!r}; choose 'cosine' or 'exp'")
 
 
-def _prepare(anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None,
-             cond_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+def _prepare(
+    anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None, cond_mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
     if anchors.dim() != 2 or positives.dim() != 3 or conditioning.dim() != 3:
-        raise ValueError("expected anchors (B, D), positives (B, k_p, D), conditioning (B, k_c, D); got "
-                         f"{tuple(anchors.shape)}, {tuple(positives.shape)}, {tuple(conditioning.shape)}")
-    pos_mask = torch.ones(positives.shape[:2], dtype=torch.bool, device=anchors.device) if pos_mask is None else pos_mask
-    cond_mask = (torch.ones(conditioning.shape[:2], dtype=torch.bool, device=anchors.device)
-                 if cond_mask is None else cond_mask)
+        raise ValueError(
+            "expected anchors (B, D), positives (B, k_p, D), conditioning (B, k_c, D); got "
+            f"{tuple(anchors.shape)}, {tuple(positives.shape)}, {tuple(conditioning.shape)}"
+        )
+    pos_mask = (
+        torch.ones(positives.shape[:2], dtype=torch.bool, device=anchors.device) if pos_mask is None else pos_mask
+    )
+    cond_mask = (
+        torch.ones(conditioning.shape[:2], dtype=torch.bool, device=anchors.device) if cond_mask is None else cond_mask
+    )
     keep = pos_mask.any(dim=1)
     if not bool(keep.any()):
         return None
     q = F.normalize(anchors[keep], dim=-1)[:, None]
-    return q, F.normalize(positives[keep], dim=-1), F.normalize(conditioning[keep], dim=-1), pos_mask[keep], cond_mask[keep]
+    return (
+        q,
+        F.normalize(positives[keep], dim=-1),
+        F.normalize(conditioning[keep], dim=-1),
+        pos_mask[keep],
+        cond_mask[keep],
+    )
 
 
 def _zero(anchors: Tensor) -> Tensor:
@@ -384,9 +438,19 @@ def _max_over(x: Tensor, mask: Tensor, smoothing: float) -> Tensor:
     return x.amax(dim=-1) if smoothing == 0 else smoothing * torch.logsumexp(x / smoothing, dim=-1)
 
 
-def fl_cmi_loss(anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None = None,
-                cond_mask: Tensor | None = None, *, eta: float = 1.0, nu: float = 1.0, similarity: str = "cosine",
-                temperature: float = 0.5, smoothing: float = 0.0) -> Tensor:
+def fl_cmi_loss(
+    anchors: Tensor,
+    positives: Tensor,
+    conditioning: Tensor,
+    pos_mask: Tensor | None = None,
+    cond_mask: Tensor | None = None,
+    *,
+    eta: float = 1.0,
+    nu: float = 1.0,
+    similarity: str = "cosine",
+    temperature: float = 0.5,
+    smoothing: float = 0.0,
+) -> Tensor:
     """SHaSaM-LEARN, facility-location variant: ``L = −(1/|I|) Σ_i FLCMI(A_i; Q_i | P_i) / |V_i|``.
 
     FL conditional mutual information (PRISM, Kothawade et al. AAAI 2022;
@@ -423,9 +487,18 @@ def fl_cmi_loss(anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_ma
     return -cmi.mean()
 
 
-def gc_cmi_loss(anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None = None,
-                cond_mask: Tensor | None = None, *, lam: float = 0.5, nu: float = 1.0, similarity: str = "cosine",
-                temperature: float = 0.5) -> Tensor:
+def gc_cmi_loss(
+    anchors: Tensor,
+    positives: Tensor,
+    conditioning: Tensor,
+    pos_mask: Tensor | None = None,
+    cond_mask: Tensor | None = None,
+    *,
+    lam: float = 0.5,
+    nu: float = 1.0,
+    similarity: str = "cosine",
+    temperature: float = 0.5,
+) -> Tensor:
     """SHaSaM-LEARN, graph-cut variant with an explicit conditioning term.
 
     For graph cut and disjoint A, Q, P the CMI does not depend on P: writing
@@ -467,8 +540,16 @@ def _masked_logdet(K: Tensor, members: Tensor, eps: float) -> Tensor:
     return 2 * torch.linalg.cholesky(torch.where(inside, K + eps * eye, eye)).diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
 
-def logdet_cmi_loss(anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None = None,
-                    cond_mask: Tensor | None = None, *, eps: float = 1.0, temperature: float = 0.5) -> Tensor:
+def logdet_cmi_loss(
+    anchors: Tensor,
+    positives: Tensor,
+    conditioning: Tensor,
+    pos_mask: Tensor | None = None,
+    cond_mask: Tensor | None = None,
+    *,
+    eps: float = 1.0,
+    temperature: float = 0.5,
+) -> Tensor:
     """SHaSaM-LEARN, log-determinant variant: ``L = −(1/|I|) Σ_i I_f(A_i; Q_i | P_i)``, f(X) = log det(S_X + εI).
 
     The CMI is evaluated exactly from its definition
@@ -495,6 +576,10 @@ def logdet_cmi_loss(anchors: Tensor, positives: Tensor, conditioning: Tensor, po
     in_q[:, 0] = True
     in_a = torch.cat([torch.zeros_like(pos_mask[:, :1]), pos_mask, torch.zeros_like(cond_mask)], dim=1)
     in_p = torch.cat([torch.zeros_like(pos_mask[:, :1]), torch.zeros_like(pos_mask), cond_mask], dim=1)
-    cmi = (_masked_logdet(K, in_a | in_p, eps) + _masked_logdet(K, in_q | in_p, eps)
-           - _masked_logdet(K, in_a | in_q | in_p, eps) - _masked_logdet(K, in_p, eps))
+    cmi = (
+        _masked_logdet(K, in_a | in_p, eps)
+        + _masked_logdet(K, in_q | in_p, eps)
+        - _masked_logdet(K, in_a | in_q | in_p, eps)
+        - _masked_logdet(K, in_p, eps)
+    )
     return -cmi.mean()

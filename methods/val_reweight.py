@@ -1,20 +1,11 @@
-"""Validation-driven (class, group) loss weights: the "attention score" of seed 001.
+"""Validation-driven (class, group) loss weights: the "attention score" of seed 001 (Oehri et al., KTH 2023).
 
-Oehri, Vetterli & Jarvers (KTH DD2424, 2023) weight the loss of each
-(class, group) cell by how it performs on the validation set: under-performing
-cells are weighted up, over-performing ones down, updated once per epoch.
-The project leaves the exact update open; this plugin uses
-
-    err(y,a)   = 1 − validation accuracy of cell (y, a)
-    score(y,a) = (err(y,a) + δ) / mean_cells(err + δ)          (attention score)
-    w ← (1 − m)·w + m·score^β,   then normalised to mean 1 over training samples
-
-with δ = 0.01 keeping perfect cells from collapsing to weight 0.  Under a step
-budget an "epoch" is min(one pass over train, budget / min_updates) steps.
-Weighting a training sample by its cell reads its sensitive label, so the
-method uses training and validation sensitive labels.  An optional multi-task
-head also predicts the sensitive group (their race + gender set-up).
+Once per epoch each cell's weight moves towards its relative validation
+error: w ← (1 − m)·w + m·score^β, score(y,a) = (err(y,a) + δ)/mean(err + δ),
+normalised to mean 1 over training samples.  The update rule the project
+leaves open and the multi-task option: docs/METHODS.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +35,9 @@ def attention_scores(acc: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(err), 1.0, err / np.nanmean(err))
 
 
-def update_weights(w: np.ndarray, scores: np.ndarray, strength: float, momentum: float, train_cells: np.ndarray) -> np.ndarray:
+def update_weights(
+    w: np.ndarray, scores: np.ndarray, strength: float, momentum: float, train_cells: np.ndarray
+) -> np.ndarray:
     """Move the cell weights towards score**strength and renormalise to mean 1 over training samples."""
     w = (1 - momentum) * w + momentum * scores**strength
     return w / w.flat[train_cells].mean()
@@ -79,7 +72,9 @@ class ValReweight(Method):
             feats = m.features(b.x)
             total = cross_entropy(m.heads["target"](feats), b, weights=table[b.a, b.y]).mean()
             if hp["multitask"]:
-                total = total + hp["multitask_weight"] * torch.nn.functional.cross_entropy(m.heads["sensitive"](feats), b.a)
+                total = total + hp["multitask_weight"] * torch.nn.functional.cross_entropy(
+                    m.heads["sensitive"](feats), b.a
+                )
             return total
 
         def refresh(step):
@@ -88,7 +83,9 @@ class ValReweight(Method):
             acc = cell_accuracy(val_y, val_a, pred, ctx.n_classes, ctx.n_groups)
             weights = update_weights(weights, attention_scores(acc), hp["strength"], hp["momentum"], train_cells)
             table.copy_(torch.as_tensor(weights, dtype=torch.float32))
-            ctx.log.stage(f"update@{step + 1}", val_cell_acc=np.round(acc, 4).tolist(), weights=np.round(weights, 4).tolist())
+            ctx.log.stage(
+                f"update@{step + 1}", val_cell_acc=np.round(acc, 4).tolist(), weights=np.round(weights, 4).tolist()
+            )
 
         ctx.train_classifier(model, steps, loss, every=every, callback=refresh)
         return Predictor(model, ctx.device)

@@ -66,13 +66,15 @@ def seed_summary(values) -> dict:
     from scipy import stats  # imported here: scipy.stats adds 0.7 s to every worker's start
 
     half_width = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n >= 2 else math.nan
-    return nan_to_none({
-        "mean": mean,
-        "std": std,
-        "n": n,
-        "ci95": [mean - half_width, mean + half_width],
-        "method": "mean ± Student-t 95% interval over seeds: t_{0.975, n-1} · std / sqrt(n), std with ddof=1",
-    })
+    return nan_to_none(
+        {
+            "mean": mean,
+            "std": std,
+            "n": n,
+            "ci95": [mean - half_width, mean + half_width],
+            "method": "mean ± Student-t 95% interval over seeds: t_{0.975, n-1} · std / sqrt(n), std with ddof=1",
+        }
+    )
 
 
 def _multinomial_resamples(counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -92,4 +94,3 @@ def _percentile_interval(values: np.ndarray, tail: float) -> list:
         return [None, None]
     low, high = np.percentile(defined, [tail, 100 - tail])
     return [float(low), float(high)]
-

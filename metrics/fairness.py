@@ -1,23 +1,8 @@
-"""Group-fairness metrics of METRICS.md, computed from per-(group, y, ŷ) confusion counts.
+"""Group-fairness metrics of docs/METRICS.md, computed from per-(group, y, ŷ) confusion counts.
 
-Every metric here is a function of ``counts[g, y, ŷ]`` (the number of test rows
-in sensitive group g with target y and prediction ŷ). The run-time path builds
-those counts once with ``np.bincount`` and evaluates all metrics with array
-operations over the trailing ``(G, C, C)`` axes, so any leading batch axis
-(bootstrap resamples) costs no extra Python.
-
-Notation (METRICS.md): target Y, prediction Ŷ, sensitive group a,
-TPR_a = P(Ŷ=1 | A=a, Y=1), FPR_a = P(Ŷ=1 | A=a, Y=0).
-
-Undefined quantities are NaN, never 0: a group with no positives has no TPR, a
-group with no negatives has no FPR, a group with no rows has no rate at all.
-Between-group gaps and the accuracy std are taken over the groups where the
-quantity is defined, and are NaN when fewer than two groups define it.
-This deliberately differs from fairlearn: its ``true_positive_rate`` /
-``false_positive_rate`` use sklearn's ``confusion_matrix(normalize="true")``,
-which turns 0/0 into 0, so a group without positives enters fairlearn's gaps
-with TPR = 0 (and one without negatives with FPR = 0). On data where every
-group has positives and negatives the two agree exactly.
+Every metric is a function of ``counts[g, y, ŷ]``, so any leading batch axis
+(bootstrap resamples) costs no extra Python.  Undefined quantities are NaN
+with a reason, never 0 (where this differs from fairlearn: docs/METRICS.md).
 """
 
 from __future__ import annotations
@@ -45,9 +30,7 @@ METRIC_DEFINITIONS = {
         f"½[(max_a TPR_a − min_a TPR_a) + (max_a FPR_a − min_a FPR_a)], each gap {_GAP} "
         f"(= fairlearn equalized_odds_difference, agg='mean'){_OVR}"
     ),
-    "dp_diff": (
-        f"max_a P(Ŷ=1|A=a) − min_a P(Ŷ=1|A=a) {_GAP} (= fairlearn demographic_parity_difference){_OVR}"
-    ),
+    "dp_diff": (f"max_a P(Ŷ=1|A=a) − min_a P(Ŷ=1|A=a) {_GAP} (= fairlearn demographic_parity_difference){_OVR}"),
     "eopp_diff": (
         f"max_a TPR_a − min_a TPR_a {_GAP} (equal opportunity; = fairlearn equal_opportunity_difference){_OVR}"
     ),
@@ -326,9 +309,7 @@ def _summary_notes(rates: dict, summary: dict, group_names: list, class_names: l
                     f"{_gap_scope(int((nonempty & ~undefined).sum()), n_classes > 2)} "
                     f"(fairlearn would count {rate.upper()}=0 for them)"
                 )
-    empty_cells = [
-        f"(y={class_names[c]}, a={group_names[g]})" for g, c in zip(*np.nonzero(rates["class_n"] == 0))
-    ]
+    empty_cells = [f"(y={class_names[c]}, a={group_names[g]})" for g, c in zip(*np.nonzero(rates["class_n"] == 0))]
     if empty_cells:
         notes.append(f"wga: {len(empty_cells)} empty (y, a) cells excluded: {', '.join(empty_cells)}")
     absent = [class_names[c] for c in np.flatnonzero(rates["class_n"].sum(axis=0) == 0)]
@@ -347,4 +328,3 @@ def _gap_scope(n_defined: int, multiclass: bool) -> str:
     if multiclass:
         return "fewer than two groups define it, so this class is left out of the class average"
     return "fewer than two groups define it, so its gap is NaN"
-

@@ -29,7 +29,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _mini_clip_from_user_cache(_isolated_cache):
-    """Copy an already trained synthfaces mini-CLIP (same config key) from ~/.cache/fairbench, else a session trains it once."""
+    """Copy a trained synthfaces mini-CLIP (same config key) from ~/.cache/fairbench, else a session trains it once."""
     import shutil
 
     from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, cache_path

@@ -3,6 +3,7 @@
 Every image here is random colour noise drawn by `write_image`; no real
 dataset image is ever copied (UTKFace, CelebA and FairFace licences forbid it).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

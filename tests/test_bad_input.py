@@ -2,6 +2,7 @@
 
 Concurrent and interrupted cache builds are covered in test_cache.py.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,9 @@ def test_missing_image_is_skipped_and_counted(root, tmp_path, caplog):
 
 def test_missing_image_is_fatal_when_strict(root, tmp_path):
     (root / "train" / "3.jpg").unlink()
-    with pytest.raises(DataError, match=r"fairface_label_train\.csv, line 4: image 'train/3\.jpg' does not exist.*without strict"):
+    with pytest.raises(
+        DataError, match=r"fairface_label_train\.csv, line 4: image 'train/3\.jpg' does not exist.*without strict"
+    ):
         load(root, tmp_path, strict=True)
 
 
@@ -63,18 +66,26 @@ def test_corrupt_jpeg_is_fatal_when_strict(root, tmp_path):
 
 def test_unknown_label_value_names_value_row_and_allowed_values(root):
     edit_lines(root / "fairface_label_val.csv", lambda ls: [ls[0], ls[1].replace(",Male,", ",Mle,"), *ls[2:]])
-    with pytest.raises(DataError, match=r"fairface_label_val\.csv, line 2: unknown gender value 'Mle'; allowed values are \['Male', 'Female'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"fairface_label_val\.csv, line 2: unknown gender value 'Mle'; allowed values are \['Male', 'Female'\]",
+    ):
         FairFace().index(root)
 
 
 def test_missing_column_names_the_file_and_the_columns_found(root):
     edit_lines(root / "fairface_label_train.csv", lambda ls: [",".join(line.split(",")[:3]) for line in ls])
-    with pytest.raises(DataError, match=r"fairface_label_train\.csv is missing column\(s\) \['race'\]; found columns \['file', 'age', 'gender'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"fairface_label_train\.csv is missing column\(s\) \['race'\]; found columns \['file', 'age', 'gender'\]",
+    ):
         FairFace().index(root)
 
 
 def test_extra_columns_are_accepted_and_noted(root):
-    edit_lines(root / "fairface_label_train.csv", lambda ls: [ls[0] + ",photographer", *(line + ",anon" for line in ls[1:])])
+    edit_lines(
+        root / "fairface_label_train.csv", lambda ls: [ls[0] + ",photographer", *(line + ",anon" for line in ls[1:])]
+    )
     index = FairFace().index(root)
     assert sum(len(index.tables[s]) for s in ("train", "val")) == 28
     assert index.info["notes"] == ["fairface_label_train.csv: extra column(s) ['photographer'] ignored"]
@@ -141,7 +152,7 @@ def test_celeba_empty_split_fails_make_task_data(tmp_path):
 def test_celeba_unknown_value_names_line_attribute_and_allowed_values(tmp_path):
     build_celeba(tmp_path / "celeba")
     attr = tmp_path / "celeba" / "list_attr_celeba.txt"
-    edit_lines(attr, lambda ls: [*ls[:4], "000003.jpg  0" + ls[4][len("000003.jpg -1"):], *ls[5:]])
+    edit_lines(attr, lambda ls: [*ls[:4], "000003.jpg  0" + ls[4][len("000003.jpg -1") :], *ls[5:]])
     expected = r"list_attr_celeba\.txt, line 5: unknown 5_o_Clock_Shadow value '0'; allowed values are \['-1', '1'\]"
     with pytest.raises(DataError, match=expected):
         CelebA().index(tmp_path / "celeba")
@@ -150,7 +161,11 @@ def test_celeba_unknown_value_names_line_attribute_and_allowed_values(tmp_path):
 def test_celeba_csv_missing_column_names_the_columns_found(tmp_path):
     build_celeba(tmp_path / "celeba", "csv")
     edit_lines(tmp_path / "celeba" / "list_attr_celeba.csv", lambda ls: [line.rsplit(",", 1)[0] for line in ls])
-    with pytest.raises(DataError, match=r"list_attr_celeba\.csv is missing column\(s\) \['Young'\]; found columns \['image_id', '5_o_Clock_Shadow'"):
+    with pytest.raises(
+        DataError,
+        match=r"list_attr_celeba\.csv is missing column\(s\) \['Young'\]; "
+        r"found columns \['image_id', '5_o_Clock_Shadow'",
+    ):
         CelebA().index(tmp_path / "celeba")
 
 
@@ -170,6 +185,11 @@ def test_celeba_short_row_and_unpartitioned_image(tmp_path):
 
 def test_celeba_image_id_escaping_the_root_is_rejected(tmp_path):
     build_celeba(tmp_path / "celeba", "csv")
-    edit_lines(tmp_path / "celeba" / "list_attr_celeba.csv", lambda ls: [ls[0], ls[1].replace("000001.jpg", "../000001.jpg"), *ls[2:]])
-    with pytest.raises(DataError, match=r"list_attr_celeba\.csv, line 2: image_id '\.\./000001\.jpg' is not a relative path"):
+    edit_lines(
+        tmp_path / "celeba" / "list_attr_celeba.csv",
+        lambda ls: [ls[0], ls[1].replace("000001.jpg", "../000001.jpg"), *ls[2:]],
+    )
+    with pytest.raises(
+        DataError, match=r"list_attr_celeba\.csv, line 2: image_id '\.\./000001\.jpg' is not a relative path"
+    ):
         CelebA().index(tmp_path / "celeba")

@@ -1,4 +1,5 @@
 """The decoded-image cache: keys, reuse, resizing, skips, concurrency and interrupted builds."""
+
 from __future__ import annotations
 
 import fcntl

@@ -1,4 +1,5 @@
 """CelebA: text and CSV variants, 1/-1 coding, official partition, any-attribute tasks."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The conformance kit: every built-in method passes it, and each check catches the violation it is for."""
+
 import gc
 
 import numpy as np
@@ -48,7 +49,7 @@ class Greedy(Prior):
 
 
 def held_back_splits() -> list:
-    """What a hostile plugin finds of the harness's test split by walking the interpreter's objects (no path from ctx)."""
+    """What a hostile plugin finds of the harness's test split by walking the interpreter's objects."""
     return [o for o in gc.get_objects() if type(o).__name__ == "PoisonedTest"]
 
 

@@ -1,4 +1,5 @@
 """The harness: budget metering, store, resume, loss weights, augmentation."""
+
 import json
 
 import numpy as np
@@ -67,8 +68,15 @@ def reg():
 
 
 def tiny_grid(methods, seeds=1, budget="smoke"):
-    return load_plan(flags={"datasets": ["synthfaces"], "methods": methods, "seeds": seeds, "budget": budget,
-                            "dataset_options": {"synthfaces": TINY_SYNTH}})
+    return load_plan(
+        flags={
+            "datasets": ["synthfaces"],
+            "methods": methods,
+            "seeds": seeds,
+            "budget": budget,
+            "dataset_options": {"synthfaces": TINY_SYNTH},
+        }
+    )
 
 
 def test_a_method_exceeding_the_budget_is_stopped_and_recorded(tmp_path, reg):
@@ -142,7 +150,9 @@ def test_mixing_cross_entropy_is_the_weighted_sum_of_both_labels():
     y = torch.tensor([0, 1])
     view = type("V", (), {"a": np.zeros(2, dtype=int)})()
     plain = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y, view))
-    mixed = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y, view, perm=torch.tensor([1, 0]), lam=0.75))
+    mixed = cross_entropy(
+        logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y, view, perm=torch.tensor([1, 0]), lam=0.75)
+    )
     swapped = cross_entropy(logits, Batch(torch.zeros(2, 3, 4, 4), np.arange(2), y.flip(0), view))
     torch.testing.assert_close(mixed, 0.75 * plain + 0.25 * swapped)
 

@@ -1,4 +1,5 @@
 """End to end through the `fairbench` command line."""
+
 import json
 import os
 import subprocess
@@ -55,7 +56,18 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
     target = tmp_path / "site"
     pkg = Path(__file__).parent / "plugin_pkg"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(pkg)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
         check=True,
         capture_output=True,
     )
@@ -66,7 +78,9 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
     out = tmp_path / "runs"
     ran = subprocess.run(
         [*cli, "run", "--methods", "linear-probe,erm", "--budget", "smoke", "--out", str(out), *TINY_OPTIONS],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     rows = {r["method"]: r for r in json.loads((out / "leaderboard.json").read_text())["tables"][0]["rows"]}
@@ -85,11 +99,17 @@ def test_erm_on_default_synthfaces_shows_a_group_gap(tmp_path):
     assert max(accs) - min(accs) > 0.05, groups
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--methods", "no-such-method"], "unknown method 'no-such-method'; installed methods: ["),
-    (["--methods", "clip-cluster", "--vlm", "clip"], "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of"),
-    (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--methods", "no-such-method"], "unknown method 'no-such-method'; installed methods: ["),
+        (
+            ["--methods", "clip-cluster", "--vlm", "clip"],
+            "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of",
+        ),
+        (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
+    ],
+)
 def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, message):
     assert main(["run", *flags, "--budget", "smoke", "--out", str(tmp_path / "runs"), *TINY_OPTIONS]) == 2
     err = capsys.readouterr().err
@@ -109,8 +129,23 @@ def test_run_on_a_real_layout_writes_per_group_tables(tmp_path, dataset):
     root = tmp_path / dataset
     build_fairface(root) if dataset == "fairface" else build_celeba(root, "txt", n=60)
     out = tmp_path / "runs"
-    argv = ["run", "--methods", "erm", "--datasets", dataset, "--data-root", str(root), "--budget", "smoke",
-            "--workers", "2", "--bootstrap", "50", "--out", str(out)]
+    argv = [
+        "run",
+        "--methods",
+        "erm",
+        "--datasets",
+        dataset,
+        "--data-root",
+        str(root),
+        "--budget",
+        "smoke",
+        "--workers",
+        "2",
+        "--bootstrap",
+        "50",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["status"] == "ok" and rec["spec"]["dataset"] == dataset

@@ -1,4 +1,5 @@
 """VLM encoders: open_clip loading and its errors, the embedding cache, prompt ensembles, the mini-CLIP."""
+
 import json
 import os
 from pathlib import Path
@@ -34,8 +35,14 @@ class FakeText:
 
 
 def test_zero_shot_classifier_averages_normalised_prompt_embeddings():
-    vec = {"a photo of a": np.array([1.0, 0, 0]), "a photo of b": np.array([0, 2.0, 0]), "a": np.array([1.0, 1.0, 0]),
-           "b": np.array([0, 0, 3.0]), "a photo of c": np.array([0, 0, 1.0]), "c": np.array([0, 0, 1.0])}
+    vec = {
+        "a photo of a": np.array([1.0, 0, 0]),
+        "a photo of b": np.array([0, 2.0, 0]),
+        "a": np.array([1.0, 1.0, 0]),
+        "b": np.array([0, 0, 3.0]),
+        "a photo of c": np.array([0, 0, 1.0]),
+        "c": np.array([0, 0, 1.0]),
+    }
     w = zero_shot_classifier(FakeText(vec), [("a", "b"), ("c",)], templates=("a photo of {}", "{}"))
     expected0 = np.array([1, 0, 0]) + np.array([0, 1, 0]) + np.array([1, 1, 0]) / np.sqrt(2) + np.array([0, 0, 1])
     np.testing.assert_allclose(w[0], expected0 / np.linalg.norm(expected0), rtol=1e-6)
@@ -46,9 +53,14 @@ def test_zero_shot_classifier_averages_normalised_prompt_embeddings():
 
 def test_class_phrases_known_and_generic_attributes():
     assert class_phrases(Attribute("smiling", ("no", "yes"), (("a person not smiling",), ("a person smiling",)))) == [
-        ("a person not smiling",), ("a person smiling",)]
+        ("a person not smiling",),
+        ("a person smiling",),
+    ]
     assert class_phrases(registry().dataset("synthfaces").attributes["smiling"])[1][0] == "a person smiling"
-    assert class_phrases(Attribute("Blond_Hair", ("not_Blond_Hair", "Blond_Hair"))) == [("a person without blond hair",), ("a person with blond hair",)]
+    assert class_phrases(Attribute("Blond_Hair", ("not_Blond_Hair", "Blond_Hair"))) == [
+        ("a person without blond hair",),
+        ("a person with blond hair",),
+    ]
     assert class_phrases(Attribute("race", ("White", "Black")))[1] == ("a black person",)
 
 
@@ -63,7 +75,9 @@ def test_open_clip_errors_say_what_to_pass(tmp_path, monkeypatch):
     with pytest.raises(VLMUnavailable, match="is not a pretrained tag"):
         plugin.load("ViT-B-32:no_such_tag", tmp_path)
     monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
-    with pytest.raises(VLMUnavailable, match=r"FAIRBENCH_OFFLINE=1.*--vlm open_clip:ViT-B-32:/path/to.*--vlm none.*mini-CLIP"):
+    with pytest.raises(
+        VLMUnavailable, match=r"FAIRBENCH_OFFLINE=1.*--vlm open_clip:ViT-B-32:/path/to.*--vlm none.*mini-CLIP"
+    ):
         plugin.load("ViT-B-32:laion2b_s34b_b79k", tmp_path)
     with pytest.raises(VLMUnavailable, match="must hold open_clip_config.json"):
         plugin.load(f"local-dir:{tmp_path}", tmp_path)
@@ -76,8 +90,11 @@ def tiny_open_clip_dir(tmp_path) -> Path:
     folder = tmp_path / "tiny-clip"
     folder.mkdir()
     torch.manual_seed(0)
-    model = open_clip.model.CLIP(TINY_CFG["embed_dim"], open_clip.model.CLIPVisionCfg(**TINY_CFG["vision_cfg"]),
-                                 open_clip.model.CLIPTextCfg(**TINY_CFG["text_cfg"]))
+    model = open_clip.model.CLIP(
+        TINY_CFG["embed_dim"],
+        open_clip.model.CLIPVisionCfg(**TINY_CFG["vision_cfg"]),
+        open_clip.model.CLIPTextCfg(**TINY_CFG["text_cfg"]),
+    )
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
@@ -87,7 +104,9 @@ def test_local_open_clip_checkpoint_embeds_offline_with_a_disk_cache(tiny_open_c
     monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
     cache = tmp_path / "cache"
     enc = load_vlm(f"open_clip:local-dir:{tiny_open_clip_dir}", registry().encoders, cache)
-    assert isinstance(enc, VisionLanguageEncoder) and enc.info["source"] == "local-dir" and len(enc.info["sha256"]) == 64
+    assert (
+        isinstance(enc, VisionLanguageEncoder) and enc.info["source"] == "local-dir" and len(enc.info["sha256"]) == 64
+    )
     images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
     emb = enc.encode_images(images)
     assert emb.shape == (5, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
@@ -116,8 +135,25 @@ def test_run_with_an_unloadable_vlm_fails_with_the_message(tmp_path, monkeypatch
     monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
     out = tmp_path / "runs"
     options = [f"--dataset-option={k}={v}" for k, v in {**TINY_SYNTH, "n_pool": 200}.items()]
-    assert main(["run", "--methods", "ssl-pipeline", "--budget", "smoke", "--bootstrap", "0", "--out", str(out),
-                 "--vlm", "open_clip:ViT-B-32:laion2b_s34b_b79k", *options]) == 1
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                "ssl-pipeline",
+                "--budget",
+                "smoke",
+                "--bootstrap",
+                "0",
+                "--out",
+                str(out),
+                "--vlm",
+                "open_clip:ViT-B-32:laion2b_s34b_b79k",
+                *options,
+            ]
+        )
+        == 1
+    )
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["status"] == "failed" and "VLMUnavailable" in rec["error"] and "--vlm none" in rec["error"]
 

@@ -3,6 +3,7 @@
 The submodular functions, greedy, MINE and the CMI losses are tested in
 test_submodular.py; SupCon / FSCL losses in test_losses.py.
 """
+
 import math
 import os
 import re
@@ -137,7 +138,9 @@ class ToyBrightnessCLIP:
         return self._embed(np.median(luminance.reshape(len(images), -1), axis=1))
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self._embed(np.array([next(v for k, v in self.WORDS.items() if re.search(rf"\b{k}\b", t.lower())) for t in texts]))
+        return self._embed(
+            np.array([next(v for k, v in self.WORDS.items() if re.search(rf"\b{k}\b", t.lower())) for t in texts])
+        )
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +151,17 @@ def synth_data():
 
 
 def _ctx(data, method, vlm=None, **hparams):
-    return FitContext(data, {**method.default_hparams(), **hparams}, BudgetMeter(TINY_BUDGET), 0, torch.device("cpu"),
-                      Augment(), "mobilenet_v2", "imagenet", vlm=vlm)
+    return FitContext(
+        data,
+        {**method.default_hparams(), **hparams},
+        BudgetMeter(TINY_BUDGET),
+        0,
+        torch.device("cpu"),
+        Augment(),
+        "mobilenet_v2",
+        "imagenet",
+        vlm=vlm,
+    )
 
 
 def test_clip_cluster_recovers_planted_groups_from_prompt_similarities(synth_data):
@@ -165,7 +177,9 @@ def test_clip_cluster_backbone_variant_recovers_planted_groups(synth_data):
     ctx = _ctx(synth_data, ClipCluster)
     train_f, _ = clustering_features(ctx, ctx.new_classifier(), 16, 0.5)
     clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
-    assert partition_report(clusters, synth_data.train.a)["ami_with_true_groups"] > 0.05  # random partitions: |AMI| < 0.01
+    assert (
+        partition_report(clusters, synth_data.train.a)["ami_with_true_groups"] > 0.05
+    )  # random partitions: |AMI| < 0.01
     assert ctx.log.variant == "backbone-features"
 
 

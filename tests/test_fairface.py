@@ -1,4 +1,5 @@
 """FairFace: official layout, val = test, carved validation, race4 handling, tasks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,9 @@ def test_any_image_size_is_resized(loaded):
 
 
 def test_labels_follow_the_csv(root, loaded):
-    rows = {line.split(",")[0]: line.split(",") for line in (root / "fairface_label_val.csv").read_text().splitlines()[1:]}
+    rows = {
+        line.split(",")[0]: line.split(",") for line in (root / "fairface_label_val.csv").read_text().splitlines()[1:]
+    }
     test = loaded.splits["test"]
     attrs = loaded.attributes
     for i, file in enumerate(test.ids):
@@ -57,7 +60,9 @@ def test_race4_task_drops_rows_outside_race4_and_records_it(root, tmp_path, load
     ds = FairFace().load(root, 16, tmp_path / "cache", workers=1, progress=False, task="gender/race4")
     assert ds.info["task_rows_dropped"]["per_split"] == {"train": 4, "val": 4, "test": 4}
     assert all((s.labels["race4"] >= 0).all() for s in ds.splits.values())
-    assert all(isinstance(s.images, np.memmap) for s in ds.splits.values()), "rows outside race4 come last: a slice, no copy"
+    assert all(isinstance(s.images, np.memmap) for s in ds.splits.values()), (
+        "rows outside race4 come last: a slice, no copy"
+    )
     data = make_task_data(ds, FairFace().task("gender/race4"))
     assert data.group_names == ("White", "Black", "Asian", "Indian") and len(data.train) == 10
     assert restrict_to_task(loaded, FairFace().task("gender/race")) is loaded

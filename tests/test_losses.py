@@ -1,4 +1,5 @@
 """Contrastive losses: hand-computed values on four 2-d unit vectors, and that they train."""
+
 import math
 
 import pytest
@@ -15,9 +16,9 @@ U_SCALED = U * torch.tensor([[2.0], [3.0], [0.5], [4.0]], dtype=torch.float64)
 
 def test_supcon_matches_hand_computed_l_out():
     # τ = .5 so logits are 2·dots; labels [0,0,0,1]: anchors 0,1,2 have two positives, anchor 3 none (left out).
-    d0 = math.exp(1.2) + math.exp(0.0) + math.exp(-1.6)   # anchor 0 against u1, u2, u3
-    d1 = math.exp(1.2) + math.exp(1.6) + math.exp(0.0)    # anchor 1 against u0, u2, u3
-    d2 = math.exp(0.0) + math.exp(1.6) + math.exp(1.2)    # anchor 2 against u0, u1, u3
+    d0 = math.exp(1.2) + math.exp(0.0) + math.exp(-1.6)  # anchor 0 against u1, u2, u3
+    d1 = math.exp(1.2) + math.exp(1.6) + math.exp(0.0)  # anchor 1 against u0, u2, u3
+    d2 = math.exp(0.0) + math.exp(1.6) + math.exp(1.2)  # anchor 2 against u0, u1, u3
     term0 = -0.5 * ((1.2 - math.log(d0)) + (0.0 - math.log(d0)))
     term1 = -0.5 * ((1.2 - math.log(d1)) + (1.6 - math.log(d1)))
     term2 = -0.5 * ((0.0 - math.log(d2)) + (1.6 - math.log(d2)))
@@ -25,8 +26,15 @@ def test_supcon_matches_hand_computed_l_out():
     got = supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), temperature=0.5, base_temperature=0.25)
     assert got.item() == pytest.approx(expected, rel=1e-12)
     # The "sum inside the log" variant would give a different number on this example.
-    l_in = -(math.log((math.exp(1.2) + math.exp(0.0)) / 2 / d0) + math.log((math.exp(1.2) + math.exp(1.6)) / 2 / d1)
-             + math.log((math.exp(0.0) + math.exp(1.6)) / 2 / d2)) / 3 * 2
+    l_in = (
+        -(
+            math.log((math.exp(1.2) + math.exp(0.0)) / 2 / d0)
+            + math.log((math.exp(1.2) + math.exp(1.6)) / 2 / d1)
+            + math.log((math.exp(0.0) + math.exp(1.6)) / 2 / d2)
+        )
+        / 3
+        * 2
+    )
     assert abs(got.item() - l_in) > 1e-3
 
 
@@ -50,7 +58,8 @@ def test_supcon_without_labels_is_simclr():
     assert got.item() == pytest.approx(_nt_xent_by_hand(), rel=1e-12)
     z1, z2 = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert supcon_loss(torch.stack([z1, z2], 1), None, 0.3, 0.3).item() == pytest.approx(
-        nt_xent_loss(z1, z2, 0.3).item(), rel=1e-12)
+        nt_xent_loss(z1, z2, 0.3).item(), rel=1e-12
+    )
 
 
 def test_supcon_views_equal_flattened_samples_with_repeated_labels():
@@ -69,10 +78,10 @@ def test_supcon_needs_views_or_labels():
 def test_fair_supcon_matches_hand_computed():
     # targets [0,0,1,1], sensitive [0,1,1,0]; τ = .5 (logits 2·dots), τ_base = .25.
     # Each anchor: one positive, one negative with a different target and the same sensitive attribute.
-    term0 = -(1.2 - (-1.6))   # anchor 0: positive u1 (1.2), fair negative u3 (-1.6)
-    term1 = -(1.2 - 1.6)      # anchor 1: positive u0 (1.2), fair negative u2 (1.6)
-    term2 = -(1.2 - 1.6)      # anchor 2: positive u3 (1.2), fair negative u1 (1.6)
-    term3 = -(1.2 - (-1.6))   # anchor 3: positive u2 (1.2), fair negative u0 (-1.6)
+    term0 = -(1.2 - (-1.6))  # anchor 0: positive u1 (1.2), fair negative u3 (-1.6)
+    term1 = -(1.2 - 1.6)  # anchor 1: positive u0 (1.2), fair negative u2 (1.6)
+    term2 = -(1.2 - 1.6)  # anchor 2: positive u3 (1.2), fair negative u1 (1.6)
+    term3 = -(1.2 - (-1.6))  # anchor 3: positive u2 (1.2), fair negative u0 (-1.6)
     expected = 2.0 * (term0 + term1 + term2 + term3) / 4
     got = fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 0]), 0.5, 0.25)
     assert got.item() == pytest.approx(expected, rel=1e-12)
@@ -85,8 +94,7 @@ def test_fair_supcon_group_norm_matches_official_formula():
     # anchor 1: P = {0, 2}, c = 1, fair negative u3: log-denominator 0
     term1 = -0.5 * ((1.2 - 0.0) + (1.6 - 0.0)) / (1 * 2)
     # anchor 2 has c = 0 and anchor 3 no positive: both left out
-    got = fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]), 0.5, 0.5,
-                           group_norm=True)
+    got = fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]), 0.5, 0.5, group_norm=True)
     assert got.item() == pytest.approx((term0 + term1) / 2, rel=1e-12)
     plain = fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]), 0.5, 0.5)
     # anchors 0 and 1 only (anchor 2 has no same-sensitive negative)
@@ -103,21 +111,28 @@ def test_fair_supcon_ignores_negatives_from_other_sensitive_groups():
     moved = feats.clone()
     moved[4] = torch.randn(2, 3, generator=g, dtype=torch.float64)
     assert fair_supcon_loss(moved, targets, sensitive).item() == pytest.approx(
-        fair_supcon_loss(feats, targets, sensitive).item(), rel=1e-12)
+        fair_supcon_loss(feats, targets, sensitive).item(), rel=1e-12
+    )
     assert abs(supcon_loss(moved, targets).item() - supcon_loss(feats, targets).item()) > 1e-6
 
 
 def test_fair_supcon_cross_group_positives_drop_same_group_pairs():
     # targets [0,0,0,1], sensitive [0,0,1,0]: cross-group positives of anchor 0 are {2} only.
-    got = fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]), 0.5, 0.5,
-                           cross_group_positives=True)
-    term0 = -(0.0 + 1.6)      # anchor 0: positive u2 (0), fair negative u3 (-1.6)
-    term1 = -(1.6 - 0.0)      # anchor 1: positive u2 (1.6), fair negative u3 (0)
+    got = fair_supcon_loss(
+        U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]), 0.5, 0.5, cross_group_positives=True
+    )
+    term0 = -(0.0 + 1.6)  # anchor 0: positive u2 (0), fair negative u3 (-1.6)
+    term1 = -(1.6 - 0.0)  # anchor 1: positive u2 (1.6), fair negative u3 (0)
     # anchor 2 (group 1): cross-group positives {0, 1} but no same-group negative -> left out
     assert got.item() == pytest.approx((term0 + term1) / 2, rel=1e-12)
     with pytest.raises(ValueError, match="group_norm"):
-        fair_supcon_loss(U_SCALED, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]),
-                         cross_group_positives=True, group_norm=True)
+        fair_supcon_loss(
+            U_SCALED,
+            torch.tensor([0, 0, 0, 1]),
+            torch.tensor([0, 0, 1, 0]),
+            cross_group_positives=True,
+            group_norm=True,
+        )
 
 
 def _train(loss_fn, param, steps=25, lr=0.05):

@@ -81,7 +81,9 @@ def _fairlearn_binary(y_true, y_pred, groups):
 
 def _fairlearn_one_vs_rest(y_true, y_pred, groups, n_classes):
     """Multi-class reference: fairlearn gaps on each one-vs-rest binarisation, averaged over classes."""
-    per_class = [_fairlearn_gaps((y_true == c).astype(int), (y_pred == c).astype(int), groups) for c in range(n_classes)]
+    per_class = [
+        _fairlearn_gaps((y_true == c).astype(int), (y_pred == c).astype(int), groups) for c in range(n_classes)
+    ]
     gaps = {name: np.mean([gap[name] for gap in per_class]) for name in FAIRNESS_GAPS}
     return {**_fairlearn_accuracies(y_true, y_pred, groups), **gaps}
 
@@ -154,10 +156,28 @@ def test_hand_built_binary_case():
     _assert_metrics_equal(_fairlearn_binary(y_true, y_pred, groups), expected)
     rows = {row["group"]: row for row in report.per_group}
     assert rows["a0"] == pytest.approx(
-        {"group": "a0", "n": 6, "positives": 3, "acc": 4 / 6, "tpr": 2 / 3, "fpr": 1 / 3, "selection_rate": 1 / 2, "note": ""}
+        {
+            "group": "a0",
+            "n": 6,
+            "positives": 3,
+            "acc": 4 / 6,
+            "tpr": 2 / 3,
+            "fpr": 1 / 3,
+            "selection_rate": 1 / 2,
+            "note": "",
+        }
     )
     assert rows["a1"] == pytest.approx(
-        {"group": "a1", "n": 5, "positives": 2, "acc": 4 / 5, "tpr": 1 / 2, "fpr": 0.0, "selection_rate": 1 / 5, "note": ""}
+        {
+            "group": "a1",
+            "n": 5,
+            "positives": 2,
+            "acc": 4 / 5,
+            "tpr": 1 / 2,
+            "fpr": 0.0,
+            "selection_rate": 1 / 5,
+            "note": "",
+        }
     )
 
 
@@ -186,7 +206,16 @@ def test_hand_built_three_class_case():
     assert any("one-vs-rest" in note for note in report.notes)
     cell = next(r for r in report.per_class_group if r["class"] == "mid" and r["group"] == "a1")
     assert cell == pytest.approx(
-        {"class": "mid", "group": "a1", "n": 4, "positives": 1, "tpr": 1.0, "fpr": 2 / 3, "selection_rate": 3 / 4, "note": ""}
+        {
+            "class": "mid",
+            "group": "a1",
+            "n": 4,
+            "positives": 1,
+            "tpr": 1.0,
+            "fpr": 2 / 3,
+            "selection_rate": 3 / 4,
+            "note": "",
+        }
     )
     assert all(math.isnan(row["tpr"]) and "per_class_group" in row["note"] for row in report.per_group)
 
@@ -204,7 +233,12 @@ def test_binary_metrics_equal_fairlearn(seed, n_groups):
     _assert_metrics_equal(report.summary, _fairlearn_binary(y_true, y_pred, groups))
 
     frame = MetricFrame(
-        metrics={"acc": accuracy_score, "tpr": true_positive_rate, "fpr": false_positive_rate, "selection_rate": selection_rate},
+        metrics={
+            "acc": accuracy_score,
+            "tpr": true_positive_rate,
+            "fpr": false_positive_rate,
+            "selection_rate": selection_rate,
+        },
         y_true=y_true,
         y_pred=y_pred,
         sensitive_features=groups,
@@ -382,7 +416,9 @@ def test_multinomial_bootstrap_matches_naive_row_resampling_in_distribution():
         assert abs(multinomial[name].mean() - naive[name].mean()) < 4 * spread * math.sqrt(2 / n_resamples), name
         assert multinomial[name].std() == pytest.approx(spread, rel=0.10), name
         # The 2.5/97.5 % bounds agree to ~3.5 standard errors of a tail quantile.
-        np.testing.assert_allclose(public[name], np.percentile(naive[name], [2.5, 97.5]), atol=0.3 * spread, err_msg=name)
+        np.testing.assert_allclose(
+            public[name], np.percentile(naive[name], [2.5, 97.5]), atol=0.3 * spread, err_msg=name
+        )
 
 
 def test_bootstrap_skips_resamples_where_a_metric_is_undefined():

@@ -1,4 +1,5 @@
 """Unlabeled pools: a messy folder of images, and a dataset's training split without labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,13 @@ def test_folder_pool_reports_duplicates_non_images_and_corrupt_files(tmp_path):
     assert {k: report[k] for k in expected} == expected
     assert report["duplicate_of"] == {"sub/deeper/a copy.jpg": "a.jpg"}
     assert {s["file"]: s["kind"] for s in report["skipped"]} == {
-        "empty.png": "not_image", "notes.txt": "not_image", "sub/broken.jpg": "corrupt",
+        "empty.png": "not_image",
+        "notes.txt": "not_image",
+        "sub/broken.jpg": "corrupt",
     }
-    assert sorted(pool.ids) == sorted(["a.jpg", "sub/b.png", "sub/deeper/c.bmp", "d.webp", "UPPER CASE.JPEG", "no_extension", "sub/anim.gif"])
+    assert sorted(pool.ids) == sorted(
+        ["a.jpg", "sub/b.png", "sub/deeper/c.bmp", "d.webp", "UPPER CASE.JPEG", "no_extension", "sub/anim.gif"]
+    )
     assert pool.images.shape == (7, 12, 12, 3) and pool.hidden == {}
 
 
@@ -61,12 +66,16 @@ def test_dataset_train_pool_withholds_labels(tmp_path):
 
 def test_dataset_train_pool_is_named_by_dataset_and_unknown_names_list_the_installed_ones(tmp_path):
     build_utkface(tmp_path / "UTKFace")
-    pool = DatasetTrainPool().load(registry().dataset("utkface"), 8, tmp_path / "cache", root=tmp_path / "UTKFace",
-                                   workers=1, progress=False)
+    pool = DatasetTrainPool().load(
+        registry().dataset("utkface"), 8, tmp_path / "cache", root=tmp_path / "UTKFace", workers=1, progress=False
+    )
     assert len(pool) == 20
     synth = registry().dataset("synthfaces")
     assert resolve_pool("dataset-train:utkface", synth, registry(), {"utkface": "/data/UTKFace"}) == {
-        "kind": "dataset-train", "source": "utkface", "root": "/data/UTKFace"}
+        "kind": "dataset-train",
+        "source": "utkface",
+        "root": "/data/UTKFace",
+    }
     with pytest.raises(UnknownName, match=r"unknown dataset 'nope'; installed datasets: \[.*'utkface'"):
         resolve_pool("dataset-train:nope", synth, registry(), {})
     with pytest.raises(ConfigError, match=r"pool 'folders:/x': write auto, none or KIND:SOURCE"):

@@ -1,5 +1,6 @@
 """The fair-comparison protocol: equal trials, validation-only selection, intervals,
 config files, executors, faults and resume."""
+
 import json
 import os
 import signal
@@ -28,8 +29,16 @@ CLI = [sys.executable, "-m", "fairfacebench.cli"]
 
 # --- equal hyperparameter search ---------------------------------------------------------------
 
+
 def test_every_method_gets_the_same_trials_and_trial_zero_is_the_defaults():
-    plan = load_plan(flags={"datasets": ["synthfaces"], "methods": ["erm", "reweight", "val-reweight"], "hparam_trials": 3, "seeds": 2})
+    plan = load_plan(
+        flags={
+            "datasets": ["synthfaces"],
+            "methods": ["erm", "reweight", "val-reweight"],
+            "hparam_trials": 3,
+            "seeds": 2,
+        }
+    )
     specs = expand(plan)
     per_method = {}
     for s in specs:
@@ -54,23 +63,47 @@ def test_adding_a_hyperparameter_leaves_the_other_draws_of_a_method_unchanged():
 
 # --- validation-only model selection -------------------------------------------------------------
 
+
 def _record(method, seed, trial, val, test):
     """A finished run record with the fields the leaderboard reads."""
     group = {"group": "g0", "n": 10, "acc": test["acc"], "tpr": 0.5, "fpr": 0.1, "selection_rate": 0.3}
     return {
         "run_id": f"{method}-{seed}-{trial}",
         "status": "ok",
-        "spec": {"dataset": "d", "task": "t", "method": method, "seed": seed, "trial": trial, "hparams": {"trial": trial}, "budget": {"name": "b"}},
+        "spec": {
+            "dataset": "d",
+            "task": "t",
+            "method": method,
+            "seed": seed,
+            "trial": trial,
+            "hparams": {"trial": trial},
+            "budget": {"name": "b"},
+        },
         "method_info": {"description": "", "citation": ""},
         "labels_used": "y:train",
         "metrics": {"val": val, "test": test},
         "per_group": {"test": {"per_group": [group]}},
-        "budget_report": {"steps": 5, "samples_seen": 50, "wall_time_s": 1.0, "steps_per_stage": {"train": 5}, "budget": {"steps": 5}},
+        "budget_report": {
+            "steps": 5,
+            "samples_seen": 50,
+            "wall_time_s": 1.0,
+            "steps_per_stage": {"train": 5},
+            "budget": {"steps": 5},
+        },
     }
 
 
 def _m(acc, wga=0.5, eod=0.1):
-    return {"acc": acc, "wga": wga, "eod_max": eod, "eod_mean": eod / 2, "dp_diff": 0.1, "bal_acc": acc, "eopp_diff": eod, "group_acc_std": 0.01}
+    return {
+        "acc": acc,
+        "wga": wga,
+        "eod_max": eod,
+        "eod_mean": eod / 2,
+        "dp_diff": 0.1,
+        "bal_acc": acc,
+        "eopp_diff": eod,
+        "group_acc_std": 0.01,
+    }
 
 
 def test_selection_uses_validation_only_never_test(tmp_path):
@@ -115,6 +148,7 @@ def test_seed_intervals_on_the_leaderboard(tmp_path):
 
 # --- config files ------------------------------------------------------------------------------
 
+
 def test_default_config_file_reproduces_the_default_plan(tmp_path):
     repo_default = Path(__file__).parents[1] / "benchmark" / "configs" / "default.toml"
     plan = load_plan(repo_default)
@@ -126,16 +160,19 @@ def test_default_config_file_reproduces_the_default_plan(tmp_path):
     assert plan.methods == ("erm",) and plan.seeds == 2 and plan.augment.mix == "cutmix" and plan.augment.crop == 4
 
 
-@pytest.mark.parametrize("text, message", [
-    ("method = ['erm']\n", r"bench.toml: unknown key\(s\) \['method'\]; valid keys: \["),
-    ('seeds = "two"\n', r"bench.toml: 'seeds' must be an integer >= 1, got 'two' \(str\)"),
-    ("seeds = 0\n", r"'seeds' must be an integer >= 1, got 0"),
-    ("[augment]\nflipp = true\n", r"\[augment\]: unknown key\(s\) \['flipp'\]; valid keys: \['crop', 'flip', "),
-    ("[augment]\nflip = 1\n", r"'augment.flip' must be true or false, got 1 \(int\)"),
-    ('budget = "huge"\n', r"'budget' must be one of \['smoke', 'default', 'small', 'paper'\], got 'huge'"),
-    ('methods = "erm"\n', r"'methods' must be a list of names, got 'erm'"),
-    ("seeds = [\n", r"bench.toml: not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("method = ['erm']\n", r"bench.toml: unknown key\(s\) \['method'\]; valid keys: \["),
+        ('seeds = "two"\n', r"bench.toml: 'seeds' must be an integer >= 1, got 'two' \(str\)"),
+        ("seeds = 0\n", r"'seeds' must be an integer >= 1, got 0"),
+        ("[augment]\nflipp = true\n", r"\[augment\]: unknown key\(s\) \['flipp'\]; valid keys: \['crop', 'flip', "),
+        ("[augment]\nflip = 1\n", r"'augment.flip' must be true or false, got 1 \(int\)"),
+        ('budget = "huge"\n', r"'budget' must be one of \['smoke', 'default', 'small', 'paper'\], got 'huge'"),
+        ('methods = "erm"\n', r"'methods' must be a list of names, got 'erm'"),
+        ("seeds = [\n", r"bench.toml: not valid TOML"),
+    ],
+)
 def test_config_errors_name_the_file_the_key_and_what_was_expected(tmp_path, text, message):
     custom = tmp_path / "bench.toml"
     custom.write_text(text)
@@ -145,13 +182,28 @@ def test_config_errors_name_the_file_the_key_and_what_was_expected(tmp_path, tex
 
 # --- faults, executors, resume -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def faulty_env(tmp_path_factory):
     """PYTHONPATH with the faulty test plugin installed (the venv itself is not touched)."""
     target = tmp_path_factory.mktemp("faulty-site")
     pkg = Path(__file__).parent / "faulty_plugin"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(pkg)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return {**os.environ, "PYTHONPATH": str(target)}
 
 
@@ -162,8 +214,13 @@ def _rows(out):
 def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path, faulty_env):
     out = tmp_path / "runs"
     methods = "fault-raises,fault-nan-loss,fault-kills-worker,erm"
-    ran = subprocess.run([*CLI, "run", "--methods", methods, "--budget", "smoke", "--workers", "2", "--out", str(out), *TINY_OPTIONS],
-                         env=faulty_env, capture_output=True, text=True, timeout=900)
+    ran = subprocess.run(
+        [*CLI, "run", "--methods", methods, "--budget", "smoke", "--workers", "2", "--out", str(out), *TINY_OPTIONS],
+        env=faulty_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert ran.returncode == 1, ran.stdout + ran.stderr  # failures are reported in the exit code
     rows = _rows(out)
     assert rows["erm"]["status"] == "ok"
@@ -174,15 +231,36 @@ def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path
     assert "WorkerDied" in errors["fault-kills-worker"] and "17" in errors["fault-kills-worker"]
     md = (out / "leaderboard.md").read_text()
     assert md.count("| failed") >= 3  # failed cells are shown, not dropped
-    records = {json.loads(p.read_text())["spec"]["method"]: json.loads(p.read_text()) for p in out.glob("*/record.json")}
+    records = {
+        json.loads(p.read_text())["spec"]["method"]: json.loads(p.read_text()) for p in out.glob("*/record.json")
+    }
     assert "Traceback" in records["fault-raises"]["traceback"]
 
 
 def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
     pytest.importorskip("ray", reason="Ray is installed by `make setup` (extra 'ray')")
     out = tmp_path / "runs"
-    ran = subprocess.run([*CLI, "run", "--methods", "erm,fault-kills-worker,fault-raises", "--budget", "smoke", "--executor", "ray",
-                          "--workers", "2", "--out", str(out), *TINY_OPTIONS], env=faulty_env, capture_output=True, text=True, timeout=900)
+    ran = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--methods",
+            "erm,fault-kills-worker,fault-raises",
+            "--budget",
+            "smoke",
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            *TINY_OPTIONS,
+        ],
+        env=faulty_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert ran.returncode == 1, ran.stdout + ran.stderr
     rows = _rows(out)
     assert rows["erm"]["status"] == "ok" and rows["erm"]["seeds"] == 1
@@ -213,11 +291,16 @@ def test_run_record_holds_config_versions_commit_weights_and_intervals(tmp_path)
     from fairfacebench.cli import main
 
     out = tmp_path / "runs"
-    assert main(["run", "--methods", "erm", "--budget", "smoke", "--out", str(out), "--bootstrap", "200", *TINY_OPTIONS]) == 0
+    assert (
+        main(["run", "--methods", "erm", "--budget", "smoke", "--out", str(out), "--bootstrap", "200", *TINY_OPTIONS])
+        == 0
+    )
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["config"]["budget"] == "smoke" and rec["config"]["bootstrap"] == 200
     assert rec["versions"]["torch"] and "python" in rec["versions"]
-    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     assert rec["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert rec["weights"]["source"] != "random-init" and rec["weights"]["sha256"].startswith("b0353104")
     iv = rec["test_intervals"]

@@ -1,4 +1,5 @@
 """Done-when of the contributor kit: scaffold a method, install it, list it, run it, pass the conformance kit."""
+
 import json
 import os
 import subprocess
@@ -19,29 +20,75 @@ def test_scaffolded_method_installs_lists_runs_and_conforms(tmp_path, capsys):
     pkg = tmp_path / "fairbench-scaffold-demo"
     assert str(pkg) in capsys.readouterr().out
     assert {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()} == {
-        "pyproject.toml", "README.md", "src/fairbench_scaffold_demo/__init__.py", "tests/test_conformance.py"}
+        "pyproject.toml",
+        "README.md",
+        "src/fairbench_scaffold_demo/__init__.py",
+        "tests/test_conformance.py",
+    }
     target = tmp_path / "site-packages"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(pkg)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
 
     listed = subprocess.run([*CLI, "list", "methods"], env=env, capture_output=True, text=True, check=True)
     assert "scaffold-demo" in listed.stdout and "scaffold: replace with your method" in listed.stdout
 
     out = tmp_path / "runs"
-    ran = subprocess.run([*CLI, "run", "--methods", "scaffold-demo", "--datasets", "synthfaces", "--budget", "smoke",
-                          "--bootstrap", "0", "--out", str(out), *TINY_OPTIONS], env=env, capture_output=True, text=True)
+    ran = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--methods",
+            "scaffold-demo",
+            "--datasets",
+            "synthfaces",
+            "--budget",
+            "smoke",
+            "--bootstrap",
+            "0",
+            "--out",
+            str(out),
+            *TINY_OPTIONS,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = json.loads((out / "leaderboard.json").read_text())["tables"][0]["rows"]
     assert row["method"] == "scaffold-demo" and row["status"] == "ok" and row["budget_report"][0]["steps"] == 12
 
-    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg / "tests")],
-                            env=env, cwd=pkg, capture_output=True, text=True)
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg / "tests")],
+        env=env,
+        cwd=pkg,
+        capture_output=True,
+        text=True,
+    )
     assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout + tested.stderr
 
 
 def test_new_method_refuses_bad_taken_and_existing_names(tmp_path):
-    assert names("my-method") == {"name": "my-method", "dist": "fairbench-my-method", "module": "fairbench_my_method", "cls": "MyMethod"}
+    assert names("my-method") == {
+        "name": "my-method",
+        "dist": "fairbench-my-method",
+        "module": "fairbench_my_method",
+        "cls": "MyMethod",
+    }
     for bad in ("My Method", "my_method", "-x", "x--y", "<script>"):
         with pytest.raises(ValueError, match="not valid"):
             names(bad)

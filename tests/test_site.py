@@ -1,4 +1,5 @@
 """The static leaderboard site, from hand-written store records: content, escaping, slugs, plots, CLI."""
+
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -16,30 +17,76 @@ BUDGET = {"name": "smoke", "steps": 12, "batch_size": 32, "amp": False}
 
 def record(method, seed, acc, eod, *, hparams=None, error=None, description="", citation=""):
     """A run record with the fields the leaderboard and the site read."""
-    spec = {"dataset": "synthfaces", "task": "smiling/skin_tone", "method": method, "seed": seed, "trial": 0,
-            "hparams": hparams or {"lr": 0.001}, "budget": BUDGET, "resolution": 32}
-    base = {"run_id": f"{slugify(method)}-{seed}", "spec": spec, "labels_used": "y:train",
-            "method_info": {"name": method, "description": description, "citation": citation, "requires": "-"}}
+    spec = {
+        "dataset": "synthfaces",
+        "task": "smiling/skin_tone",
+        "method": method,
+        "seed": seed,
+        "trial": 0,
+        "hparams": hparams or {"lr": 0.001},
+        "budget": BUDGET,
+        "resolution": 32,
+    }
+    base = {
+        "run_id": f"{slugify(method)}-{seed}",
+        "spec": spec,
+        "labels_used": "y:train",
+        "method_info": {"name": method, "description": description, "citation": citation, "requires": "-"},
+    }
     if error:
         return {**base, "status": "failed", "error": error, "traceback": f"Traceback (most recent call last):\n{error}"}
-    metrics = {"acc": acc, "wga": acc - 0.2, "eod_max": eod, "eod_mean": eod / 2, "dp_diff": 0.1, "bal_acc": acc,
-               "eopp_diff": eod, "group_acc_std": 0.02}
-    groups = [{"group": g, "n": 16, "acc": acc - d, "tpr": 0.8, "fpr": 0.1, "selection_rate": 0.5}
-              for g, d in (("light", 0.0), ("medium", 0.05), ("dark", 0.1))]
-    return {**base, "status": "ok", "metrics": {"val": metrics, "test": metrics}, "per_group": {"test": {"per_group": groups}},
-            "budget_report": {"steps": 12, "samples_seen": 384, "wall_time_s": 1.0, "steps_per_stage": {"train": 12}, "budget": BUDGET},
-            "metric_definitions": {"acc": "P(Ŷ=Y) over all test rows"}}
+    metrics = {
+        "acc": acc,
+        "wga": acc - 0.2,
+        "eod_max": eod,
+        "eod_mean": eod / 2,
+        "dp_diff": 0.1,
+        "bal_acc": acc,
+        "eopp_diff": eod,
+        "group_acc_std": 0.02,
+    }
+    groups = [
+        {"group": g, "n": 16, "acc": acc - d, "tpr": 0.8, "fpr": 0.1, "selection_rate": 0.5}
+        for g, d in (("light", 0.0), ("medium", 0.05), ("dark", 0.1))
+    ]
+    return {
+        **base,
+        "status": "ok",
+        "metrics": {"val": metrics, "test": metrics},
+        "per_group": {"test": {"per_group": groups}},
+        "budget_report": {
+            "steps": 12,
+            "samples_seen": 384,
+            "wall_time_s": 1.0,
+            "steps_per_stage": {"train": 12},
+            "budget": BUDGET,
+        },
+        "metric_definitions": {"acc": "P(Ŷ=Y) over all test rows"},
+    }
 
 
 @pytest.fixture()
 def store(tmp_path):
     s = ResultStore(tmp_path / "runs")
     for seed, (acc, eod) in enumerate([(0.80, 0.30), (0.84, 0.26)]):
-        s.write(f"erm-{seed}", record("erm", seed, acc, eod, description="Empirical risk minimisation", citation="Vapnik 1995"))
+        s.write(
+            f"erm-{seed}",
+            record("erm", seed, acc, eod, description="Empirical risk minimisation", citation="Vapnik 1995"),
+        )
     s.write("fair-0", record("fair", 0, 0.78, 0.05))
     s.write("dominated-0", record("dominated", 0, 0.70, 0.40))
-    s.write("planted-0", record(PLANTED, 0, 0.75, 0.20, hparams={"note": '"><img src=x onerror=alert(2)>'},
-                                description="<img src=x onerror=alert(3)>", citation="<b>bold</b>"))
+    s.write(
+        "planted-0",
+        record(
+            PLANTED,
+            0,
+            0.75,
+            0.20,
+            hparams={"note": '"><img src=x onerror=alert(2)>'},
+            description="<img src=x onerror=alert(3)>",
+            citation="<b>bold</b>",
+        ),
+    )
     s.write("broken-0", record("broken", 0, 0, 0, error="ValueError: <b>boom</b> & </pre><script>alert(4)</script>"))
     return s.root
 
@@ -59,7 +106,10 @@ def test_slugs_are_safe_file_names_and_never_collide():
 
 
 def test_cells_show_mean_std_and_either_interval_key():
-    assert cell({"mean": 0.8, "std": 0.01, "n": 2, "interval": [0.7, 0.9]}) == {"text": "0.800 ± 0.010 [0.700, 0.900]", "value": "0.8"}
+    assert cell({"mean": 0.8, "std": 0.01, "n": 2, "interval": [0.7, 0.9]}) == {
+        "text": "0.800 ± 0.010 [0.700, 0.900]",
+        "value": "0.8",
+    }
     assert cell({"mean": 0.8, "std": float("nan"), "ci95": [0.75, None]})["text"] == "0.800"
     assert cell({"mean": None, "std": None}) == {"text": "n/a", "value": ""}
 
@@ -68,8 +118,14 @@ def test_site_pages_plots_and_data(store, tmp_path):
     out = tmp_path / "site"
     paths = build_site(store, out)
     index = paths["index"].read_text()
-    for part in ("synthfaces / smiling/skin_tone / budget smoke", "smoke: 12 optimizer steps at batch size 32, 32 px",
-                 "val_acc: highest validation accuracy", "0.820 ± 0.028 [", "y:train", 'href="method-erm.html"'):
+    for part in (
+        "synthfaces / smiling/skin_tone / budget smoke",
+        "smoke: 12 optimizer steps at batch size 32, 32 px",
+        "val_acc: highest validation accuracy",
+        "0.820 ± 0.028 [",
+        "y:train",
+        'href="method-erm.html"',
+    ):
         assert part in index, part
     assert 'title="P(Ŷ=Y) over all test rows"' in index
     board = json.loads((out / "leaderboard.json").read_text())
@@ -79,7 +135,10 @@ def test_site_pages_plots_and_data(store, tmp_path):
     for part in ("Empirical risk minimisation", "Vapnik 1995", "<code>lr=0.001</code>", "erm-0", "erm-1", ">dark<"):
         assert part in erm, part
     broken = (out / "method-broken.html").read_text()
-    assert "ValueError: &lt;b&gt;boom&lt;/b&gt; &amp; &lt;/pre&gt;&lt;script&gt;" in broken and "<summary>traceback</summary>" in broken
+    assert (
+        "ValueError: &lt;b&gt;boom&lt;/b&gt; &amp; &lt;/pre&gt;&lt;script&gt;" in broken
+        and "<summary>traceback</summary>" in broken
+    )
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert len(plots) == 2 + 4  # trade-off and spread for the table, group bars for each method with results
     for p in (out / "plots").iterdir():
@@ -92,8 +151,11 @@ def test_plugin_strings_are_escaped_everywhere(store, tmp_path):
     out = tmp_path / "site"
     build_site(store, out)
     pages = {p.name: p.read_text() for p in out.glob("*.html")}
-    (planted_page,) = [n for n in pages if n not in ("index.html", "method-erm.html", "method-fair.html",
-                                                      "method-dominated.html", "method-broken.html")]
+    (planted_page,) = [
+        n
+        for n in pages
+        if n not in ("index.html", "method-erm.html", "method-fair.html", "method-dominated.html", "method-broken.html")
+    ]
     assert re.fullmatch(r"method-[a-z0-9_-]+\.html", planted_page)
     for name, html in pages.items():
         assert re.findall(r"<script[^>]*>", html) == ['<script src="static/sort.js">'], name
@@ -107,7 +169,9 @@ def test_plugin_strings_are_escaped_everywhere(store, tmp_path):
 def test_cli_builds_the_site_and_still_writes_tables(store, tmp_path, capsys):
     out = tmp_path / "public"
     assert main(["leaderboard", "build", str(store), "--site", str(out)]) == 0
-    assert (out / "index.html").is_file() and (out / "static" / "sort.js").is_file() and "site:" in capsys.readouterr().out
+    assert (
+        (out / "index.html").is_file() and (out / "static" / "sort.js").is_file() and "site:" in capsys.readouterr().out
+    )
     assert main(["leaderboard", str(store)]) == 0
     assert "# fairbench leaderboard" in capsys.readouterr().out and (store / "leaderboard.md").is_file()
     assert main(["leaderboard", "build", str(store)]) == 0 and (store / "site" / "index.html").is_file()

@@ -5,6 +5,7 @@ name and metadata are markup, and one that fails) is rendered, opened from
 file://, sorted by clicking a header, followed to method pages, and checked
 for script execution.  Screenshots go to artifacts/ (gitignored).
 """
+
 import os
 import types
 from pathlib import Path
@@ -23,8 +24,16 @@ from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.testing import single_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PLANTED = "<script>alert(1)</script>"
 
@@ -89,8 +98,16 @@ def site(tmp_path_factory):
     """Smoke runs of erm and reweight (2 seeds), the planted plugin and a failing one, rendered as a site."""
     root = tmp_path_factory.mktemp("browser")
     reg = build_registry(extra=(PLUGIN,))
-    grid = load_plan(flags={"datasets": ["synthfaces"], "methods": ["erm", "reweight", PLANTED, "broken"], "seeds": 2,
-                            "budget": "smoke", "bootstrap": 200, "dataset_options": {"synthfaces": dict(TINY_SYNTH)}})
+    grid = load_plan(
+        flags={
+            "datasets": ["synthfaces"],
+            "methods": ["erm", "reweight", PLANTED, "broken"],
+            "seeds": 2,
+            "budget": "smoke",
+            "bootstrap": 200,
+            "dataset_options": {"synthfaces": dict(TINY_SYNTH)},
+        }
+    )
     specs = [s for s in expand(grid, reg) if not (s.method == "broken" and s.seed == 1)]
     store = ResultStore(root / "runs")
     with single_thread():
@@ -102,8 +119,10 @@ def site(tmp_path_factory):
 def column(page, metric):
     """The sort values of a metric column, top to bottom."""
     return page.eval_on_selector_all(
-        f"table.leaderboard tbody tr td:nth-child({page.eval_on_selector(f'th[data-metric={metric}]', 'th => th.cellIndex') + 1})",
-        "cells => cells.map(c => c.dataset.value)")
+        "table.leaderboard tbody tr td:nth-child("
+        f"{page.eval_on_selector(f'th[data-metric={metric}]', 'th => th.cellIndex') + 1})",
+        "cells => cells.map(c => c.dataset.value)",
+    )
 
 
 def pwned(page):
@@ -126,9 +145,13 @@ def test_site_in_headless_chromium(sync_playwright, site):
         assert rows.count() == 4
         assert page.locator("th[data-metric] button").count() == 5  # sort.js ran and made headers clickable
         board = page.locator("table.leaderboard")
-        assert board.get_by_role("link", name=PLANTED, exact=True).count() == 1  # the planted name is link text, not markup
+        assert (
+            board.get_by_role("link", name=PLANTED, exact=True).count() == 1
+        )  # the planted name is link text, not markup
         assert page.locator("tr.failed").get_by_text("failed").count() >= 1
-        images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+        images = page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+        )
         assert len(images) == 2 and all(ok for _, ok in images), images
 
         before = column(page, "eod_max")
@@ -141,7 +164,9 @@ def test_site_in_headless_chromium(sync_playwright, site):
         page.click("th[data-metric=acc] button")
         accs = column(page, "acc")
         assert page.get_attribute("th[data-metric=acc]", "aria-sort") == "descending"
-        assert [float(v) for v in accs[:3]] == sorted((float(v) for v in accs[:3]), reverse=True) and accs[3] == "", accs
+        assert [float(v) for v in accs[:3]] == sorted((float(v) for v in accs[:3]), reverse=True) and accs[3] == "", (
+            accs
+        )
         assert rows.first.locator("th a").inner_text() in ("erm", "reweight", PLANTED)
         page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
         assert pwned(page) is None

@@ -1,4 +1,5 @@
 """The self-supervised family: faiss curation, pseudo-labels, Meta-Weight-Net, and simclr / ssl-pipeline end to end."""
+
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def planted(n_distinct: int, n_dup: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random distinct rows plus near-copies of some of them (cosine ≈ 0.995), shuffled; returns rows and duplicate_of."""
+    """Random distinct rows plus near-copies of some (cosine ≈ 0.995), shuffled; returns rows and duplicate_of."""
     rng = np.random.default_rng(seed)
     base = unit(rng.normal(size=(n_distinct, dim)))
     src = rng.choice(n_distinct, n_dup, replace=False)
@@ -77,8 +78,12 @@ def test_retrieval_never_fills_a_group_quota_with_off_domain_images():
     rng = np.random.default_rng(3)
     centre = unit(rng.normal(size=(1, 48)))
     target = unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(300, 48)))
-    pool = np.concatenate([unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(200, 48))), unit(rng.normal(size=(100, 48)))])
-    groups = np.r_[np.zeros(180, int), np.ones(20, int), np.ones(100, int)]  # the minority group shares its code with the off-domain rows
+    pool = np.concatenate(
+        [unit(centre + 0.5 / np.sqrt(48) * rng.normal(size=(200, 48))), unit(rng.normal(size=(100, 48)))]
+    )
+    groups = np.r_[
+        np.zeros(180, int), np.ones(20, int), np.ones(100, int)
+    ]  # the minority group shares its code with the off-domain rows
     pick, numbers = retrieve_target_domain(pool, target, groups, k=10, quantile=0.05, fraction=0.5)
     assert pick.max() < 200 and numbers["kept"] == len(pick) == 150 and 180 <= numbers["in_domain"] < 200
     assert (groups[pick] == 1).sum() >= 17  # the minority's in-domain rows, all of them, and nothing off-domain
@@ -89,7 +94,10 @@ def test_retrieval_balances_inferred_groups():
     groups = np.r_[np.zeros(80, int), np.ones(20, int)]  # group 1 ranks last
     picked = select_nearest(scores, 30, groups)
     assert np.bincount(groups[picked]).tolist() == [15, 15]
-    assert np.bincount(groups[select_nearest(scores, 60, groups)]).tolist() == [40, 20]  # group 1 exhausted, rest refilled
+    assert np.bincount(groups[select_nearest(scores, 60, groups)]).tolist() == [
+        40,
+        20,
+    ]  # group 1 exhausted, rest refilled
     assert select_nearest(scores, 30).tolist() == list(range(30))
 
 
@@ -171,8 +179,23 @@ def test_meta_loss_gradient_reaches_only_the_weight_net_and_train_loss_only_the_
 def _run(tmp_path, methods: str, *extra: str) -> dict[str, dict]:
     out = tmp_path / "runs"
     options = [f"--dataset-option={k}={v}" for k, v in SMALL_POOL.items()]
-    code = main(["run", "--methods", methods, "--datasets", "synthfaces", "--budget", "smoke", "--bootstrap", "0",
-                 "--out", str(out), *options, *extra])
+    code = main(
+        [
+            "run",
+            "--methods",
+            methods,
+            "--datasets",
+            "synthfaces",
+            "--budget",
+            "smoke",
+            "--bootstrap",
+            "0",
+            "--out",
+            str(out),
+            *options,
+            *extra,
+        ]
+    )
     records = {r["spec"]["method"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/record.json"))}
     assert code == 0, {m: r.get("error") for m, r in records.items()}
     return records
@@ -192,11 +215,16 @@ def test_simclr_and_ssl_pipeline_run_on_synthfaces_and_report_every_stage(tmp_pa
     assert dedup["removed"] == dedup["before"] - dedup["after"] and truth["2-dedup"]["planted_pairs"] == 60
     assert truth["2-dedup"]["planted_pairs_resolved"] >= 54 and truth["2-dedup"]["distinct_images_removed"] <= 12, truth
     retrieve = stages["3-retrieve"]
-    assert retrieve["kept"] <= round(0.6 * dedup["after"]) and sum(retrieve["per_inferred_group"].values()) == retrieve["kept"]
+    assert (
+        retrieve["kept"] <= round(0.6 * dedup["after"])
+        and sum(retrieve["per_inferred_group"].values()) == retrieve["kept"]
+    )
     assert truth["3-retrieve"]["off_domain_kept"] <= 0.1 * truth["3-retrieve"]["off_domain_in_pool"], truth
     assert sum(truth["3-retrieve"]["per_true_group_kept"].values()) <= retrieve["kept"]
     pseudo = truth["4-pseudo-labels"]
-    assert pseudo["accuracy_all"] > 0.55 and set(pseudo["accuracy_all_per_group"]) == {"light", "medium", "dark"}, pseudo
+    assert pseudo["accuracy_all"] > 0.55 and set(pseudo["accuracy_all_per_group"]) == {"light", "medium", "dark"}, (
+        pseudo
+    )
     assert set(truth["6-meta-weighted-head"]) == {"weight_mean_pseudo_label_right", "weight_mean_pseudo_label_wrong"}
     assert ssl["budget_report"]["steps_per_stage"] == {"5-supcon": 8, "6-meta-weighted-head": 4}
     assert ssl["labels_touched"] == ["pool", "val.sensitive", "val.target", "vlm"]

@@ -1,4 +1,5 @@
 """The shape of the package: no import cycles, no hidden imports of its own modules, a fast command line."""
+
 import ast
 import subprocess
 import sys
@@ -9,8 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Source folder -> import package (pyproject.toml's package-dir).
-PACKAGES = {"benchmark": "fairfacebench", "datasets": "fairfacebench.datasets", "encoders": "fairfacebench.encoders",
-            "methods": "fairfacebench.methods", "metrics": "fairfacebench.metrics", "leaderboard": "fairfacebench.leaderboard"}
+PACKAGES = {
+    "benchmark": "fairfacebench",
+    "datasets": "fairfacebench.datasets",
+    "encoders": "fairfacebench.encoders",
+    "methods": "fairfacebench.methods",
+    "metrics": "fairfacebench.metrics",
+    "leaderboard": "fairfacebench.leaderboard",
+}
 # The command line loads each command's implementation (torch, plugins) only when that command runs.
 LAZY_IMPORTS_ALLOWED = {"fairfacebench.cli"}
 
@@ -62,7 +69,7 @@ def test_the_module_import_graph_has_no_cycles():
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
             if nxt not in state:
                 walk(nxt)
@@ -76,9 +83,12 @@ def test_the_module_import_graph_has_no_cycles():
 
 def test_no_function_level_imports_of_the_packages_own_modules():
     found = modules()
-    offenders = [f"{found[name].relative_to(ROOT)}:{line} imports {target}"
-                 for name in found if name not in LAZY_IMPORTS_ALLOWED
-                 for line, target in own_imports(found[name], set(found))[1]]
+    offenders = [
+        f"{found[name].relative_to(ROOT)}:{line} imports {target}"
+        for name in found
+        if name not in LAZY_IMPORTS_ALLOWED
+        for line, target in own_imports(found[name], set(found))[1]
+    ]
     assert not offenders, "\n".join(offenders)
 
 

@@ -1,4 +1,5 @@
 """Submodular functions, greedy maximisation, SHaSaM mining and the CMI losses."""
+
 import itertools
 import math
 from functools import partial
@@ -22,13 +23,8 @@ from fairfacebench.methods.submodular import (
 )
 
 D64 = torch.float64
-S3 = torch.tensor([[1.0, 0.5, 0.2],
-                   [0.5, 1.0, 0.3],
-                   [0.2, 0.3, 1.0]], dtype=D64)
-S4 = torch.tensor([[1.0, 0.6, 0.1, 0.2],
-                   [0.6, 1.0, 0.4, 0.1],
-                   [0.1, 0.4, 1.0, 0.5],
-                   [0.2, 0.1, 0.5, 1.0]], dtype=D64)
+S3 = torch.tensor([[1.0, 0.5, 0.2], [0.5, 1.0, 0.3], [0.2, 0.3, 1.0]], dtype=D64)
+S4 = torch.tensor([[1.0, 0.6, 0.1, 0.2], [0.6, 1.0, 0.4, 0.1], [0.1, 0.4, 1.0, 0.5], [0.2, 0.1, 0.5, 1.0]], dtype=D64)
 
 
 def _unit_kernel(n, dim, seed):
@@ -38,6 +34,7 @@ def _unit_kernel(n, dim, seed):
 
 
 # ----------------------------------------------------------------------------- hand-computed values
+
 
 def test_facility_location_by_hand():
     assert facility_location(S3, []).item() == 0.0
@@ -104,6 +101,7 @@ def test_log_determinant_mi_and_cmi_by_hand():
 
 # ----------------------------------------------------------------------------- monotone and submodular
 
+
 def _random_chains(n, trials, seed):
     """Random X ⊆ Y ⊆ V and e ∉ Y."""
     g = torch.Generator().manual_seed(seed)
@@ -114,12 +112,16 @@ def _random_chains(n, trials, seed):
         yield perm[:x_size], perm[:y_size], perm[y_size]
 
 
-@pytest.mark.parametrize("seed, f", [
-    (0, facility_location),
-    (1, partial(graph_cut, lam=0.5)),
-    (2, partial(graph_cut, lam=0.3)),
-    (3, partial(log_determinant, eps=1.0)),
-], ids=["facility_location", "graph_cut λ=.5", "graph_cut λ=.3", "log_determinant"])
+@pytest.mark.parametrize(
+    "seed, f",
+    [
+        (0, facility_location),
+        (1, partial(graph_cut, lam=0.5)),
+        (2, partial(graph_cut, lam=0.3)),
+        (3, partial(log_determinant, eps=1.0)),
+    ],
+    ids=["facility_location", "graph_cut λ=.5", "graph_cut λ=.3", "log_determinant"],
+)
 def test_monotone_and_diminishing_returns(seed, f):
     S = _unit_kernel(9, 4, seed=seed)
     for X, Y, e in _random_chains(9, 60, seed=1):
@@ -154,8 +156,9 @@ def _brute_force(f, S, budget, candidates):
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_greedy_is_exact_for_budget_one(name):
-    S = _unit_kernel(7, 3, seed=5) + 0.2 * torch.diag(torch.rand(7, generator=torch.Generator().manual_seed(5),
-                                                                 dtype=D64))
+    S = _unit_kernel(7, 3, seed=5) + 0.2 * torch.diag(
+        torch.rand(7, generator=torch.Generator().manual_seed(5), dtype=D64)
+    )
     f = REFERENCE[name]
     picked = _greedy(name, S, 1)
     assert f(S, picked).item() == pytest.approx(_brute_force(f, S, 1, range(7)))
@@ -185,13 +188,16 @@ def test_greedy_meets_one_minus_one_over_e(name):
         assert best + 1e-12 >= greedy_value >= (1 - 1 / math.e) * best
 
 
-@pytest.mark.parametrize("name, param, reference", [
-    ("facility_location", {}, facility_location),
-    ("graph_cut", {"lam": 0.3}, partial(graph_cut, lam=0.3)),
-    ("graph_cut", {"lam": 0.5}, partial(graph_cut, lam=0.5)),
-    ("log_determinant", {"eps": 1.0}, partial(log_determinant, eps=1.0)),
-    ("log_determinant", {"eps": 0.1}, partial(log_determinant, eps=0.1)),
-])
+@pytest.mark.parametrize(
+    "name, param, reference",
+    [
+        ("facility_location", {}, facility_location),
+        ("graph_cut", {"lam": 0.3}, partial(graph_cut, lam=0.3)),
+        ("graph_cut", {"lam": 0.5}, partial(graph_cut, lam=0.5)),
+        ("log_determinant", {"eps": 1.0}, partial(log_determinant, eps=1.0)),
+        ("log_determinant", {"eps": 0.1}, partial(log_determinant, eps=0.1)),
+    ],
+)
 def test_vectorised_greedy_equals_reference_greedy(name, param, reference):
     # the whole selection order over the candidates, so every incremental gain update is exercised
     candidates = [0, 2, 3, 5, 7, 8, 9, 11]
@@ -218,6 +224,7 @@ def test_greedy_rejects_unknown_function():
 
 # ----------------------------------------------------------------------------- SHaSaM-MINE
 
+
 def _unit(*coords):
     v = torch.zeros(8, dtype=D64)
     for axis, value in coords:
@@ -227,19 +234,21 @@ def _unit(*coords):
 
 def _planted():
     """Anchor 0 (y=0, a=0) with labelled decoys; see the comments for what must (not) be mined."""
-    emb = torch.stack([
-        _unit((0, 1.0)),                  # 0 anchor
-        _unit((0, -1.0), (1, 0.3)),       # 1 positive candidate, far      -> hard positive
-        _unit((0, -1.0), (2, 0.3)),       # 2 positive candidate, far      -> hard positive
-        _unit((0, 1.0), (3, 0.3)),        # 3 positive candidate, near
-        _unit((0, 1.0), (4, 0.3)),        # 4 positive candidate, near
-        _unit((0, -1.0)),                 # 5 same target, SAME group: farthest but not a positive
-        _unit((0, 1.0), (5, 0.2)),        # 6 negative candidate, near     -> hard negative
-        _unit((0, 1.0), (6, 0.2)),        # 7 negative candidate, near     -> hard negative
-        _unit((0, -1.0), (5, 0.3)),       # 8 negative candidate, far
-        _unit((7, 1.0)),                  # 9 negative candidate, orthogonal
-        _unit((0, 1.0)),                  # 10 other target, OTHER group: nearest but not a negative
-    ])
+    emb = torch.stack(
+        [
+            _unit((0, 1.0)),  # 0 anchor
+            _unit((0, -1.0), (1, 0.3)),  # 1 positive candidate, far      -> hard positive
+            _unit((0, -1.0), (2, 0.3)),  # 2 positive candidate, far      -> hard positive
+            _unit((0, 1.0), (3, 0.3)),  # 3 positive candidate, near
+            _unit((0, 1.0), (4, 0.3)),  # 4 positive candidate, near
+            _unit((0, -1.0)),  # 5 same target, SAME group: farthest but not a positive
+            _unit((0, 1.0), (5, 0.2)),  # 6 negative candidate, near     -> hard negative
+            _unit((0, 1.0), (6, 0.2)),  # 7 negative candidate, near     -> hard negative
+            _unit((0, -1.0), (5, 0.3)),  # 8 negative candidate, far
+            _unit((7, 1.0)),  # 9 negative candidate, orthogonal
+            _unit((0, 1.0)),  # 10 other target, OTHER group: nearest but not a negative
+        ]
+    )
     y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     a = torch.tensor([0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
     return emb, y, a
@@ -261,12 +270,14 @@ def test_mining_finds_planted_hard_samples(name):
 
 @pytest.mark.parametrize("name", ["facility_location", "log_determinant"])
 def test_mining_diversity_avoids_duplicates(name):
-    emb = torch.stack([
-        _unit((0, 1.0)),                  # 0 anchor (y=0, a=0)
-        _unit((0, -1.0), (1, 0.1)),       # 1 hardest positive
-        _unit((0, -1.0), (1, 0.1)),       # 2 its exact duplicate
-        _unit((0, -1.0), (2, 0.8)),       # 3 a little less hard, different direction
-    ])
+    emb = torch.stack(
+        [
+            _unit((0, 1.0)),  # 0 anchor (y=0, a=0)
+            _unit((0, -1.0), (1, 0.1)),  # 1 hardest positive
+            _unit((0, -1.0), (1, 0.1)),  # 2 its exact duplicate
+            _unit((0, -1.0), (2, 0.8)),  # 3 a little less hard, different direction
+        ]
+    )
     y, a = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 1, 1])
     hardness_only = mine_hard_samples(emb, y, a, 2, 1, function=name, diversity=0.0)
     diverse = mine_hard_samples(emb, y, a, 2, 1, function=name, diversity=5.0)
@@ -286,7 +297,7 @@ def test_mining_pads_anchors_with_too_few_candidates():
 
 def test_mining_draws_from_memory():
     emb, y, a = _planted()
-    batch = [0, 3, 4, 5, 6, 7, 8, 9, 10]      # the two far positives live in the memory bank only
+    batch = [0, 3, 4, 5, 6, 7, 8, 9, 10]  # the two far positives live in the memory bank only
     memory = (emb[[1, 2]], y[[1, 2]], a[[1, 2]])
     mined = mine_hard_samples(emb[batch], y[batch], a[batch], 2, 2, memory=memory)
     assert set(mined.pos_idx[0].tolist()) == {len(batch), len(batch) + 1}
@@ -312,6 +323,7 @@ def test_batched_mining_equals_per_anchor_reference_greedy(name):
                 "log_determinant": lambda: log_determinant(S, X, eps),
             }[name]()
             return hardness[X].sum() + beta * g_value
+
         return f
 
     for i in range(10):
@@ -326,23 +338,25 @@ def test_batched_mining_equals_per_anchor_reference_greedy(name):
 
 # ----------------------------------------------------------------------------- SHaSaM-LEARN
 
+
 def _one_anchor(seed, k_pos=3, k_cond=2):
     g = torch.Generator().manual_seed(seed)
     x = F.normalize(torch.randn(1 + k_pos + k_cond, 4, generator=g, dtype=D64), dim=1)
-    return x[:1], x[1:1 + k_pos][None], x[1 + k_pos:][None], x
+    return x[:1], x[1 : 1 + k_pos][None], x[1 + k_pos :][None], x
 
 
 def test_fl_cmi_loss_is_facility_location_cmi():
     anchor, pos, cond, items = _one_anchor(0)
-    S = torch.exp((items @ items.T - 1) / 0.5)          # the 'exp' similarity, non-negative
-    ground = S[:4]                                       # V = Q ∪ A = items 0..3
+    S = torch.exp((items @ items.T - 1) / 0.5)  # the 'exp' similarity, non-negative
+    ground = S[:4]  # V = Q ∪ A = items 0..3
     cmi = conditional_mutual_information(partial(facility_location, ground), [1, 2, 3], [0], [4, 5])
     loss = fl_cmi_loss(anchor, pos, cond, similarity="exp", temperature=0.5)
     assert loss.item() == pytest.approx(-cmi.item() / 4, rel=1e-10)
     # empty conditioning set: the CMI becomes the MI
     mi = mutual_information(partial(facility_location, ground), [1, 2, 3], [0])
-    no_cond = fl_cmi_loss(anchor, pos, cond, cond_mask=torch.zeros(1, 2, dtype=torch.bool), similarity="exp",
-                          temperature=0.5)
+    no_cond = fl_cmi_loss(
+        anchor, pos, cond, cond_mask=torch.zeros(1, 2, dtype=torch.bool), similarity="exp", temperature=0.5
+    )
     assert no_cond.item() == pytest.approx(-mi.item() / 4, rel=1e-10)
 
 
@@ -386,11 +400,17 @@ def test_logdet_cmi_loss_is_log_determinant_cmi():
     anchor, pos, cond, items = _one_anchor(4)
     S = torch.exp((items @ items.T - 1) / 0.7)
     cmi = conditional_mutual_information(partial(log_determinant, S, eps=0.5), [1, 2, 3], [0], [4, 5])
-    assert logdet_cmi_loss(anchor, pos, cond, eps=0.5, temperature=0.7).item() == pytest.approx(-cmi.item(),
-                                                                                               rel=1e-10)
+    assert logdet_cmi_loss(anchor, pos, cond, eps=0.5, temperature=0.7).item() == pytest.approx(-cmi.item(), rel=1e-10)
     # masked-out slots behave as if absent
-    masked = logdet_cmi_loss(anchor, pos, cond, pos_mask=torch.tensor([[True, False, True]]),
-                             cond_mask=torch.tensor([[False, True]]), eps=0.5, temperature=0.7)
+    masked = logdet_cmi_loss(
+        anchor,
+        pos,
+        cond,
+        pos_mask=torch.tensor([[True, False, True]]),
+        cond_mask=torch.tensor([[False, True]]),
+        eps=0.5,
+        temperature=0.7,
+    )
     cmi = conditional_mutual_information(partial(log_determinant, S, eps=0.5), [1, 3], [0], [5])
     assert masked.item() == pytest.approx(-cmi.item(), rel=1e-10)
 
@@ -438,8 +458,16 @@ def test_cmi_losses_handle_anchors_without_positives_or_conditioning(name):
     emb = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
     pos_mask = torch.tensor([[True, False], [False, False], [True, True]])
     cond_mask = torch.tensor([[False, False], [True, True], [True, False]])
-    loss = CMI_LOSSES[name](emb, emb[torch.tensor([[1, 2], [0, 2], [0, 1]])], emb[torch.tensor([[2, 1], [2, 1], [1, 0]])], pos_mask, cond_mask)
+    loss = CMI_LOSSES[name](
+        emb,
+        emb[torch.tensor([[1, 2], [0, 2], [0, 1]])],
+        emb[torch.tensor([[2, 1], [2, 1], [1, 0]])],
+        pos_mask,
+        cond_mask,
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
-    none = CMI_LOSSES[name](emb, emb[torch.tensor([[1], [0], [0]])], emb[torch.tensor([[2], [2], [1]])], torch.zeros(3, 1, dtype=torch.bool))
+    none = CMI_LOSSES[name](
+        emb, emb[torch.tensor([[1], [0], [0]])], emb[torch.tensor([[2], [2], [1]])], torch.zeros(3, 1, dtype=torch.bool)
+    )
     assert none.item() == 0.0

@@ -1,4 +1,5 @@
 """synthfaces: determinism, native sizes, the bias knobs, the pools and the captions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -88,8 +89,13 @@ def test_val_and_test_are_balanced_over_all_cells(tmp_path):
     "options",
     [
         {},
-        {"group_props": (0.2, 0.3, 0.5), "smiling_rate": (0.2, 0.5, 0.9), "eyeglasses_rate": (0.1, 0.5, 0.6),
-         "long_hair_prop": 0.4, "smiling_shift_long_hair": 0.0},
+        {
+            "group_props": (0.2, 0.3, 0.5),
+            "smiling_rate": (0.2, 0.5, 0.9),
+            "eyeglasses_rate": (0.1, 0.5, 0.6),
+            "long_hair_prop": 0.4,
+            "smiling_shift_long_hair": 0.0,
+        },
     ],
 )
 def test_train_realises_configured_imbalance_and_correlation(tmp_path, options):
@@ -228,5 +234,10 @@ def test_plugin_is_registered_and_every_task_builds(tmp_path):
         assert np.bincount(data.test.a).min() > 0
     intersectional = make_task_data(ds, plugin.task("smiling/skin_tone+hair_length"))
     assert intersectional.group_names == (
-        "light|short", "light|long", "medium|short", "medium|long", "dark|short", "dark|long"
+        "light|short",
+        "light|long",
+        "medium|short",
+        "medium|long",
+        "dark|short",
+        "dark|long",
     )

@@ -1,4 +1,5 @@
 """UTKFace: strict name parsing, skipped irregular names, stratified split, tasks; real-folder counts."""
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,11 @@ def test_real_folder_counts_with_the_strict_pattern(utkface_root):
     parsed = parse_folder(utkface_root)
     assert len(parsed.files) == 23_702
     assert dict(zip(utkface.ATTRIBUTES["race"].classes, np.bincount(parsed.race).tolist())) == {
-        "White": 10_077, "Black": 4_524, "Asian": 3_434, "Indian": 3_975, "Others": 1_692,
+        "White": 10_077,
+        "Black": 4_524,
+        "Asian": 3_434,
+        "Indian": 3_975,
+        "Others": 1_692,
     }
     assert np.bincount(parsed.gender).tolist() == [12_388, 11_314]
     assert sorted(s["file"] for s in parsed.skipped) == sorted((*UTK_MISSING_RACE, *UTK_IRREGULAR))
@@ -110,5 +115,7 @@ def test_real_folder_split_covers_every_group(utkface_root):
     index = UTKFace().index(utkface_root)
     assert sum(index.info["split"]["sizes"].values()) == 23_702
     for table in index.tables.values():
-        combos = set(zip(table.labels["gender"].tolist(), table.labels["race"].tolist(), table.labels["age_group"].tolist()))
+        combos = set(
+            zip(table.labels["gender"].tolist(), table.labels["race"].tolist(), table.labels["age_group"].tolist())
+        )
         assert len(combos) == 40

@@ -5,6 +5,7 @@ the training split is imbalanced and correlated and the target cues are
 fainter for darker skin (options in `world.DEFAULT_OPTIONS`, the design in
 docs/DATASETS.md).  The package also holds the world's embedded mini-CLIP.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,16 @@ from fairfacebench.datasets.synthfaces.world import (
 )
 from fairfacebench.hookspecs import hookimpl
 
-__all__ = ["ATTRIBUTES", "DEFAULT_OPTIONS", "TASKS", "VERSION", "SynthFaces", "make_pool", "make_split", "resolve_options"]
+__all__ = [
+    "ATTRIBUTES",
+    "DEFAULT_OPTIONS",
+    "TASKS",
+    "VERSION",
+    "SynthFaces",
+    "make_pool",
+    "make_split",
+    "resolve_options",
+]
 
 
 class SynthFaces(DatasetPlugin):

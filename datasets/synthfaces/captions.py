@@ -1,4 +1,5 @@
 """Captioned synthetic faces for the embedded mini-CLIP, phrased with the world's one vocabulary."""
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ Its recipe (LiT-style locked trunk stages, NegCLIP hard negatives, a text
 warm-up) and what its captions name are in docs/DATASETS.md; every run that
 uses it records its training report.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,7 +71,9 @@ def build_model(cfg: MiniClipConfig) -> nn.Module:
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     vision = CLIPVisionCfg(timm_model_name=cfg.trunk, timm_pool="avg", timm_proj="linear", image_size=cfg.image_size)
-    text = CLIPTextCfg(context_length=cfg.context_length, width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers)
+    text = CLIPTextCfg(
+        context_length=cfg.context_length, width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers
+    )
     model = CLIP(cfg.embed_dim, vision, text)
     model.visual.preprocess_cfg = {"size": cfg.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     return model
@@ -83,13 +86,15 @@ def tokenizer(cfg: MiniClipConfig) -> Any:
 
 
 def load_imagenet_trunk(model: nn.Module) -> dict[str, Any]:
-    """Copy torchvision's ImageNet MobileNetV2 weights into the timm trunk (same layers, same order, checked shape by shape)."""
+    """Copy torchvision's ImageNet MobileNetV2 weights into the timm trunk (same layers and order, shapes checked)."""
     path, info = resolve_weights(BACKBONES["mobilenet_v2"], "imagenet")
     source = torch.load(path, map_location="cpu", weights_only=True)
     source_keys = [k for k in source if not k.startswith("classifier.")]
     target = model.visual.trunk.state_dict()
     if len(source_keys) != len(target) or any(source[a].shape != target[b].shape for a, b in zip(source_keys, target)):
-        raise RuntimeError(f"{path}: torchvision MobileNetV2 and timm trunk '{type(model.visual.trunk).__name__}' do not line up")
+        raise RuntimeError(
+            f"{path}: torchvision MobileNetV2 and timm trunk '{type(model.visual.trunk).__name__}' do not line up"
+        )
     model.visual.trunk.load_state_dict({b: source[a] for a, b in zip(source_keys, target)})
     return info
 
@@ -107,7 +112,9 @@ def unlocked_forward(model: nn.Module, cfg: MiniClipConfig, h: torch.Tensor) -> 
     return model.visual.head(trunk.global_pool(h))
 
 
-def negclip_loss(image: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def negclip_loss(
+    image: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """CLIP's symmetric InfoNCE with hard-negative captions added to the image-to-text side (NegCLIP, Eq. 1).
 
     image, text, negatives: (B, D) L2-normalised; row i of `text` is image i's caption.
@@ -132,17 +139,24 @@ def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Mod
     for p in lower.parameters():
         p.requires_grad_(False)
     to_input = OpenClipEncoder("mini-clip", model, None, {"id": "mini-clip-training"}, None).images_to_input
-    low_res = F.interpolate(torch.from_numpy(pool.images).permute(0, 3, 1, 2).float(), size=cfg.low_res, mode="bilinear", antialias=True)
+    low_res = F.interpolate(
+        torch.from_numpy(pool.images).permute(0, 3, 1, 2).float(), size=cfg.low_res, mode="bilinear", antialias=True
+    )
     low_res = low_res.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     with torch.no_grad():
         # The locked stages are a fixed function: their output is computed once per image and resolution.
-        acts = [torch.cat([lower(to_input(imgs[i : i + 256])) for i in range(0, len(imgs), 256)]) for imgs in (pool.images, low_res)]
+        acts = [
+            torch.cat([lower(to_input(imgs[i : i + 256])) for i in range(0, len(imgs), 256)])
+            for imgs in (pool.images, low_res)
+        ]
     tok = tokenizer(cfg)
     tokens = tok(pool.captions)
     negatives = tok([swap_phrase(c, rng) for c in pool.captions])
     prepared = time.perf_counter()
 
-    text_params = [p for name, p in model.named_parameters() if not name.startswith("visual.") and name != "logit_scale"]
+    text_params = [
+        p for name, p in model.named_parameters() if not name.startswith("visual.") and name != "logit_scale"
+    ]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
@@ -156,8 +170,12 @@ def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Mod
         idx = torch.randint(0, len(tokens), (cfg.batch_size,), generator=gen)
         small = (torch.rand(cfg.batch_size, generator=gen) < 0.5).view(-1, 1, 1, 1)
         image = F.normalize(unlocked_forward(model, cfg, torch.where(small, acts[1][idx], acts[0][idx])), dim=-1)
-        loss = negclip_loss(image, model.encode_text(tokens[idx], normalize=True), model.encode_text(negatives[idx], normalize=True),
-                            model.logit_scale.exp())
+        loss = negclip_loss(
+            image,
+            model.encode_text(tokens[idx], normalize=True),
+            model.encode_text(negatives[idx], normalize=True),
+            model.logit_scale.exp(),
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -181,7 +199,9 @@ def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Mod
     return model, report
 
 
-def zero_shot_report(encoder: OpenClipEncoder, sizes: tuple[int, ...] = (48, 64), attributes: tuple[str, ...] = ("smiling", "eyeglasses")) -> dict[str, Any]:
+def zero_shot_report(
+    encoder: OpenClipEncoder, sizes: tuple[int, ...] = (48, 64), attributes: tuple[str, ...] = ("smiling", "eyeglasses")
+) -> dict[str, Any]:
     """Zero-shot accuracy on synthfaces' default test split (never seen in training), overall and per skin tone.
 
     The test labels are read here only to report; the zero-shot classifier is built from prompts alone.
@@ -196,7 +216,10 @@ def zero_shot_report(encoder: OpenClipEncoder, sizes: tuple[int, ...] = (48, 64)
             correct = zero_shot_probabilities(emb, classifier, encoder.logit_scale).argmax(1) == split.labels[attr]
             out[f"{attr}@{size}px"] = {
                 "acc": round(float(correct.mean()), 4),
-                "per_skin_tone": {name: round(float(correct[skin == k].mean()), 4) for k, name in enumerate(ATTRIBUTES["skin_tone"].classes)},
+                "per_skin_tone": {
+                    name: round(float(correct[skin == k].mean()), 4)
+                    for k, name in enumerate(ATTRIBUTES["skin_tone"].classes)
+                },
                 "n": int(len(correct)),
             }
     return out
@@ -206,8 +229,13 @@ def cache_path(cache_dir: Path, cfg: MiniClipConfig) -> Path:
     return Path(cache_dir) / "vlm" / f"mini-clip-{cfg.key()}"
 
 
-def load_or_train(cfg: MiniClipConfig, cache_dir: Path, device: torch.device | str = "cpu", retrain: bool = False,
-                  progress: bool = False) -> OpenClipEncoder:
+def load_or_train(
+    cfg: MiniClipConfig,
+    cache_dir: Path,
+    device: torch.device | str = "cpu",
+    retrain: bool = False,
+    progress: bool = False,
+) -> OpenClipEncoder:
     """The cached mini-CLIP for `cfg`, trained (and its zero-shot report computed) when missing or `retrain`."""
     folder = cache_path(cache_dir, cfg)
     weights, meta = folder / "weights.pt", folder / "report.json"
@@ -229,8 +257,21 @@ def load_or_train(cfg: MiniClipConfig, cache_dir: Path, device: torch.device | s
     return _encoder(model, cfg, json.loads(meta.read_text()), weights, cache_dir, device)
 
 
-def _encoder(model: nn.Module, cfg: MiniClipConfig, report: dict[str, Any], weights: Path, cache_dir: Path, device: torch.device | str) -> OpenClipEncoder:
-    info = {"encoder": "mini-clip", "id": f"mini-clip-{cfg.key()}", "path": str(weights), "sha256": sha256(weights), "report": report}
+def _encoder(
+    model: nn.Module,
+    cfg: MiniClipConfig,
+    report: dict[str, Any],
+    weights: Path,
+    cache_dir: Path,
+    device: torch.device | str,
+) -> OpenClipEncoder:
+    info = {
+        "encoder": "mini-clip",
+        "id": f"mini-clip-{cfg.key()}",
+        "path": str(weights),
+        "sha256": sha256(weights),
+        "report": report,
+    }
     return OpenClipEncoder(f"mini-clip:{cfg.seed}", model, tokenizer(cfg), info, cache_dir, device)
 
 
@@ -238,10 +279,14 @@ class MiniClipPlugin:
     """`mini-clip[:SEED]`: the embedded mini-CLIP, trained on synthfaces' captioned pool on first use and cached."""
 
     name = "mini-clip"
-    description = "tiny open_clip CLIP trained by fairbench on synthfaces' captioned pool (see `fairbench vlm train-mini-clip`)"
+    description = (
+        "tiny open_clip CLIP trained by fairbench on synthfaces' captioned pool (see `fairbench vlm train-mini-clip`)"
+    )
     embedded_for = ("synthfaces",)
 
     def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder:
         if argument and not argument.isdigit():
-            raise VLMUnavailable(f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)")
+            raise VLMUnavailable(
+                f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)"
+            )
         return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device)

@@ -1,4 +1,5 @@
 """synthfaces' renderer: latent face parameters, a vectorised numpy face renderer, off-domain images."""
+
 from __future__ import annotations
 
 import io
@@ -341,5 +342,3 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-

@@ -1,4 +1,5 @@
 """synthfaces' world: options, the joint label distribution, the benchmark splits and the unlabeled pool."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,7 @@ from fairfacebench.datasets.synthfaces.render import (
 # Bump whenever the renderer or sampling changes, so cached or recorded runs are not mixed up.
 VERSION = 2  # 2: smile bend doubled, so the default budget learns the cue (v1 stayed near chance under group balancing)
 
-# The one vocabulary of the world: captions of the mini-CLIP's training pool and every prompt name attributes with these words.
+# The world's one vocabulary: the mini-CLIP's captions and every prompt name attributes with these words.
 SMILE_WORDS = (
     ("not smiling", "with a neutral expression", "with a straight face"),
     ("smiling", "with a smile", "grinning"),
@@ -27,10 +28,18 @@ SKIN_TONES = ("light", "medium", "dark")
 HAIR_LENGTHS = ("short", "long")
 
 ATTRIBUTES = {
-    "smiling": Attribute("smiling", ("no", "yes"), tuple(tuple(f"a person {w}" for w in words) for words in SMILE_WORDS)),
-    "eyeglasses": Attribute("eyeglasses", ("no", "yes"), tuple(tuple(f"a person {w}" for w in words) for words in GLASSES_WORDS)),
-    "skin_tone": Attribute("skin_tone", SKIN_TONES, tuple((f"a person with {t} skin", f"a {t}-skinned person") for t in SKIN_TONES)),
-    "hair_length": Attribute("hair_length", HAIR_LENGTHS, tuple((f"a person with {h} hair", f"a {h}-haired person") for h in HAIR_LENGTHS)),
+    "smiling": Attribute(
+        "smiling", ("no", "yes"), tuple(tuple(f"a person {w}" for w in words) for words in SMILE_WORDS)
+    ),
+    "eyeglasses": Attribute(
+        "eyeglasses", ("no", "yes"), tuple(tuple(f"a person {w}" for w in words) for words in GLASSES_WORDS)
+    ),
+    "skin_tone": Attribute(
+        "skin_tone", SKIN_TONES, tuple((f"a person with {t} skin", f"a {t}-skinned person") for t in SKIN_TONES)
+    ),
+    "hair_length": Attribute(
+        "hair_length", HAIR_LENGTHS, tuple((f"a person with {h} hair", f"a {h}-haired person") for h in HAIR_LENGTHS)
+    ),
 }
 
 # Axis order of the joint label distribution.
@@ -124,12 +133,7 @@ def joint_probabilities(opts: dict[str, Any], balanced: bool) -> np.ndarray:
     p_glasses = np.asarray(opts["eyeglasses_rate"])
     smile = np.stack([1.0 - p_smile, p_smile], axis=-1)
     glasses = np.stack([1.0 - p_glasses, p_glasses], axis=-1)
-    return (
-        p_skin[:, None, None, None]
-        * p_hair[None, :, None, None]
-        * smile[:, :, :, None]
-        * glasses[:, None, None, :]
-    )
+    return p_skin[:, None, None, None] * p_hair[None, :, None, None] * smile[:, :, :, None] * glasses[:, None, None, :]
 
 
 def quota_counts(p: np.ndarray, n: int) -> np.ndarray:
@@ -234,5 +238,3 @@ def realised_bias(labels: dict[str, np.ndarray]) -> dict[str, Any]:
         "p_smiling_given_hair_length": _group_means(labels["smiling"], hair, 2),
         "p_eyeglasses_given_skin_tone": _group_means(labels["eyeglasses"], skin, 3),
     }
-
-

@@ -11,6 +11,7 @@ Run with ``FAIRBENCH_UTKFACE_ROOT=../shared/data/utkface/UTKFace pytest tests/be
 - input pipeline: random batches of 128 as float tensors, gathered from the cache memmap versus
   decoding the JPEGs with PIL each time.  Both read warm files (page cache) after the builds.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -80,16 +81,18 @@ def _build_in_fresh_process(root: Path, cache_dir: Path, workers: int, results) 
     stop.set()
     sampler.join()
     images = ds.info["cache"]["images"]
-    results.put({
-        "images": images,
-        "seconds": round(seconds, 2),
-        "images_per_s": round(images / seconds, 1),
-        "rss_before_build_mb": round(before, 1),
-        "peak_rss_builder_mb": round(peaks["builder"], 1),
-        "peak_rss_process_tree_mb": round(peaks["tree"], 1),
-        "traced_peak_mb": round(traced_peak / 2**20, 1),
-        "cache_file_mb": round(images * SIZE * SIZE * 3 / 2**20, 1),
-    })
+    results.put(
+        {
+            "images": images,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(images / seconds, 1),
+            "rss_before_build_mb": round(before, 1),
+            "peak_rss_builder_mb": round(peaks["builder"], 1),
+            "peak_rss_process_tree_mb": round(peaks["tree"], 1),
+            "traced_peak_mb": round(traced_peak / 2**20, 1),
+            "cache_file_mb": round(images * SIZE * SIZE * 3 / 2**20, 1),
+        }
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -118,7 +121,7 @@ def cached(utkface_root, tmp_path_factory):
     return split.images, [utkface_root / f for f in split.ids]
 
 
-def _as_tensor(batch: np.ndarray) -> "torch.Tensor":
+def _as_tensor(batch: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch is imported in the body)
     import torch  # imported here so the spawned build processes stay free of torch's memory
 
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)

@@ -4,6 +4,7 @@ Run with ``pytest tests/benchmarks/test_bench_embedding.py --benchmark-only -p n
 Throughput does not depend on the weights, so both models are built untrained
 (no cache, no download); inputs are uint8 images at the default budget's 48 px.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,9 @@ def images():
 
 def _report(benchmark, what: str) -> None:
     per_s = N_IMAGES / benchmark.stats.stats.median
-    benchmark.extra_info.update(images=N_IMAGES, input_px=SIZE, images_per_s=round(per_s, 1), threads=torch.get_num_threads())
+    benchmark.extra_info.update(
+        images=N_IMAGES, input_px=SIZE, images_per_s=round(per_s, 1), threads=torch.get_num_threads()
+    )
     print(f"\n{what}: {per_s:.0f} images/s")
 
 
@@ -40,6 +43,8 @@ def test_mini_clip_image_tower_throughput(benchmark, images):
 def test_backbone_feature_throughput(benchmark, images):
     backbone, _ = create_backbone("mobilenet_v2", "none")
     model = Classifier(backbone, backbone.out_dim, {"target": 2})
-    feats = benchmark.pedantic(predict_features, args=(model, images, torch.device("cpu")), rounds=5, iterations=1, warmup_rounds=1)
+    feats = benchmark.pedantic(
+        predict_features, args=(model, images, torch.device("cpu")), rounds=5, iterations=1, warmup_rounds=1
+    )
     assert feats.shape == (N_IMAGES, backbone.out_dim)
     _report(benchmark, f"backbone mobilenet_v2 at {SIZE} px")

@@ -7,6 +7,7 @@ chunked) is timed once.  extra_info records the index kind and recall@10
 against exact search.  Uniformly random vectors are the worst case for IVF
 (no cluster structure to exploit), so recall here is a lower bound.
 """
+
 import os
 import time
 
@@ -39,7 +40,7 @@ def embeddings():
 
 
 def torch_knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-NN by inner product: matmul + top-k over query chunks of at most 2^28 similarities (the brute-force baseline)."""
+    """Exact k-NN by inner product: matmul + top-k over query chunks of at most 2^28 similarities (brute force)."""
     b, q = torch.from_numpy(base), torch.from_numpy(queries)
     chunk = max(1, 2**28 // len(base))
     sims, ids = [], []
@@ -71,8 +72,15 @@ def test_knn_retrieval_faiss_vs_brute_force(benchmark, embeddings):
     assert recall_at_k(flat_found, truth) > 0.999
     recall = recall_at_k(found, truth)
     benchmark.extra_info.update(
-        rows=len(x), dim=DIM, queries=N_QUERIES, k=K, index=index.kind, index_build_s=round(build_s, 2),
-        recall_at_10=round(recall, 4), torch_brute_force_s=round(torch_s, 3), faiss_flat_s=round(flat_s, 3),
+        rows=len(x),
+        dim=DIM,
+        queries=N_QUERIES,
+        k=K,
+        index=index.kind,
+        index_build_s=round(build_s, 2),
+        recall_at_10=round(recall, 4),
+        torch_brute_force_s=round(torch_s, 3),
+        faiss_flat_s=round(flat_s, 3),
         faiss_flat_build_s=round(flat_build_s, 2),
     )
     print(f"\n{benchmark.extra_info}")
@@ -88,8 +96,14 @@ def test_dedup_faiss_vs_brute_force(benchmark, embeddings):
     torch_s, (sims, ids) = _seconds(lambda: torch_knn(x, x, 2))
     exact_pairs = int((sims[:, 1] >= THRESHOLD).sum() // 2)
     benchmark.extra_info.update(
-        rows=len(x), dim=DIM, threshold=THRESHOLD, index=result.index_kind, removed=result.n_removed,
-        planted_pairs=N_PLANTED, planted_pairs_removed=found_planted, exact_pairs_above_threshold=exact_pairs,
+        rows=len(x),
+        dim=DIM,
+        threshold=THRESHOLD,
+        index=result.index_kind,
+        removed=result.n_removed,
+        planted_pairs=N_PLANTED,
+        planted_pairs_removed=found_planted,
+        exact_pairs_above_threshold=exact_pairs,
         torch_brute_force_s=round(torch_s, 2),
     )
     print(f"\n{benchmark.extra_info}")

@@ -5,6 +5,7 @@ schedule; augmentation off in both so only the harness machinery differs
 (sampler, budget meter, batch assembly, NaN check).  The two loops are
 interleaved and the median ratio over rounds is reported (target >= 0.95).
 """
+
 import time
 
 import numpy as np
@@ -31,7 +32,9 @@ def task():
 
 def harness_steps(task) -> float:
     meter = BudgetMeter(Budget("bench", steps=STEPS, batch_size=BATCH, resolution=SIZE))
-    ctx = FitContext(task, {"lr": 1e-3, "weight_decay": 1e-4}, meter, 0, torch.device("cpu"), NO_AUGMENT, "mobilenet_v2", "imagenet")
+    ctx = FitContext(
+        task, {"lr": 1e-3, "weight_decay": 1e-4}, meter, 0, torch.device("cpu"), NO_AUGMENT, "mobilenet_v2", "imagenet"
+    )
     model = ctx.new_classifier()
     start = time.perf_counter()
     ctx.train_classifier(model, STEPS, lambda m, b: cross_entropy(m(b.x), b).mean())

@@ -24,7 +24,12 @@ N_ROWS = 100_000
 N_GROUPS = 7
 N_RESAMPLES = 1000
 FAIRLEARN_N_BOOT = 5  # fairlearn costs seconds per resample; extrapolate from a few
-FAIRLEARN_METRICS = {"acc": accuracy_score, "tpr": true_positive_rate, "fpr": false_positive_rate, "selection_rate": selection_rate}
+FAIRLEARN_METRICS = {
+    "acc": accuracy_score,
+    "tpr": true_positive_rate,
+    "fpr": false_positive_rate,
+    "selection_rate": selection_rate,
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +69,13 @@ def test_metric_suite_vs_fairlearn(benchmark, predictions):
 
     ours_s = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        {"ours_s": ours_s, "fairlearn_s": fairlearn_s, "speedup": fairlearn_s / ours_s, "n_rows": N_ROWS, "n_groups": N_GROUPS}
+        {
+            "ours_s": ours_s,
+            "fairlearn_s": fairlearn_s,
+            "speedup": fairlearn_s / ours_s,
+            "n_rows": N_ROWS,
+            "n_groups": N_GROUPS,
+        }
     )
     assert fairlearn_s / ours_s >= 50
 
@@ -74,7 +85,9 @@ def test_bootstrap_vs_fairlearn_n_boot(benchmark, predictions):
     result = benchmark(bootstrap_intervals, y_true, y_pred, groups, N_GROUPS, n_resamples=N_RESAMPLES)
     plain_s, _ = _seconds(lambda: _fairlearn_suite(y_true, y_pred, groups))
     boot_s, (frame, _) = _seconds(
-        lambda: _fairlearn_suite(y_true, y_pred, groups, n_boot=FAIRLEARN_N_BOOT, ci_quantiles=[0.025, 0.975], random_state=0)
+        lambda: _fairlearn_suite(
+            y_true, y_pred, groups, n_boot=FAIRLEARN_N_BOOT, ci_quantiles=[0.025, 0.975], random_state=0
+        )
     )
     assert len(frame.by_group_ci) == 2
 

@@ -2,6 +2,7 @@
 
 Run with ``pytest tests/benchmarks --benchmark-only`` (the default configuration skips benchmarks).
 """
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """A third-party method plugin: a linear probe on frozen backbone features."""
+
 from fairfacebench import hookimpl
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.common import cross_entropy
