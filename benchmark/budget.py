@@ -1,15 +1,26 @@
-"""Compute budgets (optimizer steps at a fixed batch size) and the meter every method draws from."""
+"""Compute budgets and the meter every method draws from: optimizer steps and forward samples, per stage.
+
+A budget allows `steps` optimizer steps of `batch_size` images and a number of
+forward samples (images through any network the method owns or gets from the
+fit context).  The forward-sample limit follows one rule for every method:
+`views` forward samples per training image of every step (two-view
+contrastive learning fits) plus `inference_passes` passes over every image
+set the run lets the method read (training images, the validation part it
+may fit on, the unlabeled pool, the test images of a transductive method).
+Going past either limit raises `BudgetExceeded` naming the stage.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from fairfacebench.errors import UnknownName
 
 
 class BudgetExceeded(RuntimeError):
-    """A method tried to take more optimizer steps than its budget allows."""
+    """A method tried to take more optimizer steps or forward samples than its budget allows."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,12 @@ class Budget:
     steps: int
     batch_size: int
     amp: bool = False
+    views: int = 2  # forward samples allowed per training image of a step
+    inference_passes: int = 3  # forward passes allowed over each image set the method may read
+
+    def forward_limit(self, images_readable: int) -> int:
+        """Forward samples a run may spend: views per step image plus inference passes over what it may read."""
+        return self.steps * self.batch_size * self.views + self.inference_passes * images_readable
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,17 +68,53 @@ def get_budget(name: str) -> Budget:
 
 @dataclass
 class BudgetMeter:
-    """Counts optimizer steps and samples per stage; raises once the total is spent."""
+    """Counts optimizer steps, samples, forward samples and wall time per stage; raises once a limit is spent.
+
+    `forward_limit` None leaves forward samples counted but unlimited.  After
+    `close()` (the end of `fit`) forwards are the harness's evaluation and
+    are no longer charged.
+    """
 
     budget: Budget
+    forward_limit: int | None = None
     steps: int = 0
     samples: int = 0
+    forward_samples: int = 0
     per_stage: dict[str, int] = field(default_factory=dict)
+    forward_per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    time_per_stage: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    closed: bool = False
+    stepping: bool = False  # True only inside the metered optimizer step of `FitContext.optimize`
+    inside_metered: int = 0  # depth of metered network calls (forwards inside them are already charged)
+    _stages: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
         return self.budget.steps - self.steps
+
+    @property
+    def stage(self) -> str:
+        return self._stages[-1][0] if self._stages else "unstaged"
+
+    def enter(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._account(now)
+        self._stages.append((stage, now))
+
+    def leave(self) -> None:
+        now = time.perf_counter()
+        self._account(now)
+        self._stages.pop()
+        if self._stages:
+            self._stages[-1] = (self._stages[-1][0], now)
+
+    def _account(self, now: float) -> None:
+        """Attribute the time since the innermost stage last started to it."""
+        if self._stages:
+            name, since = self._stages[-1]
+            self.time_per_stage[name] = self.time_per_stage.get(name, 0.0) + now - since
+            self._stages[-1] = (name, now)
 
     def charge(self, batch_size: int, stage: str = "train") -> None:
         """Record one optimizer step; refuse it if the budget is already spent."""
@@ -74,11 +127,40 @@ class BudgetMeter:
         self.samples += batch_size
         self.per_stage[stage] = self.per_stage.get(stage, 0) + 1
 
-    def report(self) -> dict:
+    def charge_forward(self, n: int, network: str) -> None:
+        """Record `n` images through `network` in the current stage; refuse them past the forward-sample limit."""
+        if self.closed or n == 0:
+            return
+        if self.forward_limit is not None and self.forward_samples + n > self.forward_limit:
+            raise BudgetExceeded(
+                f"budget '{self.budget.name}' allows {self.forward_limit} forward samples in total; stage "
+                f"'{self.stage}' asked for {n} more through the {network} after {self.forward_samples} "
+                f"(per stage: {self.forward_per_stage})"
+            )
+        self.forward_samples += n
+        counts = self.forward_per_stage.setdefault(self.stage, {})
+        counts[network] = counts.get(network, 0) + n
+
+    def close(self) -> None:
+        """The end of `fit`: stop charging, attribute the remaining time."""
+        while self._stages:
+            self.leave()
+        self.closed = True
+
+    def report(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.started
+        staged = sum(self.time_per_stage.values())
         return {
             "budget": self.budget.to_dict(),
             "steps": self.steps,
             "samples_seen": self.samples,
             "steps_per_stage": dict(self.per_stage),
-            "wall_time_s": round(time.perf_counter() - self.started, 3),
+            "forward_samples": self.forward_samples,
+            "forward_limit": self.forward_limit,
+            "forward_samples_per_stage": {k: dict(v) for k, v in self.forward_per_stage.items()},
+            "wall_time_s": round(wall, 3),
+            "wall_time_per_stage_s": {
+                **{k: round(v, 3) for k, v in self.time_per_stage.items()},
+                **({"unstaged": round(wall - staged, 3)} if wall - staged > 0.0005 else {}),
+            },
         }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -114,6 +114,56 @@ class RunLog:
         self.evidence.setdefault(stage, {}).update({k: np.asarray(v) for k, v in arrays.items()})
 
 
+class IsolationError(PermissionError):
+    """A method asked for data it has not declared (e.g. test images without `transductive = True`)."""
+
+
+class ForwardMeter:
+    """Forward hooks that charge every image through a network to the meter (`network` names it in the report).
+
+    Copying a metered model (``copy.deepcopy``) copies its hooks, and the copy
+    stays metered by this same object.
+    """
+
+    def __init__(self, meter: BudgetMeter, network: str):
+        self.meter, self.network = meter, network
+
+    def __deepcopy__(self, memo: dict) -> "ForwardMeter":
+        return self
+
+    def attach(self, module: nn.Module) -> nn.Module:
+        module.register_forward_pre_hook(self.before)
+        module.register_forward_hook(self.after, always_call=True)
+        return module
+
+    def before(self, module: nn.Module, args: tuple) -> None:
+        self.meter.charge_forward(len(args[0]), self.network)
+        self.meter.inside_metered += 1
+
+    def after(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self.meter.inside_metered = max(0, self.meter.inside_metered - 1)
+
+
+class MeteredEncoder:
+    """A VLM as methods get it: every image it embeds is charged to the meter (text prompts are not)."""
+
+    def __init__(self, encoder: Any, meter: BudgetMeter):
+        self._encoder, self._meter = encoder, meter
+        self.name, self.info = encoder.name, encoder.info
+        self.logit_scale = getattr(encoder, "logit_scale", 100.0)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        self._meter.charge_forward(len(images), "vlm")
+        self._meter.inside_metered += 1
+        try:
+            return self._encoder.encode_images(images)
+        finally:
+            self._meter.inside_metered -= 1
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self._encoder.encode_text(texts)
+
+
 class FitContext:
     """The only door between a method and the harness: `ctx.budget` is the profile, `ctx.meter` counts it."""
 
@@ -129,6 +179,7 @@ class FitContext:
         weights: str,
         vlm: Any = None,
         progress: bool = False,
+        transductive: bool = False,
     ):
         self.hparams = dict(hparams)
         self.meter = meter
@@ -138,9 +189,9 @@ class FitContext:
         self.augment = augment
         self.backbone_name = backbone
         self.weights = weights
-        self._vlm = vlm
+        self._vlm = None if vlm is None else MeteredEncoder(vlm, meter)
         self._pool = None if data.pool is None else data.pool.images_only()
-        self._test_images = data.test_images
+        self._test_images = data.test_images if transductive else None
         self.progress = progress
         self.log = RunLog()
         self.touched: set[str] = set()
@@ -160,7 +211,12 @@ class FitContext:
     # --- data a method may ask for -------------------------------------------------
     @property
     def test_images(self) -> ImagesOnly:
-        """Test images for transductive methods; never their labels."""
+        """Test images for methods that declare `transductive = True` (shown on the leaderboard); never their labels."""
+        if self._test_images is None:
+            raise IsolationError(
+                "ctx.test_images is for transductive methods: declare `transductive = True` on the "
+                "method class, and the leaderboard shows that it reads the test images"
+            )
         self.touched.add("test.images")
         return self._test_images
 
@@ -191,6 +247,7 @@ class FitContext:
         torch.manual_seed(int(self.generator("init").initial_seed()) % 2**31)
         backbone, info = create_backbone(self.backbone_name, self.weights)
         self.weights_info = info
+        ForwardMeter(self.meter, "backbone").attach(backbone)
         model = Classifier(backbone, backbone.out_dim, heads or {"target": self.n_classes})
         # Batches arrive as NHWC views (see training.to_tensor); channels-last weights avoid a layout conversion
         # in every convolution (measured 1.3x faster training, 2x faster inference for MobileNetV2 on CPU).
@@ -230,6 +287,15 @@ class FitContext:
         return Batch(normalize(x), index, y, self.train, perm, lam)
 
     # --- optimisation -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Charge forward samples and wall time inside the block to stage `name` (stages nest)."""
+        self.meter.enter(name)
+        try:
+            yield
+        finally:
+            self.meter.leave()
+
     def autocast(self):
         if self.budget.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
@@ -271,26 +337,31 @@ class FitContext:
         scaler = torch.amp.GradScaler("cuda") if self.budget.amp and self.device.type == "cuda" else None
         losses: list[float] = []
         bar = _progress(steps, stage, self.progress)
-        for t in range(steps):
-            with self.autocast():
-                loss = step_fn(t)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
-            opt.zero_grad(set_to_none=True)
-            self.meter.charge(self.budget.batch_size, stage)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if sched is not None:
-                sched.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            if callback is not None and every > 0 and (t + 1) % every == 0:
-                callback(t)
+        with self.stage(stage):
+            for t in range(steps):
+                with self.autocast():
+                    loss = step_fn(t)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
+                opt.zero_grad(set_to_none=True)
+                self.meter.charge(self.budget.batch_size, stage)
+                self.meter.stepping = True
+                try:
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                finally:
+                    self.meter.stepping = False
+                if sched is not None:
+                    sched.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                if callback is not None and every > 0 and (t + 1) % every == 0:
+                    callback(t)
         bar.close()
         self.log.history.append({"stage": stage, "steps": steps, "first_loss": losses[0], "last_loss": losses[-1]})
         return losses

@@ -8,6 +8,7 @@ only what the fit context exposes of it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +164,9 @@ class LabeledSplit:
     def __len__(self) -> int:
         return len(self.images)
 
+    def rows(self, index: np.ndarray) -> "LabeledSplit":
+        return LabeledSplit(self.images[index], self.y[index], self.a[index], self.ids[index])
+
 
 @dataclass
 class ImagesOnly:
@@ -189,8 +193,9 @@ class TaskData:
     sensitive_attributes: tuple[Attribute, ...]
     group_names: tuple[str, ...]
     train: LabeledSplit
-    val: LabeledSplit
+    val: LabeledSplit  # the part of validation a method may fit on
     test: LabeledSplit
+    val_select: LabeledSplit | None = None  # the part only the selection rule reads (None: the same rows as val)
     pool: UnlabeledPool | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -247,8 +252,32 @@ def _take(split: Split, index: np.ndarray) -> Split:
     return split.subset(index)
 
 
+# The validation split is cut once, identically for every method: half may be fitted on, half only selects.
+VAL_SELECT_SHARE = 0.5
+VAL_SPLIT_SEED = 0
+
+
+def cut_validation(
+    y: np.ndarray, a: np.ndarray, n_classes: int, share: float = VAL_SELECT_SHARE, seed: int = VAL_SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows a method may fit on and rows only model selection reads: `share` of every (class, group) cell selects."""
+    rng = np.random.default_rng(seed)
+    cells = a * n_classes + y
+    fit, select = [], []
+    for cell in np.unique(cells):
+        rows = rng.permutation(np.flatnonzero(cells == cell))
+        k = len(rows) - int(np.ceil(share * len(rows)))
+        fit.append(rows[:k])
+        select.append(rows[k:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(select))
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()
+
+
 def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None = None) -> TaskData:
-    """Build the method-facing view of one task, with clear errors for empty splits/groups.
+    """Build one task's data, with clear errors for empty splits/groups, and cut validation into fit and select parts.
 
     Rows where the task's attributes do not apply (negative codes, e.g. FairFace
     race4 for Latino_Hispanic faces) are dropped and counted in info.
@@ -279,6 +308,17 @@ def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None
                 f"'{split_name}' split; choose another task or rebuild the split"
             )
         views[split_name] = LabeledSplit(split.images, split.labels[task.target].astype(np.int64), a, split.ids)
+    n_classes = ds.attributes[task.target].n
+    fit, select = cut_validation(views["val"].y, views["val"].a, n_classes)
+    val_split = {
+        "rule": f"each (class, group) cell of validation cut at random: {VAL_SELECT_SHARE:.0%} to the selection part "
+        "(read only by model selection), the rest to the fit part (what methods see as ctx.val)",
+        "seed": VAL_SPLIT_SEED,
+        "fit": len(fit),
+        "select": len(select),
+        "fit_ids_sha256": ids_digest(views["val"].ids[fit]),
+        "select_ids_sha256": ids_digest(views["val"].ids[select]),
+    }
     return TaskData(
         dataset=ds.name,
         task=task,
@@ -286,8 +326,9 @@ def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None
         sensitive_attributes=tuple(ds.attributes[a] for a in task.sensitive),
         group_names=group_names,
         train=views["train"],
-        val=views["val"],
+        val=views["val"].rows(fit),
         test=views["test"],
+        val_select=views["val"].rows(select),
         pool=pool,
-        info=dict(ds.info),
+        info={**ds.info, "val_split": val_split},
     )

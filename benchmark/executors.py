@@ -1,7 +1,7 @@
 """Where runs execute: in this process, one child process per run, or on Ray; all write the same store.
 
 An executor receives a run callable (`runner(spec) -> (record, arrays)`, with
-`prepare_vlm`, `crashed` and `is_heavy`; see `runner.SpecRunner`) and never
+`prepare_vlm`, `crashed`, `is_heavy` and `needs_vlm`; see `runner.SpecRunner`) and never
 imports the runner.  A worker that dies (segfault, OOM kill, os._exit) is
 recorded as a failed run with its exit status; the grid goes on.
 """
@@ -59,7 +59,7 @@ def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finis
     """
     ctx = mp.get_context("spawn")
     threads = threads_per_worker(workers)
-    preparing = sorted({s.vlm for s in todo if s.vlm not in (None, "none")})
+    preparing = sorted({s.vlm for s in todo if runner.needs_vlm(s)})
     # Heavy runs first, so the grid does not end on one long run while the other workers idle.
     heavy_first = sorted(todo, key=lambda s: not runner.is_heavy(s))
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
@@ -67,7 +67,7 @@ def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finis
 
     def ready(job: tuple[str, Any]) -> bool:
         kind, item = job
-        return kind == "prepare" or item.vlm not in preparing
+        return kind == "prepare" or not runner.needs_vlm(item) or item.vlm not in preparing
 
     try:
         while jobs or running:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS, Budget, get_budget
-from fairfacebench.errors import ConfigError, VLMUnavailable
+from fairfacebench.datasets.base import folder_fingerprint
+from fairfacebench.errors import ConfigError, DataError, VLMUnavailable
 from fairfacebench.plugins import registry
 from fairfacebench.spec import RunSpec, spec_hash
 
@@ -284,39 +285,57 @@ def resolve_vlm(value: str, dataset: str, encoders: dict[str, Any]) -> str:
 
 
 def resolve_pool(value: str, dataset: Any, reg: Any, data_roots: dict[str, str]) -> dict[str, Any]:
-    """The unlabeled pool of a run: 'auto' (the dataset's own, if any), 'none', or KIND:SOURCE of a pool plugin."""
-    pools = reg.pools
+    """The unlabeled pool of a comparison: 'auto' (the dataset's own, if any), 'none', or KIND:SOURCE of a pool plugin.
+
+    The result names the pool ('source': a dataset or folder name), where it lives ('root', a path that is never
+    part of a run id) and what it holds ('fingerprint').
+    """
     if value == "auto":
         return {"kind": "dataset", "source": dataset.name} if dataset.has_pool else {"kind": "none"}
     if value == "none":
         return {"kind": "none"}
     kind, sep, source = value.partition(":")
-    if not sep or kind not in pools or not source:
+    if not sep or kind not in reg.pools or not source:
         raise ConfigError(
-            f"pool '{value}': write auto, none or KIND:SOURCE with KIND one of {sorted(pools)} "
+            f"pool '{value}': write auto, none or KIND:SOURCE with KIND one of {sorted(reg.pools)} "
             "(e.g. folder:/path/to/images, dataset-train:utkface)"
         )
-    root = None
     if kind == "dataset-train":
-        reg.dataset(source)  # an unknown dataset name fails here, listing the installed ones
+        plugin = reg.dataset(source)  # an unknown dataset name fails here, listing the installed ones
         root = data_roots.get(source)
-    return {"kind": kind, "source": source, **({"root": root} if root else {})}
+        return {
+            "kind": kind,
+            "source": source,
+            **({"root": root} if root else {}),
+            "fingerprint": plugin.fingerprint(Path(root) if root else None),
+        }
+    folder = Path(source).expanduser()
+    if kind == "folder" and not folder.is_dir():
+        raise DataError(f"pool folder {folder} is not a directory: pass --pool folder:DIR, the folder of pool images")
+    if kind == "folder":
+        return {"kind": kind, "source": folder.name, "root": str(folder), "fingerprint": folder_fingerprint(folder)}
+    return {"kind": kind, "source": source}
 
 
 def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
-    """Every run of the plan: dataset x task x method x trial x seed, all under the same budget and data settings."""
+    """Every run of the plan: dataset x task x method x trial x seed, all under the same budget and data settings.
+
+    The data of each dataset is fingerprinted once here (files, sizes, labels), so a run's id follows its data.
+    """
     reg = reg or registry()
     budget = plan.budget_profile.to_dict()
     specs = []
     for ds_name in plan.datasets:
         ds = reg.dataset(ds_name)
-        tasks = plan.tasks.get(ds_name) or (ds.tasks[0].name,)
-        for task in tasks:
+        root = plan.data_roots.get(ds_name)
+        options = plan.dataset_options.get(ds_name, {})
+        fingerprint = ds.fingerprint(Path(root) if root else None, **options)
+        vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders)
+        pool = resolve_pool(plan.pool, ds, reg, plan.data_roots)
+        for task in plan.tasks.get(ds_name) or (ds.tasks[0].name,):
             ds.task(task)  # fail early on an unknown task, listing the valid ones
             for m_name in plan.method_names(list(reg.methods)):
                 cls = reg.method(m_name)
-                vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders) if cls.needs_vlm else None
-                pool = resolve_pool(plan.pool, ds, reg, plan.data_roots) if cls.needs_pool else None
                 for trial in range(plan.hparam_trials):
                     hp = trial_hparams(cls, trial)
                     for seed in range(plan.seeds):
@@ -333,11 +352,13 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 weights=plan.weights,
                                 augment=plan.augment.to_dict(),
                                 trial=trial,
-                                data_root=plan.data_roots.get(ds_name),
-                                dataset_options=plan.dataset_options.get(ds_name, {}),
+                                data_root=root,
+                                data_fingerprint=fingerprint,
+                                dataset_options=options,
                                 bootstrap=plan.bootstrap,
                                 vlm=vlm,
                                 pool=pool,
+                                method_version=getattr(cls, "version", 1),
                             )
                         )
     return specs

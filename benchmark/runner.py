@@ -22,6 +22,7 @@ from fairfacebench.context import FitContext
 from fairfacebench.data import LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.executors import run_in_processes, run_in_ray, run_locally
+from fairfacebench.guards import watch
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS, compute_metrics
 from fairfacebench.plan import Augment
@@ -87,43 +88,37 @@ class DataLoaderCache:
         self._pools: dict[str, UnlabeledPool | None] = {}
         self._vlms: dict[str, Any] = {}
 
-    def vlm(self, value: str | None, device: torch.device | str) -> Any:
-        """The encoder a spec's resolved `vlm` names (loaded once per process); None for 'none' or no VLM."""
-        if value is None:
-            return None
+    def vlm(self, value: str, device: torch.device | str) -> Any:
+        """The encoder a spec's resolved `vlm` names (loaded once per process); None for 'none'."""
         if value not in self._vlms:
             self._vlms[value] = load_vlm(value, self.reg.encoders, self.cache_dir, device)
         return self._vlms[value]
 
-    def task_data(self, spec: RunSpec) -> TaskData:
+    def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
         root = Path(spec.data_root) if spec.data_root else None
         key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}"
         if key not in self._datasets:
             self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **spec.dataset_options)
-        return make_task_data(self._datasets[key], plugin.task(spec.task), self.pool(spec, root))
+        pool = self.pool(spec, root) if with_pool else None
+        return make_task_data(self._datasets[key], plugin.task(spec.task), pool)
 
     def pool(self, spec: RunSpec, root: Path | None) -> UnlabeledPool | None:
         """The unlabeled pool a spec names: its dataset's own, none, or one from a pool plugin."""
-        if spec.pool is None or spec.pool["kind"] == "none":
+        kind = spec.pool["kind"]
+        if kind == "none":
             return None
-        kind, source = spec.pool["kind"], spec.pool["source"]
-        key = f"{kind}|{source}|{spec.resolution}|{sorted(spec.dataset_options.items()) if kind == 'dataset' else ''}"
+        key = f"{spec.resolution}|{sorted(spec.pool.items())}|{sorted(spec.dataset_options.items())}"
         if key not in self._pools:
+            pool_root = Path(spec.pool["root"]) if spec.pool.get("root") else None
+            size = spec.resolution
             if kind == "dataset":
-                found = self.reg.dataset(spec.dataset).pool(
-                    root, spec.resolution, self.cache_dir, **spec.dataset_options
-                )
+                found = self.reg.dataset(spec.dataset).pool(root, size, self.cache_dir, **spec.dataset_options)
             elif kind == "dataset-train":
-                pool_root = spec.pool.get("root")
-                found = self.reg.pools[kind].load(
-                    self.reg.dataset(source),
-                    spec.resolution,
-                    self.cache_dir,
-                    root=Path(pool_root) if pool_root else None,
-                )
+                source = self.reg.dataset(spec.pool["source"])
+                found = self.reg.pools[kind].load(source, size, self.cache_dir, root=pool_root)
             else:
-                found = self.reg.pools[kind].load(source, spec.resolution, self.cache_dir)
+                found = self.reg.pools[kind].load(pool_root or spec.pool["source"], size, self.cache_dir)
             self._pools[key] = found
         return self._pools[key]
 
@@ -152,51 +147,65 @@ def gpu_usage(device: torch.device):
     stats["gpu_name"] = torch.cuda.get_device_name(device)
 
 
+class UnmeteredCompute(RuntimeError):
+    """A method trained or embedded images outside the meter (its own optimizer, its own network)."""
+
+
+def readable_images(cls: type, data: TaskData) -> int:
+    """Images a run lets its method read: train, the fit part of validation, the pool, test images if transductive."""
+    pool = len(data.pool) if cls.needs_pool and data.pool is not None else 0
+    return len(data.train) + len(data.val) + pool + (len(data.test) if cls.transductive else 0)
+
+
 def run_one(
     spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None
 ) -> tuple[dict, dict]:
-    """Fit one method on one task and evaluate it on validation and test data."""
+    """Fit one method on one task (metered and watched), evaluate it on validation's selection part and on test."""
     cls = reg.method(spec.method)
     torch.manual_seed(spec.seed)
-    meter = BudgetMeter(Budget(**spec.budget))
+    budget = Budget(**spec.budget)
+    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(cls, data)))
+    augment = Augment(**spec.augment)
     ctx = FitContext(
         data,
         spec.hparams,
         meter,
         spec.seed,
         device,
-        Augment(**spec.augment),
+        augment,
         spec.backbone,
         spec.weights,
         vlm,
         progress,
+        transductive=cls.transductive,
     )
-    with gpu_usage(device) as gpu:
+    with gpu_usage(device) as gpu, watch(meter) as violations:
         predictor = cls().fit(ctx)
+        meter.close()
+    if violations:
+        raise UnmeteredCompute(violations.describe())
     fit_report = {**meter.report(), **gpu}
     t0 = time.perf_counter()
-    val_scores = predictor.predict(data.val.images)
+    selection = data.val_select if data.val_select is not None else data.val
+    val_scores = predictor.predict(selection.images)
     test_scores = predictor.predict(data.test.images)
-    val_report = evaluate(val_scores, data.val.y, data.val.a, data)
+    val_report = evaluate(val_scores, selection.y, selection.a, data)
     test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
     if spec.bootstrap:
+        y_hat = test_scores.argmax(1)
         intervals = bootstrap_intervals(
-            data.test.y,
-            test_scores.argmax(1),
-            data.test.a,
-            data.n_groups,
-            data.n_classes,
-            n_resamples=spec.bootstrap,
-            seed=spec.seed,
+            data.test.y, y_hat, data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
         )
+    disclosed = supervision(cls, spec.hparams, vlm)
     record = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
         "test_intervals": intervals,
         "per_group": {"val": val_report.to_dict(), "test": test_report.to_dict()},
         "metric_definitions": METRIC_DEFINITIONS,
         "budget_report": {**fit_report, "eval_time_s": round(time.perf_counter() - t0, 3)},
-        "labels_used": cls.label_use(spec.hparams).summary(),
+        "labels_used": disclosed["summary"],
+        "supervision": disclosed,
         "labels_touched": sorted(ctx.touched),
         "variant": ctx.log.variant,
         "stages": ctx.log.stages,
@@ -211,14 +220,35 @@ def run_one(
         "test_a": data.test.a,
         "test_ids": data.test.ids.astype(str),
         "val_scores": val_scores.astype(np.float32),
+        "val_ids": selection.ids.astype(str),
     }
     return record, arrays
+
+
+def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
+    """Every label source a method reads: its declared labels, a VLM's label-derived captions, the test images."""
+    use = cls.label_use(hparams)
+    captions = ((vlm.info or {}).get("report") or {}).get("captions_name") if vlm is not None else None
+    parts = [use.summary()]
+    if captions:
+        parts.append(f"VLM captions name {', '.join(captions)}")
+    if cls.transductive:
+        parts.append("test images (transductive)")
+    return {
+        "target": use.target,
+        "sensitive": use.sensitive,
+        "sensitive_at_inference": use.sensitive_at_inference,
+        "vlm_captions_name": captions,
+        "test_images": cls.transductive,
+        "summary": "; ".join(parts),
+    }
 
 
 def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str, Any]:
     cls = reg.methods.get(spec.method)
     return {
         "run_id": spec.run_id,
+        "comparison_id": spec.comparison_id,
         "spec": spec.to_dict(),
         "method_info": {
             "name": spec.method,
@@ -277,8 +307,10 @@ class SpecRunner:
         data = None
         try:
             device = resolve_device(self.device)
-            data = self.loader.task_data(spec)
-            record, arrays = run_one(spec, data, device, reg, self.progress, vlm=self.loader.vlm(spec.vlm, device))
+            cls = reg.method(spec.method)
+            data = self.loader.task_data(spec, with_pool=cls.needs_pool)
+            vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
+            record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm)
             record = {**base_record(spec, reg, data), "status": "ok", **record}
         except Exception as exc:  # recorded with its traceback; the grid continues
             record = {
@@ -311,6 +343,10 @@ class SpecRunner:
         """Runs that read a pool or a VLM do the most work per step: executors start them first."""
         cls = self.loader.reg.method(spec.method)
         return cls.needs_pool or cls.needs_vlm
+
+    def needs_vlm(self, spec: RunSpec) -> bool:
+        """Whether the run loads its comparison's VLM (executors prepare it once, before such runs)."""
+        return self.loader.reg.method(spec.method).needs_vlm and spec.vlm != "none"
 
 
 def execute(

@@ -1,4 +1,11 @@
-"""Run specifications and their ids: a run is fully described by a RunSpec, its id is a hash of it."""
+"""Run specifications, their ids and the comparison they belong to.
+
+A run is fully described by a RunSpec.  Its id hashes everything that
+changes what is computed (the data by its fingerprint, never by its path),
+so the same command finds its finished runs again and changed data or a new
+method version computes afresh.  Runs with the same comparison key differ only
+in method, hyperparameters, trial and seed: only those share a leaderboard table.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,23 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# Where the data lives on this machine: used to load it, never part of a run's identity.
+LOCATION_FIELDS = ("data_root",)
+# What a comparison holds fixed; the rest of a spec (method, method_version, hparams, trial, seed, bootstrap) varies.
+COMPARISON_FIELDS = (
+    "dataset",
+    "task",
+    "data_fingerprint",
+    "dataset_options",
+    "budget",
+    "resolution",
+    "backbone",
+    "weights",
+    "augment",
+    "vlm",
+    "pool",
+)
 
 
 @dataclass(frozen=True)
@@ -15,26 +39,41 @@ class RunSpec:
     method: str
     hparams: dict[str, Any]
     seed: int
-    budget: dict[str, Any]  # Budget.to_dict(): name, steps, batch_size, amp
+    budget: dict[str, Any]  # Budget.to_dict(): name, steps, batch_size, amp, views, inference_passes
     resolution: int  # input images are decoded to resolution x resolution px
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
     augment: dict[str, Any] = field(default_factory=dict)
     trial: int = 0
     data_root: str | None = None
+    data_fingerprint: str = ""  # hash of the files and labels the run reads (`DatasetPlugin.fingerprint`)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
-    vlm: str | None = (
-        None  # resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none') of VLM methods; None for the others
-    )
-    pool: dict[str, Any] | None = None  # resolved unlabeled pool ({'kind': ..., 'source': ...}) of pool methods
+    vlm: str = "none"  # the comparison's resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none')
+    pool: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})  # the comparison's resolved pool
+    method_version: int = 1  # bumped by a method when its algorithm changes, so stale results are not reused
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The spec without where things live on this machine (paths)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
+        out["pool"] = {k: v for k, v in self.pool.items() if k != "root"}
+        return out
+
     @property
     def run_id(self) -> str:
-        return spec_hash(self.to_dict())
+        return spec_hash(self.identity())
+
+    @property
+    def comparison(self) -> dict[str, Any]:
+        identity = self.identity()
+        return {k: identity[k] for k in COMPARISON_FIELDS}
+
+    @property
+    def comparison_id(self) -> str:
+        return spec_hash(self.comparison)
 
     @property
     def label(self) -> str:

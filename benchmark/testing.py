@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from fairfacebench.budget import BudgetExceeded, BudgetMeter, get_budget
-from fairfacebench.context import FitContext
+from fairfacebench.context import FitContext, IsolationError
 from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.errors import VLMUnavailable
+from fairfacebench.guards import watch
 from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
-from fairfacebench.runner import default_cache_dir
+from fairfacebench.runner import default_cache_dir, readable_images
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
 # Small synthfaces splits for end-to-end tests of a plugin (`--dataset-option` values): seconds on a 2-core CPU.
@@ -95,15 +96,51 @@ class PoisonedTest:
     @property
     def y(self) -> np.ndarray:
         self.reads.add("test.target")
-        return self._y
+        raise TestLabelsRead("the method read the test split's target labels during fit")
 
     @property
     def a(self) -> np.ndarray:
         self.reads.add("test.sensitive")
-        return self._a
+        raise TestLabelsRead("the method read the test split's sensitive labels during fit")
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+class TestLabelsRead(AssertionError):
+    """A guard of the kit: a method reached the test labels (nothing reachable from ctx leads there)."""
+
+
+class GuardedTruth(dict):
+    """The pool's hidden ground truth as the kit holds it: any access raises (methods never see it)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TestLabelsRead("the method read the unlabeled pool's hidden ground truth during fit")
+
+    __getitem__ = get = items = keys = values = __iter__ = __contains__ = _refuse
+
+
+def reachable_truth(root: Any, limit: int = 20_000) -> list[str]:
+    """Attribute paths from `root` to held-back data (test labels, pool truth, the harness's task data)."""
+    forbidden = (PoisonedTest, GuardedTruth, TaskData, UnlabeledPool)
+    leaf = (np.ndarray, torch.Tensor, str, bytes, int, float, bool, type(None), type, torch.device)
+    seen: set[int] = set()
+    queue, found = [(root, "ctx")], []
+    while queue and len(seen) < limit:
+        obj, path = queue.pop()
+        if id(obj) in seen or isinstance(obj, leaf):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, forbidden):
+            found.append(f"{path} ({type(obj).__name__})")
+            continue
+        if isinstance(obj, dict):
+            queue += [(v, f"{path}[{k!r}]") for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            queue += [(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        else:
+            queue += [(v, f"{path}.{k}") for k, v in (getattr(obj, "__dict__", None) or {}).items()]
+    return found
 
 
 @dataclass
@@ -116,6 +153,10 @@ class Outcome:
     touched: set[str]
     test_reads: set[str]
     variant: str | None
+    forward_samples: int = 0
+    forward_limit: int | None = None
+    unmetered: str = ""
+    leaks: list[str] = field(default_factory=list)
 
 
 @lru_cache(maxsize=4)
@@ -156,16 +197,42 @@ def fit_predict(
 ) -> Outcome:
     """Fit on a copy of the task with poisoned test labels, the way the harness would, and predict."""
     test = PoisonedTest(clean.test, poison, clean.n_classes, clean.n_groups)
-    data = dataclasses.replace(clean, test=test)
+    pool = None if clean.pool is None else dataclasses.replace(clean.pool, hidden=GuardedTruth(clean.pool.hidden))
+    data = dataclasses.replace(clean, test=test, pool=pool)
     torch.manual_seed(seed)
-    meter = BudgetMeter(budget)
-    ctx = FitContext(data, hparams, meter, seed, torch.device("cpu"), Augment(), backbone, weights, vlm)
-    predictor = method_cls().fit(ctx)
+    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(method_cls, data)))
+    ctx = FitContext(
+        data,
+        hparams,
+        meter,
+        seed,
+        torch.device("cpu"),
+        Augment(),
+        backbone,
+        weights,
+        vlm,
+        transductive=method_cls.transductive,
+    )
+    leaks = reachable_truth(ctx)
+    with watch(meter) as violations:
+        predictor = method_cls().fit(ctx)
+        meter.close()
     reads = set(test.reads)
     scores = {
         name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean.test))
     }
-    return Outcome(scores["val"], scores["test"], meter.steps, set(ctx.touched), reads, ctx.log.variant)
+    return Outcome(
+        scores["val"],
+        scores["test"],
+        meter.steps,
+        set(ctx.touched),
+        reads,
+        ctx.log.variant,
+        meter.forward_samples,
+        meter.forward_limit,
+        violations.describe() if violations else "",
+        leaks,
+    )
 
 
 def _attempt(report: ConformanceReport, method_cls: type, run: Any) -> Outcome | None:
@@ -174,6 +241,10 @@ def _attempt(report: ConformanceReport, method_cls: type, run: Any) -> Outcome |
         return run()
     except BudgetExceeded as exc:
         report.add("budget", False, f"BudgetExceeded: {exc}")
+    except TestLabelsRead as exc:
+        report.add("test labels", False, f"{exc} ({where(exc, method_cls)})")
+    except IsolationError as exc:
+        report.add("requirements", False, f"{exc} ({where(exc, method_cls)})")
     except VLMUnavailable as exc:
         report.add(
             "requirements",
@@ -313,7 +384,22 @@ def check_method(
         third = run(1) if second and not same(first, second) else None
     if first and second:
         report.steps, report.variant, report.touched = first.steps, first.variant, sorted(first.touched)
-        report.add("budget", first.steps <= spent.steps, f"took {first.steps} of {spent.steps} optimizer steps")
+        report.add(
+            "budget",
+            first.steps <= spent.steps,
+            f"took {first.steps} of {spent.steps} optimizer steps and "
+            f"{first.forward_samples} of {first.forward_limit} forward samples",
+        )
+        report.add(
+            "metering", not first.unmetered, first.unmetered or "every optimizer step and image forward was metered"
+        )
+        report.add(
+            "isolation",
+            not first.leaks,
+            f"held-back data reachable from ctx: {first.leaks}"
+            if first.leaks
+            else "no path from ctx leads to test labels or pool truth",
+        )
         reads = sorted(first.test_reads | second.test_reads)
         report.add("test labels", not reads, f"read {reads} during fit" if reads else "no test label read during fit")
         _check_repeat(report, first, second, third)

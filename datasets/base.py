@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,18 @@ class DatasetPlugin:
     def load(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> LoadedDataset:
         raise NotImplementedError
 
+    def fingerprint(self, root: Path | None, **options: Any) -> str:
+        """A hash of the data a load with these options reads, independent of where the folder lives.
+
+        The default: every file under the root (relative path and size) and the
+        options; generated datasets hash their name and options.  Overrides hash
+        exactly what their loader reads (see `IndexedDataset`).
+        """
+        digest = options_digest(self.name, options)
+        if self.needs_root and root is not None:
+            digest.update(folder_fingerprint(Path(root)).encode())
+        return digest.hexdigest()[:16]
+
     def check(self, root: Path) -> dict[str, Any]:
         """Layout check of a data root: counts per split and group, and a list of problems."""
         raise NotImplementedError(
@@ -55,3 +70,23 @@ class DatasetPlugin:
     def pool(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool | None:
         """An unlabeled pool that comes with the dataset (None if it has none)."""
         return None
+
+
+def folder_fingerprint(root: Path) -> str:
+    """sha256 over the sorted relative paths and sizes of every file under `root` (not its location)."""
+    digest = hashlib.sha256()
+    for folder, dirs, names in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1
+            digest.update(f"{path.relative_to(root).as_posix()}\t{size}\n".encode())
+    return digest.hexdigest()
+
+
+def options_digest(dataset: str, options: dict[str, Any]) -> Any:
+    """A sha256 object started with a dataset's name and loader options, to which fingerprints add their data."""
+    return hashlib.sha256(json.dumps({"dataset": dataset, "options": options}, sort_keys=True, default=str).encode())

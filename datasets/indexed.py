@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from fairfacebench.data import DataError, LoadedDataset, Split, restrict_to_task
-from fairfacebench.datasets.base import DatasetPlugin
+from fairfacebench.datasets.base import DatasetPlugin, options_digest
 from fairfacebench.datasets.cache import build_or_load
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,23 @@ class IndexedDataset(DatasetPlugin):
         info = {**index.info, "cache": cache_info, "sizes": {k: len(v) for k, v in splits.items()}}
         ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
         return restrict_to_task(ds, self.task(task)) if task else ds
+
+    def fingerprint(self, root: Path | str | None, **options: Any) -> str:
+        """A hash of what `load` reads: every split's file names, file sizes and label codes (not the folder's path)."""
+        index = self.index(self.require_root(root), **options)
+        digest = options_digest(self.name, options)
+        for split in sorted(index.tables):
+            table = index.tables[split]
+            digest.update(f"[{split}]\n".encode())
+            for file, path in zip(table.files, table.paths):
+                try:
+                    size = os.stat(path).st_size
+                except OSError:
+                    size = -1
+                digest.update(f"{file}\t{size}\n".encode())
+            for attr in sorted(table.labels):
+                digest.update(attr.encode() + np.ascontiguousarray(table.labels[attr], dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def check(self, root: Path | str | None, **options: Any) -> dict[str, Any]:
         """Layout check without decoding: per-split and per-group counts and a list of problems."""

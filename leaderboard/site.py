@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from fairfacebench import __version__
 from fairfacebench.leaderboard import plots
-from fairfacebench.leaderboard.tables import TABLE_METRICS, build, to_frame, to_markdown
+from fairfacebench.leaderboard.tables import TABLE_METRICS, build, table_title, to_frame, to_markdown
 from fairfacebench.plain import nan_to_none
 from fairfacebench.store import ResultStore
 
@@ -61,6 +61,13 @@ def budget_text(spec: dict[str, Any]) -> str:
     return f"{budget['name']}: {steps}, {spec['resolution']} px"
 
 
+def count_text(value: Any, digits: int = 0) -> dict[str, str]:
+    """A count (forward samples, seconds) as display text and sort value."""
+    if not plots.defined(value):
+        return {"text": "", "value": ""}
+    return {"text": f"{value:,.{digits}f}", "value": repr(float(value))}
+
+
 def show_value(value: Any) -> str:
     """A hyperparameter value as text (strings as they are, everything else as JSON)."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -73,7 +80,7 @@ def _row_runs(row: dict, records: dict[str, dict]) -> list[dict]:
 
 def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
     """What the index shows of one (dataset, task, budget) leaderboard; writes its two plots."""
-    slug = slugify(f"{table['dataset']}-{table['task']}-{table['budget']}")
+    slug = slugify(f"{table['dataset']}-{table['task']}-{table['budget']}-{table['comparison_id'][:8]}")
     runs = [r for row in table["rows"] for r in _row_runs(row, records)]
     rows = []
     for row in table["rows"]:
@@ -89,9 +96,11 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
                 "seeds": row["seeds"],
                 "failed": len(row["failed_runs"]),
                 "cells": [cell(row[m]) for m in TABLE_METRICS],
+                "forward_samples": count_text(row.get("forward_samples")),
+                "fit_time_s": count_text(row.get("fit_time_s"), 1),
             }
         )
-    title = f"{table['dataset']} / {table['task']} / budget {table['budget']}"
+    title = table_title(table)
     return {
         "id": slug,
         "title": title,
@@ -100,6 +109,7 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
         "selection_rule": table["selection_rule"],
         "budget": budget_text(runs[0]["spec"]) if runs else table["budget"],
         "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
+        "shared_preparation": table.get("shared_preparation", []),
         "rows": rows,
         "tradeoff": _tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
         "spread": _spread_plot(table, records, plot_dir / f"{slug}-seeds.svg", title),

@@ -20,6 +20,7 @@ from tabulate import tabulate
 from fairfacebench.leaderboard.selection import get_rule, select
 from fairfacebench.metrics.bootstrap import seed_summary
 from fairfacebench.plain import nan_to_none
+from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
@@ -46,25 +47,42 @@ INTERVAL_NOTE = {
 }
 
 
+def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The settings a comparison holds fixed (`spec.COMPARISON_FIELDS`), as a record's spec has them."""
+    identity = {k: v for k, v in spec.items() if k not in LOCATION_FIELDS}
+    if isinstance(identity.get("pool"), dict):
+        identity["pool"] = {k: v for k, v in identity["pool"].items() if k != "root"}
+    return {k: identity.get(k) for k in COMPARISON_FIELDS}
+
+
+def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
+    """The comparison settings that take more than one value in a store (they name its tables apart)."""
+    keys = [k for k in COMPARISON_FIELDS if k not in ("dataset", "task")]
+    return [k for k in keys if len({canonical_json(c.get(k)) for c in comparisons}) > 1]
+
+
 def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
-    """Aggregate the store into leaderboard tables (plain data, also written as JSON)."""
+    """Aggregate the store into leaderboard tables, one per comparison (plain data, also written as JSON).
+
+    A table holds only runs whose comparison settings (data, budget, resolution,
+    backbone, weights, augmentation, VLM, pool, dataset options) are identical;
+    within it, the selection rule picks one trial per method and seed.
+    """
     selection = get_rule(rule)
-    cells: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    comparisons: dict[str, dict[str, Any]] = {}
     for rec in ResultStore(store_dir).records():
-        s = rec["spec"]
-        cells[(s["dataset"], s["task"], s["budget"]["name"], s["method"])][s["seed"]].append(rec)
+        comparison = comparison_of(rec["spec"])
+        key = spec_hash(comparison)
+        comparisons[key] = comparison
+        cells[(key, rec["spec"]["method"])][rec["spec"]["seed"]].append(rec)
+    named_by = differing_settings(list(comparisons.values()))
     tables: dict[str, dict] = {}
-    for (dataset, task, budget, method), by_seed in sorted(cells.items()):
-        table = tables.setdefault(
-            f"{dataset}/{task}/{budget}",
-            {
-                "dataset": dataset,
-                "task": task,
-                "budget": budget,
-                "selection_rule": f"{selection.name}: {selection.description}",
-                "rows": [],
-            },
-        )
+    order = sorted(cells, key=lambda k: (comparisons[k[0]]["dataset"], comparisons[k[0]]["task"], k[0], k[1]))
+    for key, method in order:
+        by_seed = cells[(key, method)]
+        comparison = comparisons[key]
+        table = tables.get(key) or tables.setdefault(key, new_table(key, comparison, named_by, selection))
         chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
         ok = [c for c in chosen if c is not None]
         failed = [r for runs in by_seed.values() for r in runs if r["status"] == "failed"]
@@ -88,6 +106,9 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
                 for c in ok
             ],
             "budget_report": [c["budget_report"] for c in ok],
+            "steps": mean_of([c["budget_report"].get("steps") for c in ok]),
+            "forward_samples": mean_of([c["budget_report"].get("forward_samples") for c in ok]),
+            "fit_time_s": mean_of([c["budget_report"].get("wall_time_s") for c in ok]),
         }
         for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
             row[m] = _summarise(
@@ -97,7 +118,41 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
         table["rows"].append(row)
+        for c in ok:
+            prep = shared_preparation(c.get("vlm"))
+            if prep and prep not in table["shared_preparation"]:
+                table["shared_preparation"].append(prep)
     return {"selection_rule": rule, "tables": list(tables.values())}
+
+
+def new_table(key: str, comparison: dict[str, Any], named_by: list[str], selection: Any) -> dict[str, Any]:
+    budget = comparison.get("budget") or {}
+    return {
+        "comparison_id": key,
+        "dataset": comparison["dataset"],
+        "task": comparison["task"],
+        "budget": budget.get("name", "?"),
+        "comparison": comparison,
+        "distinguished_by": {k: comparison.get(k) for k in named_by},
+        "selection_rule": f"{selection.name}: {selection.description}",
+        "shared_preparation": [],
+        "rows": [],
+    }
+
+
+def shared_preparation(vlm_info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a comparison's VLM was trained on, what its captions name, its samples and time (None: not trained here)."""
+    report = (vlm_info or {}).get("report")
+    if not report:
+        return None
+    return {
+        "encoder": vlm_info.get("id"),
+        "trained_on": report.get("trained_on"),
+        "captions_name": report.get("captions_name"),
+        "samples": report.get("samples"),
+        "train_time_s": report.get("train_time_s"),
+        "zero_shot": report.get("zero_shot"),
+    }
 
 
 def _summarise(values: list, bootstrap: list) -> dict:
@@ -132,11 +187,17 @@ def _per_group(chosen: list[dict]) -> list[dict]:
     return rows
 
 
+def table_title(t: dict[str, Any]) -> str:
+    """dataset — task — budget, plus the settings that tell this comparison from the store's others."""
+    extra = "; ".join(f"{k} {canonical_json(v)}" for k, v in t.get("distinguished_by", {}).items())
+    return f"{t['dataset']} — task {t['task']} — budget {t['budget']}" + (f" — {extra}" if extra else "")
+
+
 def to_markdown(board: dict[str, Any]) -> str:
     out = ["# fairbench leaderboard", ""]
     for t in board["tables"]:
         out += [
-            f"## {t['dataset']} — task {t['task']} — budget {t['budget']}",
+            f"## {table_title(t)}",
             "",
             f"Model selection: {t['selection_rule']}. "
             "Test metrics of the selected trial per seed (interval method below each table).",
@@ -146,12 +207,21 @@ def to_markdown(board: dict[str, Any]) -> str:
         for r in t["rows"]:
             name = r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
             if r["status"] == "failed":
-                rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0])
+                rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0, "", ""])
                 continue
-            rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"]])
-        out += [tabulate(rows, headers=["method", "labels used", *TABLE_METRICS, "seeds"], tablefmt="github"), ""]
+            compute = [_count(r.get("forward_samples")), _count(r.get("fit_time_s"), 1)]
+            rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"], *compute])
+        headers = ["method", "labels used", *TABLE_METRICS, "seeds", "forward samples", "fit time (s)"]
+        out += [tabulate(rows, headers=headers, tablefmt="github"), ""]
         notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
         out += [f"Intervals: {n}." for n in notes] + [""]
+        for prep in t.get("shared_preparation", []):
+            out += [
+                f"Shared preparation: VLM `{prep['encoder']}` trained on {prep['trained_on']}; its captions name "
+                f"{', '.join(prep['captions_name'] or [])}; {prep['samples']} image-caption samples, "
+                f"{prep['train_time_s']} s. Every run of a VLM method reads it; its cost is not in their budgets.",
+                "",
+            ]
         out += [f"### Budget report: {t['dataset']}/{t['task']}", "", _budget_table(t["rows"]), ""]
         for r in t["rows"]:
             if r["status"] != "ok":
@@ -165,37 +235,41 @@ def to_markdown(board: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _count(value: Any, digits: int = 0) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
 def _budget_table(rows: list[dict]) -> str:
-    """Steps, samples seen and wall time per selected run, so equal budgets can be checked."""
+    """Steps, forward samples and wall time per selected run and stage, so equal budgets can be checked."""
     out = []
     for r in rows:
         for sel, rep in zip(r["selected"], r["budget_report"]):
+            forwards = rep.get("forward_samples_per_stage", {})
             out.append(
                 [
                     r["method"],
                     sel["seed"],
                     sel["trial"],
-                    rep["steps"],
-                    rep["budget"]["steps"],
-                    rep["samples_seen"],
+                    f"{rep['steps']} / {rep['budget']['steps']}",
+                    f"{rep.get('forward_samples', '?')} / {rep.get('forward_limit', '?')}",
                     rep["wall_time_s"],
                     ", ".join(f"{k}={v}" for k, v in rep["steps_per_stage"].items()),
+                    ", ".join(f"{k}={sum(v.values())}" for k, v in forwards.items()),
+                    ", ".join(f"{k}={v}" for k, v in rep.get("wall_time_per_stage_s", {}).items()),
                 ]
             )
-    return tabulate(
-        out,
-        headers=[
-            "method",
-            "seed",
-            "trial",
-            "steps",
-            "budget steps",
-            "samples seen",
-            "fit wall time (s)",
-            "steps per stage",
-        ],
-        tablefmt="github",
-    )
+    headers = [
+        "method",
+        "seed",
+        "trial",
+        "steps / limit",
+        "forward samples / limit",
+        "fit wall time (s)",
+        "steps per stage",
+        "forward samples per stage",
+        "wall time per stage (s)",
+    ]
+    return tabulate(out, headers=headers, tablefmt="github")
 
 
 def _f(v: Any) -> str:
@@ -210,12 +284,16 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
                 "dataset": t["dataset"],
                 "task": t["task"],
                 "budget": t["budget"],
+                "comparison_id": t["comparison_id"],
                 "method": r["method"],
                 "variant": r.get("variant"),
                 "status": r["status"],
                 "labels_used": r["labels_used"],
                 "seeds": r["seeds"],
                 "selection_rule": board["selection_rule"],
+                "steps": r.get("steps"),
+                "forward_samples": r.get("forward_samples"),
+                "fit_time_s": r.get("fit_time_s"),
             }
             for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
                 lo, hi = r[m]["interval"] or (None, None)

@@ -39,13 +39,16 @@ def choice(options: list[Any]) -> Sampler:
 class LabelUse:
     """Which human labels a method reads, shown on the leaderboard.
 
-    target / sensitive: '' (none), 'train', 'val' or 'train+val'.  Model
-    selection on validation data is part of the protocol, not the method.
+    target / sensitive: '' (none), 'train', 'val' or 'train+val', where 'val'
+    is the fit part of validation (the selection part is never a method's);
+    sensitive_at_inference: the predictor needs each test image's sensitive
+    attribute (e.g. group-specific thresholds).
     """
 
     target: str = "train"
     sensitive: str = ""
     note: str = ""
+    sensitive_at_inference: bool = False
 
     def summary(self) -> str:
         parts = []
@@ -53,6 +56,8 @@ class LabelUse:
             parts.append(f"y:{self.target}")
         if self.sensitive:
             parts.append(f"a:{self.sensitive}")
+        if self.sensitive_at_inference:
+            parts.append("a at inference")
         text = ", ".join(parts) or "none"
         return f"{text} ({self.note})" if self.note else text
 
@@ -83,6 +88,8 @@ class Method:
     labels: LabelUse = LabelUse()
     needs_vlm: bool = False
     needs_pool: bool = False
+    transductive: bool = False  # reads the test images (never their labels); shown on the leaderboard
+    version: int = 1  # part of every run id: bump when the algorithm changes, so stale results are not reused
     space: dict[str, Hparam] = {}
 
     @classmethod

@@ -142,13 +142,15 @@ class ClipCluster(Method):
         hp = ctx.hparams
         k = hp["n_clusters"] or ctx.n_groups
         first = ctx.new_classifier()
-        train_f, val_f = clustering_features(ctx, first, hp["pca_dim"], hp["face_crop"])
-        kmeans = fit_clusters(train_f, k, ctx.seed)
-        train_c, val_c = kmeans.labels_, kmeans.predict(val_f.astype(np.float64))
+        with ctx.stage("clusters"):
+            train_f, val_f = clustering_features(ctx, first, hp["pca_dim"], hp["face_crop"])
+            kmeans = fit_clusters(train_f, k, ctx.seed)
+            train_c, val_c = kmeans.labels_, kmeans.predict(val_f.astype(np.float64))
 
         first_steps = max(1, int(round(hp["first_frac"] * ctx.meter.remaining)))
         ctx.train_classifier(first, first_steps, erm_loss, stage="first")
-        correct = predict_scores(first, ctx.val.images, ctx.device).argmax(1) == ctx.val.y
+        with ctx.stage("cluster-accuracy"):
+            correct = predict_scores(first, ctx.val.images, ctx.device).argmax(1) == ctx.val.y
         acc = cluster_accuracy(val_c, correct, k)
         weak = underperforming(acc, float(correct.mean()))
         probs = resampling_probabilities(train_c, weak, hp["upsample"], ctx.train.y if hp["balance_classes"] else None)

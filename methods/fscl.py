@@ -1,6 +1,7 @@
 """FSCL: fair supervised contrastive learning (Park et al., CVPR 2022).
 
-Stage 1 (`pretrain_frac` of the budget): the FSCL loss on two views, positives
+Stage 1 (`pretrain_frac` of the budget): the FSCL loss on two views of every
+batch image (two forward samples each, as every contrastive method), positives
 share the anchor's target, the denominator holds only negatives of the
 anchor's own group; stage 2: a linear probe on the frozen encoder (or
 fine-tuning).  `group_norm=True` is FSCL+.  Details: docs/METHODS.md.
@@ -37,7 +38,7 @@ class FSCL(Method):
         pretrain_steps = max(1, int(round(hp["pretrain_frac"] * ctx.meter.remaining)))
         model = ctx.new_classifier()
         model.heads["projection"] = projection_head(model.heads["target"].in_features).to(ctx.device)
-        sampler = BatchSampler(len(ctx.train), max(2, ctx.budget.batch_size // 2), ctx.generator("batches/pretrain"))
+        sampler = BatchSampler(len(ctx.train), ctx.budget.batch_size, ctx.generator("batches/pretrain"))
         gen = ctx.generator("augment/pretrain")
         images, y, a = ctx.train.images, torch.as_tensor(ctx.train.y), torch.as_tensor(ctx.train.a)
 

@@ -48,7 +48,8 @@ class JTT(Method):
 
         identifier = ctx.new_classifier()
         ctx.train_classifier(identifier, first_steps, erm_loss, stage="identify")
-        errors = error_set(predict_scores(identifier, ctx.train.images, ctx.device), ctx.train.y)
+        with ctx.stage("identify-errors"):  # one inference pass over the training set
+            errors = error_set(predict_scores(identifier, ctx.train.images, ctx.device), ctx.train.y)
         probs = upsampling_probabilities(errors, hp["lambda_up"])
         ctx.log.stage(
             "identify",

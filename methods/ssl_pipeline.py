@@ -99,8 +99,9 @@ class SSLPipeline(Method):
         )
 
         # 1. embed
-        pool_emb = embed_images(encode, pool_images, ctx.progress, "1-embed pool")
-        train_emb = embed_images(encode, ctx.train.images, ctx.progress, "1-embed train") if has_pool else pool_emb
+        with ctx.stage("1-embed"):
+            pool_emb = embed_images(encode, pool_images, ctx.progress, "1-embed pool")
+            train_emb = embed_images(encode, ctx.train.images, ctx.progress, "1-embed train") if has_pool else pool_emb
         ctx.log.stage(
             "1-embed",
             pool_source=pool_source,
@@ -164,7 +165,8 @@ class SSLPipeline(Method):
             classifier = zero_shot_classifier(vlm, class_phrases(ctx.target_attribute))
             probs = zero_shot_probabilities(curated_emb, classifier, getattr(vlm, "logit_scale", 100.0))
         else:
-            prototypes = l2_normalize(predict_features(model, ctx.val.images[meta], ctx.device))
+            with ctx.stage("4-pseudo-labels"):
+                prototypes = l2_normalize(predict_features(model, ctx.val.images[meta], ctx.device))
             probs = prototype_probabilities(curated_emb, prototypes, meta_y, ctx.n_classes)
         pseudo, confident = pseudo_labels(probs, hp["confident_fraction"])
         ctx.log.stage(
@@ -410,8 +412,9 @@ def meta_weighted_head(
     The head starts as the nearest-class-mean classifier of the pseudo-labels
     (`nearest_mean_head`), so even a short budget starts from a sensible classifier.
     """
-    feats = torch.from_numpy(l2_normalize(predict_features(model, images, ctx.device))).to(ctx.device)
-    meta_x = torch.from_numpy(l2_normalize(predict_features(model, meta_images, ctx.device))).to(ctx.device)
+    with ctx.stage("6-meta-weighted-head"):
+        feats = torch.from_numpy(l2_normalize(predict_features(model, images, ctx.device))).to(ctx.device)
+        meta_x = torch.from_numpy(l2_normalize(predict_features(model, meta_images, ctx.device))).to(ctx.device)
     y, meta_t = torch.as_tensor(labels, device=ctx.device), torch.as_tensor(meta_y, device=ctx.device)
     head = nearest_mean_head(feats, y, ctx.n_classes)
     wnet = MetaWeightNet().to(ctx.device)

@@ -79,7 +79,8 @@ class ValReweight(Method):
 
         def refresh(step):
             nonlocal weights
-            pred = predict_scores(model, ctx.val.images, ctx.device).argmax(1)
+            with ctx.stage("val-update"):
+                pred = predict_scores(model, ctx.val.images, ctx.device).argmax(1)
             acc = cell_accuracy(val_y, val_a, pred, ctx.n_classes, ctx.n_groups)
             weights = update_weights(weights, attention_scores(acc), hp["strength"], hp["momentum"], train_cells)
             table.copy_(torch.as_tensor(weights, dtype=torch.float32))

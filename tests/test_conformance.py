@@ -155,14 +155,14 @@ def test_a_conforming_method_passes_every_check():
     report = check_method(Prior)
     assert report.steps == 0 and report.touched == ["train.target"]
     checks = {check for check, status, _ in report.results if status == "PASS"}
-    assert checks == {"budget", "test labels", "determinism", "predictions", "requirements"}
+    assert checks == {"budget", "metering", "isolation", "test labels", "determinism", "predictions", "requirements"}
 
 
 @pytest.mark.parametrize(
     "method, check, words",
     [
         (Greedy, "budget", "BudgetExceeded"),
-        (Peeks, "test labels", "['test.target'] during fit"),
+        (Peeks, "test labels", "read the test split's target labels during fit"),
         (CopiesTestLabels, "test labels", "change when only the (poisoned) test labels change"),
         (Noisy, "determinism", "different predictions"),
         (Unnormalised, "predictions", "rows sum to 1 only within"),

@@ -71,11 +71,10 @@ def test_dataset_train_pool_is_named_by_dataset_and_unknown_names_list_the_insta
     )
     assert len(pool) == 20
     synth = registry().dataset("synthfaces")
-    assert resolve_pool("dataset-train:utkface", synth, registry(), {"utkface": "/data/UTKFace"}) == {
-        "kind": "dataset-train",
-        "source": "utkface",
-        "root": "/data/UTKFace",
-    }
+    root = str(tmp_path / "UTKFace")
+    resolved = resolve_pool("dataset-train:utkface", synth, registry(), {"utkface": root})
+    fingerprint = registry().dataset("utkface").fingerprint(tmp_path / "UTKFace")
+    assert resolved == {"kind": "dataset-train", "source": "utkface", "root": root, "fingerprint": fingerprint}
     with pytest.raises(UnknownName, match=r"unknown dataset 'nope'; installed datasets: \[.*'utkface'"):
         resolve_pool("dataset-train:nope", synth, registry(), {})
     with pytest.raises(ConfigError, match=r"pool 'folders:/x': write auto, none or KIND:SOURCE"):

@@ -119,7 +119,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
     paths = build_site(store, out)
     index = paths["index"].read_text()
     for part in (
-        "synthfaces / smiling/skin_tone / budget smoke",
+        "synthfaces — task smiling/skin_tone — budget smoke",
         "smoke: 12 optimizer steps at batch size 32, 32 px",
         "val_acc: highest validation accuracy",
         "0.820 ± 0.028 [",

@@ -8,6 +8,8 @@ docs/DATASETS.md).  The package also holds the world's embedded mini-CLIP.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,12 @@ class SynthFaces(DatasetPlugin):
             "train_labels_flipped": flipped,
         }
         return LoadedDataset(self.name, dict(ATTRIBUTES), splits, info)
+
+    def fingerprint(self, root: Path | None, **options: Any) -> str:
+        """Generated from the renderer's version and the resolved options: their hash is the data's identity."""
+        opts = {k: list(v) if isinstance(v, tuple) else v for k, v in resolve_options(options).items()}
+        blob = json.dumps({"dataset": self.name, "version": VERSION, "options": opts}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def pool(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool:
         """Unlabeled pool with planted near-duplicates and off-domain images (see `make_pool`)."""

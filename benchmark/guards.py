@@ -1,0 +1,67 @@
+"""Compute a method spends outside the meter, caught while it fits: optimizer steps and unmetered image forwards.
+
+Inside `watch(meter)`, two process-wide torch hooks look at every optimizer
+step and every convolution: a step not taken inside `FitContext.optimize`,
+or a convolution over images outside a metered network (the context's
+backbones and VLM), is a violation.  The runner fails such a run; the
+conformance kit reports it.  Networks on images are recognised by their
+convolutions (CNNs, and the patch embedding of vision transformers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from fairfacebench.budget import BudgetMeter
+
+
+@dataclass
+class Violations:
+    """Unmetered compute seen while a method fitted."""
+
+    optimizer_steps: int = 0
+    unmetered_forwards: dict[str, int] = field(default_factory=dict)  # module class -> images
+
+    def __bool__(self) -> bool:
+        return bool(self.optimizer_steps or self.unmetered_forwards)
+
+    def describe(self) -> str:
+        parts = []
+        if self.optimizer_steps:
+            parts.append(f"{self.optimizer_steps} optimizer step(s) outside ctx.optimize")
+        if self.unmetered_forwards:
+            seen = ", ".join(f"{n} images through a {name}" for name, n in sorted(self.unmetered_forwards.items()))
+            parts.append(f"unmetered forwards ({seen}) outside the networks of ctx.new_classifier and ctx.vlm")
+        return "; ".join(parts) + ": train and embed only through the fit context, so the budget counts it"
+
+
+@contextlib.contextmanager
+def watch(meter: BudgetMeter) -> Iterator[Violations]:
+    """Record optimizer steps and image forwards the meter does not see, while the block runs."""
+    found = Violations()
+
+    def on_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if not meter.stepping and not meter.closed:
+            found.optimizer_steps += 1
+
+    def on_forward(module: nn.Module, args: tuple) -> None:
+        if meter.closed or meter.inside_metered or not isinstance(module, nn.Conv2d) or not args:
+            return
+        x = args[0]
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == 3:  # a network's first layer: images in
+            name = type(module).__name__
+            found.unmetered_forwards[name] = found.unmetered_forwards.get(name, 0) + len(x)
+
+    step_hook = register_optimizer_step_pre_hook(on_step)
+    forward_hook = nn.modules.module.register_module_forward_pre_hook(on_forward)
+    try:
+        yield found
+    finally:
+        step_hook.remove()
+        forward_hook.remove()
