@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fairfacebench.backbones import create_backbone
 from fairfacebench.budget import BudgetExceeded, BudgetMeter
 from fairfacebench.data import ImagesOnly, LabeledSplit, PoolImages, TaskData
 from fairfacebench.plan import Augment
+from fairfacebench.progress import StageSteps
 from fairfacebench.training import (
     BatchSampler,
     Classifier,
@@ -336,7 +336,7 @@ class FitContext:
         )
         scaler = torch.amp.GradScaler("cuda") if self.budget.amp and self.device.type == "cuda" else None
         losses: list[float] = []
-        bar = _progress(steps, stage, self.progress)
+        bar = StageSteps(stage, steps, self.meter, bar=self.progress)  # reported to the grid's view
         with self.stage(stage):
             for t in range(steps):
                 with self.autocast():
@@ -398,7 +398,3 @@ class FitContext:
             every=every,
             callback=callback,
         )
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

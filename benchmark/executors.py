@@ -2,46 +2,149 @@
 
 An executor receives a run callable (`runner(spec) -> (record, arrays)`, with
 `prepare_vlm`, `crashed`, `is_heavy` and `needs_vlm`; see `runner.SpecRunner`) and never
-imports the runner.  A worker that dies (segfault, OOM kill, os._exit) is
-recorded as a failed run with its exit status; the grid goes on.
+imports the runner.  A worker that dies (segfault, OOM kill, os._exit) or
+outlives its wall-clock limit is recorded as a failed run; the grid goes on.
+Workers report progress, log records and output lines to the parent's view
+(`progress.GridView`) and die with the parent (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from fairfacebench.progress import Channel, GridView, reporting, run_title, worker_reporting
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import RECORD, ResultStore
 
 Finished = Callable[[RunSpec, dict], None]
 
+# A derived limit catches hangs, it is no schedule: room to build an image cache, plus about ten times the
+# measured cost of a training sample on one CPU thread (about 10 ms at 48 px, all stages and evaluation included).
+TIMEOUT_BASE_S = 1800.0
+TIMEOUT_PER_SAMPLE_S = 0.1
+TIMEOUT_RESOLUTION = 48
+TICK_S = 0.25  # how often the parent looks at deadlines and redraws while it waits
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-def run_locally(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished) -> None:
-    """One run after another in this process."""
+
+class RunTimeout(RuntimeError):
+    """A run outlived its wall-clock limit and was stopped."""
+
+
+def time_limit(spec: RunSpec, run_timeout_s: float = 0.0) -> float:
+    """Wall-clock seconds a run may take: `run_timeout_s` when positive, else derived from its budget."""
+    if run_timeout_s > 0:
+        return float(run_timeout_s)
+    samples = spec.budget["steps"] * spec.budget["batch_size"]
+    return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_S * samples * (spec.resolution / TIMEOUT_RESOLUTION) ** 2
+
+
+def timeout_error(limit: float) -> str:
+    return (
+        f"RunTimeout: the run did not finish within its wall-clock limit of {limit:.0f} s and was stopped "
+        "(plan key run_timeout_s / --run-timeout; 0 derives the limit from the budget)"
+    )
+
+
+def quiet_view(todo: list[RunSpec]) -> GridView:
+    return GridView(len(todo))
+
+
+# ---------------------------------------------------------------- in this process
+
+
+@contextlib.contextmanager
+def alarm(seconds: float) -> Iterator[None]:
+    """Raise RunTimeout in this (main) thread after `seconds`; a no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise RunTimeout(timeout_error(seconds).removeprefix("RunTimeout: "))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_locally(
+    todo: list[RunSpec],
+    store: ResultStore,
+    runner: Any,
+    finished: Finished,
+    view: GridView | None = None,
+    run_timeout_s: float = 0.0,
+) -> None:
+    """One run after another in this process (a run past its limit fails with RunTimeout, raised inside it)."""
+    view = view or quiet_view(todo)
     for spec in todo:
-        record, arrays = runner(spec)
+        view.start(spec.run_id, run_title(spec), work=spec.budget["steps"])
+        with view.capture(), reporting(view.sink(spec.run_id)), alarm(time_limit(spec, run_timeout_s)):
+            record, arrays = runner(spec)
         store.write(spec.run_id, record, arrays)
         finished(spec, record)
 
 
-def _child(runner: Any, spec: RunSpec, store_root: str, threads: int) -> None:
+# ---------------------------------------------------------------- one child process per run
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker die when the process that started it dies (a killed grid leaves no worker writing).
+
+    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG); elsewhere a thread polls the parent's pid.
+    The worker leads its own process group, so stopping it stops the processes it started too.
+    """
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os.killpg(0, signal.SIGKILL)
+
+
+def _child(runner: Any, spec: RunSpec, store_root: str, threads: int, channel: Channel, parent: int) -> None:
     """Run one spec in a fresh process and write its record itself (large arrays never cross a pipe)."""
-    import torch
+    die_with_parent(parent)
+    with worker_reporting(channel):
+        import torch
 
-    torch.set_num_threads(threads)
-    record, arrays = runner(spec)
-    ResultStore(store_root).write(spec.run_id, record, arrays)
+        torch.set_num_threads(threads)
+        record, arrays = runner(spec)
+        ResultStore(store_root).write(spec.run_id, record, arrays)
 
 
-def _prepare(runner: Any, value: str, threads: int) -> None:
-    import torch
+def _prepare(runner: Any, value: str, threads: int, channel: Channel, parent: int) -> None:
+    die_with_parent(parent)
+    with worker_reporting(channel):
+        import torch
 
-    torch.set_num_threads(threads)
-    runner.prepare_vlm(value)
+        torch.set_num_threads(threads)
+        runner.prepare_vlm(value)
 
 
 def threads_per_worker(workers: int) -> int:
@@ -49,7 +152,47 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
-def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, workers: int) -> None:
+@dataclass
+class Worker:
+    """A job running in a child process, as the parent tracks it."""
+
+    proc: Any
+    kind: str  # 'prepare' or 'run'
+    item: Any  # the VLM value or the RunSpec
+    key: str
+    conn: Any  # read end of the job's pipe (None once closed)
+    deadline: float
+    limit: float
+
+
+def stop(proc: Any) -> None:
+    """Kill a worker and every process it started (its process group), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # not yet its own group leader, or already gone
+        proc.kill()
+    proc.join()
+
+
+def drain(worker: Worker, view: GridView) -> None:
+    """Hand every message waiting in a worker's pipe to the view."""
+    try:
+        while worker.conn is not None and worker.conn.poll():
+            view.event(worker.conn.recv())
+    except (EOFError, OSError):  # the worker closed its end or died in the middle of a message
+        worker.conn.close()
+        worker.conn = None
+
+
+def run_in_processes(
+    todo: list[RunSpec],
+    store: ResultStore,
+    runner: Any,
+    finished: Finished,
+    workers: int,
+    view: GridView | None = None,
+    run_timeout_s: float = 0.0,
+) -> None:
     """Up to `workers` child processes at a time, each with its share of the CPU threads.
 
     A VLM the runs need is prepared first, in a job of its own (the embedded
@@ -57,71 +200,132 @@ def run_in_processes(todo: list[RunSpec], store: ResultStore, runner: Any, finis
     no VLM go ahead; runs that need it wait for that job.  If preparing
     fails, those runs still start and record the error themselves.
     """
+    view = view or quiet_view(todo)
     ctx = mp.get_context("spawn")
     threads = threads_per_worker(workers)
+    level = logging.getLogger().getEffectiveLevel()
     preparing = sorted({s.vlm for s in todo if runner.needs_vlm(s)})
     # Heavy runs first, so the grid does not end on one long run while the other workers idle.
     heavy_first = sorted(todo, key=lambda s: not runner.is_heavy(s))
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
-    running: dict[int, tuple] = {}
+    prepare_limit = max((time_limit(s, run_timeout_s) for s in todo), default=TIMEOUT_BASE_S)
+    running: dict[int, Worker] = {}
 
     def ready(job: tuple[str, Any]) -> bool:
         kind, item = job
         return kind == "prepare" or not runner.needs_vlm(item) or item.vlm not in preparing
 
+    def launch(kind: str, item: Any) -> Worker:
+        key = f"vlm:{item}" if kind == "prepare" else item.run_id
+        receive, send = ctx.Pipe(duplex=False)
+        channel = Channel(send, key, level)
+        if kind == "prepare":
+            target, args = _prepare, (runner, item, threads, channel, os.getpid())
+            limit = prepare_limit
+            view.start(key, f"preparing VLM {item}", counted=False)
+        else:
+            target, args = _child, (runner, item, str(store.root), threads, channel, os.getpid())
+            limit = time_limit(item, run_timeout_s)
+            view.start(key, run_title(item), work=item.budget["steps"])
+        # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
+        proc = ctx.Process(target=target, args=args, daemon=False)
+        proc.start()
+        send.close()  # the child holds the write end now; its death closes the pipe
+        return Worker(proc, kind, item, key, receive, time.monotonic() + limit, limit)
+
+    def settle(worker: Worker, error: str | None) -> None:
+        """Record the outcome of a finished or stopped worker."""
+        if worker.conn is not None:
+            worker.conn.close()
+        if worker.kind == "prepare":
+            preparing.remove(worker.item)
+            view.end(worker.key, "ready" if error is None and worker.proc.exitcode == 0 else "failed", error or "")
+            return
+        if error is None and store.status(worker.item.run_id) is None:
+            error = f"WorkerDied: worker process exited with code {worker.proc.exitcode} before writing a result"
+        if error is not None:
+            store.write(worker.item.run_id, runner.crashed(worker.item, error))
+        finished(worker.item, json.loads((store.path(worker.item.run_id) / RECORD).read_text()))
+
     try:
         while jobs or running:
             while len(running) < workers and any(ready(j) for j in jobs):
-                kind, item = jobs.pop(next(i for i, j in enumerate(jobs) if ready(j)))
-                if kind == "prepare":
-                    target, args = _prepare, (runner, item, threads)
-                else:
-                    target, args = _child, (runner, item, str(store.root), threads)
-                # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
-                proc = ctx.Process(target=target, args=args, daemon=False)
-                proc.start()
-                running[proc.sentinel] = (proc, kind, item)
-            for sentinel in wait(list(running)):
-                proc, kind, item = running.pop(sentinel)
-                proc.join()
-                if kind == "prepare":
-                    preparing.remove(item)
-                    continue
-                if store.status(item.run_id) is None:
-                    error = f"WorkerDied: worker process exited with code {proc.exitcode} before writing a result"
-                    store.write(item.run_id, runner.crashed(item, error))
-                finished(item, json.loads((store.path(item.run_id) / RECORD).read_text()))
+                worker = launch(*jobs.pop(next(i for i, j in enumerate(jobs) if ready(j))))
+                running[worker.proc.sentinel] = worker
+            waitables = list(running) + [w.conn for w in running.values() if w.conn is not None]
+            exited = set(wait(waitables, timeout=TICK_S)) & set(running)
+            for worker in running.values():
+                drain(worker, view)  # before a worker's end is shown: its last steps and log lines come first
+            now = time.monotonic()
+            for sentinel in list(running):
+                worker = running[sentinel]
+                if sentinel in exited:
+                    del running[sentinel]
+                    worker.proc.join()
+                    settle(worker, None)
+                elif now > worker.deadline:
+                    del running[sentinel]
+                    stop(worker.proc)
+                    settle(worker, timeout_error(worker.limit))
+            view.tick()
     finally:
-        for proc, _, _ in running.values():  # interrupted (Ctrl-C, an error here): stop the runs still going
-            proc.terminate()
-            proc.join()
+        for worker in running.values():  # interrupted (Ctrl-C, an error here): stop the runs still going
+            stop(worker.proc)
+
+
+# ---------------------------------------------------------------- Ray
 
 
 def run_in_ray(
-    todo: list[RunSpec], store: ResultStore, runner: Any, finished: Finished, address: str | None, workers: int
+    todo: list[RunSpec],
+    store: ResultStore,
+    runner: Any,
+    finished: Finished,
+    address: str | None,
+    workers: int,
+    view: GridView | None = None,
+    run_timeout_s: float = 0.0,
 ) -> None:
-    """Each run is a Ray task (no retries); the driver writes the store as results arrive."""
+    """Each run is a Ray task (no retries), at most `workers` at a time; the driver writes the store.
+
+    The view shows runs starting and ending; their steps stay on the Ray workers.
+    """
     try:
         import ray
     except ImportError as exc:
         raise RuntimeError("--executor ray needs Ray: pip install 'fairfacebench[ray]'") from exc
 
+    view = view or quiet_view(todo)
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": max(workers, 1)}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
         task = ray.remote(max_retries=0, num_cpus=1)(lambda r, spec: r(spec))
-        pending = {task.remote(runner, spec): spec for spec in todo}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            spec = pending.pop(done[0])
-            try:
-                record, arrays = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # worker crash or task error outside the runner
-                record, arrays = runner.crashed(spec, f"{type(exc).__name__}: {exc}"), None
-            store.write(spec.run_id, record, arrays)
-            finished(spec, record)
+        waiting = list(todo)
+        pending: dict[Any, tuple[RunSpec, float]] = {}
+        while waiting or pending:
+            while waiting and len(pending) < max(workers, 1):
+                spec = waiting.pop(0)
+                view.start(spec.run_id, run_title(spec), work=spec.budget["steps"])
+                pending[task.remote(runner, spec)] = (spec, time.monotonic() + time_limit(spec, run_timeout_s))
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK_S)
+            for ref in done:
+                spec, _ = pending.pop(ref)
+                try:
+                    record, arrays = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # worker crash or task error outside the runner
+                    record, arrays = runner.crashed(spec, f"{type(exc).__name__}: {exc}"), None
+                store.write(spec.run_id, record, arrays)
+                finished(spec, record)
+            now = time.monotonic()
+            for ref, (spec, deadline) in list(pending.items()):
+                if now > deadline:
+                    ray.cancel(ref, force=True)
+                    del pending[ref]
+                    store.write(spec.run_id, runner.crashed(spec, timeout_error(time_limit(spec, run_timeout_s))))
+                    finished(spec, json.loads((store.path(spec.run_id) / RECORD).read_text()))
+            view.tick()
     finally:
         if started_here:
             ray.shutdown()

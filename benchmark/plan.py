@@ -160,6 +160,7 @@ SCHEMA: dict[str, Check] = {
     "executor": one_of(("local", "ray")),
     "workers": integer(1),
     "ray_address": text,
+    "run_timeout_s": number(0.0),
     "out": text,
     "augment": augment,
     "data_roots": table_of(text),
@@ -189,6 +190,7 @@ class Plan:
     executor: str
     workers: int
     ray_address: str
+    run_timeout_s: float  # wall-clock limit of one run; 0 = derived from the budget (executors.time_limit)
     out: str
     augment: Augment
     data_roots: dict[str, str]

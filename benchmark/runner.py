@@ -27,6 +27,8 @@ from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS, compute_metrics
 from fairfacebench.plan import Augment
 from fairfacebench.plugins import Registry, registry
+from fairfacebench.progress import GridView
+from fairfacebench.progress import stage as progress_stage
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
 from fairfacebench.vlm import load_vlm
@@ -308,6 +310,7 @@ class SpecRunner:
         try:
             device = resolve_device(self.device)
             cls = reg.method(spec.method)
+            progress_stage("loading data")
             data = self.loader.task_data(spec, with_pool=cls.needs_pool)
             vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
             record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm)
@@ -358,12 +361,16 @@ def execute(
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
+    view: GridView | None = None,
+    run_timeout_s: float = 0.0,
 ) -> dict[str, int]:
     """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
 
     executor 'local' runs in this process (workers=1) or in one child process
     per run (workers>1, so a crashing run cannot take the grid down); 'ray'
-    sends runs to a Ray cluster.  Every executor writes the same store.
+    sends runs to a Ray cluster.  Every executor writes the same store and
+    reports to `view`; a run past its wall-clock limit (`run_timeout_s`, 0 =
+    derived from its budget) is stopped and recorded as failed.
     """
     resolve_device(runner.device)  # fail before any work when the device is unavailable
     counts = {"ok": 0, "failed": 0, "skipped": 0}
@@ -376,18 +383,21 @@ def execute(
                 on_result(spec, f"skipped ({status})")
         else:
             todo.append(spec)
+    view = view or GridView(0)
+    view.begin(len(todo))
 
     def finished(spec: RunSpec, record: dict) -> None:
         counts[record["status"]] += 1
+        view.end(spec.run_id, record["status"], record.get("error") or "")
         if on_result:
             on_result(spec, "ok" if record["status"] == "ok" else f"FAILED: {record['error']}")
 
     if executor == "ray":
-        run_in_ray(todo, store, runner, finished, ray_address, workers)
+        run_in_ray(todo, store, runner, finished, ray_address, workers, view, run_timeout_s)
     elif executor == "local" and workers > 1:
-        run_in_processes(todo, store, runner, finished, workers)
+        run_in_processes(todo, store, runner, finished, workers, view, run_timeout_s)
     elif executor == "local":
-        run_locally(todo, store, runner, finished)
+        run_locally(todo, store, runner, finished, view, run_timeout_s)
     else:
         raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     return counts

@@ -29,6 +29,7 @@ from fairfacebench.datasets.synthfaces.captions import captioned_pool, swap_phra
 from fairfacebench.datasets.synthfaces.world import ATTRIBUTES, VERSION, make_split, resolve_options
 from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.errors import VLMUnavailable
+from fairfacebench.progress import track
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 log = logging.getLogger("fairfacebench")
@@ -131,8 +132,6 @@ def negclip_loss(
 
 def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Train the mini-CLIP on synthfaces' captioned pool; returns the model and a training report."""
-    from tqdm import tqdm
-
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -168,7 +167,7 @@ def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Mod
     model.train()
     lower.eval()
     losses = []
-    for step in tqdm(range(cfg.steps), desc="mini-clip", disable=not progress, leave=False):
+    for step in track(range(cfg.steps), "mini-clip", bar=progress):  # reported to the grid's view
         for p in text_params:
             p.requires_grad_(step >= cfg.text_warmup)
         idx = torch.randint(0, len(tokens), (cfg.batch_size,), generator=gen)

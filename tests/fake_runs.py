@@ -1,0 +1,71 @@
+"""A stand-in for `runner.SpecRunner` that executors can pickle into worker processes: no data, no training.
+
+The spec's method says what a run does: 'steps' reports five steps of a stage, logs and prints; 'hang' writes its
+pid into `dataset_options['pid_dir']` and never returns; anything else finishes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from fairfacebench.progress import StageSteps
+from fairfacebench.spec import RunSpec
+
+log = logging.getLogger("fairfacebench.fake")
+
+
+def fake_spec(method: str, seed: int = 0, **options) -> RunSpec:
+    return RunSpec(
+        dataset="fake",
+        task="t",
+        method=method,
+        hparams={},
+        seed=seed,
+        budget={"name": "fake", "steps": 5, "batch_size": 1},
+        resolution=8,
+        dataset_options=options,
+    )
+
+
+class FakeRunner:
+    device = "cpu"
+
+    def __call__(self, spec: RunSpec) -> tuple[dict, None]:
+        if spec.method == "hang":
+            Path(spec.dataset_options["pid_dir"], str(os.getpid())).write_text(spec.run_id)
+            while True:
+                time.sleep(0.05)
+        if spec.method == "steps":
+            bar = StageSteps("fit", 5)
+            for _ in range(5):
+                bar.update()
+            bar.close()
+            log.info("hello from worker %d", os.getpid())
+            print(f"printed by worker {os.getpid()}")
+            print("tqdm-like\rredrawn line", file=sys.stderr)
+        return {"status": "ok", "spec": spec.to_dict(), "pid": os.getpid()}, None
+
+    def crashed(self, spec: RunSpec, error: str) -> dict:
+        return {"status": "failed", "error": error, "spec": spec.to_dict()}
+
+    def prepare_vlm(self, value: str) -> None:
+        pass
+
+    def is_heavy(self, spec: RunSpec) -> bool:
+        return False
+
+    def needs_vlm(self, spec: RunSpec) -> bool:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """Whether a process still runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -1,0 +1,189 @@
+"""Executors: progress and logs of worker processes reach the parent, wall-clock limits, workers die with the parent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fake_runs import FakeRunner, alive, fake_spec
+
+from fairfacebench import hookimpl
+from fairfacebench.executors import RunTimeout, time_limit
+from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.plan import expand, load_plan
+from fairfacebench.plugins import build_registry
+from fairfacebench.progress import GridView
+from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.store import ResultStore
+from fairfacebench.testing import SMALL_SYNTHFACES
+
+TESTS = Path(__file__).resolve().parent
+
+
+class RecordingView(GridView):
+    """A silent view that keeps what it was told."""
+
+    def __init__(self):
+        super().__init__(0)
+        self.events, self.ends = [], []
+
+    def event(self, event):
+        self.events.append(event)
+        super().event(event)
+
+    def end(self, key, status, detail=""):
+        self.ends.append((key, status, detail))
+        super().end(key, status, detail)
+
+
+def test_progress_log_records_and_output_of_a_worker_process_reach_the_parent(tmp_path):
+    logging.getLogger().setLevel(logging.INFO)  # what -v sets; workers log at their parent's level
+    try:
+        view = RecordingView()
+        spec = fake_spec("steps")
+        counts = execute([spec], ResultStore(tmp_path), FakeRunner(), workers=2, view=view)
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+    assert counts == {"ok": 1, "failed": 0, "skipped": 0}
+    worker_pid = json.loads((tmp_path / spec.run_id / "record.json").read_text())["pid"]
+    assert worker_pid != os.getpid()
+    mine = [e for e in view.events if e["job"] == spec.run_id]
+    steps = [e for e in mine if e["kind"] == "step"]
+    assert steps and steps[-1] == {**steps[-1], "stage": "fit", "step": 5, "steps": 5}
+    lines = [e["text"] for e in mine if e["kind"] == "line"]
+    assert f"INFO fairfacebench.fake: hello from worker {worker_pid}" in lines
+    assert f"printed by worker {worker_pid}" in lines and "redrawn line" in lines  # a \r-redrawn line: its last state
+    assert view.ends == [(spec.run_id, "ok", "")]
+
+
+def test_a_worker_past_its_time_limit_is_stopped_and_recorded_and_the_grid_goes_on(tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    hang, quick = fake_spec("hang", pid_dir=str(pids)), fake_spec("quick")
+    store = ResultStore(tmp_path / "runs")
+    started = time.monotonic()
+    counts = execute([hang, quick], store, FakeRunner(), workers=2, run_timeout_s=15)
+    assert counts == {"ok": 1, "failed": 1, "skipped": 0}
+    assert time.monotonic() - started < 60
+    record = json.loads((store.path(hang.run_id) / "record.json").read_text())
+    assert record["error"].startswith("RunTimeout: the run did not finish within its wall-clock limit of 15 s")
+    (pid,) = [int(p.name) for p in pids.iterdir()]
+    assert not alive(pid)
+
+
+class Sleeper(Method):
+    """Never returns from fit (sleeps in a loop)."""
+
+    name = "sleeper"
+    description = "test method that hangs"
+    labels = LabelUse(target="train")
+
+    def fit(self, ctx):
+        while True:
+            time.sleep(0.05)
+
+
+class _Plugins:
+    @hookimpl
+    def fairfacebench_methods(self):
+        return [Sleeper]
+
+
+def test_a_run_in_this_process_past_its_time_limit_fails_with_run_timeout(tmp_path):
+    reg = build_registry(extra=(_Plugins(),))
+    plan = load_plan(
+        flags={
+            "methods": ["sleeper"],
+            "budget": "smoke",
+            "workers": 1,
+            "dataset_options": {"synthfaces": SMALL_SYNTHFACES},
+        }
+    )
+    (spec,) = expand(plan, reg)
+    store = ResultStore(tmp_path)
+    counts = execute([spec], store, SpecRunner("cpu", reg=reg), run_timeout_s=3)
+    assert counts == {"ok": 0, "failed": 1, "skipped": 0}
+    (record,) = store.records()
+    assert record["error"].startswith(f"{RunTimeout.__name__}: the run did not finish within its wall-clock limit")
+    assert "Sleeper" not in record["error"] and "time.sleep" in record["traceback"]
+
+
+def test_the_derived_time_limit_grows_with_the_budget_and_can_be_overridden():
+    small = fake_spec("x")
+    large = replace(small, budget={"steps": 600, "batch_size": 128})
+    assert time_limit(small) < time_limit(large)
+    assert time_limit(large, run_timeout_s=30) == 30
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from fake_runs import FakeRunner, fake_spec
+from fairfacebench.runner import execute
+from fairfacebench.store import ResultStore
+specs = [fake_spec("hang", seed=s, pid_dir={pids!r}) for s in range(2)]
+execute(specs, ResultStore({store!r}), FakeRunner(), workers=2)
+"""
+
+
+def test_killing_the_parent_of_worker_processes_stops_them(tmp_path):
+    pids, store = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    code = KILL_SCRIPT.format(tests=str(TESTS), pids=str(pids), store=str(store))
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert all(alive(pid) for pid in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "workers outlived their parent"
+        assert not list(store.glob("*/record.json"))
+    finally:
+        parent.kill()
+        for pid in filter(alive, workers):  # only when the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_view_numbers_runs_and_shows_stage_step_elapsed_and_eta(live):
+    class Out:
+        text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    now = [0.0]
+    out = Out()
+    view = GridView(0, live=live, stream=out, work_per_run=10, clock=lambda: now[0])
+    view.begin(2)
+    view.start("a", "synthfaces/smiling/skin_tone erm seed 0 trial 0", work=10)
+    view.event({"job": "a", "kind": "step", "stage": "train", "step": 1, "steps": 10, "used": 1, "total": 10})
+    now[0] = 4.0
+    view.event({"job": "a", "kind": "step", "stage": "train", "step": 5, "steps": 10, "used": 5, "total": 10})
+    line = view.job_line(view.jobs["a"], now[0])
+    assert line == "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: train, step 5/10, 4s, ETA 5s"
+    assert "1/2" not in view.footer() and "ETA 12s" in view.footer()  # 5 of 20 steps in 4 s
+    now[0] = 8.0
+    view.end("a", "ok")
+    view.close()
+    assert "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: ok in 8s" in out.text
+    assert ("\x1b[" in out.text) == live  # plain lines never move the cursor
