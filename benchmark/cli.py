@@ -12,71 +12,116 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
+from fairfacebench import __version__
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
-from fairfacebench.errors import USER_ERRORS
+from fairfacebench.errors import USER_ERRORS, ConfigError
+
+DESCRIPTION_CHARS = 48  # of a plugin's description in the default (narrow) tables; --format json has all of it
+PROGRESS_MODES = ("auto", "live", "plain")
 
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from fairfacebench.plugins import registry
+def _short(text: str, n: int = DESCRIPTION_CHARS) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
-    reg = registry()
-    if args.what == "methods":
-        rows = [
-            [
-                m.name,
-                m.description,
-                m.citation,
-                m.labels.summary(),
-                "yes" if m.needs_vlm else "no",
-                "yes" if m.needs_pool else "no",
-            ]
-            for m in sorted(reg.methods.values(), key=lambda m: m.name)
-        ]
-        print(
-            tabulate(
-                rows,
-                headers=["method", "description", "citation", "labels used", "VLM", "unlabeled pool"],
-                tablefmt="github",
-            )
-        )
-    elif args.what == "datasets":
-        rows = [
-            [
-                d.name,
-                d.description,
-                d.citation,
-                "; ".join(f"{t.name}" for t in d.tasks),
-                "yes" if d.needs_root else "no (generated)",
-            ]
-            for d in sorted(reg.datasets.values(), key=lambda d: d.name)
-        ]
-        print(
-            tabulate(
-                rows,
-                headers=["dataset", "description", "citation", "tasks (first = default)", "needs --data-root"],
-                tablefmt="github",
-            )
-        )
+
+def _first_part(text: str) -> str:
+    """A label summary without its parenthesised detail (the JSON listing has it)."""
+    head = text.split(" (", 1)[0]
+    return head if head == text else head + " (…)"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=1, default=str))
+
+
+# ---------------------------------------------------------------- list
+
+
+def method_info(m: type) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "description": m.description,
+        "citation": m.citation,
+        "labels_used": m.labels.summary(),
+        "needs_vlm": m.needs_vlm,
+        "needs_pool": m.needs_pool,
+        "transductive": getattr(m, "transductive", False),
+        "version": getattr(m, "version", 1),
+        "hyperparameters": {name: {"default": hp.default, "doc": hp.doc} for name, hp in m.search_space().items()},
+    }
+
+
+def dataset_info(d: Any) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "description": d.description,
+        "citation": d.citation,
+        "needs_data_root": d.needs_root,
+        "tasks": [{"name": t.name, "target": t.target, "sensitive": list(t.sensitive)} for t in d.tasks],
+        "task_names": getattr(d, "task_help", None),
+        "attributes": {name: list(a.classes) for name, a in d.attributes.items()},
+    }
+
+
+def _task_cell(info: dict[str, Any]) -> str:
+    names = [t["name"] for t in info["tasks"]]
+    if not names:
+        return info["task_names"] or "-"
+    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "budgets":
+        infos = [{**b.to_dict(), "resolution": BUDGET_RESOLUTION[name]} for name, b in BUDGETS.items()]
+        rows = [[i["name"], i["steps"], i["batch_size"], i["resolution"], "yes" if i["amp"] else "no"] for i in infos]
+        headers = ["budget", "steps", "batch", "resolution", "amp (cuda)"]
     else:
-        rows = [[name, b.steps, b.batch_size, BUDGET_RESOLUTION[name], b.amp] for name, b in BUDGETS.items()]
-        print(
-            tabulate(
-                rows,
-                headers=["budget", "optimizer steps", "batch size", "resolution (default)", "amp (cuda)"],
-                tablefmt="github",
-            )
-        )
+        from fairfacebench.plugins import registry
+
+        reg = registry()
+        if args.what == "methods":
+            infos = [method_info(m) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
+            rows = [
+                [
+                    i["name"],
+                    _first_part(i["labels_used"]),
+                    ", ".join(n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if i[k]) or "-",
+                    _short(i["description"]),
+                ]
+                for i in infos
+            ]
+            headers = ["method", "labels used", "needs", "description"]
+        else:
+            infos = [dataset_info(d) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
+            rows = [
+                [
+                    i["name"],
+                    _task_cell(i),
+                    "--data-root" if i["needs_data_root"] else "generated",
+                    _short(i["description"]),
+                ]
+                for i in infos
+            ]
+            headers = ["dataset", "tasks (first = default)", "data", "description"]
+    if args.format == "json":
+        _print_json(infos)
+    else:
+        print(tabulate(rows, headers=headers, tablefmt="github"))
     return 0
 
 
-def _data_roots(values: list[str], datasets: tuple[str, ...], reg) -> dict[str, str]:
+# ---------------------------------------------------------------- run
+
+
+def _data_roots(values: list[str], datasets: tuple[str, ...], reg: Any) -> dict[str, str]:
     """--data-root PATH (for the one dataset that needs a root) or --data-root NAME=PATH."""
     roots: dict[str, str] = {}
     for v in values:
@@ -86,7 +131,9 @@ def _data_roots(values: list[str], datasets: tuple[str, ...], reg) -> dict[str, 
         else:
             needing = [d for d in datasets if reg.dataset(d).needs_root]
             if len(needing) != 1:
-                raise SystemExit(f"--data-root {v} is ambiguous for datasets {needing}; use --data-root NAME=PATH")
+                raise ConfigError(
+                    f"--data-root {v}: name the dataset (--data-root NAME=PATH); datasets needing a root: {needing}"
+                )
             roots[needing[0]] = v
     return roots
 
@@ -95,8 +142,8 @@ def _dataset_options(values: list[str], datasets: tuple[str, ...]) -> dict[str, 
     out: dict[str, dict] = {}
     for v in values:
         key, sep, raw = v.partition("=")
-        if not sep:
-            raise SystemExit(f"--dataset-option {v}: expected KEY=VALUE")
+        if not sep or not key:
+            raise ConfigError(f"--dataset-option {v}: expected [DATASET.]KEY=VALUE, e.g. n_train=2000")
         ds, dot, name = key.rpartition(".")
         try:
             value = json.loads(raw)
@@ -107,14 +154,22 @@ def _dataset_options(values: list[str], datasets: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from fairfacebench.leaderboard.tables import write
-    from fairfacebench.plan import expand, load_plan
-    from fairfacebench.plugins import registry
-    from fairfacebench.runner import SpecRunner, execute
-    from fairfacebench.store import ResultStore
+def _tasks(text: str | None, datasets: tuple[str, ...]) -> dict[str, list[str]]:
+    tasks: dict[str, list[str]] = {}
+    for t in _split(text or ""):
+        ds, sep, task = t.partition(":")
+        if not sep:
+            if len(datasets) != 1:
+                raise ConfigError(f"--tasks {t}: write DATASET:TASK when running several datasets")
+            ds, task = datasets[0], t
+        tasks.setdefault(ds, []).append(task)
+    return tasks
 
-    reg = registry()
+
+def run_plan(args: argparse.Namespace, reg: Any) -> Any:
+    """Packaged defaults < --config < flags, validated into one Plan."""
+    from fairfacebench.plan import load_plan
+
     flags = {
         "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
         "datasets": _split(args.datasets) if args.datasets else None,
@@ -129,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "executor": args.executor,
         "workers": args.workers,
         "ray_address": args.ray_address,
+        "run_timeout_s": args.run_timeout,
         "out": args.out,
         "bootstrap": args.bootstrap,
         "vlm": args.vlm,
@@ -136,102 +192,211 @@ def cmd_run(args: argparse.Namespace) -> int:
         "augment": {"mix": args.mix} if args.mix else None,
     }
     datasets = load_plan(args.config, flags).datasets
+    for name in datasets:
+        reg.dataset(name)  # an unknown dataset is named before its flags are read
     flags["tasks"] = _tasks(args.tasks, datasets) or None
     flags["data_roots"] = _data_roots(args.data_root, datasets, reg) or None
     flags["dataset_options"] = _dataset_options(args.dataset_option, datasets) or None
-    plan = load_plan(args.config, flags)
-    specs = expand(plan, reg)
-    store = ResultStore(plan.out)
-    n_methods = len(plan.method_names(list(reg.methods)))
+    return load_plan(args.config, flags)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def plan_toml(plan: dict[str, Any]) -> str:
+    """The resolved plan as a config file `fairbench run --config` reads back."""
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in plan.items() if not isinstance(v, dict)]
+    tables = [
+        f"\n[{k}]\n" + "".join(f"{json.dumps(name)} = {_toml_value(v)}\n" for name, v in table.items())
+        for k, table in plan.items()
+        if isinstance(table, dict)
+    ]
+    return "\n".join(scalars) + "\n" + "".join(tables)
+
+
+def _stored_status(out: Path, run_ids: list[str]) -> dict[str, str | None]:
+    """Each run's status in the store at `out`, without creating it."""
+    statuses: dict[str, str | None] = {}
+    for run_id in run_ids:
+        record = out / run_id / "record.json"
+        statuses[run_id] = json.loads(record.read_text()).get("status") if record.is_file() else None
+    return statuses
+
+
+def _will_compute(status: str | None, retry_failed: bool) -> bool:
+    return status is None or (status == "failed" and retry_failed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from fairfacebench.leaderboard.tables import write
+    from fairfacebench.plugins import registry
+    from fairfacebench.preflight import check_plan
+    from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
+    from fairfacebench.runner import SpecRunner, execute
+    from fairfacebench.store import ResultStore
+
+    reg = registry()
+    checked = check_plan(run_plan(args, reg), reg)
+    plan, specs = checked.plan, checked.specs
+    for warning in checked.warnings:
+        print(f"fairbench run: warning: {warning}", file=sys.stderr)
+    statuses = _stored_status(Path(plan.out), [s.run_id for s in specs])
+    todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
+    methods = plan.method_names(list(reg.methods))
     print(
-        f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {n_methods} method(s) x {plan.hparam_trials} trial(s) "
-        f"x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}'"
+        f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
+        f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
+        f"({plan.workers} worker(s)); {len(todo)} to compute, {len(specs) - len(todo)} already in {plan.out}"
     )
+    if args.dry_run:
+        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(plan.to_dict())}")
+        for spec in specs:
+            status = statuses[spec.run_id]
+            action = "compute" if _will_compute(status, args.retry_failed) else f"skip ({status} in the store)"
+            print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+        print("dry run: nothing computed")
+        return 0
 
-    def report(spec, status):
-        print(f"  {spec.label}: {status}", flush=True)
-
-    runner = SpecRunner(plan.device, config=plan.to_dict(), progress=args.progress)
-    counts = execute(
-        specs,
-        store,
-        runner,
-        retry_failed=args.retry_failed,
-        on_result=report,
-        executor=plan.executor,
-        workers=plan.workers,
-        ray_address=plan.ray_address or None,
-    )
+    live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
+    view = GridView(0, live=live, stream=sys.stdout, work_per_run=plan.budget_profile.steps)
+    outcomes: list[tuple[Any, str]] = []
+    started = time.monotonic()
+    try:
+        counts = execute(
+            specs,
+            ResultStore(plan.out),
+            SpecRunner(plan.device, config=plan.to_dict()),
+            retry_failed=args.retry_failed,
+            on_result=lambda spec, status: outcomes.append((spec, status)),
+            executor=plan.executor,
+            workers=plan.workers,
+            ray_address=plan.ray_address or None,
+            view=view,
+            run_timeout_s=plan.run_timeout_s,
+        )
+    finally:
+        view.close()
     paths = write(plan.out, rule=plan.selection)
-    print(f"done: {counts}. Leaderboard: {paths['md']}")
+    print(tabulate(summary_rows(_outcome_rows(outcomes, Path(plan.out))), headers=SUMMARY_HEADERS, tablefmt="github"))
+    for spec, status in outcomes:
+        if status.startswith("FAILED"):
+            print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
+    print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
 
-def _tasks(text: str | None, datasets: tuple[str, ...]) -> dict[str, list[str]]:
-    tasks: dict[str, list[str]] = {}
-    for t in _split(text or ""):
-        ds, _, task = t.partition(":")
-        if not task:
-            if len(datasets) != 1:
-                raise SystemExit(f"--tasks {t}: write DATASET:TASK when running several datasets")
-            ds, task = datasets[0], t
-        tasks.setdefault(ds, []).append(task)
-    return tasks
+def _outcome_rows(outcomes: list[tuple[Any, str]], out: Path) -> list[tuple[str, str, float]]:
+    """(method, 'ok' | 'failed' | 'skipped', wall time of the run) per run of this invocation."""
+    rows = []
+    for spec, status in outcomes:
+        kind = "skipped" if status.startswith("skipped") else "ok" if status == "ok" else "failed"
+        seconds = 0.0
+        if kind != "skipped":
+            seconds = json.loads((out / spec.run_id / "record.json").read_text()).get("wall_time_s") or 0.0
+        rows.append((spec.method, kind, float(seconds)))
+    return rows
+
+
+# ---------------------------------------------------------------- leaderboard, export
+
+
+def _store_dir(text: str, command: str) -> Path:
+    """A result store that exists and holds runs (nothing is created for a mistyped path)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise ConfigError(f"no result store at {path}: pass the --out directory of `fairbench run` to {command}")
+    if not any(path.glob("*/record.json")):
+        raise ConfigError(f"{path} holds no run records (*/record.json): pass the --out directory of `fairbench run`")
+    return path
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """`leaderboard DIR` writes the tables; `leaderboard build DIR [--site OUT]` renders the static site."""
-    if args.dir == "build":
+    from fairfacebench.leaderboard.selection import get_rule
+
+    store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
+    get_rule(args.selection)
+    if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
 
-        if not args.store or not Path(args.store).is_dir():
-            raise SystemExit(
-                f"fairbench leaderboard build DIR: no result store at '{args.store or ''}' "
-                "(the --out of `fairbench run`)"
-            )
-        paths = build_site(args.store, args.site or Path(args.store) / "site", rule=args.selection)
+        paths = build_site(store, args.out or store / "site", rule=args.selection)
         print(f"site: {paths['index']} (data: {paths['json']}, {paths['csv']})")
         return 0
-    if args.store or args.site:
-        raise SystemExit(
-            f"unexpected argument '{args.store or '--site'}': use `fairbench leaderboard DIR` "
-            "or `fairbench leaderboard build DIR --site OUT`"
-        )
     from fairfacebench.leaderboard.tables import write
 
-    paths = write(args.dir, args.out, rule=args.selection)
+    paths = write(store, args.out, rule=args.selection)
     print(paths["md"].read_text())
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fairfacebench.export import export_mlflow
+
+    store = _store_dir(args.dir, "`fairbench export mlflow`")
+    result = export_mlflow(store, out=args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    print(f"exported {result['runs']} run(s) to experiment '{result['experiment']}' at {result['tracking_uri']}")
+    return 0
+
+
+# ---------------------------------------------------------------- new-method, data, vlm
 
 
 def cmd_new_method(args: argparse.Namespace) -> int:
     from fairfacebench.scaffold import new_method
 
     try:
-        root = new_method(args.name, Path(args.dir))
+        root = new_method(args.name, Path(args.out))
     except (ValueError, FileExistsError) as exc:
-        raise SystemExit(f"fairbench new-method: {exc}") from None
+        raise ConfigError(str(exc)) from None
     print(f"created {root}\nnext: pip install -e {root}, then `fairbench list methods` and `pytest {root}`")
     return 0
 
 
+def check_table(report: dict[str, Any]) -> str:
+    """Rows per (attribute, class), a column per split: the counts of `data check`."""
+    splits = list(report.get("splits", {}))
+    groups = report.get("groups", {})
+    first = groups.get(splits[0], {}) if splits else {}
+    rows = [
+        [attr, cls, *(groups.get(s, {}).get(attr, {}).get(cls, 0) for s in splits)]
+        for attr, classes in first.items()
+        for cls in classes
+    ]
+    totals = ["all", "", *(report["splits"][s] for s in splits)]
+    return tabulate([*rows, totals], headers=["attribute", "class", *splits], tablefmt="github")
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from fairfacebench.plugins import registry
+    from fairfacebench.preflight import check_options
 
     plugin = registry().dataset(args.name)
+    if not plugin.needs_root:
+        raise ConfigError(f"dataset '{plugin.name}' is generated on the fly: it has no files to {args.action}")
+    options = _dataset_options(args.dataset_option, (plugin.name,)).get(plugin.name, {})
+    check_options(plugin, options)
+    root = Path(args.data_root)
     if args.action == "check":
-        report = plugin.check(Path(args.root))
-        print(json.dumps(report, indent=1, default=str))
+        report = plugin.check(root, **options) if options else plugin.check(root)
+        if args.format == "json":
+            _print_json(report)
+        else:
+            print(f"{plugin.name} at {root}: {'ok' if report.get('ok') else 'PROBLEMS'}")
+            if report.get("splits"):
+                print(check_table(report))
+            for problem in report.get("problems", []):
+                print(f"problem: {problem}")
         return 0 if not report.get("problems") else 1
     from fairfacebench.runner import default_cache_dir
 
-    result = plugin.prepare(
-        Path(args.root),
-        args.size,
-        Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-        workers=args.workers,
-    )
-    print(json.dumps(result, indent=1, default=str))
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    _print_json(plugin.prepare(root, args.resolution, cache, workers=args.workers, **options))
     return 0
 
 
@@ -241,39 +406,75 @@ def cmd_vlm(args: argparse.Namespace) -> int:
 
     reg = registry()
     if args.action == "list":
-        rows = [
-            [e.name, e.description, ", ".join(getattr(e, "embedded_for", ())) or "-"]
+        infos = [
+            {"name": e.name, "description": e.description, "embedded_for": list(getattr(e, "embedded_for", ()))}
             for e in sorted(reg.encoders.values(), key=lambda e: e.name)
         ]
-        print(tabulate(rows, headers=["encoder", "description", "embedded VLM of (--vlm auto)"], tablefmt="github"))
+        if args.format == "json":
+            _print_json(infos)
+        else:
+            rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", _short(i["description"])] for i in infos]
+            print(tabulate(rows, headers=["encoder", "--vlm auto of", "description"], tablefmt="github"))
         return 0
     from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
+    from fairfacebench.progress import GridView, reporting
     from fairfacebench.runner import default_cache_dir
 
-    encoder = load_or_train(
-        MiniClipConfig(seed=args.seed),
-        Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-        retrain=args.retrain,
-        progress=args.progress,
-    )
-    print(json.dumps(encoder.info, indent=1, default=str))
+    live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
+    view = GridView(0, live=live, stream=sys.stdout)
+    view.start("vlm", "mini-CLIP", counted=False)
+    try:
+        with view.capture(), reporting(view.sink("vlm")):
+            encoder = load_or_train(
+                MiniClipConfig(seed=args.seed),
+                Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                retrain=args.retrain,
+            )
+        view.end("vlm", "ready")
+    finally:
+        view.close()
+    _print_json(encoder.info)
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fairbench", description="Benchmark fair facial attribute classification methods.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log stage numbers as runs go")
-    sub = p.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------- the parser
 
-    ls = sub.add_parser("list", help="list installed methods, datasets or budgets")
-    ls.add_argument("what", choices=["methods", "datasets", "budgets"])
-    ls.set_defaults(func=cmd_list)
 
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        nargs="?",
+        const="live",
+        default="auto",
+        choices=PROGRESS_MODES,
+        help="auto (default): a live view of running jobs on a terminal, one line per finished run otherwise; "
+        "live (also plain --progress): the live view always; plain: the lines always",
+    )
+
+
+def _format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", default="table", choices=["table", "json"], help="a narrow table (default) or JSON with every field"
+    )
+
+
+def _dataset_option(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="[DATASET.]KEY=VALUE",
+        help=f"dataset loader option, repeatable, e.g. {example} (values parsed as JSON when possible)",
+    )
+
+
+def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="train and evaluate methods on dataset tasks under one budget",
         description="Defaults come from the packaged configs/default.toml; --config FILE replaces them; "
-        "flags override single keys.",
+        "flags override single keys. Everything is checked before any training.",
     )
     run.add_argument("--config", default=None, help="benchmark config (TOML), e.g. benchmark/configs/default.toml")
     run.add_argument("--methods", default=None, help="'all' or a comma-separated list (see `fairbench list methods`)")
@@ -284,19 +485,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one"
     )
-    run.add_argument(
-        "--dataset-option",
-        action="append",
-        default=[],
-        metavar="[DATASET.]KEY=VALUE",
-        help="dataset loader option, e.g. n_train=2000 (values parsed as JSON when possible)",
-    )
+    _dataset_option(run, "n_train=2000 or csv.target=smiling")
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     run.add_argument(
         "--hparam-trials", type=int, default=None, help="hyperparameter trials per method (trial 0 = defaults)"
     )
-    run.add_argument("--budget", default=None, choices=sorted(BUDGETS))
-    run.add_argument("--resolution", type=int, default=None, help="override the budget's input resolution")
+    run.add_argument("--budget", default=None, choices=sorted(BUDGETS), help="see `fairbench list budgets`")
+    run.add_argument("--resolution", type=int, default=None, help="input pixels (default: the budget's resolution)")
     run.add_argument("--backbone", default=None, help="mobilenet_v2, resnet18 or timm:<name>")
     run.add_argument("--weights", default=None, help="'imagenet', 'none' (random init) or a local .pth file")
     run.add_argument("--mix", default=None, choices=["none", "mixup", "cutmix"], help="MixUp/CutMix for every method")
@@ -314,54 +509,104 @@ def parser() -> argparse.ArgumentParser:
         help="unlabeled pool of pool methods: auto (the dataset's own), none, "
         "folder:DIR or dataset-train:NAME (another dataset's training images, labels withheld)",
     )
-    run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
-    run.add_argument("--executor", default=None, choices=["local", "ray"])
+    run.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="auto: cuda when torch sees one")
+    run.add_argument("--executor", default=None, choices=["local", "ray"], help="local processes, or a Ray cluster")
     run.add_argument(
         "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
     )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
+    run.add_argument(
+        "--run-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock limit of one run; a run past it is stopped and recorded as failed (0 = from the budget)",
+    )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
-    run.add_argument("--progress", action="store_true", help="show a progress bar per training stage")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved plan and the runs to compute or skip")
+    _progress_option(run)
     run.set_defaults(func=cmd_run)
 
-    lb = sub.add_parser(
-        "leaderboard",
-        help="write Markdown/CSV/JSON leaderboards, or `build` the static site, from a result store",
-        usage="fairbench leaderboard DIR [--out OUT] | fairbench leaderboard build DIR [--site OUT]",
-    )
-    lb.add_argument("dir", help="result store, or 'build' followed by the result store")
-    lb.add_argument("store", nargs="?", help=argparse.SUPPRESS)
-    lb.add_argument("--out", default=None, help="output directory of the tables (default: the store)")
-    lb.add_argument("--site", default=None, help="with build: output directory of the site (default: DIR/site)")
-    lb.add_argument("--selection", default="val_acc")
-    lb.set_defaults(func=cmd_leaderboard)
 
-    new = sub.add_parser("new-method", help="scaffold an installable method plugin package")
+def add_leaderboard(sub: Any, common: argparse.ArgumentParser) -> None:
+    lb = sub.add_parser("leaderboard", parents=[common], help="leaderboard tables or the static site of a result store")
+    actions = lb.add_subparsers(dest="action", required=True, metavar="{tables,build}")
+    tables = actions.add_parser(
+        "tables", parents=[common], help="write leaderboard.md/.csv/.json and print the Markdown"
+    )
+    build = actions.add_parser("build", parents=[common], help="render the static HTML site (open OUT/index.html)")
+    for p, out_help in (
+        (tables, "output directory (default: the store)"),
+        (build, "site directory (default: DIR/site)"),
+    ):
+        p.add_argument("dir", metavar="DIR", help="result store (the --out of `fairbench run`)")
+        p.add_argument("--out", default=None, help=out_help)
+        p.add_argument("--selection", default="val_acc", help="model-selection rule (default: val_acc)")
+        p.set_defaults(func=cmd_leaderboard)
+
+
+def add_data(sub: Any, common: argparse.ArgumentParser) -> None:
+    data = sub.add_parser("data", parents=[common], help="check a dataset folder or prepare its image cache")
+    actions = data.add_subparsers(dest="action", required=True, metavar="{check,prepare}")
+    check = actions.add_parser("check", parents=[common], help="counts per split and group, and problems")
+    prepare = actions.add_parser("prepare", parents=[common], help="build the decoded-image cache ahead of runs")
+    for p in (check, prepare):
+        p.add_argument("name", help="dataset name (see `fairbench list datasets`)")
+        p.add_argument("--data-root", required=True, help="the dataset folder")
+        _dataset_option(p, "csv.target=smiling")
+        p.set_defaults(func=cmd_data)
+    _format_option(check)
+    prepare.add_argument("--resolution", type=int, default=64, help="decoded image size in pixels (default: 64)")
+    prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU cores)")
+    prepare.add_argument("--cache-dir", default=None, help="default: $FAIRBENCH_CACHE or ~/.cache/fairbench")
+
+
+def add_vlm(sub: Any, common: argparse.ArgumentParser) -> None:
+    vlm = sub.add_parser("vlm", parents=[common], help="VLM encoders, and the embedded mini-CLIP of synthfaces")
+    actions = vlm.add_subparsers(dest="action", required=True, metavar="{list,train-mini-clip}")
+    listing = actions.add_parser("list", parents=[common], help="installed encoders")
+    _format_option(listing)
+    train = actions.add_parser("train-mini-clip", parents=[common], help="train (or load) the cached mini-CLIP")
+    train.add_argument(
+        "--seed", type=int, default=0, help="training seed (runs use seed 0 unless --vlm mini-clip:SEED)"
+    )
+    train.add_argument("--retrain", action="store_true", help="train again even when cached weights exist")
+    train.add_argument("--cache-dir", default=None, help="default: $FAIRBENCH_CACHE or ~/.cache/fairbench")
+    _progress_option(train)
+    for p in (listing, train):
+        p.set_defaults(func=cmd_vlm)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairbench", description="Benchmark fair facial attribute classification methods.")
+    p.add_argument("-V", "--version", action="version", version=f"fairbench (fairfacebench) {__version__}")
+    verbose_help = "log stage numbers and plugin messages as runs go (worker processes too)"
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    common = argparse.ArgumentParser(add_help=False)  # -v after the command as well
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", parents=[common], help="installed methods, datasets or budgets")
+    ls.add_argument("what", choices=["methods", "datasets", "budgets"], help="what to list")
+    _format_option(ls)
+    ls.set_defaults(func=cmd_list)
+    add_run(sub, common)
+    add_leaderboard(sub, common)
+    export = sub.add_parser("export", parents=[common], help="send a result store to an experiment tracker")
+    trackers = export.add_subparsers(dest="tracker", required=True, metavar="{mlflow}")
+    mlflow = trackers.add_parser("mlflow", parents=[common], help="every run's params, metrics and per-group table")
+    mlflow.add_argument("dir", metavar="DIR", help="result store (the --out of `fairbench run`)")
+    mlflow.add_argument("--out", default=None, help="local MLflow store directory (default: DIR/mlflow)")
+    mlflow.add_argument("--tracking-uri", default=None, help="an MLflow tracking URI instead of --out (e.g. a server)")
+    mlflow.add_argument("--experiment", default="fairbench", help="experiment name (default: fairbench)")
+    mlflow.set_defaults(func=cmd_export)
+    new = sub.add_parser("new-method", parents=[common], help="scaffold an installable method plugin package")
     new.add_argument("name", help="method name, e.g. my-method")
-    new.add_argument("--dir", default=".", help="parent directory of the new package (default: here)")
+    new.add_argument("--out", default=".", help="parent directory of the new package (default: here)")
     new.set_defaults(func=cmd_new_method)
-
-    data = sub.add_parser("data", help="check a dataset layout or prepare its image cache")
-    data.add_argument("action", choices=["check", "prepare"])
-    data.add_argument("name")
-    data.add_argument("--root", required=True)
-    data.add_argument("--size", type=int, default=64)
-    data.add_argument("--workers", type=int, default=None)
-    data.add_argument("--cache-dir", default=None)
-    data.set_defaults(func=cmd_data)
-
-    vlm = sub.add_parser("vlm", help="list VLM encoders, or train the embedded mini-CLIP of synthfaces (cached)")
-    vlm.add_argument("action", choices=["list", "train-mini-clip"])
-    vlm.add_argument(
-        "--seed", type=int, default=0, help="mini-CLIP training seed (runs use seed 0 unless --vlm mini-clip:SEED)"
-    )
-    vlm.add_argument("--retrain", action="store_true", help="train again even when cached weights exist")
-    vlm.add_argument(
-        "--cache-dir", default=None, help="cache directory (default: $FAIRBENCH_CACHE or ~/.cache/fairbench)"
-    )
-    vlm.add_argument("--progress", action="store_true")
-    vlm.set_defaults(func=cmd_vlm)
+    add_data(sub, common)
+    add_vlm(sub, common)
     return p
 
 
@@ -369,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return args.func(args)
@@ -377,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         # Runs already finished are in the store; re-running the same command resumes from there.
         print(f"{p.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{p.prog} {args.command}: interrupted; finished runs are in the store, the same command resumes")
+        return 130
 
 
 if __name__ == "__main__":

@@ -334,7 +334,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
         fingerprint = ds.fingerprint(Path(root) if root else None, **options)
         vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders)
         pool = resolve_pool(plan.pool, ds, reg, plan.data_roots)
-        for task in plan.tasks.get(ds_name) or (ds.tasks[0].name,):
+        for task in plan.tasks.get(ds_name) or (ds.default_task(**options),):
             ds.task(task)  # fail early on an unknown task, listing the valid ones
             for m_name in plan.method_names(list(reg.methods)):
                 cls = reg.method(m_name)

@@ -157,7 +157,7 @@ def new_method(name: str, parent: Path | str = ".") -> Path:
         )
     root = Path(parent) / values["dist"]
     if root.exists():
-        raise FileExistsError(f"{root} already exists; remove it or pass --dir to scaffold elsewhere")
+        raise FileExistsError(f"{root} already exists; remove it or pass --out to scaffold elsewhere")
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": README,

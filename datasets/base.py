@@ -36,6 +36,10 @@ class DatasetPlugin:
                 return t
         raise UnknownName(f"dataset '{self.name}' has no task '{name}'; available: {[t.name for t in self.tasks]}")
 
+    def default_task(self, **options: Any) -> str:
+        """The task a run gets when none is named: `tasks[0]` (a dataset whose tasks follow its options overrides)."""
+        return self.tasks[0].name
+
     def load(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> LoadedDataset:
         raise NotImplementedError
 

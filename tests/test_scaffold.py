@@ -16,7 +16,7 @@ CLI = [sys.executable, "-m", "fairfacebench.cli"]
 
 
 def test_scaffolded_method_installs_lists_runs_and_conforms(tmp_path, capsys):
-    assert main(["new-method", "scaffold-demo", "--dir", str(tmp_path)]) == 0
+    assert main(["new-method", "scaffold-demo", "--out", str(tmp_path)]) == 0
     pkg = tmp_path / "fairbench-scaffold-demo"
     assert str(pkg) in capsys.readouterr().out
     assert {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()} == {
@@ -82,7 +82,7 @@ def test_scaffolded_method_installs_lists_runs_and_conforms(tmp_path, capsys):
     assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout + tested.stderr
 
 
-def test_new_method_refuses_bad_taken_and_existing_names(tmp_path):
+def test_new_method_refuses_bad_taken_and_existing_names(tmp_path, capsys):
     assert names("my-method") == {
         "name": "my-method",
         "dist": "fairbench-my-method",
@@ -92,10 +92,8 @@ def test_new_method_refuses_bad_taken_and_existing_names(tmp_path):
     for bad in ("My Method", "my_method", "-x", "x--y", "<script>"):
         with pytest.raises(ValueError, match="not valid"):
             names(bad)
-    with pytest.raises(SystemExit, match="not valid"):
-        main(["new-method", "My Method", "--dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="'erm' is already installed"):
-        main(["new-method", "erm", "--dir", str(tmp_path)])
     (tmp_path / "fairbench-taken").mkdir()
-    with pytest.raises(SystemExit, match="already exists"):
-        main(["new-method", "taken", "--dir", str(tmp_path)])
+    for name, message in (("My Method", "not valid"), ("erm", "'erm' is already installed"), ("taken", "exists")):
+        assert main(["new-method", name, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fairbench new-method: error: ") and message in err

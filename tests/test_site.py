@@ -168,15 +168,15 @@ def test_plugin_strings_are_escaped_everywhere(store, tmp_path):
 
 def test_cli_builds_the_site_and_still_writes_tables(store, tmp_path, capsys):
     out = tmp_path / "public"
-    assert main(["leaderboard", "build", str(store), "--site", str(out)]) == 0
+    assert main(["leaderboard", "build", str(store), "--out", str(out)]) == 0
     assert (
         (out / "index.html").is_file() and (out / "static" / "sort.js").is_file() and "site:" in capsys.readouterr().out
     )
-    assert main(["leaderboard", str(store)]) == 0
+    assert main(["leaderboard", "tables", str(store)]) == 0
     assert "# fairbench leaderboard" in capsys.readouterr().out and (store / "leaderboard.md").is_file()
     assert main(["leaderboard", "build", str(store)]) == 0 and (store / "site" / "index.html").is_file()
-    with pytest.raises(SystemExit, match="unexpected argument"):
-        main(["leaderboard", str(store), "extra"])
-    with pytest.raises(SystemExit, match="no result store at"):
-        main(["leaderboard", "build", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit):  # argparse: one store per command
+        main(["leaderboard", "tables", str(store), "extra"])
+    assert main(["leaderboard", "build", str(tmp_path / "missing")]) == 2
+    assert "no result store at" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()

@@ -1,0 +1,132 @@
+"""Export a result store to MLflow: one MLflow run per fairbench run, with its params, metrics and per-group table.
+
+MLflow is an optional extra (`pip install 'fairfacebench[mlflow]'`).  The
+default target is a local store next to the results (SQLite metadata,
+artifacts as files); `tracking_uri` names any other.  A run exported before
+(tag `fairbench.run_id`) is not exported twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fairfacebench.errors import ConfigError
+from fairfacebench.results import read_records, run_row
+
+PARAMS = (
+    "dataset",
+    "task",
+    "method",
+    "method_version",
+    "trial",
+    "seed",
+    "budget",
+    "steps",
+    "batch_size",
+    "resolution",
+    "backbone",
+    "weights",
+    "mix",
+    "vlm",
+    "pool",
+    "data_fingerprint",
+    "labels_used",
+    "variant",
+)
+GROUP_COLUMNS = ("split", "group", "n", "positives", "acc", "tpr", "fpr", "selection_rate")
+BATCH = 100  # MLflow takes at most 100 params (and 1,000 metrics) per log_batch call
+UNSAFE = re.compile(r"[^\w\-. /]")  # characters MLflow refuses in metric and param names
+
+
+def mlflow_module() -> Any:
+    try:
+        import mlflow
+    except ImportError:
+        raise ConfigError(
+            "fairbench export mlflow needs MLflow, which is not installed: pip install 'fairfacebench[mlflow]'"
+        ) from None
+    return mlflow
+
+
+def safe_key(name: str) -> str:
+    """A metric or param name MLflow accepts (e.g. a group 'Female|Black' becomes 'Female_Black')."""
+    return UNSAFE.sub("_", name)
+
+
+def params_of(row: dict[str, Any]) -> dict[str, str]:
+    keys = [k for k in PARAMS if row.get(k) is not None] + sorted(k for k in row if k.startswith("hp."))
+    return {safe_key(k): str(row[k]) for k in keys}
+
+
+def metrics_of(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric columns of a run's row: metrics, intervals, per-group and fit numbers (undefined ones left out)."""
+    out = {}
+    for key, value in row.items():
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if "." in key and not key.startswith("hp.") and numeric and math.isfinite(value):
+            out[safe_key(key)] = float(value)
+    return out
+
+
+def write_group_table(record: dict[str, Any], path: Path) -> None:
+    """The per-group tables of a run (validation selection half and test) as one CSV."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(GROUP_COLUMNS)
+        for split, table in (record.get("per_group") or {}).items():
+            for group in table.get("per_group", []):
+                writer.writerow([split, *(group.get(c) for c in GROUP_COLUMNS[1:])])
+
+
+def local_store(folder: Path) -> tuple[str, str]:
+    """Tracking URI and artifact location of a local MLflow store in `folder`."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+
+
+def export_mlflow(
+    store_dir: Path | str, out: Path | str | None = None, tracking_uri: str | None = None, experiment: str = "fairbench"
+) -> dict[str, Any]:
+    """Log every run of the store to MLflow; returns the tracking URI, experiment and the number of runs exported."""
+    mlflow = mlflow_module()
+    from mlflow.entities import Metric, Param, RunTag
+
+    artifacts = None
+    if tracking_uri is None:
+        tracking_uri, artifacts = local_store(Path(out) if out else Path(store_dir) / "mlflow")
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifacts)
+    done = {r.data.tags.get("fairbench.run_id") for r in client.search_runs([experiment_id], max_results=50000)}
+    exported = 0
+    now = int(time.time() * 1000)
+    for record in read_records(store_dir):
+        row = run_row(record)
+        if row["run_id"] in done:
+            continue
+        tags = {"fairbench.run_id": row["run_id"], "fairbench.comparison_id": str(row["comparison_id"])}
+        if row.get("git_commit"):
+            tags["mlflow.source.git.commit"] = row["git_commit"]
+        title = f"{row['dataset']}/{row['task']} {row['method']} seed {row['seed']} trial {row['trial']}"
+        run = client.create_run(experiment_id, run_name=title, tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in params_of(row).items()]
+        metrics = [Metric(k, v, now, 0) for k, v in metrics_of(row).items()]
+        for i in range(0, max(len(params), len(metrics)), BATCH):
+            client.log_batch(run_id, metrics=metrics[i : i + BATCH], params=params[i : i + BATCH])
+        if row.get("error"):
+            client.log_batch(run_id, tags=[RunTag("fairbench.error", str(row["error"])[:5000])])
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / "per_group.csv"
+            write_group_table(record, table)
+            client.log_artifact(run_id, str(table))
+        client.set_terminated(run_id, status="FINISHED" if row["status"] == "ok" else "FAILED")
+        exported += 1
+    return {"tracking_uri": tracking_uri, "experiment": experiment, "runs": exported}

@@ -1,0 +1,154 @@
+"""Checks of a plan before any training: what a run would otherwise fail on late, as one-line errors.
+
+`check_plan` runs every check (selection rule, device, executor, backbone and
+weights, result directory, each dataset's options, data root and tasks) and
+then expands the plan into run specs, which checks the remaining names
+(methods, tasks, VLM, pool).  Problems a loader tolerates (e.g. a missing image
+it skips) come back as warnings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fairfacebench.backbones import BACKBONES, resolve_weights
+from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
+from fairfacebench.leaderboard.selection import get_rule
+from fairfacebench.plan import Plan, expand
+from fairfacebench.plugins import Registry
+from fairfacebench.spec import RunSpec
+
+
+@dataclass
+class Checked:
+    """A plan that passed every check: its run specs, and warnings about data the loaders will tolerate."""
+
+    plan: Plan
+    specs: list[RunSpec]
+    warnings: list[str]
+
+
+def check_plan(plan: Plan, reg: Registry) -> Checked:
+    get_rule(plan.selection)
+    check_device(plan.device)
+    check_executor(plan.executor)
+    check_backbone(plan.backbone, plan.weights)
+    check_out(Path(plan.out))
+    warnings: list[str] = []
+    for name in plan.datasets:
+        plugin = reg.dataset(name)
+        options = plan.dataset_options.get(name, {})
+        warnings += check_dataset(plugin, plan.data_roots.get(name), options, plan.tasks.get(name, ()))
+    return Checked(plan, expand(plan, reg), warnings)
+
+
+def check_device(name: str) -> None:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda}); "
+            "use --device cpu or --device auto"
+        )
+
+
+def check_executor(name: str) -> None:
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "--executor ray: Ray is not installed; install it with pip install 'fairfacebench[ray]' "
+            "or run with --executor local"
+        )
+
+
+def check_backbone(name: str, weights: str) -> None:
+    """The backbone exists and its weights can be found (a download is tried where runs would try it)."""
+    if weights not in ("imagenet", "none") and not Path(weights).expanduser().is_file():
+        raise WeightsError(f"--weights {weights}: no such file; pass an existing .pth file, 'imagenet' or 'none'")
+    if name.startswith("timm:"):
+        check_timm_model(name.removeprefix("timm:"))
+        return
+    if name not in BACKBONES:
+        raise UnknownName(f"unknown backbone '{name}'; available: {sorted(BACKBONES)} or 'timm:<model name>'")
+    if weights == "imagenet":
+        resolve_weights(BACKBONES[name], weights)
+
+
+def check_timm_model(model: str) -> None:
+    import timm
+
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(f'timm:{m}' for m in close)}?" if close else ""
+        raise UnknownName(f"unknown backbone 'timm:{model}': timm {timm.__version__} has no model '{model}'{hint}")
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a directory for the result store")
+
+
+def check_dataset(plugin: Any, root: str | None, options: dict[str, Any], tasks: tuple[str, ...]) -> list[str]:
+    """Options, data root and tasks of one dataset; returns the problems its loader tolerates."""
+    check_options(plugin, options)
+    report = data_report(plugin, root, options)
+    for name in tasks or (plugin.default_task(**options),):
+        check_task(plugin, plugin.task(name), root, (report or {}).get("groups", {}))
+    return [f"dataset '{plugin.name}' at {root}: {p}" for p in (report or {}).get("problems", [])]
+
+
+def check_task(plugin: Any, task: Any, root: str | None, groups: dict[str, dict[str, dict[str, int]]]) -> None:
+    """The task's attributes exist in the data, and its sensitive classes have members where runs need them."""
+    offered = set(groups.get("train", {}))
+    missing = [a for a in (task.target, *task.sensitive) if offered and a not in offered]
+    if missing:
+        raise DataError(
+            f"task '{task.name}' of dataset '{plugin.name}' needs attribute(s) {missing}, "
+            f"but the data at {root} offers {sorted(offered)}"
+        )
+    for split in ("train", "val"):  # as make_task_data refuses: no member of a sensitive class to fit or select on
+        for attr in task.sensitive:
+            counts = groups.get(split, {}).get(attr, {})
+            empty = [c for c, n in counts.items() if n == 0 and c != "(not applicable)"]
+            if empty:
+                raise DataError(
+                    f"dataset '{plugin.name}', task '{task.name}': sensitive class(es) {empty} of '{attr}' have "
+                    f"no members in the '{split}' split of {root}; choose another task or fix the data"
+                )
+
+
+def check_options(plugin: Any, options: dict[str, Any]) -> None:
+    """Option names a file dataset's `index` does not take (generated datasets check their own)."""
+    index = getattr(plugin, "index", None)
+    if index is None or not options:
+        return
+    params = inspect.signature(index).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(set(params) - {"root", "strict"})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"dataset '{plugin.name}' has no option(s) {unknown}; its options are {valid}")
+
+
+def data_report(plugin: Any, root: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The plugin's layout check of `root` (None for generated datasets); a layout it cannot index is an error."""
+    if not plugin.needs_root:
+        return None
+    if root is None:
+        raise DataError(
+            f"dataset '{plugin.name}' is read from disk and no data root was given: pass --data-root "
+            f"pointing at {getattr(plugin, 'root_hint', 'the dataset folder')}"
+        )
+    try:
+        report = plugin.check(Path(root), **options) if options else plugin.check(Path(root))
+    except NotImplementedError:
+        return None
+    if not report.get("splits"):
+        problem = (report.get("problems") or ["no images found"])[0]
+        raise DataError(f"{problem} (`fairbench data check {plugin.name} --data-root {root}` reports the layout)")
+    return report

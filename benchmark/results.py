@@ -1,0 +1,110 @@
+"""The result store as a pandas DataFrame: one row per run, its settings, metrics and per-group numbers as columns.
+
+`load_runs(DIR)` reads every finished `record.json` under DIR (the --out of
+`fairbench run`); the columns are documented in README.md ("Results in
+pandas").  pandas is imported when it is called, so `import fairfacebench` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fairfacebench.errors import DataError
+from fairfacebench.store import RECORD
+
+SETTINGS = (
+    "run_id",
+    "comparison_id",
+    "status",
+    "error",
+    "dataset",
+    "task",
+    "method",
+    "method_version",
+    "trial",
+    "seed",
+    "budget",
+    "steps",
+    "batch_size",
+    "resolution",
+    "backbone",
+    "weights",
+    "mix",
+    "vlm",
+    "pool",
+    "data_fingerprint",
+    "labels_used",
+    "variant",
+    "wall_time_s",
+    "git_commit",
+)
+GROUP_FIELDS_SKIPPED = ("group", "note")
+
+
+def pool_name(pool: dict[str, Any] | None) -> str:
+    """'none', 'dataset:synthfaces', 'folder:NAME', ..."""
+    pool = pool or {"kind": "none"}
+    return pool["kind"] if pool["kind"] == "none" else f"{pool['kind']}:{pool.get('source', '')}"
+
+
+def run_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One run record as a flat row (failed runs have settings and their error, no metrics)."""
+    spec = record.get("spec", {})
+    budget = spec.get("budget", {})
+    row: dict[str, Any] = {
+        "run_id": record.get("run_id"),
+        "comparison_id": record.get("comparison_id"),
+        "status": record.get("status"),
+        "error": record.get("error"),
+        **{k: spec.get(k) for k in ("dataset", "task", "method", "method_version", "trial", "seed")},
+        "budget": budget.get("name"),
+        "steps": budget.get("steps"),
+        "batch_size": budget.get("batch_size"),
+        **{k: spec.get(k) for k in ("resolution", "backbone", "weights")},
+        "mix": (spec.get("augment") or {}).get("mix"),
+        "vlm": spec.get("vlm"),
+        "pool": pool_name(spec.get("pool")),
+        "data_fingerprint": spec.get("data_fingerprint"),
+        **{k: record.get(k) for k in ("labels_used", "variant", "wall_time_s", "git_commit")},
+    }
+    row.update({f"hp.{k}": v for k, v in sorted((spec.get("hparams") or {}).items())})
+    for split, values in (record.get("metrics") or {}).items():
+        row.update({f"{split}.{k}": v for k, v in values.items()})
+    intervals = (record.get("test_intervals") or {}).get("intervals") or {}
+    for metric, bounds in intervals.items():
+        row[f"test.{metric}.lo"], row[f"test.{metric}.hi"] = bounds if bounds else (None, None)
+    for split, table in (record.get("per_group") or {}).items():
+        for group in table.get("per_group", []):
+            fields = {k: v for k, v in group.items() if k not in GROUP_FIELDS_SKIPPED}
+            row.update({f"{split}.group.{group['group']}.{k}": v for k, v in fields.items()})
+    report = record.get("budget_report") or {}
+    for key in ("steps", "forward_samples", "wall_time_s", "eval_time_s"):
+        if key in report:
+            row[f"fit.{key}"] = report[key]
+    return row
+
+
+def read_records(store_dir: Path | str) -> list[dict[str, Any]]:
+    """Every finished record of a store, by run id (temporary and partial directories are ignored)."""
+    root = Path(store_dir)
+    if not root.is_dir():
+        raise DataError(f"no result store at {root}: pass the --out directory of `fairbench run`")
+    paths = sorted(p for p in root.glob(f"*/{RECORD}") if not p.parent.name.startswith("."))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def load_runs(store_dir: Path | str) -> Any:
+    """A pandas DataFrame with one row per run of the store at `store_dir` (see README "Results in pandas")."""
+    import pandas as pd
+
+    rows = [run_row(r) for r in read_records(store_dir)]
+    columns = list(SETTINGS) + sorted({k for r in rows for k in r} - set(SETTINGS), key=_column_order)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    """Hyperparameters, then validation and test metrics, then per-group columns, then fit numbers."""
+    rank = 0 if name.startswith("hp.") else 3 if name.startswith("fit.") else 2 if ".group." in name else 1
+    return rank, name

@@ -1,0 +1,171 @@
+"""The command line: every late failure now fails before training (exit 2, one line), --dry-run, the CLI's shape."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+
+import pytest
+
+from fairfacebench import __version__
+from fairfacebench.cli import main, parser
+from fairfacebench.plan import expand, load_plan
+from fairfacebench.runner import SpecRunner
+from fairfacebench.store import ResultStore
+from fairfacebench.testing import SMALL_SYNTHFACES
+
+TINY = [f"--dataset-option={k}={v}" for k, v in SMALL_SYNTHFACES.items()]
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    """Any run that starts fails the test."""
+
+    def refuse(self, spec):
+        raise AssertionError(f"{spec.label} was computed")
+
+    monkeypatch.setattr(SpecRunner, "__call__", refuse)
+
+
+def fails_early(capsys, argv, message, out=None):
+    """exit 2, exactly one line on stderr naming the problem, no traceback, no result store."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"fairbench {argv[0]}: error: ") and message in err, err
+    if out is not None:
+        assert not out.exists()
+    return err
+
+
+def run_argv(tmp_path, *flags):
+    return ["run", "--methods", "erm", "--budget", "smoke", *TINY, "--out", str(tmp_path / "runs"), *flags]
+
+
+def test_an_unknown_selection_rule_fails_before_training(tmp_path, capsys, no_training):
+    fails_early(capsys, run_argv(tmp_path, "--selection", "foo"), "unknown selection rule 'foo'", tmp_path / "runs")
+
+
+def test_cuda_without_a_gpu_fails_before_training(tmp_path, capsys, no_training):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    fails_early(capsys, run_argv(tmp_path, "--device", "cuda"), "--device cuda: torch", tmp_path / "runs")
+
+
+def test_the_ray_executor_without_ray_fails_before_training(tmp_path, capsys, no_training, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    message = "--executor ray: Ray is not installed; install it with pip install 'fairfacebench[ray]'"
+    fails_early(capsys, run_argv(tmp_path, "--executor", "ray"), message, tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('seeds = "two"\n', "'seeds' must be an integer >= 1, got 'two' (str)"),
+        ("[augment]\nflipp = true\n", "[augment]: unknown key(s) ['flipp']"),
+    ],
+)
+def test_config_type_and_key_errors_fail_before_training(tmp_path, capsys, no_training, config, message):
+    path = tmp_path / "bench.toml"
+    path.write_text(config)
+    fails_early(capsys, run_argv(tmp_path, "--config", str(path)), f"{path}: {message}", tmp_path / "runs")
+
+
+def test_a_bad_timm_backbone_fails_before_training_and_leaves_no_records(tmp_path, capsys, no_training):
+    message = "unknown backbone 'timm:x': timm"
+    fails_early(capsys, run_argv(tmp_path, "--backbone", "timm:x"), message, tmp_path / "runs")
+
+
+def test_a_missing_or_wrong_data_root_fails_before_training(tmp_path, capsys, no_training):
+    argv = ["run", "--methods", "erm", "--datasets", "utkface", "--out", str(tmp_path / "runs")]
+    fails_early(capsys, argv, "no data root was given: pass --data-root", tmp_path / "runs")
+    fails_early(capsys, [*argv, "--data-root", str(tmp_path / "nope")], "is not a directory", tmp_path / "runs")
+
+
+def test_data_check_of_a_generated_dataset_is_one_line(tmp_path, capsys):
+    fails_early(capsys, ["data", "check", "synthfaces", "--data-root", str(tmp_path)], "generated on the fly")
+
+
+@pytest.mark.parametrize("action", ["tables", "build"])
+def test_a_leaderboard_of_a_missing_store_fails_and_creates_nothing(tmp_path, capsys, action):
+    missing = tmp_path / "nonexistent"
+    fails_early(capsys, ["leaderboard", action, str(missing)], f"no result store at {missing}", missing)
+    (tmp_path / "empty").mkdir()
+    fails_early(capsys, ["leaderboard", action, str(tmp_path / "empty")], "holds no run records")
+
+
+def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, capsys, no_training):
+    argv = ["run", "--methods", "erm,groupdro", "--seeds", "2", "--budget", "smoke", *TINY, "--dry-run"]
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+    assert out.count("compute ") == 4 and "synthfaces/smiling/skin_tone groupdro seed 1 trial 0" in out
+    plan_text = out.split("# the resolved plan", 1)[1].split("\n", 1)[1].split("\ncompute", 1)[0]
+    (tmp_path / "plan.toml").write_text(plan_text)
+    assert tomllib.loads(plan_text)["methods"] == ["erm", "groupdro"]
+    plan = load_plan(tmp_path / "plan.toml")  # the printed plan is a config file
+    assert plan.seeds == 2 and plan.dataset_options == {"synthfaces": SMALL_SYNTHFACES}
+    # with a run already stored, the dry run says it would be skipped
+    store = ResultStore(tmp_path / "runs")
+    first = expand(plan)[0]
+    store.write(first.run_id, {"status": "ok"})
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("compute ") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out
+
+
+def test_every_option_has_help_and_version_answers(capsys):
+    def walk(p: argparse.ArgumentParser, path: str):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield path, action
+
+    missing = [f"{path}: {a.option_strings or a.dest}" for path, a in walk(parser(), "fairbench") if not a.help]
+    assert not missing
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fairbench (fairfacebench) {__version__}"
+
+
+def test_one_spelling_per_concept():
+    """Output directories are --out, data folders --data-root, everywhere."""
+    options = set()
+    stack = [parser()]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            options.update(action.option_strings)
+    assert {"--out", "--data-root"} <= options
+    assert not options & {"--site", "--root", "--dir", "--size"}
+
+
+@pytest.mark.parametrize("what", ["methods", "datasets", "budgets"])
+def test_list_is_narrow_by_default_and_complete_as_json(capsys, what):
+    import json
+
+    assert main(["list", what]) == 0
+    table = capsys.readouterr().out
+    assert max(len(line) for line in table.splitlines()) <= 120
+    assert main(["list", what, "--format", "json"]) == 0
+    items = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    if what == "methods":
+        assert "Vapnik" in items["erm"]["citation"] and items["ssl-pipeline"]["needs_vlm"] is True
+        assert items["erm"]["hyperparameters"]["lr"]["default"] == pytest.approx(1e-3)
+    elif what == "datasets":
+        assert items["csv"]["needs_data_root"] and items["utkface"]["tasks"][0]["name"] == "gender/race"
+    else:
+        assert items["default"]["steps"] == 70 and items["default"]["resolution"] == 48
+
+
+def test_verbose_may_follow_the_command():
+    args = parser().parse_args(["run", "-v", "--dry-run"])
+    assert args.verbose is True
+    assert parser().parse_args(["run"]).verbose is False

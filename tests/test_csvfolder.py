@@ -1,0 +1,165 @@
+"""The `csv` dataset plugin: a folder of generated images plus a CSV, its checks, its bad inputs and a run on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from fixtures_layouts import write_image
+
+from fairfacebench.cli import main
+from fairfacebench.data import DataError, make_task_data
+from fairfacebench.datasets.csvfolder import CsvFolder
+from fairfacebench.errors import ConfigError
+
+SKIN = ("light", "medium", "dark")
+OPTIONS = {"target": "smiling", "sensitive": "skin"}
+CLI_OPTIONS = ["--dataset-option", "csv.target=smiling", "--dataset-option", "csv.sensitive=skin"]
+
+
+def build_csv_folder(root, n=60, split=False):
+    """n generated images under root/img/ and labels.csv: image, smiling, skin, glasses, a notes column (ignored)."""
+    rows = []
+    for i in range(n):
+        rel = f"img/{i:03d}.png"
+        write_image(root / rel, seed=i, size=(20, 20), fmt="PNG")
+        row = {"image": rel, "smiling": "yes" if i % 2 else "no", "skin": SKIN[i % 3], "glasses": str(i % 4 // 2)}
+        if split:
+            row["part"] = ("train", "train", "train", "val", "test")[i % 5]
+        rows.append({**row, "notes": f"generated {i}"})
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture()
+def root(tmp_path):
+    return build_csv_folder(tmp_path / "mine")
+
+
+def rewrite(path, edit):
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n")
+
+
+def test_load_builds_a_recorded_stratified_split_and_any_task_of_the_named_columns(root, tmp_path):
+    plugin, options = CsvFolder(), {"target": "smiling,glasses", "sensitive": "skin"}
+    ds = plugin.load(root, 16, tmp_path / "cache", workers=1, progress=False, **options)
+    # 12 strata (smiling x glasses x skin) of 5 rows, each cut 3/1/1
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 36, "val": 12, "test": 12}
+    assert ds.attributes["skin"].classes == ("dark", "light", "medium")
+    assert ds.attributes["glasses"].classes == ("0", "1")
+    assert ds.info["split"]["stratified_on"] == ["smiling", "glasses", "skin"] and ds.info["split"]["seed"] == 0
+    assert ds.splits["train"].images.shape[1:] == (16, 16, 3)
+    assert plugin.default_task(**options) == "smiling/skin"
+    data = make_task_data(ds, plugin.task("glasses/skin+smiling"))
+    assert data.target_classes == ("0", "1") and len(data.group_names) == 6 and data.group_names[0] == "dark|no"
+    again = CsvFolder().load(root, 16, tmp_path / "cache", workers=1, progress=False, **options)
+    assert list(again.splits["test"].ids) == list(ds.splits["test"].ids)  # the split is reproducible
+
+
+def test_a_split_column_is_used_as_given(tmp_path):
+    root = build_csv_folder(tmp_path / "split", split=True)
+    ds = CsvFolder().load(root, 8, tmp_path / "cache", workers=1, progress=False, split_column="part", **OPTIONS)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 36, "val": 12, "test": 12}
+    assert ds.info["split"] == {"method": "column 'part'", "sizes": {"train": 36, "val": 12, "test": 12}}
+
+
+def test_data_check_csv_reports_counts_per_group(root, capsys):
+    assert main(["data", "check", "csv", "--data-root", str(root), *CLI_OPTIONS]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"csv at {root}: ok")
+    assert "| skin        | light   |      14 |     2 |      4 |" in out and "| all         |" in out
+    assert main(["data", "check", "csv", "--data-root", str(root), *CLI_OPTIONS, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["groups"]["train"]["skin"] == {"dark": 14, "light": 14, "medium": 14}
+    assert sum(report["splits"].values()) == 60 and report["problems"] == []
+
+
+def test_fingerprint_follows_labels_not_the_folder_location(root, tmp_path):
+    first = CsvFolder().fingerprint(root, **OPTIONS)
+    moved = tmp_path / "elsewhere"
+    root.rename(moved)
+    assert CsvFolder().fingerprint(moved, **OPTIONS) == first
+    rewrite(moved / "labels.csv", lambda ls: [ls[0], ls[1].replace(",no,", ",yes,"), *ls[2:]])
+    assert CsvFolder().fingerprint(moved, **OPTIONS) != first
+
+
+def test_a_missing_image_is_skipped_and_listed_or_fatal_when_strict(root, tmp_path):
+    (root / "img" / "007.png").unlink()
+    report = CsvFolder().check(root, **OPTIONS)
+    assert not report["ok"] and "1 image(s) listed in labels.csv are missing" in report["problems"][0]
+    assert report["info"]["missing_images"] == [{"file": "img/007.png", "line": 9, "source": "labels.csv"}]
+    ds = CsvFolder().load(root, 8, tmp_path / "cache", workers=1, progress=False, **OPTIONS)
+    assert sum(len(s) for s in ds.splits.values()) == 59
+    with pytest.raises(DataError, match=r"labels\.csv, line 9: image 'img/007\.png' does not exist"):
+        CsvFolder().load(root, 8, tmp_path / "cache", workers=1, progress=False, strict=True, **OPTIONS)
+
+
+def test_an_unknown_column_names_the_option_and_the_columns_found(root):
+    with pytest.raises(
+        DataError, match=r"has no column\(s\) \['smile \(target/sensitive\)'\]; its columns are \['image'"
+    ):
+        CsvFolder().index(root, target="smile", sensitive="skin")
+    with pytest.raises(DataError, match=r"no column\(s\) \['file \(image_column\)'\]"):
+        CsvFolder().index(root, image_column="file", **OPTIONS)
+    with pytest.raises(ConfigError, match="needs its target and sensitive columns"):
+        CsvFolder().index(root, target="smiling")
+
+
+def test_an_empty_group_is_a_problem_for_check_and_an_error_for_load(root, tmp_path):
+    # one image of a fourth skin value: too few rows for val and test
+    rewrite(root / "labels.csv", lambda ls: [*ls[:-1], ls[-1].replace(",dark,", ",other,")])
+    report = CsvFolder().check(root, **OPTIONS)
+    assert not report["ok"]
+    assert (
+        "sensitive group 'other' of column 'skin' has no rows in the 'val' split (1 row(s) in all)"
+        in report["problems"][0]
+    )
+    with pytest.raises(DataError, match="sensitive group 'other' of column 'skin' has no rows in the 'val' split"):
+        CsvFolder().load(root, 8, tmp_path / "cache", workers=1, progress=False, **OPTIONS)
+
+
+def test_bad_values_name_their_line(root):
+    rewrite(root / "labels.csv", lambda ls: [ls[0], ls[1].replace(",no,", ",,"), *ls[2:]])
+    with pytest.raises(DataError, match=r"labels\.csv, line 2: column 'smiling' is empty"):
+        CsvFolder().index(root, **OPTIONS)
+
+
+@pytest.mark.parametrize(
+    "edit, options, message",
+    [
+        (None, ["--dataset-option", "csv.target=smile", "--dataset-option", "csv.sensitive=skin"], "has no column(s)"),
+        (
+            lambda ls: [*ls[:-1], ls[-1].replace(",dark,", ",other,")],
+            CLI_OPTIONS,
+            "sensitive class(es) ['other'] of 'skin' have no members in the 'val' split",
+        ),
+        (None, [*CLI_OPTIONS, "--dataset-option", "csv.colour=red"], "dataset 'csv' has no option(s) ['colour']"),
+        (None, [*CLI_OPTIONS, "--tasks", "csv:smiling/hair"], "needs attribute(s) ['hair']"),
+    ],
+)
+def test_run_refuses_bad_csv_input_before_any_training(root, tmp_path, capsys, edit, options, message):
+    if edit:
+        rewrite(root / "labels.csv", edit)
+    argv = ["run", "--methods", "erm", "--datasets", "csv", "--data-root", str(root), "--budget", "smoke"]
+    assert main([*argv, *options, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fairbench run: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_on_a_csv_folder_writes_per_group_results(root, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["run", "--methods", "erm", "--datasets", "csv", "--data-root", str(root), *CLI_OPTIONS]
+    assert main([*argv, "--budget", "smoke", "--workers", "1", "--bootstrap", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/1] csv/smiling/skin erm seed 0 trial 0: ok in" in printed
+    (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert rec["status"] == "ok" and rec["task_info"]["group_names"] == ["dark", "light", "medium"]
+    assert rec["dataset_info"]["columns"]["target"] == ["smiling"]
+    assert np.isfinite(rec["metrics"]["test"]["acc"])
