@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator
 
-from fairfacebench.progress import Channel, GridView, reporting, run_title, worker_reporting
+from fairfacebench.progress import Channel, GridView, reporting, run_title, stage, worker_reporting
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import RECORD, ResultStore
 
@@ -144,6 +144,7 @@ def _prepare(runner: Any, value: str, threads: int, channel: Channel, parent: in
         import torch
 
         torch.set_num_threads(threads)
+        stage("loading")  # a VLM that is not cached reports its training steps next
         runner.prepare_vlm(value)
 
 
