@@ -228,8 +228,9 @@ class Job:
 
 
 class GridView:
-    """The view of a grid: a live block of running jobs on a terminal, or plain lines; silent without a stream.
+    """The view of a grid: a live block of running jobs on a terminal, or plain lines.
 
+    Without a stream it shows only the jobs' own log records and output lines, on stderr as without a view.
     Jobs are keyed by a string; `start`, `event` (what a sink sends) and `end`
     may come in any order of jobs.  Run numbers [k/N] count runs as they start.
     """
@@ -267,7 +268,7 @@ class GridView:
         with self._lock:
             job = self.jobs.get(event.get("job", ""))
             if event["kind"] == "line":
-                self.line(event["text"])
+                self.output(event["text"])
             elif job is not None and event["kind"] == "stage":
                 job.stage, job.step, job.steps = event["stage"], 0, 0
             elif job is not None and event["kind"] == "step":
@@ -306,6 +307,13 @@ class GridView:
             self._clear()
             self.stream.write(text + "\n")
             self._draw()
+
+    def output(self, text: str) -> None:
+        """A log record or output line of a job: above the live block, or on stderr when the view is silent."""
+        if self.stream is None:
+            sys.stderr.write(text + "\n")
+        else:
+            self.line(text)
 
     def tick(self, force: bool = False) -> None:
         """Redraw the live block when due."""

@@ -64,6 +64,13 @@ def test_progress_log_records_and_output_of_a_worker_process_reach_the_parent(tm
     assert view.ends == [(spec.run_id, "ok", "")]
 
 
+def test_without_a_view_the_output_of_workers_still_reaches_stderr(tmp_path, capsys):
+    spec = fake_spec("steps")
+    assert execute([spec], ResultStore(tmp_path), FakeRunner(), workers=2) == {"ok": 1, "failed": 0, "skipped": 0}
+    captured = capsys.readouterr()
+    assert "printed by worker" in captured.err and captured.out == ""
+
+
 def test_a_worker_past_its_time_limit_is_stopped_and_recorded_and_the_grid_goes_on(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
