@@ -75,7 +75,9 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     cli = [sys.executable, "-m", "fairfacebench.cli"]
-    listed = subprocess.run([*cli, "list", "methods"], env=env, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [*cli, "list", "methods", "--format", "json"], env=env, capture_output=True, text=True, check=True
+    )
     assert "linear-probe" in listed.stdout and "Kornblith" in listed.stdout
     out = tmp_path / "runs"
     ran = subprocess.run(

@@ -44,7 +44,9 @@ def test_scaffolded_method_installs_lists_runs_and_conforms(tmp_path, capsys):
     )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
 
-    listed = subprocess.run([*CLI, "list", "methods"], env=env, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [*CLI, "list", "methods", "--format", "json"], env=env, capture_output=True, text=True, check=True
+    )
     assert "scaffold-demo" in listed.stdout and "scaffold: replace with your method" in listed.stdout
 
     out = tmp_path / "runs"
