@@ -212,8 +212,11 @@ class Plan:
         out["tasks"] = {k: list(v) for k, v in self.tasks.items()}
         return out
 
-    def method_names(self, installed: list[str]) -> list[str]:
-        return sorted(installed) if self.methods == "all" else list(self.methods)
+    def method_names(self, installed: dict[str, type]) -> list[str]:
+        """The plan's methods; "all" is every installed method except ablations (ask for those by name)."""
+        if self.methods != "all":
+            return list(self.methods)
+        return sorted(name for name, cls in installed.items() if not getattr(cls, "ablation_of", None))
 
 
 def read_toml(path: Path | Any) -> dict[str, Any]:
@@ -352,7 +355,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
             ds.task(task)  # fail early on an unknown task, listing the valid ones
             per_task = {"task": task} if ds.splits_per_task else {}
             fingerprint = ds.fingerprint(Path(root) if root else None, **per_task, **options)
-            for m_name in plan.method_names(list(reg.methods)):
+            for m_name in plan.method_names(reg.methods):
                 cls = reg.method(m_name)
                 for trial in range(plan.hparam_trials):
                     hp = trial_hparams(cls, trial)
