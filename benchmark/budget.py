@@ -62,8 +62,14 @@ BUDGETS: dict[str, Budget] = {
 }
 
 # The input resolution each budget is sized for: a data setting, used when a plan leaves `resolution` at 0.
-BUDGET_RESOLUTION: dict[str, int] = {"smoke": 32, "default": 48, "small": 64, "paper": 224, "board-cpu": 64,
-                                     "board-gpu": 128}
+BUDGET_RESOLUTION: dict[str, int] = {
+    "smoke": 32,
+    "default": 48,
+    "small": 64,
+    "paper": 224,
+    "board-cpu": 64,
+    "board-gpu": 128,
+}
 
 
 def get_budget(name: str) -> Budget:
