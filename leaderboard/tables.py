@@ -110,7 +110,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "forward_samples": mean_of([c["budget_report"].get("forward_samples") for c in ok]),
             "fit_time_s": mean_of([c["budget_report"].get("wall_time_s") for c in ok]),
         }
-        for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
+        for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
             row[m] = _summarise(
                 [c["metrics"]["test"].get(m) for c in ok],
                 [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok],
@@ -396,7 +396,7 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
                 "forward_samples": r.get("forward_samples"),
                 "fit_time_s": r.get("fit_time_s"),
             }
-            for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
+            for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
                 lo, hi = r[m]["interval"] or (None, None)
                 row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = r[m]["mean"], r[m]["std"], lo, hi
             rows.append(row)
