@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from fairfacebench import __version__
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
 from fairfacebench.errors import USER_ERRORS, ConfigError
 
-DESCRIPTION_CHARS = 48  # of a plugin's description in the default (narrow) tables; --format json has all of it
+DESCRIPTION_CHARS = 36  # of a plugin's description in the default (narrow) tables; --format json has all of it
+LABEL_CHARS = 28  # of a method's label summary in the default table
 PROGRESS_MODES = ("auto", "live", "plain")
 
 
@@ -92,7 +94,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows = [
                 [
                     i["name"],
-                    _first_part(i["labels_used"]),
+                    _short(_first_part(i["labels_used"]), LABEL_CHARS),
                     ", ".join(n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if i[k]) or "-",
                     _short(i["description"]),
                 ]
@@ -249,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
     statuses = _stored_status(Path(plan.out), [s.run_id for s in specs])
     todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
-    methods = plan.method_names(list(reg.methods))
+    methods = plan.method_names(reg.methods)
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
         f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
@@ -372,6 +374,22 @@ def check_table(report: dict[str, Any]) -> str:
     return tabulate([*rows, totals], headers=["attribute", "class", *splits], tablefmt="github")
 
 
+def print_check(report: dict[str, Any]) -> None:
+    """A check report as tables (one per task for datasets whose splits depend on the task), then its problems."""
+    for task, part in (report.get("tasks") or {None: report}).items():
+        if task is not None:
+            print(f"\ntask {task}:")
+        if part.get("splits"):
+            print(check_table(part))
+        cells = (part.get("info") or {}).get("cells")
+        if cells:
+            names = list(next(iter(cells.values())))
+            rows = [[c, *(cells[s].get(c, 0) for s in cells)] for c in names]
+            print(tabulate(rows, headers=["cell", *cells], tablefmt="github"))
+    for problem in report.get("problems", []):
+        print(f"problem: {problem}")
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_options
@@ -388,10 +406,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             _print_json(report)
         else:
             print(f"{plugin.name} at {root}: {'ok' if report.get('ok') else 'PROBLEMS'}")
-            if report.get("splits"):
-                print(check_table(report))
-            for problem in report.get("problems", []):
-                print(f"problem: {problem}")
+            print_check(report)
         return 0 if not report.get("problems") else 1
     from fairfacebench.runner import default_cache_dir
 
@@ -626,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{p.prog} {args.command}: interrupted; finished runs are in the store, the same command resumes")
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`fairbench list methods | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush is silent
+        return 141
 
 
 if __name__ == "__main__":

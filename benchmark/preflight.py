@@ -97,8 +97,21 @@ def check_dataset(plugin: Any, root: str | None, options: dict[str, Any], tasks:
     check_options(plugin, options)
     report = data_report(plugin, root, options)
     for name in tasks or (plugin.default_task(**options),):
-        check_task(plugin, plugin.task(name), root, (report or {}).get("groups", {}))
+        task = plugin.task(name)
+        layout = task_report(report, task.name)
+        if layout is not None and not layout.get("splits"):
+            problem = (layout.get("problems") or ["no images found"])[0]
+            hint = f"`fairbench data check {plugin.name} --data-root {root}` reports the layout"
+            raise DataError(f"{problem} ({hint})")
+        check_task(plugin, task, root, (layout or {}).get("groups", {}))
     return [f"dataset '{plugin.name}' at {root}: {p}" for p in (report or {}).get("problems", [])]
+
+
+def task_report(report: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
+    """The part of a check report about `task` (datasets whose splits depend on the task report per task)."""
+    if report is None or "tasks" not in report:
+        return report
+    return report["tasks"].get(task)
 
 
 def check_task(plugin: Any, task: Any, root: str | None, groups: dict[str, dict[str, dict[str, int]]]) -> None:
@@ -129,14 +142,14 @@ def check_options(plugin: Any, options: dict[str, Any]) -> None:
     params = inspect.signature(index).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    valid = sorted(set(params) - {"root", "strict"})
+    valid = sorted(set(params) - {"root", "strict", "task"})  # the harness passes `task` itself
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"dataset '{plugin.name}' has no option(s) {unknown}; its options are {valid}")
 
 
 def data_report(plugin: Any, root: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The plugin's layout check of `root` (None for generated datasets); a layout it cannot index is an error."""
+    """The plugin's layout check of `root` (None for generated datasets and plugins without a check)."""
     if not plugin.needs_root:
         return None
     if root is None:
@@ -145,10 +158,6 @@ def data_report(plugin: Any, root: str | None, options: dict[str, Any]) -> dict[
             f"pointing at {getattr(plugin, 'root_hint', 'the dataset folder')}"
         )
     try:
-        report = plugin.check(Path(root), **options) if options else plugin.check(Path(root))
+        return plugin.check(Path(root), **options) if options else plugin.check(Path(root))
     except NotImplementedError:
         return None
-    if not report.get("splits"):
-        problem = (report.get("problems") or ["no images found"])[0]
-        raise DataError(f"{problem} (`fairbench data check {plugin.name} --data-root {root}` reports the layout)")
-    return report
