@@ -19,9 +19,10 @@ from tabulate import tabulate
 
 from fairfacebench.leaderboard.selection import get_rule, select
 from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
+from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
 from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
-from fairfacebench.store import ResultStore
+from fairfacebench.store import PREDICTIONS, ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
 
@@ -45,6 +46,22 @@ INTERVAL_NOTE = {
     "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
     "(1,000 multinomial resamples of the confusion counts)",
 }
+
+
+def complete_test_metrics(record: dict[str, Any], store: ResultStore) -> None:
+    """Test metrics a record predates (a metric added to the suite later), recomputed from its stored predictions."""
+    test = (record.get("metrics") or {}).get("test")
+    missing = [m for m in METRIC_NAMES if test is not None and m not in test]
+    if record.get("status") != "ok" or not missing or not (store.path(record["run_id"]) / PREDICTIONS).is_file():
+        return
+    arrays = store.predictions(record["run_id"])
+    groups = (record.get("task_info") or {}).get("group_names")
+    if not groups or "test_a" not in arrays:
+        return
+    n_classes = arrays["test_scores"].shape[1]
+    report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
+    test.update({m: report.summary[m] for m in missing})
+    record.setdefault("recomputed_from_predictions", missing)
 
 
 def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +88,9 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     selection = get_rule(rule)
     cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     comparisons: dict[str, dict[str, Any]] = {}
-    for rec in ResultStore(store_dir).records():
+    store = ResultStore(store_dir)
+    for rec in store.records():
+        complete_test_metrics(rec, store)
         comparison = comparison_of(rec["spec"])
         key = spec_hash(comparison)
         comparisons[key] = comparison
