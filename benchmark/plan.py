@@ -159,6 +159,7 @@ SCHEMA: dict[str, Check] = {
     "device": one_of(("auto", "cpu", "cuda")),
     "executor": one_of(("local", "ray")),
     "workers": integer(1),
+    "threads": integer(1),
     "ray_address": text,
     "out": text,
     "augment": augment,
@@ -188,6 +189,7 @@ class Plan:
     device: str
     executor: str
     workers: int
+    threads: int
     ray_address: str
     out: str
     augment: Augment
@@ -359,6 +361,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 vlm=vlm,
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
+                                threads=plan.threads,
                             )
                         )
     return specs

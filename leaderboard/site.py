@@ -243,7 +243,7 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
     (out / "plots").mkdir()
     (out / "static").mkdir(exist_ok=True)
     board = build(store_dir, rule)
-    records = {r["run_id"]: r for r in ResultStore(store_dir).records()}
+    records = {r["run_id"]: r for r in ResultStore(store_dir, create=False).records()}
     tables = [table_view(t, records, out / "plots") for t in board["tables"]]
     methods = method_views(board, tables, records, out / "plots")
     definitions = next((r.get("metric_definitions", {}) for r in records.values() if r.get("metric_definitions")), {})

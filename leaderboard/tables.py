@@ -71,7 +71,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     selection = get_rule(rule)
     cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     comparisons: dict[str, dict[str, Any]] = {}
-    for rec in ResultStore(store_dir).records():
+    for rec in ResultStore(store_dir, create=False).records():
         comparison = comparison_of(rec["spec"])
         key = spec_hash(comparison)
         comparisons[key] = comparison
