@@ -240,6 +240,12 @@ class CountingRunner:
     def __init__(self, log: Path, seconds: float = 0.05):
         self.log, self.seconds = log, seconds
 
+    def needs_vlm(self, spec):
+        return False
+
+    def is_heavy(self, spec):
+        return False
+
     def __call__(self, spec):
         with open(self.log, "a") as out:
             out.write(f"{spec.run_id} {os.getpid()}\n")
@@ -367,6 +373,17 @@ def test_threads_are_a_comparison_setting_in_the_run_id():
     assert load_plan(flags={"threads": 2}).threads == 2 and load_plan().threads == 1
     with pytest.raises(ConfigError, match="'threads' must be an integer >= 1"):
         load_plan(flags={"threads": 0})
+
+
+def test_threads_flag_is_checked_and_oversubscription_warned(tmp_path, capsys, caplog, monkeypatch):
+    assert main(["run", "--methods", "erm", "--threads", "0", "--out", str(tmp_path / "runs")]) == 2
+    assert "the command line: 'threads' must be an integer >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    specs = [RunSpec("d", "t", "m", {}, seed, {}, 8, threads=2) for seed in range(2)]
+    execute(specs, ResultStore(tmp_path / "w1"), CountingRunner(tmp_path / "log"), workers=1)
+    assert "compete for the cores" not in caplog.text
+    execute(specs, ResultStore(tmp_path / "w2"), CountingRunner(tmp_path / "log"), workers=2)
+    assert "2 workers x 2 threads per run = 4 compute threads on 2 CPU(s)" in caplog.text
 
 
 @pytest.mark.slow
