@@ -15,6 +15,8 @@ from fairfacebench.leaderboard.site import MARKER, build_site
 from fairfacebench.leaderboard.tables import write
 from fairfacebench.store import ResultStore
 
+pytestmark = pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # tab and CR in the plots' labels
+
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\tHYPERLINK()", "\r=1"]
 MARKDOWN = ["a|b|c", "<script>alert(1)</script>", "two\nlines"]
 
