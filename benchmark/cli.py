@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = load_plan(args.config, flags)
     specs = expand(plan, reg)
     store = ResultStore(plan.out)
-    n_methods = len(plan.method_names(list(reg.methods)))
+    n_methods = len(plan.method_names(reg.methods))
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {n_methods} method(s) x {plan.hparam_trials} trial(s) "
         f"x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}'"

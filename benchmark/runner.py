@@ -97,9 +97,10 @@ class DataLoaderCache:
     def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
         root = Path(spec.data_root) if spec.data_root else None
-        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}"
+        per_task = {"task": spec.task} if plugin.splits_per_task else {}
+        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}|{per_task}"
         if key not in self._datasets:
-            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **spec.dataset_options)
+            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **per_task, **spec.dataset_options)
         pool = self.pool(spec, root) if with_pool else None
         return make_task_data(self._datasets[key], plugin.task(spec.task), pool)
 
@@ -108,12 +109,14 @@ class DataLoaderCache:
         kind = spec.pool["kind"]
         if kind == "none":
             return None
-        key = f"{spec.resolution}|{sorted(spec.pool.items())}|{sorted(spec.dataset_options.items())}"
+        plugin = self.reg.dataset(spec.dataset)
+        per_task = {"task": spec.task} if plugin.splits_per_task else {}
+        key = f"{spec.resolution}|{sorted(spec.pool.items())}|{sorted(spec.dataset_options.items())}|{per_task}"
         if key not in self._pools:
             pool_root = Path(spec.pool["root"]) if spec.pool.get("root") else None
             size = spec.resolution
             if kind == "dataset":
-                found = self.reg.dataset(spec.dataset).pool(root, size, self.cache_dir, **spec.dataset_options)
+                found = plugin.pool(root, size, self.cache_dir, **per_task, **spec.dataset_options)
             elif kind == "dataset-train":
                 source = self.reg.dataset(spec.pool["source"])
                 found = self.reg.pools[kind].load(source, size, self.cache_dir, root=pool_root)
@@ -225,8 +228,11 @@ def run_one(
     fit_report = {**meter.report(), **gpu}
     t0 = time.perf_counter()
     selection = data.val_select if data.val_select is not None else data.val
-    val_scores = checked_scores(predictor.predict(selection.images), len(selection), data.n_classes, "validation")
-    test_scores = checked_scores(predictor.predict(data.test.images), len(data.test), data.n_classes, "test")
+    at_inference = cls.label_use(spec.hparams).sensitive_at_inference
+    val_scores = checked_scores(
+        predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
+    )
+    test_scores = checked_scores(predict(predictor, data.test, at_inference), len(data.test), data.n_classes, "test")
     val_report = evaluate(val_scores, selection.y, selection.a, data)
     test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
@@ -261,6 +267,13 @@ def run_one(
         "val_ids": selection.ids.astype(str),
     }
     return record, arrays
+
+
+def predict(predictor: Any, split: Any, sensitive_at_inference: bool) -> np.ndarray:
+    """Scores of a split; a method that declares the sensitive attribute at inference gets each image's group."""
+    return (
+        predictor.predict(split.images, groups=split.a) if sensitive_at_inference else predictor.predict(split.images)
+    )
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:

@@ -109,8 +109,12 @@ class IndexedDataset(DatasetPlugin):
         progress: bool = True,
         **options: Any,
     ) -> LoadedDataset:
-        """Index, decode through the cache, and (given `task`) drop rows the task does not apply to."""
-        index = self.checked_index(self.require_root(root), strict=strict, **options)
+        """Index, decode through the cache, and (given `task`) drop rows the task does not apply to.
+
+        A plugin whose splits depend on the task (`splits_per_task`) gets `task` passed to `index` too.
+        """
+        per_task = {"task": task} if self.splits_per_task else {}
+        index = self.checked_index(self.require_root(root), strict=strict, **per_task, **options)
         splits, cache_info = cached_splits(self.name, index.tables, size, cache_dir, workers, strict, progress)
         info = {**index.info, "cache": cache_info, "sizes": {k: len(v) for k, v in splits.items()}}
         ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
@@ -171,6 +175,8 @@ class IndexedDataset(DatasetPlugin):
         problems = []
         for attr in sorted({a for t in self.tasks for a in t.sensitive}):
             for split in ("train", "val"):
+                if attr not in index.tables[split].labels:  # a task-specific index holds only its task's attributes
+                    continue
                 counts = np.bincount(_applicable(index.tables[split].labels[attr]), minlength=self.attributes[attr].n)
                 empty = [c for c, n in zip(self.attributes[attr].classes, counts) if n == 0]
                 if empty:

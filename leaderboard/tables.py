@@ -19,7 +19,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from fairfacebench.leaderboard.selection import get_rule, select
-from fairfacebench.metrics.bootstrap import seed_summary
+from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
 from fairfacebench.plain import nan_to_none
 from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import ResultStore
@@ -120,12 +120,69 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             )
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
+        row["per_seed"] = {m: {c["spec"]["seed"]: c["metrics"]["test"].get(m) for c in ok} for m in COMPARED_METRICS}
+        row["degenerate"] = sorted({reason for c in ok for reason in degenerate(c)})
         table["rows"].append(row)
         for c in ok:
             prep = shared_preparation(c.get("vlm"))
             if prep and prep not in table["shared_preparation"]:
                 table["shared_preparation"].append(prep)
+    for table in tables.values():
+        add_comparisons(table)
     return {"selection_rule": rule, "tables": list(tables.values())}
+
+
+# Metrics the paired comparison and the ranking use, and which direction is better.
+COMPARED_METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga")
+HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
+REFERENCE_METHOD = "erm"
+
+
+def degenerate(record: dict) -> list[str]:
+    """Why a run's test predictions are degenerate: one class for a whole group, or for everyone."""
+    groups = (record.get("per_group") or {}).get("test", {}).get("per_group", [])
+    rates = [(g["group"], g.get("selection_rate")) for g in groups if g.get("selection_rate") is not None]
+    constant = [name for name, rate in rates if rate in (0.0, 1.0)]
+    if rates and len(constant) == len(rates) and len({rate for _, rate in rates}) == 1:
+        return ["one class for everyone"]
+    return [f"one class for all of group {name}" for name in constant]
+
+
+def add_comparisons(table: dict[str, Any]) -> None:
+    """Paired differences against erm over seeds, mean ranks over (metric, seed) blocks, and the seed count note."""
+    ok = [r for r in table["rows"] if r["status"] == "ok"]
+    reference = next((r for r in ok if r["method"] == REFERENCE_METHOD), None)
+    for row in ok:
+        row["vs_erm"] = (
+            {m: paired_difference(row["per_seed"][m], reference["per_seed"][m]) for m in COMPARED_METRICS}
+            if reference is not None and row is not reference
+            else None
+        )
+    seeds = sorted(set.intersection(*[set(r["per_seed"]["acc"]) for r in ok])) if ok else []
+    blocks = [
+        (
+            np.array([np.nan if r["per_seed"][m].get(s) is None else r["per_seed"][m][s] for r in ok]),
+            m in HIGHER_IS_BETTER,
+        )
+        for m in COMPARED_METRICS
+        for s in seeds
+    ]
+    ranks = mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)
+    for row, rank in zip(ok, ranks):
+        row["mean_rank"] = float(rank)
+    table["ranking"] = {
+        "blocks": len(blocks),
+        "block_rule": f"each of {list(COMPARED_METRICS)} on each of the {len(seeds)} seed(s) every method ran; "
+        "rank 1 is best; ties share the mean rank",
+        "critical_difference": critical_difference(len(ok), len(blocks)) if 2 <= len(ok) <= 20 and blocks else None,
+        "caveat": "the blocks share runs (five metrics of one seed), so the Nemenyi critical difference is indicative",
+    }
+    most = max((r["seeds"] for r in ok), default=0)
+    table["seed_note"] = (
+        None
+        if most >= 3
+        else f"at most {most} seed(s): across-seed intervals and paired comparisons are not meaningful below 3 seeds"
+    )
 
 
 def new_table(key: str, comparison: dict[str, Any], named_by: list[str], selection: Any) -> dict[str, Any]:
@@ -164,8 +221,8 @@ def _summarise(values: list, bootstrap: list) -> dict:
     if not defined:
         return {"mean": math.nan, "std": math.nan, "n": 0, "interval": None}
     if len(defined) > 1:
-        s = seed_summary(defined)
-        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": s["ci95"]}
+        s = t_interval(defined)
+        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": clip_interval(s["ci95"])}
     return {"mean": defined[0], "std": math.nan, "n": 1, "interval": bootstrap[0] if bootstrap else None}
 
 
@@ -217,9 +274,15 @@ def to_markdown(board: dict[str, Any]) -> str:
             "Test metrics of the selected trial per seed (interval method below each table).",
             "",
         ]
+        if t.get("budget") == "smoke":
+            out += [f"> {SMOKE_BANNER}", ""]
+        if t.get("seed_note"):
+            out += [f"Note: {t['seed_note']}.", ""]
         rows = []
         for r in t["rows"]:
             name = r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
+            if r.get("degenerate"):
+                name += f" (degenerate: {'; '.join(r['degenerate'])})"
             if r["status"] == "failed":
                 rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0, "", ""])
                 continue
@@ -229,6 +292,7 @@ def to_markdown(board: dict[str, Any]) -> str:
         out += [md_table(rows, headers), ""]
         notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
         out += [f"Intervals: {n}." for n in notes] + [""]
+        out += comparison_markdown(t)
         for prep in t.get("shared_preparation", []):
             out += [
                 f"Shared preparation: VLM {md(prep['encoder'])} trained on {md(prep['trained_on'])}; its captions "
@@ -247,6 +311,43 @@ def to_markdown(board: dict[str, Any]) -> str:
             ]
             out += [md_table(pg, ["group", "n", "acc", "tpr", "fpr", "selection_rate"]), ""]
     return "\n".join(out)
+
+
+SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
+
+
+def comparison_markdown(t: dict[str, Any]) -> list[str]:
+    """The paired differences against erm and the mean ranks of a table, as Markdown."""
+    ok = [r for r in t["rows"] if r["status"] == "ok"]
+    out: list[str] = []
+    paired = [r for r in ok if r.get("vs_erm")]
+    if paired:
+        rows = [[r["method"], *[fmt_difference(r["vs_erm"][m]) for m in COMPARED_METRICS]] for r in paired]
+        headers = ["method − erm", *[f"Δ{m}" for m in COMPARED_METRICS]]
+        out += [
+            "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
+            "",
+            md_table(rows, headers),
+            "",
+        ]
+    ranking = t.get("ranking") or {}
+    if ranking.get("blocks"):
+        ranked = sorted(ok, key=lambda r: r.get("mean_rank", math.inf))
+        cd = ranking.get("critical_difference")
+        out += [
+            f"Mean rank over {ranking['blocks']} blocks ({ranking['block_rule']}); Nemenyi critical difference "
+            f"{_f(cd)} ({ranking['caveat']}): " + ", ".join(f"{md(r['method'])} {r['mean_rank']:.2f}" for r in ranked),
+            "",
+        ]
+    return out
+
+
+def fmt_difference(summary: dict[str, Any]) -> str:
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    lo, hi = summary.get("ci95") or (None, None)
+    text = f"{summary['mean']:+.3f}"
+    return text + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={summary['n']})")
 
 
 def _count(value: Any, digits: int = 0) -> str:
