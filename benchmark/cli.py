@@ -128,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "device": args.device,
         "executor": args.executor,
         "workers": args.workers,
+        "threads": args.threads,
         "ray_address": args.ray_address,
         "out": args.out,
         "bootstrap": args.bootstrap,
@@ -318,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", default=None, choices=["local", "ray"])
     run.add_argument(
         "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="torch compute threads per run (default 1; part of the run id)"
     )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
     run.add_argument("--out", default=None, help="result store directory (default: runs)")

@@ -160,6 +160,7 @@ SCHEMA: dict[str, Check] = {
     "device": one_of(("auto", "cpu", "cuda")),
     "executor": one_of(("local", "ray")),
     "workers": integer(1),
+    "threads": integer(1),
     "ray_address": text,
     "out": text,
     "augment": augment,
@@ -189,6 +190,7 @@ class Plan:
     device: str
     executor: str
     workers: int
+    threads: int
     ray_address: str
     out: str
     augment: Augment
@@ -380,6 +382,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 vlm=vlm,
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
+                                threads=plan.threads,
                             )
                         )
     return specs
