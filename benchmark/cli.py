@@ -185,6 +185,7 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
         "device": args.device,
         "executor": args.executor,
         "workers": args.workers,
+        "threads": args.threads,
         "ray_address": args.ray_address,
         "run_timeout_s": args.run_timeout,
         "out": args.out,
@@ -528,6 +529,9 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--executor", default=None, choices=["local", "ray"], help="local processes, or a Ray cluster")
     run.add_argument(
         "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="torch compute threads per run (default 1; part of the run id)"
     )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
     run.add_argument(

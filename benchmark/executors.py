@@ -47,7 +47,7 @@ def time_limit(spec: RunSpec, run_timeout_s: float = 0.0) -> float:
     """Wall-clock seconds a run may take: `run_timeout_s` when positive, else derived from its budget."""
     if run_timeout_s > 0:
         return float(run_timeout_s)
-    samples = spec.budget["steps"] * spec.budget["batch_size"]
+    samples = spec.budget.get("steps", 0) * spec.budget.get("batch_size", 0)
     return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_S * samples * (spec.resolution / TIMEOUT_RESOLUTION) ** 2
 
 
@@ -95,7 +95,7 @@ def run_locally(
     """One run after another in this process (a run past its limit fails with RunTimeout, raised inside it)."""
     view = view or quiet_view(todo)
     for spec in todo:
-        view.start(spec.run_id, run_title(spec), work=spec.budget["steps"])
+        view.start(spec.run_id, run_title(spec), work=spec.budget.get("steps", 0))
         with view.capture(), reporting(view.sink(spec.run_id)), alarm(time_limit(spec, run_timeout_s)):
             record, arrays = runner(spec)
         store.write(spec.run_id, record, arrays)
@@ -133,7 +133,7 @@ def _child(runner: Any, spec: RunSpec, store_root: str, threads: int, channel: C
     with worker_reporting(channel):
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(spec.threads)
         record, arrays = runner(spec)
         ResultStore(store_root).write(spec.run_id, record, arrays)
 
@@ -227,7 +227,7 @@ def run_in_processes(
         else:
             target, args = _child, (runner, item, str(store.root), threads, channel, os.getpid())
             limit = time_limit(item, run_timeout_s)
-            view.start(key, run_title(item), work=item.budget["steps"])
+            view.start(key, run_title(item), work=item.budget.get("steps", 0))
         # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
         proc = ctx.Process(target=target, args=args, daemon=False)
         proc.start()
@@ -308,7 +308,7 @@ def run_in_ray(
         while waiting or pending:
             while waiting and len(pending) < max(workers, 1):
                 spec = waiting.pop(0)
-                view.start(spec.run_id, run_title(spec), work=spec.budget["steps"])
+                view.start(spec.run_id, run_title(spec), work=spec.budget.get("steps", 0))
                 pending[task.remote(runner, spec)] = (spec, time.monotonic() + time_limit(spec, run_timeout_s))
             done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK_S)
             for ref in done:

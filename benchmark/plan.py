@@ -160,6 +160,7 @@ SCHEMA: dict[str, Check] = {
     "device": one_of(("auto", "cpu", "cuda")),
     "executor": one_of(("local", "ray")),
     "workers": integer(1),
+    "threads": integer(1),
     "ray_address": text,
     "run_timeout_s": number(0.0),
     "out": text,
@@ -190,6 +191,7 @@ class Plan:
     device: str
     executor: str
     workers: int
+    threads: int
     ray_address: str
     run_timeout_s: float  # wall-clock limit of one run; 0 = derived from the budget (executors.time_limit)
     out: str
@@ -382,6 +384,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 vlm=vlm,
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
+                                threads=plan.threads,
                             )
                         )
     return specs

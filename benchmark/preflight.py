@@ -89,7 +89,7 @@ def check_timm_model(model: str) -> None:
 
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a directory for the result store")
+        raise ConfigError(f"result store {out} is a file, not a folder: pass --out a folder (new, or an earlier store)")
 
 
 def check_dataset(plugin: Any, root: str | None, options: dict[str, Any], tasks: tuple[str, ...]) -> list[str]:

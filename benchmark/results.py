@@ -7,12 +7,10 @@ pandas").  pandas is imported when it is called, so `import fairfacebench` stays
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fairfacebench.errors import DataError
-from fairfacebench.store import RECORD
+from fairfacebench.store import ResultStore
 
 SETTINGS = (
     "run_id",
@@ -87,12 +85,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_records(store_dir: Path | str) -> list[dict[str, Any]]:
-    """Every finished record of a store, by run id (temporary and partial directories are ignored)."""
-    root = Path(store_dir)
-    if not root.is_dir():
-        raise DataError(f"no result store at {root}: pass the --out directory of `fairbench run`")
-    paths = sorted(p for p in root.glob(f"*/{RECORD}") if not p.parent.name.startswith("."))
-    return [json.loads(p.read_text()) for p in paths]
+    """Every finished record of a store, by run id (partial directories ignored, damaged records skipped, warned)."""
+    return list(ResultStore(store_dir, create=False).records())
 
 
 def load_runs(store_dir: Path | str) -> Any:

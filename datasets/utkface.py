@@ -30,8 +30,9 @@ from fairfacebench.hookspecs import hookimpl
 
 logger = logging.getLogger(__name__)
 
-PATTERN = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
-MISSING_RACE = re.compile(r"^\d{1,3}_[01]_\d+\.jpg\.chip\.jpg$")
+# ASCII digits only, and \Z: `$` would also match before a trailing newline.
+PATTERN = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
+MISSING_RACE = re.compile(r"^\d{1,3}_[01]_\d+\.jpg\.chip\.jpg\Z", re.ASCII)
 AGE_GROUP_STARTS = (0, 20, 40, 60)  # age_group i covers [start_i, start_{i+1}) years
 AGE_BINARY_THRESHOLD = 40
 IRREGULAR_POLICY = (
@@ -72,7 +73,8 @@ def parse_name(name: str) -> tuple[int, int, int] | str:
 
 def parse_folder(root: Path) -> ParsedNames:
     """Parse every file name in `root` (flat); skipped names are logged in one warning."""
-    names = sorted(entry.name for entry in os.scandir(root) if entry.is_file())
+    # A dangling link is listed too: the image cache skips it as missing and names it.
+    names = sorted(entry.name for entry in os.scandir(root) if entry.is_file() or entry.is_symlink())
     files, labels, skipped = [], [], []
     for name in names:
         parsed = parse_name(name)

@@ -7,6 +7,7 @@ mean ± std over seeds.  Failed runs are shown as failed, not dropped.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections import defaultdict
@@ -19,11 +20,14 @@ from tabulate import tabulate
 
 from fairfacebench.leaderboard.selection import get_rule, select
 from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
+from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
 from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
-from fairfacebench.store import ResultStore
+from fairfacebench.store import PREDICTIONS, ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
+MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
 
 
 def fmt(summary: dict) -> str:
@@ -45,6 +49,22 @@ INTERVAL_NOTE = {
     "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
     "(1,000 multinomial resamples of the confusion counts)",
 }
+
+
+def complete_test_metrics(record: dict[str, Any], store: ResultStore) -> None:
+    """Test metrics a record predates (a metric added to the suite later), recomputed from its stored predictions."""
+    test = (record.get("metrics") or {}).get("test")
+    missing = [m for m in METRIC_NAMES if test is not None and m not in test]
+    if record.get("status") != "ok" or not missing or not (store.path(record["run_id"]) / PREDICTIONS).is_file():
+        return
+    arrays = store.predictions(record["run_id"])
+    groups = (record.get("task_info") or {}).get("group_names")
+    if not groups or "test_a" not in arrays:
+        return
+    n_classes = arrays["test_scores"].shape[1]
+    report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
+    test.update({m: report.summary[m] for m in missing})
+    record.setdefault("recomputed_from_predictions", missing)
 
 
 def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +91,9 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     selection = get_rule(rule)
     cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     comparisons: dict[str, dict[str, Any]] = {}
-    for rec in ResultStore(store_dir).records():
+    store = ResultStore(store_dir, create=False)
+    for rec in store.records():
+        complete_test_metrics(rec, store)
         comparison = comparison_of(rec["spec"])
         key = spec_hash(comparison)
         comparisons[key] = comparison
@@ -250,13 +272,24 @@ def table_title(t: dict[str, Any]) -> str:
     return f"{t['dataset']} — task {t['task']} — budget {t['budget']}" + (f" — {extra}" if extra else "")
 
 
+def md(value: Any) -> str:
+    """Text safe in a Markdown table cell or heading: no HTML tags, no column breaks, one line."""
+    return str(value).translate(MARKDOWN_ESCAPES)
+
+
+def md_table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A GitHub Markdown table whose text cells are escaped (a plugin's name cannot add columns or HTML)."""
+    cells = [[md(v) if isinstance(v, str) else v for v in row] for row in rows]
+    return tabulate(cells, headers=headers, tablefmt="github")
+
+
 def to_markdown(board: dict[str, Any]) -> str:
     out = ["# fairbench leaderboard", ""]
     for t in board["tables"]:
         out += [
-            f"## {table_title(t)}",
+            f"## {md(table_title(t))}",
             "",
-            f"Model selection: {t['selection_rule']}. "
+            f"Model selection: {md(t['selection_rule'])}. "
             "Test metrics of the selected trial per seed (interval method below each table).",
             "",
         ]
@@ -275,27 +308,27 @@ def to_markdown(board: dict[str, Any]) -> str:
             compute = [_count(r.get("forward_samples")), _count(r.get("fit_time_s"), 1)]
             rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"], *compute])
         headers = ["method", "labels used", *TABLE_METRICS, "seeds", "forward samples", "fit time (s)"]
-        out += [tabulate(rows, headers=headers, tablefmt="github"), ""]
+        out += [md_table(rows, headers), ""]
         notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
         out += [f"Intervals: {n}." for n in notes] + [""]
         out += comparison_markdown(t)
         for prep in t.get("shared_preparation", []):
             out += [
-                f"Shared preparation: VLM `{prep['encoder']}` trained on {prep['trained_on']}; its captions name "
-                f"{', '.join(prep['captions_name'] or [])}; {prep['samples']} image-caption samples, "
+                f"Shared preparation: VLM {md(prep['encoder'])} trained on {md(prep['trained_on'])}; its captions "
+                f"name {md(', '.join(prep['captions_name'] or []))}; {prep['samples']} image-caption samples, "
                 f"{prep['train_time_s']} s. Every run of a VLM method reads it; its cost is not in their budgets.",
                 "",
             ]
-        out += [f"### Budget report: {t['dataset']}/{t['task']}", "", _budget_table(t["rows"]), ""]
+        out += [f"### Budget report: {md(t['dataset'])}/{md(t['task'])}", "", _budget_table(t["rows"]), ""]
         for r in t["rows"]:
             if r["status"] != "ok":
                 continue
-            out += [f"### {t['dataset']}/{t['task']}: per-group test metrics of {r['method']}", ""]
+            out += [f"### {md(t['dataset'])}/{md(t['task'])}: per-group test metrics of {md(r['method'])}", ""]
             pg = [
                 [g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]]
                 for g in r["per_group"]
             ]
-            out += [tabulate(pg, headers=["group", "n", "acc", "tpr", "fpr", "selection_rate"], tablefmt="github"), ""]
+            out += [md_table(pg, ["group", "n", "acc", "tpr", "fpr", "selection_rate"]), ""]
     return "\n".join(out)
 
 
@@ -313,7 +346,7 @@ def comparison_markdown(t: dict[str, Any]) -> list[str]:
         out += [
             "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
             "",
-            tabulate(rows, headers=headers, tablefmt="github"),
+            md_table(rows, headers),
             "",
         ]
     ranking = t.get("ranking") or {}
@@ -322,7 +355,7 @@ def comparison_markdown(t: dict[str, Any]) -> list[str]:
         cd = ranking.get("critical_difference")
         out += [
             f"Mean rank over {ranking['blocks']} blocks ({ranking['block_rule']}); Nemenyi critical difference "
-            f"{_f(cd)} ({ranking['caveat']}): " + ", ".join(f"{r['method']} {r['mean_rank']:.2f}" for r in ranked),
+            f"{_f(cd)} ({ranking['caveat']}): " + ", ".join(f"{md(r['method'])} {r['mean_rank']:.2f}" for r in ranked),
             "",
         ]
     return out
@@ -370,7 +403,7 @@ def _budget_table(rows: list[dict]) -> str:
         "forward samples per stage",
         "wall time per stage (s)",
     ]
-    return tabulate(out, headers=headers, tablefmt="github")
+    return md_table(out, headers)
 
 
 def _f(v: Any) -> str:
@@ -403,13 +436,24 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (first character = + - @ tab CR) get a leading apostrophe."""
+    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+
+
+def write_exports(board: dict[str, Any], out: Path) -> dict[str, Path]:
+    """leaderboard.md, .csv (formula-safe) and .json of one board in `out`."""
+    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
+    paths["md"].write_text(to_markdown(board))
+    # Text quoted always: pandas leaves a bare CR unquoted, which would split a row in a reader.
+    csv_safe(to_frame(board)).to_csv(paths["csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
+    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
+    return paths
+
+
 def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc") -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other."""
     board = build(store_dir, rule)
     out = Path(out_dir or store_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
-    paths["md"].write_text(to_markdown(board))
-    to_frame(board).to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
-    return paths
+    return write_exports(board, out)

@@ -31,6 +31,18 @@ def fake_spec(method: str, seed: int = 0, **options) -> RunSpec:
     )
 
 
+def record_of(spec: RunSpec) -> dict:
+    """The fields every stored record has (the store refuses records without them)."""
+    return {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "method_info": {"name": spec.method, "description": "", "citation": ""},
+        "metrics": {"val": {}, "test": {}},
+        "per_group": {"test": {"per_group": []}},
+        "budget_report": {},
+    }
+
+
 class FakeRunner:
     device = "cpu"
 
@@ -47,10 +59,10 @@ class FakeRunner:
             log.info("hello from worker %d", os.getpid())
             print(f"printed by worker {os.getpid()}")
             print("tqdm-like\rredrawn line", file=sys.stderr)
-        return {"status": "ok", "spec": spec.to_dict(), "pid": os.getpid()}, None
+        return {**record_of(spec), "status": "ok", "pid": os.getpid()}, None
 
     def crashed(self, spec: RunSpec, error: str) -> dict:
-        return {"status": "failed", "error": error, "spec": spec.to_dict()}
+        return {**record_of(spec), "status": "failed", "error": error}
 
     def prepare_vlm(self, value: str) -> None:
         pass

@@ -10,7 +10,7 @@ import pytest
 
 import fairfacebench
 from fairfacebench.cli import main
-from fairfacebench.errors import DataError
+from fairfacebench.errors import ConfigError
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
@@ -50,7 +50,7 @@ def test_load_runs_has_one_row_per_run_with_flattened_metrics_and_groups(store):
 
 
 def test_load_runs_of_a_missing_store_names_it(tmp_path):
-    with pytest.raises(DataError, match="no result store at"):
+    with pytest.raises(ConfigError, match="no result store at"):
         fairfacebench.load_runs(tmp_path / "missing")
 
 
