@@ -8,8 +8,10 @@ Run with ``FAIRBENCH_UTKFACE_ROOT=../shared/data/utkface/UTKFace pytest tests/be
   process; its RSS (and that of its forkserver and decoding workers) is sampled from /proc
   every 50 ms (``ru_maxrss`` would include the pytest process it was forked from), and
   tracemalloc gives the traced Python/numpy peak of the builder;
-- input pipeline: random batches of 128 as float tensors, gathered from the cache memmap versus
-  decoding the JPEGs with PIL each time.  Both read warm files (page cache) after the builds.
+- input pipeline: random batches of 128 through the training loop's input path (gather from the
+  cache memmap, `to_tensor`, the default flip/crop/jitter `augment_batch`, `normalize`), target
+  20,000 images/s; and the same path from the cache versus decoding the JPEGs with PIL for every
+  batch.  Both read warm files (page cache) after the builds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from verdicts import Verdict, interleaved, relative_spread, seconds
 
 from fairfacebench.datasets.cache import decode_image
 from fairfacebench.datasets.utkface import UTKFace
@@ -30,6 +33,9 @@ from fairfacebench.datasets.utkface import UTKFace
 SIZE = 64
 BATCH = 128
 BATCHES_PER_ROUND = 10
+ROUNDS = 15
+# Decoding all of UTKFace once should take under a minute.
+BUILD_TARGET = 23_702 / 60
 
 
 def _rss_mb(pid: int) -> float:
@@ -96,7 +102,7 @@ def _build_in_fresh_process(root: Path, cache_dir: Path, workers: int, results) 
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cache_build_throughput(benchmark, utkface_root, tmp_path, workers):
+def test_cache_build_throughput(benchmark, verdict, utkface_root, tmp_path, workers):
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     runs = iter(range(100))
@@ -112,6 +118,15 @@ def test_cache_build_throughput(benchmark, utkface_root, tmp_path, workers):
     outcome = benchmark.pedantic(build_once, rounds=1, iterations=1)
     benchmark.extra_info.update(outcome)
     assert outcome["images"] == 23_702
+    verdict(
+        Verdict(
+            f"cache/build UTKFace at {SIZE} px, {workers} worker{'s' if workers > 1 else ''}",
+            outcome["images_per_s"],
+            BUILD_TARGET,
+            unit=" images/s",
+            note=f"{outcome['seconds']:.0f} s, peak RSS of the tree {outcome['peak_rss_process_tree_mb']:.0f} MB",
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,37 +136,61 @@ def cached(utkface_root, tmp_path_factory):
     return split.images, [utkface_root / f for f in split.ids]
 
 
-def _as_tensor(batch: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch is imported in the body)
+def training_input(images: np.ndarray, index: np.ndarray, gen: "torch.Generator") -> "torch.Tensor":  # noqa: F821
+    """What the fit context's loop does per batch (FitContext.batch): gather, to_tensor, augment, normalize."""
     import torch  # imported here so the spawned build processes stay free of torch's memory
 
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)
+    from fairfacebench.plan import Augment
+    from fairfacebench.training import augment_batch, normalize, to_tensor
+
+    return normalize(augment_batch(to_tensor(images[index], torch.device("cpu")), Augment(), gen))
 
 
-def _images_per_s(benchmark, images_per_round: int) -> None:
-    """Mean and best-round throughput: on a shared machine the best round is the least disturbed one."""
-    stats = benchmark.stats.stats
-    benchmark.extra_info["images_per_s"] = round(images_per_round / stats.mean, 1)
-    benchmark.extra_info["images_per_s_best_round"] = round(images_per_round / stats.min, 1)
+def test_pipeline_from_cache(benchmark, verdict, cached):
+    """Rounds of 10 batches of 128 random images from the cache memmap through the training input path."""
+    import torch
 
-
-def test_pipeline_from_cache(benchmark, cached):
     images, _ = cached
-    rng = np.random.default_rng(0)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
 
-    def batches() -> None:
+    def images_per_s() -> float:
+        started = time.perf_counter()
         for _ in range(BATCHES_PER_ROUND):
-            _as_tensor(images[np.sort(rng.choice(len(images), BATCH, replace=False))])
+            training_input(images, rng.choice(len(images), BATCH, replace=False), gen)
+        return BATCH * BATCHES_PER_ROUND / (time.perf_counter() - started)
 
-    benchmark.pedantic(batches, rounds=20, warmup_rounds=1)
-    _images_per_s(benchmark, BATCH * BATCHES_PER_ROUND)
+    images_per_s()  # warm-up
+    rates = benchmark.pedantic(lambda: [images_per_s() for _ in range(ROUNDS)], rounds=1, iterations=1)
+    benchmark.extra_info.update(images_per_s=round(float(np.median(rates))), threads=torch.get_num_threads())
+    verdict(
+        Verdict(
+            f"cache/training input at {SIZE} px",
+            float(np.median(rates)),
+            20_000,
+            unit=" images/s",
+            spread=relative_spread(rates),
+            rounds=len(rates),
+            rounds_are="rounds of 10 batches",
+            note=f"gather + to_tensor + flip/crop/jitter + normalize, {torch.get_num_threads()} torch threads",
+        )
+    )
 
 
-def test_pipeline_decoding_jpegs_each_time(benchmark, cached):
-    _, paths = cached
-    rng = np.random.default_rng(0)
+def test_pipeline_cache_vs_decoding_jpegs(benchmark, verdict, cached):
+    """The same input path from the cache versus decoding the JPEGs with PIL for every batch, interleaved."""
+    import torch
 
-    def batch() -> None:
-        _as_tensor(np.stack([decode_image(paths[i], SIZE) for i in rng.choice(len(paths), BATCH, replace=False)]))
+    images, paths = cached
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
 
-    benchmark.pedantic(batch, rounds=10, warmup_rounds=1)
-    _images_per_s(benchmark, BATCH)
+    def from_cache() -> float:
+        return seconds(lambda: training_input(images, rng.choice(len(images), BATCH, replace=False), gen))
+
+    def decoding() -> float:
+        picked = rng.choice(len(paths), BATCH, replace=False)
+        decoded = lambda: np.stack([decode_image(paths[i], SIZE) for i in picked])  # noqa: E731
+        return seconds(lambda: training_input(decoded(), np.arange(BATCH), gen))
+
+    rounds = benchmark.pedantic(lambda: interleaved(decoding, from_cache, max_spread=0.1), rounds=1, iterations=1)
+    benchmark.extra_info.update(speedups=[round(r, 1) for r in rounds.ratios])
+    verdict(rounds.verdict("cache/decoding JPEGs/cache batch time", 10, unit="x", note=f"batches of {BATCH}"))

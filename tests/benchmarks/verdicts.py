@@ -30,6 +30,7 @@ class Verdict:
     spread: float | None = None  # interquartile range / median of the rounds
     rounds: int | None = None
     note: str = ""
+    rounds_are: str = "interleaved rounds"
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -43,7 +44,7 @@ class Verdict:
         """How the value was measured: its spread over rounds, if it comes from rounds."""
         if self.rounds is None:
             return "single measurement"
-        return f"median of {self.rounds} interleaved rounds, spread {100 * self.spread:.1f}%"
+        return f"median of {self.rounds} {self.rounds_are}, spread {100 * self.spread:.1f}%"
 
     @property
     def status(self) -> str:
