@@ -42,7 +42,7 @@ def task():
 
 
 def harness_steps(task) -> float:
-    meter = BudgetMeter(Budget("bench", steps=STEPS, batch_size=BATCH, resolution=SIZE))
+    meter = BudgetMeter(Budget("bench", steps=STEPS, batch_size=BATCH))
     ctx = FitContext(
         task, {"lr": 1e-3, "weight_decay": 1e-4}, meter, 0, torch.device("cpu"), NO_AUGMENT, "mobilenet_v2", "imagenet"
     )
