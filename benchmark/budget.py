@@ -54,10 +54,22 @@ BUDGETS: dict[str, Budget] = {
     "small": Budget("small", steps=600, batch_size=128),
     # A single GPU: about 20 epochs of FairFace train at 224 px.
     "paper": Budget("paper", steps=15000, batch_size=128, amp=True),
+    # The UTKFace board on a 2-core CPU: ERM's validation accuracy gains under a point from 600 to 1000 steps
+    # (scripts/learning_curve.py; README "Results"), and every method x 3 seeds fits in about 3 hours.
+    "board-cpu": Budget("board-cpu", steps=600, batch_size=64),
+    # The same board sized for one GPU (ResNet-18 at 128 px): about 48 epochs of the 10.7k training images.
+    "board-gpu": Budget("board-gpu", steps=4000, batch_size=128, amp=True),
 }
 
 # The input resolution each budget is sized for: a data setting, used when a plan leaves `resolution` at 0.
-BUDGET_RESOLUTION: dict[str, int] = {"smoke": 32, "default": 48, "small": 64, "paper": 224}
+BUDGET_RESOLUTION: dict[str, int] = {
+    "smoke": 32,
+    "default": 48,
+    "small": 64,
+    "paper": 224,
+    "board-cpu": 64,
+    "board-gpu": 128,
+}
 
 
 def get_budget(name: str) -> Budget:

@@ -128,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "device": args.device,
         "executor": args.executor,
         "workers": args.workers,
+        "threads": args.threads,
         "ray_address": args.ray_address,
         "out": args.out,
         "bootstrap": args.bootstrap,
@@ -142,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = load_plan(args.config, flags)
     specs = expand(plan, reg)
     store = ResultStore(plan.out)
-    n_methods = len(plan.method_names(list(reg.methods)))
+    n_methods = len(plan.method_names(reg.methods))
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {n_methods} method(s) x {plan.hparam_trials} trial(s) "
         f"x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}'"
@@ -318,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", default=None, choices=["local", "ray"])
     run.add_argument(
         "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="torch compute threads per run (default 1; part of the run id)"
     )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
     run.add_argument("--out", default=None, help="result store directory (default: runs)")

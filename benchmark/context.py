@@ -193,6 +193,8 @@ class FitContext:
         self._pool = None if data.pool is None else data.pool.images_only()
         self._test_images = data.test_images if transductive else None
         self.progress = progress
+        self._in_step = False
+        self.learning_rate = 0.0
         self.log = RunLog()
         self.touched: set[str] = set()
         self.weights_info: dict[str, Any] = {}
@@ -296,6 +298,16 @@ class FitContext:
         finally:
             self.meter.leave()
 
+    def inner_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step an auxiliary optimizer (e.g. a meta-network's) as part of the current metered step of `optimize`."""
+        if not self._in_step:
+            raise BudgetExceeded("ctx.inner_step is only for updates inside a step of ctx.optimize (the metered loop)")
+        self.meter.stepping = True
+        try:
+            optimizer.step()
+        finally:
+            self.meter.stepping = False
+
     def autocast(self):
         if self.budget.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
@@ -312,12 +324,16 @@ class FitContext:
         schedule: str = "onecycle",
         every: int = 0,
         callback: Callable[[int], None] | None = None,
+        optimizer: str = "adamw",
     ) -> list[float]:
         """The one metered optimisation loop every method uses.
 
         step_fn(t) returns the scalar loss of step t.  Each optimizer step is
         charged to the budget (an error once it is spent); a non-finite loss
-        stops the run.  `callback(t)` runs after every `every` steps.
+        stops the run.  `callback(t)` runs after every `every` steps.  `params`
+        are tensors or parameter groups (dicts with their own "lr");
+        `optimizer` is "adamw" or "sgd" (momentum 0.9); `ctx.learning_rate` is
+        the first group's learning rate of the current step.
         """
         if steps <= 0:
             return []
@@ -326,10 +342,21 @@ class FitContext:
                 f"stage '{stage}' asked for {steps} steps but only {self.meter.remaining} of "
                 f"{self.budget.steps} remain in budget '{self.budget.name}'"
             )
-        params = [p for p in params if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        params = list(params)
+        groups = [dict(g) for g in params] if params and isinstance(params[0], dict) else [{"params": params}]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+            g.setdefault("lr", lr)
+        if optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        elif optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got '{optimizer}'")
         sched = (
-            torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
+            torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps, pct_start=0.25
+            )
             # OneCycleLR divides by pct_start·steps − 1 (zero at 4 steps): stages of ≤ 4 steps run at constant lr.
             if schedule == "onecycle" and steps > 4
             else None
@@ -339,8 +366,13 @@ class FitContext:
         bar = _progress(steps, stage, self.progress)
         with self.stage(stage):
             for t in range(steps):
-                with self.autocast():
-                    loss = step_fn(t)
+                self.learning_rate = float(opt.param_groups[0]["lr"])
+                self._in_step = True
+                try:
+                    with self.autocast():
+                        loss = step_fn(t)
+                finally:
+                    self._in_step = False
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
                 opt.zero_grad(set_to_none=True)

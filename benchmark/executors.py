@@ -32,7 +32,7 @@ def _child(runner: Any, spec: RunSpec, store_root: str, threads: int) -> None:
     """Run one spec in a fresh process and write its record itself (large arrays never cross a pipe)."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(spec.threads)
     record, arrays = runner(spec)
     ResultStore(store_root).write(spec.run_id, record, arrays)
 

@@ -21,7 +21,8 @@ from fairfacebench.errors import ConfigError, DataError, VLMUnavailable
 from fairfacebench.plugins import registry
 from fairfacebench.spec import RunSpec, spec_hash
 
-DEFAULT_CONFIG = files("fairfacebench") / "configs" / "default.toml"
+CONFIGS = files("fairfacebench") / "configs"
+DEFAULT_CONFIG = CONFIGS / "default.toml"
 MIX_KINDS = ("none", "mixup", "cutmix")
 
 
@@ -159,6 +160,7 @@ SCHEMA: dict[str, Check] = {
     "device": one_of(("auto", "cpu", "cuda")),
     "executor": one_of(("local", "ray")),
     "workers": integer(1),
+    "threads": integer(1),
     "ray_address": text,
     "out": text,
     "augment": augment,
@@ -188,6 +190,7 @@ class Plan:
     device: str
     executor: str
     workers: int
+    threads: int
     ray_address: str
     out: str
     augment: Augment
@@ -211,8 +214,11 @@ class Plan:
         out["tasks"] = {k: list(v) for k, v in self.tasks.items()}
         return out
 
-    def method_names(self, installed: list[str]) -> list[str]:
-        return sorted(installed) if self.methods == "all" else list(self.methods)
+    def method_names(self, installed: dict[str, type]) -> list[str]:
+        """The plan's methods; "all" is every installed method except ablations (ask for those by name)."""
+        if self.methods != "all":
+            return list(self.methods)
+        return sorted(name for name, cls in installed.items() if not getattr(cls, "ablation_of", None))
 
 
 def read_toml(path: Path | Any) -> dict[str, Any]:
@@ -224,11 +230,27 @@ def read_toml(path: Path | Any) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: cannot be read ({exc.strerror}); pass an existing TOML file") from exc
 
 
+def packaged_configs() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in CONFIGS.iterdir() if p.name.endswith(".toml"))
+
+
+def config_file(name: str | Path) -> Path | Any:
+    """A config file path, or the name of a packaged config (e.g. `utkface-board`)."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    packaged = CONFIGS / f"{name}.toml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config '{name}' is neither a file nor a packaged config; packaged: {packaged_configs()}")
+
+
 def load_plan(path: str | Path | None = None, flags: dict[str, Any] | None = None) -> Plan:
     """The packaged defaults, updated by the file at `path`, then by `flags` (None values ignored), validated."""
     raw = read_toml(DEFAULT_CONFIG)
     origin = dict.fromkeys(raw, "the packaged default config")
-    sources = [(str(path), read_toml(Path(path)))] if path is not None else []
+    config = None if path is None else config_file(path)
+    sources = [(str(path), read_toml(config))] if config is not None else []
     sources.append(("the command line", {k: v for k, v in (flags or {}).items() if v is not None}))
     for source, values in sources:
         unknown = sorted(set(values) - set(SCHEMA))
@@ -329,12 +351,13 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
         ds = reg.dataset(ds_name)
         root = plan.data_roots.get(ds_name)
         options = plan.dataset_options.get(ds_name, {})
-        fingerprint = ds.fingerprint(Path(root) if root else None, **options)
         vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders)
         pool = resolve_pool(plan.pool, ds, reg, plan.data_roots)
         for task in plan.tasks.get(ds_name) or (ds.tasks[0].name,):
             ds.task(task)  # fail early on an unknown task, listing the valid ones
-            for m_name in plan.method_names(list(reg.methods)):
+            per_task = {"task": task} if ds.splits_per_task else {}
+            fingerprint = ds.fingerprint(Path(root) if root else None, **per_task, **options)
+            for m_name in plan.method_names(reg.methods):
                 cls = reg.method(m_name)
                 for trial in range(plan.hparam_trials):
                     hp = trial_hparams(cls, trial)
@@ -359,6 +382,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 vlm=vlm,
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
+                                threads=plan.threads,
                             )
                         )
     return specs

@@ -97,9 +97,10 @@ class DataLoaderCache:
     def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
         root = Path(spec.data_root) if spec.data_root else None
-        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}"
+        per_task = {"task": spec.task} if plugin.splits_per_task else {}
+        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}|{per_task}"
         if key not in self._datasets:
-            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **spec.dataset_options)
+            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **per_task, **spec.dataset_options)
         pool = self.pool(spec, root) if with_pool else None
         return make_task_data(self._datasets[key], plugin.task(spec.task), pool)
 
@@ -108,12 +109,14 @@ class DataLoaderCache:
         kind = spec.pool["kind"]
         if kind == "none":
             return None
-        key = f"{spec.resolution}|{sorted(spec.pool.items())}|{sorted(spec.dataset_options.items())}"
+        plugin = self.reg.dataset(spec.dataset)
+        per_task = {"task": spec.task} if plugin.splits_per_task else {}
+        key = f"{spec.resolution}|{sorted(spec.pool.items())}|{sorted(spec.dataset_options.items())}|{per_task}"
         if key not in self._pools:
             pool_root = Path(spec.pool["root"]) if spec.pool.get("root") else None
             size = spec.resolution
             if kind == "dataset":
-                found = self.reg.dataset(spec.dataset).pool(root, size, self.cache_dir, **spec.dataset_options)
+                found = plugin.pool(root, size, self.cache_dir, **per_task, **spec.dataset_options)
             elif kind == "dataset-train":
                 source = self.reg.dataset(spec.pool["source"])
                 found = self.reg.pools[kind].load(source, size, self.cache_dir, root=pool_root)
@@ -149,6 +152,44 @@ def gpu_usage(device: torch.device):
 
 class UnmeteredCompute(RuntimeError):
     """A method trained or embedded images outside the meter (its own optimizer, its own network)."""
+
+
+class InvalidPredictions(RuntimeError):
+    """A predictor returned scores that are not (N, C) probabilities: the run cannot be scored."""
+
+
+PROBABILITY_TOLERANCE = 1e-3  # rows of float32 softmax sum to 1 far closer than this
+
+
+def checked_scores(scores: Any, n: int, n_classes: int, split: str) -> np.ndarray:
+    """The predictor's scores, refused unless an (n, n_classes) array of finite probabilities (rows sum to 1)."""
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPredictions(
+            f"{split} scores are not a numeric array ({exc}); return (N, C) probabilities"
+        ) from None
+    if arr.shape != (n, n_classes):
+        raise InvalidPredictions(
+            f"{split} scores have shape {arr.shape}, expected ({n}, {n_classes}): one row per image"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise InvalidPredictions(
+            f"{split} scores hold {int(bad.sum())} NaN or infinite value(s) (first in row {int(np.argmax(bad.any(1)))})"
+        )
+    off = np.abs(arr.sum(axis=1) - 1)
+    worst = int(off.argmax())
+    if (
+        arr.min() < -PROBABILITY_TOLERANCE
+        or arr.max() > 1 + PROBABILITY_TOLERANCE
+        or off[worst] > PROBABILITY_TOLERANCE
+    ):
+        raise InvalidPredictions(
+            f"{split} scores are not probabilities (values in [{arr.min():.4g}, {arr.max():.4g}], row {worst} sums "
+            f"to {arr[worst].sum():.4g}): return rows in [0, 1] summing to 1, e.g. a softmax of the logits"
+        )
+    return arr
 
 
 def readable_images(cls: type, data: TaskData) -> int:
@@ -187,8 +228,11 @@ def run_one(
     fit_report = {**meter.report(), **gpu}
     t0 = time.perf_counter()
     selection = data.val_select if data.val_select is not None else data.val
-    val_scores = predictor.predict(selection.images)
-    test_scores = predictor.predict(data.test.images)
+    at_inference = cls.label_use(spec.hparams).sensitive_at_inference
+    val_scores = checked_scores(
+        predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
+    )
+    test_scores = checked_scores(predict(predictor, data.test, at_inference), len(data.test), data.n_classes, "test")
     val_report = evaluate(val_scores, selection.y, selection.a, data)
     test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
@@ -223,6 +267,13 @@ def run_one(
         "val_ids": selection.ids.astype(str),
     }
     return record, arrays
+
+
+def predict(predictor: Any, split: Any, sensitive_at_inference: bool) -> np.ndarray:
+    """Scores of a split; a method that declares the sensitive attribute at inference gets each image's group."""
+    return (
+        predictor.predict(split.images, groups=split.a) if sensitive_at_inference else predictor.predict(split.images)
+    )
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
@@ -268,7 +319,43 @@ def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str
         "dataset_info": None if data is None else data.info,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "host": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
+        "host": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), **cpu_info()},
+    }
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line error of a failed run."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the method called sys.exit({exc.code!r}); a method must raise an exception instead"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def compute_threads(n: int):
+    """Torch's intra-op threads for one run (the spec's `threads`), restored afterwards in this process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    """The CPU model and instruction-set flags (/proc/cpuinfo) and the SIMD level torch dispatches to."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("model name", "flags", "Features") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return {
+        "cpu_model": fields.get("model name") or platform.processor() or None,
+        "cpu_flags": sorted((fields.get("flags") or fields.get("Features") or "").split()),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -305,22 +392,24 @@ class SpecRunner:
         reg = self.loader.reg
         started = time.perf_counter()
         data = None
-        try:
-            device = resolve_device(self.device)
-            cls = reg.method(spec.method)
-            data = self.loader.task_data(spec, with_pool=cls.needs_pool)
-            vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
-            record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm)
-            record = {**base_record(spec, reg, data), "status": "ok", **record}
-        except Exception as exc:  # recorded with its traceback; the grid continues
-            record = {
-                **base_record(spec, reg, data),
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
-            arrays = None
-            log.error("run %s failed: %s", spec.label, record["error"])
+        with compute_threads(spec.threads):
+            try:
+                device = resolve_device(self.device)
+                cls = reg.method(spec.method)
+                data = self.loader.task_data(spec, with_pool=cls.needs_pool)
+                vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
+                record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm)
+                record = {**base_record(spec, reg, data), "status": "ok", **record}
+            # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
+            except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
+                record = {
+                    **base_record(spec, reg, data),
+                    "status": "failed",
+                    "error": error_line(exc),
+                    "traceback": traceback.format_exc(),
+                }
+                arrays = None
+                log.error("run %s failed: %s", spec.label, record["error"])
         record["wall_time_s"] = round(time.perf_counter() - started, 3)
         record["config"] = self.config
         return record, arrays
@@ -367,27 +456,70 @@ def execute(
     """
     resolve_device(runner.device)  # fail before any work when the device is unavailable
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    todo = []
-    for spec in specs:
-        status = store.status(spec.run_id)
-        if status == "ok" or (status == "failed" and not retry_failed):
-            counts["skipped"] += 1
-            if on_result:
-                on_result(spec, f"skipped ({status})")
-        else:
-            todo.append(spec)
+
+    def skipped(spec: RunSpec, why: str) -> None:
+        counts["skipped"] += 1
+        if on_result:
+            on_result(spec, f"skipped ({why})")
+
+    todo = claim_unfinished(specs, store, retry_failed, skipped)
+    warn_oversubscribed(todo, executor, workers)
 
     def finished(spec: RunSpec, record: dict) -> None:
         counts[record["status"]] += 1
         if on_result:
             on_result(spec, "ok" if record["status"] == "ok" else f"FAILED: {record['error']}")
 
-    if executor == "ray":
-        run_in_ray(todo, store, runner, finished, ray_address, workers)
-    elif executor == "local" and workers > 1:
-        run_in_processes(todo, store, runner, finished, workers)
-    elif executor == "local":
-        run_locally(todo, store, runner, finished)
-    else:
-        raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
+    try:
+        if executor == "ray":
+            run_in_ray(todo, store, runner, finished, ray_address, workers)
+        elif executor == "local" and workers > 1:
+            run_in_processes(todo, store, runner, finished, workers)
+        elif executor == "local":
+            run_locally(todo, store, runner, finished)
+        else:
+            raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
+    finally:  # runs left unfinished (an interrupt, an error) are free for the next process at once
+        for spec in todo:
+            store.release(spec.run_id)
     return counts
+
+
+def claim_unfinished(
+    specs: list[RunSpec], store: ResultStore, retry_failed: bool, skipped: Callable[[RunSpec, str], None]
+) -> list[RunSpec]:
+    """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
+    todo = []
+    for spec in specs:
+        if finished_status(store, spec, retry_failed):
+            skipped(spec, store.status(spec.run_id))
+            continue
+        holder = store.claim(spec.run_id)
+        if holder is None and finished_status(store, spec, retry_failed):  # finished while we claimed it
+            store.release(spec.run_id)
+            holder = store.status(spec.run_id)
+        if holder is None:
+            todo.append(spec)
+        else:
+            skipped(spec, holder)
+    return todo
+
+
+def finished_status(store: ResultStore, spec: RunSpec, retry_failed: bool) -> bool:
+    status = store.status(spec.run_id)
+    return status == "ok" or (status == "failed" and not retry_failed)
+
+
+def warn_oversubscribed(todo: list[RunSpec], executor: str, workers: int) -> None:
+    """Warn when concurrent runs ask for more compute threads than the CPU has (allowed, but slower)."""
+    threads = max((s.threads for s in todo), default=1)
+    cores = os.cpu_count() or 1
+    if executor == "local" and workers > 1 and workers * threads > cores:
+        log.warning(
+            "%d workers x %d threads per run = %d compute threads on %d CPU(s): runs will compete for the cores "
+            "(results are unaffected; lower --workers or --threads to run faster)",
+            workers,
+            threads,
+            workers * threads,
+            cores,
+        )

@@ -29,6 +29,7 @@ COMPARISON_FIELDS = (
     "augment",
     "vlm",
     "pool",
+    "threads",
 )
 
 
@@ -52,6 +53,7 @@ class RunSpec:
     vlm: str = "none"  # the comparison's resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none')
     pool: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})  # the comparison's resolved pool
     method_version: int = 1  # bumped by a method when its algorithm changes, so stale results are not reused
+    threads: int = 1  # torch compute threads of the run, whatever the executor: float sums depend on it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

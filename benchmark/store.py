@@ -1,20 +1,41 @@
-"""The result store: one directory per run id, written atomically (temp dir + rename); a re-run skips finished runs."""
+"""The result store: one directory per run id, written atomically (temp dir + rename); a re-run skips finished runs.
+
+A damaged record.json is named in a warning and counts as unfinished.  A run
+is claimed (pid, host, time) before it trains, so two processes on one store
+never compute it twice; rules: docs/ARCHITECTURE.md ("Result store").
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from fairfacebench.errors import ConfigError
 from fairfacebench.plain import nan_to_none, to_plain
+
+log = logging.getLogger("fairfacebench")
 
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
+CLAIMS = ".claims"
+CLAIM_TIMEOUT_S = 24 * 3600  # a claim from another host, whose pid cannot be checked, is stale after this
+STATUSES = ("ok", "failed")
+# The fields the leaderboard reads, by type: a record without them is damaged.
+RECORD_FIELDS = {"run_id": str, "spec": dict, "method_info": dict}
+SPEC_FIELDS = {"method": str, "seed": int, "trial": int}
+OK_FIELDS = {"metrics": dict, "per_group": dict, "budget_report": dict}
+JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
 
 
 def _json_default(obj: Any) -> Any:
@@ -29,23 +50,136 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a run record")
 
 
+def record_problem(data: Any) -> str | None:
+    """Why parsed record.json data cannot be used (None if it can): not an object, no status, or lacking a field the
+    leaderboard reads."""
+    if not isinstance(data, dict):
+        return f"it holds {'null' if data is None else JSON_TYPES.get(type(data), 'a value')}, not a record object"
+    if data.get("status") not in STATUSES:
+        return f"status {data.get('status')!r} is neither 'ok' nor 'failed'"
+    wanted = {**RECORD_FIELDS, **(OK_FIELDS if data["status"] == "ok" else {})}
+    wrong = [k for k, kind in wanted.items() if not isinstance(data.get(k), kind)]
+    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    wrong += [
+        f"spec.{k}" for k, kind in SPEC_FIELDS.items() if "spec" not in wrong and not isinstance(spec.get(k), kind)
+    ]
+    for field, parts in (("metrics", ("val", "test")), ("per_group", ("test",))):
+        if data["status"] == "ok" and field not in wrong:
+            wrong += [f"{field}.{p}" for p in parts if not isinstance(data[field].get(p), dict)]
+    return f"field(s) {wrong} missing or of the wrong type" if wrong else None
+
+
+def writable_folder(root: Path) -> None:
+    """Create `root` and prove a file can be written there, refusing a file or a read-only folder before any run."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"result store {root} is a file, not a folder: pass --out a folder (new, or an earlier store)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=root)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"result store {root} cannot be written ({exc.strerror or exc}): pass --out a folder you can write to"
+        ) from None
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc), so a reused pid is not taken for the claimant."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: Any, started: str | None) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return started is None or started == process_start(pid)
+
+
+def this_process() -> dict[str, Any]:
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "pid_start": process_start(pid),
+        "time": time.time(),
+        "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def claim_is_stale(claim: dict[str, Any], timeout_s: float) -> bool:
+    """Whether a claim's process is gone: same host, its pid is not running (or was reused); else older than timeout."""
+    if claim.get("host") != socket.gethostname():
+        return not isinstance(claim.get("time"), (int, float)) or time.time() - claim["time"] > timeout_s
+    return not process_alive(claim.get("pid"), claim.get("pid_start"))
+
+
+def is_mine(claim: dict[str, Any]) -> bool:
+    return claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname()
+
+
+def describe_claim(claim: dict[str, Any]) -> str:
+    return f"claimed by pid {claim.get('pid')} on {claim.get('host')} since {claim.get('claimed')}"
+
+
 class ResultStore:
-    def __init__(self, root: Path | str):
+    """The run directories under `root`; `create=False` opens an existing store for reading only."""
+
+    def __init__(self, root: Path | str, create: bool = True, claim_timeout_s: float = CLAIM_TIMEOUT_S):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim_timeout_s = claim_timeout_s
+        self._warned: set[Path] = set()
+        if create:
+            writable_folder(self.root)
+        elif not self.root.is_dir():
+            raise ConfigError(f"no result store at {self.root}: pass the --out folder of `fairbench run`")
 
     def path(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def status(self, run_id: str) -> str | None:
-        """'ok', 'failed' or None when the run has no finished record."""
-        record = self.path(run_id) / RECORD
-        if not record.exists():
+    def read(self, path: Path) -> dict[str, Any] | None:
+        """The record at `path`; None when absent, or when damaged (then a warning names the file, once)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        return json.loads(record.read_text()).get("status")
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._damaged(path, f"unreadable: {exc}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self._damaged(path, f"not valid JSON ({exc})" if text.strip() else "the file is empty")
+        problem = record_problem(data)
+        return self._damaged(path, problem) if problem else data
+
+    def _damaged(self, path: Path, problem: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning(
+                "damaged run record %s: %s; it counts as unfinished (`fairbench run` computes the run again) "
+                "and the leaderboard skips it",
+                path,
+                problem,
+            )
+        return None
+
+    def status(self, run_id: str) -> str | None:
+        """'ok', 'failed' or None when the run has no finished (readable) record."""
+        record = self.read(self.path(run_id) / RECORD)
+        return None if record is None else record["status"]
 
     def write(self, run_id: str, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
-        """Write a run directory atomically (temp dir + rename), replacing any earlier attempt."""
+        """Write a run directory atomically (temp dir + rename), replacing any earlier attempt; ends the run's claim."""
         final = self.path(run_id)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
         try:
@@ -56,23 +190,80 @@ class ResultStore:
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-            if final.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".old.{run_id}.", dir=self.root))
-                os.rename(final, trash / "run")
-                shutil.rmtree(trash)
-            os.rename(tmp, final)
+            with self._locked():  # two writers of one run id swap one at a time
+                if final.exists():
+                    trash = Path(tempfile.mkdtemp(prefix=f".old.{run_id}.", dir=self.root))
+                    os.rename(final, trash / "run")
+                    shutil.rmtree(trash)
+                os.rename(tmp, final)
+                self._drop_claim(run_id)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """All finished records (temporary and partial directories are ignored)."""
+        """All finished records; temporary and partial directories are ignored, damaged records skipped (warned)."""
         for d in sorted(self.root.iterdir()):
-            if d.name.startswith(".") or not (d / RECORD).exists():
+            if d.name.startswith(".") or not d.is_dir():
                 continue
-            yield json.loads((d / RECORD).read_text())
+            record = self.read(d / RECORD)
+            if record is not None:
+                yield record
 
     def predictions(self, run_id: str) -> dict[str, np.ndarray]:
         with np.load(self.path(run_id) / PREDICTIONS, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    # ------------------------------------------------------------ claims: one process computes a run
+
+    def claim(self, run_id: str) -> str | None:
+        """Claim a run for this process before it trains: None when claimed, else who holds it (a live claim)."""
+        path = self._claim_path(run_id)
+        with self._locked():
+            held = self._read_claim(path)
+            if held is not None and not is_mine(held) and not claim_is_stale(held, self.claim_timeout_s):
+                return describe_claim(held)
+            if held is not None and not is_mine(held):
+                log.warning("run %s: recovering a stale claim (%s)", run_id, describe_claim(held))
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(this_process()))
+            os.replace(tmp, path)
+        return None
+
+    def release(self, run_id: str) -> None:
+        """Drop this process's claim on a run it leaves unfinished (another process's claim is left alone)."""
+        path = self._claim_path(run_id)
+        with self._locked():
+            held = self._read_claim(path)
+            if held is not None and is_mine(held):
+                self._drop_claim(run_id)
+
+    def _claim_path(self, run_id: str) -> Path:
+        return self.root / CLAIMS / f"{run_id}.json"
+
+    def _read_claim(self, path: Path) -> dict[str, Any] | None:
+        try:
+            held = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # a torn claim file: stale (no pid)
+        return held if isinstance(held, dict) else {}
+
+    def _drop_claim(self, run_id: str) -> None:
+        """Remove a run's claim, and the claims folder once empty (the caller holds the store lock)."""
+        self._claim_path(run_id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (self.root / CLAIMS).rmdir()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's lock (flock on its folder): claims and the final rename of a run, one process at a time."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

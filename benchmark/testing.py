@@ -31,7 +31,7 @@ from fairfacebench.errors import VLMUnavailable
 from fairfacebench.guards import watch
 from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
-from fairfacebench.runner import default_cache_dir, readable_images
+from fairfacebench.runner import default_cache_dir, predict, readable_images
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
 # Small synthfaces splits for end-to-end tests of a plugin (`--dataset-option` values): seconds on a 2-core CPU.
@@ -218,8 +218,10 @@ def fit_predict(
         predictor = method_cls().fit(ctx)
         meter.close()
     reads = set(test.reads)
+    at_inference = method_cls.label_use(hparams).sensitive_at_inference
     scores = {
-        name: np.asarray(predictor.predict(split.images)) for name, split in (("val", clean.val), ("test", clean.test))
+        name: np.asarray(predict(predictor, split, at_inference))
+        for name, split in (("val", clean.val), ("test", clean.test))
     }
     return Outcome(
         scores["val"],

@@ -24,6 +24,7 @@ class DatasetPlugin:
     citation: str = ""
     needs_root: bool = True
     has_pool: bool = False  # whether `pool` returns the dataset's own unlabeled pool
+    splits_per_task: bool = False  # the splits depend on the task: `load`, `pool` and `fingerprint` get `task=`
     default_size: int = 64
     attributes: dict[str, Attribute] = {}
     tasks: list[TaskSpec] = []

@@ -33,13 +33,21 @@ from fairfacebench.data import DataError
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump whenever decoding or resizing changes: it is part of every cache key
+CACHE_VERSION = 2  # bump whenever decoding or resizing changes: it is part of every cache key (2: 16-bit, float)
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 MAX_BATCH = 64
 
 # What one decode attempt yields: (pixels, None, None) or (None, kind, reason).
 Decoded = tuple[np.ndarray | None, str | None, str | None]
+
+
+class UnsupportedImage(ValueError):
+    """An image whose pixel values cannot be mapped to 8 bits without guessing (e.g. float values outside [0, 255])."""
+
+
+class DamagedCache(Exception):
+    """A cache folder that looks complete but cannot be read back: it is rebuilt."""
 
 
 @dataclass
@@ -65,8 +73,29 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     """
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
-        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        rgb = to_rgb(ImageOps.exif_transpose(img))
         return np.asarray(ImageOps.fit(rgb, (size, size), method=Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any mode.  PIL's convert clips 16/32-bit grey to 255 and float grey to 0/1, so those are scaled
+    here: 16-bit (and 32-bit within 0..65535) by 1/257, float by its range ([0, 1] or [0, 255]); others refused."""
+    if not img.mode.startswith(("I", "F")):
+        return img.convert("RGB")
+    grey = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(grey).all():
+        raise UnsupportedImage(f"{img.mode} image holds NaN or infinite pixel values")
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if img.mode.startswith("I") and low >= 0 and high <= 65535:
+        grey = grey / 257
+    elif img.mode == "F" and low >= 0 and high <= 1:
+        grey = grey * 255
+    elif not (img.mode == "F" and low >= 0 and high <= 255):
+        raise UnsupportedImage(
+            f"{img.mode} image with pixel values in [{low:g}, {high:g}]: expected 0..65535 (integer) or [0, 1] or "
+            "[0, 255] (float); convert it to 8-bit RGB"
+        )
+    return Image.fromarray(np.rint(grey).clip(0, 255).astype(np.uint8), "L").convert("RGB")
 
 
 def _decode_or_reason(path: str, size: int) -> Decoded:
@@ -76,6 +105,8 @@ def _decode_or_reason(path: str, size: int) -> Decoded:
         return None, "missing", "file not found"
     except UnidentifiedImageError:
         return None, "not_image", "not a recognised image format"
+    except UnsupportedImage as err:
+        return None, "unsupported", str(err)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
         return None, "corrupt", f"cannot decode ({type(err).__name__}: {err})"
 
@@ -125,12 +156,14 @@ def build_or_load(
     fingerprint = source_fingerprint(items)
     key = cache_key(name, size, fingerprint)
     final = cache_dir / key
-    if _is_complete(final):
-        return _open(final)
+    cached = _open_if_complete(final)
+    if cached is not None:
+        return cached
     with _exclusive_lock(cache_dir / f"{key}.lock", key):
-        if _is_complete(final):
+        cached = _open_if_complete(final, warn=False)
+        if cached is not None:
             logger.info("cache %s was built by another process; reusing it", key)
-            return _open(final)
+            return cached
         _remove_leftovers(cache_dir, key)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir))
         try:
@@ -266,15 +299,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _open_if_complete(final: Path, warn: bool = True) -> CachedImages | None:
+    """The complete cache in `final`; None when there is none or it is damaged (named in a warning, to rebuild)."""
+    if not _is_complete(final):
+        return None
+    try:
+        return _open(final)
+    except DamagedCache as exc:
+        logger.log(logging.WARNING if warn else logging.INFO, "cache %s is damaged (%s), rebuilding", final, exc)
+        return None
+
+
 def _open(final: Path) -> CachedImages:
-    manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
-    images = np.load(final / IMAGES, mmap_mode="r")
-    size, counts = manifest["size"], manifest["counts"]
-    if images.shape != (counts["images"], size, size, 3) or images.dtype != np.uint8:
-        raise DataError(
-            f"cache {final} is damaged: images.npy has shape {images.shape} {images.dtype}, the manifest says "
-            f"({counts['images']}, {size}, {size}, 3) uint8. Delete the folder {final} and run again to rebuild it"
-        )
-    skipped = np.array([s["index"] for s in manifest["skipped"]], dtype=np.int64)
-    kept = np.setdiff1d(np.arange(counts["items"], dtype=np.int64), skipped)
+    try:
+        manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+        images = np.load(final / IMAGES, mmap_mode="r")
+        size, counts = manifest["size"], manifest["counts"]
+        skipped = np.array([s["index"] for s in manifest["skipped"]], dtype=np.int64)
+        kept = np.setdiff1d(np.arange(counts["items"], dtype=np.int64), skipped)
+        expected = (counts["images"], size, size, 3)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedCache(f"{type(exc).__name__}: {exc}") from None
+    if images.shape != expected or images.dtype != np.uint8 or len(kept) != counts["images"]:
+        raise DamagedCache(f"images.npy has shape {images.shape} {images.dtype}, the manifest says {expected} uint8")
     return CachedImages(images=images, kept_index=kept, manifest=manifest, path=final)

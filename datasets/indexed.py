@@ -77,6 +77,12 @@ class IndexedDataset(DatasetPlugin):
     def index(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
         raise NotImplementedError
 
+    def checked_index(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
+        """`index`, refusing images a symbolic link leads to outside the data root."""
+        index = self.index(root, strict=strict, **options)
+        refuse_outside(root, index.tables)
+        return index
+
     def require_root(self, root: Path | str | None) -> Path:
         if root is None:
             raise DataError(
@@ -103,8 +109,12 @@ class IndexedDataset(DatasetPlugin):
         progress: bool = True,
         **options: Any,
     ) -> LoadedDataset:
-        """Index, decode through the cache, and (given `task`) drop rows the task does not apply to."""
-        index = self.index(self.require_root(root), strict=strict, **options)
+        """Index, decode through the cache, and (given `task`) drop rows the task does not apply to.
+
+        A plugin whose splits depend on the task (`splits_per_task`) gets `task` passed to `index` too.
+        """
+        per_task = {"task": task} if self.splits_per_task else {}
+        index = self.checked_index(self.require_root(root), strict=strict, **per_task, **options)
         splits, cache_info = cached_splits(self.name, index.tables, size, cache_dir, workers, strict, progress)
         info = {**index.info, "cache": cache_info, "sizes": {k: len(v) for k, v in splits.items()}}
         ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
@@ -112,7 +122,7 @@ class IndexedDataset(DatasetPlugin):
 
     def fingerprint(self, root: Path | str | None, **options: Any) -> str:
         """A hash of what `load` reads: every split's file names, file sizes and label codes (not the folder's path)."""
-        index = self.index(self.require_root(root), **options)
+        index = self.checked_index(self.require_root(root), **options)
         digest = options_digest(self.name, options)
         for split in sorted(index.tables):
             table = index.tables[split]
@@ -131,10 +141,10 @@ class IndexedDataset(DatasetPlugin):
         """Layout check without decoding: per-split and per-group counts and a list of problems."""
         report: dict[str, Any] = {"dataset": self.name, "root": None if root is None else str(root)}
         try:
-            index = self.index(self.require_root(root), **options)
+            index = self.checked_index(self.require_root(root), **options)
         except DataError as err:
             return {**report, "ok": False, "problems": [str(err)], "splits": {}, "groups": {}}
-        problems = index.info.get("problems", []) + self._empty_groups(index)
+        problems = index.info.get("problems", []) + empty_splits(index) + self._empty_groups(index)
         return {
             **report,
             "ok": not problems,
@@ -165,11 +175,38 @@ class IndexedDataset(DatasetPlugin):
         problems = []
         for attr in sorted({a for t in self.tasks for a in t.sensitive}):
             for split in ("train", "val"):
+                if attr not in index.tables[split].labels:  # a task-specific index holds only its task's attributes
+                    continue
                 counts = np.bincount(_applicable(index.tables[split].labels[attr]), minlength=self.attributes[attr].n)
                 empty = [c for c, n in zip(self.attributes[attr].classes, counts) if n == 0]
                 if empty:
                     problems.append(f"sensitive attribute '{attr}': class(es) {empty} have no members in '{split}'")
         return problems
+
+
+def empty_splits(index: DatasetIndex) -> list[str]:
+    return [f"split '{name}' has no images" for name, table in index.tables.items() if len(table) == 0]
+
+
+def refuse_outside(root: Path, tables: Mapping[str, SplitTable]) -> None:
+    """Refuse an image path that leaves the data root through a symbolic link (the file's or a folder's on its way).
+
+    A dangling link inside the root passes: its image is missing, and skipped and listed like any missing image.
+    """
+    real_root = os.path.realpath(root)
+    folders: dict[str, str] = {}
+    for table in tables.values():
+        for path in table.paths:
+            folder = os.path.dirname(path)
+            if folder not in folders:
+                folders[folder] = os.path.realpath(folder)
+            target = os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[folder], "x")
+            if os.path.commonpath([real_root, target]) != real_root:
+                shown = os.path.realpath(path)
+                raise DataError(
+                    f"{path}: a symbolic link leads outside the data root {root} (to {shown}); "
+                    "copy the image into the data root or remove the link"
+                )
 
 
 def _applicable(codes: np.ndarray) -> np.ndarray:
@@ -274,19 +311,36 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = ()) 
 
     Accepts Windows line endings and a UTF-8 byte-order mark; skips blank lines.
     """
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a CSV file: put the label file of the official release there")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        check_columns(path, header, required)
-        columns = [header.index(c) for c in required]
-        rows = [
-            (reader.line_num, _fields(path, reader.line_num, row, header, columns))
-            for row in reader
-            if any(c.strip() for c in row)
-        ]
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            check_columns(path, header, required)
+            columns = [header.index(c) for c in required]
+            rows = [
+                (reader.line_num, _fields(path, reader.line_num, row, header, columns))
+                for row in reader
+                if any(c.strip() for c in row)
+            ]
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
     extra = [c for c in header if c not in required and c not in optional]
     notes = [f"{path.name}: extra column(s) {extra} ignored"] if extra else []
     return rows, notes
+
+
+def not_utf8(path: Path) -> DataError:
+    """The error for a label file that is not UTF-8: the line and byte of the first bad character."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        where = f", line {line} (byte 0x{data[err.start]:02x} at offset {err.start})"
+    return DataError(f"{path}{where}: not UTF-8 text; save the file as UTF-8, e.g. with `iconv -f latin1 -t utf-8`")
 
 
 def check_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:

@@ -4,7 +4,7 @@
   anything PIL decodes is kept (jpg, jpeg, png, bmp, webp, gif first frame,
   ...).  Exact duplicates (identical bytes) keep their first copy in path
   order; duplicates, non-image files and corrupt images are counted and listed
-  in ``pool.report``, never fatal.
+  in ``pool.report``, never fatal; links leading out of the folder are refused.
 - ``dataset-train``: the training split of a dataset plugin with its labels
   withheld from the method (kept in ``pool.hidden`` for harness reports only).
 """
@@ -76,12 +76,31 @@ class DatasetTrainPool(PoolPlugin):
 
 
 def list_files(root: Path) -> list[str]:
-    """Every regular file under root, as sorted POSIX paths relative to root."""
+    """Every file under root (and dangling link, which the cache skips as missing), as sorted relative POSIX paths.
+
+    A symbolic link leading outside root, to a file or a folder, is refused with its path; a linked folder inside
+    root is not walked twice.
+    """
+    real_root = os.path.realpath(root)
     found = []
-    for folder, _, names in os.walk(root):
+    for folder, dirs, names in os.walk(root):
         base = Path(folder).relative_to(root)
-        found += [(base / n).as_posix() for n in names if (Path(folder) / n).is_file()]
+        for name in [*dirs, *names]:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+                raise DataError(
+                    f"pool folder {root}: {path} is a symbolic link leading outside it (to {os.path.realpath(path)}); "
+                    "copy the images into the pool folder or remove the link"
+                )
+        found += [
+            (base / n).as_posix() for n in names if os.path.isfile(os.path.join(folder, n)) or _dangling(folder, n)
+        ]
     return sorted(found)
+
+
+def _dangling(folder: str, name: str) -> bool:
+    path = os.path.join(folder, name)
+    return os.path.islink(path) and not os.path.exists(path)
 
 
 def drop_duplicates(root: Path, files: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -91,7 +110,8 @@ def drop_duplicates(root: Path, files: list[str]) -> tuple[list[str], dict[str, 
     """
     by_size: dict[int, list[str]] = defaultdict(list)
     for f in files:
-        by_size[(root / f).stat().st_size].append(f)
+        if (root / f).exists():  # a dangling link is left to the cache, which lists it as missing
+            by_size[(root / f).stat().st_size].append(f)
     first_copy: dict[str, str] = {}
     duplicate_of: dict[str, str] = {}
     for size, group in by_size.items():
@@ -123,6 +143,8 @@ def _folder_report(root: Path, files: list[str], duplicate_of: dict[str, str], c
         "duplicate_of": duplicate_of,
         "non_image": kinds["not_image"],
         "corrupt": kinds["corrupt"],
+        "missing": kinds["missing"],  # dangling links
+        "unsupported": kinds["unsupported"],
         "skipped": skipped,
         "cache": str(cached.path),
     }

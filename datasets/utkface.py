@@ -30,8 +30,9 @@ from fairfacebench.hookspecs import hookimpl
 
 logger = logging.getLogger(__name__)
 
-PATTERN = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
-MISSING_RACE = re.compile(r"^\d{1,3}_[01]_\d+\.jpg\.chip\.jpg$")
+# ASCII digits only, and \Z: `$` would also match before a trailing newline.
+PATTERN = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
+MISSING_RACE = re.compile(r"^\d{1,3}_[01]_\d+\.jpg\.chip\.jpg\Z", re.ASCII)
 AGE_GROUP_STARTS = (0, 20, 40, 60)  # age_group i covers [start_i, start_{i+1}) years
 AGE_BINARY_THRESHOLD = 40
 IRREGULAR_POLICY = (
@@ -72,7 +73,8 @@ def parse_name(name: str) -> tuple[int, int, int] | str:
 
 def parse_folder(root: Path) -> ParsedNames:
     """Parse every file name in `root` (flat); skipped names are logged in one warning."""
-    names = sorted(entry.name for entry in os.scandir(root) if entry.is_file())
+    # A dangling link is listed too: the image cache skips it as missing and names it.
+    names = sorted(entry.name for entry in os.scandir(root) if entry.is_file() or entry.is_symlink())
     files, labels, skipped = [], [], []
     for name in names:
         parsed = parse_name(name)
@@ -159,6 +161,131 @@ def _no_images_message(root: Path) -> str:
     )
 
 
+# ---------------------------------------------------------------- the controlled-bias protocol (Hong & Yang 2021)
+
+GENDER_PHRASES = (("a man", "a male person"), ("a woman", "a female person"))
+CB_ATTRIBUTES = {
+    "gender": Attribute("gender", ("Male", "Female"), GENDER_PHRASES),
+    "race_binary": Attribute(
+        "race_binary",
+        ("White", "non-White"),
+        (("a white person",), ("a black person", "an asian person", "an indian person", "a latino person")),
+    ),
+    "age_bias": Attribute("age_bias", ("20+", "0-10"), (("an adult",), ("a child",))),
+}
+CB_TASKS = [
+    TaskSpec(
+        "gender/race", "gender", ("race_binary",), "gender; train skewed: White mostly male, non-White mostly female"
+    ),
+    TaskSpec("gender/age", "gender", ("age_bias",), "gender; train skewed: 20+ mostly male, 0-10 mostly female"),
+]
+CB_SPLITS = ("train", "val", "test")
+
+
+def controlled_bias_split(y: np.ndarray, a: np.ndarray, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split codes 0 train / 1 val / 2 test / -1 dropped of the controlled-bias protocol (Hong & Yang, NeurIPS 2021).
+
+    A random 80/20 split; the 20% halves into validation and test, left unskewed.  The training 80% is
+    skewed: in sensitive group 0 the majority class is 0, in group 1 it is 1; each group keeps all of its
+    majority-class images and (1 - rho) x that count of its minority-class images, drawn at random.  The
+    dropped images are used nowhere: as an unlabeled pool they would be exactly the bias-conflicting cells.
+    """
+    if not 0.0 <= rho <= 1.0:
+        raise DataError(f"utkface-cb: option 'rho' must be in [0, 1], got {rho}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_train = int(0.8 * len(y))
+    n_val = (len(y) - n_train) // 2
+    codes = np.empty(len(y), np.int64)
+    codes[order[:n_train]] = 0
+    codes[order[n_train : n_train + n_val]] = 1
+    codes[order[n_train + n_val :]] = 2
+    for group, majority in ((0, 0), (1, 1)):
+        in_group = order[:n_train][a[order[:n_train]] == group]
+        major = in_group[y[in_group] == majority]
+        minor = in_group[y[in_group] != majority]
+        keep = int(round((1.0 - rho) * len(major)))
+        codes[rng.permutation(minor)[keep:]] = -1
+    return codes
+
+
+class UTKFaceControlledBias(IndexedDataset):
+    """UTKFace under the controlled-bias protocol of Hong & Yang (NeurIPS 2021): gender, skewed by race or age."""
+
+    name = "utkface-cb"
+    description = (
+        "UTKFace, controlled-bias protocol (Hong & Yang 2021): predict gender; training skewed by race "
+        "(White / non-White) or age (20+ / 0-10) at rate rho; validation and test unskewed"
+    )
+    citation = (
+        "Hong & Yang, Unbiased Classification through Bias-Contrastive and Bias-Balanced Learning, NeurIPS 2021; "
+        "UTKFace: Zhang, Song, Qi, CVPR 2017"
+    )
+    needs_root = True
+    splits_per_task = True
+    root_hint = "the UTKFace folder holding the *.jpg.chip.jpg files"
+    attributes = CB_ATTRIBUTES
+    tasks = CB_TASKS
+
+    def index(
+        self, root: Path, strict: bool = False, task: str | None = None, rho: float = 0.9, split_seed: int = 0
+    ) -> DatasetIndex:
+        spec = self.task(task)
+        parsed = parse_folder(root)
+        if not parsed.files:
+            raise DataError(_no_images_message(root))
+        rows = np.arange(len(parsed.files))
+        sensitive = spec.sensitive[0]
+        if sensitive == "age_bias":  # ages 11-19 are in neither group: dropped, as in the protocol
+            rows = rows[(parsed.age >= 20) | (parsed.age <= 10)]
+            a = (parsed.age[rows] <= 10).astype(np.int64)
+        else:
+            a = (parsed.race[rows] != 0).astype(np.int64)
+        y = parsed.gender[rows]
+        codes = controlled_bias_split(y, a, float(rho), int(split_seed))
+        labels = {"gender": y, sensitive: a}
+        table = SplitTable.under(root, [parsed.files[i] for i in rows], labels)
+        tables = {name: table.take(np.flatnonzero(codes == i)) for i, name in enumerate(CB_SPLITS)}
+        info: dict[str, Any] = {
+            "root": str(root),
+            "parsed": len(parsed.files),
+            "protocol": "controlled bias (Hong & Yang 2021): random 80/20, the 20% halved into val/test (unskewed); "
+            "train skewed: group 0 keeps its male images, group 1 its female images, each plus "
+            "(1 - rho) x that count of the other gender; the other training images are dropped",
+            "task": spec.name,
+            "rho": float(rho),
+            "split_seed": int(split_seed),
+            "dropped_ages_11_to_19": int(len(parsed.files) - len(rows)) if sensitive == "age_bias" else 0,
+            "cells": {name: cell_counts(tables[name], sensitive) for name in CB_SPLITS},
+            "dropped_by_skew": int((codes == -1).sum()),
+            "skipped_names": parsed.skipped,
+        }
+        return DatasetIndex(tables, info)
+
+    def check(self, root: Path | str | None, **options: Any) -> dict[str, Any]:
+        """Per task: the four (gender, group) cell counts of every split, and any problems."""
+        reports = {t.name: super(UTKFaceControlledBias, self).check(root, task=t.name, **options) for t in self.tasks}
+        problems = [f"{name}: {p}" for name, r in reports.items() for p in r["problems"]]
+        cells = {name: (r.get("info") or {}).get("cells") for name, r in reports.items()}
+        return {
+            "dataset": self.name,
+            "root": None if root is None else str(root),
+            "ok": not problems,
+            "cells": cells,
+            "problems": problems,
+            "tasks": reports,
+        }
+
+
+def cell_counts(table: SplitTable, sensitive: str) -> dict[str, int]:
+    """Rows per (gender, group) cell, e.g. {'Male|White': 4382, ...}."""
+    y, a = table.labels["gender"], table.labels[sensitive]
+    names = CB_ATTRIBUTES[sensitive].classes
+    return {
+        f"{g}|{names[k]}": int(((y == i) & (a == k)).sum()) for i, g in enumerate(("Male", "Female")) for k in (0, 1)
+    }
+
+
 @hookimpl
 def fairfacebench_datasets():
-    return [UTKFace()]
+    return [UTKFace(), UTKFaceControlledBias()]

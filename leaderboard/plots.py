@@ -51,9 +51,11 @@ def save(fig: Figure, path: Path) -> Path:
 def tradeoff(points: list[dict], path: Path, title: str) -> Path:
     """Test accuracy against eod_max, one point per method (error bars: std over seeds), Pareto front marked.
 
-    points: dicts with label, acc, eod_max, acc_err, eod_err (errors may be None).
+    points: dicts with label, acc, eod_max, acc_err, eod_err (errors may be None) and degenerate (bool): a
+    degenerate predictor is drawn hollow and kept off the Pareto front.
     """
     shown = [p for p in points if defined(p["acc"]) and defined(p["eod_max"])]
+    eligible = [p for p in shown if not p.get("degenerate")]
     with mpl.rc_context(SVG_RC):
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.add_subplot()
@@ -65,11 +67,12 @@ def tradeoff(points: list[dict], path: Path, title: str) -> Path:
                 yerr=_err(p["acc_err"]),
                 fmt="o",
                 color=POINT_COLOR,
+                mfc="none" if p.get("degenerate") else POINT_COLOR,
                 ecolor="#9bb7d9",
                 capsize=2,
             )
             ax.annotate(plain(p["label"]), (p["eod_max"], p["acc"]), textcoords="offset points", xytext=(5, 4))
-        front = [shown[i] for i in pareto_front([(p["eod_max"], p["acc"]) for p in shown])]
+        front = [eligible[i] for i in pareto_front([(p["eod_max"], p["acc"]) for p in eligible])]
         if front:
             ax.step(
                 [p["eod_max"] for p in front],
@@ -140,3 +143,25 @@ def seed_spread(series: dict[str, dict[str, list[float]]], metrics: tuple[str, .
         axes[0].set_title(plain(title))
         fig.tight_layout()
     return save(fig, path)
+
+
+def critical_difference_plot(ranks: dict[str, float], cd: float | None, path: Path, title: str) -> Path:
+    """Mean ranks on one axis (1 = best), with a bar as long as the Nemenyi critical difference (Demšar 2006)."""
+    items = sorted(((r, m) for m, r in ranks.items() if defined(r)))
+    with mpl.rc_context(SVG_RC):
+        fig = Figure(figsize=(6.4, 0.9 + 0.22 * len(items)))
+        ax = fig.add_subplot()
+        for y, (rank, method) in enumerate(items):
+            ax.plot([rank], [y], "o", color=POINT_COLOR)
+            ax.annotate(plain(f"{method} {rank:.2f}"), (rank, y), textcoords="offset points", xytext=(6, -3))
+        if defined(cd) and items:
+            ax.plot([items[0][0], items[0][0] + cd], [-0.8, -0.8], color=FRONT_COLOR, linewidth=3)
+            ax.annotate(f"critical difference {cd:.2f}", (items[0][0], -0.8), textcoords="offset points", xytext=(0, 4))
+        if items:
+            right = max(items[-1][0], items[0][0] + (cd if defined(cd) else 0.0))
+            ax.set_xlim(min(1.0, items[0][0]) - 0.1, right + 0.6 * (right - items[0][0] + 0.5))
+            ax.set_ylim(len(items) - 0.4, -1.6)
+        ax.set_xlabel("mean rank (1 = best)")
+        ax.set_yticks([])
+        ax.set_title(plain(title), fontsize=9, pad=12)
+        return save(fig, path)

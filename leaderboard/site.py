@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,24 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from fairfacebench import __version__
+from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard import plots
-from fairfacebench.leaderboard.tables import TABLE_METRICS, build, table_title, to_frame, to_markdown
+from fairfacebench.leaderboard.tables import (
+    COMPARED_METRICS,
+    HIGHER_IS_BETTER,
+    SMOKE_BANNER,
+    TABLE_METRICS,
+    build,
+    fmt_difference,
+    table_title,
+    write_exports,
+)
 from fairfacebench.plain import nan_to_none
 from fairfacebench.store import ResultStore
 
-HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
 SPREAD_METRICS = ("acc", "eod_max")
 STATIC_FILES = ("sort.js", "style.css")
+MARKER = ".fairbench-site.json"  # written by every build: the files it made, the only ones a rebuild may delete
 
 
 def slugify(text: str) -> str:
@@ -96,6 +105,9 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
                 "seeds": row["seeds"],
                 "failed": len(row["failed_runs"]),
                 "cells": [cell(row[m]) for m in TABLE_METRICS],
+                "degenerate": row.get("degenerate", []),
+                "mean_rank": row.get("mean_rank"),
+                "vs_erm": [fmt_difference(row["vs_erm"][m]) for m in COMPARED_METRICS] if row.get("vs_erm") else None,
                 "forward_samples": count_text(row.get("forward_samples")),
                 "fit_time_s": count_text(row.get("fit_time_s"), 1),
             }
@@ -110,10 +122,23 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
         "budget": budget_text(runs[0]["spec"]) if runs else table["budget"],
         "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
         "shared_preparation": table.get("shared_preparation", []),
+        "smoke": table.get("budget") == "smoke",
+        "seed_note": table.get("seed_note"),
+        "compared_metrics": list(COMPARED_METRICS),
+        "ranking": table.get("ranking") or {},
+        "ranks_plot": _ranks_plot(table, plot_dir / f"{slug}-ranks.svg", title),
         "rows": rows,
         "tradeoff": _tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
         "spread": _spread_plot(table, records, plot_dir / f"{slug}-seeds.svg", title),
     }
+
+
+def _ranks_plot(table: dict, path: Path, title: str) -> str | None:
+    ranks = {r["method"]: r.get("mean_rank") for r in table["rows"] if r["status"] == "ok"}
+    if not (table.get("ranking") or {}).get("blocks") or len(ranks) < 2:
+        return None
+    cd = table["ranking"].get("critical_difference")
+    return f"plots/{plots.critical_difference_plot(ranks, cd, path, f'mean ranks: {title}').name}"
 
 
 def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
@@ -124,6 +149,7 @@ def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
             "eod_max": r["eod_max"]["mean"],
             "acc_err": r["acc"].get("std"),
             "eod_err": r["eod_max"].get("std"),
+            "degenerate": bool(r.get("degenerate")),
         }
         for r in table["rows"]
         if r["status"] == "ok"
@@ -168,12 +194,16 @@ def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot
 def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
     selected = []
     for s in row["selected"]:
-        test = records[s["run_id"]]["metrics"]["test"] if s["run_id"] in records else {}
+        record = records.get(s["run_id"], {})
+        test = record.get("metrics", {}).get("test", {})
         selected.append(
             {
                 "seed": s["seed"],
                 "trial": s["trial"],
                 "run_id": s["run_id"],
+                "record": f"records/{slugify(s['run_id'])}.json",
+                "commit": (record.get("git_commit") or "unknown")[:12],
+                "config": config_text(record.get("config")),
                 "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
                 "metrics": [fmt_value(test.get(m)) for m in TABLE_METRICS],
             }
@@ -219,31 +249,68 @@ def environment() -> Environment:
     )
 
 
-def _clear_generated(out: Path) -> None:
-    """Remove pages and plots of an earlier build, so a dropped method leaves no stale page."""
-    shutil.rmtree(out / "plots", ignore_errors=True)
-    for page in out.glob("method-*.html"):
-        page.unlink()
+def config_text(config: dict | None) -> str:
+    """The resolved plan of a run, as one line of key=value pairs (JSON values)."""
+    if not config:
+        return "not recorded"
+    return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(config.items()))
+
+
+def write_records(records: dict[str, dict], folder: Path) -> list[Path]:
+    """Every run record as a JSON file of the site, so each row can link to what produced it; returns the files."""
+    folder.mkdir(exist_ok=True)
+    written = []
+    for run_id, record in records.items():
+        written.append(folder / f"{slugify(run_id)}.json")
+        written[-1].write_text(json.dumps(nan_to_none(record), indent=1, default=str))
+    return written
+
+
+def site_folder(out: Path) -> list[str]:
+    """The files an earlier build wrote into `out`; refuses a file, or a non-empty folder no build made."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--site {out} is a file: pass a new or empty folder, or the folder of an earlier site")
+    marker = out / MARKER
+    if marker.is_file():
+        try:
+            return [f for f in json.loads(marker.read_text())["files"] if isinstance(f, str)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{marker} is damaged ({exc}): delete the site folder {out} and build again") from None
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"--site {out} holds files that `leaderboard build` did not write (no {MARKER}); nothing was changed: "
+            "pass a new or empty folder, or the folder of an earlier site"
+        )
+    return []
+
+
+def remove_built(out: Path, files: list[str]) -> None:
+    """Delete the files an earlier build listed (so a dropped method leaves no stale page), nothing else."""
+    root = out.resolve()
+    for name in files:
+        path = out / name
+        if path.is_file() and not path.is_symlink() and path.resolve().parent.is_relative_to(root):
+            path.unlink()
+    for folder in ("plots", "static", "records"):
+        if (out / folder).is_dir() and not any((out / folder).iterdir()):
+            (out / folder).rmdir()
 
 
 def write_data(board: dict, out: Path) -> dict[str, Path]:
     """leaderboard.json, .csv and .md next to the pages, from the same board the pages show."""
-    paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
-    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
-    to_frame(board).to_csv(paths["csv"], index=False)
-    paths["md"].write_text(to_markdown(board))
-    return paths
+    return write_exports(board, out)
 
 
 def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc") -> dict[str, Path]:
-    """Render the whole site into `out_dir`; returns the paths of the index and the data files."""
+    """Render the whole site into `out_dir` (new, empty or an earlier site); returns the index and data paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_generated(out)
-    (out / "plots").mkdir()
-    (out / "static").mkdir(exist_ok=True)
+    earlier = site_folder(out)
     board = build(store_dir, rule)
-    records = {r["run_id"]: r for r in ResultStore(store_dir).records()}
+    records = {r["run_id"]: r for r in ResultStore(store_dir, create=False).records()}
+    out.mkdir(parents=True, exist_ok=True)
+    remove_built(out, earlier)
+    (out / "plots").mkdir(exist_ok=True)
+    (out / "static").mkdir(exist_ok=True)
     tables = [table_view(t, records, out / "plots") for t in board["tables"]]
     methods = method_views(board, tables, records, out / "plots")
     definitions = next((r.get("metric_definitions", {}) for r in records.values() if r.get("metric_definitions")), {})
@@ -251,7 +318,8 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
         {"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")}
         for m in TABLE_METRICS
     ]
-    common = {"version": __version__, "n_records": len(records), "metrics": metrics}
+    common = {"version": __version__, "n_records": len(records), "metrics": metrics, "smoke_banner": SMOKE_BANNER}
+    record_files = write_records(records, out / "records")
     env = environment()
     paths = write_data(board, out)
     paths["index"] = out / "index.html"
@@ -261,4 +329,13 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
         (out / method["page"]).write_text(page.render(method=method, **common))
     for name in STATIC_FILES:
         (out / "static" / name).write_text((files("fairfacebench.leaderboard") / "static" / name).read_text())
+    built = [*paths.values(), *(out / m["page"] for m in methods), *(out / "static" / n for n in STATIC_FILES)]
+    built += [*record_files, *(out / p for p in plot_files(tables, methods))]
+    (out / MARKER).write_text(json.dumps({"files": sorted({p.relative_to(out).as_posix() for p in built})}, indent=1))
     return paths
+
+
+def plot_files(tables: list[dict], methods: list[dict]) -> list[str]:
+    """The plots a build wrote, as paths relative to the site folder."""
+    found = [p for view in tables for p in (view["tradeoff"], view["spread"])]
+    return found + [s["groups_plot"] for m in methods for s in m["sections"] if s["groups_plot"]]

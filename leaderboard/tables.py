@@ -7,6 +7,7 @@ mean ± std over seeds.  Failed runs are shown as failed, not dropped.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections import defaultdict
@@ -18,12 +19,15 @@ import pandas as pd
 from tabulate import tabulate
 
 from fairfacebench.leaderboard.selection import get_rule, select
-from fairfacebench.metrics.bootstrap import seed_summary
+from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
+from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
 from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
-from fairfacebench.store import ResultStore
+from fairfacebench.store import PREDICTIONS, ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
+MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
 
 
 def fmt(summary: dict) -> str:
@@ -45,6 +49,22 @@ INTERVAL_NOTE = {
     "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
     "(1,000 multinomial resamples of the confusion counts)",
 }
+
+
+def complete_test_metrics(record: dict[str, Any], store: ResultStore) -> None:
+    """Test metrics a record predates (a metric added to the suite later), recomputed from its stored predictions."""
+    test = (record.get("metrics") or {}).get("test")
+    missing = [m for m in METRIC_NAMES if test is not None and m not in test]
+    if record.get("status") != "ok" or not missing or not (store.path(record["run_id"]) / PREDICTIONS).is_file():
+        return
+    arrays = store.predictions(record["run_id"])
+    groups = (record.get("task_info") or {}).get("group_names")
+    if not groups or "test_a" not in arrays:
+        return
+    n_classes = arrays["test_scores"].shape[1]
+    report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
+    test.update({m: report.summary[m] for m in missing})
+    record.setdefault("recomputed_from_predictions", missing)
 
 
 def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +91,9 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     selection = get_rule(rule)
     cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     comparisons: dict[str, dict[str, Any]] = {}
-    for rec in ResultStore(store_dir).records():
+    store = ResultStore(store_dir, create=False)
+    for rec in store.records():
+        complete_test_metrics(rec, store)
         comparison = comparison_of(rec["spec"])
         key = spec_hash(comparison)
         comparisons[key] = comparison
@@ -110,19 +132,76 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "forward_samples": mean_of([c["budget_report"].get("forward_samples") for c in ok]),
             "fit_time_s": mean_of([c["budget_report"].get("wall_time_s") for c in ok]),
         }
-        for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
+        for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
             row[m] = _summarise(
                 [c["metrics"]["test"].get(m) for c in ok],
                 [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok],
             )
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
+        row["per_seed"] = {m: {c["spec"]["seed"]: c["metrics"]["test"].get(m) for c in ok} for m in COMPARED_METRICS}
+        row["degenerate"] = sorted({reason for c in ok for reason in degenerate(c)})
         table["rows"].append(row)
         for c in ok:
             prep = shared_preparation(c.get("vlm"))
             if prep and prep not in table["shared_preparation"]:
                 table["shared_preparation"].append(prep)
+    for table in tables.values():
+        add_comparisons(table)
     return {"selection_rule": rule, "tables": list(tables.values())}
+
+
+# Metrics the paired comparison and the ranking use, and which direction is better.
+COMPARED_METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga")
+HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
+REFERENCE_METHOD = "erm"
+
+
+def degenerate(record: dict) -> list[str]:
+    """Why a run's test predictions are degenerate: one class for a whole group, or for everyone."""
+    groups = (record.get("per_group") or {}).get("test", {}).get("per_group", [])
+    rates = [(g["group"], g.get("selection_rate")) for g in groups if g.get("selection_rate") is not None]
+    constant = [name for name, rate in rates if rate in (0.0, 1.0)]
+    if rates and len(constant) == len(rates) and len({rate for _, rate in rates}) == 1:
+        return ["one class for everyone"]
+    return [f"one class for all of group {name}" for name in constant]
+
+
+def add_comparisons(table: dict[str, Any]) -> None:
+    """Paired differences against erm over seeds, mean ranks over (metric, seed) blocks, and the seed count note."""
+    ok = [r for r in table["rows"] if r["status"] == "ok"]
+    reference = next((r for r in ok if r["method"] == REFERENCE_METHOD), None)
+    for row in ok:
+        row["vs_erm"] = (
+            {m: paired_difference(row["per_seed"][m], reference["per_seed"][m]) for m in COMPARED_METRICS}
+            if reference is not None and row is not reference
+            else None
+        )
+    seeds = sorted(set.intersection(*[set(r["per_seed"]["acc"]) for r in ok])) if ok else []
+    blocks = [
+        (
+            np.array([np.nan if r["per_seed"][m].get(s) is None else r["per_seed"][m][s] for r in ok]),
+            m in HIGHER_IS_BETTER,
+        )
+        for m in COMPARED_METRICS
+        for s in seeds
+    ]
+    ranks = mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)
+    for row, rank in zip(ok, ranks):
+        row["mean_rank"] = float(rank)
+    table["ranking"] = {
+        "blocks": len(blocks),
+        "block_rule": f"each of {list(COMPARED_METRICS)} on each of the {len(seeds)} seed(s) every method ran; "
+        "rank 1 is best; ties share the mean rank",
+        "critical_difference": critical_difference(len(ok), len(blocks)) if 2 <= len(ok) <= 20 and blocks else None,
+        "caveat": "the blocks share runs (five metrics of one seed), so the Nemenyi critical difference is indicative",
+    }
+    most = max((r["seeds"] for r in ok), default=0)
+    table["seed_note"] = (
+        None
+        if most >= 3
+        else f"at most {most} seed(s): across-seed intervals and paired comparisons are not meaningful below 3 seeds"
+    )
 
 
 def new_table(key: str, comparison: dict[str, Any], named_by: list[str], selection: Any) -> dict[str, Any]:
@@ -161,8 +240,8 @@ def _summarise(values: list, bootstrap: list) -> dict:
     if not defined:
         return {"mean": math.nan, "std": math.nan, "n": 0, "interval": None}
     if len(defined) > 1:
-        s = seed_summary(defined)
-        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": s["ci95"]}
+        s = t_interval(defined)
+        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": clip_interval(s["ci95"])}
     return {"mean": defined[0], "std": math.nan, "n": 1, "interval": bootstrap[0] if bootstrap else None}
 
 
@@ -193,46 +272,101 @@ def table_title(t: dict[str, Any]) -> str:
     return f"{t['dataset']} — task {t['task']} — budget {t['budget']}" + (f" — {extra}" if extra else "")
 
 
+def md(value: Any) -> str:
+    """Text safe in a Markdown table cell or heading: no HTML tags, no column breaks, one line."""
+    return str(value).translate(MARKDOWN_ESCAPES)
+
+
+def md_table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A GitHub Markdown table whose text cells are escaped (a plugin's name cannot add columns or HTML)."""
+    cells = [[md(v) if isinstance(v, str) else v for v in row] for row in rows]
+    return tabulate(cells, headers=headers, tablefmt="github")
+
+
 def to_markdown(board: dict[str, Any]) -> str:
     out = ["# fairbench leaderboard", ""]
     for t in board["tables"]:
         out += [
-            f"## {table_title(t)}",
+            f"## {md(table_title(t))}",
             "",
-            f"Model selection: {t['selection_rule']}. "
+            f"Model selection: {md(t['selection_rule'])}. "
             "Test metrics of the selected trial per seed (interval method below each table).",
             "",
         ]
+        if t.get("budget") == "smoke":
+            out += [f"> {SMOKE_BANNER}", ""]
+        if t.get("seed_note"):
+            out += [f"Note: {t['seed_note']}.", ""]
         rows = []
         for r in t["rows"]:
             name = r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
+            if r.get("degenerate"):
+                name += f" (degenerate: {'; '.join(r['degenerate'])})"
             if r["status"] == "failed":
                 rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0, "", ""])
                 continue
             compute = [_count(r.get("forward_samples")), _count(r.get("fit_time_s"), 1)]
             rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"], *compute])
         headers = ["method", "labels used", *TABLE_METRICS, "seeds", "forward samples", "fit time (s)"]
-        out += [tabulate(rows, headers=headers, tablefmt="github"), ""]
+        out += [md_table(rows, headers), ""]
         notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
         out += [f"Intervals: {n}." for n in notes] + [""]
+        out += comparison_markdown(t)
         for prep in t.get("shared_preparation", []):
             out += [
-                f"Shared preparation: VLM `{prep['encoder']}` trained on {prep['trained_on']}; its captions name "
-                f"{', '.join(prep['captions_name'] or [])}; {prep['samples']} image-caption samples, "
+                f"Shared preparation: VLM {md(prep['encoder'])} trained on {md(prep['trained_on'])}; its captions "
+                f"name {md(', '.join(prep['captions_name'] or []))}; {prep['samples']} image-caption samples, "
                 f"{prep['train_time_s']} s. Every run of a VLM method reads it; its cost is not in their budgets.",
                 "",
             ]
-        out += [f"### Budget report: {t['dataset']}/{t['task']}", "", _budget_table(t["rows"]), ""]
+        out += [f"### Budget report: {md(t['dataset'])}/{md(t['task'])}", "", _budget_table(t["rows"]), ""]
         for r in t["rows"]:
             if r["status"] != "ok":
                 continue
-            out += [f"### {t['dataset']}/{t['task']}: per-group test metrics of {r['method']}", ""]
+            out += [f"### {md(t['dataset'])}/{md(t['task'])}: per-group test metrics of {md(r['method'])}", ""]
             pg = [
                 [g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]]
                 for g in r["per_group"]
             ]
-            out += [tabulate(pg, headers=["group", "n", "acc", "tpr", "fpr", "selection_rate"], tablefmt="github"), ""]
+            out += [md_table(pg, ["group", "n", "acc", "tpr", "fpr", "selection_rate"]), ""]
     return "\n".join(out)
+
+
+SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
+
+
+def comparison_markdown(t: dict[str, Any]) -> list[str]:
+    """The paired differences against erm and the mean ranks of a table, as Markdown."""
+    ok = [r for r in t["rows"] if r["status"] == "ok"]
+    out: list[str] = []
+    paired = [r for r in ok if r.get("vs_erm")]
+    if paired:
+        rows = [[r["method"], *[fmt_difference(r["vs_erm"][m]) for m in COMPARED_METRICS]] for r in paired]
+        headers = ["method − erm", *[f"Δ{m}" for m in COMPARED_METRICS]]
+        out += [
+            "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
+            "",
+            md_table(rows, headers),
+            "",
+        ]
+    ranking = t.get("ranking") or {}
+    if ranking.get("blocks"):
+        ranked = sorted(ok, key=lambda r: r.get("mean_rank", math.inf))
+        cd = ranking.get("critical_difference")
+        out += [
+            f"Mean rank over {ranking['blocks']} blocks ({ranking['block_rule']}); Nemenyi critical difference "
+            f"{_f(cd)} ({ranking['caveat']}): " + ", ".join(f"{md(r['method'])} {r['mean_rank']:.2f}" for r in ranked),
+            "",
+        ]
+    return out
+
+
+def fmt_difference(summary: dict[str, Any]) -> str:
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    lo, hi = summary.get("ci95") or (None, None)
+    text = f"{summary['mean']:+.3f}"
+    return text + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={summary['n']})")
 
 
 def _count(value: Any, digits: int = 0) -> str:
@@ -269,7 +403,7 @@ def _budget_table(rows: list[dict]) -> str:
         "forward samples per stage",
         "wall time per stage (s)",
     ]
-    return tabulate(out, headers=headers, tablefmt="github")
+    return md_table(out, headers)
 
 
 def _f(v: Any) -> str:
@@ -295,11 +429,26 @@ def to_frame(board: dict[str, Any]) -> pd.DataFrame:
                 "forward_samples": r.get("forward_samples"),
                 "fit_time_s": r.get("fit_time_s"),
             }
-            for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std"):
+            for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
                 lo, hi = r[m]["interval"] or (None, None)
                 row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = r[m]["mean"], r[m]["std"], lo, hi
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (first character = + - @ tab CR) get a leading apostrophe."""
+    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+
+
+def write_exports(board: dict[str, Any], out: Path) -> dict[str, Path]:
+    """leaderboard.md, .csv (formula-safe) and .json of one board in `out`."""
+    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
+    paths["md"].write_text(to_markdown(board))
+    # Text quoted always: pandas leaves a bare CR unquoted, which would split a row in a reader.
+    csv_safe(to_frame(board)).to_csv(paths["csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
+    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
+    return paths
 
 
 def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc") -> dict[str, Path]:
@@ -307,8 +456,4 @@ def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = 
     board = build(store_dir, rule)
     out = Path(out_dir or store_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
-    paths["md"].write_text(to_markdown(board))
-    to_frame(board).to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
-    return paths
+    return write_exports(board, out)

@@ -90,6 +90,7 @@ class Method:
     needs_pool: bool = False
     transductive: bool = False  # reads the test images (never their labels); shown on the leaderboard
     version: int = 1  # part of every run id: bump when the algorithm changes, so stale results are not reused
+    ablation_of: str | None = None  # an ablation names its method; `--methods all` leaves ablations out
     space: dict[str, Hparam] = {}
 
     @classmethod

@@ -2,7 +2,7 @@
 
 1. features: train and val images embedded by the VLM and compared with the
    dataset's phrases for every sensitive-attribute value (standardised per prompt);
-2. clusters: k-means on the training features, val images to the nearest centroid;
+2. clusters: k-means on the training features, val images to the nearest centroid; k chosen on validation;
 3. first model: ERM for `first_frac` of the budget; clusters whose validation
    accuracy is below the overall one are under-performing;
 4. final model: the rest of the budget with those clusters up-sampled and augmented once more.
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from sklearn.cluster import KMeans
 
 VARIANT_BACKBONE = "backbone-features"
+# Numbers of clusters tried when `n_clusters` is 0, and the smallest validation cluster that may decide.
+K_CANDIDATES = (2, 3, 4, 6, 8)
+MIN_VAL_PER_CLUSTER = 20
 
 
 def attribute_prompts(vlm: VisionLanguageEncoder, sensitive: tuple[Attribute, ...]) -> tuple[np.ndarray, list[str]]:
@@ -78,6 +81,19 @@ def cluster_accuracy(clusters: np.ndarray, correct: np.ndarray, k: int) -> np.nd
     return np.divide(hits, total, out=np.full(k, np.nan), where=total > 0)
 
 
+def accuracy_gap(clusters: np.ndarray, correct: np.ndarray, k: int, min_size: int = MIN_VAL_PER_CLUSTER) -> float:
+    """Overall validation accuracy minus that of the worst cluster with at least `min_size` validation images."""
+    sizes = np.bincount(clusters, minlength=k)
+    acc = cluster_accuracy(clusters, correct, k)
+    big = sizes >= min_size
+    return float(correct.mean() - acc[big].min()) if big.any() else 0.0
+
+
+def choose_k(gaps: dict[int, float]) -> int:
+    """The number of clusters whose partition exposes the largest accuracy gap; the fewest clusters on a tie."""
+    return max(sorted(gaps), key=lambda k: (round(gaps[k], 6), -k))
+
+
 def underperforming(acc: np.ndarray, overall: float) -> np.ndarray:
     """Clusters whose validation accuracy is below the overall validation accuracy (NaN counts as not)."""
     return np.nan_to_num(acc, nan=np.inf) < overall
@@ -105,6 +121,7 @@ def resampling_probabilities(
 
 class ClipCluster(Method):
     name = "clip-cluster"
+    version = 2  # 2: the number of clusters chosen on validation
     description = (
         "Clusters of VLM image-prompt similarities as inferred groups; re-sample and augment the clusters "
         "a first model does worst on (variant backbone-features without a VLM)"
@@ -116,9 +133,7 @@ class ClipCluster(Method):
     labels = LabelUse(target="train+val")
     needs_vlm = True
     space = {
-        "n_clusters": Hparam(
-            0, choice([0, 4, 8]), "number of k-means clusters; 0 = number of sensitive groups of the task"
-        ),
+        "n_clusters": Hparam(0, choice([0, 4, 8]), f"k-means clusters; 0 = chosen on validation among {K_CANDIDATES}"),
         "first_frac": Hparam(0.3, uniform(0.2, 0.5), "share of the budget for the first (ERM) model"),
         "final_init": Hparam(
             "first", choice(["first", "fresh"]), "final model continues the first model, or starts afresh"
@@ -138,25 +153,34 @@ class ClipCluster(Method):
         ),
     }
 
+    resample = True  # up-sample the under-performing clusters (the ablation clip-cluster:no-resampling turns it off)
+
     def fit(self, ctx):
         hp = ctx.hparams
-        k = hp["n_clusters"] or ctx.n_groups
         first = ctx.new_classifier()
+        candidates = (hp["n_clusters"],) if hp["n_clusters"] else K_CANDIDATES
         with ctx.stage("clusters"):
             train_f, val_f = clustering_features(ctx, first, hp["pca_dim"], hp["face_crop"])
-            kmeans = fit_clusters(train_f, k, ctx.seed)
-            train_c, val_c = kmeans.labels_, kmeans.predict(val_f.astype(np.float64))
+            fits = {k: fit_clusters(train_f, k, ctx.seed) for k in candidates}
 
         first_steps = max(1, int(round(hp["first_frac"] * ctx.meter.remaining)))
         ctx.train_classifier(first, first_steps, erm_loss, stage="first")
         with ctx.stage("cluster-accuracy"):
             correct = predict_scores(first, ctx.val.images, ctx.device).argmax(1) == ctx.val.y
+        val_parts = {k: km.predict(val_f.astype(np.float64)) for k, km in fits.items()}
+        gaps = {k: accuracy_gap(val_parts[k], correct, k) for k in candidates}
+        k = choose_k(gaps)
+        train_c, val_c = fits[k].labels_, val_parts[k]
         acc = cluster_accuracy(val_c, correct, k)
         weak = underperforming(acc, float(correct.mean()))
-        probs = resampling_probabilities(train_c, weak, hp["upsample"], ctx.train.y if hp["balance_classes"] else None)
+        upsample = hp["upsample"] if self.resample else 1.0
+        probs = resampling_probabilities(train_c, weak, upsample, ctx.train.y if hp["balance_classes"] else None)
         ctx.log.stage(
             "clusters",
             k=k,
+            k_rule="given" if hp["n_clusters"] else "largest validation accuracy gap exposed (overall − worst cluster)",
+            gap_per_k={str(c): round(g, 4) for c, g in gaps.items()},
+            upsample=upsample,
             train_sizes=np.bincount(train_c, minlength=k).tolist(),
             val_sizes=np.bincount(val_c, minlength=k).tolist(),
             val_acc=np.round(acc, 4).tolist(),
@@ -205,6 +229,15 @@ def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.
     return scale(train), scale(val)
 
 
+class ClipClusterNoResampling(ClipCluster):
+    """Ablation: the same clusters and extra augmentation, but every training image drawn equally often."""
+
+    name = "clip-cluster:no-resampling"
+    ablation_of = "clip-cluster"
+    description = "clip-cluster without up-sampling the under-performing clusters (ablation)"
+    resample = False
+
+
 @hookimpl
 def fairfacebench_methods():
-    return [ClipCluster]
+    return [ClipCluster, ClipClusterNoResampling]

@@ -87,6 +87,26 @@ def supcon_loss(
     return (temperature / base_temperature) * loss
 
 
+def supcon_per_sample(
+    features: Tensor, labels: Tensor, temperature: float = 0.1, base_temperature: float = 0.07
+) -> Tensor:
+    """SupCon ``L^sup_out`` per image: the mean over its views of their anchor terms; ``features`` (N, V≥2, D).
+
+    With two or more views every anchor has a positive (its other views), so the
+    mean of this vector is exactly :func:`supcon_loss`; Meta-Weight-Net weights it.
+    """
+    if features.dim() != 3 or features.shape[1] < 2:
+        raise ValueError(f"supcon_per_sample needs (N, V>=2, D) views, got shape {tuple(features.shape)}")
+    n, n_views = features.shape[:2]
+    z, (ids,) = _flatten_views(features, _check_labels("labels", labels, n))
+    z = F.normalize(z, dim=1)
+    not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    positives = (ids[:, None] == ids[None, :]) & not_self
+    log_prob = _masked_log_softmax(z @ z.T / temperature, not_self)
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0)).sum(1) / positives.sum(1)
+    return (temperature / base_temperature) * per_anchor.view(n_views, n).mean(0)
+
+
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """SimCLR's normalised temperature-scaled cross entropy (Chen et al., ICML 2020, Eq. 1).
 

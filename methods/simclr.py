@@ -19,6 +19,9 @@ from fairfacebench.methods.common import erm_loss, projection_head, train_linear
 from fairfacebench.methods.losses import nt_xent_loss
 from fairfacebench.training import BatchSampler, Classifier, Predictor
 
+# The paper's linear-evaluation protocol, named on the leaderboard beside the default fine-tuning.
+VARIANT_LINEAR = "linear-eval"
+
 
 class SimCLR(Method):
     name = "simclr"
@@ -45,6 +48,7 @@ class SimCLR(Method):
         pretrain(ctx, model, images, round(hp["pretrain_frac"] * ctx.meter.remaining))
         stage = f"probe-{hp['head']}"
         if hp["head"] == "linear":
+            ctx.log.variant = VARIANT_LINEAR
             model = train_linear_probe(ctx, model, ctx.meter.remaining, hp["head_lr"], stage=stage)
         else:
             ctx.train_classifier(model, ctx.meter.remaining, erm_loss, stage=stage)

@@ -1,14 +1,13 @@
 """ssl-pipeline: the self-supervised pipeline for fair facial attribute classification (seed 000).
 
-Ramachandran & Rattani, arXiv 2407.10104.  Six stages, one function each,
-each logging its numbers: (1) embed the pool and the (unlabeled) training
-images with the VLM; (2) faiss de-duplication; (3) faiss k-NN retrieval of
-the pool images nearest to the target domain, balanced over groups inferred
-without labels; (4) zero-shot pseudo-labels with a confidence filter;
-(5) SupCon on the pseudo-labels; (6) a head with Meta-Weight-Net sample
-weights, meta loss on a small labelled meta set of validation images.
-Without a VLM it runs only as the named variant "prototype-pseudo-labels".
-Labels used per stage and every choice the paper leaves open: docs/METHODS.md.
+Ramachandran & Rattani, arXiv 2407.10104, stage by stage, each logging its numbers: (1) embed the pool and
+the (unlabeled) training images with the VLM; (2) de-duplicate in the VLM space with faiss (a thumbnail pass
+first); (3) faiss k-NN retrieval of the pool images nearest to the target domain, balanced over groups inferred
+without labels; (4) zero-shot pseudo-labels, the confident share kept per (pseudo-class, inferred group);
+(5) meta-learning-based weighted contrastive learning: SupCon on the pseudo-labels, each sample's loss weighted
+by a Meta-Weight-Net trained through a virtual step of the encoder against a small clean meta set;
+(6) a linear head on the frozen encoder.  Without a VLM it runs only as the named variant
+"prototype-pseudo-labels".  Labels used per stage and every choice the paper leaves open: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -27,22 +26,22 @@ from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uniform, uniform
 from fairfacebench.methods.common import l2_normalize, projection_head, views
 from fairfacebench.methods.curation import deduplicate, domain_similarity, in_domain_floor, select_nearest, thumbnails
-from fairfacebench.methods.losses import supcon_loss
+from fairfacebench.methods.losses import supcon_loss, supcon_per_sample
 from fairfacebench.training import BatchSampler, Classifier, Predictor, predict_features
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 VARIANT_NO_VLM = "prototype-pseudo-labels"
 SHARD = 2048  # images per embedding shard
-# Initial inverse temperature of the cosine head: a calibrated, not over-confident, start.  From an
-# over-confident head, noisy samples "help" the meta loss by shrinking the logits and get up-weighted.
+# Initial inverse temperature of the cosine head: a calibrated, not over-confident, start.
 HEAD_SCALE = 3.0
 
 
 class SSLPipeline(Method):
     name = "ssl-pipeline"
+    version = 2
     description = (
-        "Curated unlabeled pool (VLM embed, faiss dedup + retrieval), zero-shot pseudo-labels, SupCon, "
-        "Meta-Weight-Net head"
+        "Curated unlabeled pool (VLM embed, faiss dedup + retrieval), zero-shot pseudo-labels, "
+        "meta-weighted SupCon on the encoder, linear head"
     )
     citation = (
         "Ramachandran & Rattani, A Self-Supervised Learning Pipeline for Demographically Fair Facial Attribute "
@@ -51,19 +50,16 @@ class SSLPipeline(Method):
     labels = LabelUse(
         target="val",
         sensitive="val",
-        note="stages 1-5: none (pseudo-labels); stage 6 meta set: y,a of a few val images per cell",
+        note="pseudo-labels for training; the meta set: y,a of a few val images per (class, group) cell",
     )
     needs_vlm = True
     needs_pool = True
+    curation = True  # de-duplication and retrieval (the ablation ssl-pipeline:no-curation turns it off)
+    meta_weighting = True  # Meta-Weight-Net sample weights (the ablation ssl-pipeline:no-meta-weights turns it off)
     space = {
-        "dedup_space": Hparam(
-            "thumbnail",
-            choice(["thumbnail", "vlm"]),
-            "where near-duplicates are searched: image thumbnails or VLM embeddings",
-        ),
-        "dedup_threshold": Hparam(
-            0.97, uniform(0.95, 0.99), "cosine similarity above which two pool images are near-duplicates"
-        ),
+        "thumbnail_first": Hparam(True, choice([True, False]), "a thumbnail pass removes near-identical images first"),
+        "thumbnail_threshold": Hparam(0.97, uniform(0.95, 0.99), "thumbnail cosine of near-identical images"),
+        "dedup_threshold": Hparam(0.998, uniform(0.99, 0.999), "VLM cosine above which pool images are duplicates"),
         "retrieve_fraction": Hparam(
             0.6, uniform(0.4, 0.8), "at most this share of the de-duplicated pool is kept by retrieval"
         ),
@@ -74,12 +70,18 @@ class SSLPipeline(Method):
             10, choice([5, 10, 20]), "target-domain neighbours averaged into a pool image's retrieval score"
         ),
         "balance_groups": Hparam(True, choice([True, False]), "retrieve an equal share per inferred demographic group"),
-        "confident_fraction": Hparam(0.6, uniform(0.4, 0.9), "most confident share of each pseudo-class kept"),
-        "supcon_fraction": Hparam(0.7, uniform(0.5, 0.85), "share of the step budget spent on SupCon (the rest: head)"),
+        "confident_fraction": Hparam(
+            0.6, uniform(0.4, 0.9), "most confident share kept of each (pseudo-class, inferred group) cell"
+        ),
+        "supcon_frac": Hparam(0.7, uniform(0.5, 0.85), "share of the step budget for weighted SupCon (the rest: head)"),
         "temperature": Hparam(0.1, log_uniform(0.05, 0.3), "SupCon temperature τ"),
-        "head_lr": Hparam(1e-2, log_uniform(3e-3, 3e-2), "learning rate of the head and the Meta-Weight-Net"),
-        "meta_inner_lr": Hparam(1.0, log_uniform(0.1, 3.0), "step size of the virtual SGD step of the head"),
+        "encoder_lr": Hparam(0.05, log_uniform(0.01, 0.1), "SGD learning rate of the encoder (real and virtual step)"),
+        "meta_lr": Hparam(3e-3, log_uniform(1e-3, 1e-2), "Adam learning rate of the Meta-Weight-Net"),
+        "virtual_lr": Hparam(1.0, log_uniform(0.1, 3.0), "SGD step size of the virtual step (see docs/METHODS.md)"),
+        "meta_scope": Hparam("tail", choice(["tail", "all"]), "encoder parameters the virtual step moves"),
         "meta_per_cell": Hparam(8, choice([4, 8, 16]), "validation images per (class, group) cell in the meta set"),
+        "meta_batch": Hparam(32, choice([16, 32, 64]), "meta-set images per step"),
+        "head_lr": Hparam(1e-2, log_uniform(3e-3, 3e-2), "learning rate of the linear head"),
     }
 
     def fit(self, ctx):
@@ -111,81 +113,67 @@ class SSLPipeline(Method):
             dim=int(pool_emb.shape[1]),
         )
 
-        # 2. de-duplicate
-        dedup = deduplicate(
-            thumbnails(pool_images) if hp["dedup_space"] == "thumbnail" else pool_emb, hp["dedup_threshold"]
-        )
-        ctx.log.stage(
-            "2-dedup",
-            before=len(pool_emb),
-            after=int(dedup.keep.sum()),
-            removed=dedup.n_removed,
-            space=hp["dedup_space"],
-            threshold=hp["dedup_threshold"],
-            index=dedup.index_kind,
-        )
-        ctx.log.record_evidence("2-dedup", pool_kept=dedup.keep if has_pool else np.zeros(0, bool))
-        kept = np.flatnonzero(dedup.keep)
-
-        # 3. retrieve
-        groups, group_names, group_method = infer_groups(pool_emb[kept], ctx.sensitive_attributes, vlm, ctx.seed)
-        if has_pool:
-            pick, numbers = retrieve_target_domain(
-                pool_emb[kept],
-                train_emb,
-                groups if hp["balance_groups"] else None,
-                hp["retrieve_k"],
-                hp["domain_quantile"],
-                hp["retrieve_fraction"],
-            )
-            chosen = kept[pick]
-            ctx.log.stage(
-                "3-retrieve",
-                **numbers,
-                group_inference=group_method,
-                per_inferred_group=count_per(groups[pick], group_names),
-            )
-            ctx.log.record_evidence("3-retrieve", pool_rows=chosen)
-        else:
-            chosen = kept
-            ctx.log.stage(
-                "3-retrieve",
-                kept=len(chosen),
-                note="the pool is the training images themselves: all kept",
-                group_inference=group_method,
-                per_inferred_group=count_per(groups, group_names),
-            )
+        # 2. de-duplicate, 3. retrieve
+        with ctx.stage("2-dedup"):
+            kept = deduplicate_pool(ctx, pool_images, pool_emb, hp) if self.curation else np.arange(len(pool_emb))
+        with ctx.stage("3-retrieve"):
+            chosen = retrieve(ctx, pool_emb, train_emb, kept, vlm, hp, has_pool and self.curation)
         curated_emb = np.concatenate([pool_emb[chosen], train_emb]) if has_pool else pool_emb[chosen]
         curated_images = np.concatenate([pool_images[chosen], ctx.train.images]) if has_pool else pool_images[chosen]
         # The pool row of every curated sample (-1: a training image), for the harness's diagnostics.
         pool_rows = np.concatenate([chosen, np.full(len(train_emb), -1)]) if has_pool else np.full(len(chosen), -1)
 
-        # 4. pseudo-labels
-        if vlm is not None:
-            classifier = zero_shot_classifier(vlm, class_phrases(ctx.target_attribute))
-            probs = zero_shot_probabilities(curated_emb, classifier, getattr(vlm, "logit_scale", 100.0))
-        else:
-            with ctx.stage("4-pseudo-labels"):
+        # 4. pseudo-labels, the confident share of every (pseudo-class, inferred group) cell
+        with ctx.stage("4-pseudo-labels"):
+            if vlm is not None:
+                classifier = zero_shot_classifier(vlm, class_phrases(ctx.target_attribute))
+                probs = zero_shot_probabilities(curated_emb, classifier, getattr(vlm, "logit_scale", 100.0))
+            else:
                 prototypes = l2_normalize(predict_features(model, ctx.val.images[meta], ctx.device))
-            probs = prototype_probabilities(curated_emb, prototypes, meta_y, ctx.n_classes)
-        pseudo, confident = pseudo_labels(probs, hp["confident_fraction"])
+                probs = prototype_probabilities(curated_emb, prototypes, meta_y, ctx.n_classes)
+            proxy, proxy_names, proxy_rule = infer_groups(curated_emb, ctx.sensitive_attributes, vlm, ctx.seed)
+            pseudo, confident = pseudo_labels(probs, hp["confident_fraction"], proxy)
         ctx.log.stage(
             "4-pseudo-labels",
             labelled=len(pseudo),
             confident=int(confident.sum()),
             rule="zero-shot" if vlm is not None else "class prototypes of the meta set",
+            group_proxy=proxy_rule,
+            kept_per_group_proxy=count_per(proxy[confident], proxy_names),
             class_counts=np.bincount(pseudo[confident], minlength=ctx.n_classes).tolist(),
         )
         ctx.log.record_evidence("4-pseudo-labels", pool_rows=pool_rows, pseudo_labels=pseudo, confident=confident)
-        images, labels = curated_images[confident], pseudo[confident]
+        images, labels, rows = curated_images[confident], pseudo[confident], pool_rows[confident]
 
-        # 5. SupCon on pseudo-labels, 6. Meta-Weight-Net head
-        supcon_steps = round(hp["supcon_fraction"] * ctx.meter.remaining)
-        supcon_stage(ctx, model, images, labels, supcon_steps)
-        model = meta_weighted_head(
-            ctx, model, images, labels, ctx.val.images[meta], meta_y, ctx.meter.remaining, pool_rows[confident]
+        # 5. meta-learning-based weighted contrastive learning, 6. linear head
+        steps = round(hp["supcon_frac"] * ctx.meter.remaining)
+        weights = weighted_contrastive(
+            ctx, model, images, labels, ctx.val.images[meta], meta_y, steps, self.meta_weighting
         )
-        return Predictor(model, ctx.device)
+        if self.meta_weighting:
+            seen = ~np.isnan(weights)
+            ctx.log.record_evidence(
+                "5-meta-weighted-supcon", pool_rows=rows[seen], pseudo_labels=labels[seen], weights=weights[seen]
+            )
+        return Predictor(linear_head(ctx, model, images, labels, ctx.meter.remaining), ctx.device)
+
+
+class SSLPipelineNoMetaWeights(SSLPipeline):
+    """Ablation: plain SupCon on the pseudo-labels, every sample weighted equally."""
+
+    name = "ssl-pipeline:no-meta-weights"
+    ablation_of = "ssl-pipeline"
+    description = "ssl-pipeline without Meta-Weight-Net sample weights (ablation)"
+    meta_weighting = False
+
+
+class SSLPipelineNoCuration(SSLPipeline):
+    """Ablation: the whole pool, neither de-duplicated nor retrieved."""
+
+    name = "ssl-pipeline:no-curation"
+    ablation_of = "ssl-pipeline"
+    description = "ssl-pipeline without de-duplication and retrieval (ablation)"
+    curation = False
 
 
 # ---------------------------------------------------------------- inputs
@@ -291,59 +279,74 @@ def prototype_probabilities(
     return torch.softmax(torch.from_numpy(emb @ means.T / temperature).double(), dim=1).float().numpy()
 
 
-def pseudo_labels(probs: np.ndarray, keep_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """argmax labels and the confidence filter: the `keep_fraction` most confident of each pseudo-class.
+def pseudo_labels(
+    probs: np.ndarray, keep_fraction: float, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """argmax labels and the confidence filter: the `keep_fraction` most confident of each (pseudo-class, group).
 
-    A per-class quantile rather than one global threshold, so a class the
-    encoder is less sure about is not filtered out entirely.
+    A quantile per cell rather than one global threshold, so neither a class nor a (proxy) group the encoder is
+    less sure about is filtered out wholesale.
     """
     label, conf = probs.argmax(1), probs.max(1)
+    cells = label if groups is None else groups * probs.shape[1] + label
     keep = np.zeros(len(label), bool)
-    for c in np.unique(label):
-        members = np.flatnonzero(label == c)
+    for c in np.unique(cells):
+        members = np.flatnonzero(cells == c)
         keep[members[np.argsort(-conf[members], kind="stable")[: max(1, round(keep_fraction * len(members)))]]] = True
     return label, keep
 
 
-# ---------------------------------------------------------------- stage 5: SupCon
+# ---------------------------------------------------------------- stages 2 and 3: de-duplication, retrieval
 
 
-def supcon_stage(
-    ctx, model: Classifier, images: np.ndarray, labels: np.ndarray, steps: int, proj_dim: int = 128
-) -> list[float]:
-    """SupCon (Khosla et al. 2020, Eq. 2, `supcon_loss`) on two augmented views per image, pseudo-labels as classes."""
-    feat_dim = model.heads["target"].in_features
-    projector = projection_head(feat_dim, hidden=feat_dim, out_dim=proj_dim).to(ctx.device)
-    sampler = BatchSampler(len(images), ctx.budget.batch_size, ctx.generator("supcon/batches"))
-    gen = ctx.generator("supcon/views")
-    targets = torch.as_tensor(labels, device=ctx.device)
-    model.train()
+def deduplicate_pool(ctx, pool_images: np.ndarray, pool_emb: np.ndarray, hp: dict[str, Any]) -> np.ndarray:
+    """Pool rows kept: an optional thumbnail pass (pixel-level copies), then the VLM-space pass (the paper's)."""
+    keep = np.ones(len(pool_emb), bool)
+    numbers: dict[str, Any] = {"before": len(pool_emb)}
+    if hp["thumbnail_first"]:
+        thumbs = deduplicate(thumbnails(pool_images), hp["thumbnail_threshold"])
+        keep &= thumbs.keep
+        numbers.update(thumbnail_removed=thumbs.n_removed, thumbnail_threshold=hp["thumbnail_threshold"])
+    rows = np.flatnonzero(keep)
+    semantic = deduplicate(pool_emb[rows], hp["dedup_threshold"])
+    keep[rows[~semantic.keep]] = False
+    numbers.update(
+        vlm_removed=semantic.n_removed,
+        vlm_threshold=hp["dedup_threshold"],
+        index=semantic.index_kind,
+        after=int(keep.sum()),
+    )
+    ctx.log.stage("2-dedup", **numbers)
+    ctx.log.record_evidence("2-dedup", pool_kept=keep if ctx.pool is not None else np.zeros(0, bool))
+    return np.flatnonzero(keep)
 
-    def step(_: int) -> torch.Tensor:
-        idx = next(sampler)
-        z = projector(model.features(torch.cat(views(ctx, images[idx], gen))))
-        return supcon_loss(torch.stack(z.chunk(2), dim=1), targets[idx], temperature=ctx.hparams["temperature"])
 
-    losses = ctx.optimize(
-        [*model.parameters(), *projector.parameters()],
-        steps,
-        step,
-        lr=ctx.hparams["lr"],
-        weight_decay=ctx.hparams["weight_decay"],
-        stage="5-supcon",
+def retrieve(
+    ctx, pool_emb: np.ndarray, train_emb: np.ndarray, kept: np.ndarray, vlm: Any, hp: dict[str, Any], active: bool
+) -> np.ndarray:
+    """Pool rows retrieved for the target domain (all kept rows when there is no separate pool or no curation)."""
+    groups, group_names, group_method = infer_groups(pool_emb[kept], ctx.sensitive_attributes, vlm, ctx.seed)
+    if not active:
+        ctx.log.stage(
+            "3-retrieve",
+            kept=len(kept),
+            note="no retrieval: every de-duplicated row is kept",
+            group_inference=group_method,
+            per_inferred_group=count_per(groups, group_names),
+        )
+        return kept
+    balance = groups if hp["balance_groups"] else None
+    pick, numbers = retrieve_target_domain(
+        pool_emb[kept], train_emb, balance, hp["retrieve_k"], hp["domain_quantile"], hp["retrieve_fraction"]
     )
     ctx.log.stage(
-        "5-supcon",
-        samples=len(images),
-        steps=steps,
-        temperature=ctx.hparams["temperature"],
-        first_loss=round(losses[0], 4) if losses else None,
-        last_loss=round(losses[-1], 4) if losses else None,
+        "3-retrieve", **numbers, group_inference=group_method, per_inferred_group=count_per(groups[pick], group_names)
     )
-    return losses
+    ctx.log.record_evidence("3-retrieve", pool_rows=kept[pick])
+    return kept[pick]
 
 
-# ---------------------------------------------------------------- stage 6: Meta-Weight-Net head
+# ---------------------------------------------------------------- stage 5: meta-weighted contrastive learning
 
 
 class MetaWeightNet(nn.Module):
@@ -357,35 +360,153 @@ class MetaWeightNet(nn.Module):
         return self.net(losses.unsqueeze(1)).squeeze(1)
 
 
-def meta_weight_loss(
-    head: nn.Module,
+class Encoder(nn.Module):
+    """The backbone and its projection head: images -> contrastive embeddings (what SupCon and the meta step move)."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+
+def tail_parameters(encoder: Encoder, scope: str, share: float = 0.25) -> list[str]:
+    """Names of the parameters the virtual step moves: all, or the projection head and the backbone's last layers
+    holding `share` of its parameters (registration order runs input to output)."""
+    names = [n for n, p in encoder.named_parameters() if p.requires_grad]
+    if scope == "all":
+        return names
+    backbone = [(n, p.numel()) for n, p in encoder.backbone.named_parameters() if p.requires_grad]
+    total, tail, count = sum(c for _, c in backbone), [], 0
+    for n, c in reversed(backbone):
+        if count >= share * total:
+            break
+        tail.append(f"backbone.{n}")
+        count += c
+    return [n for n in names if n.startswith("projector.")] + tail[::-1]
+
+
+def meta_weighted_loss(
+    encoder: Encoder,
     wnet: MetaWeightNet,
+    wnet_opt: torch.optim.Optimizer,
+    inner_step: Callable[[torch.optim.Optimizer], None],
     x: torch.Tensor,
     y: torch.Tensor,
     meta_x: torch.Tensor,
     meta_y: torch.Tensor,
-    inner_lr: float,
-) -> torch.Tensor:
-    """One Meta-Weight-Net iteration (Shu et al. 2019, Eqs. 4–6) as a single differentiable loss.
+    temperature: float,
+    lr: float,
+    moved: list[str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Meta-Weight-Net iteration on the encoder (Shu et al. 2019, Eqs. 4-6, with SupCon as the loss).
 
-    θ'(φ) = θ − α ∇_θ Σ_i ŵ_i(φ) ℓ_i(θ)   (virtual SGD step, `functional_call` on a detached copy of θ)
-    L_meta(φ) = CE(f(meta_x; θ'(φ)), meta_y)
-    L_train(θ) = Σ_i sg[ŵ_i(φ)] ℓ_i(θ)
-
-    with ŵ = w / Σw the batch-normalised weights of the MW-Net code.  The sum's
-    gradient reaches φ only through L_meta and θ only through L_train, so one
-    optimizer step updates both: the simultaneous form of the paper's
-    alternating updates, one metered step per iteration.
+    x, meta_x: two views stacked view-major, (2B, ...) and (2M, ...).  The Meta-Weight-Net maps each sample's
+    SupCon loss to a weight; a virtual SGD step of the encoder's `moved` parameters on the weighted loss,
+    θ'(φ) = θ − lr·∇θ Σ_i ŵ_i(φ) ℓ_i(θ) (`functional_call`), is scored by SupCon on the clean meta set with its
+    true labels, and φ descends that meta loss; the returned training loss Σ_i ŵ_i(φ') ℓ_i(θ) uses the updated
+    weights (detached), for the real step of the same optimizer family (SGD).  `inner_step` steps the weight
+    net's optimizer as part of the metered step.  Also returns the weights.
     """
-    params = {k: v.detach().requires_grad_() for k, v in head.named_parameters()}
-    losses = F.cross_entropy(functional_call(head, params, (x,)), y, reduction="none")
+    params = dict(encoder.named_parameters())
+    z = encoder(x)
+    losses = supcon_per_sample(torch.stack(z.chunk(2), dim=1), y, temperature=temperature)
     w = wnet(losses.detach())
     w = w / w.sum().clamp_min(1e-8)
-    grads = torch.autograd.grad((w * losses).sum(), list(params.values()), create_graph=True)
-    virtual = {k: p - inner_lr * g for (k, p), g in zip(params.items(), grads)}
-    meta_loss = F.cross_entropy(functional_call(head, virtual, (meta_x,)), meta_y)
-    train_loss = (w.detach() * F.cross_entropy(head(x), y, reduction="none")).sum()
-    return train_loss + meta_loss
+    grads = torch.autograd.grad((w * losses).sum(), [params[n] for n in moved], create_graph=True)
+    virtual = {**params, **{n: params[n] - lr * g for n, g in zip(moved, grads)}}
+    meta_z = functional_call(encoder, virtual, (meta_x,))
+    meta_loss = supcon_loss(torch.stack(meta_z.chunk(2), dim=1), meta_y, temperature=temperature)
+    wnet_opt.zero_grad(set_to_none=True)
+    meta_loss.backward(inputs=list(wnet.parameters()), retain_graph=True)
+    inner_step(wnet_opt)
+    with torch.no_grad():
+        w = wnet(losses.detach())
+        w = w / w.sum().clamp_min(1e-8)
+    return (w * losses).sum(), w
+
+
+def weighted_contrastive(
+    ctx,
+    model: Classifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    meta_images: np.ndarray,
+    meta_y: np.ndarray,
+    steps: int,
+    meta: bool,
+) -> np.ndarray:
+    """SupCon on two views of the pseudo-labelled images; with `meta`, each sample weighted by the Meta-Weight-Net.
+
+    Returns the last weight every sample received (NaN for samples never drawn).
+    """
+    hp = ctx.hparams
+    feat_dim = model.heads["target"].in_features
+    encoder = Encoder(model.backbone, projection_head(feat_dim, hidden=feat_dim)).to(ctx.device)
+    wnet = MetaWeightNet().to(ctx.device)
+    # the weight net's update is part of each metered step (ctx.inner_step): one virtual, one meta, one real update
+    wnet_opt = torch.optim.Adam(wnet.parameters(), lr=hp["meta_lr"], weight_decay=1e-4)
+    moved = tail_parameters(encoder, hp["meta_scope"])
+    sampler = BatchSampler(len(images), ctx.budget.batch_size, ctx.generator("supcon/batches"))
+    meta_sampler = BatchSampler(
+        len(meta_images), min(hp["meta_batch"], len(meta_images)), ctx.generator("meta/batches")
+    )
+    gen = ctx.generator("supcon/views")
+    targets, meta_targets = torch.as_tensor(labels, device=ctx.device), torch.as_tensor(meta_y, device=ctx.device)
+    weights = np.full(len(images), np.nan)
+    encoder.train()
+
+    def step(_: int) -> torch.Tensor:
+        idx = next(sampler)
+        x = torch.cat(views(ctx, images[idx], gen))
+        if not meta:
+            z = encoder(x)
+            return supcon_loss(torch.stack(z.chunk(2), dim=1), targets[idx], temperature=hp["temperature"])
+        m = next(meta_sampler)
+        meta_x = torch.cat(views(ctx, meta_images[m], gen))
+        loss, w = meta_weighted_loss(
+            encoder,
+            wnet,
+            wnet_opt,
+            ctx.inner_step,
+            x,
+            targets[idx],
+            meta_x,
+            meta_targets[m],
+            hp["temperature"],
+            hp["virtual_lr"],
+            moved,
+        )
+        weights[idx] = w.cpu().numpy() * len(idx)  # ŵ·B: 1 for a uniform weighting
+        return loss
+
+    stage = "5-meta-weighted-supcon" if meta else "5-supcon"
+    losses = ctx.optimize(
+        encoder.parameters(),
+        steps,
+        step,
+        lr=hp["encoder_lr"],
+        weight_decay=ctx.hparams["weight_decay"],
+        stage=stage,
+        optimizer="sgd",
+    )
+    seen = weights[~np.isnan(weights)]
+    ctx.log.stage(
+        stage,
+        samples=len(images),
+        steps=steps,
+        temperature=hp["temperature"],
+        meta_scope=hp["meta_scope"],
+        moved_parameters=len(moved),
+        first_loss=round(losses[0], 4) if losses else None,
+        last_loss=round(losses[-1], 4) if losses else None,
+        weight_mean=round(float(seen.mean()), 4) if meta and len(seen) else None,
+    )
+    return weights
+
+
+# ---------------------------------------------------------------- stage 6: the linear head
 
 
 class L2Normalize(nn.Module):
@@ -404,56 +525,34 @@ def nearest_mean_head(feats: torch.Tensor, y: torch.Tensor, n_classes: int, scal
     return head
 
 
-def meta_weighted_head(
-    ctx,
-    model: Classifier,
-    images: np.ndarray,
-    labels: np.ndarray,
-    meta_images: np.ndarray,
-    meta_y: np.ndarray,
-    steps: int,
-    pool_rows: np.ndarray,
-) -> Classifier:
-    """A cosine classifier head on frozen, L2-normalised SupCon features, trained with Meta-Weight-Net weights.
+def linear_head(ctx, model: Classifier, images: np.ndarray, labels: np.ndarray, steps: int) -> Classifier:
+    """A cosine classifier on the frozen, L2-normalised encoder features, trained on the pseudo-labels.
 
-    The head starts as the nearest-class-mean classifier of the pseudo-labels
-    (`nearest_mean_head`), so even a short budget starts from a sensible classifier.
+    It starts as the nearest-class-mean classifier, so even a short budget starts from a sensible head.
     """
-    with ctx.stage("6-meta-weighted-head"):
+    with ctx.stage("6-head"):
         feats = torch.from_numpy(l2_normalize(predict_features(model, images, ctx.device))).to(ctx.device)
-        meta_x = torch.from_numpy(l2_normalize(predict_features(model, meta_images, ctx.device))).to(ctx.device)
-    y, meta_t = torch.as_tensor(labels, device=ctx.device), torch.as_tensor(meta_y, device=ctx.device)
+    y = torch.as_tensor(labels, device=ctx.device)
     head = nearest_mean_head(feats, y, ctx.n_classes)
-    wnet = MetaWeightNet().to(ctx.device)
     sampler = BatchSampler(len(feats), ctx.budget.batch_size, ctx.generator("head/batches"))
 
     def step(_: int) -> torch.Tensor:
         idx = torch.as_tensor(next(sampler), device=ctx.device)
-        return meta_weight_loss(head, wnet, feats[idx], y[idx], meta_x, meta_t, ctx.hparams["meta_inner_lr"])
+        return F.cross_entropy(head(feats[idx]), y[idx])
 
-    ctx.optimize(
-        [*head.parameters(), *wnet.parameters()], steps, step, lr=ctx.hparams["head_lr"], stage="6-meta-weighted-head"
-    )
-    with torch.no_grad():
-        weights = wnet(F.cross_entropy(head(feats), y, reduction="none")).cpu().numpy()
-        meta_acc = float((head(meta_x).argmax(1) == meta_t).float().mean())
+    losses = ctx.optimize(head.parameters(), steps, step, lr=ctx.hparams["head_lr"], stage="6-head")
     ctx.log.stage(
-        "6-meta-weighted-head",
+        "6-head",
         samples=len(feats),
-        meta_set=len(meta_x),
-        meta_set_acc=round(meta_acc, 4),
-        weight_mean=round(float(weights.mean()), 4),
-        weight_min=round(float(weights.min()), 4),
-        weight_max=round(float(weights.max()), 4),
+        steps=steps,
+        first_loss=round(losses[0], 4) if losses else None,
+        last_loss=round(losses[-1], 4) if losses else None,
     )
-    ctx.log.record_evidence("6-meta-weighted-head", pool_rows=pool_rows, pseudo_labels=labels, weights=weights)
-    final = Classifier(nn.Sequential(model.backbone, L2Normalize()), feats.shape[1], {"target": ctx.n_classes}).to(
-        ctx.device
-    )
+    final = Classifier(nn.Sequential(model.backbone, L2Normalize()), feats.shape[1], {"target": ctx.n_classes})
     final.heads["target"].load_state_dict(head.state_dict())
-    return final
+    return final.to(ctx.device)
 
 
 @hookimpl
 def fairfacebench_methods():
-    return [SSLPipeline]
+    return [SSLPipeline, SSLPipelineNoMetaWeights, SSLPipelineNoCuration]

@@ -14,7 +14,7 @@ import numpy as np
 
 from fairfacebench.plain import nan_to_none
 
-METRIC_NAMES = ("acc", "bal_acc", "eod_max", "eod_mean", "dp_diff", "eopp_diff", "wga", "group_acc_std")
+METRIC_NAMES = ("acc", "bal_acc", "eod_max", "eod_mean", "dp_diff", "eopp_diff", "wga", "group_acc_std", "cell_acc_std")
 
 _OVR = "; non-binary Y: one-vs-rest per class, averaged over the classes where it is defined"
 _GAP = "over groups where the rate is defined (NaN if fewer than two)"
@@ -38,6 +38,10 @@ METRIC_DEFINITIONS = {
     "group_acc_std": (
         "population std (ddof=0) of per-sensitive-group accuracy P(Ŷ=Y | A=a) over non-empty groups "
         "(NaN if fewer than two)"
+    ),
+    "cell_acc_std": (
+        "population std (ddof=0) of per-cell accuracy P(Ŷ=Y | Y=y, A=a) over non-empty (y, a) cells "
+        "(the std of per-class accuracies that seed 001 drives down, with the (class, group) cells as its classes)"
     ),
 }
 
@@ -109,6 +113,7 @@ def metrics_from_counts(counts) -> dict:
         # Accuracy within cell (y, a) is the recall of class y in group a, i.e. its one-vs-rest TPR.
         "wga": _defined_min(rates["tpr"], axis=(-2, -1)),
         "group_acc_std": _defined_std(rates["group_acc"]),
+        "cell_acc_std": _defined_std(rates["tpr"].reshape(*rates["tpr"].shape[:-2], -1)),
     }
     return {name: _scalar_or_array(values[name]) for name in METRIC_NAMES}
 

@@ -169,8 +169,10 @@ def test_augmentation_is_seeded_and_keeps_shape_and_range():
 
 def test_store_writes_are_atomic_and_replace_old_attempts(tmp_path):
     store = ResultStore(tmp_path)
-    store.write("r1", {"status": "failed", "x": float("nan")})
-    store.write("r1", {"status": "ok"}, {"p": np.arange(3)})
+    done = {"run_id": "r1", "spec": {"method": "m", "seed": 0, "trial": 0}, "method_info": {}, "budget_report": {}}
+    done.update(metrics={"val": {}, "test": {}}, per_group={"test": {}})  # what a finished record holds
+    store.write("r1", {**done, "status": "failed", "x": float("nan")})
+    store.write("r1", {**done, "status": "ok"}, {"p": np.arange(3)})
     assert store.status("r1") == "ok"
     assert [p.name for p in tmp_path.iterdir()] == ["r1"]
     np.testing.assert_array_equal(store.predictions("r1")["p"], np.arange(3))

@@ -72,6 +72,7 @@ def _fairlearn_accuracies(y_true, y_pred, groups):
         # fairlearn leaves empty (y, a) cells NaN and group_min skips them, as wga does.
         "wga": cells.group_min(),
         "group_acc_std": by_group.by_group.std(ddof=0),
+        "cell_acc_std": cells.by_group.std(ddof=0),
     }
 
 
@@ -150,6 +151,7 @@ def test_hand_built_binary_case():
         "eopp_diff": 1 / 6,  # TPR gap
         "wga": 1 / 2,  # cells (1,a0)=2/3 (0,a0)=2/3 (1,a1)=1/2 (0,a1)=3/3
         "group_acc_std": 1 / 15,  # accs 10/15, 12/15: mean 11/15, deviations ±1/15
+        "cell_acc_std": 19**0.5 / 24,  # cells 2/3, 2/3, 1/2, 1: mean 17/24, deviations -1, -1, -5, 7 (/24)
     }
     report = compute_metrics(y_true, y_pred, groups, ["a0", "a1"])
     _assert_metrics_equal(report.summary, expected)
@@ -199,6 +201,7 @@ def test_hand_built_three_class_case():
         "eopp_diff": (1 / 2 + 0 + 1 / 2) / 3,  # = 1/3
         "wga": 0.0,  # cell (y=2, a=1): its one row is predicted 1
         "group_acc_std": 1 / 8,  # accs 3/4, 1/2: deviations ±1/8
+        "cell_acc_std": 5**0.5 / 6,  # cells 1, 1, 1/2 | 1/2, 1, 0: mean 2/3, squared deviations sum 30/36
     }
     report = compute_metrics(y_true, y_pred, groups, ["a0", "a1"], n_classes=3, class_names=["young", "mid", "old"])
     _assert_metrics_equal(report.summary, expected)

@@ -140,7 +140,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
         and "<summary>traceback</summary>" in broken
     )
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert len(plots) == 2 + 4  # trade-off and spread for the table, group bars for each method with results
+    assert len(plots) == 3 + 4  # trade-off, spread and mean ranks for the table, group bars per method with results
     for p in (out / "plots").iterdir():
         svg = ET.parse(p).getroot()  # well-formed XML: plugin text cannot break out of it
         assert svg.tag == "{http://www.w3.org/2000/svg}svg" and not list(svg.iter("{http://www.w3.org/2000/svg}script"))

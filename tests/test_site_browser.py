@@ -152,7 +152,22 @@ def test_site_in_headless_chromium(sync_playwright, site):
         images = page.eval_on_selector_all(
             "img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
         )
-        assert len(images) == 2 and all(ok for _, ok in images), images
+        assert len(images) == 3 and all(ok for _, ok in images), images  # trade-off, seed spread, mean ranks
+        # a smoke table says it is not a comparison; two seeds are too few for intervals to mean anything
+        assert "not a comparison" in page.locator(".smoke-banner").inner_text()
+        assert "not meaningful below 3 seeds" in page.locator(".seed-note").inner_text()
+        # the planted method predicts the training prior: one class for everyone, flagged on its row
+        planted_row = board.locator("tr", has=page.get_by_role("link", name=PLANTED, exact=True))
+        assert planted_row.locator(".degenerate").inner_text() == "degenerate: one class for everyone"
+        # two-seed t-intervals overshoot [0, 1] (t = 12.7); shown clipped to the metric's range
+        bounds = [
+            float(v)
+            for text in board.locator("td.num").all_inner_texts()
+            if "[" in text
+            for v in text.split("[")[1].rstrip("]").split(",")
+        ]
+        assert bounds and min(bounds) >= 0.0 and max(bounds) <= 1.0, bounds
+        assert page.locator("table.paired tbody tr").count() == 2  # reweight and the planted method against erm
 
         before = column(page, "eod_max")
         page.click("th[data-metric=eod_max] button")
@@ -175,6 +190,11 @@ def test_site_in_headless_chromium(sync_playwright, site):
         assert page.url.endswith("/method-erm.html")
         assert page.locator("h1").inner_text() == "erm"
         assert page.locator("table.trials tbody tr").count() == 2 and page.locator("table.groups tbody tr").count() == 3
+        record_link = page.locator("table.trials tbody tr a").first
+        assert (
+            record_link.get_attribute("href").startswith("records/")
+            and "seed 0: " in page.locator("details.config").text_content()
+        )
         assert page.eval_on_selector("figure img", "i => i.complete && i.naturalWidth > 0")
 
         page.go_back()

@@ -5,18 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fairfacebench.cli import main
 from fairfacebench.diagnostics import dedup_report
 from fairfacebench.methods.curation import build_index, deduplicate, domain_similarity, select_nearest
+from fairfacebench.methods.losses import supcon_loss, supcon_per_sample
 from fairfacebench.methods.ssl_pipeline import (
+    Encoder,
     MetaWeightNet,
     balanced_meta_set,
-    meta_weight_loss,
-    nearest_mean_head,
+    meta_weighted_loss,
     pseudo_labels,
     retrieve_target_domain,
+    tail_parameters,
 )
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.testing import single_thread
@@ -119,6 +120,11 @@ def test_confidence_filter_keeps_the_most_confident_share_of_each_pseudo_class()
     label, keep = pseudo_labels(probs, 0.5)
     assert label.tolist() == [0, 0, 0, 0, 1, 1]
     assert keep.tolist() == [True, False, False, True, True, False]
+    # per (pseudo-class, group): the least confident group of class 0 keeps its share instead of none
+    label, keep = pseudo_labels(probs, 0.5, groups=np.array([0, 0, 1, 1, 0, 0]))
+    assert keep.tolist() == [True, False, False, True, True, False]
+    label, keep = pseudo_labels(probs, 0.5, groups=np.array([0, 0, 0, 1, 0, 1]))
+    assert keep.tolist() == [True, True, False, True, True, True]  # round(1.5) = 2 of three; singletons stay
 
 
 def test_balanced_meta_set_draws_per_cell():
@@ -129,51 +135,87 @@ def test_balanced_meta_set_draws_per_cell():
     assert np.bincount(cells).tolist() == [4] * 6
 
 
-def test_meta_weight_net_down_weights_noisy_labels():
-    """Toy task: two Gaussian classes, 30% of training labels flipped, a clean balanced meta set of 20."""
+def test_meta_weighted_supcon_gives_wrong_pseudo_labels_lower_weights():
+    """The real Meta-Weight-Net step of ssl-pipeline on a toy encoder: two Gaussian classes, 30% of the
+    pseudo-labels wrong, a clean balanced meta set of 32; after a SupCon warm-up, 300 meta-weighted steps."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     n, d = 600, 8
-    shift = 1.5 * torch.ones(d) / d**0.5
     y = torch.randint(0, 2, (n,), generator=g)
-    x = F.normalize(torch.randn(n, d, generator=g) + (2 * y[:, None] - 1) * shift, dim=1)
-    noisy = torch.rand(n, generator=g) < 0.3
-    y_obs = torch.where(noisy, 1 - y, y)
-    meta_y = torch.arange(2).repeat(10)
-    meta_x = F.normalize(torch.randn(20, d, generator=g) + (2 * meta_y[:, None] - 1) * shift, dim=1)
-    head, wnet = nearest_mean_head(x, y_obs, 2), MetaWeightNet()
+    x = torch.randn(n, d, generator=g) + (2 * y[:, None] - 1) * 3.0 / d**0.5
+    wrong = torch.rand(n, generator=g) < 0.3
+    pseudo = torch.where(wrong, 1 - y, y)
+    meta_y = torch.arange(2).repeat(16)
+    meta_x = torch.randn(32, d, generator=g) + (2 * meta_y[:, None] - 1) * 3.0 / d**0.5
+    encoder = Encoder(torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU()), torch.nn.Linear(32, 16))
+    wnet = MetaWeightNet()
+    wnet_opt = torch.optim.Adam(wnet.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.SGD(encoder.parameters(), lr=0.05, momentum=0.9)
+    moved = tail_parameters(encoder, "all")
 
-    def noisy_to_clean_weight_ratio() -> float:
-        with torch.no_grad():
-            w = wnet(F.cross_entropy(head(x), y_obs, reduction="none"))
-        return float(w[noisy].mean() / w[~noisy].mean())
+    def views(v):
+        return torch.cat([v + 0.1 * torch.randn(v.shape, generator=g), v + 0.1 * torch.randn(v.shape, generator=g)])
 
-    before = noisy_to_clean_weight_ratio()
-    opt = torch.optim.Adam([*head.parameters(), *wnet.parameters()], lr=1e-2)
     with single_thread():  # tiny tensors: threads only add scheduling cost on a shared CPU
-        for _ in range(150):
+        for step in range(400):
             idx = torch.randint(0, n, (64,), generator=g)
-            loss = meta_weight_loss(head, wnet, x[idx], y_obs[idx], meta_x, meta_y, inner_lr=1.0)
+            if step < 100:
+                z = encoder(views(x[idx]))
+                loss = supcon_loss(torch.stack(z.chunk(2), dim=1), pseudo[idx], temperature=0.1)
+            else:
+                loss, _ = meta_weighted_loss(
+                    encoder,
+                    wnet,
+                    wnet_opt,
+                    lambda o: o.step(),
+                    views(x[idx]),
+                    pseudo[idx],
+                    views(meta_x),
+                    meta_y,
+                    0.1,
+                    1.0,
+                    moved,
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
-    after = noisy_to_clean_weight_ratio()
-    assert before > 0.5 and after < 0.1, (before, after)
+        with torch.no_grad():
+            z = encoder(views(x))
+            weights = wnet(supcon_per_sample(torch.stack(z.chunk(2), dim=1), pseudo, temperature=0.1))
+    ratio = float(weights[wrong].mean() / weights[~wrong].mean())
+    assert ratio < 0.5, ratio  # measured 0.13: wrong pseudo-labels weigh far less than right ones
 
 
-def test_meta_loss_gradient_reaches_only_the_weight_net_and_train_loss_only_the_head():
+def test_the_virtual_step_moves_only_the_tail_and_the_meta_loss_reaches_only_the_weight_net():
     torch.manual_seed(0)
-    head, wnet = torch.nn.Linear(4, 2), MetaWeightNet()
-    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
-    meta_x, meta_y = torch.randn(6, 4), torch.randint(0, 2, (6,))
-    meta_weight_loss(head, wnet, x, y, meta_x, meta_y, 1.0).backward()
-    grads_with_meta = [p.grad.clone() for p in head.parameters()]
-    head.zero_grad()
-    w = wnet(F.cross_entropy(head(x), y, reduction="none").detach())
-    (w.detach() / w.detach().sum() * F.cross_entropy(head(x), y, reduction="none")).sum().backward()
-    for a, b in zip(grads_with_meta, head.parameters()):
-        assert torch.allclose(a, b.grad, atol=1e-6)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in wnet.parameters())
+    encoder = Encoder(
+        torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8)), torch.nn.Linear(8, 4)
+    )
+    moved = tail_parameters(encoder, "tail")
+    assert moved[:2] == ["projector.weight", "projector.bias"] and all(n.startswith("backbone.2.") for n in moved[2:])
+    assert tail_parameters(encoder, "all") == [n for n, _ in encoder.named_parameters()]
+    wnet = MetaWeightNet()
+    before = [p.detach().clone() for p in wnet.parameters()]
+    stepped = []
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (8,))
+    loss, w = meta_weighted_loss(
+        encoder,
+        wnet,
+        torch.optim.SGD(wnet.parameters(), lr=1.0),
+        stepped.append,
+        x,
+        y,
+        torch.randn(12, 4),
+        torch.randint(0, 2, (6,)),
+        0.1,
+        1.0,
+        moved,
+    )
+    assert len(stepped) == 1 and w.shape == (8,) and float(w.sum()) == pytest.approx(1.0)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in wnet.parameters())  # the meta gradient
+    assert all(torch.equal(a, b) for a, b in zip(before, wnet.parameters()))  # stepped only through inner_step
+    loss.backward()
+    assert all(p.grad is not None for p in encoder.parameters()) and not w.requires_grad
 
 
 def _run(tmp_path, methods: str, *extra: str) -> dict[str, dict]:
@@ -209,10 +251,11 @@ def test_simclr_and_ssl_pipeline_run_on_synthfaces_and_report_every_stage(tmp_pa
     assert ssl["spec"]["vlm"] == "mini-clip" and ssl["vlm"]["encoder"] == "mini-clip" and ssl["variant"] is None
     assert simclr["spec"]["vlm"] == "mini-clip" and simclr["vlm"] is None  # the comparison's VLM, not loaded by simclr
     stages = ssl["stages"]
-    assert list(stages) == ["1-embed", "2-dedup", "3-retrieve", "4-pseudo-labels", "5-supcon", "6-meta-weighted-head"]
+    assert list(stages) == ["1-embed", "2-dedup", "3-retrieve", "4-pseudo-labels", "5-meta-weighted-supcon", "6-head"]
     assert stages["1-embed"]["pool"] == 600 and stages["1-embed"]["encoder"] == "mini-clip:0"
     dedup, truth = stages["2-dedup"], ssl["diagnostics"]
-    assert dedup["removed"] == dedup["before"] - dedup["after"] and truth["2-dedup"]["planted_pairs"] == 60
+    removed = dedup["thumbnail_removed"] + dedup["vlm_removed"]
+    assert removed == dedup["before"] - dedup["after"] and truth["2-dedup"]["planted_pairs"] == 60
     assert truth["2-dedup"]["planted_pairs_resolved"] >= 54 and truth["2-dedup"]["distinct_images_removed"] <= 12, truth
     retrieve = stages["3-retrieve"]
     assert (
@@ -225,8 +268,11 @@ def test_simclr_and_ssl_pipeline_run_on_synthfaces_and_report_every_stage(tmp_pa
     assert pseudo["accuracy_all"] > 0.55 and set(pseudo["accuracy_all_per_group"]) == {"light", "medium", "dark"}, (
         pseudo
     )
-    assert set(truth["6-meta-weighted-head"]) == {"weight_mean_pseudo_label_right", "weight_mean_pseudo_label_wrong"}
-    assert ssl["budget_report"]["steps_per_stage"] == {"5-supcon": 8, "6-meta-weighted-head": 4}
+    kept = pseudo["kept_confident_per_true_group"]
+    assert set(kept) == {"light", "medium", "dark"} and min(kept.values()) > 0, kept  # no group dropped wholesale
+    weights = truth["5-meta-weighted-supcon"]
+    assert set(weights) == {"weight_mean_pseudo_label_right", "weight_mean_pseudo_label_wrong"}
+    assert ssl["budget_report"]["steps_per_stage"] == {"5-meta-weighted-supcon": 8, "6-head": 4}
     assert ssl["labels_touched"] == ["pool", "val.sensitive", "val.target", "vlm"]
     assert simclr["stages"]["pretrain-data"]["pool_images"] == 600
     assert simclr["budget_report"]["steps_per_stage"] == {"nt-xent": 6, "probe-finetune": 6}

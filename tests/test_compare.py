@@ -1,0 +1,64 @@
+"""Statistics across seeds, hand-checked: paired differences, ranks with ties, the critical difference, clipping,
+and the degenerate-predictor flag."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fairfacebench.leaderboard.tables import degenerate
+from fairfacebench.metrics.compare import (
+    block_ranks,
+    clip_interval,
+    critical_difference,
+    mean_ranks,
+    paired_difference,
+    t_interval,
+)
+
+
+def test_paired_difference_uses_only_shared_seeds_and_a_t_interval():
+    method = {0: 0.80, 1: 0.85, 2: 0.83, 3: 0.90}
+    erm = {0: 0.78, 1: 0.80, 2: 0.82}  # seed 3 missing: not paired
+    out = paired_difference(method, erm)
+    # differences 0.02, 0.05, 0.01: mean 0.02667, std 0.02082, t_{0.975,2} = 4.3027 -> half width 0.05172
+    assert out["seeds"] == [0, 1, 2] and out["n"] == 3
+    assert out["mean"] == pytest.approx(0.026667, abs=1e-5) and out["std"] == pytest.approx(0.020817, abs=1e-5)
+    assert out["ci95"] == [pytest.approx(0.026667 - 0.05172, abs=1e-4), pytest.approx(0.026667 + 0.05172, abs=1e-4)]
+
+
+def test_t_interval_of_one_value_has_no_spread():
+    out = t_interval([0.7])
+    assert out["mean"] == 0.7 and out["std"] is None and out["ci95"] == [None, None]
+
+
+def test_block_ranks_share_ties_and_respect_direction():
+    np.testing.assert_array_equal(block_ranks(np.array([0.9, 0.7, 0.9, 0.5]), higher_is_better=True), [1.5, 3, 1.5, 4])
+    np.testing.assert_array_equal(block_ranks(np.array([0.1, 0.3, 0.2]), higher_is_better=False), [1, 3, 2])
+    np.testing.assert_array_equal(block_ranks(np.array([0.1, np.nan, 0.2]), higher_is_better=True), [2, 3, 1])
+    ranks = mean_ranks([(np.array([0.9, 0.8]), True), (np.array([0.1, 0.3]), False), (np.array([0.5, 0.6]), True)])
+    np.testing.assert_allclose(ranks, [(1 + 1 + 2) / 3, (2 + 2 + 1) / 3])
+
+
+def test_nemenyi_critical_difference_matches_demsar():
+    # Demšar 2006, Sec. 3.2.2 example: k = 4 classifiers, N = 14 data sets, q_0.05 = 2.569 -> CD = 1.25
+    assert critical_difference(4, 14) == pytest.approx(1.25, abs=0.01)
+    assert math.isnan(critical_difference(1, 5))
+
+
+def test_bounded_intervals_are_clipped_to_their_range():
+    assert clip_interval([-0.2, 0.4]) == [0.0, 0.4] and clip_interval([0.9, 1.3]) == [0.9, 1.0]
+    assert clip_interval([None, 0.5]) == [None, 0.5] and clip_interval(None) is None
+
+
+def group(name, rate):
+    return {"group": name, "n": 10, "selection_rate": rate}
+
+
+def test_degenerate_predictors_are_named():
+    record = {"per_group": {"test": {"per_group": [group("a", 0.0), group("b", 0.0)]}}}
+    assert degenerate(record) == ["one class for everyone"]
+    record = {"per_group": {"test": {"per_group": [group("a", 1.0), group("b", 0.4)]}}}
+    assert degenerate(record) == ["one class for all of group a"]
+    record = {"per_group": {"test": {"per_group": [group("a", 0.3), group("b", 0.6)]}}}
+    assert degenerate(record) == []
