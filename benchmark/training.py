@@ -11,7 +11,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fairfacebench.backbones import IMAGENET_MEAN, IMAGENET_STD
