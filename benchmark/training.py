@@ -11,7 +11,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fairfacebench.backbones import IMAGENET_MEAN, IMAGENET_STD
@@ -34,30 +33,44 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 def normalize(x: torch.Tensor) -> torch.Tensor:
     mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - mean).div_(std)  # in place on the fresh difference: one allocation, the same numbers
+
+
+def shift_crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+    """Each sample translated by (dy, dx) with replicated borders, mirrored first where `flip`: one gather.
+
+    Equal to flipping, padding by replication and cropping back to (h, w), since the replicated
+    border of a translation is a clamped source index; a mirror reverses the column index.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :]).clamp_(0, h - 1)
+    cols = (dx[:, None] + torch.arange(w, device=dev)[None, :]).clamp_(0, w - 1)
+    if flip is not None:
+        cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(x.reshape(n, c, h * w), 2, index).view(n, c, h, w)
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Flip, translate and colour-jitter a float batch in [0,1], each sample independently."""
+    """Flip, translate and colour-jitter a float batch in [0,1], each sample independently.
+
+    Flip and translation are one gather (`shift_crop`); the jitter runs in place on the new tensor.
+    """
     n, _, h, w = x.shape
     dev = x.device
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)
 
-    if aug.flip:
-        flip = rand(n) < 0.5
-        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    flip = rand(n) < 0.5 if aug.flip else None
     if aug.crop > 0:
         p = aug.crop
-        padded = F.pad(x, (p, p, p, p), mode="replicate")
         dy = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(dev)
         dx = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(dev)
-        rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
-        batch = torch.arange(n, device=dev)[:, None, None, None]
-        chan = torch.arange(3, device=dev)[None, :, None, None]
-        x = padded[batch, chan, rows, cols]
+        x = shift_crop(x, dy - p, dx - p, flip)
+    elif flip is not None:
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
     if aug.jitter > 0:
         j = aug.jitter
         brightness = 1 + (rand(n, 1, 1, 1) * 2 - 1) * j
@@ -65,10 +78,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
         saturation = 1 + (rand(n, 1, 1, 1) * 2 - 1) * j
         x = x * brightness
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * contrast + mean
+        x.sub_(mean).mul_(contrast).add_(mean)
         gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        x = (x - gray) * saturation + gray
-        x = x.clamp(0, 1)
+        x.sub_(gray).mul_(saturation).add_(gray).clamp_(0, 1)
     return x
 
 

@@ -76,21 +76,18 @@ class OpenClipEncoder:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, 3) -> float32 (N, D) L2-normalised; read from / written to the embedding cache."""
+        """uint8 (N, H, W, 3) -> float32 (N, D) L2-normalised; read from / written to the embedding cache.
+
+        Batches are written into one preallocated array: memory holds the output and one batch of images.
+        """
         path = None if self.cache is None else self.cache / f"{array_digest(images)}.npy"
         if path is not None and path.is_file():
             return np.load(path)
-        out = []
+        emb = np.empty((len(images), self.embed_dim), np.float32)
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                out.append(
-                    self.model.encode_image(
-                        self.images_to_input(images[start : start + self.batch_size]), normalize=True
-                    )
-                    .float()
-                    .cpu()
-                )
-        emb = torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+                batch = self.images_to_input(images[start : start + self.batch_size])
+                emb[start : start + len(batch)] = self.model.encode_image(batch, normalize=True).float().cpu().numpy()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -200,12 +200,19 @@ def balanced_meta_set(y: np.ndarray, a: np.ndarray, per_cell: int, rng: np.rando
 def embed_images(
     encode: Callable[[np.ndarray], np.ndarray], images: np.ndarray, progress: bool, desc: str, shard: int = SHARD
 ) -> np.ndarray:
-    """Embeddings of `images` computed shard by shard (memmaps stay on disk), with a progress bar."""
-    out = [
-        encode(images[s : s + shard])
-        for s in tqdm(range(0, len(images), shard), desc=desc, disable=not progress, leave=False)
-    ]
-    return np.concatenate(out).astype(np.float32)
+    """Embeddings of `images` computed shard by shard into one preallocated array, with a progress bar.
+
+    Memory holds one shard of images (memmaps stay on disk) and the output, never partial results to concatenate.
+    """
+    if len(images) == 0:
+        return np.asarray(encode(images), np.float32)
+    out = None
+    for s in tqdm(range(0, len(images), shard), desc=desc, disable=not progress, leave=False):
+        emb = encode(images[s : s + shard])
+        if out is None:
+            out = np.empty((len(images), emb.shape[1]), np.float32)
+        out[s : s + len(emb)] = emb
+    return out
 
 
 # ---------------------------------------------------------------- stage 3: retrieval, groups inferred without labels

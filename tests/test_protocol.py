@@ -288,7 +288,8 @@ def test_sigkill_then_resume_recomputes_only_unfinished_runs(tmp_path):
     assert all((d / "record.json").exists() for d in out.iterdir() if d.is_dir() and not d.name.startswith("."))
     ran = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert f"{3 - len(finished)} to compute, {len(finished)} already in" in ran.stdout
+    seen = f"finished before the kill: {sorted(finished)}\n{ran.stdout}\n{ran.stderr}"
+    assert f"{3 - len(finished)} to compute, {len(finished)} already in" in ran.stdout, seen
     assert {k: (out / k / "record.json").stat().st_mtime_ns for k in finished} == finished
 
 

@@ -8,8 +8,11 @@ Run with ``FAIRBENCH_UTKFACE_ROOT=../shared/data/utkface/UTKFace pytest tests/be
   process; its RSS (and that of its forkserver and decoding workers) is sampled from /proc
   every 50 ms (``ru_maxrss`` would include the pytest process it was forked from), and
   tracemalloc gives the traced Python/numpy peak of the builder;
-- input pipeline: random batches of 128 as float tensors, gathered from the cache memmap versus
-  decoding the JPEGs with PIL each time.  Both read warm files (page cache) after the builds.
+- input pipeline, one torch thread (a default-grid worker's share): random batches of 128 gathered
+  from the cache memmap as float tensors (`to_tensor`), target 20,000 images/s; the whole training
+  input path (plus the default flip/crop/jitter `augment_batch` and `normalize`), target 5,000; and
+  cached batches versus decoding the JPEGs with PIL for every batch.  All read warm files (page
+  cache) after the builds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from verdicts import Verdict, interleaved, relative_spread, seconds
 
 from fairfacebench.datasets.cache import decode_image
 from fairfacebench.datasets.utkface import UTKFace
@@ -30,6 +34,11 @@ from fairfacebench.datasets.utkface import UTKFace
 SIZE = 64
 BATCH = 128
 BATCHES_PER_ROUND = 10
+ROUNDS = 15
+# A MobileNetV2 training step at 64 px consumes a few hundred images/s per core: input at 5,000 is a small share.
+AUGMENTED_TARGET = 5_000
+# Decoding all of UTKFace once should take under a minute.
+BUILD_TARGET = 23_702 / 60
 
 
 def _rss_mb(pid: int) -> float:
@@ -96,7 +105,7 @@ def _build_in_fresh_process(root: Path, cache_dir: Path, workers: int, results) 
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cache_build_throughput(benchmark, utkface_root, tmp_path, workers):
+def test_cache_build_throughput(benchmark, verdict, utkface_root, tmp_path, workers):
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     runs = iter(range(100))
@@ -112,6 +121,15 @@ def test_cache_build_throughput(benchmark, utkface_root, tmp_path, workers):
     outcome = benchmark.pedantic(build_once, rounds=1, iterations=1)
     benchmark.extra_info.update(outcome)
     assert outcome["images"] == 23_702
+    verdict(
+        Verdict(
+            f"cache/build UTKFace at {SIZE} px, {workers} worker{'s' if workers > 1 else ''}",
+            outcome["images_per_s"],
+            BUILD_TARGET,
+            unit=" images/s",
+            note=f"{outcome['seconds']:.0f} s, peak RSS of the tree {outcome['peak_rss_process_tree_mb']:.0f} MB",
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,37 +139,76 @@ def cached(utkface_root, tmp_path_factory):
     return split.images, [utkface_root / f for f in split.ids]
 
 
-def _as_tensor(batch: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch is imported in the body)
+def input_batch(images: np.ndarray, index: np.ndarray, gen: "torch.Generator | None") -> "torch.Tensor":  # noqa: F821
+    """The fit context's input path per batch (FitContext.batch): gather, to_tensor, with `gen` augment, normalize."""
     import torch  # imported here so the spawned build processes stay free of torch's memory
 
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)
+    from fairfacebench.plan import Augment
+    from fairfacebench.training import augment_batch, normalize, to_tensor
+
+    x = to_tensor(images[index], torch.device("cpu"))
+    return x if gen is None else normalize(augment_batch(x, Augment(), gen))
 
 
-def _images_per_s(benchmark, images_per_round: int) -> None:
-    """Mean and best-round throughput: on a shared machine the best round is the least disturbed one."""
-    stats = benchmark.stats.stats
-    benchmark.extra_info["images_per_s"] = round(images_per_round / stats.mean, 1)
-    benchmark.extra_info["images_per_s_best_round"] = round(images_per_round / stats.min, 1)
-
-
-def test_pipeline_from_cache(benchmark, cached):
-    images, _ = cached
+def _rounds_of_batches(images: np.ndarray, gen) -> list[float]:
+    """images/s of ROUNDS rounds of BATCHES_PER_ROUND random batches (after one warm-up round)."""
     rng = np.random.default_rng(0)
 
-    def batches() -> None:
+    def images_per_s() -> float:
+        started = time.perf_counter()
         for _ in range(BATCHES_PER_ROUND):
-            _as_tensor(images[np.sort(rng.choice(len(images), BATCH, replace=False))])
+            input_batch(images, rng.choice(len(images), BATCH, replace=False), gen)
+        return BATCH * BATCHES_PER_ROUND / (time.perf_counter() - started)
 
-    benchmark.pedantic(batches, rounds=20, warmup_rounds=1)
-    _images_per_s(benchmark, BATCH * BATCHES_PER_ROUND)
+    images_per_s()
+    return [images_per_s() for _ in range(ROUNDS)]
 
 
-def test_pipeline_decoding_jpegs_each_time(benchmark, cached):
-    _, paths = cached
+@pytest.mark.parametrize("augmented", [False, True], ids=["cached-batches", "augmented"])
+def test_pipeline_from_cache(benchmark, verdict, cached, augmented):
+    """Random batches of 128 from the cache memmap as float tensors; `augmented`: the whole training input path.
+
+    One torch thread: what each of the default grid's two workers has (executors.threads_per_worker).
+    """
+    import torch
+
+    images, _ = cached
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0) if augmented else None
+        rates = benchmark.pedantic(_rounds_of_batches, args=(images, gen), rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    benchmark.extra_info.update(images_per_s=round(float(np.median(rates))), torch_threads=1)
+    what = "gather + to_tensor + flip/crop/jitter + normalize" if augmented else "gather + to_tensor"
+    verdict(
+        Verdict(
+            f"cache/{'augmented training input' if augmented else 'cached batches'} at {SIZE} px",
+            float(np.median(rates)),
+            AUGMENTED_TARGET if augmented else 20_000,
+            unit=" images/s",
+            spread=relative_spread(rates),
+            rounds=len(rates),
+            rounds_are="rounds of 10 batches",
+            note=f"{what}, 1 torch thread",
+        )
+    )
+
+
+def test_pipeline_cache_vs_decoding_jpegs(benchmark, verdict, cached):
+    """Batches of float tensors from the cache versus decoding the JPEGs with PIL for every batch, interleaved."""
+    images, paths = cached
     rng = np.random.default_rng(0)
 
-    def batch() -> None:
-        _as_tensor(np.stack([decode_image(paths[i], SIZE) for i in rng.choice(len(paths), BATCH, replace=False)]))
+    def from_cache() -> float:
+        return seconds(lambda: input_batch(images, rng.choice(len(images), BATCH, replace=False), None))
 
-    benchmark.pedantic(batch, rounds=10, warmup_rounds=1)
-    _images_per_s(benchmark, BATCH)
+    def decoding() -> float:
+        picked = rng.choice(len(paths), BATCH, replace=False)
+        decoded = lambda: np.stack([decode_image(paths[i], SIZE) for i in picked])  # noqa: E731
+        return seconds(lambda: input_batch(decoded(), np.arange(BATCH), None))
+
+    rounds = benchmark.pedantic(lambda: interleaved(decoding, from_cache, max_spread=0.1), rounds=1, iterations=1)
+    benchmark.extra_info.update(speedups=[round(r, 1) for r in rounds.ratios])
+    verdict(rounds.verdict("cache/decoding JPEGs/cache batch time", 10, unit="x", note=f"batches of {BATCH}"))

@@ -1,111 +1,124 @@
-"""faiss curation (ssl-pipeline stages 2–3) vs brute force on random 512-d embeddings.
+"""faiss curation (ssl-pipeline stages 2–3): the index `build_index` chooses versus exact search, on pool-like data.
 
-Run with ``pytest tests/benchmarks/test_bench_faiss.py --benchmark-only -p no:cacheprovider -s``.
-100,000 rows by default; ``FAIRBENCH_BENCH_ROWS=1000000`` for the 1M k-NN run.  The
-faiss call goes through pytest-benchmark; brute force (torch matmul + top-k,
-chunked) is timed once.  extra_info records the index kind and recall@10
-against exact search.  Uniformly random vectors are the worst case for IVF
-(no cluster structure to exploit), so recall here is a lower bound.
+Run with ``pytest tests/benchmarks/test_bench_faiss.py --benchmark-only -p no:cacheprovider``.  100,000 x 512
+rows by default; ``FAIRBENCH_BENCH_ROWS=1000000`` for the 1M run (about 15 minutes on 2 cores, 8 GiB).
+The rows are a mixture of clusters on a low-dimensional manifold with 1% planted near-duplicates
+(structured.py); never structureless noise, where no approximate index can work.
+
+- k-NN retrieval, per index kind (IVF-Flat as chosen, IVF-PQ as chosen when the float rows do not fit):
+  recall@10 of 1,000 held-out queries against exact search, and the speedup over exact search
+  (`IndexFlatIP`, BLAS) as the median of interleaved rounds;
+- de-duplication: recall of the planted near-duplicates, and its speedup over an exact all-pairs scan,
+  extrapolated from an exact scan of 1,000 rows (scan time is linear in the number of query rows).
 """
 
 import os
 import time
 
+import faiss
 import numpy as np
 import pytest
-import torch
+from structured import mixture
+from verdicts import Verdict, interleaved, seconds
 
-from fairfacebench.methods.curation import build_index, deduplicate
+from fairfacebench.methods.curation import build_index, deduplicate, exact_knn, recall_at_k
 
 N_ROWS = int(os.environ.get("FAIRBENCH_BENCH_ROWS", 100_000))
-DIM = 512
 N_QUERIES = 1000
 K = 10
-N_PLANTED = 1000
 THRESHOLD = 0.95
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+# The issue's speed target is for 1M rows; below, an exact scan is short and IVF gains less.
+SPEEDUP_TARGET = 20 if N_ROWS >= 1_000_000 else 5
+SIZE = f"{N_ROWS // 1000}k" if N_ROWS < 1_000_000 else f"{N_ROWS / 1e6:g}M"
 
 
 @pytest.fixture(scope="module")
-def embeddings():
-    """N_ROWS random unit vectors; the last N_PLANTED are near-copies (cosine ≈ 0.99) of random earlier rows."""
-    rng = np.random.default_rng(0)
-    x = unit(rng.standard_normal((N_ROWS, DIM), dtype=np.float32))
-    src = rng.choice(N_ROWS - N_PLANTED, N_PLANTED, replace=False)
-    x[-N_PLANTED:] = unit(x[src] + 0.15 / np.sqrt(DIM) * rng.standard_normal((N_PLANTED, DIM), dtype=np.float32))
-    return x, src
+def pool():
+    """N_ROWS indexed rows (1% planted near-copies at the end) and N_QUERIES held-out rows of the same mixture."""
+    x, source, _ = mixture(N_ROWS + N_QUERIES, N_ROWS // 100)
+    originals = np.setdiff1d(np.arange(len(x) - len(source)), source)
+    held_out = np.sort(np.random.default_rng(1).choice(originals, N_QUERIES, replace=False))
+    keep = np.ones(len(x), bool)
+    keep[held_out] = False
+    # Re-number planted sources after the held-out rows leave (none of them is a source or a copy).
+    shift = np.cumsum(~keep)
+    source = source - shift[source]
+    return x[held_out], np.ascontiguousarray(x[keep]), source
 
 
-def torch_knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-NN by inner product: matmul + top-k over query chunks of at most 2^28 similarities (brute force)."""
-    b, q = torch.from_numpy(base), torch.from_numpy(queries)
-    chunk = max(1, 2**28 // len(base))
-    sims, ids = [], []
-    for start in range(0, len(q), chunk):
-        s, i = (q[start : start + chunk] @ b.T).topk(k, dim=1)
-        sims.append(s)
-        ids.append(i)
-    return torch.cat(sims).numpy(), torch.cat(ids).numpy()
+@pytest.fixture(scope="module")
+def exact(pool):
+    queries, rows, _ = pool
+    flat = faiss.IndexFlatIP(rows.shape[1])
+    flat.add(rows)
+    return flat, flat.search(queries, K)[1]
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
-
-
-def _seconds(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def test_knn_retrieval_faiss_vs_brute_force(benchmark, embeddings):
-    x, _ = embeddings
-    queries = x[np.random.default_rng(1).choice(len(x), N_QUERIES, replace=False)]
-    build_s, index = _seconds(lambda: build_index(x))
-    sims, found = benchmark.pedantic(index.search, args=(queries, K), rounds=3, iterations=1)
-    torch_s, (_, truth) = _seconds(lambda: torch_knn(x, queries, K))
-    flat_build_s, flat = _seconds(lambda: build_index(x, flat_max=len(x)))
-    flat_s, (_, flat_found) = _seconds(lambda: flat.search(queries, K))
-    assert recall_at_k(flat_found, truth) > 0.999
-    recall = recall_at_k(found, truth)
-    benchmark.extra_info.update(
-        rows=len(x),
-        dim=DIM,
-        queries=N_QUERIES,
-        k=K,
-        index=index.kind,
-        index_build_s=round(build_s, 2),
-        recall_at_10=round(recall, 4),
-        torch_brute_force_s=round(torch_s, 3),
-        faiss_flat_s=round(flat_s, 3),
-        faiss_flat_build_s=round(flat_build_s, 2),
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
+def test_knn_retrieval_vs_exact_search(benchmark, verdict, pool, exact, kind):
+    queries, rows, _ = pool
+    flat, truth = exact
+    memory = None if kind == "ivf-flat" else rows.nbytes - 1  # IVF-PQ: as chosen when the float rows do not fit
+    started = time.perf_counter()
+    index = benchmark.pedantic(build_index, args=(rows, K), kwargs={"memory": memory}, rounds=1, iterations=1)
+    build_s = time.perf_counter() - started
+    recall = recall_at_k(index.search(queries, K)[1], truth)
+    rounds = interleaved(
+        lambda: seconds(lambda: flat.search(queries, K)),
+        lambda: seconds(lambda: index.search(queries, K)),
+        min_rounds=3 if N_ROWS >= 1_000_000 else 5,
+        max_rounds=5 if N_ROWS >= 1_000_000 else 11,
+        max_spread=0.1,
     )
-    print(f"\n{benchmark.extra_info}")
-    assert recall > 0.2 if index.kind.startswith("ivf") else recall > 0.999
-
-
-@pytest.mark.skipif(N_ROWS > 200_000, reason="brute-force de-duplication is O(n²·d): hours at 1M rows on a CPU")
-def test_dedup_faiss_vs_brute_force(benchmark, embeddings):
-    x, src = embeddings
-    result = benchmark.pedantic(deduplicate, args=(x, THRESHOLD), rounds=1, iterations=1)
-    found_planted = int((~result.keep[-N_PLANTED:]).sum() + (~result.keep[src]).sum())
-    # Brute force: every row's exact nearest other row, chunked matmul (O(n²d) flops, no Python pair loop).
-    torch_s, (sims, ids) = _seconds(lambda: torch_knn(x, x, 2))
-    exact_pairs = int((sims[:, 1] >= THRESHOLD).sum() // 2)
     benchmark.extra_info.update(
-        rows=len(x),
-        dim=DIM,
+        rows=len(rows),
+        dim=rows.shape[1],
+        queries=N_QUERIES,
+        index=index.kind,
+        build_s=round(build_s, 1),
+        recall_at_10=round(recall, 4),
+        exact_search_s=round(float(np.median(rounds.numerators)), 3),
+        index_search_s=round(float(np.median(rounds.denominators)), 4),
+        speedup_rounds=[round(r, 1) for r in rounds.ratios],
+    )
+    assert index.kind.startswith(kind), index.kind
+    verdict(Verdict(f"faiss/{kind} recall@10 {SIZE}", recall, 0.95, note=index.kind))
+    verdict(
+        rounds.verdict(
+            f"faiss/{kind} exact/index search time {SIZE}",
+            SPEEDUP_TARGET,
+            unit="x",
+            note=f"{N_QUERIES} queries; build {build_s:.0f} s",
+        )
+    )
+
+
+def test_dedup_vs_exact_all_pairs(benchmark, verdict, pool):
+    _, rows, source = pool
+    copies = np.arange(len(rows) - len(source), len(rows))
+    result = benchmark.pedantic(deduplicate, args=(rows, THRESHOLD), rounds=1, iterations=1)
+    dedup_s = benchmark.stats.stats.median
+    resolved = float(np.mean(result.representative[copies] == result.representative[source]))
+    sample = np.random.default_rng(2).choice(len(rows), N_QUERIES, replace=False)
+    exact_sample_s = seconds(lambda: exact_knn(rows[sample], rows, 2))
+    exact_all_s = exact_sample_s * len(rows) / N_QUERIES
+    benchmark.extra_info.update(
+        rows=len(rows),
         threshold=THRESHOLD,
         index=result.index_kind,
         removed=result.n_removed,
-        planted_pairs=N_PLANTED,
-        planted_pairs_removed=found_planted,
-        exact_pairs_above_threshold=exact_pairs,
-        torch_brute_force_s=round(torch_s, 2),
+        planted=len(copies),
+        planted_resolved=resolved,
+        dedup_s=round(dedup_s, 1),
+        exact_all_pairs_s_extrapolated=round(exact_all_s, 1),
     )
-    print(f"\n{benchmark.extra_info}")
-    assert exact_pairs == N_PLANTED
-    assert result.n_removed >= 0.95 * N_PLANTED and found_planted >= 0.95 * N_PLANTED
+    verdict(Verdict(f"faiss/dedup planted-duplicate recall {SIZE}", resolved, 0.99, note=result.index_kind))
+    verdict(
+        Verdict(
+            f"faiss/dedup exact all-pairs/dedup time {SIZE}",
+            exact_all_s / dedup_s,
+            SPEEDUP_TARGET,
+            unit="x",
+            note=f"exact extrapolated from {N_QUERIES} rows; dedup {dedup_s:.0f} s, removed {result.n_removed}",
+        )
+    )
