@@ -1,10 +1,12 @@
 """SHaSaM: submodular hard-sample mining for fair facial attribute recognition (Majee & Iyer, arXiv 2602.05162).
 
-Every step MINEs, per anchor, hard positives (same target, other group, far)
-and hard negatives (other target, same group, near) by greedy submodular
-maximisation over the batch (and an optional feature memory), then LEARNs
-with a conditional-mutual-information loss (FL, GC or LogDet CMI) jointly
-with cross-entropy.  Defaults and why they differ from the exact CMI: docs/METHODS.md.
+Two stages in one budget: (1) representation, ``rep_frac`` of the steps:
+every step MINEs hard positives and negatives for each (target, sensitive)
+anchor set of the batch by greedy submodular maximisation and LEARNs with a
+submodular CMI loss I_f(A; Q | P) on a projection head; (2) the classifier:
+a linear probe on the frozen encoder, or fine-tuning.  The ablation
+``shasam:no-mining`` uses every candidate instead of mined subsets.
+Choices the paper leaves open: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -19,44 +21,37 @@ from torch import Tensor
 
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uniform, uniform
-from fairfacebench.methods.common import cross_entropy, projection_head
+from fairfacebench.methods.common import erm_loss, projection_head, train_linear_probe
 from fairfacebench.methods.submodular import (
     FUNCTIONS,
-    MinedSets,
+    AnchorSets,
+    anchor_affinity,
+    anchor_sets,
     fl_cmi_loss,
+    fl_cmi_terms,
     gc_cmi_loss,
     logdet_cmi_loss,
     mine_hard_samples,
+    similarity_kernel,
 )
-from fairfacebench.training import Predictor
+from fairfacebench.training import Classifier, Predictor
 
 LEARN_LOSSES = ("fl_cmi", "gc_cmi", "logdet_cmi")
+# Hyperparameters of MINE only: the ablation without mining has none of them.
+MINING_HPARAMS = ("mine_function", "n_pos", "n_neg", "diversity")
+
+Loss = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
-def cmi_loss(name: str, nu: float, temperature: float, smoothing: float) -> Callable[..., Tensor]:
-    """The LEARN loss ``name``: conditioning weight ν (FL, GC), LSE smoothing (FL), kernel temperature τ (LogDet)."""
+def cmi_loss(name: str, nu: float) -> Loss:
+    """The LEARN loss ``name``; ``nu`` weighs graph cut's explicit conditioning term."""
     if name == "fl_cmi":
-        return partial(fl_cmi_loss, nu=nu, smoothing=smoothing)
+        return fl_cmi_loss
     if name == "gc_cmi":
         return partial(gc_cmi_loss, nu=nu)
     if name == "logdet_cmi":
-        return partial(logdet_cmi_loss, temperature=temperature)
+        return logdet_cmi_loss
     raise ValueError(f"unknown SHaSaM loss {name!r}; choose one of {', '.join(LEARN_LOSSES)}")
-
-
-def learn_on_mined(
-    emb: Tensor, memory: tuple[Tensor, Tensor, Tensor] | None, mined: MinedSets, learn: Callable[..., Tensor]
-) -> Tensor:
-    """LEARN on the sets MINE picked: A_i = mined positives, P_i = mined negatives, Q_i = anchor i.
-
-    Mined indices point into the bank ``[emb; memory]``; gradients flow into
-    the batch embeddings (anchors, and positives/negatives from the batch),
-    not into the memory.
-    """
-    bank = emb if memory is None else torch.cat([emb, memory[0].to(emb)])
-    return learn(
-        emb, bank[mined.pos_idx.clamp_min(0)], bank[mined.neg_idx.clamp_min(0)], mined.pos_mask, mined.neg_mask
-    )
 
 
 class FeatureMemory:
@@ -65,6 +60,13 @@ class FeatureMemory:
     def __init__(self, size: int):
         self.size = size
         self.items: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def bank(self, emb: Tensor, y: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The mining bank: the batch first, then the memory (no gradient flows into the memory)."""
+        if self.items is None:
+            return emb, y, a
+        mem_emb, mem_y, mem_a = self.items
+        return torch.cat([emb, mem_emb.to(emb)]), torch.cat([y, mem_y.to(y)]), torch.cat([a, mem_a.to(a)])
 
     def push(self, emb: Tensor, y: Tensor, a: Tensor) -> None:
         if self.size <= 0:
@@ -77,80 +79,138 @@ class FeatureMemory:
 
 class SHaSaM(Method):
     name = "shasam"
+    version = 2
     description = (
-        "Submodular hard-sample mining (hard positives across sensitive groups, hard negatives within) "
-        "+ a conditional-mutual-information loss, jointly with cross-entropy"
+        "Two stages: per (target, group) anchor set, greedy submodular mining of hard positives (same target, other "
+        "group) and hard negatives (other target, same group), exact submodular CMI loss I_f(A; Q | P) on a "
+        "projection head; then a linear probe.  Deviations (paper silent): kernel exp((cos-1)/tau), mining objective "
+        "hardness + diversity, batch-local anchor sets, CMI per ground-set element"
     )
     citation = (
         "Majee & Iyer, SHaSaM: Submodular Hard Sample Mining for Fair Facial Attribute Recognition, "
         "arXiv 2602.05162, 2026"
     )
     labels = LabelUse(target="train", sensitive="train")
+    mining = True  # submodular MINE (the ablation shasam:no-mining turns it off)
     space = {
+        "rep_frac": Hparam(0.7, uniform(0.5, 0.85), "share of the budget for the representation stage"),
         "loss": Hparam("fl_cmi", choice(list(LEARN_LOSSES)), "LEARN loss: facility-location, graph-cut or log-det CMI"),
-        "mine_function": Hparam("facility_location", choice(list(FUNCTIONS)), "submodular function of MINE"),
-        "n_pos": Hparam(4, choice([2, 4, 8]), "hard positives mined per anchor"),
-        "n_neg": Hparam(4, choice([2, 4, 8]), "hard negatives mined per anchor"),
-        "diversity": Hparam(1.0, uniform(0.0, 2.0), "weight β of the submodular diversity term in MINE"),
-        "cmi_weight": Hparam(1.0, log_uniform(0.1, 3.0), "weight of the CMI loss next to cross-entropy"),
-        "nu": Hparam(0.5, uniform(0.25, 1.0), "weight ν of the conditioning (sensitive) set in FL/GC-CMI"),
-        "smoothing": Hparam(0.05, choice([0.0, 0.05, 0.1]), "log-sum-exp temperature replacing FL-CMI's max/min/hinge"),
-        "temperature": Hparam(0.5, log_uniform(0.1, 1.0), "kernel temperature of LogDet-CMI"),
-        "memory_size": Hparam(
-            0, choice([0, 128, 256]), "FIFO feature memory added to the mining bank (0 = batch only)"
-        ),
+        "mine_function": Hparam("facility_location", choice(list(FUNCTIONS)), "submodular function g of MINE"),
+        "n_pos": Hparam(8, choice([4, 8, 16]), "hard positives mined per anchor set"),
+        "n_neg": Hparam(8, choice([4, 8, 16]), "hard negatives mined per anchor set"),
+        "diversity": Hparam(1.0, uniform(0.0, 2.0), "weight β of the submodular diversity term g in MINE"),
+        "temperature": Hparam(0.5, log_uniform(0.1, 1.0), "temperature τ of the kernel exp((cos − 1)/τ)"),
+        "nu": Hparam(1.0, uniform(0.25, 1.0), "weight ν of graph cut's explicit conditioning term (gc_cmi only)"),
+        "memory_size": Hparam(0, choice([0, 128, 256]), "FIFO feature memory added to the candidates (0 = batch only)"),
+        "head": Hparam("linear", choice(["linear", "finetune"]), "linear probe of the frozen encoder, or fine-tuning"),
+        "head_lr": Hparam(1e-2, log_uniform(1e-3, 3e-2), "learning rate of the linear probe"),
     }
 
     def fit(self, ctx):
         hp = ctx.hparams
         model = ctx.new_classifier()
         model.heads["projection"] = projection_head(model.heads["target"].in_features).to(ctx.device)
-        learn = cmi_loss(hp["loss"], hp["nu"], hp["temperature"], hp["smoothing"])
-        memory = FeatureMemory(hp["memory_size"])
-        records: list[tuple[float, float, float, float, float]] = []
-
-        def loss(m, b):
-            feats = m.features(b.x)
-            emb = m.heads["projection"](feats)
-            start = time.perf_counter()
-            mined = mine_hard_samples(
-                emb, b.y, b.a, hp["n_pos"], hp["n_neg"], hp["mine_function"], memory.items, diversity=hp["diversity"]
-            )
-            seconds = time.perf_counter() - start
-            cmi = learn_on_mined(emb, memory.items, mined, learn)
-            records.append(mining_record(mined, seconds, cmi))
-            memory.push(emb, b.y, b.a)
-            return cross_entropy(m.heads["target"](feats), b).mean() + hp["cmi_weight"] * cmi
-
-        ctx.train_classifier(model, ctx.meter.remaining, loss, stage="mine+learn", mix=False)
-        ctx.log.stage("mine", **summarise_mining(records))
-        return Predictor(model, ctx.device)
+        steps = max(1, round(hp["rep_frac"] * ctx.meter.remaining))
+        records = learn_representation(ctx, model, steps, hp, self.mining)
+        ctx.log.stage("representation", steps=steps, mining=self.mining, **summarise(records))
+        if hp["head"] == "finetune":
+            ctx.train_classifier(model, ctx.meter.remaining, erm_loss, stage="classifier")
+            return Predictor(model, ctx.device)
+        return Predictor(train_linear_probe(ctx, model, ctx.meter.remaining, hp["head_lr"]), ctx.device)
 
 
-def mining_record(mined: MinedSets, seconds: float, cmi: Tensor) -> tuple[float, float, float, float, float]:
-    """(positives per anchor, negatives per anchor, share of anchors with a positive, MINE ms, CMI loss)."""
-    return (
-        float(mined.pos_mask.sum(1).float().mean()),
-        float(mined.neg_mask.sum(1).float().mean()),
-        float(mined.pos_mask.any(1).float().mean()),
-        seconds * 1e3,
-        float(cmi.detach()),
-    )
+class SHaSaMNoMining(SHaSaM):
+    """Ablation: A and P are all positive and negative candidates of the batch, not mined subsets."""
+
+    name = "shasam:no-mining"
+    ablation_of = "shasam"
+    description = "shasam without submodular mining: A and P are every positive and negative candidate (ablation)"
+    mining = False
+    space = {k: v for k, v in SHaSaM.space.items() if k not in MINING_HPARAMS}
 
 
-def summarise_mining(records: list[tuple[float, ...]]) -> dict[str, float]:
-    """Means over the steps of the numbers of :func:`mining_record`, plus first and last CMI loss."""
-    r = np.asarray(records)
-    return {
-        "positives_per_anchor": round(float(r[:, 0].mean()), 3),
-        "negatives_per_anchor": round(float(r[:, 1].mean()), 3),
-        "anchors_with_positives": round(float(r[:, 2].mean()), 3),
-        "mine_ms_per_step": round(float(r[:, 3].mean()), 2),
-        "cmi_loss_first": round(float(r[0, 4]), 4),
-        "cmi_loss_last": round(float(r[-1, 4]), 4),
+def select(kernel: Tensor, sets: AnchorSets, hp: dict, mining: bool) -> tuple[Tensor, Tensor]:
+    """(A, P) per anchor set: the mined subsets, or every candidate without mining."""
+    if not mining:
+        return sets.positives, sets.negatives
+    mined = mine_hard_samples(kernel, sets, hp["n_pos"], hp["n_neg"], hp["mine_function"], diversity=hp["diversity"])
+    return mined.masks(kernel.shape[0])
+
+
+def learn_representation(ctx, model: Classifier, steps: int, hp: dict, mining: bool) -> list[dict[str, float]]:
+    """Stage 1: MINE then LEARN on every batch; trains the backbone and the projection head, never the target head."""
+    sampler = ctx.sampler(stream="batches/representation")
+    gen, rng = ctx.generator("augment/representation"), ctx.rng("mix/representation")
+    learn = cmi_loss(hp["loss"], hp["nu"])
+    memory = FeatureMemory(hp["memory_size"])
+    records: list[dict[str, float]] = []
+
+    def step(_: int) -> Tensor:
+        # No MixUp/CutMix: a mixed image has no single (target, group) cell.
+        batch = ctx.batch(next(sampler), gen, rng, mix=False)
+        emb = model.heads["projection"](model.features(batch.x))
+        bank, bank_y, bank_a = memory.bank(emb, batch.y, batch.a)
+        kernel = similarity_kernel(bank, hp["temperature"])
+        sets = anchor_sets(bank_y, bank_a, len(emb))
+        start = time.perf_counter()
+        A, P = select(kernel, sets, hp, mining)
+        seconds = time.perf_counter() - start
+        loss = learn(kernel, sets.anchors, A, P)
+        records.append(step_record(kernel.detach(), sets, A, P, seconds, loss, hp["loss"] == "fl_cmi"))
+        memory.push(emb, batch.y, batch.a)
+        return loss
+
+    model.train()
+    params = [*model.backbone.parameters(), *model.heads["projection"].parameters()]
+    ctx.optimize(params, steps, step, lr=hp["lr"], weight_decay=hp["weight_decay"], stage="representation")
+    return records
+
+
+def _mean_over(values: Tensor, mask: Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp_min(1))
+
+
+def step_record(
+    kernel: Tensor, sets: AnchorSets, A: Tensor, P: Tensor, seconds: float, loss: Tensor, fl: bool
+) -> dict[str, float]:
+    """One step's mining numbers: set sizes, how much harder the selection is than the candidates, the loss."""
+    affinity = anchor_affinity(kernel, sets.anchors)
+    record = {
+        "anchor_sets": float(len(sets.cells)),
+        "anchors_per_set": float(sets.anchors.sum(1).float().mean()),
+        "positive_candidates_per_set": float(sets.positives.sum(1).float().mean()),
+        "negative_candidates_per_set": float(sets.negatives.sum(1).float().mean()),
+        "positives_per_set": float(A.sum(1).float().mean()),
+        "negatives_per_set": float(P.sum(1).float().mean()),
+        "sets_with_positives": float(A.any(1).float().mean()),
+        # mean kernel similarity to the anchor set: mined positives should sit lower, mined negatives higher
+        "positive_similarity_candidates": _mean_over(affinity, sets.positives),
+        "positive_similarity_selected": _mean_over(affinity, A),
+        "negative_similarity_candidates": _mean_over(affinity, sets.negatives),
+        "negative_similarity_selected": _mean_over(affinity, P),
+        "mine_ms": seconds * 1e3,
+        "cmi_loss": float(loss.detach()),
     }
+    if fl:  # share of FL-CMI terms with a gradient (the hinge is open)
+        ground = (A | sets.anchors | P) & A.any(1, keepdim=True)
+        record["active_terms"] = _mean_over((fl_cmi_terms(kernel, sets.anchors, A, P) > 0).float(), ground)
+    return record
+
+
+def summarise(records: list[dict[str, float]]) -> dict[str, float]:
+    """Means over the steps of every number of :func:`step_record`, plus the first and last loss (and open hinges)."""
+    summary = {k: round(float(np.mean([r[k] for r in records])), 4) for k in records[0]}
+    summary["mine_ms_per_step"] = summary.pop("mine_ms")
+    summary["cmi_loss_first"], summary["cmi_loss_last"] = (
+        round(records[0]["cmi_loss"], 4),
+        round(records[-1]["cmi_loss"], 4),
+    )
+    if "active_terms" in records[0]:
+        summary["active_terms_first"] = round(records[0]["active_terms"], 4)
+        summary["active_terms_last"] = round(records[-1]["active_terms"], 4)
+    return summary
 
 
 @hookimpl
 def fairfacebench_methods():
-    return [SHaSaM]
+    return [SHaSaM, SHaSaMNoMining]

@@ -1,13 +1,15 @@
 """Submodular set functions (submodlib notation), vectorised greedy maximisation, and SHaSaM's MINE and LEARN steps.
 
 Facility location, graph cut and log-determinant functions, their mutual
-information and conditional mutual information; the definitions and the
+information and conditional mutual information; the similarity kernel, the
+per-(target, sensitive) anchor sets, mining by greedy maximisation and the
 CMI losses of SHaSaM (arXiv 2602.05162): docs/METHODS.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -23,7 +25,13 @@ __all__ = [
     "mutual_information",
     "conditional_mutual_information",
     "greedy_maximize",
+    "similarity_kernel",
+    "AnchorSets",
+    "anchor_sets",
+    "selection_mask",
+    "anchor_affinity",
     "mine_hard_samples",
+    "fl_cmi_terms",
     "fl_cmi_loss",
     "gc_cmi_loss",
     "logdet_cmi_loss",
@@ -272,74 +280,117 @@ def greedy_maximize(
     return idx[0][valid[0]]
 
 
+# ----------------------------------------------------------------------------- the kernel
+
+
+def similarity_kernel(emb: Tensor, temperature: float) -> Tensor:
+    """``k_ij = exp((cos_ij − 1)/τ)`` between the rows of ``emb (N, D)``: in (0, 1], symmetric, PSD, unit diagonal.
+
+    Non-negative, so facility location over it is monotone submodular and
+    :func:`fl_cmi_terms` is its exact CMI; PSD with unit diagonal, so
+    ``log det(K_X + εI)`` is monotone submodular for ε ≥ 1.  Gradients flow
+    through ``emb``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"the kernel temperature must be positive, got {temperature}")
+    z = F.normalize(emb, dim=1)
+    return torch.exp((z @ z.T - 1) / temperature)
+
+
 # ----------------------------------------------------------------------------- SHaSaM-MINE
+#
+# Sets are boolean masks over the N rows of a bank: the batch (its first
+# n_batch rows), then an optional memory of earlier batches.  One row per
+# anchor set, i.e. per (target, sensitive) cell present in the batch.
+
+
+class AnchorSets(NamedTuple):
+    """Per (target, sensitive) cell of the batch: its anchor set and candidate masks, ``(R, N)`` each."""
+
+    cells: Tensor  # (R, 2): the cell's (y, a)
+    anchors: Tensor  # Q_r: the batch samples of the cell
+    positives: Tensor  # positive candidates: same target, other sensitive value
+    negatives: Tensor  # negative candidates: other target, same sensitive value
+
+
+def anchor_sets(y: Tensor, a: Tensor, n_batch: int | None = None) -> AnchorSets:
+    """The anchor set of every (y, a) cell present among the first ``n_batch`` rows (default all), with candidates.
+
+    Candidates come from all N rows (batch and memory); anchors from the batch only.
+    """
+    n_batch = len(y) if n_batch is None else n_batch
+    cells = torch.unique(torch.stack([y[:n_batch], a[:n_batch]], dim=1), dim=0)
+    same_y, same_a = cells[:, :1] == y[None], cells[:, 1:] == a[None]
+    in_batch = torch.arange(len(y), device=y.device) < n_batch
+    return AnchorSets(cells, same_y & same_a & in_batch, same_y & ~same_a, ~same_y & same_a)
 
 
 class MinedSets(NamedTuple):
-    """Per-anchor mined indices into the candidate bank, -1 padded, with validity masks."""
+    """Per anchor set, the mined bank indices in selection order (-1 padded) and their validity masks."""
 
     pos_idx: Tensor
     pos_mask: Tensor
     neg_idx: Tensor
     neg_mask: Tensor
 
+    def masks(self, n: int) -> tuple[Tensor, Tensor]:
+        """(A, P): the mined positives and negatives as ``(R, n)`` boolean masks over the bank."""
+        return selection_mask(self.pos_idx, self.pos_mask, n), selection_mask(self.neg_idx, self.neg_mask, n)
+
+
+def selection_mask(idx: Tensor, valid: Tensor, n: int) -> Tensor:
+    """``(R, n)`` mask of the valid entries of ``idx (R, k)``."""
+    mask = torch.zeros(idx.shape[0], n, dtype=torch.bool, device=idx.device)
+    rows = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
+    mask[rows[valid], idx[valid]] = True
+    return mask
+
+
+def anchor_affinity(kernel: Tensor, anchors: Tensor) -> Tensor:
+    """``(R, N)``: the mean kernel similarity of every bank row to anchor set Q_r."""
+    return (anchors.to(kernel.dtype) @ kernel) / anchors.sum(dim=1, keepdim=True).clamp_min(1).to(kernel.dtype)
+
 
 @torch.no_grad()
 def mine_hard_samples(
-    emb: Tensor,
-    y: Tensor,
-    a: Tensor,
+    kernel: Tensor,
+    sets: AnchorSets,
     n_pos: int,
     n_neg: int,
     function: str = "facility_location",
-    memory: tuple[Tensor, Tensor, Tensor] | None = None,
     *,
     diversity: float = 1.0,
     lam: float = 0.5,
     eps: float = 1.0,
 ) -> MinedSets:
-    """SHaSaM-MINE: budgeted hard positives and hard negatives for every anchor (Majee & Iyer 2026, Sec. 3).
+    """SHaSaM-MINE: up to ``n_pos`` hard positives and ``n_neg`` hard negatives for every anchor set.
 
-    Candidates come from the bank = the batch ``emb (B, D)`` followed by the
-    optional ``memory = (emb_m, y_m, a_m)``; returned indices point into that
-    concatenation.  For anchor i (embeddings L2-normalised, ``k_jl = (1 + cos_jl)/2``
-    ∈ [0, 1], a PSD kernel with unit diagonal):
+    ``kernel (N, N)`` is the non-negative similarity over the bank
+    (:func:`similarity_kernel`).  For anchor set Q (one cell of the batch),
+    with ``k̄_j = mean_{q∈Q} k_jq``:
 
-    - positive candidates C⁺_i: same target, different sensitive attribute;
-      hardness ``h_ij = 1 − k_ij`` (far from the anchor);
-    - negative candidates C⁻_i: different target, same sensitive attribute;
-      hardness ``h_ij = k_ij`` (near the anchor).
+    - positives X ⊆ C⁺ (same target, other sensitive value), hardness ``h_j = 1 − k̄_j`` (far from Q);
+    - negatives X ⊆ C⁻ (other target, same sensitive value), hardness ``h_j = k̄_j`` (near Q);
 
-    Each set X ⊆ C_i (|X| ≤ budget) greedily maximises
+    each the greedy maximiser, ``|X| ≤`` budget, of ``F(X) = Σ_{j∈X} h_j + β g(X)``,
+    β = ``diversity``, g the submodular function over the candidate pool C:
 
-    ``F_i(X) = Σ_{j∈X} h_ij + β · g_i(X)``,  β = ``diversity``, with g_i
+    - ``facility_location``: ``(1/|C|) Σ_{k∈C} max_{j∈X} k_kj``;
+    - ``graph_cut``: ``(1/|C|) (Σ_{k∈C, j∈X} k_kj − λ Σ_{j,l∈X} k_jl)``;
+    - ``log_determinant``: ``log det(K_X + εI)``.
 
-    - ``facility_location``: ``(1/|C_i|) Σ_{k∈C_i} max_{j∈X} k_kj`` (X represents C_i);
-    - ``graph_cut``: ``(1/|C_i|) (Σ_{k∈C_i, j∈X} k_kj − λ Σ_{j,l∈X} k_jl)``;
-    - ``log_determinant``: ``log det(K_X + εI)`` (X spans diverse directions).
-
-    The modular term is the anchor relation (hardness); g_i rewards covering
-    or diversifying the candidate pool so the budget is not spent on
-    near-duplicates.  F_i is monotone submodular (h ≥ 0; FL with k ≥ 0; GC
-    with λ ≤ 0.5; LogDet with ε ≥ 1), so greedy is (1 − 1/e)-optimal.  All
-    anchors run in one batched greedy on their own padded candidate kernels:
-    cost per step is O(B·C²) for FL and O(B·C·budget) for GC and LogDet, C
-    the largest candidate count (at most the bank size).  Anchors with fewer
-    candidates than the budget get -1 padding and a False mask.
+    F is monotone submodular (h ≥ 0; k ≥ 0; λ ≤ 0.5; a unit-diagonal PSD k
+    with ε ≥ 1), so greedy is within (1 − 1/e) of the optimum.  All anchor
+    sets run in one batched greedy on their own padded candidate kernels.
+    Anchor sets with fewer candidates than the budget get -1 padding.
     """
     _check_function(function)
-    bank, bank_y, bank_a = emb, y, a
-    if memory is not None:
-        mem_emb, mem_y, mem_a = memory
-        bank = torch.cat([emb, mem_emb.to(emb)])
-        bank_y, bank_a = torch.cat([y, mem_y.to(y)]), torch.cat([a, mem_a.to(a)])
-    z = F.normalize(bank.detach().to(torch.float64 if bank.dtype == torch.float64 else torch.float32), dim=1)
-    kernel = (1 + z @ z.T) / 2
-    to_anchor = kernel[: emb.shape[0]]
-    same_y = y[:, None] == bank_y[None, :]
-    same_a = a[:, None] == bank_a[None, :]
-    pos = _mine(function, kernel, same_y & ~same_a, 1 - to_anchor, n_pos, diversity, lam, eps)
-    neg = _mine(function, kernel, ~same_y & same_a, to_anchor, n_neg, diversity, lam, eps)
+    K = kernel.detach()
+    if bool((K < 0).any()):
+        raise ValueError("mining needs a non-negative kernel; build it with similarity_kernel")
+    affinity = anchor_affinity(K, sets.anchors)
+    pos = _mine(function, K, sets.positives, 1 - affinity, n_pos, diversity, lam, eps)
+    neg = _mine(function, K, sets.negatives, affinity, n_neg, diversity, lam, eps)
     return MinedSets(*pos, *neg)
 
 
@@ -353,7 +404,7 @@ def _mine(
     lam: float,
     eps: float,
 ) -> tuple[Tensor, Tensor]:
-    """Greedy over each anchor's own candidates: a padded (B, C, C) kernel, C the largest candidate count."""
+    """Greedy over each row's own candidates: a padded (R, C, C) kernel, C the largest candidate count."""
     counts = candidates.sum(dim=1)
     width = max(int(counts.max()), 1)
     # candidates first, in index order, so ties still go to the lowest bank index
@@ -379,207 +430,87 @@ def _mine(
 
 # ----------------------------------------------------------------------------- SHaSaM-LEARN
 #
-# Shared input convention: ``anchors (B, D)`` are the queries Q_i = {i};
-# ``positives (B, k_p, D)`` hold A_i and ``conditioning (B, k_c, D)`` hold the
-# sensitive conditioning sets P_i, each with an optional validity mask
-# (``pos_mask``/``cond_mask``, default all valid).  Gather them from mined
-# indices with ``bank[idx.clamp_min(0)]`` and the masks of MinedSets.  Anchors
-# with no valid positive are left out; an empty P_i is allowed.
+# Every loss takes the kernel (N, N) over the bank, through which gradients
+# flow, and the masks (R, N) of Q (anchor sets), A (positives) and P
+# (negatives, the conditioning sets); A, Q and P are disjoint by
+# construction.  Anchor sets without positives are left out of the mean.
 
 
-def _similarity(x: Tensor, y: Tensor, similarity: str, temperature: float) -> Tensor:
-    """Batched s(x, y) on unit vectors: ``cos`` or ``exp((cos − 1)/τ)`` (= exp(cos/τ) rescaled so s_ii = 1)."""
-    cos = x @ y.transpose(1, 2)
-    if similarity == "cosine":
-        return cos
-    if similarity == "exp":
-        return torch.exp((cos - 1) / temperature)
-    raise ValueError(f"unknown similarity {similarity!r}; choose 'cosine' or 'exp'")
+def _per_anchor_set(cmi: Tensor, positives: Tensor) -> Tensor:
+    """``−mean_r cmi_r`` over the anchor sets with at least one positive (a zero still on the graph if none)."""
+    keep = positives.any(dim=1).to(cmi.dtype)
+    return -(cmi * keep).sum() / keep.sum().clamp_min(1)
 
 
-def _prepare(
-    anchors: Tensor, positives: Tensor, conditioning: Tensor, pos_mask: Tensor | None, cond_mask: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
-    if anchors.dim() != 2 or positives.dim() != 3 or conditioning.dim() != 3:
-        raise ValueError(
-            "expected anchors (B, D), positives (B, k_p, D), conditioning (B, k_c, D); got "
-            f"{tuple(anchors.shape)}, {tuple(positives.shape)}, {tuple(conditioning.shape)}"
-        )
-    pos_mask = (
-        torch.ones(positives.shape[:2], dtype=torch.bool, device=anchors.device) if pos_mask is None else pos_mask
-    )
-    cond_mask = (
-        torch.ones(conditioning.shape[:2], dtype=torch.bool, device=anchors.device) if cond_mask is None else cond_mask
-    )
-    keep = pos_mask.any(dim=1)
-    if not bool(keep.any()):
-        return None
-    q = F.normalize(anchors[keep], dim=-1)[:, None]
-    return (
-        q,
-        F.normalize(positives[keep], dim=-1),
-        F.normalize(conditioning[keep], dim=-1),
-        pos_mask[keep],
-        cond_mask[keep],
-    )
+def _masked_max(kernel: Tensor, members: Tensor) -> Tensor:
+    """``(R, N)``: ``max_{j∈X_r} k_kj`` for every k; 0 for an empty X_r (f(∅) = 0, and k ≥ 0)."""
+    return torch.where(members[:, None, :], kernel[None], 0.0).amax(dim=-1)
 
 
-def _zero(anchors: Tensor) -> Tensor:
-    """A zero loss still attached to the graph, for batches where no anchor has a positive."""
-    return anchors.sum() * 0.0
+def fl_cmi_terms(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+    """The terms ``(min(a_k, q_k) − p_k)_+`` of FL-CMI for k ∈ V_r = A_r ∪ Q_r ∪ P_r, 0 elsewhere; ``(R, N)``.
 
-
-def _max2(x: Tensor, y: Tensor, smoothing: float) -> Tensor:
-    return torch.maximum(x, y) if smoothing == 0 else smoothing * torch.logaddexp(x / smoothing, y / smoothing)
-
-
-def _max_over(x: Tensor, mask: Tensor, smoothing: float) -> Tensor:
-    x = x.masked_fill(~mask, float("-inf"))
-    return x.amax(dim=-1) if smoothing == 0 else smoothing * torch.logsumexp(x / smoothing, dim=-1)
-
-
-def fl_cmi_loss(
-    anchors: Tensor,
-    positives: Tensor,
-    conditioning: Tensor,
-    pos_mask: Tensor | None = None,
-    cond_mask: Tensor | None = None,
-    *,
-    eta: float = 1.0,
-    nu: float = 1.0,
-    similarity: str = "cosine",
-    temperature: float = 0.5,
-    smoothing: float = 0.0,
-) -> Tensor:
-    """SHaSaM-LEARN, facility-location variant: ``L = −(1/|I|) Σ_i FLCMI(A_i; Q_i | P_i) / |V_i|``.
-
-    FL conditional mutual information (PRISM, Kothawade et al. AAAI 2022;
-    submodlib ``FacilityLocationConditionalMutualInformation``):
-
-    ``FLCMI(A; Q | P) = Σ_{k∈V} max( min(max_{j∈A} s_kj, η max_{j∈Q} s_kj) − ν max_{j∈P} s_kj, 0 )``
-
-    with Q_i = {anchor i}, A_i its positives, P_i its sensitive conditioning
-    set, and ground set V_i = A_i ∪ Q_i (the anchor's class set).  With
-    η = ν = 1 and a non-negative similarity (``"exp"``) this is exactly
-    ``I_f(A; Q | P)`` of facility location over V_i.
-    The CMI is the similarity the anchor shares with its positives that the
-    conditioning set does not explain; the loss is its negative, averaged per
-    ground element, so minimising it pulls anchor and positives together
-    while pushing the class set away from P.  Each term is a hinge: it has no
-    gradient where P already covers k better than min(A, Q) does.
-    ``smoothing = t > 0`` replaces every max/min/hinge by its log-sum-exp
-    relaxation at temperature t (exact as t → 0), which keeps a gradient there.
-    An empty P_i counts as max_P s = 0 (facility location's f(∅) = 0).
+    With ``a_k = max_{j∈A} k_kj`` (q, p likewise) and f the facility location
+    over V, ``max(a,p) + max(q,p) − max(a,q,p) − p = (min(a, q) − p)_+`` for
+    every k, so ``Σ_k`` of these terms is exactly ``I_f(A; Q | P)`` for a
+    non-negative kernel.
     """
-    prepared = _prepare(anchors, positives, conditioning, pos_mask, cond_mask)
-    if prepared is None:
-        return _zero(anchors)
-    q, pos, cond, pos_mask, cond_mask = prepared
-    ground = torch.cat([q, pos], dim=1)
-    ground_mask = torch.cat([torch.ones_like(pos_mask[:, :1]), pos_mask], dim=1)
-    cover_a = _max_over(_similarity(ground, pos, similarity, temperature), pos_mask[:, None], smoothing)
-    cover_q = _similarity(ground, q, similarity, temperature)[..., 0]
-    cover_p = _max_over(_similarity(ground, cond, similarity, temperature), cond_mask[:, None], smoothing)
-    cover_p = torch.where(cond_mask.any(dim=1, keepdim=True), cover_p, 0.0)
-    shared = -_max2(-cover_a, -eta * cover_q, smoothing)
-    terms = _max2(shared - nu * cover_p, torch.zeros_like(shared), smoothing)
-    cmi = (terms * ground_mask).sum(dim=1) / ground_mask.sum(dim=1)
-    return -cmi.mean()
+    a, q, p = (_masked_max(kernel, X) for X in (positives, anchors, negatives))
+    ground = positives | anchors | negatives
+    return torch.where(ground, (torch.minimum(a, q) - p).clamp_min(0), 0.0)
+
+
+def fl_cmi_loss(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+    """SHaSaM-LEARN, facility location: ``L = −mean_r I_f(A_r; Q_r | P_r) / |V_r|``, V_r = A_r ∪ Q_r ∪ P_r."""
+    terms = fl_cmi_terms(kernel, anchors, positives, negatives)
+    ground = (positives | anchors | negatives).sum(dim=1).clamp_min(1)
+    return _per_anchor_set(terms.sum(dim=1) / ground, positives)
+
+
+def _mean_similarity(kernel: Tensor, X: Tensor, Y: Tensor) -> Tensor:
+    """``(R,)``: the mean of k_ij over i ∈ X_r, j ∈ Y_r (0 when either is empty)."""
+    pairs = X.to(kernel.dtype)[:, :, None] * Y.to(kernel.dtype)[:, None, :]
+    return (kernel[None] * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)
 
 
 def gc_cmi_loss(
-    anchors: Tensor,
-    positives: Tensor,
-    conditioning: Tensor,
-    pos_mask: Tensor | None = None,
-    cond_mask: Tensor | None = None,
-    *,
-    lam: float = 0.5,
-    nu: float = 1.0,
-    similarity: str = "cosine",
-    temperature: float = 0.5,
+    kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, *, lam: float = 0.5, nu: float = 1.0
 ) -> Tensor:
-    """SHaSaM-LEARN, graph-cut variant with an explicit conditioning term.
+    """SHaSaM-LEARN, graph cut with an explicit conditioning term: ``L = −mean_r J_r``.
 
-    For graph cut and disjoint A, Q, P the CMI does not depend on P: writing
-    ``f(X) = c(X) − λ s(X, X)`` with ``c(X) = Σ_{i∈V, j∈X} s_ij`` (modular) and
-    ``s(X, Y) = Σ_{i∈X, j∈Y} s_ij``, the modular parts cancel in
-    ``f(A∪P) + f(Q∪P) − f(A∪Q∪P) − f(P)`` and, for symmetric s, so do all
-    quadratic terms except ``−λ(−2 s(A, Q))``, hence
-    ``I_f(A; Q | P) = I_f(A; Q) = 2λ s(A, Q)``.  To condition on the
-    sensitive set anyway we add the P-dependent part of graph cut's
-    conditional gain ``f(X | P) = f(X) − 2λ s(X, P)`` (PRISM's GCCG, privacy
-    hardness ν) for the class set X = A ∪ Q:
+    For graph cut and disjoint A, Q, P, ``I_f(A; Q | P) = 2λ s(A, Q)`` does
+    not depend on P (the modular parts and every quadratic term but the A–Q
+    cross term cancel), so P is brought in through graph cut's conditional
+    gain ``f(X | P) = f(X) − 2λ s(X, P)`` of the class set X = A ∪ Q:
 
-    ``J_i = 2λ s̄(A_i, Q_i) − ν · 2λ s̄(A_i ∪ Q_i, P_i)``,  ``L = −(1/|I|) Σ_i J_i``
+    ``J_r = 2λ (s̄(A_r, Q_r) − ν s̄(A_r ∪ Q_r, P_r))``,  s̄ the mean over the pairs.
 
-    where s̄ is the mean over the pairs (i.e. the CMI divided by |A_i| and the
-    cross term by |A_i ∪ Q_i|·|P_i|, so the scale does not grow with the set
-    sizes).  Minimising L pulls the anchor towards its positives and pushes
-    the whole class set away from the conditioning set; ``nu=0`` is the plain
-    (P-independent) graph-cut CMI.  An empty P_i gives a zero cross term.
+    ``nu=0`` gives ``I_f(A; Q | P) / (|A||Q|)``, the plain graph-cut CMI.
     """
-    prepared = _prepare(anchors, positives, conditioning, pos_mask, cond_mask)
-    if prepared is None:
-        return _zero(anchors)
-    q, pos, cond, pos_mask, cond_mask = prepared
-    pos_w = pos_mask.to(pos.dtype)
-    cmi = 2 * lam * (_similarity(q, pos, similarity, temperature)[:, 0] * pos_w).sum(dim=1) / pos_w.sum(dim=1)
-    class_w = torch.cat([torch.ones_like(pos_w[:, :1]), pos_w], dim=1)
-    cond_w = cond_mask.to(pos.dtype)
-    cross = _similarity(torch.cat([q, pos], dim=1), cond, similarity, temperature)
-    pairs = class_w[:, :, None] * cond_w[:, None, :]
-    cross_mean = (cross * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)
-    return -(cmi - nu * 2 * lam * cross_mean).mean()
+    cmi = _mean_similarity(kernel, positives, anchors)
+    conditioning = _mean_similarity(kernel, positives | anchors, negatives)
+    return _per_anchor_set(2 * lam * (cmi - nu * conditioning), positives)
 
 
-def _masked_logdet(K: Tensor, members: Tensor, eps: float) -> Tensor:
-    """``log det(K_X + εI)`` per batch row for X = ``members``: non-members become identity rows (log 1 = 0)."""
+def _masked_logdet(kernel: Tensor, members: Tensor, eps: float) -> Tensor:
+    """``(R,)``: ``log det(K_X + εI)`` for X = ``members`` (non-members become identity rows, log 1 = 0)."""
+    n = kernel.shape[-1]
     inside = members[:, :, None] & members[:, None, :]
-    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
-    return 2 * torch.linalg.cholesky(torch.where(inside, K + eps * eye, eye)).diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    eye = torch.eye(n, dtype=kernel.dtype, device=kernel.device)
+    factor = torch.linalg.cholesky(torch.where(inside, kernel[None] + eps * eye, eye))
+    return 2 * factor.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)
 
 
 def logdet_cmi_loss(
-    anchors: Tensor,
-    positives: Tensor,
-    conditioning: Tensor,
-    pos_mask: Tensor | None = None,
-    cond_mask: Tensor | None = None,
-    *,
-    eps: float = 1.0,
-    temperature: float = 0.5,
+    kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, *, eps: float = 1.0
 ) -> Tensor:
-    """SHaSaM-LEARN, log-determinant variant: ``L = −(1/|I|) Σ_i I_f(A_i; Q_i | P_i)``, f(X) = log det(S_X + εI).
+    """SHaSaM-LEARN, log-determinant: ``L = −mean_r I_f(A_r; Q_r | P_r) / |V_r|``, f(X) = log det(K_X + εI).
 
-    The CMI is evaluated exactly from its definition
-    ``log det(S_{A∪P}+εI) + log det(S_{Q∪P}+εI) − log det(S_{A∪Q∪P}+εI) − log det(S_P+εI)``
-    (PRISM, Kothawade et al. AAAI 2022: the Gaussian conditional MI of the
-    anchor and its positives given P), batched over anchors with one
-    Cholesky factorisation per term.  It grows as the anchor becomes
-    predictable from its positives beyond what P explains, so minimising L
-    pulls anchor and positives together and decorrelates them from P.
-
-    The similarity is always ``s_ij = exp((cos_ij − 1)/τ)`` (PSD, in (0, 1]).
-    A cosine kernel would make the loss sign-blind: log-determinants depend
-    on squared correlations, so anti-aligned positives would count as
-    informative as aligned ones and the loss could be lowered by pushing
-    positives to the antipode.
+    The CMI from its definition, one batched Cholesky factorisation per term:
+    ``ld(A∪P) + ld(Q∪P) − ld(A∪Q∪P) − ld(P)`` (the Gaussian conditional MI
+    of anchors and positives given P; PRISM, Kothawade et al. AAAI 2022).
     """
-    prepared = _prepare(anchors, positives, conditioning, pos_mask, cond_mask)
-    if prepared is None:
-        return _zero(anchors)
-    q, pos, cond, pos_mask, cond_mask = prepared
-    items = torch.cat([q, pos, cond], dim=1)
-    K = _similarity(items, items, "exp", temperature)
-    in_q = torch.zeros(items.shape[:2], dtype=torch.bool, device=items.device)
-    in_q[:, 0] = True
-    in_a = torch.cat([torch.zeros_like(pos_mask[:, :1]), pos_mask, torch.zeros_like(cond_mask)], dim=1)
-    in_p = torch.cat([torch.zeros_like(pos_mask[:, :1]), torch.zeros_like(pos_mask), cond_mask], dim=1)
-    cmi = (
-        _masked_logdet(K, in_a | in_p, eps)
-        + _masked_logdet(K, in_q | in_p, eps)
-        - _masked_logdet(K, in_a | in_q | in_p, eps)
-        - _masked_logdet(K, in_p, eps)
-    )
-    return -cmi.mean()
+    ld = partial(_masked_logdet, kernel, eps=eps)
+    cmi = ld(positives | negatives) + ld(anchors | negatives) - ld(positives | anchors | negatives) - ld(negatives)
+    ground = (positives | anchors | negatives).sum(dim=1).clamp_min(1)
+    return _per_anchor_set(cmi / ground, positives)

@@ -26,12 +26,22 @@ from fairfacebench.methods.clip_cluster import (
     resampling_probabilities,
     underperforming,
 )
-from fairfacebench.methods.common import train_linear_probe
+from fairfacebench.methods.common import projection_head, train_linear_probe
 from fairfacebench.methods.fscl import FSCL
 from fairfacebench.methods.groupdro import group_adjustment, group_losses, update_group_weights
 from fairfacebench.methods.jtt import error_set, upsampling_probabilities
-from fairfacebench.methods.shasam import LEARN_LOSSES, FeatureMemory, SHaSaM, cmi_loss, learn_on_mined
-from fairfacebench.methods.submodular import mine_hard_samples
+from fairfacebench.methods.shasam import (
+    LEARN_LOSSES,
+    MINING_HPARAMS,
+    FeatureMemory,
+    SHaSaM,
+    SHaSaMNoMining,
+    cmi_loss,
+    learn_representation,
+    select,
+    summarise,
+)
+from fairfacebench.methods.submodular import anchor_sets, similarity_kernel
 from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
@@ -209,15 +219,18 @@ def test_shasam_step_with_memory_decreases_and_leaves_the_memory_alone(name):
         memory.push(net(torch.randn(12, 8, generator=g)), torch.arange(12) % 2, (torch.arange(12) // 2) % 2)
     assert memory.items[0].shape == (8, 6) and not memory.items[0].requires_grad
     frozen = memory.items[0].clone()
-    hp = SHaSaM.default_hparams()
-    learn = cmi_loss(name, hp["nu"], hp["temperature"], hp["smoothing"])
+    hp = {**SHaSaM.default_hparams(), "n_pos": 2, "n_neg": 2}
+    learn = cmi_loss(name, hp["nu"])
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     losses = []
     for _ in range(20):
         emb = net(x)
-        mined = mine_hard_samples(emb, y, a, 2, 2, "facility_location", memory.items)
-        assert (mined.pos_idx.max() >= 16) or (mined.neg_idx.max() >= 16)  # the memory is part of the bank
-        loss = learn_on_mined(emb, memory.items, mined, learn)
+        bank, bank_y, bank_a = memory.bank(emb, y, a)
+        kernel = similarity_kernel(bank, hp["temperature"])
+        sets = anchor_sets(bank_y, bank_a, len(emb))
+        A, P = select(kernel, sets, hp, mining=True)
+        assert (A | P)[:, 16:].any()  # the memory is among the candidates
+        loss = learn(kernel, sets.anchors, A, P)
         opt.zero_grad()
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in net.parameters())
@@ -239,7 +252,72 @@ def test_feature_memory_keeps_the_last_items_and_is_off_at_size_zero():
 
 def test_unknown_shasam_loss_names_the_choices():
     with pytest.raises(ValueError, match="fl_cmi, gc_cmi, logdet_cmi"):
-        cmi_loss("triplet", 1.0, 0.5, 0.0)
+        cmi_loss("triplet", 1.0)
+
+
+def test_shasam_representation_stage_never_reads_the_classifier_head(synth_data):
+    ctx = _ctx(synth_data, SHaSaM)
+    model = ctx.new_classifier()
+    model.heads["projection"] = projection_head(model.heads["target"].in_features)
+
+    def refuse(*_):
+        raise AssertionError("the representation stage read the classifier head")
+
+    model.heads["target"].register_forward_pre_hook(refuse)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    records = learn_representation(ctx, model, 3, ctx.hparams, mining=True)
+    after = model.state_dict()
+    assert ctx.meter.per_stage == {"representation": 3} and len(records) == 3
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("heads.target."))
+    for part in ("backbone.", "heads.projection."):  # what the stage does train
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
+
+
+@pytest.mark.parametrize("head", ["linear", "finetune"])
+def test_shasam_classifier_stage_leaves_the_backbone_alone_in_linear_probe_mode(synth_data, head):
+    ctx = _ctx(synth_data, SHaSaM, head=head)
+    target_calls, at_stage_start, models = [], {}, []
+    new_classifier = ctx.new_classifier
+
+    def instrumented():
+        model = new_classifier()
+        model.heads["target"].register_forward_pre_hook(lambda *_: target_calls.append(ctx.meter.stage))
+
+        def snapshot(module, _):  # the backbone as each stage first sees it
+            at_stage_start.setdefault(ctx.meter.stage, {k: v.clone() for k, v in module.state_dict().items()})
+
+        model.backbone.register_forward_pre_hook(snapshot)
+        models.append(model)
+        return model
+
+    ctx.new_classifier = instrumented
+    SHaSaM().fit(ctx)
+    classifier_stage = "probe" if head == "linear" else "classifier"
+    assert ctx.meter.per_stage == {"representation": 4, classifier_stage: 2}
+    assert set(target_calls) <= {"classifier"}  # never in the representation stage (the probe has its own head)
+    final = models[0].backbone.state_dict()
+    start = at_stage_start[classifier_stage]
+    assert any(not torch.equal(at_stage_start["representation"][k], start[k]) for k in start)
+    unchanged = all(torch.equal(start[k], final[k]) for k in start)  # weights and BN statistics
+    assert unchanged if head == "linear" else not unchanged
+    stage = ctx.log.stages["representation"]
+    assert stage["positives_per_set"] <= SHaSaM.default_hparams()["n_pos"] and stage["mining"] is True
+    assert {"cmi_loss_first", "cmi_loss_last", "active_terms_first", "mine_ms_per_step"} <= set(stage)
+
+
+def test_shasam_without_mining_learns_on_every_candidate(synth_data):
+    assert SHaSaMNoMining.ablation_of == "shasam" and registry().method("shasam:no-mining") is SHaSaMNoMining
+    assert SHaSaM.version == 2 and not set(MINING_HPARAMS) & set(SHaSaMNoMining.space)
+    numbers = {}
+    for method, hparams in ((SHaSaMNoMining, {}), (SHaSaM, {"n_pos": 2, "n_neg": 2})):
+        ctx = _ctx(synth_data, method, **hparams)
+        model = ctx.new_classifier()
+        model.heads["projection"] = projection_head(model.heads["target"].in_features)
+        numbers[method.name] = summarise(learn_representation(ctx, model, 2, ctx.hparams, method.mining))
+    ablation, mined = numbers["shasam:no-mining"], numbers["shasam"]
+    assert ablation["positives_per_set"] == ablation["positive_candidates_per_set"] > 2
+    assert ablation["negatives_per_set"] == ablation["negative_candidates_per_set"] > 2
+    assert mined["positives_per_set"] <= 2 and mined["negatives_per_set"] <= 2
 
 
 # ----------------------------------------------------------------------------- fscl

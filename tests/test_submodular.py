@@ -1,4 +1,4 @@
-"""Submodular functions, greedy maximisation, SHaSaM mining and the CMI losses."""
+"""Submodular functions, greedy maximisation, the kernel, SHaSaM's per-anchor-set mining and the CMI losses."""
 
 import itertools
 import math
@@ -10,9 +10,12 @@ import torch.nn.functional as F
 
 from fairfacebench.methods.submodular import (
     FUNCTIONS,
+    anchor_affinity,
+    anchor_sets,
     conditional_mutual_information,
     facility_location,
     fl_cmi_loss,
+    fl_cmi_terms,
     gc_cmi_loss,
     graph_cut,
     greedy_maximize,
@@ -20,6 +23,7 @@ from fairfacebench.methods.submodular import (
     logdet_cmi_loss,
     mine_hard_samples,
     mutual_information,
+    similarity_kernel,
 )
 
 D64 = torch.float64
@@ -222,97 +226,131 @@ def test_greedy_rejects_unknown_function():
         greedy_maximize("facility", S3, 2)
 
 
+# ----------------------------------------------------------------------------- the kernel
+
+TAU_HALF = 1 / math.log(2)  # k = 2^(cos − 1): exactly 1, 1/2 and 1/4 at cos = 1, 0 and −1
+E1, E2, E3 = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
+
+
+def _neg(v):
+    return tuple(-x for x in v)
+
+
+def _rows(*vectors):
+    return torch.tensor(vectors, dtype=D64)
+
+
+def test_similarity_kernel_by_hand():
+    K = similarity_kernel(_rows(E1, E2, _neg(E1), (3.0, 0.0, 0.0)), TAU_HALF)
+    expected = [[1, 0.5, 0.25, 1], [0.5, 1, 0.5, 0.5], [0.25, 0.5, 1, 0.25], [1, 0.5, 0.25, 1]]
+    assert torch.allclose(K, torch.tensor(expected, dtype=D64))
+    K = similarity_kernel(torch.randn(12, 5, generator=torch.Generator().manual_seed(0), dtype=D64), 0.3)
+    assert K.min() > 0 and K.max() <= 1 + 1e-12 and torch.allclose(K, K.T)
+    assert torch.linalg.eigvalsh(K).min() > -1e-10  # PSD
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        similarity_kernel(torch.ones(2, 3), 0.0)
+
+
 # ----------------------------------------------------------------------------- SHaSaM-MINE
 
 
-def _unit(*coords):
-    v = torch.zeros(8, dtype=D64)
-    for axis, value in coords:
-        v[axis] = value
-    return F.normalize(v, dim=0)
+def test_anchor_sets_by_hand():
+    y = torch.tensor([0, 0, 1, 0, 1, 1])
+    a = torch.tensor([0, 1, 0, 0, 1, 0])  # rows 4, 5 are memory: candidates, never anchors
+    sets = anchor_sets(y, a, n_batch=4)
+    assert sets.cells.tolist() == [[0, 0], [0, 1], [1, 0]]  # (1, 1) is only in the memory: no anchor set
+    assert sets.anchors.int().tolist() == [[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    assert sets.positives.int().tolist() == [[0, 1, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0]]
+    assert sets.negatives.int().tolist() == [[0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0]]
 
 
-def _planted():
-    """Anchor 0 (y=0, a=0) with labelled decoys; see the comments for what must (not) be mined."""
-    emb = torch.stack(
-        [
-            _unit((0, 1.0)),  # 0 anchor
-            _unit((0, -1.0), (1, 0.3)),  # 1 positive candidate, far      -> hard positive
-            _unit((0, -1.0), (2, 0.3)),  # 2 positive candidate, far      -> hard positive
-            _unit((0, 1.0), (3, 0.3)),  # 3 positive candidate, near
-            _unit((0, 1.0), (4, 0.3)),  # 4 positive candidate, near
-            _unit((0, -1.0)),  # 5 same target, SAME group: farthest but not a positive
-            _unit((0, 1.0), (5, 0.2)),  # 6 negative candidate, near     -> hard negative
-            _unit((0, 1.0), (6, 0.2)),  # 7 negative candidate, near     -> hard negative
-            _unit((0, -1.0), (5, 0.3)),  # 8 negative candidate, far
-            _unit((7, 1.0)),  # 9 negative candidate, orthogonal
-            _unit((0, 1.0)),  # 10 other target, OTHER group: nearest but not a negative
-        ]
+def _hand_batch():
+    """Anchor set (y=0, a=0) = rows 0, 1 at e1, e2; k̄ = mean kernel similarity to it, with k = 2^(cos − 1)."""
+    emb = _rows(
+        E1,  # 0  cell (0, 0)
+        E2,  # 1  cell (0, 0)
+        _neg(E1),  # 2  (0, 1): positive candidate, k̄ = (1/4 + 1/2)/2 = .375 -> hardness .625
+        E3,  # 3  (0, 1): positive candidate, k̄ = .5                -> hardness .5
+        E1,  # 4  (0, 1): positive candidate, k̄ = (1 + 1/2)/2 = .75 -> hardness .25
+        E1,  # 5  (1, 0): negative candidate, k̄ = .75 (the nearest)
+        _neg(E3),  # 6  (1, 0): negative candidate, k̄ = .5
+        _neg(E2),  # 7  (1, 0): negative candidate, k̄ = (1/2 + 1/4)/2 = .375
+        E1,  # 8  (1, 1): as near as row 5, but other target AND other group: neither
     )
-    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
-    a = torch.tensor([0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
+    y = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    a = torch.tensor([0, 0, 1, 1, 1, 0, 0, 0, 1])
     return emb, y, a
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_mining_finds_planted_hard_samples(name):
-    emb, y, a = _planted()
-    mined = mine_hard_samples(emb, y, a, n_pos=2, n_neg=2, function=name)
-    assert set(mined.pos_idx[0].tolist()) == {1, 2}
-    assert set(mined.neg_idx[0].tolist()) == {6, 7}
-    assert mined.pos_mask[0].all() and mined.neg_mask[0].all()
-    for i in range(len(y)):  # every mined index respects the label constraints, for every anchor
-        for j in mined.pos_idx[i][mined.pos_mask[i]]:
-            assert y[j] == y[i] and a[j] != a[i]
-        for j in mined.neg_idx[i][mined.neg_mask[i]]:
-            assert y[j] != y[i] and a[j] == a[i]
+def test_mining_per_anchor_set_by_hand(name):
+    emb, y, a = _hand_batch()
+    K, sets = similarity_kernel(emb, TAU_HALF), anchor_sets(y, a)
+    assert sets.cells.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    affinity = anchor_affinity(K, sets.anchors)
+    assert affinity[0].tolist() == pytest.approx([0.75, 0.75, 0.375, 0.5, 0.75, 0.75, 0.5, 0.375, 0.75])
+    mined = mine_hard_samples(K, sets, n_pos=2, n_neg=2, function=name, diversity=0.0)
+    # cell (0, 0): the two farthest positive candidates and the two nearest negative candidates, hardest first
+    assert mined.pos_idx[0].tolist() == [2, 3] and mined.neg_idx[0].tolist() == [5, 6]
+    # cell (0, 1) = rows 2, 3, 4 at −e1, e3, e1: positives rows 0 (k̄ = (1/4 + 1/2 + 1)/3), 1 (k̄ = 1/2); negative row 8
+    assert mined.pos_idx[1].tolist() == [1, 0] and mined.neg_idx[1].tolist() == [8, -1]
+    assert mined.neg_mask[1].tolist() == [True, False]
+    # cell (1, 0) = rows 5, 6, 7 at e1, −e3, −e2: positive row 8 only; negatives rows 0 (k̄ = 2/3), 1 (k̄ = 5/12)
+    assert mined.pos_idx[2].tolist() == [8, -1] and mined.neg_idx[2].tolist() == [0, 1]
+    # cell (1, 1) = row 8 at e1: positives rows 5, 6, 7 (k = 1, 1/2, 1/2: a tie, the lower index first),
+    # negatives rows 2, 3, 4 (k = 1/4, 1/2, 1)
+    assert mined.pos_idx[3].tolist() == [6, 7] and mined.neg_idx[3].tolist() == [4, 3]
+    A, P = mined.masks(len(y))
+    assert A[0].nonzero().flatten().tolist() == [2, 3] and P[3].nonzero().flatten().tolist() == [3, 4]
 
 
 @pytest.mark.parametrize("name", ["facility_location", "log_determinant"])
 def test_mining_diversity_avoids_duplicates(name):
-    emb = torch.stack(
-        [
-            _unit((0, 1.0)),  # 0 anchor (y=0, a=0)
-            _unit((0, -1.0), (1, 0.1)),  # 1 hardest positive
-            _unit((0, -1.0), (1, 0.1)),  # 2 its exact duplicate
-            _unit((0, -1.0), (2, 0.8)),  # 3 a little less hard, different direction
-        ]
-    )
+    emb = F.normalize(_rows(E1, (-1.0, 0.1, 0.0), (-1.0, 0.1, 0.0), (-1.0, 0.0, 0.8)), dim=1)
+    # row 0: the anchor set (y=0, a=0); 1: the hardest positive; 2: its exact duplicate; 3: a little less hard
     y, a = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 1, 1])
-    hardness_only = mine_hard_samples(emb, y, a, 2, 1, function=name, diversity=0.0)
-    diverse = mine_hard_samples(emb, y, a, 2, 1, function=name, diversity=5.0)
+    K, sets = similarity_kernel(emb, 0.5), anchor_sets(y, a)
+    hardness_only = mine_hard_samples(K, sets, 2, 1, function=name, diversity=0.0)
+    diverse = mine_hard_samples(K, sets, 2, 1, function=name, diversity=5.0)
     assert hardness_only.pos_idx[0].tolist() == [1, 2]
     assert diverse.pos_idx[0].tolist() == [1, 3]
 
 
-def test_mining_pads_anchors_with_too_few_candidates():
+def test_mining_pads_anchor_sets_with_too_few_candidates():
     emb = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
     y, a = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
-    mined = mine_hard_samples(emb, y, a, n_pos=3, n_neg=3, function="graph_cut")
-    assert mined.pos_idx.shape == (4, 3) and mined.neg_idx.shape == (4, 3)
+    sets = anchor_sets(y, a)  # cells (0, 0) = {0}, (0, 1) = {1}, (1, 1) = {2, 3}
+    mined = mine_hard_samples(similarity_kernel(emb, 0.5), sets, n_pos=3, n_neg=3, function="graph_cut")
+    assert mined.pos_idx.shape == (3, 3) and mined.neg_idx.shape == (3, 3)
     assert mined.pos_idx[0].tolist() == [1, -1, -1] and mined.pos_mask[0].tolist() == [True, False, False]
     assert mined.neg_idx[0].tolist() == [-1, -1, -1] and not mined.neg_mask[0].any()
     assert sorted(mined.neg_idx[1][mined.neg_mask[1]].tolist()) == [2, 3]
+    assert not mined.pos_mask[2].any() and mined.neg_idx[2].tolist() == [1, -1, -1]
 
 
-def test_mining_draws_from_memory():
-    emb, y, a = _planted()
-    batch = [0, 3, 4, 5, 6, 7, 8, 9, 10]  # the two far positives live in the memory bank only
-    memory = (emb[[1, 2]], y[[1, 2]], a[[1, 2]])
-    mined = mine_hard_samples(emb[batch], y[batch], a[batch], 2, 2, memory=memory)
-    assert set(mined.pos_idx[0].tolist()) == {len(batch), len(batch) + 1}
-    assert mined.pos_idx.shape[0] == len(batch)
+def test_mining_draws_candidates_from_memory_but_anchors_from_the_batch():
+    emb, y, a = _hand_batch()
+    order = [0, 1, 3, 4, 5, 6, 7, 8, 2]  # the hardest positive of cell (0, 0), row 2, lives in the memory only
+    sets = anchor_sets(y[order], a[order], n_batch=8)
+    mined = mine_hard_samples(similarity_kernel(emb[order], TAU_HALF), sets, 2, 2, diversity=0.0)
+    assert mined.pos_idx[0].tolist() == [8, 2]  # bank row 8 (memory, −e1), then bank row 2 (e3)
+    assert not sets.anchors[:, 8].any()
+
+
+def test_mining_rejects_a_negative_kernel():
+    emb, y, a = _hand_batch()
+    with pytest.raises(ValueError, match="non-negative kernel"):
+        mine_hard_samples(F.normalize(emb) @ F.normalize(emb).T, anchor_sets(y, a), 2, 2)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_batched_mining_equals_per_anchor_reference_greedy(name):
+def test_batched_mining_equals_reference_greedy_per_anchor_set(name):
     g = torch.Generator().manual_seed(7)
-    emb = torch.randn(10, 4, generator=g, dtype=D64)
-    y, a = torch.randint(0, 2, (10,), generator=g), torch.randint(0, 2, (10,), generator=g)
+    emb = torch.randn(14, 4, generator=g, dtype=D64)
+    y, a = torch.randint(0, 2, (14,), generator=g), torch.randint(0, 3, (14,), generator=g)
     beta, lam, eps = 0.7, 0.4, 1.0
-    mined = mine_hard_samples(emb, y, a, 3, 3, function=name, diversity=beta, lam=lam, eps=eps)
-    z = F.normalize(emb, dim=1)
-    K = (1 + z @ z.T) / 2
+    K, sets = similarity_kernel(emb, 0.5), anchor_sets(y, a)
+    mined = mine_hard_samples(K, sets, 3, 3, function=name, diversity=beta, lam=lam, eps=eps)
 
     def objective(hardness, pool):
         def f(S, X):
@@ -326,59 +364,64 @@ def test_batched_mining_equals_per_anchor_reference_greedy(name):
 
         return f
 
-    for i in range(10):
+    for r, (cy, ca) in enumerate(sets.cells.tolist()):
+        anchors = ((y == cy) & (a == ca)).nonzero().flatten()
+        kbar = K[:, anchors].mean(dim=1)
         for idx, mask, pool_mask, hardness in [
-            (mined.pos_idx, mined.pos_mask, (y == y[i]) & (a != a[i]), 1 - K[i]),
-            (mined.neg_idx, mined.neg_mask, (y != y[i]) & (a == a[i]), K[i]),
+            (mined.pos_idx, mined.pos_mask, (y == cy) & (a != ca), 1 - kbar),
+            (mined.neg_idx, mined.neg_mask, (y != cy) & (a == ca), kbar),
         ]:
             pool = pool_mask.nonzero().flatten().tolist()
             expected = greedy_maximize(objective(hardness, pool), K, 3, pool).tolist() if pool else []
-            assert idx[i][mask[i]].tolist() == expected
+            assert idx[r][mask[r]].tolist() == expected
 
 
 # ----------------------------------------------------------------------------- SHaSaM-LEARN
 
 
-def _one_anchor(seed, k_pos=3, k_cond=2):
-    g = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(1 + k_pos + k_cond, 4, generator=g, dtype=D64), dim=1)
-    return x[:1], x[1 : 1 + k_pos][None], x[1 + k_pos :][None], x
+def _mask(n, *rows):
+    return torch.tensor([[i in members for i in range(n)] for members in rows])
 
 
-def test_fl_cmi_loss_is_facility_location_cmi():
-    anchor, pos, cond, items = _one_anchor(0)
-    S = torch.exp((items @ items.T - 1) / 0.5)  # the 'exp' similarity, non-negative
-    ground = S[:4]  # V = Q ∪ A = items 0..3
-    cmi = conditional_mutual_information(partial(facility_location, ground), [1, 2, 3], [0], [4, 5])
-    loss = fl_cmi_loss(anchor, pos, cond, similarity="exp", temperature=0.5)
-    assert loss.item() == pytest.approx(-cmi.item() / 4, rel=1e-10)
-    # empty conditioning set: the CMI becomes the MI
-    mi = mutual_information(partial(facility_location, ground), [1, 2, 3], [0])
-    no_cond = fl_cmi_loss(
-        anchor, pos, cond, cond_mask=torch.zeros(1, 2, dtype=torch.bool), similarity="exp", temperature=0.5
-    )
-    assert no_cond.item() == pytest.approx(-mi.item() / 4, rel=1e-10)
+def _five_points():
+    """Q = {e1, e2}, A = {e1, −e2}, P = {e3} (rows 0-1, 2-3, 4); every kernel value is 1, 1/2 or 1/4."""
+    K = similarity_kernel(_rows(E1, E2, E1, _neg(E2), E3), TAU_HALF)
+    return K, _mask(5, {0, 1}), _mask(5, {2, 3}), _mask(5, {4})
 
 
-def test_fl_cmi_smoothing_converges_and_keeps_a_gradient_in_the_dead_zone():
-    anchor, pos, cond, _ = _one_anchor(1)
-    exact = fl_cmi_loss(anchor, pos, cond)
-    assert fl_cmi_loss(anchor, pos, cond, smoothing=1e-4).item() == pytest.approx(exact.item(), abs=1e-3)
-    # Conditioning set on top of the class set: P covers every ground element, all hinges are inactive.
-    cond = torch.cat([anchor[:, None], pos], dim=1).clone().requires_grad_(True)
-    fl_cmi_loss(anchor, pos, cond).backward()
-    assert cond.grad.abs().max() == 0
-    cond.grad = None
-    fl_cmi_loss(anchor, pos, cond, smoothing=0.05).backward()
-    assert cond.grad.abs().max() > 0
+def test_fl_cmi_of_the_kernel_by_hand():
+    K, Q, A, P = _five_points()
+    # per element k, a/q/p = its largest kernel value to A/Q/P, term (min(a, q) − p)_+:
+    # e1 (Q): 1, 1, 1/2 -> 1/2;  e2 (Q): 1/2, 1, 1/2 -> 0;  e1 (A): 1, 1, 1/2 -> 1/2;
+    # −e2 (A): 1, 1/2, 1/2 -> 0;  e3 (P): p = 1 -> 0
+    assert fl_cmi_terms(K, Q, A, P).tolist() == [[0.5, 0.0, 0.5, 0.0, 0.0]]
+    # the definition over V = all five: f(A∪P) + f(Q∪P) − f(A∪Q∪P) − f(P) = 4.5 + 4.5 − 5 − 3 = 1
+    assert conditional_mutual_information(partial(facility_location, K), [2, 3], [0, 1], [4]).item() == pytest.approx(1)
+    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(-1 / 5)
+    # no P: the CMI is the MI, terms min(a, q) = 1, 1/2, 1, 1/2 over V = A ∪ Q
+    assert mutual_information(partial(facility_location, K[:4]), [2, 3], [0, 1]).item() == pytest.approx(3)
+    assert fl_cmi_loss(K, Q, A, torch.zeros_like(P)).item() == pytest.approx(-3 / 4)
 
 
-def test_gc_cmi_loss_is_graph_cut_cmi_when_unconditioned():
-    anchor, pos, cond, items = _one_anchor(2)
-    S = items @ items.T
-    cmi = conditional_mutual_information(partial(graph_cut, S, lam=0.4), [1, 2, 3], [0], [4, 5])
-    loss = gc_cmi_loss(anchor, pos, cond, lam=0.4, nu=0.0)
-    assert loss.item() == pytest.approx(-cmi.item() / 3, rel=1e-10)
+def test_fl_cmi_loss_is_facility_location_cmi_per_anchor_set():
+    K = similarity_kernel(torch.randn(10, 4, generator=torch.Generator().manual_seed(1), dtype=D64), 0.4)
+    Q, A, P = _mask(10, {0, 1}, {7}), _mask(10, {2, 3, 4}, {8, 9}), _mask(10, {5, 6}, set())
+    expected = []
+    for q, a, p in [([0, 1], [2, 3, 4], [5, 6]), ([7], [8, 9], [])]:
+        ground = q + a + p
+        cmi = conditional_mutual_information(partial(facility_location, K[ground]), a, q, p)
+        expected.append(cmi.item() / len(ground))
+    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(-sum(expected) / 2, rel=1e-10)
+
+
+def test_gc_cmi_by_hand_and_its_conditioning_term():
+    K, Q, A, P = _five_points()
+    # s̄(A, Q) = (1 + 1/2 + 1/2 + 1/4)/4 = .5625;  s̄(A ∪ Q, P) = 1/2 (e3 is orthogonal to all four)
+    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=0.0).item() == pytest.approx(-0.5625)
+    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=1.0).item() == pytest.approx(-(0.5625 - 0.5))
+    # ν = 0 is the plain graph-cut CMI 2λ s(A, Q), per pair
+    cmi = conditional_mutual_information(partial(graph_cut, K, lam=0.5), [2, 3], [0, 1], [4])
+    assert cmi.item() / 4 == pytest.approx(0.5625)
 
 
 def test_graph_cut_cmi_ignores_conditioning_set_unless_conditioned():
@@ -387,87 +430,62 @@ def test_graph_cut_cmi_ignores_conditioning_set_unless_conditioned():
     f = partial(graph_cut, S, lam=0.35)
     values = [conditional_mutual_information(f, [0, 1], [2], P).item() for P in ([], [3], [4, 5], [5, 6, 7])]
     assert values == pytest.approx([2 * 0.35 * (S[0, 2] + S[1, 2]).item()] * 4)
-    anchor, pos, _, _ = _one_anchor(3)
-    g = torch.Generator().manual_seed(9)
-    cond_a, cond_b = (F.normalize(torch.randn(1, 2, 4, generator=g, dtype=D64), dim=-1) for _ in range(2))
-    plain = [gc_cmi_loss(anchor, pos, c, nu=0.0).item() for c in (cond_a, cond_b)]
+    K = similarity_kernel(torch.randn(8, 4, generator=torch.Generator().manual_seed(9), dtype=D64), 0.5)
+    Q, A = _mask(8, {0}), _mask(8, {1, 2})
+    plain = [gc_cmi_loss(K, Q, A, _mask(8, p), nu=0.0).item() for p in ({3, 4}, {5, 6})]
     assert plain[0] == pytest.approx(plain[1], rel=1e-12)
-    conditioned = [gc_cmi_loss(anchor, pos, c, nu=1.0).item() for c in (cond_a, cond_b)]
+    conditioned = [gc_cmi_loss(K, Q, A, _mask(8, p), nu=1.0).item() for p in ({3, 4}, {5, 6})]
     assert abs(conditioned[0] - conditioned[1]) > 1e-3
 
 
 def test_logdet_cmi_loss_is_log_determinant_cmi():
-    anchor, pos, cond, items = _one_anchor(4)
-    S = torch.exp((items @ items.T - 1) / 0.7)
-    cmi = conditional_mutual_information(partial(log_determinant, S, eps=0.5), [1, 2, 3], [0], [4, 5])
-    assert logdet_cmi_loss(anchor, pos, cond, eps=0.5, temperature=0.7).item() == pytest.approx(-cmi.item(), rel=1e-10)
-    # masked-out slots behave as if absent
-    masked = logdet_cmi_loss(
-        anchor,
-        pos,
-        cond,
-        pos_mask=torch.tensor([[True, False, True]]),
-        cond_mask=torch.tensor([[False, True]]),
-        eps=0.5,
-        temperature=0.7,
-    )
-    cmi = conditional_mutual_information(partial(log_determinant, S, eps=0.5), [1, 3], [0], [5])
-    assert masked.item() == pytest.approx(-cmi.item(), rel=1e-10)
+    K = similarity_kernel(torch.randn(8, 4, generator=torch.Generator().manual_seed(4), dtype=D64), 0.7)
+    Q, A, P = _mask(8, {0}, {6}), _mask(8, {1, 2, 3}, {7}), _mask(8, {4, 5}, set())
+    f = partial(log_determinant, K, eps=0.5)
+    expected = [
+        conditional_mutual_information(f, [1, 2, 3], [0], [4, 5]).item() / 6,
+        conditional_mutual_information(f, [7], [6], []).item() / 2,
+    ]
+    assert logdet_cmi_loss(K, Q, A, P, eps=0.5).item() == pytest.approx(-sum(expected) / 2, rel=1e-10)
 
 
-CMI_LOSSES = {
-    "fl": fl_cmi_loss,
-    "fl_smooth": partial(fl_cmi_loss, smoothing=0.05),
-    "fl_exp": partial(fl_cmi_loss, similarity="exp", temperature=0.5),
-    "gc": gc_cmi_loss,
-    "logdet": logdet_cmi_loss,
-}
+CMI_LOSSES = {"fl_cmi": fl_cmi_loss, "gc_cmi": gc_cmi_loss, "logdet_cmi": logdet_cmi_loss}
 
 
 @pytest.mark.parametrize("name", CMI_LOSSES)
-def test_cmi_losses_train_anchor_towards_positives_and_away_from_conditioning(name):
-    g = torch.Generator().manual_seed(11)
-    emb = torch.randn(16, 6, generator=g, requires_grad=True)
-    y, a = torch.arange(16) % 2, (torch.arange(16) // 2) % 2
-    mined = mine_hard_samples(emb, y, a, 2, 2)
-    pos_idx, neg_idx = mined.pos_idx.clamp_min(0), mined.neg_idx.clamp_min(0)
-    loss_fn = CMI_LOSSES[name]
+def test_cmi_losses_pull_positives_to_anchor_sets_and_push_negatives_away(name):
+    emb = torch.randn(24, 6, generator=torch.Generator().manual_seed(11), requires_grad=True)
+    y, a = torch.arange(24) % 2, (torch.arange(24) // 2) % 3
+    sets = anchor_sets(y, a)
+    A, P = mine_hard_samples(similarity_kernel(emb.detach(), 0.5), sets, 3, 3).masks(24)
 
-    def stats():
-        z = F.normalize(emb.detach(), dim=1)
-        return (z[:, None] * z[pos_idx]).sum(-1).mean().item(), (z[:, None] * z[neg_idx]).sum(-1).mean().item()
+    def similarity_to_anchor_sets():
+        affinity = anchor_affinity(similarity_kernel(emb.detach(), 0.5), sets.anchors)
+        return (affinity * A).sum().item() / A.sum().item(), (affinity * P).sum().item() / P.sum().item()
 
-    pos_before, cond_before = stats()
+    pos_before, neg_before = similarity_to_anchor_sets()
     losses = []
     for _ in range(30):
         emb.grad = None
-        loss = loss_fn(emb, emb[pos_idx], emb[neg_idx], mined.pos_mask, mined.neg_mask)
+        loss = CMI_LOSSES[name](similarity_kernel(emb, 0.5), sets.anchors, A, P)
         loss.backward()
         assert torch.isfinite(emb.grad).all()
         with torch.no_grad():
-            emb -= 0.5 * emb.grad
+            emb -= 2.0 * emb.grad
         losses.append(loss.item())
-    pos_after, cond_after = stats()
+    pos_after, neg_after = similarity_to_anchor_sets()
     assert losses[-1] < losses[0]
     assert pos_after > pos_before
-    assert cond_after < cond_before
+    assert neg_after < neg_before
 
 
 @pytest.mark.parametrize("name", CMI_LOSSES)
-def test_cmi_losses_handle_anchors_without_positives_or_conditioning(name):
-    emb = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    pos_mask = torch.tensor([[True, False], [False, False], [True, True]])
-    cond_mask = torch.tensor([[False, False], [True, True], [True, False]])
-    loss = CMI_LOSSES[name](
-        emb,
-        emb[torch.tensor([[1, 2], [0, 2], [0, 1]])],
-        emb[torch.tensor([[2, 1], [2, 1], [1, 0]])],
-        pos_mask,
-        cond_mask,
-    )
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
-    none = CMI_LOSSES[name](
-        emb, emb[torch.tensor([[1], [0], [0]])], emb[torch.tensor([[2], [2], [1]])], torch.zeros(3, 1, dtype=torch.bool)
-    )
-    assert none.item() == 0.0
+def test_cmi_losses_leave_out_anchor_sets_without_positives(name):
+    emb = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    K = similarity_kernel(emb, 0.5)
+    Q, A, P = _mask(6, {0}, {1}), _mask(6, {2}, set()), _mask(6, {3}, {4, 5})
+    loss = CMI_LOSSES[name]
+    assert loss(K, Q, A, P).item() == pytest.approx(loss(K, Q[:1], A[:1], P[:1]).item(), rel=1e-6)
+    none = loss(K, Q, torch.zeros_like(A), P)
+    none.backward()
+    assert none.item() == 0.0 and torch.isfinite(emb.grad).all()
