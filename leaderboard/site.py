@@ -142,7 +142,12 @@ def _ranks_plot(table: dict, path: Path, title: str) -> str | None:
 
 
 def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
-    points = [
+    return f"plots/{plots.tradeoff(tradeoff_points(table), path, title).name}"
+
+
+def tradeoff_points(table: dict) -> list[dict]:
+    """The accuracy-vs-eod_max points of a leaderboard table: one per finished method, with across-seed std."""
+    return [
         {
             "label": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""),
             "acc": r["acc"]["mean"],
@@ -154,7 +159,6 @@ def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
         for r in table["rows"]
         if r["status"] == "ok"
     ]
-    return f"plots/{plots.tradeoff(points, path, title).name}"
 
 
 def _spread_plot(table: dict, records: dict[str, dict], path: Path, title: str) -> str:

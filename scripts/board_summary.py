@@ -1,16 +1,20 @@
 """Markdown tables of a result store for the README and closing notes (`python scripts/board_summary.py --help`).
 
 Prints, per comparison: mean ± std over seeds of the headline metrics, the paired differences against erm,
-each method's forward samples and fit time, and the total fit time of the store's runs.
+each method's forward samples and fit time, and the total fit time of the store's runs; `--plot` writes the
+accuracy-vs-eod_max plot of each table (the one the site shows).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from tabulate import tabulate
 
+from fairfacebench.leaderboard import plots
+from fairfacebench.leaderboard.site import tradeoff_points
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.store import ResultStore
 
@@ -35,9 +39,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("store")
     p.add_argument("--methods", default="", help="comma-separated subset and order (default: every method)")
+    p.add_argument("--plot", default="", help="write each table's accuracy-vs-eod_max plot to PLOT-<n>.svg")
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
-    for table in build(args.store)["tables"]:
+    for n, table in enumerate(build(args.store)["tables"]):
         rows = {r["method"]: r for r in table["rows"]}
         names = [m for m in order if m in rows] or sorted(rows)
         print(f"### {table['dataset']} / {table['task']} / {table['budget']}\n")
@@ -68,6 +73,9 @@ def main() -> None:
         if vs:
             print("\nPaired against erm (mean [95% t-interval] over seeds):\n")
             print(tabulate(vs, headers=["method", "Δacc", "Δeod_max"], tablefmt="github"))
+        if args.plot:
+            title = f"{table['dataset']} {table['task']} {table['budget']}"
+            print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
         print()
     total = sum(r.get("wall_time_s") or 0 for r in ResultStore(args.store).records())
     print(f"total run wall time in the store: {total / 3600:.2f} h (sum over runs; two run at a time)")
