@@ -158,13 +158,32 @@ REFERENCE_METHOD = "erm"
 
 
 def degenerate(record: dict) -> list[str]:
-    """Why a run's test predictions are degenerate: one class for a whole group, or for everyone."""
+    """Why a run's test predictions are degenerate: one class for a whole group, or for everyone, or accuracy
+    no better than always predicting the majority class (a method that has not learned the task at this budget
+    looks "fair" by its small gaps; it is flagged and kept off the Pareto front)."""
     groups = (record.get("per_group") or {}).get("test", {}).get("per_group", [])
     rates = [(g["group"], g.get("selection_rate")) for g in groups if g.get("selection_rate") is not None]
     constant = [name for name, rate in rates if rate in (0.0, 1.0)]
     if rates and len(constant) == len(rates) and len({rate for _, rate in rates}) == 1:
         return ["one class for everyone"]
-    return [f"one class for all of group {name}" for name in constant]
+    chance = at_chance(record.get("metrics", {}).get("test", {}).get("acc"), groups)
+    return [f"one class for all of group {name}" for name in constant] + ([chance] if chance else [])
+
+
+def at_chance(acc: float | None, groups: list[dict]) -> str | None:
+    """'at chance: ...' when a binary task's test accuracy is below the majority-class rate plus two binomial
+    standard errors of it (n test images), else None."""
+    counts = [(g.get("n"), g.get("positives")) for g in groups]
+    if acc is None or not counts or any(n is None or p is None for n, p in counts):
+        return None
+    n = sum(c[0] for c in counts)
+    positives = sum(c[1] for c in counts)
+    if n == 0:
+        return None
+    majority = max(positives, n - positives) / n
+    if acc < majority + 2 * math.sqrt(majority * (1 - majority) / n):
+        return f"at chance (test accuracy {acc:.3f}, majority class {majority:.3f})"
+    return None
 
 
 def add_comparisons(table: dict[str, Any]) -> None:

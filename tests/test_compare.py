@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from fairfacebench.leaderboard.tables import degenerate
+from fairfacebench.leaderboard.tables import at_chance, degenerate
 from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
@@ -62,3 +62,19 @@ def test_degenerate_predictors_are_named():
     assert degenerate(record) == ["one class for all of group a"]
     record = {"per_group": {"test": {"per_group": [group("a", 0.3), group("b", 0.6)]}}}
     assert degenerate(record) == []
+
+
+def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
+    # 400 test images, 200 positives: majority rate 0.5, two standard errors 2 * sqrt(0.25 / 400) = 0.05
+    groups = [{"group": "a", "n": 200, "positives": 100}, {"group": "b", "n": 200, "positives": 100}]
+    assert at_chance(0.549, groups) == "at chance (test accuracy 0.549, majority class 0.500)"
+    assert at_chance(0.551, groups) is None
+    # majority 0.75 (300 of 400 negative): se = sqrt(0.75 * 0.25 / 400) = 0.02165, threshold 0.7933
+    skewed = [{"group": "a", "n": 200, "positives": 50}, {"group": "b", "n": 200, "positives": 50}]
+    assert at_chance(0.79, skewed) is not None and at_chance(0.80, skewed) is None
+    assert at_chance(None, groups) is None and at_chance(0.5, [{"group": "a", "n": 10}]) is None
+    record = {
+        "metrics": {"test": {"acc": 0.52}},
+        "per_group": {"test": {"per_group": [{**g, "selection_rate": 0.4} for g in groups]}},
+    }
+    assert degenerate(record) == ["at chance (test accuracy 0.520, majority class 0.500)"]
