@@ -171,8 +171,8 @@ def degenerate(record: dict) -> list[str]:
 
 
 def at_chance(acc: float | None, groups: list[dict]) -> str | None:
-    """'at chance: ...' when a binary task's test accuracy is below the majority-class rate plus two binomial
-    standard errors of it (n test images), else None."""
+    """'at chance (test accuracy ..., majority class ...)' when a binary task's test accuracy is below the
+    majority-class rate plus two binomial standard errors of it (n test images), else None."""
     counts = [(g.get("n"), g.get("positives")) for g in groups]
     if acc is None or not counts or any(n is None or p is None for n, p in counts):
         return None

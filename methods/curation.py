@@ -51,8 +51,8 @@ def thumbnails(images: np.ndarray, size: int = 16, shard: int = 4096) -> np.ndar
     """
     out = []
     for start in range(0, len(images), shard):
-        # a copy of the shard: the images may be a read-only memmap, which torch.from_numpy warns about
-        x = torch.from_numpy(np.array(images[start : start + shard])).permute(0, 3, 1, 2).float()
+        # astype makes the one float copy, writable even when the images are a read-only memmap
+        x = torch.from_numpy(images[start : start + shard].astype(np.float32)).permute(0, 3, 1, 2)
         v = F.interpolate(x, size=size, mode="bilinear", antialias=True).flatten(1)
         out.append(F.normalize(v - v.mean(1, keepdim=True), dim=1))
     return torch.cat(out).numpy() if out else np.zeros((0, 3 * size * size), np.float32)
