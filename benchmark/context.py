@@ -23,6 +23,7 @@ from fairfacebench.budget import BudgetExceeded, BudgetMeter
 from fairfacebench.data import ImagesOnly, LabeledSplit, PoolImages, TaskData
 from fairfacebench.plan import Augment
 from fairfacebench.progress import StageSteps
+from fairfacebench.sharding import RayShards, embed_in_shards
 from fairfacebench.training import (
     BatchSampler,
     Classifier,
@@ -145,10 +146,15 @@ class ForwardMeter:
 
 
 class MeteredEncoder:
-    """A VLM as methods get it: every image it embeds is charged to the meter (text prompts are not)."""
+    """A VLM as methods get it: every image it embeds is charged to the meter (text prompts are not).
 
-    def __init__(self, encoder: Any, meter: BudgetMeter):
-        self._encoder, self._meter = encoder, meter
+    Images are embedded shard by shard (`sharding.SHARD` at a time); with `shards` (a `sharding.RayShards`, given
+    under `--executor ray`) arrays of more than one shard are embedded as Ray tasks, and the run log's stage
+    "vlm-shards" says how many shards ran in how many processes.
+    """
+
+    def __init__(self, encoder: Any, meter: BudgetMeter, shards: RayShards | None = None, log: RunLog | None = None):
+        self._encoder, self._meter, self._shards, self._log = encoder, meter, shards, log
         self.name, self.info = encoder.name, encoder.info
         self.logit_scale = getattr(encoder, "logit_scale", 100.0)
 
@@ -156,7 +162,20 @@ class MeteredEncoder:
         self._meter.charge_forward(len(images), "vlm")
         self._meter.inside_metered += 1
         try:
-            return self._encoder.encode_images(images)
+            if self._shards is not None and len(images) > self._shards.shard:
+                emb = self._shards.embed(self._encoder, images)
+                if self._log is not None:
+                    seen = self._log.stages.get("vlm-shards", {})
+                    self._log.stage(
+                        "vlm-shards",
+                        executor="ray",
+                        calls=seen.get("calls", 0) + 1,
+                        shards=seen.get("shards", 0) + self._shards.last["shards"],
+                        shard_size=self._shards.last["shard_size"],
+                        processes=max(seen.get("processes", 0), self._shards.last["processes"]),
+                    )
+                return emb
+            return embed_in_shards(self._encoder.encode_images, images)
         finally:
             self._meter.inside_metered -= 1
 
@@ -180,6 +199,7 @@ class FitContext:
         vlm: Any = None,
         progress: bool = False,
         transductive: bool = False,
+        shards: RayShards | None = None,
     ):
         self.hparams = dict(hparams)
         self.meter = meter
@@ -189,13 +209,13 @@ class FitContext:
         self.augment = augment
         self.backbone_name = backbone
         self.weights = weights
-        self._vlm = None if vlm is None else MeteredEncoder(vlm, meter)
+        self.log = RunLog()
+        self._vlm = None if vlm is None else MeteredEncoder(vlm, meter, shards, self.log)
         self._pool = None if data.pool is None else data.pool.images_only()
         self._test_images = data.test_images if transductive else None
         self.progress = progress
         self._in_step = False
         self.learning_rate = 0.0
-        self.log = RunLog()
         self.touched: set[str] = set()
         self.weights_info: dict[str, Any] = {}
         self.train = SplitView(data.train, "train", self.touched)

@@ -29,6 +29,7 @@ from fairfacebench.plan import Augment
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import GridView
 from fairfacebench.progress import stage as progress_stage
+from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
 from fairfacebench.vlm import load_vlm
@@ -201,7 +202,13 @@ def readable_images(cls: type, data: TaskData) -> int:
 
 
 def run_one(
-    spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, progress: bool = False, vlm: Any = None
+    spec: RunSpec,
+    data: TaskData,
+    device: torch.device,
+    reg: Registry,
+    progress: bool = False,
+    vlm: Any = None,
+    shards: RayShards | None = None,
 ) -> tuple[dict, dict]:
     """Fit one method on one task (metered and watched), evaluate it on validation's selection part and on test."""
     cls = reg.method(spec.method)
@@ -221,6 +228,7 @@ def run_one(
         vlm,
         progress,
         transductive=cls.transductive,
+        shards=shards,
     )
     with gpu_usage(device) as gpu, watch(meter) as violations:
         predictor = cls().fit(ctx)
@@ -378,10 +386,17 @@ class SpecRunner:
     ):
         self.device, self.config, self.progress, self.reg = device, config, progress, reg
         self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.ray_shards = False  # embed VLM inputs of more than one shard as Ray tasks (see sharding_on_ray)
         self._loader: DataLoaderCache | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_loader": None}
+
+    def sharding_on_ray(self) -> "SpecRunner":
+        """A copy whose runs embed large image arrays (a pool) as Ray tasks: for runs that execute on a Ray cluster."""
+        copy = SpecRunner(self.device, self.cache_dir, self.config, self.progress, self.reg)
+        copy.ray_shards = True
+        return copy
 
     @property
     def loader(self) -> DataLoaderCache:
@@ -401,7 +416,8 @@ class SpecRunner:
                 progress_stage("loading data")
                 data = self.loader.task_data(spec, with_pool=cls.needs_pool)
                 vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
-                record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm)
+                shards = RayShards(threads=spec.threads) if self.ray_shards else None
+                record, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm, shards=shards)
                 record = {**base_record(spec, reg, data), "status": "ok", **record}
             # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
             except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
@@ -481,8 +497,8 @@ def execute(
             on_result(spec, "ok" if record["status"] == "ok" else f"FAILED: {record['error']}")
 
     try:
-        if executor == "ray":
-            run_in_ray(todo, store, runner, finished, ray_address, workers, view, run_timeout_s)
+        if executor == "ray":  # the runs' pool embedding is sharded across the cluster too
+            run_in_ray(todo, store, runner.sharding_on_ray(), finished, ray_address, workers, view, run_timeout_s)
         elif executor == "local" and workers > 1:
             run_in_processes(todo, store, runner, finished, workers, view, run_timeout_s)
         elif executor == "local":

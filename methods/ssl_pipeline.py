@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm import tqdm
 
 from fairfacebench.data import Attribute
 from fairfacebench.hookspecs import hookimpl
@@ -27,11 +26,11 @@ from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uni
 from fairfacebench.methods.common import l2_normalize, projection_head, views
 from fairfacebench.methods.curation import deduplicate, domain_similarity, in_domain_floor, select_nearest, thumbnails
 from fairfacebench.methods.losses import supcon_loss, supcon_per_sample
+from fairfacebench.sharding import embed_in_shards
 from fairfacebench.training import BatchSampler, Classifier, Predictor, predict_features
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 VARIANT_NO_VLM = "prototype-pseudo-labels"
-SHARD = 2048  # images per embedding shard
 # Initial inverse temperature of the cosine head: a calibrated, not over-confident, start.
 HEAD_SCALE = 3.0
 
@@ -94,16 +93,15 @@ class SSLPipeline(Method):
         has_pool = ctx.pool is not None
         meta = balanced_meta_set(ctx.val.y, ctx.val.a, hp["meta_per_cell"], ctx.rng("meta-set"))
         meta_y = ctx.val.y[meta]
-        encode = (
-            vlm.encode_images
-            if vlm is not None
-            else lambda imgs: l2_normalize(predict_features(model, imgs, ctx.device))
-        )
+        if vlm is not None:
+            encode = vlm.encode_images  # streamed in shards by the harness (as Ray tasks under --executor ray)
+        else:
+            encode = lambda imgs: embed_in_shards(lambda s: l2_normalize(predict_features(model, s, ctx.device)), imgs)  # noqa: E731
 
         # 1. embed
         with ctx.stage("1-embed"):
-            pool_emb = embed_images(encode, pool_images, ctx.progress, "1-embed pool")
-            train_emb = embed_images(encode, ctx.train.images, ctx.progress, "1-embed train") if has_pool else pool_emb
+            pool_emb = encode(pool_images)
+            train_emb = encode(ctx.train.images) if has_pool else pool_emb
         ctx.log.stage(
             "1-embed",
             pool_source=pool_source,
@@ -120,8 +118,12 @@ class SSLPipeline(Method):
             chosen = retrieve(ctx, pool_emb, train_emb, kept, vlm, hp, has_pool and self.curation)
         curated_emb = np.concatenate([pool_emb[chosen], train_emb]) if has_pool else pool_emb[chosen]
         curated_images = np.concatenate([pool_images[chosen], ctx.train.images]) if has_pool else pool_images[chosen]
-        # The pool row of every curated sample (-1: a training image), for the harness's diagnostics.
-        pool_rows = np.concatenate([chosen, np.full(len(train_emb), -1)]) if has_pool else np.full(len(chosen), -1)
+        # The pool row and the training row of every curated sample (-1: not one), for the harness's diagnostics.
+        if has_pool:
+            pool_rows = np.concatenate([chosen, np.full(len(train_emb), -1)])
+            train_rows = np.concatenate([np.full(len(chosen), -1), np.arange(len(train_emb))])
+        else:
+            pool_rows, train_rows = np.full(len(chosen), -1), chosen
 
         # 4. pseudo-labels, the confident share of every (pseudo-class, inferred group) cell
         with ctx.stage("4-pseudo-labels"):
@@ -142,8 +144,11 @@ class SSLPipeline(Method):
             kept_per_group_proxy=count_per(proxy[confident], proxy_names),
             class_counts=np.bincount(pseudo[confident], minlength=ctx.n_classes).tolist(),
         )
-        ctx.log.record_evidence("4-pseudo-labels", pool_rows=pool_rows, pseudo_labels=pseudo, confident=confident)
-        images, labels, rows = curated_images[confident], pseudo[confident], pool_rows[confident]
+        ctx.log.record_evidence(
+            "4-pseudo-labels", pool_rows=pool_rows, train_rows=train_rows, pseudo_labels=pseudo, confident=confident
+        )
+        images, labels = curated_images[confident], pseudo[confident]
+        rows, train_rows = pool_rows[confident], train_rows[confident]
 
         # 5. meta-learning-based weighted contrastive learning, 6. linear head
         steps = round(hp["supcon_frac"] * ctx.meter.remaining)
@@ -153,7 +158,11 @@ class SSLPipeline(Method):
         if self.meta_weighting:
             seen = ~np.isnan(weights)
             ctx.log.record_evidence(
-                "5-meta-weighted-supcon", pool_rows=rows[seen], pseudo_labels=labels[seen], weights=weights[seen]
+                "5-meta-weighted-supcon",
+                pool_rows=rows[seen],
+                train_rows=train_rows[seen],
+                pseudo_labels=labels[seen],
+                weights=weights[seen],
             )
         return Predictor(linear_head(ctx, model, images, labels, ctx.meter.remaining), ctx.device)
 
@@ -192,27 +201,6 @@ def balanced_meta_set(y: np.ndarray, a: np.ndarray, per_cell: int, rng: np.rando
     cells = a * (int(y.max()) + 1) + y
     picked = [rng.permutation(np.flatnonzero(cells == c))[:per_cell] for c in np.unique(cells)]
     return np.sort(np.concatenate(picked))
-
-
-# ---------------------------------------------------------------- stage 1: embed
-
-
-def embed_images(
-    encode: Callable[[np.ndarray], np.ndarray], images: np.ndarray, progress: bool, desc: str, shard: int = SHARD
-) -> np.ndarray:
-    """Embeddings of `images` computed shard by shard into one preallocated array, with a progress bar.
-
-    Memory holds one shard of images (memmaps stay on disk) and the output, never partial results to concatenate.
-    """
-    if len(images) == 0:
-        return np.asarray(encode(images), np.float32)
-    out = None
-    for s in tqdm(range(0, len(images), shard), desc=desc, disable=not progress, leave=False):
-        emb = encode(images[s : s + shard])
-        if out is None:
-            out = np.empty((len(images), emb.shape[1]), np.float32)
-        out[s : s + len(emb)] = emb
-    return out
 
 
 # ---------------------------------------------------------------- stage 3: retrieval, groups inferred without labels

@@ -7,7 +7,7 @@ import open_clip
 import torch
 
 from fairfacebench.encoders.openclip import OpenClipEncoder
-from fairfacebench.methods.ssl_pipeline import embed_images
+from fairfacebench.sharding import embed_in_shards
 
 DIM = 256
 
@@ -18,14 +18,14 @@ def fake_encode(images: np.ndarray) -> np.ndarray:
     return np.tile(means, (1, DIM // 3 + 1))[:, :DIM].astype(np.float32)
 
 
-def test_embed_images_streams_a_memmap_into_one_output(tmp_path):
+def test_embed_in_shards_streams_a_memmap_into_one_output(tmp_path):
     n = 20_000
     pool = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.uint8, shape=(n, 8, 8, 3))
     pool[:] = np.random.default_rng(0).integers(0, 256, pool.shape, dtype=np.uint8)
     pool.flush()
     pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
     tracemalloc.start()
-    emb = embed_images(fake_encode, pool, progress=False, desc="", shard=1000)
+    emb = embed_in_shards(fake_encode, pool, shard=1000)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert np.array_equal(emb, fake_encode(np.asarray(pool)))
@@ -33,8 +33,8 @@ def test_embed_images_streams_a_memmap_into_one_output(tmp_path):
     assert peak < emb.nbytes * 1.3, (peak, emb.nbytes)
 
 
-def test_embed_images_of_no_images_keeps_the_dimension():
-    assert embed_images(fake_encode, np.zeros((0, 8, 8, 3), np.uint8), False, "").shape == (0, DIM)
+def test_embed_in_shards_of_no_images_keeps_the_dimension():
+    assert embed_in_shards(fake_encode, np.zeros((0, 8, 8, 3), np.uint8)).shape == (0, DIM)
 
 
 def test_encode_images_in_batches_equals_one_batch(tmp_path):

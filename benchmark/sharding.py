@@ -1,0 +1,108 @@
+"""Embedding a large image array shard by shard: in this process, or as Ray tasks across a cluster.
+
+A pool of a million images is the one place where a single run's work splits
+naturally: every shard embeds independently.  `embed_in_shards` streams the
+shards through an encoder into one preallocated output (memory holds one shard
+of images at a time; memmapped pools stay on disk).  With `--executor ray` the
+harness hands the run a `RayShards`, and each shard becomes a Ray task that
+receives the encoder once (from the object store) and its shard of images; at
+most as many shards are in flight as the cluster has CPUs (GPUs when the
+encoder sits on one), so memory stays bounded there too.  The result equals the
+local one: every shard is embedded by the same encoder in eval mode.
+
+An encoder with an on-disk embedding cache (open_clip, the mini-CLIP) caches
+what it is given: locally the whole array, on Ray each shard.  Metering is the
+caller's: `context.MeteredEncoder` charges every image once, wherever it is embedded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+SHARD = 2048  # images per shard: large enough that a Ray task's start-up is a small share of its work
+
+Encode = Callable[[np.ndarray], np.ndarray]
+
+
+def shard_starts(n: int, shard: int = SHARD) -> range:
+    return range(0, n, shard)
+
+
+def embed_in_shards(encode: Encode, images: np.ndarray, shard: int = SHARD) -> np.ndarray:
+    """`encode` applied shard by shard, written into one (N, D) float32 array."""
+    if len(images) == 0:
+        return np.asarray(encode(images), np.float32)
+    out = None
+    for start in shard_starts(len(images), shard):
+        emb = encode(images[start : start + shard])
+        if out is None:
+            out = np.empty((len(images), emb.shape[1]), np.float32)
+        out[start : start + len(emb)] = emb
+    return out
+
+
+def _encode_shard(encoder: Any, images: np.ndarray, threads: int) -> tuple[np.ndarray, int]:
+    """A Ray task: one shard's embeddings and the id of the process that computed them (for the stage log).
+
+    It computes with the run's torch thread count, as the run would in its own process (same numbers).
+    """
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads)
+    return np.asarray(encoder.encode_images(images), np.float32), os.getpid()
+
+
+class RayShards:
+    """Embeds the shards of one array as Ray tasks, at most `in_flight` at a time (default: what the cluster holds).
+
+    Each task computes with `threads` torch threads (the run's own count) and reserves that many CPUs.
+    """
+
+    def __init__(self, threads: int = 1, in_flight: int | None = None, shard: int = SHARD):
+        self.threads, self.in_flight, self.shard = threads, in_flight, shard
+        self.last: dict[str, Any] = {}  # what the last call did, for the stage log
+
+    def embed(self, encoder: Any, images: np.ndarray) -> np.ndarray:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError(
+                "RayShards.embed runs inside a Ray cluster (--executor ray); ray.init() has not been called here"
+            )
+        device = str(getattr(encoder, "device", "cpu"))
+        on_gpu = device.startswith("cuda")
+        resources = {"num_gpus": 1} if on_gpu else {"num_cpus": self.threads}
+        held = ray.cluster_resources().get("GPU" if on_gpu else "CPU", 1)
+        in_flight = self.in_flight or max(1, int(held) // (1 if on_gpu else self.threads))
+        task = ray.remote(max_retries=1, **resources)(_encode_shard)
+        encoder_ref = ray.put(encoder)
+        starts = list(shard_starts(len(images), self.shard))
+        out: np.ndarray | None = None
+        pending: dict[Any, int] = {}
+        workers: set[int] = set()
+
+        def collect(ref: Any) -> None:
+            nonlocal out
+            emb, pid = ray.get(ref)
+            start = pending.pop(ref)
+            if out is None:
+                out = np.empty((len(images), emb.shape[1]), np.float32)
+            out[start : start + len(emb)] = emb
+            workers.add(pid)
+
+        for start in starts:
+            while len(pending) >= in_flight:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                collect(done[0])
+            shard = np.ascontiguousarray(images[start : start + self.shard])
+            pending[task.remote(encoder_ref, shard, self.threads)] = start
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            collect(done[0])
+        self.last = {"shards": len(starts), "shard_size": self.shard, "in_flight": in_flight, "processes": len(workers)}
+        assert out is not None  # len(images) > 0: the caller embeds empty arrays itself
+        return out
