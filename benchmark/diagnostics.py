@@ -9,6 +9,8 @@ groups and stores only these reports.  Evidence names and what they mean:
 - ``pool_kept``: bool over pool rows, rows kept by de-duplication;
 - ``pool_rows``: pool row per sample (-1 for a sample that is not a pool image);
   alone, the rows a retrieval stage kept;
+- ``train_rows`` (with ``pool_rows``): training row per sample (-1 for one that is not a training image),
+  judged against the training split's labels (e.g. a stage that curates from the training images);
 - ``pseudo_labels`` + ``confident`` (with ``pool_rows``): pseudo-labels and the confidence filter;
 - ``pseudo_labels`` + ``weights`` (with ``pool_rows``): learned sample weights;
 - ``train_partition``: an inferred group per training row (e.g. clusters).
@@ -34,9 +36,9 @@ def diagnose(evidence: dict[str, dict[str, np.ndarray]], data: TaskData) -> dict
         if "pool_rows" in ev and "pseudo_labels" not in ev:
             out.update(retrieval_report(ev["pool_rows"], hidden, data))
         if {"pool_rows", "pseudo_labels", "confident"} <= set(ev):
-            out.update(pseudo_label_report(ev["pool_rows"], ev["pseudo_labels"], ev["confident"], hidden, data))
+            out.update(pseudo_label_report(sample_truth(ev, hidden, data), ev["pseudo_labels"], ev["confident"], data))
         if {"pool_rows", "pseudo_labels", "weights"} <= set(ev):
-            out.update(weight_report(ev["pool_rows"], ev["pseudo_labels"], ev["weights"], hidden, data))
+            out.update(weight_report(sample_truth(ev, hidden, data), ev["pseudo_labels"], ev["weights"], data))
         if "train_partition" in ev:
             out.update(partition_report(ev["train_partition"], data.train.a))
         if out:
@@ -91,25 +93,30 @@ def retrieval_report(rows: np.ndarray, hidden: dict[str, np.ndarray], data: Task
     return out
 
 
-def _truth_of(rows: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
-    """True target and group of each sample (-1 where unknown: not a pool image, or a non-face)."""
-    target = data.task.target
-    groups = true_groups(hidden, data)
-    if target not in hidden or groups is None:
-        return None
+def sample_truth(
+    ev: dict[str, np.ndarray], hidden: dict[str, np.ndarray], data: TaskData
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """True target and group of each sample (-1 where unknown: a non-face, a pool without truth), from the pool's
+    hidden truth for pool rows and the training split's labels for training rows; None when nothing is known."""
+    rows = ev["pool_rows"]
     truth, group = np.full(len(rows), -1), np.full(len(rows), -1)
-    in_pool = rows >= 0
-    truth[in_pool], group[in_pool] = hidden[target][rows[in_pool]], groups[rows[in_pool]]
-    return truth, group
+    groups = true_groups(hidden, data)
+    if data.task.target in hidden and groups is not None:
+        in_pool = rows >= 0
+        truth[in_pool], group[in_pool] = hidden[data.task.target][rows[in_pool]], groups[rows[in_pool]]
+    if "train_rows" in ev:
+        train = ev["train_rows"]
+        in_train = train >= 0
+        truth[in_train], group[in_train] = data.train.y[train[in_train]], data.train.a[train[in_train]]
+    return (truth, group) if (truth >= 0).any() else None
 
 
 def pseudo_label_report(
-    rows: np.ndarray, pseudo: np.ndarray, confident: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData
+    found: tuple[np.ndarray, np.ndarray] | None, pseudo: np.ndarray, confident: np.ndarray, data: TaskData
 ) -> dict[str, Any]:
-    """Pseudo-label accuracy on curated pool faces with hidden truth: all and confident, overall and per true group."""
-    found = _truth_of(rows, hidden, data)
+    """Pseudo-label accuracy on curated images with known truth: all and confident, overall and per true group."""
     if found is None:
-        return {"pseudo_label_accuracy": "no hidden truth for this pool"}
+        return {"pseudo_label_accuracy": "no ground truth for these images (a pool without hidden truth)"}
     truth, group = found
     known = truth >= 0
     out: dict[str, Any] = {"with_truth": int(known.sum())}
@@ -125,17 +132,25 @@ def pseudo_label_report(
 
 
 def weight_report(
-    rows: np.ndarray, pseudo: np.ndarray, weights: np.ndarray, hidden: dict[str, np.ndarray], data: TaskData
+    found: tuple[np.ndarray, np.ndarray] | None, pseudo: np.ndarray, weights: np.ndarray, data: TaskData
 ) -> dict[str, Any]:
-    """Mean learned weight of samples whose pseudo-label is right vs wrong (hidden truth)."""
-    found = _truth_of(rows, hidden, data)
+    """Mean learned weight of samples whose pseudo-label is right vs wrong (ground truth the method never saw),
+    overall and within each true group (weights that follow the group, not the label, show up there)."""
     if found is None:
         return {}
-    truth = found[0]
+    truth, group = found
     right, wrong = (truth >= 0) & (pseudo == truth), (truth >= 0) & (pseudo != truth)
+
+    def mean(mask: np.ndarray) -> float | None:
+        return round(float(weights[mask].mean()), 4) if mask.any() else None
+
     return {
-        f"weight_mean_pseudo_label_{k}": round(float(weights[m].mean()), 4) if m.any() else None
-        for k, m in (("right", right), ("wrong", wrong))
+        "weight_mean_pseudo_label_right": mean(right),
+        "weight_mean_pseudo_label_wrong": mean(wrong),
+        "weight_mean_per_true_group": {
+            g: {"right": mean(right & (group == k)), "wrong": mean(wrong & (group == k))}
+            for k, g in enumerate(data.group_names)
+        },
     }
 
 

@@ -395,7 +395,7 @@ def meta_weighted_loss(
     θ'(φ) = θ − lr·∇θ Σ_i ŵ_i(φ) ℓ_i(θ) (`functional_call`), is scored by SupCon on the clean meta set with its
     true labels, and φ descends that meta loss; the returned training loss Σ_i ŵ_i(φ') ℓ_i(θ) uses the updated
     weights (detached), for the real step of the same optimizer family (SGD).  `inner_step` steps the weight
-    net's optimizer as part of the metered step.  Also returns the weights.
+    net's optimizer as part of the metered step.  Also returns the weights and the per-sample losses.
     """
     params = dict(encoder.named_parameters())
     z = encoder(x)
@@ -412,7 +412,7 @@ def meta_weighted_loss(
     with torch.no_grad():
         w = wnet(losses.detach())
         w = w / w.sum().clamp_min(1e-8)
-    return (w * losses).sum(), w
+    return (w * losses).sum(), w, losses.detach()
 
 
 def weighted_contrastive(
@@ -442,7 +442,7 @@ def weighted_contrastive(
     )
     gen = ctx.generator("supcon/views")
     targets, meta_targets = torch.as_tensor(labels, device=ctx.device), torch.as_tensor(meta_y, device=ctx.device)
-    weights = np.full(len(images), np.nan)
+    weights, sample_losses = np.full(len(images), np.nan), np.full(len(images), np.nan)
     encoder.train()
 
     def step(_: int) -> torch.Tensor:
@@ -453,7 +453,7 @@ def weighted_contrastive(
             return supcon_loss(torch.stack(z.chunk(2), dim=1), targets[idx], temperature=hp["temperature"])
         m = next(meta_sampler)
         meta_x = torch.cat(views(ctx, meta_images[m], gen))
-        loss, w = meta_weighted_loss(
+        loss, w, per_sample = meta_weighted_loss(
             encoder,
             wnet,
             wnet_opt,
@@ -467,6 +467,7 @@ def weighted_contrastive(
             moved,
         )
         weights[idx] = w.cpu().numpy() * len(idx)  # ŵ·B: 1 for a uniform weighting
+        sample_losses[idx] = per_sample.cpu().numpy()
         return loss
 
     stage = "5-meta-weighted-supcon" if meta else "5-supcon"
@@ -490,8 +491,24 @@ def weighted_contrastive(
         first_loss=round(losses[0], 4) if losses else None,
         last_loss=round(losses[-1], 4) if losses else None,
         weight_mean=round(float(seen.mean()), 4) if meta and len(seen) else None,
+        weight_function=weight_function(wnet, sample_losses, ctx.device) if meta and len(seen) else None,
     )
     return weights
+
+
+def weight_function(wnet: MetaWeightNet, losses: np.ndarray, device: torch.device) -> dict[str, dict[str, float]]:
+    """The learned loss -> weight map at the 10th, 50th and 90th percentile of the samples' last losses.
+
+    Rising with the loss, the net favours hard samples (as Meta-Weight-Net learns under class imbalance);
+    falling, it discounts them (as it learns under label noise) (Shu et al. 2019, Sec. 4).
+    """
+    quantiles = np.quantile(losses[~np.isnan(losses)], [0.1, 0.5, 0.9])
+    with torch.no_grad():
+        w = wnet(torch.as_tensor(quantiles, dtype=torch.float32, device=device)).cpu().numpy()
+    return {
+        f"q{q}": {"loss": round(float(x), 4), "weight": round(float(v), 4)}
+        for q, x, v in zip((10, 50, 90), quantiles, w)
+    }
 
 
 # ---------------------------------------------------------------- stage 6: the linear head

@@ -332,3 +332,26 @@ def test_fscl_linear_probe_trains_the_head_only(synth_data):
     assert ctx.meter.per_stage == {"probe": TINY_BUDGET.steps}
     assert all(torch.equal(v, probe.backbone.state_dict()[k]) for k, v in backbone.items())  # incl. BN statistics
     assert torch.equal(head, model.heads["target"].weight) and not torch.equal(head, probe.heads["target"].weight)
+
+
+def test_sample_truth_reads_pool_truth_for_pool_rows_and_training_labels_for_training_rows():
+    from types import SimpleNamespace
+
+    from fairfacebench.data import Attribute
+    from fairfacebench.diagnostics import pseudo_label_report, sample_truth
+
+    data = SimpleNamespace(
+        task=SimpleNamespace(target="smiling", sensitive=("tone",)),
+        sensitive_attributes=(Attribute("tone", ("light", "dark")),),
+        group_names=["light", "dark"],
+        train=SimpleNamespace(y=np.array([1, 0, 1]), a=np.array([0, 1, 1])),
+    )
+    hidden = {"smiling": np.array([0, 1, -1]), "tone": np.array([1, 0, -1])}
+    ev = {"pool_rows": np.array([0, 1, 2, -1, -1, -1]), "train_rows": np.array([-1, -1, -1, 2, 0, -1])}
+    truth, group = sample_truth(ev, hidden, data)
+    # pool rows 0 and 1 from the hidden truth, pool row 2 unknown (-1), training rows 2 and 0, the last sample unknown
+    assert truth.tolist() == [0, 1, -1, 1, 1, -1] and group.tolist() == [1, 0, -1, 1, 0, -1]
+    report = pseudo_label_report((truth, group), np.array([0, 0, 0, 1, 0, 0]), np.ones(6, bool), data)
+    assert report["with_truth"] == 4 and report["accuracy_all"] == 0.5  # right: samples 0 and 3
+    assert report["accuracy_all_per_group"] == {"light": 0.0, "dark": 1.0}
+    assert sample_truth({"pool_rows": np.array([0, 1])}, {}, data) is None  # no truth anywhere

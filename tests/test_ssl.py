@@ -163,7 +163,7 @@ def test_meta_weighted_supcon_gives_wrong_pseudo_labels_lower_weights():
                 z = encoder(views(x[idx]))
                 loss = supcon_loss(torch.stack(z.chunk(2), dim=1), pseudo[idx], temperature=0.1)
             else:
-                loss, _ = meta_weighted_loss(
+                loss, _, _ = meta_weighted_loss(
                     encoder,
                     wnet,
                     wnet_opt,
@@ -198,7 +198,7 @@ def test_the_virtual_step_moves_only_the_tail_and_the_meta_loss_reaches_only_the
     before = [p.detach().clone() for p in wnet.parameters()]
     stepped = []
     x, y = torch.randn(16, 4), torch.randint(0, 2, (8,))
-    loss, w = meta_weighted_loss(
+    loss, w, _ = meta_weighted_loss(
         encoder,
         wnet,
         torch.optim.SGD(wnet.parameters(), lr=1.0),
@@ -271,7 +271,15 @@ def test_simclr_and_ssl_pipeline_run_on_synthfaces_and_report_every_stage(tmp_pa
     kept = pseudo["kept_confident_per_true_group"]
     assert set(kept) == {"light", "medium", "dark"} and min(kept.values()) > 0, kept  # no group dropped wholesale
     weights = truth["5-meta-weighted-supcon"]
-    assert set(weights) == {"weight_mean_pseudo_label_right", "weight_mean_pseudo_label_wrong"}
+    assert set(weights) == {
+        "weight_mean_pseudo_label_right",
+        "weight_mean_pseudo_label_wrong",
+        "weight_mean_per_true_group",
+    }
+    assert set(weights["weight_mean_per_true_group"]) == {"light", "medium", "dark"}
+    curve = stages["5-meta-weighted-supcon"]["weight_function"]
+    assert list(curve) == ["q10", "q50", "q90"] and curve["q10"]["loss"] <= curve["q50"]["loss"] <= curve["q90"]["loss"]
+    assert all(0.0 < point["weight"] < 1.0 for point in curve.values())
     assert ssl["budget_report"]["steps_per_stage"] == {"5-meta-weighted-supcon": 8, "6-head": 4}
     assert ssl["labels_touched"] == ["pool", "val.sensitive", "val.target", "vlm"]
     assert simclr["stages"]["pretrain-data"]["pool_images"] == 600
@@ -300,3 +308,13 @@ def test_ssl_pipeline_passes_the_conformance_kit_with_the_mini_clip():
 
     report = check_method(SSLPipeline, vlm=load_or_train(MiniClipConfig(), Path(os.environ["FAIRBENCH_CACHE"])))
     assert not report.failures and report.steps == 12, str(report)
+
+
+def test_ssl_pipeline_curating_from_the_training_images_is_judged_against_their_labels(tmp_path):
+    rec = _run(tmp_path, "ssl-pipeline", "--pool", "none")["ssl-pipeline"]
+    assert rec["stages"]["1-embed"]["pool_source"].startswith("training images")
+    pseudo = rec["diagnostics"]["4-pseudo-labels"]
+    assert pseudo["with_truth"] == rec["stages"]["4-pseudo-labels"]["labelled"] > 0  # every curated image is known
+    assert 0.0 <= pseudo["accuracy_all"] <= 1.0
+    assert set(pseudo["kept_all_per_true_group"]) == {"light", "medium", "dark"}
+    assert rec["diagnostics"]["5-meta-weighted-supcon"]["weight_mean_pseudo_label_right"] is not None
