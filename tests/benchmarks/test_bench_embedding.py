@@ -7,7 +7,8 @@ uint8 images at the default budget's 48 px; one torch thread, a default-grid wor
 - overhead: `OpenClipEncoder.encode_images` (the mini-CLIP image tower) and `predict_features` (the
   comparison's backbone) against the model's own preprocessing and forward, interleaved rounds;
 - pool memory: a spawned process embeds a memmapped pool of ``FAIRBENCH_BENCH_POOL`` images (default
-  20,000; the issue's number is 100,000) through ssl-pipeline's `embed_images` with the embedding cache on;
+  20,000; the issue's number is 100,000) through `sharding.embed_in_shards` (the path of every VLM
+  embedding) with the embedding cache on;
   a thread samples its anonymous RSS (file pages of the memmap are the page cache's, not the process's).
 """
 
@@ -24,7 +25,7 @@ from verdicts import Verdict, interleaved, seconds
 from fairfacebench.backbones import create_backbone
 from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, build_model, tokenizer
 from fairfacebench.encoders.openclip import OpenClipEncoder
-from fairfacebench.methods.ssl_pipeline import SHARD, embed_images
+from fairfacebench.sharding import SHARD, embed_in_shards
 from fairfacebench.training import Classifier, normalize, predict_features, to_tensor
 
 N_IMAGES = 512
@@ -123,7 +124,7 @@ def _embed_pool(path: str, cache_dir: str, results) -> None:
     sampler = threading.Thread(target=sample)
     sampler.start()
     started = time.perf_counter()
-    emb = embed_images(encoder.encode_images, pool, False, "", SHARD)
+    emb = embed_in_shards(encoder.encode_images, pool, SHARD)
     took = time.perf_counter() - started
     stop.set()
     sampler.join()
