@@ -148,7 +148,7 @@ class ForwardMeter:
 class MeteredEncoder:
     """A VLM as methods get it: every image it embeds is charged to the meter (text prompts are not).
 
-    Images are embedded shard by shard (`sharding.SHARD` at a time); with `shards` (a `sharding.RayShards`, given
+    Images are embedded shard by shard (`sharding.shard_size()` at a time); with `shards` (a `sharding.RayShards`, given
     under `--executor ray`) arrays of more than one shard are embedded as Ray tasks, and the run log's stage
     "vlm-shards" says how many shards ran in how many processes.
     """

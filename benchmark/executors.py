@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator
 
@@ -37,6 +39,7 @@ TIMEOUT_PER_SAMPLE_S = 0.1
 TIMEOUT_RESOLUTION = 48
 TICK_S = 0.25  # how often the parent looks at deadlines and redraws while it waits
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCH_S = 0.2  # how often a worker checks that its grid process is alive
 
 
 class RunTimeout(RuntimeError):
@@ -105,31 +108,88 @@ def run_locally(
 # ---------------------------------------------------------------- one child process per run
 
 
-def die_with_parent(parent: int) -> None:
-    """Make this worker die when the process that started it dies (a killed grid leaves no worker writing).
+# What the fork server imports once, so that every worker starts with them loaded (a spawned worker spent
+# 3-6 s importing torch, torchvision and the plugins before its first step).  Only modules of this package and
+# its own dependencies: a third-party plugin that fails on import must fail its run, not the fork server.
+PRELOAD = ("torch", "torchvision", "fairfacebench.runner", "fairfacebench.plugins")
 
-    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG); elsewhere a thread polls the parent's pid.
-    The worker leads its own process group, so stopping it stops the processes it started too.
+
+def worker_context() -> Any:
+    """Fresh worker processes forked from a server that has imported `PRELOAD` and the built-in plugins.
+
+    Each worker is still a new process with nothing of an earlier run in it: the server itself runs nothing.
+    Where the platform has no fork server, workers are spawned.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([*PRELOAD, *builtin_plugin_modules()])
+    return ctx
+
+
+def builtin_plugin_modules() -> list[str]:
+    return sorted({ep.module for ep in entry_points(group="fairfacebench") if ep.module.startswith("fairfacebench.")})
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker die when the grid process `parent` dies (a killed grid leaves no worker writing).
+
+    A worker's own parent is the fork server, which outlives the grid while workers hold its "alive" pipe:
+    so a thread polls the grid's pid and kills the worker's process group when it is gone (the worker
+    leads its own group, so the processes it started go too).  On Linux the kernel also sends SIGKILL
+    when the worker's own parent dies (PR_SET_PDEATHSIG; the parent itself when workers are spawned).
     """
     os.setpgrp()
+    leave_fork_server()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the line above took effect
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if not alive(parent):  # the grid died before the watch started
         os._exit(1)
 
 
+def leave_fork_server() -> None:
+    """In a worker forked by the grid's fork server: drop the server's handles the fork handed down.
+
+    The worker then holds no end of the server's "alive" pipe (so the server exits with the grid, and the
+    kernel's parent-death signal reaches the worker), and a process pool the run starts (the image-cache
+    builder) gets a fork server of its own, inside the worker's process group, stopped with the worker.
+    """
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+    server._forkserver_alive_fd = server._forkserver_address = None
+
+
 def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.2)
+    while alive(parent):
+        time.sleep(WATCH_S)
     os.killpg(0, signal.SIGKILL)
 
 
-def _child(runner: Any, spec: RunSpec, store_root: str, threads: int, channel: Channel, parent: int) -> None:
+def adopt_environment(env: dict[str, str]) -> None:
+    """The grid's environment as it is now (the fork server holds the one it had when it started)."""
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _child(
+    runner: Any, spec: RunSpec, store_root: str, threads: int, channel: Channel, parent: int, env: dict[str, str]
+) -> None:
     """Run one spec in a fresh process and write its record itself (large arrays never cross a pipe)."""
     die_with_parent(parent)
+    adopt_environment(env)
     with worker_reporting(channel):
         import torch
 
@@ -138,8 +198,9 @@ def _child(runner: Any, spec: RunSpec, store_root: str, threads: int, channel: C
         ResultStore(store_root).write(spec.run_id, record, arrays)
 
 
-def _prepare(runner: Any, value: str, threads: int, channel: Channel, parent: int) -> None:
+def _prepare(runner: Any, value: str, threads: int, channel: Channel, parent: int, env: dict[str, str]) -> None:
     die_with_parent(parent)
+    adopt_environment(env)
     with worker_reporting(channel):
         import torch
 
@@ -202,7 +263,7 @@ def run_in_processes(
     fails, those runs still start and record the error themselves.
     """
     view = view or quiet_view(todo)
-    ctx = mp.get_context("spawn")
+    ctx = worker_context()
     threads = threads_per_worker(workers)
     level = logging.getLogger().getEffectiveLevel()
     preparing = sorted({s.vlm for s in todo if runner.needs_vlm(s)})
@@ -221,11 +282,11 @@ def run_in_processes(
         receive, send = ctx.Pipe(duplex=False)
         channel = Channel(send, key, level)
         if kind == "prepare":
-            target, args = _prepare, (runner, item, threads, channel, os.getpid())
+            target, args = _prepare, (runner, item, threads, channel, os.getpid(), dict(os.environ))
             limit = prepare_limit
             view.start(key, f"preparing VLM {item}", counted=False)
         else:
-            target, args = _child, (runner, item, str(store.root), threads, channel, os.getpid())
+            target, args = _child, (runner, item, str(store.root), threads, channel, os.getpid(), dict(os.environ))
             limit = time_limit(item, run_timeout_s)
             view.start(key, run_title(item), work=item.budget.get("steps", 0))
         # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).

@@ -17,21 +17,30 @@ caller's: `context.MeteredEncoder` charges every image once, wherever it is embe
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
 
-SHARD = 2048  # images per shard: large enough that a Ray task's start-up is a small share of its work
+# Images per shard: large enough that a Ray task's start-up is a small share of its work, a multiple of the
+# encoders' batch of 256 so shard boundaries never change a batch.  FAIRBENCH_EMBED_SHARD overrides it (tests).
+SHARD = 2048
+
+
+def shard_size() -> int:
+    return int(os.environ.get("FAIRBENCH_EMBED_SHARD", SHARD))
+
 
 Encode = Callable[[np.ndarray], np.ndarray]
 
 
-def shard_starts(n: int, shard: int = SHARD) -> range:
+def shard_starts(n: int, shard: int) -> range:
     return range(0, n, shard)
 
 
-def embed_in_shards(encode: Encode, images: np.ndarray, shard: int = SHARD) -> np.ndarray:
-    """`encode` applied shard by shard, written into one (N, D) float32 array."""
+def embed_in_shards(encode: Encode, images: np.ndarray, shard: int | None = None) -> np.ndarray:
+    """`encode` applied shard by shard (`shard_size()` images by default), written into one (N, D) float32 array."""
+    shard = shard or shard_size()
     if len(images) == 0:
         return np.asarray(encode(images), np.float32)
     out = None
@@ -48,8 +57,6 @@ def _encode_shard(encoder: Any, images: np.ndarray, threads: int) -> tuple[np.nd
 
     It computes with the run's torch thread count, as the run would in its own process (same numbers).
     """
-    import os
-
     import torch
 
     torch.set_num_threads(threads)
@@ -62,8 +69,8 @@ class RayShards:
     Each task computes with `threads` torch threads (the run's own count) and reserves that many CPUs.
     """
 
-    def __init__(self, threads: int = 1, in_flight: int | None = None, shard: int = SHARD):
-        self.threads, self.in_flight, self.shard = threads, in_flight, shard
+    def __init__(self, threads: int = 1, in_flight: int | None = None, shard: int | None = None):
+        self.threads, self.in_flight, self.shard = threads, in_flight, shard or shard_size()
         self.last: dict[str, Any] = {}  # what the last call did, for the stage log
 
     def embed(self, encoder: Any, images: np.ndarray) -> np.ndarray:
