@@ -166,10 +166,13 @@ def leave_fork_server() -> None:
     kernel's parent-death signal reaches the worker), and a process pool the run starts (the image-cache
     builder) gets a fork server of its own, inside the worker's process group, stopped with the worker.
     """
-    server = forkserver._forkserver
-    if server._forkserver_alive_fd is not None:
-        os.close(server._forkserver_alive_fd)
-    server._forkserver_alive_fd = server._forkserver_address = None
+    server = forkserver._forkserver  # CPython's module-level server; its attribute names since 3.4
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        os.close(alive_fd)
+    for name in ("_forkserver_alive_fd", "_forkserver_address"):
+        if hasattr(server, name):
+            setattr(server, name, None)
 
 
 def _watch_parent(parent: int) -> None:

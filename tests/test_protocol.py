@@ -3,6 +3,7 @@ config files, executors, faults and resume."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
 from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard.tables import build, get_rule, to_markdown
 from fairfacebench.methods.base import Hparam, uniform
@@ -271,6 +273,32 @@ def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
     assert rows["erm"]["status"] == "ok" and rows["erm"]["seeds"] == 1
     assert rows["fault-kills-worker"]["status"] == "failed" and rows["fault-raises"]["status"] == "failed"
     assert "planted failure" in rows["fault-raises"]["failed_runs"][0]["error"]
+
+
+def test_on_ray_a_run_embeds_its_pool_in_ray_tasks_with_the_numbers_of_a_local_run(tmp_path):
+    pytest.importorskip("ray", reason="Ray is installed by `make setup` (extra 'ray')")
+    load_or_train(MiniClipConfig(), Path(os.environ["FAIRBENCH_CACHE"]))  # the session's mini-CLIP, trained once
+    records = {}
+    for name, executor in (("local", ["--workers", "1"]), ("ray", ["--executor", "ray", "--workers", "2"])):
+        cache = tmp_path / f"cache-{name}"  # each its own embedding cache: both runs compute their embeddings
+        shutil.copytree(Path(os.environ["FAIRBENCH_CACHE"]) / "vlm", cache / "vlm")
+        env = {**os.environ, "FAIRBENCH_CACHE": str(cache), "FAIRBENCH_EMBED_SHARD": "256"}
+        out = tmp_path / name
+        cmd = [*CLI, "run", "--methods", "ssl-pipeline", "--budget", "smoke", *executor, "--out", str(out)]
+        options = [*TINY_OPTIONS, "--dataset-option=n_pool=600", "--bootstrap", "0"]
+        ran = subprocess.run([*cmd, *options], env=env, capture_output=True, text=True, timeout=900)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        (record,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+        records[name] = (record, np.load(next(out.glob("*/predictions.npz"))))
+    (local, local_scores), (on_ray, ray_scores) = records["local"], records["ray"]
+    assert "vlm-shards" not in local["stages"]
+    embedded = on_ray["stages"]["1-embed"]
+    assert (embedded["pool"], embedded["train_images"]) == (600, 320)
+    # the pool and the training images in shards of 256: 3 + 2 Ray tasks
+    assert on_ray["stages"]["vlm-shards"]["shards"] == 5 and on_ray["stages"]["vlm-shards"]["calls"] == 2
+    assert on_ray["budget_report"]["forward_samples"] == local["budget_report"]["forward_samples"]
+    assert on_ray["metrics"] == local["metrics"]  # the same numbers whatever the executor
+    assert np.array_equal(ray_scores["test_scores"], local_scores["test_scores"])
 
 
 def test_sigkill_then_resume_recomputes_only_unfinished_runs(tmp_path):
