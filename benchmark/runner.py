@@ -316,6 +316,7 @@ def base_record(spec: RunSpec, reg: Registry, data: TaskData | None) -> dict[str
             "description": getattr(cls, "description", ""),
             "citation": getattr(cls, "citation", ""),
             "requires": cls.requirements() if cls else "",
+            "ablation_of": getattr(cls, "ablation_of", None),
         },
         "task_info": None
         if data is None

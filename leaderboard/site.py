@@ -23,6 +23,7 @@ from fairfacebench import __version__
 from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard import plots
 from fairfacebench.leaderboard.tables import (
+    ABLATION_METRICS,
     COMPARED_METRICS,
     HIGHER_IS_BETTER,
     SMOKE_BANNER,
@@ -108,6 +109,10 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
                 "degenerate": row.get("degenerate", []),
                 "mean_rank": row.get("mean_rank"),
                 "vs_erm": [fmt_difference(row["vs_erm"][m]) for m in COMPARED_METRICS] if row.get("vs_erm") else None,
+                "ablation_of": row.get("ablation_of"),
+                "system_vs_ablation": [fmt_difference(row["system_vs_ablation"].get(m)) for m in ABLATION_METRICS]
+                if row.get("system_vs_ablation")
+                else None,
                 "forward_samples": count_text(row.get("forward_samples")),
                 "fit_time_s": count_text(row.get("fit_time_s"), 1),
             }
@@ -125,6 +130,7 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
         "smoke": table.get("budget") == "smoke",
         "seed_note": table.get("seed_note"),
         "compared_metrics": list(COMPARED_METRICS),
+        "ablation_metrics": list(ABLATION_METRICS),
         "ranking": table.get("ranking") or {},
         "ranks_plot": _ranks_plot(table, plot_dir / f"{slug}-ranks.svg", title),
         "rows": rows,

@@ -118,6 +118,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "variant": ok[0].get("variant") if ok else None,
             "description": (ok or failed)[0]["method_info"]["description"],
             "citation": (ok or failed)[0]["method_info"]["citation"],
+            "ablation_of": ablation_of((ok or failed)[0]["method_info"]),
             "selected": [
                 {
                     "seed": c["spec"]["seed"],
@@ -139,7 +140,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             )
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
-        row["per_seed"] = {m: {c["spec"]["seed"]: c["metrics"]["test"].get(m) for c in ok} for m in COMPARED_METRICS}
+        row["per_seed"] = {m: {c["spec"]["seed"]: c["metrics"]["test"].get(m) for c in ok} for m in ABLATION_METRICS}
         row["degenerate"] = sorted({reason for c in ok for reason in degenerate(c)})
         table["rows"].append(row)
         for c in ok:
@@ -153,6 +154,8 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
 
 # Metrics the paired comparison and the ranking use, and which direction is better.
 COMPARED_METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga")
+# A system against its own ablation: the compared metrics and the spreads val-reweight's seed drives down.
+ABLATION_METRICS = COMPARED_METRICS + ("cell_acc_std", "group_acc_std")
 HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
 REFERENCE_METHOD = "erm"
 
@@ -186,14 +189,35 @@ def at_chance(acc: float | None, groups: list[dict]) -> str | None:
     return None
 
 
+def ablation_of(method_info: dict[str, Any]) -> str | None:
+    """The system a method ablates: its recorded `ablation_of`, or for records written before that field existed
+    (all built-in ablations), the part of a `system:variant` name before the colon."""
+    if "ablation_of" in method_info:
+        return method_info["ablation_of"]
+    name = method_info.get("name", "")
+    return name.split(":", 1)[0] if ":" in name else None
+
+
 def add_comparisons(table: dict[str, Any]) -> None:
-    """Paired differences against erm over seeds, mean ranks over (metric, seed) blocks, and the seed count note."""
+    """Paired differences against erm and of each system against its ablations over seeds, mean ranks over
+    (metric, seed) blocks, and the seed count note."""
     ok = [r for r in table["rows"] if r["status"] == "ok"]
     reference = next((r for r in ok if r["method"] == REFERENCE_METHOD), None)
+    by_name = {r["method"]: r for r in ok}
     for row in ok:
         row["vs_erm"] = (
             {m: paired_difference(row["per_seed"][m], reference["per_seed"][m]) for m in COMPARED_METRICS}
             if reference is not None and row is not reference
+            else None
+        )
+        system = by_name.get(row.get("ablation_of") or "")
+        row["system_vs_ablation"] = (
+            {
+                m: paired_difference(system["per_seed"][m], row["per_seed"][m])
+                for m in ABLATION_METRICS
+                if m in system["per_seed"] and m in row["per_seed"]
+            }
+            if system is not None
             else None
         )
     seeds = sorted(set.intersection(*[set(r["per_seed"]["acc"]) for r in ok])) if ok else []
@@ -366,6 +390,21 @@ def comparison_markdown(t: dict[str, Any]) -> list[str]:
             "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
             "",
             md_table(rows, headers),
+            "",
+        ]
+    ablated = [r for r in ok if r.get("system_vs_ablation")]
+    if ablated:
+        rows = [
+            [
+                f"{r['ablation_of']} − {r['method']}",
+                *[fmt_difference(r["system_vs_ablation"].get(m)) for m in ABLATION_METRICS],
+            ]
+            for r in ablated
+        ]
+        out += [
+            "Each system against its own ablation (system − ablation) over the seeds both ran: mean [95% t-interval].",
+            "",
+            md_table(rows, ["system − ablation", *[f"Δ{m}" for m in ABLATION_METRICS]]),
             "",
         ]
     ranking = t.get("ranking") or {}

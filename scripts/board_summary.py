@@ -1,8 +1,8 @@
 """Markdown tables of a result store for the README and closing notes (`python scripts/board_summary.py --help`).
 
 Prints, per comparison: mean ± std over seeds of the headline metrics, the paired differences against erm,
-each method's forward samples and fit time, and the total fit time of the store's runs; `--plot` writes the
-accuracy-vs-eod_max plot of each table (the one the site shows).
+each system against its own ablation, each method's forward samples and fit time, and the total fit time of
+the store's runs; `--plot` writes the accuracy-vs-eod_max plot of each table (the one the site shows).
 """
 
 from __future__ import annotations
@@ -72,7 +72,23 @@ def main() -> None:
         vs = [[m, *[paired(rows[m]["vs_erm"][k]) for k in ("acc", "eod_max")]] for m in names if rows[m].get("vs_erm")]
         if vs:
             print("\nPaired against erm (mean [95% t-interval] over seeds):\n")
-            print(tabulate(vs, headers=["method", "Δacc", "Δeod_max"], tablefmt="github"))
+            print(tabulate(vs, headers=["method", "Δacc", "Δeod_max"], tablefmt="github", disable_numparse=True))
+        ablated = [m for m in names if rows[m].get("system_vs_ablation")]
+        if ablated:
+            print("\nEach system against its own ablation, system − ablation (mean [95% t-interval] over seeds):\n")
+            keys = ("acc", "eod_max", "wga", "cell_acc_std")
+            body = [
+                [f"{rows[m]['ablation_of']} − {m}", *[paired(rows[m]["system_vs_ablation"].get(k)) for k in keys]]
+                for m in ablated
+            ]
+            print(
+                tabulate(
+                    body,
+                    headers=["system − ablation", *[f"Δ{k}" for k in keys]],
+                    tablefmt="github",
+                    disable_numparse=True,
+                )
+            )
         if args.plot:
             title = f"{table['dataset']} {table['task']} {table['budget']}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from fairfacebench.leaderboard.tables import at_chance, degenerate
+from fairfacebench.leaderboard.tables import ABLATION_METRICS, ablation_of, add_comparisons, at_chance, degenerate
 from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
@@ -78,3 +78,36 @@ def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
         "per_group": {"test": {"per_group": [{**g, "selection_rate": 0.4} for g in groups]}},
     }
     assert degenerate(record) == ["at chance (test accuracy 0.520, majority class 0.500)"]
+
+
+def row(method, acc, ablates=None):
+    per_seed = {m: {0: 0.1, 1: 0.1, 2: 0.1} for m in ABLATION_METRICS}
+    per_seed["acc"] = dict(enumerate(acc))
+    return {"method": method, "status": "ok", "seeds": len(acc), "ablation_of": ablates, "per_seed": per_seed}
+
+
+def test_each_system_is_paired_with_its_own_ablations_only():
+    table = {
+        "rows": [
+            row("erm", [0.80, 0.80, 0.80]),
+            row("sys", [0.90, 0.86, 0.88]),
+            row("sys:no-x", [0.85, 0.85, 0.85], ablates="sys"),
+            row("other:no-y", [0.70, 0.70, 0.70], ablates="other"),  # its system is not in the table
+        ]
+    }
+    add_comparisons(table)
+    rows = {r["method"]: r for r in table["rows"]}
+    # sys − sys:no-x per seed: 0.05, 0.01, 0.03 -> mean 0.03 (system minus ablation, not the reverse)
+    assert rows["sys:no-x"]["system_vs_ablation"]["acc"]["mean"] == pytest.approx(0.03)
+    assert rows["sys:no-x"]["system_vs_ablation"]["acc"]["seeds"] == [0, 1, 2]
+    assert rows["sys:no-x"]["system_vs_ablation"]["cell_acc_std"]["mean"] == pytest.approx(0.0)
+    assert rows["other:no-y"]["system_vs_ablation"] is None
+    assert rows["sys"]["system_vs_ablation"] is None and rows["erm"]["system_vs_ablation"] is None
+    assert rows["sys"]["vs_erm"]["acc"]["mean"] == pytest.approx(0.08)
+
+
+def test_the_ablated_system_is_the_recorded_one_or_for_old_records_the_name_before_the_colon():
+    assert ablation_of({"name": "custom", "ablation_of": "sys"}) == "sys"
+    assert ablation_of({"name": "sys:variant", "ablation_of": None}) is None  # recorded: not an ablation
+    assert ablation_of({"name": "ssl-pipeline:no-curation"}) == "ssl-pipeline"  # written before the field
+    assert ablation_of({"name": "erm"}) is None
