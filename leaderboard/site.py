@@ -109,8 +109,8 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
                 "degenerate": row.get("degenerate", []),
                 "mean_rank": row.get("mean_rank"),
                 "vs_erm": [fmt_difference(row["vs_erm"][m]) for m in COMPARED_METRICS] if row.get("vs_erm") else None,
-                "ablation_of": row.get("ablation_of"),
-                "system_vs_ablation": [fmt_difference(row["system_vs_ablation"].get(m)) for m in ABLATION_METRICS]
+                "ablation_label": f"{row.get('ablation_of')} − {row['method']}",
+                "system_vs_ablation": [fmt_difference(row["system_vs_ablation"][m]) for m in ABLATION_METRICS]
                 if row.get("system_vs_ablation")
                 else None,
                 "forward_samples": count_text(row.get("forward_samples")),

@@ -212,11 +212,7 @@ def add_comparisons(table: dict[str, Any]) -> None:
         )
         system = by_name.get(row.get("ablation_of") or "")
         row["system_vs_ablation"] = (
-            {
-                m: paired_difference(system["per_seed"][m], row["per_seed"][m])
-                for m in ABLATION_METRICS
-                if m in system["per_seed"] and m in row["per_seed"]
-            }
+            {m: paired_difference(system["per_seed"][m], row["per_seed"][m]) for m in ABLATION_METRICS}
             if system is not None
             else None
         )
@@ -379,34 +375,21 @@ SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do
 
 
 def comparison_markdown(t: dict[str, Any]) -> list[str]:
-    """The paired differences against erm and the mean ranks of a table, as Markdown."""
+    """The paired differences against erm and of each system against its ablations, and the mean ranks of a
+    table, as Markdown."""
     ok = [r for r in t["rows"] if r["status"] == "ok"]
-    out: list[str] = []
-    paired = [r for r in ok if r.get("vs_erm")]
-    if paired:
-        rows = [[r["method"], *[fmt_difference(r["vs_erm"][m]) for m in COMPARED_METRICS]] for r in paired]
-        headers = ["method − erm", *[f"Δ{m}" for m in COMPARED_METRICS]]
-        out += [
-            "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
-            "",
-            md_table(rows, headers),
-            "",
-        ]
-    ablated = [r for r in ok if r.get("system_vs_ablation")]
-    if ablated:
-        rows = [
-            [
-                f"{r['ablation_of']} − {r['method']}",
-                *[fmt_difference(r["system_vs_ablation"].get(m)) for m in ABLATION_METRICS],
-            ]
-            for r in ablated
-        ]
-        out += [
-            "Each system against its own ablation (system − ablation) over the seeds both ran: mean [95% t-interval].",
-            "",
-            md_table(rows, ["system − ablation", *[f"Δ{m}" for m in ABLATION_METRICS]]),
-            "",
-        ]
+    out = paired_markdown(
+        "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
+        "method − erm",
+        [(r["method"], r["vs_erm"]) for r in ok if r.get("vs_erm")],
+        COMPARED_METRICS,
+    )
+    out += paired_markdown(
+        "Each system against its own ablation (system − ablation) over the seeds both ran: mean [95% t-interval].",
+        "system − ablation",
+        [(f"{r['ablation_of']} − {r['method']}", r["system_vs_ablation"]) for r in ok if r.get("system_vs_ablation")],
+        ABLATION_METRICS,
+    )
     ranking = t.get("ranking") or {}
     if ranking.get("blocks"):
         ranked = sorted(ok, key=lambda r: r.get("mean_rank", math.inf))
@@ -417,6 +400,14 @@ def comparison_markdown(t: dict[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def paired_markdown(caption: str, header: str, labelled: list[tuple[str, dict]], metrics: tuple[str, ...]) -> list[str]:
+    """A captioned Markdown table of paired differences, one row per (label, {metric: summary}); none if empty."""
+    if not labelled:
+        return []
+    rows = [[label, *[fmt_difference(diffs[m]) for m in metrics]] for label, diffs in labelled]
+    return [caption, "", md_table(rows, [header, *[f"Δ{m}" for m in metrics]]), ""]
 
 
 def fmt_difference(summary: dict[str, Any]) -> str:
