@@ -13,7 +13,9 @@ groups and stores only these reports.  Evidence names and what they mean:
   judged against the training split's labels (e.g. a stage that curates from the training images);
 - ``pseudo_labels`` + ``confident`` (with ``pool_rows``): pseudo-labels and the confidence filter;
 - ``pseudo_labels`` + ``weights`` (with ``pool_rows``): learned sample weights;
-- ``train_partition``: an inferred group per training row (e.g. clusters).
+- ``train_partition``: an inferred group per training row (e.g. clusters);
+- ``draw_probabilities`` (with ``train_partition``): the probability the method draws each training row with
+  (e.g. re-sampling), judged by the share of each true group it draws against a uniform draw.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def diagnose(evidence: dict[str, dict[str, np.ndarray]], data: TaskData) -> dict
         if {"pool_rows", "pseudo_labels", "weights"} <= set(ev):
             out.update(weight_report(sample_truth(ev, hidden, data), ev["pseudo_labels"], ev["weights"], data))
         if "train_partition" in ev:
-            out.update(partition_report(ev["train_partition"], data.train.a))
+            out.update(partition_report(ev["train_partition"], data.train.a, data.group_names))
+            if "draw_probabilities" in ev:
+                out.update(draw_report(ev["draw_probabilities"], data.train.a, data.group_names))
         if out:
             reports[stage] = out
     return reports
@@ -154,8 +158,26 @@ def weight_report(
     }
 
 
-def partition_report(partition: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-    """Adjusted mutual information (Vinh et al., JMLR 2010) between an inferred partition and the true groups."""
+def partition_report(partition: np.ndarray, groups: np.ndarray, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Adjusted mutual information (Vinh et al., JMLR 2010) between an inferred partition and the true groups, and
+    each inferred part's true-group make-up (training rows per true group)."""
     from sklearn.metrics import adjusted_mutual_info_score  # scikit-learn adds a second to every worker's start
 
-    return {"ami_with_true_groups": round(float(adjusted_mutual_info_score(groups, partition)), 4)}
+    counts = np.zeros((int(partition.max()) + 1, len(names)), np.int64)
+    np.add.at(counts, (partition, groups), 1)
+    return {
+        "ami_with_true_groups": round(float(adjusted_mutual_info_score(groups, partition)), 4),
+        "true_groups_per_part": {
+            str(part): dict(zip(names, row.tolist())) for part, row in enumerate(counts) if row.any()
+        },
+    }
+
+
+def draw_report(probabilities: np.ndarray, groups: np.ndarray, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Share of each true group among the rows a method draws, against a uniform draw over the training rows."""
+    drawn = np.bincount(groups, weights=probabilities / probabilities.sum(), minlength=len(names))
+    uniform = np.bincount(groups, minlength=len(names)) / len(groups)
+    return {
+        "true_group_share_uniform": {n: round(float(v), 4) for n, v in zip(names, uniform)},
+        "true_group_share_drawn": {n: round(float(v), 4) for n, v in zip(names, drawn)},
+    }

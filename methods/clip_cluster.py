@@ -188,7 +188,7 @@ class ClipCluster(Method):
             underperforming=np.flatnonzero(weak).tolist(),
         )
         model = first if hp["final_init"] == "first" else ctx.new_classifier()
-        ctx.log.record_evidence("clusters", train_partition=train_c)
+        ctx.log.record_evidence("clusters", train_partition=train_c, draw_probabilities=probs)
         extra = ExtraAugment(
             weak[train_c], Augment(flip=False, crop=max(1, ctx.resolution // 16), jitter=hp["augment_strength"])
         )

@@ -16,7 +16,7 @@ import torch
 from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.context import FitContext
 from fairfacebench.data import Attribute, make_task_data
-from fairfacebench.diagnostics import diagnose, partition_report
+from fairfacebench.diagnostics import diagnose, draw_report, partition_report
 from fairfacebench.methods.clip_cluster import (
     ClipCluster,
     attribute_prompts,
@@ -179,7 +179,7 @@ def test_clip_cluster_recovers_planted_groups_from_prompt_similarities(synth_dat
     train_f, val_f = clustering_features(ctx, None, 16, 0.5)
     assert train_f.shape == (len(synth_data.train), 3) and val_f.shape == (len(synth_data.val), 3)
     clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
-    assert partition_report(clusters, synth_data.train.a)["ami_with_true_groups"] > 0.3
+    assert partition_report(clusters, synth_data.train.a, synth_data.group_names)["ami_with_true_groups"] > 0.3
     assert ctx.log.variant is None and "train.sensitive" not in ctx.touched
 
 
@@ -188,7 +188,7 @@ def test_clip_cluster_backbone_variant_recovers_planted_groups(synth_data):
     train_f, _ = clustering_features(ctx, ctx.new_classifier(), 16, 0.5)
     clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
     assert (
-        partition_report(clusters, synth_data.train.a)["ami_with_true_groups"] > 0.05
+        partition_report(clusters, synth_data.train.a, synth_data.group_names)["ami_with_true_groups"] > 0.05
     )  # random partitions: |AMI| < 0.01
     assert ctx.log.variant == "backbone-features"
 
@@ -200,8 +200,23 @@ def test_clip_cluster_fit_runs_both_models_in_one_budget_and_reports_ami(synth_d
     assert ctx.meter.per_stage == {"first": 2, "final": 4}
     assert len(ctx.log.stages["clusters"]["underperforming"]) >= 1
     # the harness, not the method, compares the clusters with the true groups
-    assert diagnose(ctx.log.evidence, synth_data)["clusters"]["ami_with_true_groups"] > 0.3
+    report = diagnose(ctx.log.evidence, synth_data)["clusters"]
+    assert report["ami_with_true_groups"] > 0.3
+    assert sum(sum(g.values()) for g in report["true_groups_per_part"].values()) == len(synth_data.train)
+    assert sum(report["true_group_share_drawn"].values()) == pytest.approx(1, abs=1e-3)
     assert "train.sensitive" not in ctx.touched and not ClipCluster.label_use(ctx.hparams).sensitive
+
+
+def test_partition_and_draw_reports_by_hand():
+    parts, groups = np.array([0, 0, 1, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 1])
+    report = partition_report(parts, groups, ["light", "dark"])
+    assert report["true_groups_per_part"] == {
+        "0": {"light": 2, "dark": 0}, "1": {"light": 1, "dark": 2}, "2": {"light": 0, "dark": 1}
+    }
+    # part 1 drawn 4x as often as the rest: weights 1,1,4,4,4,1 of 15
+    draw = draw_report(np.array([1, 1, 4, 4, 4, 1]) / 15, groups, ["light", "dark"])
+    assert draw["true_group_share_uniform"] == {"light": 0.5, "dark": 0.5}
+    assert draw["true_group_share_drawn"] == {"light": round(6 / 15, 4), "dark": round(9 / 15, 4)}
 
 
 # ----------------------------------------------------------------------------- shasam
