@@ -2,8 +2,9 @@
 
 Two stages in one budget: (1) representation, ``rep_frac`` of the steps:
 every step MINEs hard positives and negatives for each (target, sensitive)
-anchor set of the batch by greedy submodular maximisation and LEARNs with a
-submodular CMI loss I_f(A; Q | P) on a projection head; (2) the classifier:
+anchor set of the batch by greedy submodular maximisation and LEARNs by
+minimising the submodular CMI I_f(P; Q | A) of the anchor set Q and its hard
+negatives P given its hard positives A, on a projection head; (2) the classifier:
 a linear probe on the frozen encoder, or fine-tuning.  The ablation
 ``shasam:no-mining`` uses every candidate instead of mined subsets.
 Choices the paper leaves open: docs/METHODS.md.
@@ -79,12 +80,14 @@ class FeatureMemory:
 
 class SHaSaM(Method):
     name = "shasam"
-    version = 2
+    version = 3  # 3: minimise I_f(P; Q | A) (2 maximised I_f(A; Q | P))
     description = (
         "Two stages: per (target, group) anchor set, greedy submodular mining of hard positives (same target, other "
-        "group) and hard negatives (other target, same group), exact submodular CMI loss I_f(A; Q | P) on a "
-        "projection head; then a linear probe.  Deviations (paper silent): kernel exp((cos-1)/tau), mining objective "
-        "hardness + diversity, batch-local anchor sets, CMI per ground-set element"
+        "group) and hard negatives (other target, same group); LEARN minimises the exact submodular CMI "
+        "I_f(P; Q | A) of anchor set Q and hard negatives P given hard positives A, on a projection head; then a "
+        "linear probe.  Deviations (paper text unread): the CMI's roles and sign as in the authors' SCoRe losses "
+        "(information with other classes minimised), kernel exp((cos-1)/tau), mining objective hardness + "
+        "diversity, batch-local anchor sets, CMI per ground-set element"
     )
     citation = (
         "Majee & Iyer, SHaSaM: Submodular Hard Sample Mining for Fair Facial Attribute Recognition, "

@@ -437,9 +437,9 @@ def _mine(
 
 
 def _per_anchor_set(cmi: Tensor, positives: Tensor) -> Tensor:
-    """``−mean_r cmi_r`` over the anchor sets with at least one positive (a zero still on the graph if none)."""
+    """``mean_r cmi_r`` over the anchor sets with at least one positive (a zero still on the graph if none)."""
     keep = positives.any(dim=1).to(cmi.dtype)
-    return -(cmi * keep).sum() / keep.sum().clamp_min(1)
+    return (cmi * keep).sum() / keep.sum().clamp_min(1)
 
 
 def _masked_max(kernel: Tensor, members: Tensor) -> Tensor:
@@ -448,20 +448,23 @@ def _masked_max(kernel: Tensor, members: Tensor) -> Tensor:
 
 
 def fl_cmi_terms(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-    """The terms ``(min(a_k, q_k) − p_k)_+`` of FL-CMI for k ∈ V_r = A_r ∪ Q_r ∪ P_r, 0 elsewhere; ``(R, N)``.
+    """The terms ``(min(p_k, q_k) − a_k)_+`` of ``I_f(P; Q | A)``, k ∈ V_r = A_r ∪ Q_r ∪ P_r (0 elsewhere); ``(R, N)``.
 
-    With ``a_k = max_{j∈A} k_kj`` (q, p likewise) and f the facility location
-    over V, ``max(a,p) + max(q,p) − max(a,q,p) − p = (min(a, q) − p)_+`` for
-    every k, so ``Σ_k`` of these terms is exactly ``I_f(A; Q | P)`` for a
-    non-negative kernel.
+    With ``p_k = max_{j∈P} k_kj`` (q for the anchor set Q, a for the positives
+    A likewise) and f the facility location over V,
+    ``max(p,a) + max(q,a) − max(p,q,a) − a = (min(p, q) − a)_+`` for every k,
+    so ``Σ_k`` of these terms is exactly ``I_f(P; Q | A)`` for a non-negative
+    kernel.  A term is open where k is nearer to both the negatives and the
+    anchor set than to any positive: for an anchor k (q_k = 1) where its
+    nearest hard negative is nearer than its nearest hard positive.
     """
     a, q, p = (_masked_max(kernel, X) for X in (positives, anchors, negatives))
     ground = positives | anchors | negatives
-    return torch.where(ground, (torch.minimum(a, q) - p).clamp_min(0), 0.0)
+    return torch.where(ground, (torch.minimum(p, q) - a).clamp_min(0), 0.0)
 
 
 def fl_cmi_loss(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-    """SHaSaM-LEARN, facility location: ``L = −mean_r I_f(A_r; Q_r | P_r) / |V_r|``, V_r = A_r ∪ Q_r ∪ P_r."""
+    """SHaSaM-LEARN, facility location: ``L = mean_r I_f(P_r; Q_r | A_r) / |V_r|``, V_r = A_r ∪ Q_r ∪ P_r."""
     terms = fl_cmi_terms(kernel, anchors, positives, negatives)
     ground = (positives | anchors | negatives).sum(dim=1).clamp_min(1)
     return _per_anchor_set(terms.sum(dim=1) / ground, positives)
@@ -476,19 +479,19 @@ def _mean_similarity(kernel: Tensor, X: Tensor, Y: Tensor) -> Tensor:
 def gc_cmi_loss(
     kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, *, lam: float = 0.5, nu: float = 1.0
 ) -> Tensor:
-    """SHaSaM-LEARN, graph cut with an explicit conditioning term: ``L = −mean_r J_r``.
+    """SHaSaM-LEARN, graph cut with an explicit conditioning term: ``L = mean_r J_r`` (minimised).
 
-    For graph cut and disjoint A, Q, P, ``I_f(A; Q | P) = 2λ s(A, Q)`` does
-    not depend on P (the modular parts and every quadratic term but the A–Q
-    cross term cancel), so P is brought in through graph cut's conditional
-    gain ``f(X | P) = f(X) − 2λ s(X, P)`` of the class set X = A ∪ Q:
+    For graph cut and disjoint A, Q, P, ``I_f(P; Q | A) = 2λ s(P, Q)`` does
+    not depend on A (the modular parts and every quadratic term but the P–Q
+    cross term cancel), so the positives A are brought in through graph cut's
+    conditional gain ``f(Q | A) = f(Q) − 2λ s(Q, A)`` of the anchor set:
 
-    ``J_r = 2λ (s̄(A_r, Q_r) − ν s̄(A_r ∪ Q_r, P_r))``,  s̄ the mean over the pairs.
+    ``J_r = 2λ (s̄(P_r, Q_r) − ν s̄(A_r, Q_r))``,  s̄ the mean over the pairs.
 
-    ``nu=0`` gives ``I_f(A; Q | P) / (|A||Q|)``, the plain graph-cut CMI.
+    ``nu=0`` gives ``I_f(P; Q | A) / (|P||Q|)``, the plain graph-cut CMI.
     """
-    cmi = _mean_similarity(kernel, positives, anchors)
-    conditioning = _mean_similarity(kernel, positives | anchors, negatives)
+    cmi = _mean_similarity(kernel, negatives, anchors)
+    conditioning = _mean_similarity(kernel, positives, anchors)
     return _per_anchor_set(2 * lam * (cmi - nu * conditioning), positives)
 
 
@@ -504,13 +507,14 @@ def _masked_logdet(kernel: Tensor, members: Tensor, eps: float) -> Tensor:
 def logdet_cmi_loss(
     kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, *, eps: float = 1.0
 ) -> Tensor:
-    """SHaSaM-LEARN, log-determinant: ``L = −mean_r I_f(A_r; Q_r | P_r) / |V_r|``, f(X) = log det(K_X + εI).
+    """SHaSaM-LEARN, log-determinant: ``L = mean_r I_f(P_r; Q_r | A_r) / |V_r|``, f(X) = log det(K_X + εI).
 
     The CMI from its definition, one batched Cholesky factorisation per term:
-    ``ld(A∪P) + ld(Q∪P) − ld(A∪Q∪P) − ld(P)`` (the Gaussian conditional MI
-    of anchors and positives given P; PRISM, Kothawade et al. AAAI 2022).
+    ``ld(P∪A) + ld(Q∪A) − ld(P∪Q∪A) − ld(A)`` (the Gaussian conditional MI
+    of the anchor set and its hard negatives given the hard positives; PRISM,
+    Kothawade et al. AAAI 2022).
     """
     ld = partial(_masked_logdet, kernel, eps=eps)
-    cmi = ld(positives | negatives) + ld(anchors | negatives) - ld(positives | anchors | negatives) - ld(negatives)
+    cmi = ld(negatives | positives) + ld(anchors | positives) - ld(negatives | anchors | positives) - ld(positives)
     ground = (positives | anchors | negatives).sum(dim=1).clamp_min(1)
     return _per_anchor_set(cmi / ground, positives)

@@ -322,7 +322,7 @@ def test_shasam_classifier_stage_leaves_the_backbone_alone_in_linear_probe_mode(
 
 def test_shasam_without_mining_learns_on_every_candidate(synth_data):
     assert SHaSaMNoMining.ablation_of == "shasam" and registry().method("shasam:no-mining") is SHaSaMNoMining
-    assert SHaSaM.version == 2 and not set(MINING_HPARAMS) & set(SHaSaMNoMining.space)
+    assert SHaSaM.version == 3 and not set(MINING_HPARAMS) & set(SHaSaMNoMining.space)
     numbers = {}
     for method, hparams in ((SHaSaMNoMining, {}), (SHaSaM, {"n_pos": 2, "n_neg": 2})):
         ctx = _ctx(synth_data, method, **hparams)

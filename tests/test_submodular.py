@@ -384,23 +384,24 @@ def _mask(n, *rows):
 
 
 def _five_points():
-    """Q = {e1, e2}, A = {e1, −e2}, P = {e3} (rows 0-1, 2-3, 4); every kernel value is 1, 1/2 or 1/4."""
-    K = similarity_kernel(_rows(E1, E2, E1, _neg(E2), E3), TAU_HALF)
-    return K, _mask(5, {0, 1}), _mask(5, {2, 3}), _mask(5, {4})
+    """Q = {e1, e2}, A = {−e2}, P = {e1, e3} (rows 0-1, 2, 3-4); every kernel value is 1, 1/2 or 1/4."""
+    K = similarity_kernel(_rows(E1, E2, _neg(E2), E1, E3), TAU_HALF)
+    return K, _mask(5, {0, 1}), _mask(5, {2}), _mask(5, {3, 4})
 
 
 def test_fl_cmi_of_the_kernel_by_hand():
     K, Q, A, P = _five_points()
-    # per element k, a/q/p = its largest kernel value to A/Q/P, term (min(a, q) − p)_+:
-    # e1 (Q): 1, 1, 1/2 -> 1/2;  e2 (Q): 1/2, 1, 1/2 -> 0;  e1 (A): 1, 1, 1/2 -> 1/2;
-    # −e2 (A): 1, 1/2, 1/2 -> 0;  e3 (P): p = 1 -> 0
-    assert fl_cmi_terms(K, Q, A, P).tolist() == [[0.5, 0.0, 0.5, 0.0, 0.0]]
-    # the definition over V = all five: f(A∪P) + f(Q∪P) − f(A∪Q∪P) − f(P) = 4.5 + 4.5 − 5 − 3 = 1
-    assert conditional_mutual_information(partial(facility_location, K), [2, 3], [0, 1], [4]).item() == pytest.approx(1)
-    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(-1 / 5)
-    # no P: the CMI is the MI, terms min(a, q) = 1, 1/2, 1, 1/2 over V = A ∪ Q
-    assert mutual_information(partial(facility_location, K[:4]), [2, 3], [0, 1]).item() == pytest.approx(3)
-    assert fl_cmi_loss(K, Q, A, torch.zeros_like(P)).item() == pytest.approx(-3 / 4)
+    # per element k, p/q/a = its largest kernel value to P/Q/A, term (min(p, q) − a)_+:
+    # e1 (Q): 1, 1, 1/2 -> 1/2 (its nearest negative, a copy of itself, is nearer than its positive);
+    # e2 (Q): 1/2, 1, 1/4 -> 1/4;  −e2 (A): a = 1 -> 0;  e1 (P): 1, 1, 1/2 -> 1/2;  e3 (P): 1, 1/2, 1/2 -> 0
+    assert fl_cmi_terms(K, Q, A, P).tolist() == [[0.5, 0.25, 0.0, 0.5, 0.0]]
+    # the definition over V = all five: f(P∪A) + f(Q∪A) − f(P∪Q∪A) − f(A) = 4.5 + 4.5 − 5 − 2.75 = 1.25
+    cmi = conditional_mutual_information(partial(facility_location, K), [3, 4], [0, 1], [2])
+    assert cmi.item() == pytest.approx(1.25)
+    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(1.25 / 5)
+    # a positive at each anchor closes every hinge: nothing left to learn
+    K2 = similarity_kernel(_rows(E1, E2, E1, E2, E3), TAU_HALF)
+    assert fl_cmi_loss(K2, _mask(5, {0, 1}), _mask(5, {2, 3}), _mask(5, {4})).item() == 0.0
 
 
 def test_fl_cmi_loss_is_facility_location_cmi_per_anchor_set():
@@ -409,32 +410,33 @@ def test_fl_cmi_loss_is_facility_location_cmi_per_anchor_set():
     expected = []
     for q, a, p in [([0, 1], [2, 3, 4], [5, 6]), ([7], [8, 9], [])]:
         ground = q + a + p
-        cmi = conditional_mutual_information(partial(facility_location, K[ground]), a, q, p)
+        cmi = conditional_mutual_information(partial(facility_location, K[ground]), p, q, a)
         expected.append(cmi.item() / len(ground))
-    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(-sum(expected) / 2, rel=1e-10)
+    assert expected[0] > 0
+    assert fl_cmi_loss(K, Q, A, P).item() == pytest.approx(sum(expected) / 2, rel=1e-10)
 
 
 def test_gc_cmi_by_hand_and_its_conditioning_term():
     K, Q, A, P = _five_points()
-    # s̄(A, Q) = (1 + 1/2 + 1/2 + 1/4)/4 = .5625;  s̄(A ∪ Q, P) = 1/2 (e3 is orthogonal to all four)
-    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=0.0).item() == pytest.approx(-0.5625)
-    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=1.0).item() == pytest.approx(-(0.5625 - 0.5))
-    # ν = 0 is the plain graph-cut CMI 2λ s(A, Q), per pair
-    cmi = conditional_mutual_information(partial(graph_cut, K, lam=0.5), [2, 3], [0, 1], [4])
-    assert cmi.item() / 4 == pytest.approx(0.5625)
+    # s̄(P, Q) = (1 + 1/2 + 1/2 + 1/2)/4 = .625;  s̄(A, Q) = (1/2 + 1/4)/2 = .375
+    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=0.0).item() == pytest.approx(0.625)
+    assert gc_cmi_loss(K, Q, A, P, lam=0.5, nu=1.0).item() == pytest.approx(0.625 - 0.375)
+    # ν = 0 is the plain graph-cut CMI 2λ s(P, Q), per pair
+    cmi = conditional_mutual_information(partial(graph_cut, K, lam=0.5), [3, 4], [0, 1], [2])
+    assert cmi.item() / 4 == pytest.approx(0.625)
 
 
 def test_graph_cut_cmi_ignores_conditioning_set_unless_conditioned():
-    # Algebra (gc_cmi_loss docstring): for disjoint A, Q, P, I_GC(A;Q|P) = 2λ s(A,Q), whatever P is.
+    # Algebra (gc_cmi_loss docstring): for disjoint P, Q, A, I_GC(P;Q|A) = 2λ s(P,Q), whatever A is.
     S = _unit_kernel(8, 3, seed=4)
     f = partial(graph_cut, S, lam=0.35)
-    values = [conditional_mutual_information(f, [0, 1], [2], P).item() for P in ([], [3], [4, 5], [5, 6, 7])]
+    values = [conditional_mutual_information(f, [0, 1], [2], A).item() for A in ([], [3], [4, 5], [5, 6, 7])]
     assert values == pytest.approx([2 * 0.35 * (S[0, 2] + S[1, 2]).item()] * 4)
     K = similarity_kernel(torch.randn(8, 4, generator=torch.Generator().manual_seed(9), dtype=D64), 0.5)
-    Q, A = _mask(8, {0}), _mask(8, {1, 2})
-    plain = [gc_cmi_loss(K, Q, A, _mask(8, p), nu=0.0).item() for p in ({3, 4}, {5, 6})]
+    Q, P = _mask(8, {0}), _mask(8, {1, 2})
+    plain = [gc_cmi_loss(K, Q, _mask(8, a), P, nu=0.0).item() for a in ({3, 4}, {5, 6})]
     assert plain[0] == pytest.approx(plain[1], rel=1e-12)
-    conditioned = [gc_cmi_loss(K, Q, A, _mask(8, p), nu=1.0).item() for p in ({3, 4}, {5, 6})]
+    conditioned = [gc_cmi_loss(K, Q, _mask(8, a), P, nu=1.0).item() for a in ({3, 4}, {5, 6})]
     assert abs(conditioned[0] - conditioned[1]) > 1e-3
 
 
@@ -443,10 +445,10 @@ def test_logdet_cmi_loss_is_log_determinant_cmi():
     Q, A, P = _mask(8, {0}, {6}), _mask(8, {1, 2, 3}, {7}), _mask(8, {4, 5}, set())
     f = partial(log_determinant, K, eps=0.5)
     expected = [
-        conditional_mutual_information(f, [1, 2, 3], [0], [4, 5]).item() / 6,
-        conditional_mutual_information(f, [7], [6], []).item() / 2,
+        conditional_mutual_information(f, [4, 5], [0], [1, 2, 3]).item() / 6,
+        conditional_mutual_information(f, [], [6], [7]).item() / 2,
     ]
-    assert logdet_cmi_loss(K, Q, A, P, eps=0.5).item() == pytest.approx(-sum(expected) / 2, rel=1e-10)
+    assert logdet_cmi_loss(K, Q, A, P, eps=0.5).item() == pytest.approx(sum(expected) / 2, rel=1e-10)
 
 
 CMI_LOSSES = {"fl_cmi": fl_cmi_loss, "gc_cmi": gc_cmi_loss, "logdet_cmi": logdet_cmi_loss}
