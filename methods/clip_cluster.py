@@ -174,7 +174,8 @@ class ClipCluster(Method):
         acc = cluster_accuracy(val_c, correct, k)
         weak = underperforming(acc, float(correct.mean()))
         upsample = hp["upsample"] if self.resample else 1.0
-        probs = resampling_probabilities(train_c, weak, upsample, ctx.train.y if hp["balance_classes"] else None)
+        balance = hp["balance_classes"] and self.resample  # class balancing is re-sampling too: not in the ablation
+        probs = resampling_probabilities(train_c, weak, upsample, ctx.train.y if balance else None)
         ctx.log.stage(
             "clusters",
             k=k,

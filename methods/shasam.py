@@ -44,10 +44,11 @@ MINING_HPARAMS = ("mine_function", "n_pos", "n_neg", "diversity")
 Loss = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
-def cmi_loss(name: str, nu: float) -> Loss:
-    """The LEARN loss ``name``; ``nu`` weighs graph cut's explicit conditioning term."""
+def cmi_loss(name: str, nu: float, max_temperature: float = 0.0) -> Loss:
+    """The LEARN loss ``name``; ``nu`` weighs graph cut's explicit conditioning term, ``max_temperature`` smooths
+    facility location's maxima (0 = exact)."""
     if name == "fl_cmi":
-        return fl_cmi_loss
+        return partial(fl_cmi_loss, t=max_temperature)
     if name == "gc_cmi":
         return partial(gc_cmi_loss, nu=nu)
     if name == "logdet_cmi":
@@ -80,13 +81,14 @@ class FeatureMemory:
 
 class SHaSaM(Method):
     name = "shasam"
-    version = 3  # 3: minimise I_f(P; Q | A) (2 maximised I_f(A; Q | P))
+    version = 4  # 4: smooth maxima (t = 0.05); 3: minimise I_f(P; Q | A) (2 maximised I_f(A; Q | P))
     description = (
         "Two stages: per (target, group) anchor set, greedy submodular mining of hard positives (same target, other "
         "group) and hard negatives (other target, same group); LEARN minimises the exact submodular CMI "
         "I_f(P; Q | A) of anchor set Q and hard negatives P given hard positives A, on a projection head; then a "
         "linear probe.  Deviations (paper text unread): the CMI's roles and sign as in the authors' SCoRe losses "
-        "(information with other classes minimised), kernel exp((cos-1)/tau), mining objective hardness + "
+        "(information with other classes minimised), smooth maxima t log-sum-exp (t = 0.05, as in the authors' "
+        "code), kernel exp((cos-1)/tau), mining objective hardness + "
         "diversity, batch-local anchor sets, CMI per ground-set element"
     )
     citation = (
@@ -103,6 +105,9 @@ class SHaSaM(Method):
         "n_neg": Hparam(8, choice([4, 8, 16]), "hard negatives mined per anchor set"),
         "diversity": Hparam(1.0, uniform(0.0, 2.0), "weight β of the submodular diversity term g in MINE"),
         "temperature": Hparam(0.5, log_uniform(0.1, 1.0), "temperature τ of the kernel exp((cos − 1)/τ)"),
+        "max_temperature": Hparam(
+            0.05, choice([0.0, 0.02, 0.05, 0.1]), "smooth maximum t of facility location in fl_cmi (0 = exact max)"
+        ),
         "nu": Hparam(1.0, uniform(0.25, 1.0), "weight ν of graph cut's explicit conditioning term (gc_cmi only)"),
         "memory_size": Hparam(0, choice([0, 128, 256]), "FIFO feature memory added to the candidates (0 = batch only)"),
         "head": Hparam("linear", choice(["linear", "finetune"]), "linear probe of the frozen encoder, or fine-tuning"),
@@ -144,7 +149,7 @@ def learn_representation(ctx, model: Classifier, steps: int, hp: dict, mining: b
     """Stage 1: MINE then LEARN on every batch; trains the backbone and the projection head, never the target head."""
     sampler = ctx.sampler(stream="batches/representation")
     gen, rng = ctx.generator("augment/representation"), ctx.rng("mix/representation")
-    learn = cmi_loss(hp["loss"], hp["nu"])
+    learn = cmi_loss(hp["loss"], hp["nu"], hp["max_temperature"])
     memory = FeatureMemory(hp["memory_size"])
     records: list[dict[str, float]] = []
 
@@ -159,7 +164,8 @@ def learn_representation(ctx, model: Classifier, steps: int, hp: dict, mining: b
         A, P = select(kernel, sets, hp, mining)
         seconds = time.perf_counter() - start
         loss = learn(kernel, sets.anchors, A, P)
-        records.append(step_record(kernel.detach(), sets, A, P, seconds, loss, hp["loss"] == "fl_cmi"))
+        fl_t = hp["max_temperature"] if hp["loss"] == "fl_cmi" else None
+        records.append(step_record(kernel.detach(), sets, A, P, seconds, loss, fl_t))
         memory.push(emb, batch.y, batch.a)
         return loss
 
@@ -174,7 +180,7 @@ def _mean_over(values: Tensor, mask: Tensor) -> float:
 
 
 def step_record(
-    kernel: Tensor, sets: AnchorSets, A: Tensor, P: Tensor, seconds: float, loss: Tensor, fl: bool
+    kernel: Tensor, sets: AnchorSets, A: Tensor, P: Tensor, seconds: float, loss: Tensor, fl_t: float | None
 ) -> dict[str, float]:
     """One step's mining numbers: set sizes, how much harder the selection is than the candidates, the loss."""
     affinity = anchor_affinity(kernel, sets.anchors)
@@ -194,9 +200,9 @@ def step_record(
         "mine_ms": seconds * 1e3,
         "cmi_loss": float(loss.detach()),
     }
-    if fl:  # share of FL-CMI terms with a gradient (the hinge is open)
+    if fl_t is not None:  # share of FL-CMI terms with a gradient (the hinge is open)
         ground = (A | sets.anchors | P) & A.any(1, keepdim=True)
-        record["active_terms"] = _mean_over((fl_cmi_terms(kernel, sets.anchors, A, P) > 0).float(), ground)
+        record["active_terms"] = _mean_over((fl_cmi_terms(kernel, sets.anchors, A, P, fl_t) > 0).float(), ground)
     return record
 
 

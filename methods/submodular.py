@@ -442,12 +442,22 @@ def _per_anchor_set(cmi: Tensor, positives: Tensor) -> Tensor:
     return (cmi * keep).sum() / keep.sum().clamp_min(1)
 
 
-def _masked_max(kernel: Tensor, members: Tensor) -> Tensor:
-    """``(R, N)``: ``max_{j∈X_r} k_kj`` for every k; 0 for an empty X_r (f(∅) = 0, and k ≥ 0)."""
-    return torch.where(members[:, None, :], kernel[None], 0.0).amax(dim=-1)
+def _masked_max(kernel: Tensor, members: Tensor, t: float = 0.0) -> Tensor:
+    """``(R, N)``: ``max_{j∈X_r} k_kj`` for every k; 0 for an empty X_r (f(∅) = 0, and k ≥ 0).
+
+    ``t > 0``: the smooth maximum ``t log Σ_{j∈X_r} exp(k_kj / t)`` instead (≥ the max, within t log |X_r| of
+    it; every member gets a gradient, the nearer ones more).
+    """
+    if t <= 0:
+        return torch.where(members[:, None, :], kernel[None], 0.0).amax(dim=-1)
+    # a finite stand-in for −inf keeps the gradient of an empty set finite (it is masked to 0 below)
+    soft = t * torch.logsumexp(torch.where(members[:, None, :], kernel[None] / t, -1e4), dim=-1)
+    return torch.where(members.any(dim=1, keepdim=True), soft, 0.0)
 
 
-def fl_cmi_terms(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+def fl_cmi_terms(
+    kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, t: float = 0.0
+) -> Tensor:
     """The terms ``(min(p_k, q_k) − a_k)_+`` of ``I_f(P; Q | A)``, k ∈ V_r = A_r ∪ Q_r ∪ P_r (0 elsewhere); ``(R, N)``.
 
     With ``p_k = max_{j∈P} k_kj`` (q for the anchor set Q, a for the positives
@@ -456,16 +466,22 @@ def fl_cmi_terms(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: 
     so ``Σ_k`` of these terms is exactly ``I_f(P; Q | A)`` for a non-negative
     kernel.  A term is open where k is nearer to both the negatives and the
     anchor set than to any positive: for an anchor k (q_k = 1) where its
-    nearest hard negative is nearer than its nearest hard positive.
+    nearest hard negative is nearer than its nearest hard positive.  ``t > 0``
+    replaces each maximum by its smooth maximum at temperature t (see
+    `_masked_max`): the same terms of a smoothed facility location.
     """
-    a, q, p = (_masked_max(kernel, X) for X in (positives, anchors, negatives))
+    a, q, p = (_masked_max(kernel, X, t) for X in (positives, anchors, negatives))
     ground = positives | anchors | negatives
     return torch.where(ground, (torch.minimum(p, q) - a).clamp_min(0), 0.0)
 
 
-def fl_cmi_loss(kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-    """SHaSaM-LEARN, facility location: ``L = mean_r I_f(P_r; Q_r | A_r) / |V_r|``, V_r = A_r ∪ Q_r ∪ P_r."""
-    terms = fl_cmi_terms(kernel, anchors, positives, negatives)
+def fl_cmi_loss(
+    kernel: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, *, t: float = 0.0
+) -> Tensor:
+    """SHaSaM-LEARN, facility location: ``L = mean_r I_f(P_r; Q_r | A_r) / |V_r|``, V_r = A_r ∪ Q_r ∪ P_r.
+
+    ``t``: temperature of the smooth maximum (0 = the exact CMI)."""
+    terms = fl_cmi_terms(kernel, anchors, positives, negatives, t)
     ground = (positives | anchors | negatives).sum(dim=1).clamp_min(1)
     return _per_anchor_set(terms.sum(dim=1) / ground, positives)
 

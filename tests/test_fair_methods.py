@@ -19,6 +19,7 @@ from fairfacebench.data import Attribute, make_task_data
 from fairfacebench.diagnostics import diagnose, draw_report, partition_report
 from fairfacebench.methods.clip_cluster import (
     ClipCluster,
+    ClipClusterNoResampling,
     attribute_prompts,
     cluster_accuracy,
     clustering_features,
@@ -207,6 +208,15 @@ def test_clip_cluster_fit_runs_both_models_in_one_budget_and_reports_ami(synth_d
     assert "train.sensitive" not in ctx.touched and not ClipCluster.label_use(ctx.hparams).sensitive
 
 
+@pytest.mark.parametrize("balance", [False, True])
+def test_clip_cluster_ablation_draws_uniformly_whatever_balance_classes_says(synth_data, balance):
+    ctx = _ctx(synth_data, ClipClusterNoResampling, vlm=ToyBrightnessCLIP(), balance_classes=balance)
+    ClipClusterNoResampling().fit(ctx)
+    report = diagnose(ctx.log.evidence, synth_data)["clusters"]
+    assert report["true_group_share_drawn"] == report["true_group_share_uniform"]
+    assert ctx.log.stages["clusters"]["upsample"] == 1.0
+
+
 def test_partition_and_draw_reports_by_hand():
     parts, groups = np.array([0, 0, 1, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 1])
     report = partition_report(parts, groups, ["light", "dark"])
@@ -322,7 +332,7 @@ def test_shasam_classifier_stage_leaves_the_backbone_alone_in_linear_probe_mode(
 
 def test_shasam_without_mining_learns_on_every_candidate(synth_data):
     assert SHaSaMNoMining.ablation_of == "shasam" and registry().method("shasam:no-mining") is SHaSaMNoMining
-    assert SHaSaM.version == 3 and not set(MINING_HPARAMS) & set(SHaSaMNoMining.space)
+    assert SHaSaM.version == 4 and not set(MINING_HPARAMS) & set(SHaSaMNoMining.space)
     numbers = {}
     for method, hparams in ((SHaSaMNoMining, {}), (SHaSaM, {"n_pos": 2, "n_neg": 2})):
         ctx = _ctx(synth_data, method, **hparams)

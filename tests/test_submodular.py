@@ -404,6 +404,21 @@ def test_fl_cmi_of_the_kernel_by_hand():
     assert fl_cmi_loss(K2, _mask(5, {0, 1}), _mask(5, {2, 3}), _mask(5, {4})).item() == 0.0
 
 
+def test_smooth_fl_cmi_by_hand_and_towards_the_exact_one():
+    K, Q, A, P = _five_points()
+    t = 0.25
+    # e2 (Q): p = t log(e^{(1/2)/t} + e^{(1/2)/t}) = 1/2 + t log 2;  q = t log(e^{(1/2)/t} + e^{1/t});  a = 1/4
+    p, q = 0.5 + t * math.log(2), t * math.log(math.exp(2) + math.exp(4))
+    assert fl_cmi_terms(K, Q, A, P, t)[0, 1].item() == pytest.approx(min(p, q) - 0.25)
+    exact = fl_cmi_loss(K, Q, A, P).item()
+    assert fl_cmi_loss(K, Q, A, P, t=1e-3).item() == pytest.approx(exact, abs=2e-3)
+    # an empty negative set: no term, and a finite gradient
+    emb = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    loss = fl_cmi_loss(similarity_kernel(emb, 0.5), Q, A, torch.zeros_like(P), t=0.05)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(emb.grad).all()
+
+
 def test_fl_cmi_loss_is_facility_location_cmi_per_anchor_set():
     K = similarity_kernel(torch.randn(10, 4, generator=torch.Generator().manual_seed(1), dtype=D64), 0.4)
     Q, A, P = _mask(10, {0, 1}, {7}), _mask(10, {2, 3, 4}, {8, 9}), _mask(10, {5, 6}, set())
