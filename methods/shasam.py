@@ -84,7 +84,7 @@ class SHaSaM(Method):
     version = 4  # 4: smooth maxima (t = 0.05); 3: minimise I_f(P; Q | A) (2 maximised I_f(A; Q | P))
     description = (
         "Two stages: per (target, group) anchor set, greedy submodular mining of hard positives (same target, other "
-        "group) and hard negatives (other target, same group); LEARN minimises the exact submodular CMI "
+        "group) and hard negatives (other target, same group); LEARN minimises the submodular CMI "
         "I_f(P; Q | A) of anchor set Q and hard negatives P given hard positives A, on a projection head; then a "
         "linear probe.  Deviations (paper text unread): the CMI's roles and sign as in the authors' SCoRe losses "
         "(information with other classes minimised), smooth maxima t log-sum-exp (t = 0.05, as in the authors' "
