@@ -102,7 +102,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     tables: dict[str, dict] = {}
     order = sorted(cells, key=lambda k: (comparisons[k[0]]["dataset"], comparisons[k[0]]["task"], k[0], k[1]))
     for key, method in order:
-        by_seed = cells[(key, method)]
+        by_seed, superseded = newest_version(cells[(key, method)])
         comparison = comparisons[key]
         table = tables.get(key) or tables.setdefault(key, new_table(key, comparison, named_by, selection))
         chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
@@ -113,6 +113,8 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "status": "ok" if ok else "failed",
             "seeds": len(ok),
             "runs": sum(len(v) for v in by_seed.values()),
+            "method_version": method_version(next(r for runs in by_seed.values() for r in runs)),
+            "superseded_runs": superseded,
             "failed_runs": [{"run_id": r["run_id"], "error": r.get("error", "")} for r in failed],
             "labels_used": (ok or failed)[0].get("labels_used", "") if (ok or failed) else "",
             "variant": ok[0].get("variant") if ok else None,
@@ -150,6 +152,20 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     for table in tables.values():
         add_comparisons(table)
     return {"selection_rule": rule, "tables": list(tables.values())}
+
+
+def method_version(record: dict[str, Any]) -> int:
+    """The plugin version a run was computed with (0 for records that predate the field)."""
+    return int(record["spec"].get("method_version") or 0)
+
+
+def newest_version(by_seed: dict[int, list[dict]]) -> tuple[dict[int, list[dict]], int]:
+    """Only the runs of the method's newest version (a new version changes what the method does, so its runs
+    and an older version's are never mixed or selected between), and how many older runs were left out."""
+    newest = max(method_version(r) for runs in by_seed.values() for r in runs)
+    kept = {seed: [r for r in runs if method_version(r) == newest] for seed, runs in by_seed.items()}
+    left_out = sum(len(runs) for runs in by_seed.values()) - sum(len(runs) for runs in kept.values())
+    return {seed: runs for seed, runs in kept.items() if runs}, left_out
 
 
 # Metrics the paired comparison and the ranking use, and which direction is better.
@@ -390,6 +406,10 @@ def comparison_markdown(t: dict[str, Any]) -> list[str]:
         [(f"{r['ablation_of']} − {r['method']}", r["system_vs_ablation"]) for r in ok if r.get("system_vs_ablation")],
         ABLATION_METRICS,
     )
+    older = [f"{md(r['method'])} {r['superseded_runs']}" for r in t["rows"] if r.get("superseded_runs")]
+    if older:
+        out += ["Runs of an older method version, left out (only a method's newest version is tabled): "
+                + ", ".join(older) + ".", ""]
     ranking = t.get("ranking") or {}
     if ranking.get("blocks"):
         ranked = sorted(ok, key=lambda r: r.get("mean_rank", math.inf))

@@ -120,6 +120,21 @@ def test_selection_uses_validation_only_never_test(tmp_path):
     assert rows[0]["selected"][0]["trial"] == 2
 
 
+def test_only_the_newest_method_version_is_tabled(tmp_path):
+    store = ResultStore(tmp_path)
+    old = _record("m", 0, 0, val=_m(0.95), test=_m(0.95))  # better on validation, but of version 1
+    old["spec"]["method_version"], old["run_id"] = 1, "old"
+    store.write("old", old)
+    for seed in (0, 1):
+        rec = _record("m", seed, 0, val=_m(0.6), test=_m(0.6))
+        rec["spec"]["method_version"] = 2
+        store.write(f"new{seed}", rec)
+    row = build(tmp_path, "val_acc")["tables"][0]["rows"][0]
+    assert row["method_version"] == 2 and row["superseded_runs"] == 1
+    assert row["seeds"] == 2 and row["acc"]["mean"] == 0.6 and "old" not in [s["run_id"] for s in row["selected"]]
+    assert "older method version, left out" in to_markdown(build(tmp_path, "val_acc"))
+
+
 def test_constrained_rule_picks_best_accuracy_within_the_fairness_bound(tmp_path):
     store = ResultStore(tmp_path)
     store.write("a", _record("m", 0, 0, val=_m(0.90, eod=0.30), test=_m(0.9)))
