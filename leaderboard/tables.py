@@ -102,7 +102,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     tables: dict[str, dict] = {}
     order = sorted(cells, key=lambda k: (comparisons[k[0]]["dataset"], comparisons[k[0]]["task"], k[0], k[1]))
     for key, method in order:
-        by_seed, superseded = newest_version(cells[(key, method)])
+        by_seed, version, superseded = newest_version(cells[(key, method)])
         comparison = comparisons[key]
         table = tables.get(key) or tables.setdefault(key, new_table(key, comparison, named_by, selection))
         chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
@@ -113,7 +113,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "status": "ok" if ok else "failed",
             "seeds": len(ok),
             "runs": sum(len(v) for v in by_seed.values()),
-            "method_version": method_version(next(r for runs in by_seed.values() for r in runs)),
+            "method_version": version,
             "superseded_runs": superseded,
             "failed_runs": [{"run_id": r["run_id"], "error": r.get("error", "")} for r in failed],
             "labels_used": (ok or failed)[0].get("labels_used", "") if (ok or failed) else "",
@@ -159,13 +159,14 @@ def method_version(record: dict[str, Any]) -> int:
     return int(record["spec"].get("method_version") or 0)
 
 
-def newest_version(by_seed: dict[int, list[dict]]) -> tuple[dict[int, list[dict]], int]:
+def newest_version(by_seed: dict[int, list[dict]]) -> tuple[dict[int, list[dict]], int, int]:
     """Only the runs of the method's newest version (a new version changes what the method does, so its runs
-    and an older version's are never mixed or selected between), and how many older runs were left out."""
+    and an older version's are never mixed or selected between), that version, and how many older runs were
+    left out."""
     newest = max(method_version(r) for runs in by_seed.values() for r in runs)
     kept = {seed: [r for r in runs if method_version(r) == newest] for seed, runs in by_seed.items()}
     left_out = sum(len(runs) for runs in by_seed.values()) - sum(len(runs) for runs in kept.values())
-    return {seed: runs for seed, runs in kept.items() if runs}, left_out
+    return {seed: runs for seed, runs in kept.items() if runs}, newest, left_out
 
 
 # Metrics the paired comparison and the ranking use, and which direction is better.
