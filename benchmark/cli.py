@@ -222,15 +222,6 @@ def plan_toml(plan: dict[str, Any]) -> str:
     return "\n".join(scalars) + "\n" + "".join(tables)
 
 
-def _stored_status(out: Path, run_ids: list[str]) -> dict[str, str | None]:
-    """Each run's status in the store at `out`, without creating it."""
-    statuses: dict[str, str | None] = {}
-    for run_id in run_ids:
-        record = out / run_id / "record.json"
-        statuses[run_id] = json.loads(record.read_text()).get("status") if record.is_file() else None
-    return statuses
-
-
 def _will_compute(status: str | None, retry_failed: bool) -> bool:
     return status is None or (status == "failed" and retry_failed)
 
@@ -243,14 +234,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.preflight import check_plan
     from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
     from fairfacebench.runner import SpecRunner, execute
-    from fairfacebench.store import ResultStore
+    from fairfacebench.store import ResultStore, stored_statuses
 
     reg = registry()
     checked = check_plan(run_plan(args, reg), reg)
     plan, specs = checked.plan, checked.specs
     for warning in checked.warnings:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
-    statuses = _stored_status(Path(plan.out), [s.run_id for s in specs])
+    statuses = stored_statuses(Path(plan.out), [s.run_id for s in specs])
     todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
     methods = plan.method_names(reg.methods)
     print(
@@ -287,7 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         view.close()
     paths = write(plan.out, rule=plan.selection)
-    print(tabulate(summary_rows(_outcome_rows(outcomes, Path(plan.out))), headers=SUMMARY_HEADERS, tablefmt="github"))
+    store = ResultStore(plan.out, create=False)
+    print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
@@ -295,14 +287,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _outcome_rows(outcomes: list[tuple[Any, str]], out: Path) -> list[tuple[str, str, float]]:
+def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:
     """(method, 'ok' | 'failed' | 'skipped', wall time of the run) per run of this invocation."""
     rows = []
     for spec, status in outcomes:
         kind = "skipped" if status.startswith("skipped") else "ok" if status == "ok" else "failed"
         seconds = 0.0
         if kind != "skipped":
-            seconds = json.loads((out / spec.run_id / "record.json").read_text()).get("wall_time_s") or 0.0
+            seconds = (store.record(spec.run_id) or {}).get("wall_time_s") or 0.0
         rows.append((spec.method, kind, float(seconds)))
     return rows
 

@@ -132,6 +132,14 @@ def describe_claim(claim: dict[str, Any]) -> str:
     return f"claimed by pid {claim.get('pid')} on {claim.get('host')} since {claim.get('claimed')}"
 
 
+def stored_statuses(root: Path, run_ids: list[str]) -> dict[str, str | None]:
+    """Each run's status in the store at `root` ('ok', 'failed', or None: absent or damaged), creating nothing."""
+    if not root.is_dir():
+        return dict.fromkeys(run_ids)
+    store = ResultStore(root, create=False)
+    return {run_id: store.status(run_id) for run_id in run_ids}
+
+
 class ResultStore:
     """The run directories under `root`; `create=False` opens an existing store for reading only."""
 
@@ -173,9 +181,13 @@ class ResultStore:
             )
         return None
 
+    def record(self, run_id: str) -> dict[str, Any] | None:
+        """The finished record of a run; None when absent or damaged (named in a warning)."""
+        return self.read(self.path(run_id) / RECORD)
+
     def status(self, run_id: str) -> str | None:
         """'ok', 'failed' or None when the run has no finished (readable) record."""
-        record = self.read(self.path(run_id) / RECORD)
+        record = self.record(run_id)
         return None if record is None else record["status"]
 
     def write(self, run_id: str, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:

@@ -7,6 +7,7 @@ import sys
 import tomllib
 
 import pytest
+from fake_runs import record_of as minimal_record
 
 from fairfacebench import __version__
 from fairfacebench.cli import main, parser
@@ -111,7 +112,7 @@ def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, cap
     # with a run already stored, the dry run says it would be skipped
     store = ResultStore(tmp_path / "runs")
     first = expand(plan)[0]
-    store.write(first.run_id, {"status": "ok"})
+    store.write(first.run_id, {**minimal_record(first), "status": "ok"})
     assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert out.count("compute ") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out
@@ -169,3 +170,17 @@ def test_verbose_may_follow_the_command():
     args = parser().parse_args(["run", "-v", "--dry-run"])
     assert args.verbose is True
     assert parser().parse_args(["run"]).verbose is False
+
+
+@pytest.mark.parametrize("text", ['{"status": "ok", "run_id"', "[1, 2]", ""])
+def test_a_damaged_record_is_named_and_counts_as_unfinished_in_run_and_dry_run(tmp_path, capsys, caplog, text):
+    """`run` reads stored statuses through the store: a truncated or non-object record is named, never a traceback."""
+    argv = ["run", "--methods", "erm", "--budget", "smoke", *TINY, "--out", str(tmp_path / "runs"), "--dry-run"]
+    flags = {"methods": ["erm"], "budget": "smoke", "dataset_options": {"synthfaces": SMALL_SYNTHFACES}}
+    spec = expand(load_plan(None, flags))[0]
+    (tmp_path / "runs" / spec.run_id).mkdir(parents=True)
+    (tmp_path / "runs" / spec.run_id / "record.json").write_text(text)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 to compute, 0 already in" in out and out.count("compute ") == 1
+    assert f"damaged run record {tmp_path / 'runs' / spec.run_id / 'record.json'}" in caplog.text
