@@ -313,10 +313,10 @@ def _store_dir(text: str, command: str) -> Path:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fairfacebench.leaderboard.selection import get_rule
+    from fairfacebench.plugins import registry
 
     store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
-    get_rule(args.selection)
+    registry().selection_rule(args.selection)
     if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
 
@@ -424,7 +424,6 @@ def cmd_vlm(args: argparse.Namespace) -> int:
             rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", _short(i["description"])] for i in infos]
             print(tabulate(rows, headers=["encoder", "--vlm auto of", "description"], tablefmt="github"))
         return 0
-    from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
     from fairfacebench.progress import GridView, reporting
     from fairfacebench.runner import default_cache_dir
 
@@ -433,10 +432,8 @@ def cmd_vlm(args: argparse.Namespace) -> int:
     view.start("vlm", "mini-CLIP", counted=False)
     try:
         with view.capture(), reporting(view.sink("vlm")):
-            encoder = load_or_train(
-                MiniClipConfig(seed=args.seed),
-                Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                retrain=args.retrain,
+            encoder = reg.encoders["mini-clip"].load(
+                str(args.seed), Path(args.cache_dir) if args.cache_dir else default_cache_dir(), retrain=args.retrain
             )
         view.end("vlm", "ready")
     finally:

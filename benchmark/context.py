@@ -21,8 +21,8 @@ from torch import nn
 from fairfacebench.backbones import create_backbone
 from fairfacebench.budget import BudgetExceeded, BudgetMeter
 from fairfacebench.data import ImagesOnly, LabeledSplit, PoolImages, TaskData
-from fairfacebench.plan import Augment
 from fairfacebench.progress import StageSteps
+from fairfacebench.settings import Augment
 from fairfacebench.sharding import RayShards, embed_in_shards
 from fairfacebench.training import (
     BatchSampler,

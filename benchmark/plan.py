@@ -16,42 +16,13 @@ from typing import Any, Callable
 import numpy as np
 
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS, Budget, get_budget
-from fairfacebench.datasets.base import folder_fingerprint
-from fairfacebench.errors import ConfigError, DataError, VLMUnavailable
+from fairfacebench.errors import ConfigError, VLMUnavailable
 from fairfacebench.plugins import registry
+from fairfacebench.settings import MIX_KINDS, Augment
 from fairfacebench.spec import RunSpec, spec_hash
 
 CONFIGS = files("fairfacebench") / "configs"
 DEFAULT_CONFIG = CONFIGS / "default.toml"
-MIX_KINDS = ("none", "mixup", "cutmix")
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Augmentation family shared by every method in a comparison (seed 001's set).
-
-    flip: horizontal flips; crop: pixels of random translation (pad + crop);
-    jitter: strength of brightness/contrast/saturation jitter; mix: 'none',
-    'mixup' or 'cutmix' with Beta(mix_alpha, mix_alpha) mixing weights.
-    """
-
-    flip: bool = True
-    crop: int = 4
-    jitter: float = 0.2
-    mix: str = "none"
-    mix_alpha: float = 0.4
-
-    def __post_init__(self) -> None:
-        if self.mix not in MIX_KINDS:
-            raise ConfigError(f"augment.mix must be one of {list(MIX_KINDS)}, got '{self.mix}'")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
-
-
 # ---------------------------------------------------------------- value checks, one line per error
 
 Check = Callable[[str, Any], Any]
@@ -324,21 +295,7 @@ def resolve_pool(value: str, dataset: Any, reg: Any, data_roots: dict[str, str])
             f"pool '{value}': write auto, none or KIND:SOURCE with KIND one of {sorted(reg.pools)} "
             "(e.g. folder:/path/to/images, dataset-train:utkface)"
         )
-    if kind == "dataset-train":
-        plugin = reg.dataset(source)  # an unknown dataset name fails here, listing the installed ones
-        root = data_roots.get(source)
-        return {
-            "kind": kind,
-            "source": source,
-            **({"root": root} if root else {}),
-            "fingerprint": plugin.fingerprint(Path(root) if root else None),
-        }
-    folder = Path(source).expanduser()
-    if kind == "folder" and not folder.is_dir():
-        raise DataError(f"pool folder {folder} is not a directory: pass --pool folder:DIR, the folder of pool images")
-    if kind == "folder":
-        return {"kind": kind, "source": folder.name, "root": str(folder), "fingerprint": folder_fingerprint(folder)}
-    return {"kind": kind, "source": source}
+    return reg.pools[kind].resolve(source, data_roots, reg)
 
 
 def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:

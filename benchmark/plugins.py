@@ -38,6 +38,19 @@ class Registry:
             raise UnknownName(f"unknown dataset '{name}'; installed datasets: {sorted(self.datasets)}")
         return self.datasets[name]
 
+    def selection_rule(self, name: str) -> Any:
+        """An installed rule by name, or a member of an installed family of rules (one with `parse(name)`, which
+        returns the rule a name stands for, or None)."""
+        families = [rule for rule in self.selection_rules.values() if hasattr(rule, "parse")]
+        if name in self.selection_rules and not hasattr(self.selection_rules[name], "parse"):
+            return self.selection_rules[name]
+        for family in families:
+            rule = family.parse(name)
+            if rule is not None:
+                return rule
+        examples = "".join(f" (e.g. {f.example})" for f in families if getattr(f, "example", None))
+        raise UnknownName(f"unknown selection rule '{name}'; use one of {sorted(self.selection_rules)}{examples}")
+
 
 def plugin_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)

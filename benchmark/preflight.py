@@ -20,7 +20,6 @@ import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
-from fairfacebench.leaderboard.selection import get_rule
 from fairfacebench.plan import Plan, expand
 from fairfacebench.plugins import Registry
 from fairfacebench.spec import RunSpec
@@ -36,7 +35,7 @@ class Checked:
 
 
 def check_plan(plan: Plan, reg: Registry) -> Checked:
-    get_rule(plan.selection)
+    reg.selection_rule(plan.selection)
     check_device(plan.device)
     check_executor(plan.executor)
     check_backbone(plan.backbone, plan.weights)

@@ -25,10 +25,10 @@ from fairfacebench.executors import run_in_processes, run_in_ray, run_locally
 from fairfacebench.guards import watch
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS, compute_metrics
-from fairfacebench.plan import Augment
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import GridView
 from fairfacebench.progress import stage as progress_stage
+from fairfacebench.settings import Augment
 from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore

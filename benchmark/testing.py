@@ -29,9 +29,9 @@ from fairfacebench.context import FitContext, IsolationError
 from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.guards import watch
-from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
 from fairfacebench.runner import default_cache_dir, predict, readable_images
+from fairfacebench.settings import Augment
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
 # Small synthfaces splits for end-to-end tests of a plugin (`--dataset-option` values): seconds on a 2-core CPU.

@@ -1,6 +1,6 @@
 """Batch machinery under the fit context's loop: uint8 images to tensors, the augmentation family, samplers, predictors.
 
-Augmentation is a comparison-level setting (`plan.Augment`) applied here to
+Augmentation is a comparison-level setting (`settings.Augment`) applied here to
 whole batches of tensors, so it runs on the GPU when there is one.
 """
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fairfacebench.backbones import IMAGENET_MEAN, IMAGENET_STD
-from fairfacebench.plan import Augment
+from fairfacebench.settings import Augment
 
 
 class NonFiniteLoss(FloatingPointError):

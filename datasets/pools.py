@@ -20,16 +20,21 @@ from typing import Any
 import numpy as np
 
 from fairfacebench.data import DataError, UnlabeledPool
-from fairfacebench.datasets.base import DatasetPlugin
+from fairfacebench.datasets.base import DatasetPlugin, folder_fingerprint
 from fairfacebench.datasets.cache import CachedImages, build_or_load
 from fairfacebench.hookspecs import hookimpl
 
 
 class PoolPlugin:
-    """An unlabeled pool source: `load(source, size, cache_dir, **options) -> UnlabeledPool`."""
+    """An unlabeled pool source: `resolve` names it for a run spec, `load(source, size, cache_dir, ...)` reads it."""
 
     name: str = ""
     description: str = ""
+
+    def resolve(self, source: str, data_roots: dict[str, str], reg: Any) -> dict[str, Any]:
+        """The pool as a run spec names it: 'kind', 'source', optionally 'root' (a path, never part of a run id)
+        and 'fingerprint' (what it holds, so the run id follows its contents)."""
+        return {"kind": self.name, "source": source}
 
     def load(self, source: Any, size: int, cache_dir: Path, **options: Any) -> UnlabeledPool:
         raise NotImplementedError
@@ -38,6 +43,15 @@ class PoolPlugin:
 class FolderPool(PoolPlugin):
     name = "folder"
     description = "every image under a folder (recursive, any names); duplicates and non-images reported, not fatal"
+
+    def resolve(self, source: str, data_roots: dict[str, str], reg: Any) -> dict[str, Any]:
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"pool folder {folder} is not a directory: pass --pool folder:DIR, the folder of pool images"
+            )
+        fingerprint = folder_fingerprint(folder)
+        return {"kind": self.name, "source": folder.name, "root": str(folder), "fingerprint": fingerprint}
 
     def load(
         self, source: str | Path, size: int, cache_dir: Path, *, workers: int | None = None, progress: bool = True
@@ -62,6 +76,16 @@ class FolderPool(PoolPlugin):
 class DatasetTrainPool(PoolPlugin):
     name = "dataset-train"
     description = "the training images of a dataset plugin, labels withheld from methods"
+
+    def resolve(self, source: str, data_roots: dict[str, str], reg: Any) -> dict[str, Any]:
+        plugin = reg.dataset(source)  # an unknown dataset name fails here, listing the installed ones
+        root = data_roots.get(source)
+        return {
+            "kind": self.name,
+            "source": source,
+            **({"root": root} if root else {}),
+            "fingerprint": plugin.fingerprint(Path(root) if root else None),
+        }
 
     def load(
         self, source: DatasetPlugin, size: int, cache_dir: Path, *, root: Path | None = None, **options: Any

@@ -10,104 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fairfacebench.backbones import sha256
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
-
-
-def array_digest(images: np.ndarray) -> str:
-    """A content hash of an image array (shape, dtype and bytes), read in slices so memmaps stay on disk."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{images.shape}|{images.dtype}".encode())
-    step = max(1, (64 << 20) // max(1, images[:1].nbytes))
-    for start in range(0, len(images), step):
-        h.update(np.ascontiguousarray(images[start : start + step]).data)
-    return h.hexdigest()
-
-
-class OpenClipEncoder:
-    """An open_clip CLIP model behind the `VisionLanguageEncoder` contract, with an on-disk embedding cache.
-
-    `info["id"]` names the weights exactly (checkpoint sha256, tag, or the
-    mini-CLIP's config hash); cached embeddings are keyed by it and by
-    `array_digest` of the images.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        model: torch.nn.Module,
-        tokenizer: Any,
-        info: dict[str, Any],
-        cache_dir: Path | None,
-        device: torch.device | str = "cpu",
-        batch_size: int = 256,
-    ):
-        self.name, self.info = name, info
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        cfg = getattr(model.visual, "preprocess_cfg", {})
-        size = cfg.get("size", model.visual.image_size)
-        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
-        self.logit_scale = float(model.logit_scale.detach().exp())
-        self.cache = (
-            None if cache_dir is None else Path(cache_dir) / "embeddings" / re.sub(r"[^A-Za-z0-9_.-]+", "_", info["id"])
-        )
-
-    def images_to_input(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> the model's normalised input: antialiased bilinear resize to its image size."""
-        x = (
-            torch.from_numpy(np.array(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        )  # a writable copy of one batch
-        if tuple(x.shape[-2:]) != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
-
-    def encode_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, 3) -> float32 (N, D) L2-normalised; read from / written to the embedding cache.
-
-        Batches are written into one preallocated array: memory holds the output and one batch of images.
-        """
-        path = None if self.cache is None else self.cache / f"{array_digest(images)}.npy"
-        if path is not None and path.is_file():
-            return np.load(path)
-        emb = np.empty((len(images), self.embed_dim), np.float32)
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                batch = self.images_to_input(images[start : start + self.batch_size])
-                emb[start : start + len(batch)] = self.model.encode_image(batch, normalize=True).float().cpu().numpy()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, emb)
-            os.replace(tmp, path)
-        return emb
-
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        """prompts -> float32 (M, D) L2-normalised."""
-        with torch.no_grad():
-            tokens = self.tokenizer(list(texts)).to(self.device)
-            return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
-
-    @property
-    def embed_dim(self) -> int:
-        return (
-            int(self.model.text_projection.shape[1])
-            if isinstance(self.model.text_projection, torch.Tensor)
-            else int(self.model.text_projection.out_features)
-        )
+from fairfacebench.vlm import ClipModelEncoder
 
 
 class OpenClipPlugin:
@@ -119,7 +30,7 @@ class OpenClipPlugin:
     )
     embedded_for: tuple[str, ...] = ()
 
-    def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder:
+    def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> ClipModelEncoder:
         import open_clip
 
         if argument.startswith("local-dir:"):
@@ -164,11 +75,11 @@ class OpenClipPlugin:
                 f"--vlm open_clip:{argument}: '{source}' {kind}. Pass an existing open_clip checkpoint file, or one of "
                 f"{arch}'s pretrained tags {tags} (downloaded when online)"
             )
-        return OpenClipEncoder(f"open_clip:{argument}", model, open_clip.get_tokenizer(arch), info, cache_dir, device)
+        return ClipModelEncoder(f"open_clip:{argument}", model, open_clip.get_tokenizer(arch), info, cache_dir, device)
 
     def _load_folder(
         self, open_clip: Any, argument: str, folder: Path, cache_dir: Path, device: torch.device | str
-    ) -> OpenClipEncoder:
+    ) -> ClipModelEncoder:
         """open_clip's export layout: open_clip_config.json and one weights file (.safetensors, .bin or .pth)."""
         weights = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in folder.glob(ext))
         if not (folder / "open_clip_config.json").is_file() or not weights:
@@ -190,7 +101,7 @@ class OpenClipPlugin:
             "sha256": digest,
             "id": f"open_clip-dir-{digest[:16]}",
         }
-        return OpenClipEncoder(
+        return ClipModelEncoder(
             f"open_clip:{argument}", model, open_clip.get_tokenizer(f"local-dir:{folder}"), info, cache_dir, device
         )
 

@@ -10,9 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from fairfacebench.errors import UnknownName
 from fairfacebench.hookspecs import hookimpl
-from fairfacebench.plugins import registry
 
 CONSTRAINED_PREFIX = "val_acc@val_eod_max<="
 
@@ -52,36 +50,30 @@ def constrained_rule(eps: float) -> SelectionRule:
     )
 
 
+@dataclass(frozen=True)
+class ConstrainedFamily:
+    """`val_acc@val_eod_max<=EPS`: the constrained rule for any EPS, parsed from the rule's name."""
+
+    name: str = f"{CONSTRAINED_PREFIX}EPS"
+    description: str = "highest validation accuracy among trials with validation eod_max <= EPS"
+    example: str = f"{CONSTRAINED_PREFIX}0.1"
+
+    def parse(self, name: str) -> SelectionRule | None:
+        if not name.startswith(CONSTRAINED_PREFIX):
+            return None
+        try:
+            return constrained_rule(float(name[len(CONSTRAINED_PREFIX) :]))
+        except ValueError:
+            return None
+
+
 BUILT_IN = [
     SelectionRule("val_acc", "highest validation accuracy", lambda r: (higher(val(r, "acc")),)),
     SelectionRule("val_wga", "highest validation worst-group accuracy", lambda r: (higher(val(r, "wga")),)),
+    ConstrainedFamily(),
 ]
 
 
 @hookimpl
 def fairfacebench_selection_rules():
     return BUILT_IN
-
-
-def get_rule(name: str) -> SelectionRule:
-    """An installed rule by name, or a member of the `val_acc@val_eod_max<=EPS` family."""
-    rules = registry().selection_rules
-    if name in rules:
-        return rules[name]
-    if name.startswith(CONSTRAINED_PREFIX):
-        try:
-            return constrained_rule(float(name[len(CONSTRAINED_PREFIX) :]))
-        except ValueError:
-            pass
-    raise UnknownName(
-        f"unknown selection rule '{name}'; use one of {sorted(rules)} or '{CONSTRAINED_PREFIX}EPS' "
-        f"(e.g. {CONSTRAINED_PREFIX}0.1)"
-    )
-
-
-def select(records: list[dict], rule: SelectionRule) -> dict | None:
-    """The best finished trial under `rule`, looking at validation metrics only; ties go to the lowest trial."""
-    ok = [r for r in records if r["status"] == "ok"]
-    if not ok:
-        return None
-    return max(ok, key=lambda r: (*rule.key(r), -r["spec"]["trial"]))

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from fairfacebench.leaderboard.selection import get_rule, select
 from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
+from fairfacebench.plugins import registry
 from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
 
@@ -65,6 +65,19 @@ def complete_test_metrics(record: dict[str, Any], store: ResultStore) -> None:
     report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
     test.update({m: report.summary[m] for m in missing})
     record.setdefault("recomputed_from_predictions", missing)
+
+
+def get_rule(name: str) -> Any:
+    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
+    return registry().selection_rule(name)
+
+
+def select(records: list[dict], rule: Any) -> dict | None:
+    """The best finished trial under `rule`, looking at validation metrics only; ties go to the lowest trial."""
+    ok = [r for r in records if r["status"] == "ok"]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (*rule.key(r), -r["spec"]["trial"]))
 
 
 def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:

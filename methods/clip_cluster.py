@@ -26,7 +26,7 @@ from fairfacebench.data import Attribute
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, uniform
 from fairfacebench.methods.common import erm_loss, l2_normalize
-from fairfacebench.plan import Augment
+from fairfacebench.settings import Augment
 from fairfacebench.training import Predictor, predict_features, predict_scores
 from fairfacebench.vlm import VisionLanguageEncoder
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier

@@ -1,4 +1,4 @@
-"""Parts several methods share, written once: the CE loss, projection heads, linear probes, views, normalisation."""
+"""Parts several methods share, written once: the CE loss, cell weights, projection heads, linear probes, views."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairfacebench.context import Batch
-from fairfacebench.plan import Augment
+from fairfacebench.settings import Augment
 from fairfacebench.training import Classifier
 
 # Views for contrastive learning: SimCLR-style stronger crop and colour jitter than the supervised family.
@@ -82,3 +82,15 @@ def train_linear_probe(ctx, model: Classifier, steps: int, lr: float, stage: str
 
     ctx.optimize(probe.heads.parameters(), steps, step, lr=lr, weight_decay=0.0, stage=stage)
     return probe
+
+
+def cell_counts(y: np.ndarray, a: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:
+    """n(a, y) as an (n_groups, n_classes) array."""
+    return np.bincount(a * n_classes + y, minlength=n_groups * n_classes).reshape(n_groups, n_classes)
+
+
+def inverse_frequency_weights(y: np.ndarray, a: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:
+    """Per-cell weights ∝ 1/n(a,y), scaled so the mean weight over the samples is 1."""
+    n = cell_counts(y, a, n_classes, n_groups).astype(np.float64)
+    w = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
+    return w / w[a, y].mean()

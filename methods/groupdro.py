@@ -12,8 +12,7 @@ import torch
 
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice, log_uniform
-from fairfacebench.methods.common import cross_entropy
-from fairfacebench.methods.reweight import cell_counts
+from fairfacebench.methods.common import cell_counts, cross_entropy
 from fairfacebench.training import Predictor
 
 

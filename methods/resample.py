@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import LabelUse, Method
-from fairfacebench.methods.common import erm_loss
-from fairfacebench.methods.reweight import inverse_frequency_weights
+from fairfacebench.methods.common import erm_loss, inverse_frequency_weights
 from fairfacebench.training import Predictor
 
 

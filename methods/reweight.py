@@ -12,20 +12,8 @@ import torch
 
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import Hparam, LabelUse, Method, choice
-from fairfacebench.methods.common import cross_entropy
+from fairfacebench.methods.common import cell_counts, cross_entropy, inverse_frequency_weights
 from fairfacebench.training import Predictor
-
-
-def cell_counts(y: np.ndarray, a: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:
-    """n(a, y) as an (n_groups, n_classes) array."""
-    return np.bincount(a * n_classes + y, minlength=n_groups * n_classes).reshape(n_groups, n_classes)
-
-
-def inverse_frequency_weights(y: np.ndarray, a: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:
-    """Per-cell weights ∝ 1/n(a,y), scaled so the mean weight over the samples is 1."""
-    n = cell_counts(y, a, n_classes, n_groups).astype(np.float64)
-    w = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
-    return w / w[a, y].mean()
 
 
 def kamiran_calders_weights(y: np.ndarray, a: np.ndarray, n_classes: int, n_groups: int) -> np.ndarray:

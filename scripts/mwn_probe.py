@@ -25,9 +25,9 @@ from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.context import FitContext
 from fairfacebench.data import make_task_data
 from fairfacebench.methods.ssl_pipeline import SSLPipeline, balanced_meta_set, weighted_contrastive
-from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
 from fairfacebench.runner import default_cache_dir
+from fairfacebench.settings import Augment
 
 
 def probe(data, steps: int, scope: str, flip: float, seed: int, batch: int, meta: bool = True, **extra) -> dict:

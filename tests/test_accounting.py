@@ -19,9 +19,10 @@ from fairfacebench.datasets.utkface import parse_name
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.simclr import SimCLR, pretrain
-from fairfacebench.plan import Augment, expand, load_plan
+from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry, registry
 from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES, check_method, reachable_truth, tiny_task
 from fairfacebench.training import Predictor

@@ -14,9 +14,10 @@ from fairfacebench.methods.common import cross_entropy
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import inverse_frequency_weights, kamiran_calders_weights
 from fairfacebench.methods.val_reweight import attention_scores, cell_accuracy
-from fairfacebench.plan import Augment, expand, load_plan
+from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
 from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.training import augment_batch

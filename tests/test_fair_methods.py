@@ -43,8 +43,8 @@ from fairfacebench.methods.shasam import (
     summarise,
 )
 from fairfacebench.methods.submodular import anchor_sets, similarity_kernel
-from fairfacebench.plan import Augment
 from fairfacebench.plugins import registry
+from fairfacebench.settings import Augment
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier
 

@@ -9,9 +9,9 @@ import torch
 
 from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.context import MeteredEncoder, RunLog
-from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.runner import SpecRunner
 from fairfacebench.sharding import RayShards, embed_in_shards
+from fairfacebench.vlm import ClipModelEncoder
 
 ray = pytest.importorskip("ray", reason="Ray is installed by `make setup` (extra 'ray')")
 
@@ -23,11 +23,11 @@ def cluster():
     ray.shutdown()
 
 
-def tiny_encoder() -> OpenClipEncoder:
+def tiny_encoder() -> ClipModelEncoder:
     torch.manual_seed(0)
     vision = open_clip.model.CLIPVisionCfg(image_size=32, layers=1, width=32, head_width=16, patch_size=8)
     text = open_clip.model.CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
-    return OpenClipEncoder("tiny", open_clip.model.CLIP(16, vision, text), None, {"id": "tiny"}, None, batch_size=64)
+    return ClipModelEncoder("tiny", open_clip.model.CLIP(16, vision, text), None, {"id": "tiny"}, None, batch_size=64)
 
 
 def images(n: int) -> np.ndarray:

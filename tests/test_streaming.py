@@ -6,8 +6,8 @@ import numpy as np
 import open_clip
 import torch
 
-from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.sharding import embed_in_shards
+from fairfacebench.vlm import ClipModelEncoder
 
 DIM = 256
 
@@ -43,8 +43,8 @@ def test_encode_images_in_batches_equals_one_batch(tmp_path):
     cfg_text = open_clip.model.CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
     model = open_clip.model.CLIP(16, cfg_vision, cfg_text)
     images = np.random.default_rng(0).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
-    batched = OpenClipEncoder("tiny", model, None, {"id": "tiny"}, tmp_path, batch_size=16)
-    whole = OpenClipEncoder("tiny", model, None, {"id": "tiny-whole"}, None, batch_size=70)
+    batched = ClipModelEncoder("tiny", model, None, {"id": "tiny"}, tmp_path, batch_size=16)
+    whole = ClipModelEncoder("tiny", model, None, {"id": "tiny-whole"}, None, batch_size=70)
     emb = batched.encode_images(images)
     assert emb.dtype == np.float32 and emb.shape == (70, 16)
     np.testing.assert_allclose(emb, whole.encode_images(images), atol=1e-5)

@@ -1,4 +1,5 @@
-"""The shape of the package: no import cycles, no hidden imports of its own modules, a fast command line."""
+"""The shape of the package: one direction of imports (layers), at most 7 levels, no cycles, no hidden imports of its
+own modules, light plugin imports and a fast command line."""
 
 import ast
 import subprocess
@@ -18,8 +19,41 @@ PACKAGES = {
     "metrics": "fairfacebench.metrics",
     "leaderboard": "fairfacebench.leaderboard",
 }
-# The command line loads each command's implementation (torch, plugins) only when that command runs.
-LAZY_IMPORTS_ALLOWED = {"fairfacebench.cli"}
+# The command line loads each command's implementation (torch, plugins) only when that command runs; the package
+# loads `load_runs` (pandas) on first use, so importing one plugin stays light.
+LAZY_IMPORTS_ALLOWED = {"fairfacebench.cli", "fairfacebench"}
+MAX_LEVELS = 7
+# Layers, lowest first; a module may import its own layer and the layers listed for it (docs/ARCHITECTURE.md).
+BASE = {"fairfacebench.errors", "fairfacebench.plain", "fairfacebench.hookspecs"}
+PLUGIN_PACKAGES = (
+    "fairfacebench.datasets",
+    "fairfacebench.methods",
+    "fairfacebench.encoders",
+    "fairfacebench.leaderboard.selection",
+)
+MAY_IMPORT = {
+    "base": {"base"},
+    "metrics": {"base", "metrics"},
+    "core": {"base", "metrics", "core"},
+    **{p: {"base", "metrics", "core", p} for p in PLUGIN_PACKAGES},
+    "leaderboard": {"base", "metrics", "core", "leaderboard"},
+    "cli": {"base", "metrics", "core", "leaderboard", "cli"},
+}
+
+
+def layer(module: str) -> str:
+    if module in BASE:
+        return "base"
+    if module == "fairfacebench.cli":
+        return "cli"
+    for package in (*PLUGIN_PACKAGES, "fairfacebench.metrics", "fairfacebench.leaderboard"):
+        if module == package or module.startswith(package + "."):
+            return (
+                package.rpartition(".")[2]
+                if package in ("fairfacebench.metrics", "fairfacebench.leaderboard")
+                else package
+            )
+    return "core"
 
 
 def modules() -> dict[str, Path]:
@@ -99,3 +133,70 @@ def test_help_answers_without_loading_torch():
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "fairfacebench.cli", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - started < 2.0  # measured about 0.15 s; the margin absorbs a loaded CI machine
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at module level or inside functions."""
+    found = modules()
+    graph = {}
+    for name, path in found.items():
+        top, nested = own_imports(path, set(found))
+        graph[name] = (top | {m for _, m in nested if m in found}) - {name}
+    return graph
+
+
+def test_imports_go_one_way_and_no_plugin_imports_another():
+    """The core imports no plugin package; a plugin imports the core and its own package, never another plugin."""
+    offenders = [
+        f"{module} ({layer(module)}) imports {target} ({layer(target)})"
+        for module, targets in sorted(import_graph().items())
+        for target in sorted(targets)
+        if layer(target) not in MAY_IMPORT[layer(module)]
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_import_graph_has_at_most_seven_levels():
+    """A module's level is one more than the highest level it imports (module-level imports; a leaf is level 1)."""
+    found = modules()
+    graph = {name: own_imports(path, set(found))[0] - {name} for name, path in found.items()}
+    level: dict[str, int] = {}
+
+    def of(name: str) -> int:
+        if name not in level:
+            level[name] = 1 + max((of(m) for m in graph[name]), default=0)
+        return level[name]
+
+    deepest = max(graph, key=of)
+    chain = [deepest]
+    while graph[chain[-1]]:
+        chain.append(max(graph[chain[-1]], key=of))
+    assert of(deepest) <= MAX_LEVELS, f"{of(deepest)} levels: {' -> '.join(chain)}"
+
+
+def test_importing_one_method_loads_only_what_it_uses():
+    code = (
+        "import sys, fairfacebench.methods.erm; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('fairfacebench', 'pandas', 'scipy', "
+        "'sklearn', 'jinja2', 'matplotlib', 'faiss', 'open_clip', 'timm')))))"
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    expected = {
+        "fairfacebench",
+        "fairfacebench.backbones",
+        "fairfacebench.budget",
+        "fairfacebench.context",
+        "fairfacebench.data",
+        "fairfacebench.errors",
+        "fairfacebench.hookspecs",
+        "fairfacebench.methods",
+        "fairfacebench.methods.base",
+        "fairfacebench.methods.common",
+        "fairfacebench.methods.erm",
+        "fairfacebench.progress",
+        "fairfacebench.settings",
+        "fairfacebench.training",
+    }
+    assert loaded <= expected, f"importing erm also loads {sorted(loaded - expected)}"

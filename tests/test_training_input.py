@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairfacebench.plan import Augment
+from fairfacebench.settings import Augment
 from fairfacebench.training import augment_batch, normalize, shift_crop, to_tensor
 
 

@@ -27,9 +27,9 @@ from torch import nn
 from fairfacebench.backbones import BACKBONES, resolve_weights, sha256
 from fairfacebench.datasets.synthfaces.captions import captioned_pool, swap_phrase
 from fairfacebench.datasets.synthfaces.world import ATTRIBUTES, VERSION, make_split, resolve_options
-from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.progress import track
+from fairfacebench.vlm import ClipModelEncoder
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 log = logging.getLogger("fairfacebench")
@@ -141,7 +141,7 @@ def train_mini_clip(cfg: MiniClipConfig, progress: bool = False) -> tuple[nn.Mod
     lower = locked_part(model, cfg).eval()
     for p in lower.parameters():
         p.requires_grad_(False)
-    to_input = OpenClipEncoder("mini-clip", model, None, {"id": "mini-clip-training"}, None).images_to_input
+    to_input = ClipModelEncoder("mini-clip", model, None, {"id": "mini-clip-training"}, None).images_to_input
     low_res = F.interpolate(
         torch.from_numpy(pool.images).permute(0, 3, 1, 2).float(), size=cfg.low_res, mode="bilinear", antialias=True
     )
@@ -214,7 +214,9 @@ def disclosure(cfg: MiniClipConfig) -> dict[str, Any]:
 
 
 def zero_shot_report(
-    encoder: OpenClipEncoder, sizes: tuple[int, ...] = (48, 64), attributes: tuple[str, ...] = ("smiling", "eyeglasses")
+    encoder: ClipModelEncoder,
+    sizes: tuple[int, ...] = (48, 64),
+    attributes: tuple[str, ...] = ("smiling", "eyeglasses"),
 ) -> dict[str, Any]:
     """Zero-shot accuracy on synthfaces' default validation split, overall and per skin tone.
 
@@ -250,7 +252,7 @@ def load_or_train(
     device: torch.device | str = "cpu",
     retrain: bool = False,
     progress: bool = False,
-) -> OpenClipEncoder:
+) -> ClipModelEncoder:
     """The cached mini-CLIP for `cfg`, trained (and its zero-shot report computed) when missing or `retrain`."""
     folder = cache_path(cache_dir, cfg)
     weights, meta = folder / "weights.pt", folder / "report.json"
@@ -299,7 +301,7 @@ def _encoder(
     weights: Path,
     cache_dir: Path,
     device: torch.device | str,
-) -> OpenClipEncoder:
+) -> ClipModelEncoder:
     info = {
         "encoder": "mini-clip",
         "id": f"mini-clip-{cfg.key()}",
@@ -307,7 +309,7 @@ def _encoder(
         "sha256": sha256(weights),
         "report": report,
     }
-    return OpenClipEncoder(f"mini-clip:{cfg.seed}", model, tokenizer(cfg), info, cache_dir, device)
+    return ClipModelEncoder(f"mini-clip:{cfg.seed}", model, tokenizer(cfg), info, cache_dir, device)
 
 
 class MiniClipPlugin:
@@ -319,9 +321,12 @@ class MiniClipPlugin:
     )
     embedded_for = ("synthfaces",)
 
-    def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> OpenClipEncoder:
+    def load(
+        self, argument: str, cache_dir: Path, device: torch.device | str = "cpu", retrain: bool = False
+    ) -> ClipModelEncoder:
+        """The mini-CLIP of training seed `argument` (default 0), trained first when not cached or `retrain`."""
         if argument and not argument.isdigit():
             raise VLMUnavailable(
                 f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)"
             )
-        return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device)
+        return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device, retrain=retrain)

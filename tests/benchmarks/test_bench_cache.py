@@ -143,7 +143,7 @@ def input_batch(images: np.ndarray, index: np.ndarray, gen: "torch.Generator | N
     """The fit context's input path per batch (FitContext.batch): gather, to_tensor, with `gen` augment, normalize."""
     import torch  # imported here so the spawned build processes stay free of torch's memory
 
-    from fairfacebench.plan import Augment
+    from fairfacebench.settings import Augment
     from fairfacebench.training import augment_batch, normalize, to_tensor
 
     x = to_tensor(images[index], torch.device("cpu"))

@@ -4,7 +4,7 @@ Run with ``pytest tests/benchmarks/test_bench_embedding.py --benchmark-only -p n
 Throughput does not depend on the weights, so models are built untrained (no cache, no download); inputs are
 uint8 images at the default budget's 48 px; one torch thread, a default-grid worker's share.
 
-- overhead: `OpenClipEncoder.encode_images` (the mini-CLIP image tower) and `predict_features` (the
+- overhead: `ClipModelEncoder.encode_images` (the mini-CLIP image tower) and `predict_features` (the
   comparison's backbone) against the model's own preprocessing and forward, interleaved rounds;
 - pool memory: a spawned process embeds a memmapped pool of ``FAIRBENCH_BENCH_POOL`` images (default
   20,000; the issue's number is 100,000) through `sharding.embed_in_shards` (the path of every VLM
@@ -24,9 +24,9 @@ from verdicts import Verdict, interleaved, seconds
 
 from fairfacebench.backbones import create_backbone
 from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, build_model, tokenizer
-from fairfacebench.encoders.openclip import OpenClipEncoder
 from fairfacebench.sharding import SHARD, embed_in_shards
 from fairfacebench.training import Classifier, normalize, predict_features, to_tensor
+from fairfacebench.vlm import ClipModelEncoder
 
 N_IMAGES = 512
 SIZE = 48
@@ -50,7 +50,7 @@ def images():
 
 def test_mini_clip_encode_images_overhead(benchmark, verdict, images):
     cfg = MiniClipConfig()
-    encoder = OpenClipEncoder("mini-clip", build_model(cfg), tokenizer(cfg), {"id": "throughput"}, cache_dir=None)
+    encoder = ClipModelEncoder("mini-clip", build_model(cfg), tokenizer(cfg), {"id": "throughput"}, cache_dir=None)
 
     def bare() -> None:
         """The model's own work: preprocessing (resize, normalise) and the image tower, batch by batch."""
@@ -112,7 +112,7 @@ def _embed_pool(path: str, cache_dir: str, results) -> None:
     torch.set_num_threads(1)
     pool = np.load(path, mmap_mode="r")
     cfg = MiniClipConfig()
-    encoder = OpenClipEncoder("mini-clip", build_model(cfg), tokenizer(cfg), {"id": "pool-memory"}, cache_dir)
+    encoder = ClipModelEncoder("mini-clip", build_model(cfg), tokenizer(cfg), {"id": "pool-memory"}, cache_dir)
     encoder.encode_images(pool[:256])  # warm the allocator and the model before the baseline
     baseline = _rss_kb("RssAnon")
     peak, stop = [baseline], threading.Event()

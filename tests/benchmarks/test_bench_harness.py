@@ -19,7 +19,7 @@ from fairfacebench.context import FitContext
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.synthfaces import SynthFaces
 from fairfacebench.methods.common import cross_entropy
-from fairfacebench.plan import NO_AUGMENT
+from fairfacebench.settings import NO_AUGMENT
 from fairfacebench.training import Classifier, normalize, to_tensor
 
 STEPS, BATCH, SIZE = 15, 64, 64
