@@ -97,7 +97,7 @@ class BudgetMeter:
     time_per_stage: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False
-    stepping: bool = False  # True only inside the metered optimizer step of `FitContext.optimize`
+    inner_steps: int = 0  # auxiliary optimizer steps taken inside metered steps (`FitContext.inner_step`)
     inside_metered: int = 0  # depth of metered network calls (forwards inside them are already charged)
     _stages: list[tuple[str, float]] = field(default_factory=list)
 

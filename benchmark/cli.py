@@ -401,7 +401,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{plugin.name} at {root}: {'ok' if report.get('ok') else 'PROBLEMS'}")
             print_check(report)
         return 0 if not report.get("problems") else 1
-    from fairfacebench.runner import default_cache_dir
+    from fairfacebench.settings import default_cache_dir
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     _print_json(plugin.prepare(root, args.resolution, cache, workers=args.workers, **options))
@@ -425,7 +425,7 @@ def cmd_vlm(args: argparse.Namespace) -> int:
             print(tabulate(rows, headers=["encoder", "--vlm auto of", "description"], tablefmt="github"))
         return 0
     from fairfacebench.progress import GridView, reporting
-    from fairfacebench.runner import default_cache_dir
+    from fairfacebench.settings import default_cache_dir
 
     live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
     view = GridView(0, live=live, stream=sys.stdout)

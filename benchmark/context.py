@@ -2,9 +2,11 @@
 
 It exposes the training and validation splits, the test images without
 labels, the unlabeled pool's images and the VLM (when the run has them), a
-backbone factory, the budget and its meter, seeded generators, the device and
-a log.  Which labels a method touched is recorded, so the conformance kit can
-compare it with what the method declares.
+backbone factory, a read-only view of the budget, seeded generators, the
+device and a log: what CONTRIBUTING.md documents, nothing of the harness.
+The meter that counts the budget stays with the harness (`fitting.fit_under_meter`).
+Which labels a method touched is recorded, so the conformance kit can compare
+it with what the method declares.
 """
 
 from __future__ import annotations
@@ -12,18 +14,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from fairfacebench.backbones import create_backbone
-from fairfacebench.budget import BudgetExceeded, BudgetMeter
+from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
 from fairfacebench.data import ImagesOnly, LabeledSplit, PoolImages, TaskData
 from fairfacebench.progress import StageSteps
 from fairfacebench.settings import Augment
-from fairfacebench.sharding import RayShards, embed_in_shards
 from fairfacebench.training import (
     BatchSampler,
     Classifier,
@@ -35,6 +36,49 @@ from fairfacebench.training import (
 )
 
 log = logging.getLogger("fairfacebench")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything about a run the fit context needs besides its data (built once, e.g. from the run spec)."""
+
+    hparams: dict[str, Any]
+    seed: int
+    budget: Budget
+    device: torch.device = torch.device("cpu")
+    augment: Augment = field(default_factory=Augment)
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    transductive: bool = False  # the method may read the test images (never their labels)
+    progress: bool = False  # report stage steps to the grid's view
+
+
+class BudgetView:
+    """The budget as a method sees it: the profile and how much of it is left, read-only.
+
+    `steps` is the budget's total, `used` the optimizer steps taken so far, `remaining` the difference; the meter
+    that counts them stays with the harness.
+    """
+
+    __slots__ = ("_meter",)
+
+    def __init__(self, meter: BudgetMeter):
+        object.__setattr__(self, "_meter", meter)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"ctx.budget is read-only (tried to set '{name}'): spend steps through ctx.optimize")
+
+    name = property(lambda self: self._meter.budget.name)
+    steps = property(lambda self: self._meter.budget.steps)
+    batch_size = property(lambda self: self._meter.budget.batch_size)
+    amp = property(lambda self: self._meter.budget.amp)
+    used = property(lambda self: self._meter.steps)
+    remaining = property(lambda self: self._meter.remaining)
+    stage = property(lambda self: self._meter.stage, doc="the innermost stage running now")
+
+    @property
+    def steps_per_stage(self) -> dict[str, int]:
+        return dict(self._meter.per_stage)
 
 
 class SplitView:
@@ -122,6 +166,9 @@ class IsolationError(PermissionError):
 class ForwardMeter:
     """Forward hooks that charge every image through a network to the meter (`network` names it in the report).
 
+    While a metered network runs, `meter.inside_metered` is above 0, so the guard does not count its convolutions
+    as unmetered forwards.
+
     Copying a metered model (``copy.deepcopy``) copies its hooks, and the copy
     stays metered by this same object.
     """
@@ -145,16 +192,18 @@ class ForwardMeter:
         self.meter.inside_metered = max(0, self.meter.inside_metered - 1)
 
 
+Embed = Callable[[Any, np.ndarray], np.ndarray]  # (encoder, uint8 images) -> (N, D) embeddings
+
+
 class MeteredEncoder:
     """A VLM as methods get it: every image it embeds is charged to the meter (text prompts are not).
 
-    Images are embedded shard by shard (`sharding.shard_size()` at a time); with `shards` (a `sharding.RayShards`, given
-    under `--executor ray`) arrays of more than one shard are embedded as Ray tasks, and the run log's stage
-    "vlm-shards" says how many shards ran in how many processes.
+    `embed(encoder, images)` is how the harness embeds: shard by shard in this process, or as Ray tasks under
+    `--executor ray` (`sharding.RayShards`); the meter is charged here, once, wherever the shards run.
     """
 
-    def __init__(self, encoder: Any, meter: BudgetMeter, shards: RayShards | None = None, log: RunLog | None = None):
-        self._encoder, self._meter, self._shards, self._log = encoder, meter, shards, log
+    def __init__(self, encoder: Any, meter: BudgetMeter, embed: Embed):
+        self._encoder, self._meter, self._embed = encoder, meter, embed
         self.name, self.info = encoder.name, encoder.info
         self.logit_scale = getattr(encoder, "logit_scale", 100.0)
 
@@ -162,20 +211,7 @@ class MeteredEncoder:
         self._meter.charge_forward(len(images), "vlm")
         self._meter.inside_metered += 1
         try:
-            if self._shards is not None and len(images) > self._shards.shard:
-                emb = self._shards.embed(self._encoder, images)
-                if self._log is not None:
-                    seen = self._log.stages.get("vlm-shards", {})
-                    self._log.stage(
-                        "vlm-shards",
-                        executor="ray",
-                        calls=seen.get("calls", 0) + 1,
-                        shards=seen.get("shards", 0) + self._shards.last["shards"],
-                        shard_size=self._shards.last["shard_size"],
-                        processes=max(seen.get("processes", 0), self._shards.last["processes"]),
-                    )
-                return emb
-            return embed_in_shards(self._encoder.encode_images, images)
+            return self._embed(self._encoder, images)
         finally:
             self._meter.inside_metered -= 1
 
@@ -184,42 +220,23 @@ class MeteredEncoder:
 
 
 class FitContext:
-    """The only door between a method and the harness: `ctx.budget` is the profile, `ctx.meter` counts it."""
+    """The only door between a method and the harness: data, task facts, `ctx.budget` (read-only), models, batches,
+    the metered loops, seeded randomness and the run log (CONTRIBUTING.md, "The method contract")."""
 
     def __init__(
-        self,
-        data: TaskData,
-        hparams: dict[str, Any],
-        meter: BudgetMeter,
-        seed: int,
-        device: torch.device,
-        augment: Augment,
-        backbone: str,
-        weights: str,
-        vlm: Any = None,
-        progress: bool = False,
-        transductive: bool = False,
-        shards: RayShards | None = None,
+        self, data: TaskData, settings: FitSettings, meter: BudgetMeter, vlm: Any = None, embed: Embed | None = None
     ):
-        self.hparams = dict(hparams)
-        self.meter = meter
-        self.budget = meter.budget
-        self.seed = seed
-        self.device = device
-        self.augment = augment
-        self.backbone_name = backbone
-        self.weights = weights
-        self.log = RunLog()
-        self._vlm = None if vlm is None else MeteredEncoder(vlm, meter, shards, self.log)
-        self._pool = None if data.pool is None else data.pool.images_only()
-        self._test_images = data.test_images if transductive else None
-        self.progress = progress
+        self._settings, self._meter = settings, meter
+        self._touched: set[str] = set()
+        self._weights_info: dict[str, Any] = {}
         self._in_step = False
-        self.learning_rate = 0.0
-        self.touched: set[str] = set()
-        self.weights_info: dict[str, Any] = {}
-        self.train = SplitView(data.train, "train", self.touched)
-        self.val = SplitView(data.val, "val", self.touched)
+        self.log = RunLog()
+        self.budget = BudgetView(meter)
+        self._vlm = None if vlm is None else MeteredEncoder(vlm, meter, embed or embed_whole)
+        self._pool = None if data.pool is None else data.pool.images_only()
+        self._test_images = data.test_images if settings.transductive else None
+        self.train = SplitView(data.train, "train", self._touched)
+        self.val = SplitView(data.val, "val", self._touched)
         self.n_classes = data.n_classes
         self.n_groups = data.n_groups
         self.target_classes = data.target_classes
@@ -230,6 +247,13 @@ class FitContext:
         self.task = data.task
         self.dataset = data.dataset
 
+    # --- the run's settings (read-only) --------------------------------------------
+    hparams = property(lambda self: self._settings.hparams, doc="the values of this trial's hyperparameters")
+    seed = property(lambda self: self._settings.seed)
+    device = property(lambda self: self._settings.device)
+    augment = property(lambda self: self._settings.augment, doc="the comparison's augmentation family")
+    backbone_name = property(lambda self: self._settings.backbone)
+
     # --- data a method may ask for -------------------------------------------------
     @property
     def test_images(self) -> ImagesOnly:
@@ -239,18 +263,18 @@ class FitContext:
                 "ctx.test_images is for transductive methods: declare `transductive = True` on the "
                 "method class, and the leaderboard shows that it reads the test images"
             )
-        self.touched.add("test.images")
+        self._touched.add("test.images")
         return self._test_images
 
     @property
     def pool(self) -> PoolImages | None:
         """The unlabeled pool's images (None without a pool); what is known about them stays with the harness."""
-        self.touched.add("pool")
+        self._touched.add("pool")
         return self._pool
 
     @property
     def vlm(self) -> Any:
-        self.touched.add("vlm")
+        self._touched.add("vlm")
         return self._vlm
 
     # --- randomness -----------------------------------------------------------------
@@ -267,9 +291,8 @@ class FitContext:
     def new_classifier(self, heads: dict[str, int] | None = None) -> Classifier:
         """A fresh backbone (pretrained weights per the comparison) with linear heads."""
         torch.manual_seed(int(self.generator("init").initial_seed()) % 2**31)
-        backbone, info = create_backbone(self.backbone_name, self.weights)
-        self.weights_info = info
-        ForwardMeter(self.meter, "backbone").attach(backbone)
+        backbone, self._weights_info = create_backbone(self._settings.backbone, self._settings.weights)
+        ForwardMeter(self._meter, "backbone").attach(backbone)
         model = Classifier(backbone, backbone.out_dim, heads or {"target": self.n_classes})
         # Batches arrive as NHWC views (see training.to_tensor); channels-last weights avoid a layout conversion
         # in every convolution (measured 1.3x faster training, 2x faster inference for MobileNetV2 on CPU).
@@ -312,21 +335,18 @@ class FitContext:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Charge forward samples and wall time inside the block to stage `name` (stages nest)."""
-        self.meter.enter(name)
+        self._meter.enter(name)
         try:
             yield
         finally:
-            self.meter.leave()
+            self._meter.leave()
 
     def inner_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Step an auxiliary optimizer (e.g. a meta-network's) as part of the current metered step of `optimize`."""
         if not self._in_step:
             raise BudgetExceeded("ctx.inner_step is only for updates inside a step of ctx.optimize (the metered loop)")
-        self.meter.stepping = True
-        try:
-            optimizer.step()
-        finally:
-            self.meter.stepping = False
+        self._meter.inner_steps += 1
+        optimizer.step()
 
     def autocast(self):
         if self.budget.amp and self.device.type == "cuda":
@@ -352,62 +372,25 @@ class FitContext:
         charged to the budget (an error once it is spent); a non-finite loss
         stops the run.  `callback(t)` runs after every `every` steps.  `params`
         are tensors or parameter groups (dicts with their own "lr");
-        `optimizer` is "adamw" or "sgd" (momentum 0.9); `ctx.learning_rate` is
-        the first group's learning rate of the current step.
+        `optimizer` is "adamw" or "sgd" (momentum 0.9).
         """
         if steps <= 0:
             return []
-        if steps > self.meter.remaining:
+        if steps > self.budget.remaining:
             raise BudgetExceeded(
-                f"stage '{stage}' asked for {steps} steps but only {self.meter.remaining} of "
+                f"stage '{stage}' asked for {steps} steps but only {self.budget.remaining} of "
                 f"{self.budget.steps} remain in budget '{self.budget.name}'"
             )
-        params = list(params)
-        groups = [dict(g) for g in params] if params and isinstance(params[0], dict) else [{"params": params}]
-        for g in groups:
-            g["params"] = [p for p in g["params"] if p.requires_grad]
-            g.setdefault("lr", lr)
-        if optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
-        elif optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-        else:
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got '{optimizer}'")
-        sched = (
-            torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps, pct_start=0.25
-            )
-            # OneCycleLR divides by pct_start·steps − 1 (zero at 4 steps): stages of ≤ 4 steps run at constant lr.
-            if schedule == "onecycle" and steps > 4
-            else None
-        )
+        opt = make_optimizer(params, optimizer, lr, weight_decay)
+        sched = one_cycle(opt, steps) if schedule == "onecycle" else None
         scaler = torch.amp.GradScaler("cuda") if self.budget.amp and self.device.type == "cuda" else None
         losses: list[float] = []
-        bar = StageSteps(stage, steps, self.meter, bar=self.progress)  # reported to the grid's view
+        bar = StageSteps(stage, steps, self._meter, bar=self._settings.progress)  # reported to the grid's view
         with self.stage(stage):
             for t in range(steps):
-                self.learning_rate = float(opt.param_groups[0]["lr"])
-                self._in_step = True
-                try:
-                    with self.autocast():
-                        loss = step_fn(t)
-                finally:
-                    self._in_step = False
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
-                opt.zero_grad(set_to_none=True)
-                self.meter.charge(self.budget.batch_size, stage)
-                self.meter.stepping = True
-                try:
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        opt.step()
-                finally:
-                    self.meter.stepping = False
+                loss = self._loss_of_step(step_fn, t, stage)
+                self._meter.charge(self.budget.batch_size, stage)
+                take_step(opt, loss, scaler)
                 if sched is not None:
                     sched.step()
                 losses.append(float(loss.detach()))
@@ -417,6 +400,18 @@ class FitContext:
         bar.close()
         self.log.history.append({"stage": stage, "steps": steps, "first_loss": losses[0], "last_loss": losses[-1]})
         return losses
+
+    def _loss_of_step(self, step_fn: Callable[[int], torch.Tensor], t: int, stage: str) -> torch.Tensor:
+        """Step t's loss (inner steps allowed while it is computed); a non-finite loss stops the run."""
+        self._in_step = True
+        try:
+            with self.autocast():
+                loss = step_fn(t)
+        finally:
+            self._in_step = False
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"stage '{stage}': loss is {loss.item()} at step {t + 1}")
+        return loss
 
     def train_classifier(
         self,
@@ -450,3 +445,44 @@ class FitContext:
             every=every,
             callback=callback,
         )
+
+
+def embed_whole(encoder: Any, images: np.ndarray) -> np.ndarray:
+    """All images through the encoder at once (the harness passes a sharded `Embed`, see `fitting.embedder`)."""
+    return encoder.encode_images(images)
+
+
+def make_optimizer(params: Iterable, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW or SGD (momentum 0.9) over the trainable tensors of `params` (tensors, or groups with their own "lr")."""
+    params = list(params)
+    groups = [dict(g) for g in params] if params and isinstance(params[0], dict) else [{"params": params}]
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+        g.setdefault("lr", lr)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got '{kind}'")
+
+
+def one_cycle(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The one-cycle schedule (a quarter warm-up), or None for stages of <= 4 steps: OneCycleLR divides by
+    pct_start·steps − 1, which is zero at 4 steps, so such stages run at constant lr."""
+    if steps <= 4:
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps, pct_start=0.25
+    )
+
+
+def take_step(opt: torch.optim.Optimizer, loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    """Back-propagate `loss` and step `opt` (through the AMP scaler on CUDA)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()

@@ -1,9 +1,11 @@
 """Compute a method spends outside the meter, caught while it fits: optimizer steps and unmetered image forwards.
 
 Inside `watch(meter)`, two process-wide torch hooks look at every optimizer
-step and every convolution: a step not taken inside `FitContext.optimize`,
-or a convolution over images outside a metered network (the context's
-backbones and VLM), is a violation.  The runner fails such a run; the
+step and every convolution.  The guard counts every optimizer step itself, in
+state no method can reach through the fit context: more steps than the meter
+charged (`FitContext.optimize`, plus `inner_step`s) is a violation, whatever a
+method did to the meter.  A convolution over images outside a metered network
+(the context's backbones and VLM) is one too.  The runner fails such a run; the
 conformance kit reports it.  Networks on images are recognised by their
 convolutions (CNNs, and the patch embedding of vision transformers).
 """
@@ -25,7 +27,7 @@ from fairfacebench.budget import BudgetMeter
 class Violations:
     """Unmetered compute seen while a method fitted."""
 
-    optimizer_steps: int = 0
+    optimizer_steps: int = 0  # steps the meter did not charge
     unmetered_forwards: dict[str, int] = field(default_factory=dict)  # module class -> images
 
     def __bool__(self) -> bool:
@@ -34,7 +36,7 @@ class Violations:
     def describe(self) -> str:
         parts = []
         if self.optimizer_steps:
-            parts.append(f"{self.optimizer_steps} optimizer step(s) outside ctx.optimize")
+            parts.append(f"{self.optimizer_steps} optimizer step(s) the meter did not charge (outside ctx.optimize)")
         if self.unmetered_forwards:
             seen = ", ".join(f"{n} images through a {name}" for name, n in sorted(self.unmetered_forwards.items()))
             parts.append(f"unmetered forwards ({seen}) outside the networks of ctx.new_classifier and ctx.vlm")
@@ -45,10 +47,11 @@ class Violations:
 def watch(meter: BudgetMeter) -> Iterator[Violations]:
     """Record optimizer steps and image forwards the meter does not see, while the block runs."""
     found = Violations()
+    taken = [0]  # every optimizer step while the method fits, counted here only
 
     def on_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        if not meter.stepping and not meter.closed:
-            found.optimizer_steps += 1
+        if not meter.closed:
+            taken[0] += 1
 
     def on_forward(module: nn.Module, args: tuple) -> None:
         if meter.closed or meter.inside_metered or not isinstance(module, nn.Conv2d) or not args:
@@ -65,3 +68,4 @@ def watch(meter: BudgetMeter) -> Iterator[Violations]:
     finally:
         step_hook.remove()
         forward_hook.remove()
+        found.optimizer_steps = max(0, taken[0] - meter.steps - meter.inner_steps)

@@ -17,18 +17,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import FitContext
+from fairfacebench.budget import Budget
+from fairfacebench.context import FitSettings
 from fairfacebench.data import LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.executors import run_in_processes, run_in_ray, run_locally
-from fairfacebench.guards import watch
+from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS, compute_metrics
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import GridView
 from fairfacebench.progress import stage as progress_stage
-from fairfacebench.settings import Augment
+from fairfacebench.settings import Augment, default_cache_dir
 from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
@@ -76,10 +76,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
     return torch.device(name)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("FAIRBENCH_CACHE", Path.home() / ".cache" / "fairbench"))
 
 
 class DataLoaderCache:
@@ -195,12 +191,6 @@ def checked_scores(scores: Any, n: int, n_classes: int, split: str) -> np.ndarra
     return arr
 
 
-def readable_images(cls: type, data: TaskData) -> int:
-    """Images a run lets its method read: train, the fit part of validation, the pool, test images if transductive."""
-    pool = len(data.pool) if cls.needs_pool and data.pool is not None else 0
-    return len(data.train) + len(data.val) + pool + (len(data.test) if cls.transductive else 0)
-
-
 def run_one(
     spec: RunSpec,
     data: TaskData,
@@ -212,33 +202,26 @@ def run_one(
 ) -> tuple[dict, dict]:
     """Fit one method on one task (metered and watched), evaluate it on validation's selection part and on test."""
     cls = reg.method(spec.method)
-    torch.manual_seed(spec.seed)
-    budget = Budget(**spec.budget)
-    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(cls, data)))
-    augment = Augment(**spec.augment)
-    ctx = FitContext(
-        data,
-        spec.hparams,
-        meter,
-        spec.seed,
-        device,
-        augment,
-        spec.backbone,
-        spec.weights,
-        vlm,
-        progress,
+    settings = FitSettings(
+        hparams=dict(spec.hparams),
+        seed=spec.seed,
+        budget=Budget(**spec.budget),
+        device=device,
+        augment=Augment(**spec.augment),
+        backbone=spec.backbone,
+        weights=spec.weights,
         transductive=cls.transductive,
-        shards=shards,
+        progress=progress,
     )
-    with gpu_usage(device) as gpu, watch(meter) as violations:
-        predictor = cls().fit(ctx)
-        meter.close()
-    if violations:
-        raise UnmeteredCompute(violations.describe())
-    fit_report = {**meter.report(), **gpu}
+    with gpu_usage(device) as gpu:
+        fitted = fit_under_meter(cls, data, settings, vlm, shards)
+    if fitted.violations:
+        raise UnmeteredCompute(fitted.violations.describe())
+    fit_report = {**fitted.budget_report, **gpu}
     t0 = time.perf_counter()
     selection = data.val_select if data.val_select is not None else data.val
     at_inference = cls.label_use(spec.hparams).sensitive_at_inference
+    predictor = fitted.predictor
     val_scores = checked_scores(
         predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
     )
@@ -260,12 +243,12 @@ def run_one(
         "budget_report": {**fit_report, "eval_time_s": round(time.perf_counter() - t0, 3)},
         "labels_used": disclosed["summary"],
         "supervision": disclosed,
-        "labels_touched": sorted(ctx.touched),
-        "variant": ctx.log.variant,
-        "stages": ctx.log.stages,
-        "diagnostics": diagnose(ctx.log.evidence, data),
-        "history": ctx.log.history,
-        "weights": ctx.weights_info,
+        "labels_touched": sorted(fitted.touched),
+        "variant": fitted.log.variant,
+        "stages": fitted.log.stages,
+        "diagnostics": diagnose(fitted.log.evidence, data),
+        "history": fitted.log.history,
+        "weights": fitted.weights,
         "vlm": getattr(vlm, "info", None),
     }
     arrays = {
@@ -277,13 +260,6 @@ def run_one(
         "val_ids": selection.ids.astype(str),
     }
     return record, arrays
-
-
-def predict(predictor: Any, split: Any, sensitive_at_inference: bool) -> np.ndarray:
-    """Scores of a split; a method that declares the sensitive attribute at inference gets each image's group."""
-    return (
-        predictor.predict(split.images, groups=split.a) if sensitive_at_inference else predictor.predict(split.images)
-    )
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:

@@ -77,8 +77,8 @@ class $cls(Method):
         if ctx.hparams["freeze_backbone"]:
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
-        # Every optimizer step is charged to the shared budget (ctx.meter counts it); spend what remains, never more.
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss)
+        # Every optimizer step is charged to the shared budget (ctx.budget counts it); spend what remains, never more.
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss)
         return Predictor(model, ctx.device)
 
 

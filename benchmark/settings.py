@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from fairfacebench.errors import ConfigError
 
@@ -33,3 +35,8 @@ class Augment:
 
 
 NO_AUGMENT = Augment(flip=False, crop=0, jitter=0.0, mix="none")
+
+
+def default_cache_dir() -> Path:
+    """Where decoded images, embeddings and prepared encoders are cached: $FAIRBENCH_CACHE or ~/.cache/fairbench."""
+    return Path(os.environ.get("FAIRBENCH_CACHE", Path.home() / ".cache" / "fairbench"))

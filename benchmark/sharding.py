@@ -12,7 +12,7 @@ local one: every shard is embedded by the same encoder in eval mode.
 
 An encoder with an on-disk embedding cache (open_clip, the mini-CLIP) caches
 what it is given: locally the whole array, on Ray each shard.  Metering is the
-caller's: `context.MeteredEncoder` charges every image once, wherever it is embedded.
+caller's: the fit context's `MeteredEncoder` charges every image once, wherever it is embedded.
 """
 
 from __future__ import annotations
@@ -66,12 +66,36 @@ def _encode_shard(encoder: Any, images: np.ndarray, threads: int) -> tuple[np.nd
 class RayShards:
     """Embeds the shards of one array as Ray tasks, at most `in_flight` at a time (default: what the cluster holds).
 
-    Each task computes with `threads` torch threads (the run's own count) and reserves that many CPUs.
+    Called as `shards(encoder, images)`: an array of one shard or less is embedded here, a larger one as Ray tasks,
+    each computing with `threads` torch threads (the run's own count) and reserving that many CPUs.  `report()`
+    says what the calls did, for the run's stage log.
     """
 
     def __init__(self, threads: int = 1, in_flight: int | None = None, shard: int | None = None):
         self.threads, self.in_flight, self.shard = threads, in_flight, shard or shard_size()
-        self.last: dict[str, Any] = {}  # what the last call did, for the stage log
+        self.last: dict[str, Any] = {}  # what the last Ray call did
+        self.calls = self.shards = self.processes = 0
+
+    def __call__(self, encoder: Any, images: np.ndarray) -> np.ndarray:
+        if len(images) <= self.shard:
+            return embed_in_shards(encoder.encode_images, images, self.shard)
+        emb = self.embed(encoder, images)
+        self.calls += 1
+        self.shards += self.last["shards"]
+        self.processes = max(self.processes, self.last["processes"])
+        return emb
+
+    def report(self) -> dict[str, Any]:
+        """The stage log's 'vlm-shards' numbers (empty when no array was large enough to shard)."""
+        if not self.calls:
+            return {}
+        return {
+            "executor": "ray",
+            "calls": self.calls,
+            "shards": self.shards,
+            "shard_size": self.shard,
+            "processes": self.processes,
+        }
 
     def embed(self, encoder: Any, images: np.ndarray) -> np.ndarray:
         import ray

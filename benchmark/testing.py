@@ -24,14 +24,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from fairfacebench.budget import BudgetExceeded, BudgetMeter, get_budget
-from fairfacebench.context import FitContext, IsolationError
+from fairfacebench.budget import BudgetExceeded, get_budget
+from fairfacebench.context import FitSettings, IsolationError
 from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.errors import VLMUnavailable
-from fairfacebench.guards import watch
+from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.plugins import registry
-from fairfacebench.runner import default_cache_dir, predict, readable_images
-from fairfacebench.settings import Augment
+from fairfacebench.settings import Augment, default_cache_dir
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
 # Small synthfaces splits for end-to-end tests of a plugin (`--dataset-option` values): seconds on a 2-core CPU.
@@ -195,44 +194,30 @@ def fit_predict(
     backbone: str,
     weights: str,
 ) -> Outcome:
-    """Fit on a copy of the task with poisoned test labels, the way the harness would, and predict."""
+    """Fit on a copy of the task with poisoned test labels as the harness does (`fit_under_meter`), and predict."""
     test = PoisonedTest(clean.test, poison, clean.n_classes, clean.n_groups)
     pool = None if clean.pool is None else dataclasses.replace(clean.pool, hidden=GuardedTruth(clean.pool.hidden))
     data = dataclasses.replace(clean, test=test, pool=pool)
-    torch.manual_seed(seed)
-    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(method_cls, data)))
-    ctx = FitContext(
-        data,
-        hparams,
-        meter,
-        seed,
-        torch.device("cpu"),
-        Augment(),
-        backbone,
-        weights,
-        vlm,
-        transductive=method_cls.transductive,
+    settings = FitSettings(
+        hparams, seed, budget, torch.device("cpu"), Augment(), backbone, weights, transductive=method_cls.transductive
     )
-    leaks = reachable_truth(ctx)
-    with watch(meter) as violations:
-        predictor = method_cls().fit(ctx)
-        meter.close()
-    reads = set(test.reads)
+    leaks: list[str] = []
+    fitted = fit_under_meter(method_cls, data, settings, vlm, before_fit=lambda ctx: leaks.extend(reachable_truth(ctx)))
     at_inference = method_cls.label_use(hparams).sensitive_at_inference
     scores = {
-        name: np.asarray(predict(predictor, split, at_inference))
+        name: np.asarray(predict(fitted.predictor, split, at_inference))
         for name, split in (("val", clean.val), ("test", clean.test))
     }
     return Outcome(
         scores["val"],
         scores["test"],
-        meter.steps,
-        set(ctx.touched),
-        reads,
-        ctx.log.variant,
-        meter.forward_samples,
-        meter.forward_limit,
-        violations.describe() if violations else "",
+        fitted.steps,
+        fitted.touched,
+        set(test.reads),
+        fitted.log.variant,
+        fitted.forward_samples,
+        fitted.forward_limit,
+        fitted.violations.describe() if fitted.violations else "",
         leaks,
     )
 

@@ -62,11 +62,11 @@ class Adversarial(Method):
         model.heads["adversary"] = nn.Sequential(
             nn.Linear(dim, hp["adv_hidden"]), nn.ReLU(), nn.Linear(hp["adv_hidden"], ctx.n_groups)
         ).to(ctx.device)
-        steps, start = ctx.meter.remaining, ctx.meter.steps
+        steps, start = ctx.budget.remaining, ctx.budget.used
 
         def loss(m, b):
             feats = m.features(b.x)
-            lam = hp["adv_weight"] * ramp((ctx.meter.steps - start) / max(1, steps - 1))
+            lam = hp["adv_weight"] * ramp((ctx.budget.used - start) / max(1, steps - 1))
             adversary = m.heads["adversary"](reverse_gradient(feats, lam))
             return cross_entropy(m.heads["target"](feats), b).mean() + F.cross_entropy(adversary, b.a)
 

@@ -163,7 +163,7 @@ class ClipCluster(Method):
             train_f, val_f = clustering_features(ctx, first, hp["pca_dim"], hp["face_crop"])
             fits = {k: fit_clusters(train_f, k, ctx.seed) for k in candidates}
 
-        first_steps = max(1, int(round(hp["first_frac"] * ctx.meter.remaining)))
+        first_steps = max(1, int(round(hp["first_frac"] * ctx.budget.remaining)))
         ctx.train_classifier(first, first_steps, erm_loss, stage="first")
         with ctx.stage("cluster-accuracy"):
             correct = predict_scores(first, ctx.val.images, ctx.device).argmax(1) == ctx.val.y
@@ -195,7 +195,7 @@ class ClipCluster(Method):
         )
         ctx.train_classifier(
             model,
-            ctx.meter.remaining,
+            ctx.budget.remaining,
             erm_loss,
             sampler=ctx.sampler(weights=probs, stream="resampled"),
             stage="final",

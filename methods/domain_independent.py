@@ -61,7 +61,7 @@ class DomainIndependent(Method):
                 per_sample = b.lam * per_sample + (1 - b.lam) * own_group_loss(scores, b.y[b.perm], b.a[b.perm])
             return per_sample.mean()
 
-        ctx.train_classifier(model, ctx.meter.remaining, loss)
+        ctx.train_classifier(model, ctx.budget.remaining, loss)
         return Predictor(net, ctx.device)
 
 

@@ -16,7 +16,7 @@ class ERM(Method):
 
     def fit(self, ctx):
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss)
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss)
         return Predictor(model, ctx.device)
 
 

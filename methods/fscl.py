@@ -35,7 +35,7 @@ class FSCL(Method):
 
     def fit(self, ctx):
         hp = ctx.hparams
-        pretrain_steps = max(1, int(round(hp["pretrain_frac"] * ctx.meter.remaining)))
+        pretrain_steps = max(1, int(round(hp["pretrain_frac"] * ctx.budget.remaining)))
         model = ctx.new_classifier()
         model.heads["projection"] = projection_head(model.heads["target"].in_features).to(ctx.device)
         sampler = BatchSampler(len(ctx.train), ctx.budget.batch_size, ctx.generator("batches/pretrain"))
@@ -67,9 +67,9 @@ class FSCL(Method):
         ctx.log.stage("pretrain", steps=pretrain_steps, first_loss=round(losses[0], 4), last_loss=round(losses[-1], 4))
 
         if hp["head"] == "finetune":
-            ctx.train_classifier(model, ctx.meter.remaining, erm_loss, stage="classifier")
+            ctx.train_classifier(model, ctx.budget.remaining, erm_loss, stage="classifier")
         else:
-            model = train_linear_probe(ctx, model, ctx.meter.remaining, hp["head_lr"])
+            model = train_linear_probe(ctx, model, ctx.budget.remaining, hp["head_lr"])
         return Predictor(model, ctx.device)
 
 

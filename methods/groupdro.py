@@ -65,7 +65,7 @@ class GroupDRO(Method):
             q = update_group_weights(q, per_group, hp["eta"], adjust)
             return per_group @ q
 
-        ctx.train_classifier(model, ctx.meter.remaining, loss, sampler=sampler)
+        ctx.train_classifier(model, ctx.budget.remaining, loss, sampler=sampler)
         names = [f"{g}/{c}" for g in ctx.group_names for c in ctx.target_classes]
         ctx.log.stage(
             "groupdro", final_q={n: round(float(w), 4) for n, w in zip(names, q.cpu())}, train_counts=counts.tolist()

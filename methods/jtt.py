@@ -43,7 +43,7 @@ class JTT(Method):
 
     def fit(self, ctx):
         hp = ctx.hparams
-        total = ctx.meter.remaining
+        total = ctx.budget.remaining
         first_steps = max(1, int(round(hp["first_frac"] * total)))
 
         identifier = ctx.new_classifier()
@@ -62,7 +62,7 @@ class JTT(Method):
 
         model = ctx.new_classifier()
         ctx.train_classifier(
-            model, ctx.meter.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final"
+            model, ctx.budget.remaining, erm_loss, sampler=ctx.sampler(weights=probs, stream="upsampled"), stage="final"
         )
         return Predictor(model, ctx.device)
 

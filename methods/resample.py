@@ -19,7 +19,7 @@ class Resample(Method):
         probs = inverse_frequency_weights(y, a, ctx.n_classes, ctx.n_groups)[a, y]
         model = ctx.new_classifier()
         sampler = ctx.sampler(weights=probs / probs.sum())
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=sampler)
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss, sampler=sampler)
         return Predictor(model, ctx.device)
 
 

@@ -44,7 +44,7 @@ class Reweight(Method):
         def loss(m, b):
             return cross_entropy(m(b.x), b, weights=table[b.a, b.y]).mean()
 
-        ctx.train_classifier(model, ctx.meter.remaining, loss)
+        ctx.train_classifier(model, ctx.budget.remaining, loss)
         return Predictor(model, ctx.device)
 
 

@@ -118,13 +118,13 @@ class SHaSaM(Method):
         hp = ctx.hparams
         model = ctx.new_classifier()
         model.heads["projection"] = projection_head(model.heads["target"].in_features).to(ctx.device)
-        steps = max(1, round(hp["rep_frac"] * ctx.meter.remaining))
+        steps = max(1, round(hp["rep_frac"] * ctx.budget.remaining))
         records = learn_representation(ctx, model, steps, hp, self.mining)
         ctx.log.stage("representation", steps=steps, mining=self.mining, **summarise(records))
         if hp["head"] == "finetune":
-            ctx.train_classifier(model, ctx.meter.remaining, erm_loss, stage="classifier")
+            ctx.train_classifier(model, ctx.budget.remaining, erm_loss, stage="classifier")
             return Predictor(model, ctx.device)
-        return Predictor(train_linear_probe(ctx, model, ctx.meter.remaining, hp["head_lr"]), ctx.device)
+        return Predictor(train_linear_probe(ctx, model, ctx.budget.remaining, hp["head_lr"]), ctx.device)
 
 
 class SHaSaMNoMining(SHaSaM):

@@ -45,13 +45,13 @@ class SimCLR(Method):
         hp = ctx.hparams
         model = ctx.new_classifier()
         images = unlabeled_images(ctx)
-        pretrain(ctx, model, images, round(hp["pretrain_frac"] * ctx.meter.remaining))
+        pretrain(ctx, model, images, round(hp["pretrain_frac"] * ctx.budget.remaining))
         stage = f"probe-{hp['head']}"
         if hp["head"] == "linear":
             ctx.log.variant = VARIANT_LINEAR
-            model = train_linear_probe(ctx, model, ctx.meter.remaining, hp["head_lr"], stage=stage)
+            model = train_linear_probe(ctx, model, ctx.budget.remaining, hp["head_lr"], stage=stage)
         else:
-            ctx.train_classifier(model, ctx.meter.remaining, erm_loss, stage=stage)
+            ctx.train_classifier(model, ctx.budget.remaining, erm_loss, stage=stage)
         return Predictor(model, ctx.device)
 
 

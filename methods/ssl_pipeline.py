@@ -151,7 +151,7 @@ class SSLPipeline(Method):
         rows, train_rows = pool_rows[confident], train_rows[confident]
 
         # 5. meta-learning-based weighted contrastive learning, 6. linear head
-        steps = round(hp["supcon_frac"] * ctx.meter.remaining)
+        steps = round(hp["supcon_frac"] * ctx.budget.remaining)
         weights = weighted_contrastive(
             ctx, model, images, labels, ctx.val.images[meta], meta_y, steps, self.meta_weighting
         )
@@ -164,7 +164,7 @@ class SSLPipeline(Method):
                 pseudo_labels=labels[seen],
                 weights=weights[seen],
             )
-        return Predictor(linear_head(ctx, model, images, labels, ctx.meter.remaining), ctx.device)
+        return Predictor(linear_head(ctx, model, images, labels, ctx.budget.remaining), ctx.device)
 
 
 class SSLPipelineNoMetaWeights(SSLPipeline):

@@ -92,7 +92,7 @@ class ThresholdOptimizer(Method):
                 f"threshold-optimizer needs a binary target; task '{ctx.task.name}' has {ctx.n_classes} classes"
             )
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss)
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss)
         with ctx.stage("thresholds"):
             scores = predict_scores(model, ctx.val.images, ctx.device)[:, 1]
             optimizer = fit_thresholds(

@@ -57,7 +57,7 @@ class Undersample(Method):
         sampler = UndersampledEpochs(cells, ctx.budget.batch_size, ctx.generator("batches/undersampled"))
         ctx.log.stage("undersample", cells=int(len(sampler.members)), rows_per_cell_per_epoch=sampler.per_cell)
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining, erm_loss, sampler=sampler)
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss, sampler=sampler)
         return Predictor(model, ctx.device)
 
 

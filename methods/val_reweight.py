@@ -66,7 +66,7 @@ class ValReweight(Method):
         hp = ctx.hparams
         heads = {"target": ctx.n_classes, **({"sensitive": ctx.n_groups} if hp["multitask"] else {})}
         model = ctx.new_classifier(heads)
-        steps = ctx.meter.remaining
+        steps = ctx.budget.remaining
         per_epoch = math.ceil(len(ctx.train) / ctx.budget.batch_size)
         every = max(1, min(per_epoch, steps // hp["min_updates"]))
         train_cells = ctx.train.a * ctx.n_classes + ctx.train.y

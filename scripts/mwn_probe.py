@@ -22,12 +22,11 @@ import numpy as np
 import torch
 
 from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import FitContext
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.data import make_task_data
 from fairfacebench.methods.ssl_pipeline import SSLPipeline, balanced_meta_set, weighted_contrastive
 from fairfacebench.plugins import registry
-from fairfacebench.runner import default_cache_dir
-from fairfacebench.settings import Augment
+from fairfacebench.settings import default_cache_dir
 
 
 def probe(data, steps: int, scope: str, flip: float, seed: int, batch: int, meta: bool = True, **extra) -> dict:
@@ -36,16 +35,8 @@ def probe(data, steps: int, scope: str, flip: float, seed: int, batch: int, meta
     wrong = rng.random(len(data.train)) < flip
     labels = np.where(wrong, 1 - data.train.y, data.train.y)
     budget = Budget("probe", steps=steps, batch_size=batch, views=8)
-    ctx = FitContext(
-        data,
-        {**SSLPipeline.default_hparams(), "meta_scope": scope, **extra},
-        BudgetMeter(budget),
-        seed,
-        torch.device("cpu"),
-        Augment(),
-        "mobilenet_v2",
-        "imagenet",
-    )
+    settings = FitSettings({**SSLPipeline.default_hparams(), "meta_scope": scope, **extra}, seed, budget)
+    ctx = FitContext(data, settings, BudgetMeter(budget))
     rows = balanced_meta_set(data.val.y, data.val.a, ctx.hparams["meta_per_cell"], ctx.rng("meta-set"))
     start = time.perf_counter()
     weights = weighted_contrastive(

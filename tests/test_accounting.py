@@ -13,7 +13,7 @@ from torchvision.models import mobilenet_v2
 
 from fairfacebench import hookimpl
 from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
-from fairfacebench.context import FitContext
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.utkface import parse_name
 from fairfacebench.leaderboard.tables import build
@@ -22,7 +22,6 @@ from fairfacebench.methods.simclr import SimCLR, pretrain
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry, registry
 from fairfacebench.runner import SpecRunner, execute
-from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES, check_method, reachable_truth, tiny_task
 from fairfacebench.training import Predictor
@@ -111,18 +110,17 @@ def test_a_method_with_its_own_network_is_caught_by_the_kit_and_failed_by_the_ru
 
 def test_a_method_stepping_its_own_optimizer_is_caught_by_the_kit_and_failed_by_the_runner(tmp_path):
     report = check_method(OwnOptimizer, raise_on_failure=False)
-    assert any("metering: 3 optimizer step(s) outside ctx.optimize" in f for f in report.failures), report
+    assert any("metering: 3 optimizer step(s) the meter did not charge" in f for f in report.failures), report
     record = _run_one(tmp_path, OwnOptimizer)
-    assert record["status"] == "failed" and "3 optimizer step(s) outside ctx.optimize" in record["error"]
+    assert record["status"] == "failed" and "3 optimizer step(s) the meter did not charge" in record["error"]
 
 
 def test_nothing_reachable_from_the_context_leads_to_test_labels_or_pool_truth():
     report = check_method(SearchesContext, raise_on_failure=False)
     assert not report.failures and any(c == "isolation" and s == "PASS" for c, s, _ in report.results), report
     data = tiny_task(needs_pool=True)
-    ctx = FitContext(
-        data, {}, BudgetMeter(Budget("t", 1, 8)), 0, torch.device("cpu"), Augment(), "mobilenet_v2", "none"
-    )
+    budget = Budget("t", 1, 8)
+    ctx = FitContext(data, FitSettings({}, 0, budget, weights="none"), BudgetMeter(budget))
     assert reachable_truth(ctx) == []
     ctx.leak = data  # a harness that handed the task data to methods would be caught
     assert reachable_truth(ctx) == ["ctx.leak (TaskData)"]
@@ -139,7 +137,7 @@ def test_two_view_contrastive_steps_are_charged_two_forward_samples_per_image():
     data = tiny_task(needs_pool=True)
     budget = Budget("t", steps=3, batch_size=8)
     meter = BudgetMeter(budget, forward_limit=budget.forward_limit(len(data.train)))
-    ctx = FitContext(data, SimCLR.default_hparams(), meter, 0, torch.device("cpu"), Augment(), "mobilenet_v2", "none")
+    ctx = FitContext(data, FitSettings(SimCLR.default_hparams(), 0, budget, weights="none"), meter)
     pretrain(ctx, ctx.new_classifier(), data.train.images, steps=3)
     assert meter.forward_per_stage["nt-xent"] == {"backbone": 2 * 3 * 8}
     assert meter.report()["forward_samples"] == 48 and meter.steps == 3

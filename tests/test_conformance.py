@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import erm_loss
 from fairfacebench.plugins import registry
 from fairfacebench.testing import ConformanceError, ConformanceWarning, check_method
 from fairfacebench.vlm import VLMUnavailable
@@ -43,8 +44,22 @@ class Greedy(Prior):
     name = "kit-greedy"
 
     def fit(self, ctx):
+        model = ctx.new_classifier()
         for _ in range(ctx.budget.steps + 1):
-            ctx.meter.charge(ctx.budget.batch_size)
+            ctx.train_classifier(model, 1, erm_loss)
+        return super().fit(ctx)
+
+
+class RewritesItsBudget(Prior):
+    """Resets the step count of the meter behind the fit context and trains past its budget."""
+
+    name = "kit-rewrites-budget"
+
+    def fit(self, ctx):
+        model = ctx.new_classifier()
+        for steps in (ctx.budget.steps, ctx.budget.steps, 5):
+            ctx.train_classifier(model, steps, erm_loss, stage=f"s{steps}")
+            ctx._meter.steps = 0
         return super().fit(ctx)
 
 
@@ -162,6 +177,7 @@ def test_a_conforming_method_passes_every_check():
     "method, check, words",
     [
         (Greedy, "budget", "BudgetExceeded"),
+        (RewritesItsBudget, "metering", "29 optimizer step(s) the meter did not charge"),
         (Peeks, "test labels", "read the test split's target labels during fit"),
         (CopiesTestLabels, "test labels", "change when only the (poisoned) test labels change"),
         (Noisy, "determinism", "different predictions"),

@@ -8,7 +8,7 @@ import torch
 
 from fairfacebench import hookimpl
 from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
-from fairfacebench.context import Batch
+from fairfacebench.context import Batch, BudgetView
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.common import cross_entropy
 from fairfacebench.methods.erm import ERM
@@ -20,7 +20,7 @@ from fairfacebench.runner import SpecRunner, execute
 from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
-from fairfacebench.training import augment_batch
+from fairfacebench.training import Predictor, augment_batch
 
 
 def test_meter_refuses_the_step_after_the_budget():
@@ -42,25 +42,53 @@ class BudgetHog(Method):
 
     def fit(self, ctx):
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining + 1, lambda m, b: cross_entropy(m(b.x), b).mean())
+        ctx.train_classifier(model, ctx.budget.remaining + 1, lambda m, b: cross_entropy(m(b.x), b).mean())
 
 
 class SneakyHog(Method):
-    """Runs its own loop that charges the meter step by step, one step too many."""
+    """Runs its own loop of one-step stages, one step too many."""
 
     name = "sneaky-hog"
     description = "test method that overspends in a hand-written loop"
     labels = LabelUse(target="train")
 
     def fit(self, ctx):
+        model = ctx.new_classifier()
         for _ in range(ctx.budget.steps + 1):
-            ctx.meter.charge(ctx.budget.batch_size, "custom")
+            ctx.train_classifier(model, 1, lambda m, b: cross_entropy(m(b.x), b).mean(), stage="custom")
+
+
+class RewritesItsBudget(Method):
+    """The hostile plugin of the structure review: resets the step count and claims to be inside a metered step."""
+
+    name = "rewrites-its-budget"
+    description = "test method that rewrites its meter"
+    labels = LabelUse(target="train")
+
+    def fit(self, ctx):
+        ctx.meter.steps = 0
+        ctx.meter.stepping = True
+
+
+class ResetsThePrivateMeter(Method):
+    """Digs out the harness's meter behind the fit context, resets it twice and trains 29 steps on a 12-step budget."""
+
+    name = "resets-the-private-meter"
+    description = "test method that resets the meter it should not reach"
+    labels = LabelUse(target="train")
+
+    def fit(self, ctx):
+        model = ctx.new_classifier()
+        for steps in (ctx.budget.steps, ctx.budget.steps, 5):
+            ctx.train_classifier(model, steps, lambda m, b: cross_entropy(m(b.x), b).mean(), stage=f"s{steps}")
+            ctx._meter.steps = 0
+        return Predictor(model, ctx.device)
 
 
 class _TestPlugins:
     @hookimpl
     def fairfacebench_methods(self):
-        return [BudgetHog, SneakyHog]
+        return [BudgetHog, SneakyHog, RewritesItsBudget, ResetsThePrivateMeter]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +114,22 @@ def test_a_method_exceeding_the_budget_is_stopped_and_recorded(tmp_path, reg):
     assert counts == {"ok": 0, "failed": 2, "skipped": 0}
     errors = {r["spec"]["method"]: r["error"] for r in store.records()}
     assert "BudgetExceeded" in errors["budget-hog"] and "asked for 13 steps" in errors["budget-hog"]
-    assert "BudgetExceeded" in errors["sneaky-hog"] and "tried to take step 13" in errors["sneaky-hog"]
+    assert "BudgetExceeded" in errors["sneaky-hog"] and "only 0 of 12 remain" in errors["sneaky-hog"]
+
+
+def test_a_method_cannot_rewrite_its_budget(tmp_path, reg):
+    """ctx.budget is a read-only view; the meter and the guard's step count stay out of a method's reach, so
+    rewriting the budget fails the run (before: ctx.meter was the live meter, and 29 steps on a 12-step budget
+    passed as "took 12 of 12")."""
+    store = ResultStore(tmp_path)
+    specs = expand(tiny_grid(["rewrites-its-budget", "resets-the-private-meter"]), reg)
+    counts = execute(specs, store, SpecRunner("cpu", reg=reg))
+    assert counts == {"ok": 0, "failed": 2, "skipped": 0}
+    errors = {r["spec"]["method"]: r["error"] for r in store.records()}
+    assert errors["rewrites-its-budget"].startswith("AttributeError") and "meter" in errors["rewrites-its-budget"]
+    assert errors["resets-the-private-meter"].startswith("UnmeteredCompute: 29 optimizer step(s) the meter did not")
+    with pytest.raises(AttributeError, match="ctx.budget is read-only"):
+        setattr(BudgetView(BudgetMeter(Budget("t", 2, 4))), "remaining", 99)
 
 
 def test_interrupted_grid_recomputes_only_missing_runs(tmp_path, reg, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import FitContext
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.data import Attribute, make_task_data
 from fairfacebench.diagnostics import diagnose, draw_report, partition_report
 from fairfacebench.methods.clip_cluster import (
@@ -44,7 +44,6 @@ from fairfacebench.methods.shasam import (
 )
 from fairfacebench.methods.submodular import anchor_sets, similarity_kernel
 from fairfacebench.plugins import registry
-from fairfacebench.settings import Augment
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier
 
@@ -162,17 +161,8 @@ def synth_data():
 
 
 def _ctx(data, method, vlm=None, **hparams):
-    return FitContext(
-        data,
-        {**method.default_hparams(), **hparams},
-        BudgetMeter(TINY_BUDGET),
-        0,
-        torch.device("cpu"),
-        Augment(),
-        "mobilenet_v2",
-        "imagenet",
-        vlm=vlm,
-    )
+    settings = FitSettings({**method.default_hparams(), **hparams}, 0, TINY_BUDGET)
+    return FitContext(data, settings, BudgetMeter(TINY_BUDGET), vlm=vlm)
 
 
 def test_clip_cluster_recovers_planted_groups_from_prompt_similarities(synth_data):
@@ -181,7 +171,7 @@ def test_clip_cluster_recovers_planted_groups_from_prompt_similarities(synth_dat
     assert train_f.shape == (len(synth_data.train), 3) and val_f.shape == (len(synth_data.val), 3)
     clusters = fit_clusters(train_f, ctx.n_groups, 0).labels_
     assert partition_report(clusters, synth_data.train.a, synth_data.group_names)["ami_with_true_groups"] > 0.3
-    assert ctx.log.variant is None and "train.sensitive" not in ctx.touched
+    assert ctx.log.variant is None and "train.sensitive" not in ctx._touched
 
 
 def test_clip_cluster_backbone_variant_recovers_planted_groups(synth_data):
@@ -198,14 +188,14 @@ def test_clip_cluster_fit_runs_both_models_in_one_budget_and_reports_ami(synth_d
     ctx = _ctx(synth_data, ClipCluster, vlm=ToyBrightnessCLIP())
     predictor = ClipCluster().fit(ctx)
     assert predictor.predict(synth_data.val.images[:4]).shape == (4, 2)
-    assert ctx.meter.per_stage == {"first": 2, "final": 4}
+    assert ctx.budget.steps_per_stage == {"first": 2, "final": 4}
     assert len(ctx.log.stages["clusters"]["underperforming"]) >= 1
     # the harness, not the method, compares the clusters with the true groups
     report = diagnose(ctx.log.evidence, synth_data)["clusters"]
     assert report["ami_with_true_groups"] > 0.3
     assert sum(sum(g.values()) for g in report["true_groups_per_part"].values()) == len(synth_data.train)
     assert sum(report["true_group_share_drawn"].values()) == pytest.approx(1, abs=1e-3)
-    assert "train.sensitive" not in ctx.touched and not ClipCluster.label_use(ctx.hparams).sensitive
+    assert "train.sensitive" not in ctx._touched and not ClipCluster.label_use(ctx.hparams).sensitive
 
 
 @pytest.mark.parametrize("balance", [False, True])
@@ -292,7 +282,7 @@ def test_shasam_representation_stage_never_reads_the_classifier_head(synth_data)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     records = learn_representation(ctx, model, 3, ctx.hparams, mining=True)
     after = model.state_dict()
-    assert ctx.meter.per_stage == {"representation": 3} and len(records) == 3
+    assert ctx.budget.steps_per_stage == {"representation": 3} and len(records) == 3
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("heads.target."))
     for part in ("backbone.", "heads.projection."):  # what the stage does train
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
@@ -306,10 +296,10 @@ def test_shasam_classifier_stage_leaves_the_backbone_alone_in_linear_probe_mode(
 
     def instrumented():
         model = new_classifier()
-        model.heads["target"].register_forward_pre_hook(lambda *_: target_calls.append(ctx.meter.stage))
+        model.heads["target"].register_forward_pre_hook(lambda *_: target_calls.append(ctx.budget.stage))
 
         def snapshot(module, _):  # the backbone as each stage first sees it
-            at_stage_start.setdefault(ctx.meter.stage, {k: v.clone() for k, v in module.state_dict().items()})
+            at_stage_start.setdefault(ctx.budget.stage, {k: v.clone() for k, v in module.state_dict().items()})
 
         model.backbone.register_forward_pre_hook(snapshot)
         models.append(model)
@@ -318,7 +308,7 @@ def test_shasam_classifier_stage_leaves_the_backbone_alone_in_linear_probe_mode(
     ctx.new_classifier = instrumented
     SHaSaM().fit(ctx)
     classifier_stage = "probe" if head == "linear" else "classifier"
-    assert ctx.meter.per_stage == {"representation": 4, classifier_stage: 2}
+    assert ctx.budget.steps_per_stage == {"representation": 4, classifier_stage: 2}
     assert set(target_calls) <= {"classifier"}  # never in the representation stage (the probe has its own head)
     final = models[0].backbone.state_dict()
     start = at_stage_start[classifier_stage]
@@ -353,8 +343,8 @@ def test_fscl_linear_probe_trains_the_head_only(synth_data):
     model = ctx.new_classifier()
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head = model.heads["target"].weight.detach().clone()
-    probe = train_linear_probe(ctx, model, ctx.meter.remaining, 1e-2)
-    assert ctx.meter.per_stage == {"probe": TINY_BUDGET.steps}
+    probe = train_linear_probe(ctx, model, ctx.budget.remaining, 1e-2)
+    assert ctx.budget.steps_per_stage == {"probe": TINY_BUDGET.steps}
     assert all(torch.equal(v, probe.backbone.state_dict()[k]) for k, v in backbone.items())  # incl. BN statistics
     assert torch.equal(head, model.heads["target"].weight) and not torch.equal(head, probe.heads["target"].weight)
 

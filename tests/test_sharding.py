@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import MeteredEncoder, RunLog
+from fairfacebench.context import MeteredEncoder
 from fairfacebench.runner import SpecRunner
 from fairfacebench.sharding import RayShards, embed_in_shards
 from fairfacebench.vlm import ClipModelEncoder
@@ -50,16 +50,17 @@ def test_ray_shards_equal_the_local_embedding_and_run_in_other_processes(cluster
 
 
 def test_the_encoder_a_method_gets_charges_each_image_once_and_logs_the_shards(cluster):
-    meter, log = BudgetMeter(Budget("t", 1, 1), forward_limit=10_000), RunLog()
+    meter = BudgetMeter(Budget("t", 1, 1), forward_limit=10_000)
     encoder, pool = tiny_encoder(), images(450)
-    metered = MeteredEncoder(encoder, meter, RayShards(shard=100), log)
+    shards = RayShards(shard=100)
+    metered = MeteredEncoder(encoder, meter, shards)
     emb = metered.encode_images(pool)
     assert emb.shape == (450, 16)
     assert meter.forward_samples == 450  # charged here, once, wherever the shards ran
-    assert log.stages["vlm-shards"]["shards"] == 5 and log.stages["vlm-shards"]["executor"] == "ray"
+    assert shards.report()["shards"] == 5 and shards.report()["executor"] == "ray"
     small = metered.encode_images(pool[:50])  # one shard or less: embedded here, no Ray task
     np.testing.assert_allclose(small, emb[:50], atol=1e-5)
-    assert log.stages["vlm-shards"]["calls"] == 1 and meter.forward_samples == 500
+    assert shards.report()["calls"] == 1 and meter.forward_samples == 500
 
 
 def test_runs_sent_to_ray_shard_their_embedding_and_local_runs_do_not():

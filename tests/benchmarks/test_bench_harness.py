@@ -15,7 +15,7 @@ from verdicts import interleaved
 
 from fairfacebench.backbones import create_backbone
 from fairfacebench.budget import Budget, BudgetMeter
-from fairfacebench.context import FitContext
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.synthfaces import SynthFaces
 from fairfacebench.methods.common import cross_entropy
@@ -42,10 +42,9 @@ def task():
 
 
 def harness_steps(task) -> float:
-    meter = BudgetMeter(Budget("bench", steps=STEPS, batch_size=BATCH))
-    ctx = FitContext(
-        task, {"lr": 1e-3, "weight_decay": 1e-4}, meter, 0, torch.device("cpu"), NO_AUGMENT, "mobilenet_v2", "imagenet"
-    )
+    budget = Budget("bench", steps=STEPS, batch_size=BATCH)
+    settings = FitSettings({"lr": 1e-3, "weight_decay": 1e-4}, 0, budget, augment=NO_AUGMENT)
+    ctx = FitContext(task, settings, BudgetMeter(budget))
     model = ctx.new_classifier()
     start = time.perf_counter()
     ctx.train_classifier(model, STEPS, lambda m, b: cross_entropy(m(b.x), b).mean())

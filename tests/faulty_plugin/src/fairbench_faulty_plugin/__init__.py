@@ -23,7 +23,7 @@ class NanLoss(Method):
 
     def fit(self, ctx):
         model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.meter.remaining, lambda m, b: m(b.x).sum() * torch.tensor(float("nan")))
+        ctx.train_classifier(model, ctx.budget.remaining, lambda m, b: m(b.x).sum() * torch.tensor(float("nan")))
 
 
 class KillsWorker(Method):

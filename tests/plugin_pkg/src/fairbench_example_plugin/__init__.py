@@ -21,7 +21,7 @@ class LinearProbe(Method):
             m.backbone.eval()  # frozen batch-norm statistics too
             return cross_entropy(m.heads["target"](m.backbone(b.x)), b).mean()
 
-        ctx.train_classifier(model, ctx.meter.remaining, loss)
+        ctx.train_classifier(model, ctx.budget.remaining, loss)
         return Predictor(model, ctx.device)
 
 

@@ -1,0 +1,90 @@
+"""Fitting a method under the meter: the one place where a fit context is built and a method is watched as it fits.
+
+The runner (`runner.run_one`) and the conformance kit (`testing.fit_predict`) both call `fit_under_meter`, so a
+method is metered, guarded and isolated the same way in a real run and in the kit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fairfacebench.budget import BudgetMeter
+from fairfacebench.context import Embed, FitContext, FitSettings, RunLog
+from fairfacebench.data import TaskData
+from fairfacebench.guards import Violations, watch
+from fairfacebench.sharding import RayShards, embed_in_shards
+
+
+@dataclass
+class Fitted:
+    """What one fit left behind: the predictor, the meter's report and what the method did."""
+
+    predictor: Any
+    budget_report: dict[str, Any]
+    steps: int
+    forward_samples: int
+    forward_limit: int | None
+    touched: set[str]
+    log: RunLog
+    weights: dict[str, Any]
+    violations: Violations
+
+
+def readable_images(cls: type, data: TaskData) -> int:
+    """Images a run lets its method read: train, the fit part of validation, the pool, test images if transductive."""
+    pool = len(data.pool) if cls.needs_pool and data.pool is not None else 0
+    return len(data.train) + len(data.val) + pool + (len(data.test) if cls.transductive else 0)
+
+
+def embedder(shards: RayShards | None) -> Embed:
+    """How a run's VLM embeds an array: shard by shard in this process, or as Ray tasks (`--executor ray`)."""
+    if shards is not None:
+        return shards
+    return lambda encoder, images: embed_in_shards(encoder.encode_images, images)
+
+
+def fit_under_meter(
+    method_cls: type,
+    data: TaskData,
+    settings: FitSettings,
+    vlm: Any = None,
+    shards: RayShards | None = None,
+    before_fit: Callable[[FitContext], None] | None = None,
+) -> Fitted:
+    """Fit `method_cls` on `data` through a fresh fit context, every step and forward metered and watched.
+
+    `before_fit(ctx)` sees the context the method will get (the conformance kit walks it for held-back data).
+    """
+    torch.manual_seed(settings.seed)
+    budget = settings.budget
+    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(method_cls, data)))
+    ctx = FitContext(data, settings, meter, vlm, embedder(shards))
+    if before_fit is not None:
+        before_fit(ctx)
+    with watch(meter) as violations:
+        predictor = method_cls().fit(ctx)
+        meter.close()
+    if shards is not None and shards.report():
+        ctx.log.stage("vlm-shards", **shards.report())
+    return Fitted(
+        predictor,
+        meter.report(),
+        meter.steps,
+        meter.forward_samples,
+        meter.forward_limit,
+        set(ctx._touched),
+        ctx.log,
+        ctx._weights_info,
+        violations,
+    )
+
+
+def predict(predictor: Any, split: Any, sensitive_at_inference: bool) -> np.ndarray:
+    """Scores of a split; a method that declares the sensitive attribute at inference gets each image's group."""
+    return (
+        predictor.predict(split.images, groups=split.a) if sensitive_at_inference else predictor.predict(split.images)
+    )
