@@ -41,7 +41,7 @@ class BCBB(Method):
     space = {
         "temperature": Hparam(0.07, log_uniform(0.05, 0.5), "temperature τ of the bias-contrastive loss"),
         "contrastive_weight": Hparam(
-            100.0, log_uniform(10.0, 1000.0), "weight λ of the bias-contrastive term: L = L_BB + λ·L_BC"
+            100.0, log_uniform(1.0, 1000.0), "weight λ of the bias-contrastive term: L = L_BB + λ·L_BC"
         ),
         "weight_ratio": Hparam(
             10.0, choice([5.0, 10.0, 20.0]), "contrastive sampler: largest weight 1/p(b|y) over the smallest"
