@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["supcon_loss", "nt_xent_loss", "fair_supcon_loss"]
+__all__ = ["supcon_loss", "nt_xent_loss", "fair_supcon_loss", "bias_contrastive_loss"]
 
 
 def _flatten_views(features: Tensor, *labels: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -191,3 +191,33 @@ def fair_supcon_loss(
     summed = log_prob[valid].masked_fill(~positives[valid], 0.0).sum(1)
     per_anchor = -summed / (c * (c + 1)) * (z.shape[0] / 8)
     return scale * per_anchor.mean()
+
+
+def bias_contrastive_loss(features: Tensor, targets: Tensor, bias: Tensor, temperature: float = 0.07) -> Tensor:
+    """Bias-contrastive loss, BiasCon (Hong & Yang, "Unbiased Classification through Bias-Contrastive and
+    Bias-Balanced Learning", NeurIPS 2021), as in the official code (github.com/grayhong/bias-contrastive-learning,
+    ``debias/losses/bias_contrastive.py``):
+
+    ``L = (1/M) · Σ_i −(1/|P(i)|) Σ_{p∈P(i)} log( exp(z_i·z_p/τ) / Σ_{a≠i} exp(z_i·z_a/τ) )``
+
+    with z the L2-normalised features of all M samples (all views) and
+    P(i) = {p ≠ i : y_p = y_i, b_p ≠ b_i}: a positive shares the anchor's
+    target and has a *different* bias label, so pulling positives together
+    cannot use the bias.  The anchor's own other views share its bias and are
+    not positives; every other sample, positive or not, is in the denominator
+    (as in SupCon).  An anchor without positives contributes 0 and still counts
+    in the mean over all M anchors, as in the official code; there is no
+    τ/τ_base factor (the code's base temperature is unused).
+
+    ``features`` is ``(N, V, D)`` (labels ``(N,)`` repeated per view) or
+    ``(M, D)`` with labels ``(M,)``.
+    """
+    z, (y, b) = _flatten_views(features, targets, bias)
+    y = _check_labels("targets", y, z.shape[0])
+    b = _check_labels("bias", b, z.shape[0])
+    z = F.normalize(z, dim=1)
+    not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    positives = (y[:, None] == y[None, :]) & (b[:, None] != b[None, :])
+    log_prob = _masked_log_softmax(z @ z.T / temperature, not_self)
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0)).sum(1) / positives.sum(1).clamp(min=1)
+    return per_anchor.mean()

@@ -1,8 +1,11 @@
-"""Undersampling (Idrissi et al., CLeaR 2022, "SUBG"): every (class, group) cell drawn down to the smallest cell's size.
+"""Undersampling, SUBG (Idrissi et al., CLeaR 2022): train on one subset with every (class, group) cell cut to the
+smallest cell's size.
 
-Each epoch draws, without replacement, as many rows from every cell as the smallest cell has, shuffles them,
-and serves batches from that epoch; the next epoch draws anew, so over the budget the larger cells' rows are
-all seen while every batch stays cell-balanced in expectation.
+The subset is drawn once per run, without replacement, from the run seed's generator: as many rows of every
+cell as the smallest cell has.  Training is then ordinary cross-entropy on that fixed subset, in shuffled epochs
+over it, for the whole step budget; the rest of the training split is never seen.  The named ablation
+`undersample:per-epoch` redraws the subset at every epoch instead, so over the budget it sees most rows of the
+larger cells while every epoch stays cell-balanced.
 """
 
 from __future__ import annotations
@@ -13,11 +16,71 @@ import torch
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.common import erm_loss
-from fairfacebench.training import Predictor
+from fairfacebench.training import BatchSampler, Predictor
+
+SUBSET_STREAM = "undersample/subset"
+BATCH_STREAM = "batches/undersampled"
+
+
+class Undersample(Method):
+    name = "undersample"
+    version = 2  # v1 redrew the subset every epoch, now `undersample:per-epoch`
+    description = "Cross-entropy on one fixed subset with every (class, group) cell cut to the smallest cell (SUBG)"
+    citation = (
+        "Idrissi, Arjovsky, Pezeshki & Lopez-Paz, Simple data balancing achieves competitive worst-group-accuracy, "
+        "CLeaR 2022"
+    )
+    labels = LabelUse(target="train", sensitive="train")
+    redraw_each_epoch = False
+
+    def fit(self, ctx):
+        cells = ctx.train.a * ctx.n_classes + ctx.train.y
+        if self.redraw_each_epoch:
+            sampler = UndersampledEpochs(cells, ctx.budget.batch_size, ctx.generator(BATCH_STREAM))
+            ctx.log.stage("undersample", cells=len(sampler.members), rows_per_cell_per_epoch=sampler.per_cell)
+        else:
+            rows = balanced_subset(cells, ctx.generator(SUBSET_STREAM))
+            sampler = SubsetBatches(rows, ctx.budget.batch_size, ctx.generator(BATCH_STREAM))
+            n_cells = len(np.unique(cells))
+            ctx.log.stage("undersample", cells=n_cells, rows_per_cell=len(rows) // n_cells, subset_rows=len(rows))
+        model = ctx.new_classifier()
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss, sampler=sampler)
+        return Predictor(model, ctx.device)
+
+
+class UndersamplePerEpoch(Undersample):
+    """Ablation: the cell-balanced subset is redrawn every epoch instead of fixed once (undersample v1)."""
+
+    name = "undersample:per-epoch"
+    ablation_of = "undersample"
+    version = 1
+    description = "undersample with the cell-balanced subset redrawn every epoch, not fixed once (ablation)"
+    redraw_each_epoch = True
+
+
+def balanced_subset(cells: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """Sorted row indices of `m` random rows of every cell, drawn without replacement; `m` the smallest cell's size."""
+    members = [np.flatnonzero(cells == c) for c in np.unique(cells)]
+    per_cell = min(len(m) for m in members)
+    return np.sort(np.concatenate([m[torch.randperm(len(m), generator=gen)[:per_cell].numpy()] for m in members]))
+
+
+class SubsetBatches:
+    """Batches of row indices from shuffled epochs over a fixed subset of rows, deterministic given the generator."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, gen: torch.Generator):
+        self.rows = rows
+        self._positions = BatchSampler(len(rows), batch_size, gen)
+
+    def __iter__(self) -> "SubsetBatches":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return self.rows[next(self._positions)]
 
 
 class UndersampledEpochs:
-    """Batches of row indices from successive undersampled epochs, deterministic given the generator."""
+    """Batches of row indices from successive undersampled epochs, each redrawn; deterministic given the generator."""
 
     def __init__(self, cells: np.ndarray, batch_size: int, gen: torch.Generator):
         self.members = [np.flatnonzero(cells == c) for c in np.unique(cells)]
@@ -41,26 +104,6 @@ class UndersampledEpochs:
         return batch
 
 
-class Undersample(Method):
-    name = "undersample"
-    description = (
-        "Cross-entropy on epochs that draw every (class, group) cell down to the smallest cell, redrawn each epoch"
-    )
-    citation = (
-        "Idrissi, Arjovsky, Pezeshki & Lopez-Paz, Simple data balancing achieves competitive worst-group-accuracy, "
-        "CLeaR 2022"
-    )
-    labels = LabelUse(target="train", sensitive="train")
-
-    def fit(self, ctx):
-        cells = ctx.train.a * ctx.n_classes + ctx.train.y
-        sampler = UndersampledEpochs(cells, ctx.budget.batch_size, ctx.generator("batches/undersampled"))
-        ctx.log.stage("undersample", cells=int(len(sampler.members)), rows_per_cell_per_epoch=sampler.per_cell)
-        model = ctx.new_classifier()
-        ctx.train_classifier(model, ctx.budget.remaining, erm_loss, sampler=sampler)
-        return Predictor(model, ctx.device)
-
-
 @hookimpl
 def fairfacebench_methods():
-    return [Undersample]
+    return [Undersample, UndersamplePerEpoch]
