@@ -86,6 +86,20 @@ def accuracy_at_equal_odds(
     return results
 
 
+def rows_by_id(ids, reference_ids, *columns) -> tuple[np.ndarray, ...]:
+    """``columns`` (aligned with ``reference_ids``) reordered to follow ``ids``, e.g. the labels and groups of a
+    stored ``val_ids`` taken from the dataset's validation split; a ValueError names ids not in the reference."""
+    ids, reference_ids = np.asarray(ids).astype(str), np.asarray(reference_ids).astype(str)
+    position = {k: i for i, k in enumerate(reference_ids)}
+    if len(position) != len(reference_ids):
+        raise ValueError("reference_ids holds duplicate ids: rows cannot be matched by id")
+    unknown = [k for k in ids if k not in position]
+    if unknown:
+        raise ValueError(f"{len(unknown)} id(s) not in the reference, e.g. {unknown[:3]}: wrong split or dataset?")
+    index = np.array([position[k] for k in ids], dtype=np.int64)
+    return tuple(np.asarray(c)[index] for c in columns)
+
+
 def _positive_score(X: np.ndarray) -> np.ndarray:
     """The 'model' error-parity post-processes: X is the (N, 2) score array, its output the P(Y=1) column."""
     return np.asarray(X)[:, 1]

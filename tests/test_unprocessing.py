@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from fairfacebench.metrics.fairness import confusion_counts, metrics_from_counts
-from fairfacebench.metrics.unprocessing import accuracy_at_equal_odds
+from fairfacebench.metrics.unprocessing import accuracy_at_equal_odds, rows_by_id
 
-pytest.importorskip("error_parity", reason="the 'unprocessing' extra (error-parity) is not installed")
+
+def test_rows_by_id_follow_the_stored_order():
+    y, a = rows_by_id(["c", "a"], ["a", "b", "c"], [10, 11, 12], [0, 1, 2])
+    assert y.tolist() == [12, 10] and a.tolist() == [2, 0]
+    with pytest.raises(ValueError, match="1 id\\(s\\) not in the reference, e.g. \\['z'\\]"):
+        rows_by_id(["z"], ["a"], [1])
 
 
 def synthetic(n: int, seed: int):
@@ -21,7 +26,12 @@ def synthetic(n: int, seed: int):
     return np.c_[1 - p, p], y, a
 
 
-def test_the_gap_closes_to_the_tolerance_and_accuracy_grows_with_it():
+@pytest.fixture
+def error_parity():
+    return pytest.importorskip("error_parity", reason="the 'unprocessing' extra (error-parity) is not installed")
+
+
+def test_the_gap_closes_to_the_tolerance_and_accuracy_grows_with_it(error_parity):
     fit, test = synthetic(6000, 0), synthetic(6000, 1)
     unconstrained = metrics_from_counts(confusion_counts(test[1], test[0].argmax(1), test[2], 2))
     assert unconstrained["eod_max"] > 0.25  # the known large gap
@@ -43,7 +53,7 @@ def test_the_gap_closes_to_the_tolerance_and_accuracy_grows_with_it():
     assert accuracy_at_equal_odds(*fit, *test, tolerances=tolerances, seed=0) == results  # seeded
 
 
-def test_inputs_are_checked():
+def test_inputs_are_checked(error_parity):
     scores, y, a = synthetic(200, 0)
     with pytest.raises(ValueError, match="group code\\(s\\) \\[1\\] have no fit rows"):
         accuracy_at_equal_odds(scores[a == 0], y[a == 0], a[a == 0], scores, y, a, tolerances=(0.05,))
