@@ -93,7 +93,7 @@ def rows_by_id(ids, reference_ids, *columns) -> tuple[np.ndarray, ...]:
     position = {k: i for i, k in enumerate(reference_ids)}
     if len(position) != len(reference_ids):
         raise ValueError("reference_ids holds duplicate ids: rows cannot be matched by id")
-    unknown = [k for k in ids if k not in position]
+    unknown = [str(k) for k in ids if k not in position]
     if unknown:
         raise ValueError(f"{len(unknown)} id(s) not in the reference, e.g. {unknown[:3]}: wrong split or dataset?")
     index = np.array([position[k] for k in ids], dtype=np.int64)
