@@ -9,11 +9,14 @@ Nemenyi critical difference says how far apart two mean ranks must be to differ 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from fairfacebench.plain import nan_to_none
+
+# Metrics where a larger value is better; every other metric of METRIC_NAMES is a gap or a spread (smaller is better).
+HIGHER_IS_BETTER = frozenset({"acc", "bal_acc", "wga"})
 
 # Studentized range q_{0.05, k, ∞} / √2 for k = 2..20 methods (Demšar 2006, Table 5a, extended to k = 20).
 NEMENYI_Q05 = {
@@ -91,3 +94,89 @@ def clip_interval(interval: Sequence[float | None] | None, low: float = 0.0, hig
     if not interval:
         return None
     return [None if v is None else min(max(v, low), high) for v in interval]
+
+
+def holm(p_values: Sequence[float] | Mapping[str, float], alpha: float = 0.05) -> dict:
+    """Holm's step-down correction (Holm, Scand. J. Statist. 1979) of a family of m p-values.
+
+    Sorted p₍₁₎ ≤ … ≤ p₍ₘ₎: adjusted p₍ᵢ₎ = max_{j ≤ i} min(1, (m − j + 1)·p₍ⱼ₎); hypothesis (i) is rejected
+    when its adjusted p-value is ≤ alpha (the same as stepping down until p₍ᵢ₎ > alpha / (m − i + 1)). Returns
+    {"adjusted", "reject"} in the input's order (lists, or dicts for a mapping input). Ties keep input order.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), e.g. 0.05; got {alpha}")
+    keys = list(p_values) if isinstance(p_values, Mapping) else None
+    p = np.asarray([p_values[k] for k in keys] if keys is not None else list(p_values), dtype=float)
+    bad = np.flatnonzero(np.isnan(p) | (p < 0) | (p > 1))
+    if bad.size:
+        where = keys[bad[0]] if keys is not None else int(bad[0])
+        raise ValueError(f"p-value {where!r} is {p[bad[0]]}: every p-value must be in [0, 1] (drop untested ones)")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    reject = adjusted <= alpha
+    if keys is not None:
+        return {
+            "adjusted": {k: float(v) for k, v in zip(keys, adjusted)},
+            "reject": {k: bool(r) for k, r in zip(keys, reject)},
+        }
+    return {"adjusted": adjusted.tolist(), "reject": reject.tolist()}
+
+
+def metric_ranks(per_seed: Mapping[str, Mapping[int, float | None]], higher_is_better: bool) -> dict:
+    """Mean rank of each method on one metric over the seeds every method ran (Demšar 2006, one block per seed).
+
+    ``per_seed[method][seed]`` = the metric's value. Ties share the mean rank; NaN ranks last. Returns
+    {"ranks": {method: mean rank}, "seeds": [...], "critical_difference"} (Nemenyi, α = 0.05; None if undefined).
+    """
+    methods = list(per_seed)
+    seeds = sorted(set.intersection(*[{s for s, v in per_seed[m].items() if v is not None} for m in methods]))
+    if not methods or not seeds:
+        return {"ranks": {m: None for m in methods}, "seeds": seeds, "critical_difference": None}
+    blocks = [(np.array([per_seed[m][s] for m in methods], dtype=float), higher_is_better) for s in seeds]
+    ranks = mean_ranks(blocks)
+    cd = critical_difference(len(methods), len(seeds)) if 2 <= len(methods) <= 20 else math.nan
+    return nan_to_none({"ranks": dict(zip(methods, map(float, ranks))), "seeds": seeds, "critical_difference": cd})
+
+
+def ranks_per_metric(
+    per_seed: Mapping[str, Mapping[str, Mapping[int, float | None]]], metrics: Sequence[str]
+) -> dict[str, dict]:
+    """``metric_ranks`` for each metric separately: ``per_seed[method][metric][seed]`` (a leaderboard row's per_seed).
+
+    Accuracy and the gaps are ranked apart: a mean rank over both would count correlated gaps several times.
+    """
+    return {
+        m: metric_ranks({method: values[m] for method, values in per_seed.items()}, m in HIGHER_IS_BETTER)
+        for m in metrics
+    }
+
+
+def best_of(means: Mapping[str, float | None], higher_is_better: bool) -> str:
+    """The method with the best mean (first in input order among equals; undefined means never win)."""
+    defined = {m: v for m, v in means.items() if v is not None and not math.isnan(v)}
+    if not defined:
+        raise ValueError(f"no method has a defined mean: {dict(means)}")
+    pick = max if higher_is_better else min
+    return pick(defined, key=defined.__getitem__)
+
+
+def tied_with_best(best: str, p_values: Mapping[str, float], alpha: float = 0.05) -> dict:
+    """Which methods are tied with ``best``: their paired difference to it is not significant after Holm.
+
+    ``p_values[method]`` = two-sided p-value of method − best being 0 (e.g. ``hierarchical_paired_difference``).
+    A method is tied when Holm over the family of these p-values does not reject; by the p-value's duality with
+    the percentile interval, its paired interval at Holm's level for it contains 0.
+    """
+    others = {m: p for m, p in p_values.items() if m != best}
+    corrected = holm(others, alpha) if others else {"adjusted": {}, "reject": {}}
+    return {
+        "best": best,
+        "tied": [best] + [m for m in others if not corrected["reject"][m]],
+        "worse": [m for m in others if corrected["reject"][m]],
+        "adjusted_p": corrected["adjusted"],
+        "alpha": alpha,
+        "rule": "tied with the best unless Holm's step-down over the paired tests against it rejects at alpha",
+    }
