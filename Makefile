@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q --no-compile -c constraints.txt -e '.[test,ray,mlflow]'
+	$(PIP) install -q --no-compile -c constraints.txt -e '.[test,ray,mlflow,faces]'
 	touch $@
 
 # Main job: every installed method on the embedded synthetic world, then the leaderboard.

@@ -40,6 +40,7 @@ def check_plan(plan: Plan, reg: Registry) -> Checked:
     check_executor(plan.executor)
     check_backbone(plan.backbone, plan.weights)
     check_out(Path(plan.out))
+    check_vlm(plan.vlm, reg.encoders)
     warnings: list[str] = []
     for name in plan.datasets:
         plugin = reg.dataset(name)
@@ -84,6 +85,12 @@ def check_timm_model(model: str) -> None:
         close = difflib.get_close_matches(model, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(f'timm:{m}' for m in close)}?" if close else ""
         raise UnknownName(f"unknown backbone 'timm:{model}': timm {timm.__version__} has no model '{model}'{hint}")
+
+
+def check_vlm(value: str, encoders: dict[str, Any]) -> None:
+    """An encoder plugin's own `check(argument)`, if it has one (e.g. its optional packages are installed)."""
+    name, _, argument = value.partition(":")
+    getattr(encoders.get(name), "check", lambda argument: None)(argument)
 
 
 def check_out(out: Path) -> None:

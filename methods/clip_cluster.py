@@ -8,9 +8,10 @@
 4. final model: the rest of the budget with those clusters up-sampled and augmented once more.
 
 Without a VLM the named variant `backbone-features` clusters ImageNet features
-of the face crop.  The clusters' agreement with the true groups (AMI) is
-computed by the harness, which holds the sensitive labels.  Details and
-choices: docs/METHODS.md.
+of the face crop; with an image-only encoder (no text tower, e.g. dlib's face
+descriptor) the variant `image-embeddings` clusters its image embeddings.  The
+clusters' agreement with the true groups (AMI) is computed by the harness,
+which holds the sensitive labels.  Details and choices: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from sklearn.cluster import KMeans
 
 VARIANT_BACKBONE = "backbone-features"
+VARIANT_IMAGE = "image-embeddings"
 # Numbers of clusters tried when `n_clusters` is 0, and the smallest validation cluster that may decide.
 K_CANDIDATES = (2, 3, 4, 6, 8)
 MIN_VAL_PER_CLUSTER = 20
@@ -124,7 +126,8 @@ class ClipCluster(Method):
     version = 2  # 2: the number of clusters chosen on validation
     description = (
         "Clusters of VLM image-prompt similarities as inferred groups; re-sample and augment the clusters "
-        "a first model does worst on (variant backbone-features without a VLM)"
+        "a first model does worst on (variants: backbone-features without a VLM, image-embeddings with an "
+        "image-only encoder)"
     )
     citation = (
         "Zhang & Chunara, Leveraging CLIP for Inferring Sensitive Information and Improving Model Fairness, "
@@ -205,7 +208,7 @@ class ClipCluster(Method):
 
 
 def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.ndarray, np.ndarray]:
-    """Train and val clustering features: VLM prompt similarities, or the named backbone-feature variant."""
+    """Train and val clustering features: VLM prompt similarities, or a named variant's image features."""
     vlm = ctx.vlm
     if vlm is None:
         ctx.log.variant = VARIANT_BACKBONE
@@ -222,6 +225,12 @@ def clustering_features(ctx, model, pca_dim: int, face_crop: float) -> tuple[np.
             explained_variance=round(float(pca.explained_variance_ratio_.sum()), 4),
         )
         return pca.transform(train), pca.transform(val)
+    if not (vlm.info or {}).get("text_tower", True):
+        # No prompts to compare with: the encoder's own image embeddings are the clustering features.
+        ctx.log.variant = VARIANT_IMAGE
+        train, val = vlm.encode_images(ctx.train.images), vlm.encode_images(ctx.val.images)
+        ctx.log.stage("features", source=f"{VARIANT_IMAGE}:{vlm.name}", dim=int(train.shape[1]))
+        return train, val
     text, prompts = attribute_prompts(vlm, ctx.sensitive_attributes)
     train = prompt_similarities(vlm.encode_images(ctx.train.images), text)
     val = prompt_similarities(vlm.encode_images(ctx.val.images), text)
