@@ -229,11 +229,12 @@ def _will_compute(status: str | None, retry_failed: bool) -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
+    from fairfacebench.grid import execute
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
     from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
-    from fairfacebench.runner import SpecRunner, execute
+    from fairfacebench.runner import SpecRunner
     from fairfacebench.store import ResultStore, stored_statuses
 
     reg = registry()
@@ -294,7 +295,8 @@ def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str
         kind = "skipped" if status.startswith("skipped") else "ok" if status == "ok" else "failed"
         seconds = 0.0
         if kind != "skipped":
-            seconds = (store.record(spec.run_id) or {}).get("wall_time_s") or 0.0
+            record = store.record(spec.run_id)
+            seconds = (record.wall_time_s if record else None) or 0.0
         rows.append((spec.method, kind, float(seconds)))
     return rows
 

@@ -1,9 +1,11 @@
 """Where runs execute: in this process, one child process per run, or on Ray; all write the same store.
 
-An executor receives a run callable (`runner(spec) -> (record, arrays)`, with
-`prepare_vlm`, `crashed`, `is_heavy` and `needs_vlm`; see `runner.SpecRunner`) and never
-imports the runner.  A worker that dies (segfault, OOM kill, os._exit) or
-outlives its wall-clock limit is recorded as a failed run; the grid goes on.
+An executor receives the grid (`Grid`: the store, a run callable
+`runner(spec) -> (record, arrays)` with `prepare_vlm`, `crashed`, `is_heavy`
+and `needs_vlm` (see `runner.SpecRunner`), the view, the per-run wall-clock
+limit and who hears of each finished run) and never imports the runner.  A
+worker that dies (segfault, OOM kill, os._exit) or outlives its wall-clock
+limit is recorded as a failed run; the grid goes on.
 Workers report progress, log records and output lines to the parent's view
 (`progress.GridView`) and die with the parent (docs/ARCHITECTURE.md).
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -27,10 +28,11 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator
 
 from fairfacebench.progress import Channel, GridView, reporting, run_title, stage, worker_reporting
+from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
-from fairfacebench.store import RECORD, ResultStore
+from fairfacebench.store import ResultStore
 
-Finished = Callable[[RunSpec, dict], None]
+Finished = Callable[[RunSpec, RunRecord], None]
 
 # A derived limit catches hangs, it is no schedule: room to build an image cache, plus about ten times the
 # measured cost of a training sample on one CPU thread (about 10 ms at 48 px, all stages and evaluation included).
@@ -50,7 +52,7 @@ def time_limit(spec: RunSpec, run_timeout_s: float = 0.0) -> float:
     """Wall-clock seconds a run may take: `run_timeout_s` when positive, else derived from its budget."""
     if run_timeout_s > 0:
         return float(run_timeout_s)
-    samples = spec.budget.get("steps", 0) * spec.budget.get("batch_size", 0)
+    samples = spec.budget.steps * spec.budget.batch_size
     return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_S * samples * (spec.resolution / TIMEOUT_RESOLUTION) ** 2
 
 
@@ -61,8 +63,26 @@ def timeout_error(limit: float) -> str:
     )
 
 
-def quiet_view(todo: list[RunSpec]) -> GridView:
-    return GridView(len(todo))
+@dataclass
+class Grid:
+    """One grid's shared parts, handed to an executor whole."""
+
+    store: ResultStore
+    runner: Any
+    view: GridView
+    finished: Finished
+    run_timeout_s: float = 0.0  # 0: each run's limit is derived from its budget
+
+    def limit(self, spec: RunSpec) -> float:
+        return time_limit(spec, self.run_timeout_s)
+
+    def write(self, spec: RunSpec, record: RunRecord, arrays: dict | None = None) -> None:
+        """Store a finished run and tell whoever follows the grid."""
+        self.store.write(spec.run_id, record, arrays)
+        self.finished(spec, record)
+
+    def crashed(self, spec: RunSpec, error: str) -> None:
+        self.write(spec, self.runner.crashed(spec, error))
 
 
 # ---------------------------------------------------------------- in this process
@@ -87,22 +107,14 @@ def alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_locally(
-    todo: list[RunSpec],
-    store: ResultStore,
-    runner: Any,
-    finished: Finished,
-    view: GridView | None = None,
-    run_timeout_s: float = 0.0,
-) -> None:
+def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
     """One run after another in this process (a run past its limit fails with RunTimeout, raised inside it)."""
-    view = view or quiet_view(todo)
+    view = grid.view
     for spec in todo:
-        view.start(spec.run_id, run_title(spec), work=spec.budget.get("steps", 0))
-        with view.capture(), reporting(view.sink(spec.run_id)), alarm(time_limit(spec, run_timeout_s)):
-            record, arrays = runner(spec)
-        store.write(spec.run_id, record, arrays)
-        finished(spec, record)
+        view.start(spec.run_id, run_title(spec), work=spec.budget.steps)
+        with view.capture(), reporting(view.sink(spec.run_id)), alarm(grid.limit(spec)):
+            record, arrays = grid.runner(spec)
+        grid.write(spec, record, arrays)
 
 
 # ---------------------------------------------------------------- one child process per run
@@ -249,15 +261,7 @@ def drain(worker: Worker, view: GridView) -> None:
         worker.conn = None
 
 
-def run_in_processes(
-    todo: list[RunSpec],
-    store: ResultStore,
-    runner: Any,
-    finished: Finished,
-    workers: int,
-    view: GridView | None = None,
-    run_timeout_s: float = 0.0,
-) -> None:
+def run_in_processes(grid: Grid, todo: list[RunSpec], workers: int) -> None:
     """Up to `workers` child processes at a time, each with its share of the CPU threads.
 
     A VLM the runs need is prepared first, in a job of its own (the embedded
@@ -265,7 +269,7 @@ def run_in_processes(
     no VLM go ahead; runs that need it wait for that job.  If preparing
     fails, those runs still start and record the error themselves.
     """
-    view = view or quiet_view(todo)
+    store, runner, view = grid.store, grid.runner, grid.view
     ctx = worker_context()
     threads = threads_per_worker(workers)
     level = logging.getLogger().getEffectiveLevel()
@@ -273,7 +277,7 @@ def run_in_processes(
     # Heavy runs first, so the grid does not end on one long run while the other workers idle.
     heavy_first = sorted(todo, key=lambda s: not runner.is_heavy(s))
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
-    prepare_limit = max((time_limit(s, run_timeout_s) for s in todo), default=TIMEOUT_BASE_S)
+    prepare_limit = max((grid.limit(s) for s in todo), default=TIMEOUT_BASE_S)
     running: dict[int, Worker] = {}
 
     def ready(job: tuple[str, Any]) -> bool:
@@ -290,8 +294,8 @@ def run_in_processes(
             view.start(key, f"preparing VLM {item}", counted=False)
         else:
             target, args = _child, (runner, item, str(store.root), threads, channel, os.getpid(), dict(os.environ))
-            limit = time_limit(item, run_timeout_s)
-            view.start(key, run_title(item), work=item.budget.get("steps", 0))
+            limit = grid.limit(item)
+            view.start(key, run_title(item), work=item.budget.steps)
         # Not daemonic: a run may start processes of its own (the image-cache builder's worker pool).
         proc = ctx.Process(target=target, args=args, daemon=False)
         proc.start()
@@ -309,8 +313,13 @@ def run_in_processes(
         if error is None and store.status(worker.item.run_id) is None:
             error = f"WorkerDied: worker process exited with code {worker.proc.exitcode} before writing a result"
         if error is not None:
-            store.write(worker.item.run_id, runner.crashed(worker.item, error))
-        finished(worker.item, json.loads((store.path(worker.item.run_id) / RECORD).read_text()))
+            grid.crashed(worker.item, error)
+            return
+        record = store.record(worker.item.run_id)
+        if record is None:  # written, then damaged before it could be read back
+            grid.crashed(worker.item, "DamagedRecord: the worker's record could not be read back (see the warning)")
+            return
+        grid.finished(worker.item, record)
 
     try:
         while jobs or running:
@@ -341,16 +350,7 @@ def run_in_processes(
 # ---------------------------------------------------------------- Ray
 
 
-def run_in_ray(
-    todo: list[RunSpec],
-    store: ResultStore,
-    runner: Any,
-    finished: Finished,
-    address: str | None,
-    workers: int,
-    view: GridView | None = None,
-    run_timeout_s: float = 0.0,
-) -> None:
+def run_in_ray(grid: Grid, todo: list[RunSpec], address: str | None, workers: int) -> None:
     """Each run is a Ray task (no retries), at most `workers` at a time; the driver writes the store.
 
     The view shows runs starting and ending; their steps stay on the Ray workers.
@@ -360,7 +360,7 @@ def run_in_ray(
     except ImportError as exc:
         raise RuntimeError("--executor ray needs Ray: pip install 'fairfacebench[ray]'") from exc
 
-    view = view or quiet_view(todo)
+    runner, view = grid.runner, grid.view
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": max(workers, 1)}
@@ -372,8 +372,8 @@ def run_in_ray(
         while waiting or pending:
             while waiting and len(pending) < max(workers, 1):
                 spec = waiting.pop(0)
-                view.start(spec.run_id, run_title(spec), work=spec.budget.get("steps", 0))
-                pending[task.remote(runner, spec)] = (spec, time.monotonic() + time_limit(spec, run_timeout_s))
+                view.start(spec.run_id, run_title(spec), work=spec.budget.steps)
+                pending[task.remote(runner, spec)] = (spec, time.monotonic() + grid.limit(spec))
             done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK_S)
             for ref in done:
                 spec, _ = pending.pop(ref)
@@ -381,15 +381,13 @@ def run_in_ray(
                     record, arrays = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # worker crash or task error outside the runner
                     record, arrays = runner.crashed(spec, f"{type(exc).__name__}: {exc}"), None
-                store.write(spec.run_id, record, arrays)
-                finished(spec, record)
+                grid.write(spec, record, arrays)
             now = time.monotonic()
             for ref, (spec, deadline) in list(pending.items()):
                 if now > deadline:
                     ray.cancel(ref, force=True)
                     del pending[ref]
-                    store.write(spec.run_id, runner.crashed(spec, timeout_error(time_limit(spec, run_timeout_s))))
-                    finished(spec, json.loads((store.path(spec.run_id) / RECORD).read_text()))
+                    grid.crashed(spec, timeout_error(grid.limit(spec)))
             view.tick()
     finally:
         if started_here:

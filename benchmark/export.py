@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fairfacebench.errors import ConfigError
+from fairfacebench.record import RunRecord
 from fairfacebench.results import read_records, run_row
 
 PARAMS = (
@@ -74,12 +75,12 @@ def metrics_of(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def write_group_table(record: dict[str, Any], path: Path) -> None:
+def write_group_table(record: RunRecord, path: Path) -> None:
     """The per-group tables of a run (validation selection half and test) as one CSV."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(GROUP_COLUMNS)
-        for split, table in (record.get("per_group") or {}).items():
+        for split, table in (record.per_group or {}).items():
             for group in table.get("per_group", []):
                 writer.writerow([split, *(group.get(c) for c in GROUP_COLUMNS[1:])])
 

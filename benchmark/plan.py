@@ -304,7 +304,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
     The data of each dataset is fingerprinted once here (files, sizes, labels), so a run's id follows its data.
     """
     reg = reg or registry()
-    budget = plan.budget_profile.to_dict()
+    budget = plan.budget_profile
     specs = []
     for ds_name in plan.datasets:
         ds = reg.dataset(ds_name)
@@ -332,7 +332,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 resolution=plan.input_resolution,
                                 backbone=plan.backbone,
                                 weights=plan.weights,
-                                augment=plan.augment.to_dict(),
+                                augment=plan.augment,
                                 trial=trial,
                                 data_root=root,
                                 data_fingerprint=fingerprint,

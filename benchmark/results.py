@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fairfacebench.record import RunRecord
+from fairfacebench.spec import PoolSpec
 from fairfacebench.store import ResultStore
 
 SETTINGS = (
@@ -41,50 +43,48 @@ SETTINGS = (
 GROUP_FIELDS_SKIPPED = ("group", "note")
 
 
-def pool_name(pool: dict[str, Any] | None) -> str:
+def pool_name(pool: PoolSpec) -> str:
     """'none', 'dataset:synthfaces', 'folder:NAME', ..."""
-    pool = pool or {"kind": "none"}
-    return pool["kind"] if pool["kind"] == "none" else f"{pool['kind']}:{pool.get('source', '')}"
+    return pool.kind if pool.kind == "none" else f"{pool.kind}:{pool.source or ''}"
 
 
-def run_row(record: dict[str, Any]) -> dict[str, Any]:
+def run_row(record: RunRecord) -> dict[str, Any]:
     """One run record as a flat row (failed runs have settings and their error, no metrics)."""
-    spec = record.get("spec", {})
-    budget = spec.get("budget", {})
+    spec = record.spec
     row: dict[str, Any] = {
-        "run_id": record.get("run_id"),
-        "comparison_id": record.get("comparison_id"),
-        "status": record.get("status"),
-        "error": record.get("error"),
-        **{k: spec.get(k) for k in ("dataset", "task", "method", "method_version", "trial", "seed")},
-        "budget": budget.get("name"),
-        "steps": budget.get("steps"),
-        "batch_size": budget.get("batch_size"),
-        **{k: spec.get(k) for k in ("resolution", "backbone", "weights")},
-        "mix": (spec.get("augment") or {}).get("mix"),
-        "vlm": spec.get("vlm"),
-        "pool": pool_name(spec.get("pool")),
-        "data_fingerprint": spec.get("data_fingerprint"),
-        **{k: record.get(k) for k in ("labels_used", "variant", "wall_time_s", "git_commit")},
+        "run_id": record.run_id,
+        "comparison_id": record.comparison_id,
+        "status": record.status,
+        "error": record.error,
+        **{k: getattr(spec, k) for k in ("dataset", "task", "method", "method_version", "trial", "seed")},
+        "budget": spec.budget.name,
+        "steps": spec.budget.steps,
+        "batch_size": spec.budget.batch_size,
+        **{k: getattr(spec, k) for k in ("resolution", "backbone", "weights")},
+        "mix": spec.augment.mix,
+        "vlm": spec.vlm,
+        "pool": pool_name(spec.pool),
+        "data_fingerprint": spec.data_fingerprint,
+        **{k: getattr(record, k) for k in ("labels_used", "variant", "wall_time_s", "git_commit")},
     }
-    row.update({f"hp.{k}": v for k, v in sorted((spec.get("hparams") or {}).items())})
-    for split, values in (record.get("metrics") or {}).items():
+    row.update({f"hp.{k}": v for k, v in sorted(spec.hparams.items())})
+    for split, values in (record.metrics or {}).items():
         row.update({f"{split}.{k}": v for k, v in values.items()})
-    intervals = (record.get("test_intervals") or {}).get("intervals") or {}
+    intervals = (record.test_intervals or {}).get("intervals") or {}
     for metric, bounds in intervals.items():
         row[f"test.{metric}.lo"], row[f"test.{metric}.hi"] = bounds if bounds else (None, None)
-    for split, table in (record.get("per_group") or {}).items():
+    for split, table in (record.per_group or {}).items():
         for group in table.get("per_group", []):
             fields = {k: v for k, v in group.items() if k not in GROUP_FIELDS_SKIPPED}
             row.update({f"{split}.group.{group['group']}.{k}": v for k, v in fields.items()})
-    report = record.get("budget_report") or {}
+    report = record.budget_report or {}
     for key in ("steps", "forward_samples", "wall_time_s", "eval_time_s"):
         if key in report:
             row[f"fit.{key}"] = report[key]
     return row
 
 
-def read_records(store_dir: Path | str) -> list[dict[str, Any]]:
+def read_records(store_dir: Path | str) -> list[RunRecord]:
     """Every finished record of a store, by run id (partial directories ignored, damaged records skipped, warned)."""
     return list(ResultStore(store_dir, create=False).records())
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from fairfacebench.budget import Budget
+from fairfacebench.settings import Augment
+from fairfacebench.typed import from_plain, to_plain
 
 # Where the data lives on this machine: used to load it, never part of a run's identity.
 LOCATION_FIELDS = ("data_root",)
@@ -34,34 +38,56 @@ COMPARISON_FIELDS = (
 
 
 @dataclass(frozen=True)
+class PoolSpec:
+    """The unlabeled pool of a comparison: its kind, what it is ('source'), where it lives on this machine ('root',
+    never part of a run id) and what it holds ('fingerprint')."""
+
+    kind: str = "none"
+    source: str | None = None
+    root: str | None = None
+    fingerprint: str | None = None
+
+    OMIT_WHEN_NONE = ("source", "root", "fingerprint")
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in to_plain(self).items() if k != "root"}
+
+
+@dataclass(frozen=True)
 class RunSpec:
     dataset: str
     task: str
     method: str
     hparams: dict[str, Any]
     seed: int
-    budget: dict[str, Any]  # Budget.to_dict(): name, steps, batch_size, amp, views, inference_passes
+    budget: Budget  # a plain dict is read as one (from_plain)
     resolution: int  # input images are decoded to resolution x resolution px
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
-    augment: dict[str, Any] = field(default_factory=dict)
+    augment: Augment = field(default_factory=Augment)
     trial: int = 0
     data_root: str | None = None
     data_fingerprint: str = ""  # hash of the files and labels the run reads (`DatasetPlugin.fingerprint`)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 1000  # test-set bootstrap resamples per run (0 = none)
     vlm: str = "none"  # the comparison's resolved encoder ('mini-clip', 'open_clip:ARCH:TAG', 'none')
-    pool: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})  # the comparison's resolved pool
+    pool: PoolSpec = field(default_factory=PoolSpec)  # the comparison's resolved pool
     method_version: int = 1  # bumped by a method when its algorithm changes, so stale results are not reused
     threads: int = 1  # torch compute threads of the run, whatever the executor: float sums depend on it
 
+    def __post_init__(self) -> None:
+        for name, kind in (("budget", Budget), ("augment", Augment), ("pool", PoolSpec)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, from_plain(kind, value, name))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
 
     def identity(self) -> dict[str, Any]:
         """The spec without where things live on this machine (paths)."""
         out = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
-        out["pool"] = {k: v for k, v in self.pool.items() if k != "root"}
+        out["pool"] = self.pool.identity()
         return out
 
     @property

@@ -1,8 +1,11 @@
 """The result store: one directory per run id, written atomically (temp dir + rename); a re-run skips finished runs.
 
-A damaged record.json is named in a warning and counts as unfinished.  A run
-is claimed (pid, host, time) before it trains, so two processes on one store
-never compute it twice; rules: docs/ARCHITECTURE.md ("Result store").
+The store alone reads and writes run records (`record.RunRecord`): every
+record is migrated and checked field by field when read, and a damaged one
+(unreadable, not JSON, a wrong or missing field) is named in a warning and
+counts as unfinished.  A run is claimed (pid, host, time) before it trains, so
+two processes on one store never compute it twice; rules: docs/ARCHITECTURE.md
+("Result store").
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import numpy as np
 
 from fairfacebench.errors import ConfigError
 from fairfacebench.plain import nan_to_none, to_plain
+from fairfacebench.record import RunRecord, parse_record, record_plain
+from fairfacebench.typed import PlainTypeError
 
 log = logging.getLogger("fairfacebench")
 
@@ -30,14 +35,6 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 CLAIMS = ".claims"
 CLAIM_TIMEOUT_S = 24 * 3600  # a claim from another host, whose pid cannot be checked, is stale after this
-STATUSES = ("ok", "failed")
-# The fields the leaderboard reads, by type: a record without them is damaged.
-RECORD_FIELDS = {"run_id": str, "spec": dict, "method_info": dict}
-SPEC_FIELDS = {"method": str, "seed": int, "trial": int}
-OK_FIELDS = {"metrics": dict, "per_group": dict, "budget_report": dict}
-JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -48,25 +45,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, tuple)):
         return sorted(obj) if isinstance(obj, set) else list(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in a run record")
-
-
-def record_problem(data: Any) -> str | None:
-    """Why parsed record.json data cannot be used (None if it can): not an object, no status, or lacking a field the
-    leaderboard reads."""
-    if not isinstance(data, dict):
-        return f"it holds {'null' if data is None else JSON_TYPES.get(type(data), 'a value')}, not a record object"
-    if data.get("status") not in STATUSES:
-        return f"status {data.get('status')!r} is neither 'ok' nor 'failed'"
-    wanted = {**RECORD_FIELDS, **(OK_FIELDS if data["status"] == "ok" else {})}
-    wrong = [k for k, kind in wanted.items() if not isinstance(data.get(k), kind)]
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
-    wrong += [
-        f"spec.{k}" for k, kind in SPEC_FIELDS.items() if "spec" not in wrong and not isinstance(spec.get(k), kind)
-    ]
-    for field, parts in (("metrics", ("val", "test")), ("per_group", ("test",))):
-        if data["status"] == "ok" and field not in wrong:
-            wrong += [f"{field}.{p}" for p in parts if not isinstance(data[field].get(p), dict)]
-    return f"field(s) {wrong} missing or of the wrong type" if wrong else None
 
 
 def writable_folder(root: Path) -> None:
@@ -140,6 +118,13 @@ def stored_statuses(root: Path, run_ids: list[str]) -> dict[str, str | None]:
     return {run_id: store.status(run_id) for run_id in run_ids}
 
 
+def record_json(record: RunRecord) -> str:
+    """A record as the store writes it (also the site's copy): published plain data, NaN as null, indented."""
+    return json.dumps(
+        nan_to_none(to_plain(record_plain(record))), indent=1, default=_json_default, allow_nan=False
+    )
+
+
 class ResultStore:
     """The run directories under `root`; `create=False` opens an existing store for reading only."""
 
@@ -155,7 +140,7 @@ class ResultStore:
     def path(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def read(self, path: Path) -> dict[str, Any] | None:
+    def read(self, path: Path) -> RunRecord | None:
         """The record at `path`; None when absent, or when damaged (then a warning names the file, once)."""
         try:
             text = path.read_text(encoding="utf-8")
@@ -167,8 +152,10 @@ class ResultStore:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             return self._damaged(path, f"not valid JSON ({exc})" if text.strip() else "the file is empty")
-        problem = record_problem(data)
-        return self._damaged(path, problem) if problem else data
+        try:
+            return parse_record(data)
+        except PlainTypeError as exc:
+            return self._damaged(path, str(exc))
 
     def _damaged(self, path: Path, problem: str) -> None:
         if path not in self._warned:
@@ -181,21 +168,21 @@ class ResultStore:
             )
         return None
 
-    def record(self, run_id: str) -> dict[str, Any] | None:
+    def record(self, run_id: str) -> RunRecord | None:
         """The finished record of a run; None when absent or damaged (named in a warning)."""
         return self.read(self.path(run_id) / RECORD)
 
     def status(self, run_id: str) -> str | None:
         """'ok', 'failed' or None when the run has no finished (readable) record."""
         record = self.record(run_id)
-        return None if record is None else record["status"]
+        return None if record is None else record.status
 
-    def write(self, run_id: str, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
+    def write(self, run_id: str, record: RunRecord, arrays: dict[str, np.ndarray] | None = None) -> Path:
         """Write a run directory atomically (temp dir + rename), replacing any earlier attempt; ends the run's claim."""
         final = self.path(run_id)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
         try:
-            text = json.dumps(nan_to_none(to_plain(record)), indent=1, default=_json_default, allow_nan=False)
+            text = record_json(record)
             (tmp / RECORD).write_text(text)
             if arrays:
                 np.savez_compressed(tmp / PREDICTIONS, **arrays)
@@ -214,7 +201,7 @@ class ResultStore:
             raise
         return final
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[RunRecord]:
         """All finished records; temporary and partial directories are ignored, damaged records skipped (warned)."""
         for d in sorted(self.root.iterdir()):
             if d.name.startswith(".") or not d.is_dir():

@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image
 
 from fairfacebench.backbones import sha256
-from fairfacebench.encoders.openclip import array_digest
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
+from fairfacebench.vlm import array_digest
 
 NAME = "face-descriptor"
 INSTALL = "pip install 'fairfacebench[faces]'"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from fairfacebench.hookspecs import hookimpl
 
@@ -17,16 +17,17 @@ CONSTRAINED_PREFIX = "val_acc@val_eod_max<="
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """A named rule: `key(record)` is a sortable score of a run from its validation metrics, higher is better."""
+    """A named rule: `key(record)` is a sortable score of a run (a `RunRecord`) from its validation metrics, higher is
+    better."""
 
     name: str
     description: str
-    key: Callable[[dict], tuple]
+    key: Callable[[Any], tuple]
 
 
-def val(record: dict, metric: str) -> float:
-    """A validation metric of a run record (NaN when undefined)."""
-    v = record["metrics"]["val"].get(metric)
+def val(record: Any, metric: str) -> float:
+    """A validation metric of a run record (`record.RunRecord`; NaN when undefined)."""
+    v = record.val_metric(metric)
     return math.nan if v is None else float(v)
 
 
@@ -37,7 +38,7 @@ def higher(value: float) -> float:
 def constrained_rule(eps: float) -> SelectionRule:
     """Highest val_acc among trials with val_eod_max <= eps; if none qualifies, the lowest val_eod_max."""
 
-    def key(r: dict) -> tuple:
+    def key(r: Any) -> tuple:
         eod = val(r, "eod_max")
         feasible = not math.isnan(eod) and eod <= eps
         return (1, higher(val(r, "acc"))) if feasible else (0, -eod if not math.isnan(eod) else -math.inf)

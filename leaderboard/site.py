@@ -33,8 +33,9 @@ from fairfacebench.leaderboard.tables import (
     table_title,
     write_exports,
 )
-from fairfacebench.plain import nan_to_none
-from fairfacebench.store import ResultStore
+from fairfacebench.record import RunRecord
+from fairfacebench.spec import RunSpec
+from fairfacebench.store import ResultStore, record_json
 
 SPREAD_METRICS = ("acc", "eod_max")
 STATIC_FILES = ("sort.js", "style.css")
@@ -65,10 +66,10 @@ def cell(summary: dict[str, Any]) -> dict[str, str]:
     return {"text": text, "value": repr(float(mean))}
 
 
-def budget_text(spec: dict[str, Any]) -> str:
-    budget = spec["budget"]
-    steps = f"{budget['steps']} optimizer steps at batch size {budget['batch_size']}"
-    return f"{budget['name']}: {steps}, {spec['resolution']} px"
+def budget_text(spec: RunSpec) -> str:
+    budget = spec.budget
+    steps = f"{budget.steps} optimizer steps at batch size {budget.batch_size}"
+    return f"{budget.name}: {steps}, {spec.resolution} px"
 
 
 def count_text(value: Any, digits: int = 0) -> dict[str, str]:
@@ -83,25 +84,25 @@ def show_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _row_runs(row: dict, records: dict[str, dict]) -> list[dict]:
+def _row_runs(row: dict, records: dict[str, RunRecord]) -> list[RunRecord]:
     ids = [s["run_id"] for s in row["selected"]] + [f["run_id"] for f in row["failed_runs"]]
     return [records[i] for i in ids if i in records]
 
 
-def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
+def table_view(table: dict, records: dict[str, RunRecord], plot_dir: Path) -> dict[str, Any]:
     """What the index shows of one (dataset, task, budget) leaderboard; writes its two plots."""
     slug = slugify(f"{table['dataset']}-{table['task']}-{table['budget']}-{table['comparison_id'][:8]}")
     runs = [r for row in table["rows"] for r in _row_runs(row, records)]
     rows = []
     for row in table["rows"]:
-        info = next((r["method_info"] for r in _row_runs(row, records)), {})
+        info = next((r.method_info for r in _row_runs(row, records)), None)
         rows.append(
             {
                 "method": row["method"],
                 "page": method_page(row["method"]),
                 "variant": row.get("variant"),
                 "labels_used": row["labels_used"],
-                "requires": info.get("requires") or "-",
+                "requires": (info.requires if info else "") or "-",
                 "status": row["status"],
                 "seeds": row["seeds"],
                 "failed": len(row["failed_runs"]),
@@ -124,7 +125,7 @@ def table_view(table: dict, records: dict[str, dict], plot_dir: Path) -> dict[st
         "dataset": table["dataset"],
         "task": table["task"],
         "selection_rule": table["selection_rule"],
-        "budget": budget_text(runs[0]["spec"]) if runs else table["budget"],
+        "budget": budget_text(runs[0].spec) if runs else table["budget"],
         "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
         "shared_preparation": table.get("shared_preparation", []),
         "smoke": table.get("budget") == "smoke",
@@ -167,10 +168,10 @@ def tradeoff_points(table: dict) -> list[dict]:
     ]
 
 
-def _spread_plot(table: dict, records: dict[str, dict], path: Path, title: str) -> str:
+def _spread_plot(table: dict, records: dict[str, RunRecord], path: Path, title: str) -> str:
     series = {
         r["method"]: {
-            m: [records[s["run_id"]]["metrics"]["test"].get(m) for s in r["selected"] if s["run_id"] in records]
+            m: [records[s["run_id"]].test_metric(m) for s in r["selected"] if s["run_id"] in records]
             for m in SPREAD_METRICS
         }
         for r in table["rows"]
@@ -179,13 +180,15 @@ def _spread_plot(table: dict, records: dict[str, dict], path: Path, title: str) 
     return f"plots/{plots.seed_spread(series, SPREAD_METRICS, path, f'per-seed spread: {title}').name}"
 
 
-def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot_dir: Path) -> list[dict[str, Any]]:
+def method_views(
+    board: dict, tables: list[dict], records: dict[str, RunRecord], plot_dir: Path
+) -> list[dict[str, Any]]:
     """One page per method: its metadata and, per leaderboard it is on, trials, groups and failures."""
     pages: dict[str, dict[str, Any]] = {}
     for table, view in zip(board["tables"], tables):
         for row in table["rows"]:
             runs = _row_runs(row, records)
-            info = runs[0]["method_info"] if runs else {}
+            info = runs[0].method_info if runs else None
             page = pages.setdefault(
                 row["method"],
                 {
@@ -193,7 +196,7 @@ def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot
                     "page": method_page(row["method"]),
                     "description": row["description"],
                     "citation": row["citation"],
-                    "requires": info.get("requires") or "-",
+                    "requires": (info.requires if info else "") or "-",
                     "sections": [],
                 },
             )
@@ -201,21 +204,20 @@ def method_views(board: dict, tables: list[dict], records: dict[str, dict], plot
     return [pages[name] for name in sorted(pages)]
 
 
-def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) -> dict[str, Any]:
+def _section(row: dict, view: dict, records: dict[str, RunRecord], plot_dir: Path) -> dict[str, Any]:
     selected = []
     for s in row["selected"]:
-        record = records.get(s["run_id"], {})
-        test = record.get("metrics", {}).get("test", {})
+        record = records.get(s["run_id"])
         selected.append(
             {
                 "seed": s["seed"],
                 "trial": s["trial"],
                 "run_id": s["run_id"],
                 "record": f"records/{slugify(s['run_id'])}.json",
-                "commit": (record.get("git_commit") or "unknown")[:12],
-                "config": config_text(record.get("config")),
+                "commit": ((record.git_commit if record else None) or "unknown")[:12],
+                "config": config_text(record.config if record else None),
                 "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
-                "metrics": [fmt_value(test.get(m)) for m in TABLE_METRICS],
+                "metrics": [fmt_value(record.test_metric(m) if record else None) for m in TABLE_METRICS],
             }
         )
     groups_plot = None
@@ -238,10 +240,14 @@ def _section(row: dict, view: dict, records: dict[str, dict], plot_dir: Path) ->
         ],
         "groups_plot": groups_plot,
         "failed": [
-            {"run_id": f["run_id"], "error": f["error"], "traceback": (records.get(f["run_id"]) or {}).get("traceback")}
+            {"run_id": f["run_id"], "error": f["error"], "traceback": traceback_of(records.get(f["run_id"]))}
             for f in row["failed_runs"]
         ],
     }
+
+
+def traceback_of(record: RunRecord | None) -> str | None:
+    return record.traceback if record is not None else None
 
 
 def fmt_value(value: float | None) -> str:
@@ -266,13 +272,14 @@ def config_text(config: dict | None) -> str:
     return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(config.items()))
 
 
-def write_records(records: dict[str, dict], folder: Path) -> list[Path]:
-    """Every run record as a JSON file of the site, so each row can link to what produced it; returns the files."""
+def write_records(records: dict[str, RunRecord], folder: Path) -> list[Path]:
+    """Every run record as a JSON file of the site (as the store writes it), so each row can link to what produced
+    it; returns the files."""
     folder.mkdir(exist_ok=True)
     written = []
     for run_id, record in records.items():
         written.append(folder / f"{slugify(run_id)}.json")
-        written[-1].write_text(json.dumps(nan_to_none(record), indent=1, default=str))
+        written[-1].write_text(record_json(record))
     return written
 
 
@@ -316,14 +323,14 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
     out = Path(out_dir)
     earlier = site_folder(out)
     board = build(store_dir, rule)
-    records = {r["run_id"]: r for r in ResultStore(store_dir, create=False).records()}
+    records = {r.run_id: r for r in ResultStore(store_dir, create=False).records()}
     out.mkdir(parents=True, exist_ok=True)
     remove_built(out, earlier)
     (out / "plots").mkdir(exist_ok=True)
     (out / "static").mkdir(exist_ok=True)
     tables = [table_view(t, records, out / "plots") for t in board["tables"]]
     methods = method_views(board, tables, records, out / "plots")
-    definitions = next((r.get("metric_definitions", {}) for r in records.values() if r.get("metric_definitions")), {})
+    definitions = next((r.metric_definitions for r in records.values() if r.metric_definitions), {})
     metrics = [
         {"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")}
         for m in TABLE_METRICS

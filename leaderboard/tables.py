@@ -22,7 +22,8 @@ from fairfacebench.metrics.compare import clip_interval, critical_difference, me
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
 from fairfacebench.plugins import registry
-from fairfacebench.spec import COMPARISON_FIELDS, LOCATION_FIELDS, canonical_json, spec_hash
+from fairfacebench.record import RunRecord
+from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
 
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
@@ -51,20 +52,21 @@ INTERVAL_NOTE = {
 }
 
 
-def complete_test_metrics(record: dict[str, Any], store: ResultStore) -> None:
+def complete_test_metrics(record: RunRecord, store: ResultStore) -> None:
     """Test metrics a record predates (a metric added to the suite later), recomputed from its stored predictions."""
-    test = (record.get("metrics") or {}).get("test")
+    test = (record.metrics or {}).get("test")
     missing = [m for m in METRIC_NAMES if test is not None and m not in test]
-    if record.get("status") != "ok" or not missing or not (store.path(record["run_id"]) / PREDICTIONS).is_file():
+    if not record.ok or not missing or not (store.path(record.run_id) / PREDICTIONS).is_file():
         return
-    arrays = store.predictions(record["run_id"])
-    groups = (record.get("task_info") or {}).get("group_names")
+    arrays = store.predictions(record.run_id)
+    groups = record.task_info.group_names if record.task_info else None
     if not groups or "test_a" not in arrays:
         return
     n_classes = arrays["test_scores"].shape[1]
     report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
     test.update({m: report.summary[m] for m in missing})
-    record.setdefault("recomputed_from_predictions", missing)
+    if record.recomputed_from_predictions is None:
+        record.recomputed_from_predictions = missing
 
 
 def get_rule(name: str) -> Any:
@@ -72,20 +74,12 @@ def get_rule(name: str) -> Any:
     return registry().selection_rule(name)
 
 
-def select(records: list[dict], rule: Any) -> dict | None:
+def select(records: list[RunRecord], rule: Any) -> RunRecord | None:
     """The best finished trial under `rule`, looking at validation metrics only; ties go to the lowest trial."""
-    ok = [r for r in records if r["status"] == "ok"]
+    ok = [r for r in records if r.ok]
     if not ok:
         return None
-    return max(ok, key=lambda r: (*rule.key(r), -r["spec"]["trial"]))
-
-
-def comparison_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """The settings a comparison holds fixed (`spec.COMPARISON_FIELDS`), as a record's spec has them."""
-    identity = {k: v for k, v in spec.items() if k not in LOCATION_FIELDS}
-    if isinstance(identity.get("pool"), dict):
-        identity["pool"] = {k: v for k, v in identity["pool"].items() if k != "root"}
-    return {k: identity.get(k) for k in COMPARISON_FIELDS}
+    return max(ok, key=lambda r: (*rule.key(r), -r.trial))
 
 
 def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -107,10 +101,10 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     store = ResultStore(store_dir, create=False)
     for rec in store.records():
         complete_test_metrics(rec, store)
-        comparison = comparison_of(rec["spec"])
+        comparison = rec.spec.comparison
         key = spec_hash(comparison)
         comparisons[key] = comparison
-        cells[(key, rec["spec"]["method"])][rec["spec"]["seed"]].append(rec)
+        cells[(key, rec.method)][rec.seed].append(rec)
     named_by = differing_settings(list(comparisons.values()))
     tables: dict[str, dict] = {}
     order = sorted(cells, key=lambda k: (comparisons[k[0]]["dataset"], comparisons[k[0]]["task"], k[0], k[1]))
@@ -120,7 +114,7 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
         table = tables.get(key) or tables.setdefault(key, new_table(key, comparison, named_by, selection))
         chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
         ok = [c for c in chosen if c is not None]
-        failed = [r for runs in by_seed.values() for r in runs if r["status"] == "failed"]
+        failed = [r for runs in by_seed.values() for r in runs if not r.ok]
         row: dict[str, Any] = {
             "method": method,
             "status": "ok" if ok else "failed",
@@ -128,38 +122,30 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
             "runs": sum(len(v) for v in by_seed.values()),
             "method_version": version,
             "superseded_runs": superseded,
-            "failed_runs": [{"run_id": r["run_id"], "error": r.get("error", "")} for r in failed],
-            "labels_used": (ok or failed)[0].get("labels_used", "") if (ok or failed) else "",
-            "variant": ok[0].get("variant") if ok else None,
-            "description": (ok or failed)[0]["method_info"]["description"],
-            "citation": (ok or failed)[0]["method_info"]["citation"],
-            "ablation_of": ablation_of((ok or failed)[0]["method_info"]),
-            "selected": [
-                {
-                    "seed": c["spec"]["seed"],
-                    "trial": c["spec"]["trial"],
-                    "run_id": c["run_id"],
-                    "hparams": c["spec"]["hparams"],
-                }
-                for c in ok
-            ],
-            "budget_report": [c["budget_report"] for c in ok],
-            "steps": mean_of([c["budget_report"].get("steps") for c in ok]),
-            "forward_samples": mean_of([c["budget_report"].get("forward_samples") for c in ok]),
-            "fit_time_s": mean_of([c["budget_report"].get("wall_time_s") for c in ok]),
+            "failed_runs": [{"run_id": r.run_id, "error": r.error or ""} for r in failed],
+            "labels_used": (ok or failed)[0].labels_used if (ok or failed) else "",
+            "variant": ok[0].variant if ok else None,
+            "description": (ok or failed)[0].method_info.description,
+            "citation": (ok or failed)[0].method_info.citation,
+            "ablation_of": (ok or failed)[0].method_info.ablation_of,
+            "selected": [{"seed": c.seed, "trial": c.trial, "run_id": c.run_id, "hparams": c.spec.hparams} for c in ok],
+            "budget_report": [c.budget_report for c in ok],
+            "steps": mean_of([c.budget_report.get("steps") for c in ok]),
+            "forward_samples": mean_of([c.budget_report.get("forward_samples") for c in ok]),
+            "fit_time_s": mean_of([c.budget_report.get("wall_time_s") for c in ok]),
         }
         for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
             row[m] = _summarise(
-                [c["metrics"]["test"].get(m) for c in ok],
-                [(c.get("test_intervals") or {}).get("intervals", {}).get(m) for c in ok],
+                [c.test_metric(m) for c in ok],
+                [c.test_interval(m) for c in ok],
             )
         row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
         row["per_group"] = _per_group(ok)
-        row["per_seed"] = {m: {c["spec"]["seed"]: c["metrics"]["test"].get(m) for c in ok} for m in ABLATION_METRICS}
+        row["per_seed"] = {m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS}
         row["degenerate"] = sorted({reason for c in ok for reason in degenerate(c)})
         table["rows"].append(row)
         for c in ok:
-            prep = shared_preparation(c.get("vlm"))
+            prep = shared_preparation(c.vlm)
             if prep and prep not in table["shared_preparation"]:
                 table["shared_preparation"].append(prep)
     for table in tables.values():
@@ -167,17 +153,12 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
     return {"selection_rule": rule, "tables": list(tables.values())}
 
 
-def method_version(record: dict[str, Any]) -> int:
-    """The plugin version a run was computed with (0 for records that predate the field)."""
-    return int(record["spec"].get("method_version") or 0)
-
-
-def newest_version(by_seed: dict[int, list[dict]]) -> tuple[dict[int, list[dict]], int, int]:
+def newest_version(by_seed: dict[int, list[RunRecord]]) -> tuple[dict[int, list[RunRecord]], int, int]:
     """Only the runs of the method's newest version (a new version changes what the method does, so its runs
     and an older version's are never mixed or selected between), that version, and how many older runs were
     left out."""
-    newest = max(method_version(r) for runs in by_seed.values() for r in runs)
-    kept = {seed: [r for r in runs if method_version(r) == newest] for seed, runs in by_seed.items()}
+    newest = max(r.spec.method_version for runs in by_seed.values() for r in runs)
+    kept = {seed: [r for r in runs if r.spec.method_version == newest] for seed, runs in by_seed.items()}
     left_out = sum(len(runs) for runs in by_seed.values()) - sum(len(runs) for runs in kept.values())
     return {seed: runs for seed, runs in kept.items() if runs}, newest, left_out
 
@@ -190,16 +171,16 @@ HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
 REFERENCE_METHOD = "erm"
 
 
-def degenerate(record: dict) -> list[str]:
+def degenerate(record: RunRecord) -> list[str]:
     """Why a run's test predictions are degenerate: one class for a whole group, or for everyone, or accuracy
     no better than always predicting the majority class (a method that has not learned the task at this budget
     looks "fair" by its small gaps; it is flagged and kept off the Pareto front)."""
-    groups = (record.get("per_group") or {}).get("test", {}).get("per_group", [])
+    groups = record.test_groups
     rates = [(g["group"], g.get("selection_rate")) for g in groups if g.get("selection_rate") is not None]
     constant = [name for name, rate in rates if rate in (0.0, 1.0)]
     if rates and len(constant) == len(rates) and len({rate for _, rate in rates}) == 1:
         return ["one class for everyone"]
-    chance = at_chance(record.get("metrics", {}).get("test", {}).get("acc"), groups)
+    chance = at_chance(record.test_metric("acc"), groups)
     return [f"one class for all of group {name}" for name in constant] + ([chance] if chance else [])
 
 
@@ -217,15 +198,6 @@ def at_chance(acc: float | None, groups: list[dict]) -> str | None:
     if acc < majority + 2 * math.sqrt(majority * (1 - majority) / n):
         return f"at chance (test accuracy {acc:.3f}, majority class {majority:.3f})"
     return None
-
-
-def ablation_of(method_info: dict[str, Any]) -> str | None:
-    """The system a method ablates: its recorded `ablation_of`, or for records written before that field existed
-    (all built-in ablations), the part of a `system:variant` name before the colon."""
-    if "ablation_of" in method_info:
-        return method_info["ablation_of"]
-    name = method_info.get("name", "")
-    return name.split(":", 1)[0] if ":" in name else None
 
 
 def add_comparisons(table: dict[str, Any]) -> None:
@@ -319,11 +291,11 @@ def mean_of(values: list) -> float:
     return float(np.mean(defined)) if defined else math.nan
 
 
-def _per_group(chosen: list[dict]) -> list[dict]:
+def _per_group(chosen: list[RunRecord]) -> list[dict]:
     """Per-sensitive-group test metrics, averaged over the selected runs of each seed."""
     acc: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for rec in chosen:
-        for g in rec["per_group"]["test"]["per_group"]:
+        for g in rec.test_groups:
             for k in ("n", "acc", "tpr", "fpr", "selection_rate"):
                 acc[g["group"]][k].append(g.get(k))
     rows = []

@@ -93,7 +93,7 @@ def main() -> None:
             title = f"{table['dataset']} {table['task']} {table['budget']}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
         print()
-    total = sum(r.get("wall_time_s") or 0 for r in ResultStore(args.store).records())
+    total = sum(r.wall_time_s or 0 for r in ResultStore(args.store).records())
     print(f"total run wall time in the store: {total / 3600:.2f} h (sum over runs; two run at a time)")
 
 

@@ -10,8 +10,9 @@ import argparse
 import json
 from dataclasses import replace
 
+from fairfacebench.grid import execute
 from fairfacebench.plan import expand, load_plan
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     )
     base = expand(plan)
     specs = [
-        replace(s, budget={**s.budget, "name": f"curve-{n}", "steps": int(n), "batch_size": args.batch_size})
+        replace(s, budget=replace(s.budget, name=f"curve-{n}", steps=int(n), batch_size=args.batch_size))
         for n in args.steps.split(",")
         for s in base
     ]
@@ -49,14 +50,14 @@ def main() -> None:
     execute(specs, store, SpecRunner("cpu", config={"learning_curve": vars(args)}), workers=args.workers)
     rows = {}
     for rec in store.records():
-        if rec["status"] == "ok" and rec["spec"]["budget"]["name"].startswith("curve-"):
-            steps = rec["spec"]["budget"]["steps"]
+        if rec.ok and rec.spec.budget.name.startswith("curve-"):
+            steps = rec.spec.budget.steps
             rows.setdefault(steps, []).append(
                 (
-                    rec["metrics"]["val"]["acc"],
-                    rec["metrics"]["test"]["acc"],
-                    rec["metrics"]["test"]["eod_max"],
-                    rec["budget_report"]["wall_time_s"],
+                    rec.val_metric("acc"),
+                    rec.test_metric("acc"),
+                    rec.test_metric("eod_max"),
+                    rec.budget_report["wall_time_s"],
                 )
             )
     for steps in sorted(rows):

@@ -12,7 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from records import fake_record
+
+from fairfacebench.budget import Budget
 from fairfacebench.progress import StageSteps
+from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 
 log = logging.getLogger("fairfacebench.fake")
@@ -25,28 +29,23 @@ def fake_spec(method: str, seed: int = 0, **options) -> RunSpec:
         method=method,
         hparams={},
         seed=seed,
-        budget={"name": "fake", "steps": 5, "batch_size": 1},
+        budget=Budget("fake", steps=5, batch_size=1),
         resolution=8,
         dataset_options=options,
     )
 
 
-def record_of(spec: RunSpec) -> dict:
-    """The fields every stored record has (the store refuses records without them)."""
-    return {
-        "run_id": spec.run_id,
-        "spec": spec.to_dict(),
-        "method_info": {"name": spec.method, "description": "", "citation": ""},
-        "metrics": {"val": {}, "test": {}},
-        "per_group": {"test": {"per_group": []}},
-        "budget_report": {},
-    }
+def record_of(spec: RunSpec, error: str | None = None) -> RunRecord:
+    """A finished record of `spec` (failed with `error`), written by the process that computed it."""
+    record = fake_record(spec=spec, error=error)
+    record.stages = {"fake": {"pid": os.getpid()}}
+    return record
 
 
 class FakeRunner:
     device = "cpu"
 
-    def __call__(self, spec: RunSpec) -> tuple[dict, None]:
+    def __call__(self, spec: RunSpec) -> tuple[RunRecord, None]:
         if spec.method == "hang":
             Path(spec.dataset_options["pid_dir"], str(os.getpid())).write_text(spec.run_id)
             while True:
@@ -59,10 +58,10 @@ class FakeRunner:
             log.info("hello from worker %d", os.getpid())
             print(f"printed by worker {os.getpid()}")
             print("tqdm-like\rredrawn line", file=sys.stderr)
-        return {**record_of(spec), "status": "ok", "pid": os.getpid()}, None
+        return record_of(spec), None
 
-    def crashed(self, spec: RunSpec, error: str) -> dict:
-        return {**record_of(spec), "status": "failed", "error": error}
+    def crashed(self, spec: RunSpec, error: str) -> RunRecord:
+        return record_of(spec, error)
 
     def prepare_vlm(self, value: str) -> None:
         pass

@@ -1,7 +1,6 @@
 """Honest comparisons: compute outside the meter is caught, labels and held-back data are out of reach,
 selection reads rows no method fitted on, tables group only runs of one comparison, run ids follow the data."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures_layouts import build_utkface
+from records import fake_record, metrics
 from torchvision.models import mobilenet_v2
 
 from fairfacebench import hookimpl
@@ -16,12 +16,14 @@ from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
 from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.data import make_task_data
 from fairfacebench.datasets.utkface import parse_name
+from fairfacebench.grid import execute
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.simclr import SimCLR, pretrain
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry, registry
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.record import RunRecord
+from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES, check_method, reachable_truth, tiny_task
 from fairfacebench.training import Predictor
@@ -105,14 +107,14 @@ def test_a_method_with_its_own_network_is_caught_by_the_kit_and_failed_by_the_ru
     report = check_method(OwnNetwork, raise_on_failure=False)
     assert any("metering: unmetered forwards (16 images through a Conv2d)" in f for f in report.failures), report
     record = _run_one(tmp_path, OwnNetwork)
-    assert record["status"] == "failed" and record["error"].startswith("UnmeteredCompute: unmetered forwards")
+    assert record.status == "failed" and record.error.startswith("UnmeteredCompute: unmetered forwards")
 
 
 def test_a_method_stepping_its_own_optimizer_is_caught_by_the_kit_and_failed_by_the_runner(tmp_path):
     report = check_method(OwnOptimizer, raise_on_failure=False)
     assert any("metering: 3 optimizer step(s) the meter did not charge" in f for f in report.failures), report
     record = _run_one(tmp_path, OwnOptimizer)
-    assert record["status"] == "failed" and "3 optimizer step(s) the meter did not charge" in record["error"]
+    assert record.status == "failed" and "3 optimizer step(s) the meter did not charge" in record.error
 
 
 def test_nothing_reachable_from_the_context_leads_to_test_labels_or_pool_truth():
@@ -175,62 +177,29 @@ def test_a_method_fitting_on_validation_labels_is_selected_on_rows_it_never_saw(
     (spec,) = expand(plan)
     execute([spec], store, SpecRunner("cpu"))
     (record,) = store.records()
-    split = record["dataset_info"]["val_split"]
+    split = record.dataset_info["val_split"]
     assert split["fit"] + split["select"] == SMALL_SYNTHFACES["n_val"] and split["select"] >= split["fit"]
-    selected_on = set(store.predictions(record["run_id"])["val_ids"])
-    assert sum(g["n"] for g in record["per_group"]["val"]["per_group"]) == split["select"] == len(selected_on)
+    selected_on = set(store.predictions(record.run_id)["val_ids"])
+    assert sum(g["n"] for g in record.per_group["val"]["per_group"]) == split["select"] == len(selected_on)
     data = make_task_data(
         registry().dataset("synthfaces").load(None, 32, tmp_path, **SMALL_SYNTHFACES),
         registry().dataset("synthfaces").tasks[0],
     )
     assert selected_on.isdisjoint(set(data.val.ids)) and selected_on == set(data.val_select.ids)
-    assert "val.target" in record["labels_touched"] and "y:train+val" in record["labels_used"]
+    assert "val.target" in record.labels_touched and "y:train+val" in record.labels_used
 
 
-def _record(run_id, backbone, acc):
-    base = json.loads(json.dumps(_FAKE))
-    base["run_id"] = run_id
-    base["spec"]["backbone"] = backbone
-    base["metrics"]["test"]["acc"] = acc
-    return base
-
-
-_FAKE = {
-    "status": "ok",
-    "spec": {
-        "dataset": "d",
-        "task": "t",
-        "method": "m",
-        "seed": 0,
-        "trial": 0,
-        "hparams": {},
-        "budget": {"name": "b"},
-        "resolution": 32,
-        "backbone": "x",
-        "weights": "imagenet",
-        "augment": {},
-        "vlm": "none",
-        "pool": {"kind": "none"},
-        "dataset_options": {},
-        "data_fingerprint": "f",
-        "data_root": "/a",
-    },
-    "method_info": {"description": "", "citation": ""},
-    "labels_used": "y:train",
-    "metrics": {"val": {"acc": 0.5}, "test": {"acc": 0.5}},
-    "per_group": {"test": {"per_group": []}},
-    "budget_report": {"steps": 1, "samples_seen": 1, "wall_time_s": 1.0, "steps_per_stage": {}, "budget": {"steps": 1}},
-}
+def _record(run_id, backbone, acc, seed=0, data_root="/a"):
+    return fake_record(
+        run_id=run_id, seed=seed, test=metrics(acc), backbone=backbone, data_fingerprint="f", data_root=data_root
+    )
 
 
 def test_a_store_with_two_backbones_yields_two_tables_not_one_max_selected_cell(tmp_path):
     store = ResultStore(tmp_path)
     store.write("a", _record("a", "mobilenet_v2", 0.6))
     store.write("b", _record("b", "resnet18", 0.9))
-    moved = _record("c", "mobilenet_v2", 0.7)
-    moved["spec"]["data_root"] = "/elsewhere"  # where the data lives is not part of the comparison
-    moved["spec"]["seed"] = 1
-    store.write("c", moved)
+    store.write("c", _record("c", "mobilenet_v2", 0.7, seed=1, data_root="/elsewhere"))  # where data lives: no matter
     tables = build(tmp_path)["tables"]
     assert len(tables) == 2
     by_backbone = {t["distinguished_by"]["backbone"]: t for t in tables}
@@ -257,7 +226,7 @@ def test_moving_the_data_folder_keeps_run_ids_and_changing_the_data_changes_them
     assert ids(tmp_path / "b") != before
 
 
-def _run_one(tmp_path: Path, method: type) -> dict:
+def _run_one(tmp_path: Path, method: type) -> RunRecord:
     reg = build_registry(extra=(_Plugins(method),))
     plan = load_plan(
         flags={

@@ -7,7 +7,7 @@ import sys
 import tomllib
 
 import pytest
-from fake_runs import record_of as minimal_record
+from records import fake_record
 
 from fairfacebench import __version__
 from fairfacebench.cli import main, parser
@@ -112,7 +112,7 @@ def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, cap
     # with a run already stored, the dry run says it would be skipped
     store = ResultStore(tmp_path / "runs")
     first = expand(plan)[0]
-    store.write(first.run_id, {**minimal_record(first), "status": "ok"})
+    store.write(first.run_id, fake_record(spec=first))
     assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert out.count("compute ") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out

@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from records import fake_record
 
-from fairfacebench.leaderboard.tables import ABLATION_METRICS, ablation_of, add_comparisons, at_chance, degenerate
+from fairfacebench.leaderboard.tables import ABLATION_METRICS, add_comparisons, at_chance, degenerate
 from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
@@ -15,6 +16,8 @@ from fairfacebench.metrics.compare import (
     paired_difference,
     t_interval,
 )
+from fairfacebench.record import migrate, parse_record
+from fairfacebench.typed import to_plain
 
 
 def test_paired_difference_uses_only_shared_seeds_and_a_t_interval():
@@ -56,12 +59,9 @@ def group(name, rate):
 
 
 def test_degenerate_predictors_are_named():
-    record = {"per_group": {"test": {"per_group": [group("a", 0.0), group("b", 0.0)]}}}
-    assert degenerate(record) == ["one class for everyone"]
-    record = {"per_group": {"test": {"per_group": [group("a", 1.0), group("b", 0.4)]}}}
-    assert degenerate(record) == ["one class for all of group a"]
-    record = {"per_group": {"test": {"per_group": [group("a", 0.3), group("b", 0.6)]}}}
-    assert degenerate(record) == []
+    assert degenerate(fake_record(groups=[group("a", 0.0), group("b", 0.0)])) == ["one class for everyone"]
+    assert degenerate(fake_record(groups=[group("a", 1.0), group("b", 0.4)])) == ["one class for all of group a"]
+    assert degenerate(fake_record(groups=[group("a", 0.3), group("b", 0.6)])) == []
 
 
 def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
@@ -73,10 +73,7 @@ def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
     skewed = [{"group": "a", "n": 200, "positives": 50}, {"group": "b", "n": 200, "positives": 50}]
     assert at_chance(0.79, skewed) is not None and at_chance(0.80, skewed) is None
     assert at_chance(None, groups) is None and at_chance(0.5, [{"group": "a", "n": 10}]) is None
-    record = {
-        "metrics": {"test": {"acc": 0.52}},
-        "per_group": {"test": {"per_group": [{**g, "selection_rate": 0.4} for g in groups]}},
-    }
+    record = fake_record(test={"acc": 0.52}, groups=[{**g, "selection_rate": 0.4} for g in groups])
     assert degenerate(record) == ["at chance (test accuracy 0.520, majority class 0.500)"]
 
 
@@ -107,7 +104,13 @@ def test_each_system_is_paired_with_its_own_ablations_only():
 
 
 def test_the_ablated_system_is_the_recorded_one_or_for_old_records_the_name_before_the_colon():
-    assert ablation_of({"name": "custom", "ablation_of": "sys"}) == "sys"
-    assert ablation_of({"name": "sys:variant", "ablation_of": None}) is None  # recorded: not an ablation
-    assert ablation_of({"name": "ssl-pipeline:no-curation"}) == "ssl-pipeline"  # written before the field
-    assert ablation_of({"name": "erm"}) is None
+    def ablates(name, **info):
+        """The system a schema-1 record (no "schema" field) of method `name` ablates, its method_info as given."""
+        plain = {k: v for k, v in to_plain(fake_record(name)).items() if k != "schema"}
+        return parse_record({**plain, "method_info": {"name": name, **info}}).method_info.ablation_of
+
+    assert ablates("custom", ablation_of="sys") == "sys"
+    assert ablates("sys:variant", ablation_of=None) is None  # recorded: not an ablation
+    assert ablates("ssl-pipeline:no-curation") == "ssl-pipeline"  # written before the field (schema 1)
+    assert ablates("erm") is None
+    assert migrate({"schema": 2, "spec": {}}) == {"schema": 2, "spec": {}}  # the current schema is left as it is

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from records import fake_record
 
 from fairfacebench import hookimpl
 from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
 from fairfacebench.context import Batch, BudgetView
+from fairfacebench.grid import execute
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.common import cross_entropy
 from fairfacebench.methods.erm import ERM
@@ -16,7 +18,7 @@ from fairfacebench.methods.reweight import inverse_frequency_weights, kamiran_ca
 from fairfacebench.methods.val_reweight import attention_scores, cell_accuracy
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.runner import SpecRunner
 from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
@@ -112,7 +114,7 @@ def test_a_method_exceeding_the_budget_is_stopped_and_recorded(tmp_path, reg):
     store = ResultStore(tmp_path)
     counts = execute(expand(tiny_grid(["budget-hog", "sneaky-hog"]), reg), store, SpecRunner("cpu", reg=reg))
     assert counts == {"ok": 0, "failed": 2, "skipped": 0}
-    errors = {r["spec"]["method"]: r["error"] for r in store.records()}
+    errors = {r.method: r.error for r in store.records()}
     assert "BudgetExceeded" in errors["budget-hog"] and "asked for 13 steps" in errors["budget-hog"]
     assert "BudgetExceeded" in errors["sneaky-hog"] and "only 0 of 12 remain" in errors["sneaky-hog"]
 
@@ -125,7 +127,7 @@ def test_a_method_cannot_rewrite_its_budget(tmp_path, reg):
     specs = expand(tiny_grid(["rewrites-its-budget", "resets-the-private-meter"]), reg)
     counts = execute(specs, store, SpecRunner("cpu", reg=reg))
     assert counts == {"ok": 0, "failed": 2, "skipped": 0}
-    errors = {r["spec"]["method"]: r["error"] for r in store.records()}
+    errors = {r.method: r.error for r in store.records()}
     assert errors["rewrites-its-budget"].startswith("AttributeError") and "meter" in errors["rewrites-its-budget"]
     assert errors["resets-the-private-meter"].startswith("UnmeteredCompute: 29 optimizer step(s) the meter did not")
     with pytest.raises(AttributeError, match="ctx.budget is read-only"):
@@ -213,10 +215,11 @@ def test_augmentation_is_seeded_and_keeps_shape_and_range():
 
 def test_store_writes_are_atomic_and_replace_old_attempts(tmp_path):
     store = ResultStore(tmp_path)
-    done = {"run_id": "r1", "spec": {"method": "m", "seed": 0, "trial": 0}, "method_info": {}, "budget_report": {}}
-    done.update(metrics={"val": {}, "test": {}}, per_group={"test": {}})  # what a finished record holds
-    store.write("r1", {**done, "status": "failed", "x": float("nan")})
-    store.write("r1", {**done, "status": "ok"}, {"p": np.arange(3)})
+    failed = fake_record(run_id="r1", error="E: boom")
+    failed.wall_time_s = float("nan")  # stored as null
+    store.write("r1", failed)
+    assert store.status("r1") == "failed" and store.record("r1").wall_time_s is None
+    store.write("r1", fake_record(run_id="r1"), {"p": np.arange(3)})
     assert store.status("r1") == "ok"
     assert [p.name for p in tmp_path.iterdir()] == ["r1"]
     np.testing.assert_array_equal(store.predictions("r1")["p"], np.arange(3))

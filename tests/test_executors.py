@@ -17,11 +17,12 @@ from fake_runs import FakeRunner, alive, fake_spec
 
 from fairfacebench import hookimpl
 from fairfacebench.executors import RunTimeout, time_limit
+from fairfacebench.grid import execute
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
 from fairfacebench.progress import GridView
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES
 
@@ -53,7 +54,7 @@ def test_progress_log_records_and_output_of_a_worker_process_reach_the_parent(tm
     finally:
         logging.getLogger().setLevel(logging.WARNING)
     assert counts == {"ok": 1, "failed": 0, "skipped": 0}
-    worker_pid = json.loads((tmp_path / spec.run_id / "record.json").read_text())["pid"]
+    worker_pid = json.loads((tmp_path / spec.run_id / "record.json").read_text())["stages"]["fake"]["pid"]
     assert worker_pid != os.getpid()
     mine = [e for e in view.events if e["job"] == spec.run_id]
     steps = [e for e in mine if e["kind"] == "step"]
@@ -119,13 +120,13 @@ def test_a_run_in_this_process_past_its_time_limit_fails_with_run_timeout(tmp_pa
     counts = execute([spec], store, SpecRunner("cpu", reg=reg), run_timeout_s=3)
     assert counts == {"ok": 0, "failed": 1, "skipped": 0}
     (record,) = store.records()
-    assert record["error"].startswith(f"{RunTimeout.__name__}: the run did not finish within its wall-clock limit")
-    assert "Sleeper" not in record["error"] and "time.sleep" in record["traceback"]
+    assert record.error.startswith(f"{RunTimeout.__name__}: the run did not finish within its wall-clock limit")
+    assert "Sleeper" not in record.error and "time.sleep" in record.traceback
 
 
 def test_the_derived_time_limit_grows_with_the_budget_and_can_be_overridden():
     small = fake_spec("x")
-    large = replace(small, budget={"steps": 600, "batch_size": 128})
+    large = replace(small, budget=replace(small.budget, steps=600, batch_size=128))
     assert time_limit(small) < time_limit(large)
     assert time_limit(large, run_timeout_s=30) == 30
 
@@ -134,7 +135,7 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from fake_runs import FakeRunner, fake_spec
-from fairfacebench.runner import execute
+from fairfacebench.grid import execute
 from fairfacebench.store import ResultStore
 specs = [fake_spec("hang", seed=s, pid_dir={pids!r}) for s in range(2)]
 execute(specs, ResultStore({store!r}), FakeRunner(), workers=2)

@@ -26,9 +26,9 @@ def hostile_store(tmp_path):
     store = ResultStore(tmp_path / "runs")
     for i, name in enumerate([*FORMULAS, *MARKDOWN, "erm"]):
         rec = record(name, 0, 0.8, 0.1)
-        rec["run_id"] = f"run-{i}"
-        rec["labels_used"] = "=1+1" if name == "erm" else "y:train"
-        store.write(rec["run_id"], rec)
+        rec.run_id = f"run-{i}"
+        rec.labels_used = "=1+1" if name == "erm" else "y:train"
+        store.write(rec.run_id, rec)
     return tmp_path / "runs"
 
 

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from records import fake_record, metrics
 
 from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
 from fairfacebench.errors import ConfigError
@@ -69,43 +71,10 @@ def test_adding_a_hyperparameter_leaves_the_other_draws_of_a_method_unchanged():
 def _record(method, seed, trial, val, test):
     """A finished run record with the fields the leaderboard reads."""
     group = {"group": "g0", "n": 10, "acc": test["acc"], "tpr": 0.5, "fpr": 0.1, "selection_rate": 0.3}
-    return {
-        "run_id": f"{method}-{seed}-{trial}",
-        "status": "ok",
-        "spec": {
-            "dataset": "d",
-            "task": "t",
-            "method": method,
-            "seed": seed,
-            "trial": trial,
-            "hparams": {"trial": trial},
-            "budget": {"name": "b"},
-        },
-        "method_info": {"description": "", "citation": ""},
-        "labels_used": "y:train",
-        "metrics": {"val": val, "test": test},
-        "per_group": {"test": {"per_group": [group]}},
-        "budget_report": {
-            "steps": 5,
-            "samples_seen": 50,
-            "wall_time_s": 1.0,
-            "steps_per_stage": {"train": 5},
-            "budget": {"steps": 5},
-        },
-    }
+    return fake_record(method, seed, trial, val=val, test=test, groups=[group], hparams={"trial": trial})
 
 
-def _m(acc, wga=0.5, eod=0.1):
-    return {
-        "acc": acc,
-        "wga": wga,
-        "eod_max": eod,
-        "eod_mean": eod / 2,
-        "dp_diff": 0.1,
-        "bal_acc": acc,
-        "eopp_diff": eod,
-        "group_acc_std": 0.01,
-    }
+_m = metrics
 
 
 def test_selection_uses_validation_only_never_test(tmp_path):
@@ -123,12 +92,10 @@ def test_selection_uses_validation_only_never_test(tmp_path):
 def test_only_the_newest_method_version_is_tabled(tmp_path):
     store = ResultStore(tmp_path)
     old = _record("m", 0, 0, val=_m(0.95), test=_m(0.95))  # better on validation, but of version 1
-    old["spec"]["method_version"], old["run_id"] = 1, "old"
-    store.write("old", old)
+    store.write("old", replace(old, spec=replace(old.spec, method_version=1), run_id="old"))
     for seed in (0, 1):
         rec = _record("m", seed, 0, val=_m(0.6), test=_m(0.6))
-        rec["spec"]["method_version"] = 2
-        store.write(f"new{seed}", rec)
+        store.write(f"new{seed}", replace(rec, spec=replace(rec.spec, method_version=2)))
     row = build(tmp_path, "val_acc")["tables"][0]["rows"][0]
     assert row["method_version"] == 2 and row["superseded_runs"] == 1
     assert row["seeds"] == 2 and row["acc"]["mean"] == 0.6 and "old" not in [s["run_id"] for s in row["selected"]]

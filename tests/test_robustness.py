@@ -15,15 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from records import fake_record, fake_spec
 
 from fairfacebench import hookimpl
 from fairfacebench.cli import main
 from fairfacebench.errors import ConfigError
+from fairfacebench.grid import execute
 from fairfacebench.leaderboard.tables import build, write
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.runner import SpecRunner
 from fairfacebench.spec import COMPARISON_FIELDS, RunSpec
 from fairfacebench.store import CLAIMS, RECORD, ResultStore, process_start
 from fairfacebench.testing import SMALL_SYNTHFACES
@@ -99,7 +101,7 @@ def test_scores_that_are_not_probabilities_fail_the_run_with_one_line(tmp_path, 
     store = ResultStore(tmp_path)
     counts = execute(specs_of(reg, methods), store, SpecRunner("cpu", reg=reg))
     assert counts == {"ok": 1, "failed": 6, "skipped": 0}
-    errors = {r["spec"]["method"]: r.get("error") for r in store.records()}
+    errors = {r.method: r.error for r in store.records()}
     assert errors["half"] is None
     assert errors["nan-scores"].startswith("InvalidPredictions: validation scores hold 96 NaN or infinite value(s)")
     assert "NaN or infinite" in errors["inf-scores"]
@@ -127,7 +129,7 @@ def test_sys_exit_in_a_method_fails_its_run_and_the_grid_goes_on_in_process(tmp_
     )
     assert counts == {"ok": 1, "failed": 2, "skipped": 0}
     assert [m for m, _ in seen] == ["exits-3", "exits-none", "half"]
-    errors = {r["spec"]["method"]: r.get("error") for r in store.records()}
+    errors = {r.method: r.error for r in store.records()}
     assert errors["exits-3"] == "SystemExit: the method called sys.exit(3); a method must raise an exception instead"
     assert "sys.exit(None)" in errors["exits-none"]
 
@@ -250,24 +252,11 @@ class CountingRunner:
         with open(self.log, "a") as out:
             out.write(f"{spec.run_id} {os.getpid()}\n")
         time.sleep(self.seconds)
-        return minimal_record(spec), None
-
-
-def minimal_record(spec: RunSpec) -> dict:
-    """A finished record with every field the store and the leaderboard read."""
-    return {
-        "status": "ok",
-        "run_id": spec.run_id,
-        "spec": spec.to_dict(),
-        "method_info": {"description": "", "citation": ""},
-        "metrics": {"val": {}, "test": {}},
-        "per_group": {"test": {"per_group": []}},
-        "budget_report": {},
-    }
+        return fake_record(spec=spec), None
 
 
 def toy_specs(n: int) -> list[RunSpec]:
-    return [RunSpec("d", "t", "m", {}, seed, {}, 8) for seed in range(n)]
+    return [fake_spec("m", seed, resolution=8) for seed in range(n)]
 
 
 def _execute_in_child(root: str, log: str, n: int, start) -> None:
@@ -295,7 +284,9 @@ def _write_repeatedly(root: str, start, times: int) -> None:
     store = ResultStore(root)
     start.wait()
     for i in range(times):
-        store.write("same-run", {**minimal_record(toy_specs(1)[0]), "writer": os.getpid(), "i": i})
+        record = fake_record(spec=toy_specs(1)[0])
+        record.stages = {"writer": {"pid": os.getpid(), "i": i}}
+        store.write("same-run", record)
 
 
 def test_concurrent_writers_of_one_run_do_not_race(tmp_path):
@@ -367,7 +358,7 @@ def test_an_interrupted_grid_frees_its_claims(tmp_path):
 
 
 def test_threads_are_a_comparison_setting_in_the_run_id():
-    one, two = (RunSpec("d", "t", "m", {}, 0, {}, 8, threads=n) for n in (1, 2))
+    one, two = (fake_spec(threads=n) for n in (1, 2))
     assert "threads" in COMPARISON_FIELDS
     assert one.run_id != two.run_id and one.comparison_id != two.comparison_id
     assert load_plan(flags={"threads": 2}).threads == 2 and load_plan().threads == 1
@@ -379,7 +370,7 @@ def test_threads_flag_is_checked_and_oversubscription_warned(tmp_path, capsys, c
     assert main(["run", "--methods", "erm", "--threads", "0", "--out", str(tmp_path / "runs")]) == 2
     assert "the command line: 'threads' must be an integer >= 1, got 0" in capsys.readouterr().err
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    specs = [RunSpec("d", "t", "m", {}, seed, {}, 8, threads=2) for seed in range(2)]
+    specs = [fake_spec("m", seed, threads=2) for seed in range(2)]
     execute(specs, ResultStore(tmp_path / "w1"), CountingRunner(tmp_path / "log"), workers=1)
     assert "compete for the cores" not in caplog.text
     execute(specs, ResultStore(tmp_path / "w2"), CountingRunner(tmp_path / "log"), workers=2)

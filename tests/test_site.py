@@ -5,36 +5,20 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
+from records import fake_record
 
+from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.leaderboard.plots import pareto_front
 from fairfacebench.leaderboard.site import build_site, cell, slugify
 from fairfacebench.store import ResultStore
 
 PLANTED = "<script>alert(1)</script>"
-BUDGET = {"name": "smoke", "steps": 12, "batch_size": 32, "amp": False}
+BUDGET = Budget("smoke", steps=12, batch_size=32)
 
 
 def record(method, seed, acc, eod, *, hparams=None, error=None, description="", citation=""):
     """A run record with the fields the leaderboard and the site read."""
-    spec = {
-        "dataset": "synthfaces",
-        "task": "smiling/skin_tone",
-        "method": method,
-        "seed": seed,
-        "trial": 0,
-        "hparams": hparams or {"lr": 0.001},
-        "budget": BUDGET,
-        "resolution": 32,
-    }
-    base = {
-        "run_id": f"{slugify(method)}-{seed}",
-        "spec": spec,
-        "labels_used": "y:train",
-        "method_info": {"name": method, "description": description, "citation": citation, "requires": "-"},
-    }
-    if error:
-        return {**base, "status": "failed", "error": error, "traceback": f"Traceback (most recent call last):\n{error}"}
     metrics = {
         "acc": acc,
         "wga": acc - 0.2,
@@ -49,20 +33,25 @@ def record(method, seed, acc, eod, *, hparams=None, error=None, description="", 
         {"group": g, "n": 16, "acc": acc - d, "tpr": 0.8, "fpr": 0.1, "selection_rate": 0.5}
         for g, d in (("light", 0.0), ("medium", 0.05), ("dark", 0.1))
     ]
-    return {
-        **base,
-        "status": "ok",
-        "metrics": {"val": metrics, "test": metrics},
-        "per_group": {"test": {"per_group": groups}},
-        "budget_report": {
-            "steps": 12,
-            "samples_seen": 384,
-            "wall_time_s": 1.0,
-            "steps_per_stage": {"train": 12},
-            "budget": BUDGET,
-        },
-        "metric_definitions": {"acc": "P(Ŷ=Y) over all test rows"},
-    }
+    rec = fake_record(
+        method,
+        seed,
+        run_id=f"{slugify(method)}-{seed}",
+        error=error,
+        description=description,
+        citation=citation,
+        val=metrics,
+        test=metrics,
+        groups=groups,
+        dataset="synthfaces",
+        task="smiling/skin_tone",
+        hparams=hparams or {"lr": 0.001},
+        budget=BUDGET,
+        resolution=32,
+    )
+    if not error:
+        rec.metric_definitions = {"acc": "P(Ŷ=Y) over all test rows"}
+    return rec
 
 
 @pytest.fixture()

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from fairfacebench import hookimpl
+from fairfacebench.grid import execute
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
-from fairfacebench.runner import SpecRunner, execute
+from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 from fairfacebench.testing import single_thread

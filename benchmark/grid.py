@@ -1,0 +1,111 @@
+"""A grid of run specs into the result store: claim what is unfinished, compute it with an executor, count outcomes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
+from fairfacebench.loading import resolve_device
+from fairfacebench.progress import GridView
+from fairfacebench.record import RunRecord
+from fairfacebench.spec import RunSpec
+from fairfacebench.store import ResultStore
+
+log = logging.getLogger("fairfacebench")
+
+
+def execute(
+    specs: list[RunSpec],
+    store: ResultStore,
+    runner: Any,
+    retry_failed: bool = False,
+    on_result: Callable[[RunSpec, str], None] | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    view: GridView | None = None,
+    run_timeout_s: float = 0.0,
+) -> dict[str, int]:
+    """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
+
+    executor 'local' runs in this process (workers=1) or in one child process
+    per run (workers>1, so a crashing run cannot take the grid down); 'ray'
+    sends runs to a Ray cluster.  Every executor writes the same store and
+    reports to `view`; a run past its wall-clock limit (`run_timeout_s`, 0 =
+    derived from its budget) is stopped and recorded as failed.
+    """
+    resolve_device(runner.device)  # fail before any work when the device is unavailable
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+
+    def skipped(spec: RunSpec, why: str) -> None:
+        counts["skipped"] += 1
+        if on_result:
+            on_result(spec, f"skipped ({why})")
+
+    todo = claim_unfinished(specs, store, retry_failed, skipped)
+    warn_oversubscribed(todo, executor, workers)
+    view = view or GridView(0)
+    view.begin(len(todo))
+
+    def finished(spec: RunSpec, record: RunRecord) -> None:
+        counts[record.status] += 1
+        view.end(spec.run_id, record.status, record.error or "")
+        if on_result:
+            on_result(spec, "ok" if record.ok else f"FAILED: {record.error}")
+
+    grid = Grid(store, runner, view, finished, run_timeout_s)
+    try:
+        if executor == "ray":  # the runs' pool embedding is sharded across the cluster too
+            run_in_ray(Grid(store, runner.sharding_on_ray(), view, finished, run_timeout_s), todo, ray_address, workers)
+        elif executor == "local" and workers > 1:
+            run_in_processes(grid, todo, workers)
+        elif executor == "local":
+            run_locally(grid, todo)
+        else:
+            raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
+    finally:  # runs left unfinished (an interrupt, an error) are free for the next process at once
+        for spec in todo:
+            store.release(spec.run_id)
+    return counts
+
+
+def claim_unfinished(
+    specs: list[RunSpec], store: ResultStore, retry_failed: bool, skipped: Callable[[RunSpec, str], None]
+) -> list[RunSpec]:
+    """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
+    todo = []
+    for spec in specs:
+        if finished_status(store, spec, retry_failed):
+            skipped(spec, store.status(spec.run_id))
+            continue
+        holder = store.claim(spec.run_id)
+        if holder is None and finished_status(store, spec, retry_failed):  # finished while we claimed it
+            store.release(spec.run_id)
+            holder = store.status(spec.run_id)
+        if holder is None:
+            todo.append(spec)
+        else:
+            skipped(spec, holder)
+    return todo
+
+
+def finished_status(store: ResultStore, spec: RunSpec, retry_failed: bool) -> bool:
+    status = store.status(spec.run_id)
+    return status == "ok" or (status == "failed" and not retry_failed)
+
+
+def warn_oversubscribed(todo: list[RunSpec], executor: str, workers: int) -> None:
+    """Warn when concurrent runs ask for more compute threads than the CPU has (allowed, but slower)."""
+    threads = max((s.threads for s in todo), default=1)
+    cores = os.cpu_count() or 1
+    if executor == "local" and workers > 1 and workers * threads > cores:
+        log.warning(
+            "%d workers x %d threads per run = %d compute threads on %d CPU(s): runs will compete for the cores "
+            "(results are unaffected; lower --workers or --threads to run faster)",
+            workers,
+            threads,
+            workers * threads,
+            cores,
+        )

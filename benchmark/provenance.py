@@ -1,0 +1,68 @@
+"""Where a run was computed: package versions, the source commit, the host's CPU (every record carries them)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TRACKED_PACKAGES = (
+    "fairfacebench",
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "numpy",
+    "fairlearn",
+    "faiss-cpu",
+    "pandas",
+)
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in TRACKED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    """The CPU model and instruction-set flags (/proc/cpuinfo) and the SIMD level torch dispatches to."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("model name", "flags", "Features") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return {
+        "cpu_model": fields.get("model name") or platform.processor() or None,
+        "cpu_flags": sorted((fields.get("flags") or fields.get("Features") or "").split()),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def host_info() -> dict[str, Any]:
+    """The host as a record states it: platform, this process's torch threads, the CPU model and flags."""
+    return {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), **cpu_info()}
