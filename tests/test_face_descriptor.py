@@ -21,6 +21,7 @@ from fairfacebench.context import MeteredEncoder
 from fairfacebench.encoders import face_descriptor
 from fairfacebench.encoders.face_descriptor import NoTextTower, missing_packages
 from fairfacebench.errors import VLMUnavailable
+from fairfacebench.fitting import embedder
 from fairfacebench.methods.clip_cluster import VARIANT_IMAGE, ClipCluster
 from fairfacebench.plugins import registry
 from fairfacebench.runner import SpecRunner
@@ -119,7 +120,7 @@ def test_embeddings_are_cached_by_fingerprint_with_their_cost(encoder, faces, tm
 @needs_faces
 def test_every_embedded_image_is_charged_to_the_forward_meter(encoder, faces):
     meter = BudgetMeter(Budget("t", steps=1, batch_size=1), forward_limit=100)
-    metered = MeteredEncoder(encoder, meter)
+    metered = MeteredEncoder(encoder, meter, embedder(None))
     metered.encode_images(faces)
     metered.encode_images(faces)  # read from the cache, charged all the same
     assert meter.forward_samples == 16 and meter.forward_per_stage[meter.stage]["vlm"] == 16
