@@ -194,13 +194,17 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
         "pool": args.pool,
         "augment": {"mix": args.mix} if args.mix else None,
     }
-    datasets = load_plan(args.config, flags).datasets
-    for name in datasets:
-        reg.dataset(name)  # an unknown dataset is named before its flags are read
-    flags["tasks"] = _tasks(args.tasks, datasets) or None
-    flags["data_roots"] = _data_roots(args.data_root, datasets, reg) or None
-    flags["dataset_options"] = _dataset_options(args.dataset_option, datasets) or None
-    return load_plan(args.config, flags)
+
+    def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
+        for name in datasets:
+            reg.dataset(name)  # an unknown dataset is named before its flags are read
+        return {
+            "tasks": _tasks(args.tasks, datasets) or None,
+            "data_roots": _data_roots(args.data_root, datasets, reg) or None,
+            "dataset_options": _dataset_options(args.dataset_option, datasets) or None,
+        }
+
+    return load_plan(args.config, flags, dataset_flags)
 
 
 def _toml_value(value: Any) -> str:

@@ -218,33 +218,52 @@ def config_file(name: str | Path) -> Path | Any:
     raise ConfigError(f"config '{name}' is neither a file nor a packaged config; packaged: {packaged_configs()}")
 
 
-def load_plan(path: str | Path | None = None, flags: dict[str, Any] | None = None) -> Plan:
-    """The packaged defaults, updated by the file at `path`, then by `flags` (None values ignored), validated."""
+def load_plan(
+    path: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    dataset_flags: Callable[[tuple[str, ...]], dict[str, Any]] | None = None,
+) -> Plan:
+    """The packaged defaults, updated by the file at `path`, then by `flags` (None values ignored), validated.
+
+    `dataset_flags(datasets)` gives the flags whose meaning depends on the plan's datasets (`--tasks`,
+    `--data-root`, `--dataset-option` without a dataset name): they are merged as the command line's too.
+    """
     raw = read_toml(DEFAULT_CONFIG)
     origin = dict.fromkeys(raw, "the packaged default config")
     config = None if path is None else config_file(path)
     sources = [(str(path), read_toml(config))] if config is not None else []
-    sources.append(("the command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+    sources.append(("the command line", flags or {}))
     for source, values in sources:
-        unknown = sorted(set(values) - set(SCHEMA))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(SCHEMA)}")
-        for key, value in values.items():
-            merge = key in MERGED_TABLES and isinstance(value, dict) and isinstance(raw.get(key), dict)
-            if key == "dataset_options" and merge:
-                value = {ds: {**raw[key].get(ds, {}), **opts} for ds, opts in value.items()}
-            raw[key] = {**raw[key], **value} if merge else value
-            origin[key] = source
+        merge_source(raw, origin, source, values)
+    if dataset_flags is not None:
+        datasets = checked_value(raw, origin, "datasets")
+        merge_source(raw, origin, "the command line", dataset_flags(datasets))
     missing = sorted(set(SCHEMA) - set(raw))
     if missing:
         raise ConfigError(f"the packaged default config lacks key(s) {missing}; reinstall fairfacebench")
-    checked = {}
-    for key, check in SCHEMA.items():
-        try:
-            checked[key] = check(key, raw[key])
-        except ConfigError as exc:
-            raise ConfigError(f"{origin[key]}: {exc}") from None
-    return Plan(**checked)
+    return Plan(**{key: checked_value(raw, origin, key) for key in SCHEMA})
+
+
+def merge_source(raw: dict[str, Any], origin: dict[str, str], source: str, values: dict[str, Any]) -> None:
+    """Update `raw` with one source's values (None values ignored); tables in MERGED_TABLES merge key by key."""
+    values = {k: v for k, v in values.items() if v is not None}
+    unknown = sorted(set(values) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(SCHEMA)}")
+    for key, value in values.items():
+        merge = key in MERGED_TABLES and isinstance(value, dict) and isinstance(raw.get(key), dict)
+        if key == "dataset_options" and merge:
+            value = {ds: {**raw[key].get(ds, {}), **opts} for ds, opts in value.items()}
+        raw[key] = {**raw[key], **value} if merge else value
+        origin[key] = source
+
+
+def checked_value(raw: dict[str, Any], origin: dict[str, str], key: str) -> Any:
+    """One key of the merged config, checked; an error names the source that set it."""
+    try:
+        return SCHEMA[key](key, raw[key])
+    except ConfigError as exc:
+        raise ConfigError(f"{origin[key]}: {exc}") from None
 
 
 # ---------------------------------------------------------------- from a plan to run specs
