@@ -385,6 +385,15 @@ def print_check(report: dict[str, Any]) -> None:
             names = list(next(iter(cells.values())))
             rows = [[c, *(cells[s].get(c, 0) for s in cells)] for c in names]
             print(tabulate(rows, headers=["cell", *cells], tablefmt="github"))
+        near = (part.get("info") or {}).get("near_duplicates") or {}
+        if "conflicts" in near:
+            print(
+                f"near-duplicates (hashes within {near['threshold']} bits): {near['groups']} groups of "
+                f"{near['images_in_groups']} images, each group in one split; {near['conflict_groups']} groups of "
+                f"{near['removed_for_label_conflicts']} images left out for conflicting labels:"
+            )
+            for group in near["conflicts"]:
+                print("  " + " | ".join(", ".join(map(str, member.values())) for member in group))
     for problem in report.get("problems", []):
         print(f"problem: {problem}")
 

@@ -328,7 +328,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
     for ds_name in plan.datasets:
         ds = reg.dataset(ds_name)
         root = plan.data_roots.get(ds_name)
-        options = plan.dataset_options.get(ds_name, {})
+        options = ds.run_options(plan.dataset_options.get(ds_name, {}))
         vlm = resolve_vlm(plan.vlm, ds_name, reg.encoders)
         pool = resolve_pool(plan.pool, ds, reg, plan.data_roots)
         for task in plan.tasks.get(ds_name) or (ds.default_task(**options),):

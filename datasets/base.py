@@ -41,6 +41,15 @@ class DatasetPlugin:
         """The task a run gets when none is named: `tasks[0]` (a dataset whose tasks follow its options overrides)."""
         return self.tasks[0].name
 
+    def run_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options a run (and `check`, `prepare`) loads with and records, from the plan's.
+
+        A plugin adds the defaults of options its loader leaves off when called
+        without them, and drops an option set to the value that reads the data
+        as before the option existed, so the ids of earlier runs still hold.
+        """
+        return dict(options)
+
     def load(self, root: Path | None, size: int, cache_dir: Path, **options: Any) -> LoadedDataset:
         raise NotImplementedError
 

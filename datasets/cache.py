@@ -30,12 +30,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from fairfacebench.data import DataError
+from fairfacebench.datasets.near_duplicates import BITS, HASH_VERSION, THUMBNAIL, grey_thumbnail, phash
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # bump whenever decoding or resizing changes: it is part of every cache key (2: 16-bit, float)
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
+HASHES = "hashes.npy"
+HASH_FOLDER = "near-duplicates"
 MAX_BATCH = 64
 
 # What one decode attempt yields: (pixels, None, None) or (None, kind, reason).
@@ -99,8 +102,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _decode_or_reason(path: str, size: int) -> Decoded:
+    return _read_or_reason(lambda: decode_image(path, size))
+
+
+def _read_or_reason(read: Any) -> tuple[Any, str | None, str | None]:
+    """(read(), None, None), or (None, kind, reason) for a file that cannot be read as an image."""
     try:
-        return decode_image(path, size), None, None
+        return read(), None, None
     except FileNotFoundError:
         return None, "missing", "file not found"
     except UnidentifiedImageError:
@@ -115,9 +123,9 @@ def _decode_batch(paths: list[str], size: int) -> list[Decoded]:
     return [_decode_or_reason(p, size) for p in paths]
 
 
-def source_fingerprint(items: Sequence[str | Path]) -> str:
+def source_fingerprint(items: Sequence[str | Path], version: str = f"fairfacebench-cache-v{CACHE_VERSION}") -> str:
     """sha256 over the cache version and the ordered (path, size, mtime) of every item."""
-    digest = hashlib.sha256(f"fairfacebench-cache-v{CACHE_VERSION}\n".encode())
+    digest = hashlib.sha256(f"{version}\n".encode())
     for item in items:
         try:
             st = os.stat(item)
@@ -323,3 +331,104 @@ def _open(final: Path) -> CachedImages:
     if images.shape != expected or images.dtype != np.uint8 or len(kept) != counts["images"]:
         raise DamagedCache(f"images.npy has shape {images.shape} {images.dtype}, the manifest says {expected} uint8")
     return CachedImages(images=images, kept_index=kept, manifest=manifest, path=final)
+
+
+# ---------------------------------------------------------------- the perceptual-hash cache of near-duplicate search
+
+
+@dataclass
+class CachedHashes:
+    """The perceptual hash of every item, and which items could be read."""
+
+    hashes: np.ndarray  # uint8 (N, BITS / 8) packed bits, aligned with the items; 0 where an item was not read
+    hashed: np.ndarray  # bool (N,): False for the items listed as skipped in the manifest
+    manifest: dict[str, Any]
+    path: Path
+
+
+def default_cache_dir() -> Path:
+    """$FAIRBENCH_CACHE or ~/.cache/fairbench, as the harness's: for loaders asked for splits without a cache folder."""
+    return Path(os.environ.get("FAIRBENCH_CACHE", Path.home() / ".cache" / "fairbench"))
+
+
+def image_hashes(name: str, items: Sequence[str | Path], cache_dir: str | Path, progress: bool = True) -> CachedHashes:
+    """The DCT hash (`near_duplicates.phash`) of every item, computed once and cached.
+
+    One cache per (dataset name, source fingerprint, hash version) under
+    `cache_dir/near-duplicates/`, built under a lock into a temporary folder
+    renamed when complete, like the image cache.  An item that cannot be read
+    is listed in the manifest with its reason and left unhashed, never fatal
+    here: the image cache decides what a load does with it.
+    """
+    items = [str(p) for p in items]
+    folder = Path(cache_dir) / HASH_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = source_fingerprint(items, f"fairfacebench-phash-v{HASH_VERSION}")
+    key = cache_key(name, THUMBNAIL, fingerprint)
+    final = folder / key
+    cached = _open_hashes(final)
+    if cached is not None:
+        return cached
+    with _exclusive_lock(folder / f"{key}.lock", key):
+        cached = _open_hashes(final, warn=False)
+        if cached is not None:
+            return cached
+        _remove_leftovers(folder, key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=folder))
+        try:
+            _hash_into(tmp, items, {"name": name, "key": key, "fingerprint": fingerprint}, progress)
+            os.rename(tmp, final)
+            _fsync_dir(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    opened = _open_hashes(final)
+    if opened is None:
+        raise DataError(f"hash cache {final} cannot be read back right after it was written; check the disk")
+    return opened
+
+
+def _hash_into(tmp: Path, items: list[str], meta: dict[str, Any], progress: bool) -> None:
+    started = time.perf_counter()
+    hashes = np.zeros((len(items), BITS // 8), dtype=np.uint8)
+    skipped = []
+    for index, path in enumerate(tqdm(items, desc=f"hashing {meta['name']}", unit="img", disable=not progress)):
+        value, kind, reason = _read_or_reason(lambda: phash(grey_thumbnail(path)))
+        if kind is None:
+            hashes[index] = value
+        else:
+            skipped.append({"index": index, "file": path, "kind": kind, "reason": reason})
+    with open(tmp / HASHES, "wb") as out:
+        np.save(out, hashes)
+        out.flush()
+        os.fsync(out.fileno())
+    counts = {"items": len(items), "hashed": len(items) - len(skipped), "skipped": len(skipped)}
+    seconds = round(time.perf_counter() - started, 3)
+    _write_json(
+        tmp / MANIFEST,
+        {
+            **meta,
+            "hash_version": HASH_VERSION,
+            "counts": counts,
+            "skipped": skipped,
+            "build": {"seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        },
+    )
+
+
+def _open_hashes(final: Path, warn: bool = True) -> CachedHashes | None:
+    """The complete hash cache in `final`; None when there is none or it is damaged (named in a warning, to rebuild)."""
+    if not ((final / MANIFEST).is_file() and (final / HASHES).is_file()):
+        return None
+    try:
+        manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+        hashes = np.load(final / HASHES)
+        n = manifest["counts"]["items"]
+        skipped = np.array([s["index"] for s in manifest["skipped"]], dtype=np.int64)
+        if hashes.shape != (n, BITS // 8) or hashes.dtype != np.uint8:
+            raise ValueError(f"hashes.npy is {hashes.shape} {hashes.dtype}, the manifest says ({n}, {BITS // 8}) uint8")
+        hashed = np.ones(n, dtype=bool)
+        hashed[skipped] = False
+    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+        logger.log(logging.WARNING if warn else logging.INFO, "cache %s is damaged (%s), rebuilding", final, exc)
+        return None
+    return CachedHashes(hashes=hashes, hashed=hashed, manifest=manifest, path=final)

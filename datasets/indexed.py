@@ -26,7 +26,8 @@ import numpy as np
 
 from fairfacebench.data import DataError, LoadedDataset, Split, restrict_to_task
 from fairfacebench.datasets.base import DatasetPlugin, options_digest
-from fairfacebench.datasets.cache import build_or_load
+from fairfacebench.datasets.cache import build_or_load, default_cache_dir, image_hashes
+from fairfacebench.datasets.near_duplicates import BITS, groups
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class IndexedDataset(DatasetPlugin):
         """Layout check without decoding: per-split and per-group counts and a list of problems."""
         report: dict[str, Any] = {"dataset": self.name, "root": None if root is None else str(root)}
         try:
-            index = self.checked_index(self.require_root(root), **options)
+            index = self.checked_index(self.require_root(root), **self.run_options(options))
         except DataError as err:
             return {**report, "ok": False, "problems": [str(err)], "splits": {}, "groups": {}}
         problems = index.info.get("problems", []) + empty_splits(index) + self._empty_groups(index)
@@ -159,7 +160,7 @@ class IndexedDataset(DatasetPlugin):
     ) -> dict[str, Any]:
         """Build (or reuse) the image cache and summarise it."""
         started = time.perf_counter()
-        ds = self.load(root, size, cache_dir, workers=workers, **options)
+        ds = self.load(root, size, cache_dir, workers=workers, **self.run_options(options))
         cache = ds.info["cache"]
         return {
             "dataset": self.name,
@@ -258,28 +259,91 @@ def cached_splits(
     return splits, info
 
 
-def stratified_split(strata: np.ndarray, fractions: Sequence[float], seed: int) -> np.ndarray:
+def near_duplicate_groups(name: str, paths: Sequence[str], threshold: int) -> tuple[np.ndarray, int]:
+    """Near-duplicate group of every path (its smallest member's position) from the cached perceptual hashes, and
+    how many paths could not be read (each left alone; the image cache skips and lists them)."""
+    cached = image_hashes(name, paths, default_cache_dir())
+    return groups(cached.hashes, threshold, cached.hashed), int((~cached.hashed).sum())
+
+
+def near_duplicate_info(
+    threshold: int,
+    group: np.ndarray,
+    conflicting: np.ndarray,
+    files: Sequence[str],
+    labels: Mapping[str, np.ndarray],
+    attributes: Mapping[str, Any],
+    unread: int,
+) -> dict[str, Any]:
+    """What info records about near-duplicates among a loader's rows: the rule, counts and every conflicting group."""
+    ids, sizes = np.unique(group, return_counts=True)
+    grouped = np.isin(group, ids[sizes > 1])
+    conflicts = [
+        [{"file": files[r], **{k: attributes[k].classes[v[r]] for k, v in labels.items()}} for r in members]
+        for members in (np.flatnonzero(group == g) for g in np.unique(group[conflicting]))
+    ]
+    return {
+        "threshold": threshold,
+        "rule": f"images whose {BITS}-bit DCT hashes differ in at most {threshold} bits are near-duplicates; "
+        "connected near-duplicates form a group that goes whole to one split; a group whose members carry "
+        f"different {sorted(labels)} is left out",
+        "groups": len(np.unique(group[grouped & ~conflicting])),
+        "images_in_groups": int((grouped & ~conflicting).sum()),
+        "conflict_groups": len(conflicts),
+        "removed_for_label_conflicts": int(conflicting.sum()),
+        "unread_images": unread,
+        "conflicts": conflicts,
+    }
+
+
+def stratified_split(
+    strata: np.ndarray, fractions: Sequence[float], seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Split code per row (index into `fractions`), stratified on the rows of `strata` (N, k).
 
     Each stratum is shuffled with a generator seeded by `seed` and cut in
     proportion to `fractions` (rounded half up); a stratum with at least one
     member per split gives every split at least one member, so small
     intersectional groups are never absent from validation or test by chance.
+    Rows sharing a `groups` id (near-duplicates) are shuffled as one unit and
+    go to one split, the one holding the unit's middle row, so a cut is off its
+    share by less than half a group; a unit counts in its first row's stratum.
+    Without groups every row is its own unit.
     """
     fractions = np.asarray(fractions, dtype=float)
     if (fractions <= 0).any() or not np.isclose(fractions.sum(), 1.0):
         raise DataError(f"split fractions must be positive and sum to 1, got {fractions.tolist()}")
     rng = np.random.default_rng(seed)
-    codes = np.zeros(len(strata), dtype=np.int64)
     if len(strata) == 0:
-        return codes
+        return np.zeros(0, dtype=np.int64)
     _, inverse = np.unique(strata.reshape(len(strata), -1), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    for stratum in range(inverse.max() + 1):
-        members = rng.permutation(np.flatnonzero(inverse == stratum))
-        counts = _allocate(len(members), fractions)
-        codes[members] = np.repeat(np.arange(len(fractions)), counts)
-    return codes
+    unit, first_row = split_units(len(strata), groups)
+    size = np.bincount(unit)
+    unit_stratum = inverse.ravel()[first_row]
+    unit_codes = np.zeros(len(size), dtype=np.int64)
+    for stratum in range(unit_stratum.max() + 1):
+        members = rng.permutation(np.flatnonzero(unit_stratum == stratum))
+        unit_codes[members] = cut_units(size[members], _allocate(int(size[members].sum()), fractions))
+    return unit_codes[unit]
+
+
+def split_units(n: int, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row its unit of splitting (rows of one group share one), numbered by first row; and each unit's first row."""
+    if groups is None:
+        rows = np.arange(n)
+        return rows, rows
+    _, first_row, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first_row, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.ravel()], first_row[order]
+
+
+def cut_units(sizes: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Split code of units of `sizes` rows laid end to end: the split whose share of `counts` rows holds a unit's
+    middle, so single rows fill the shares exactly and a group is never cut."""
+    middle = np.cumsum(sizes) - np.asarray(sizes) / 2
+    return np.searchsorted(np.cumsum(counts)[:-1], middle, side="right").astype(np.int64)
 
 
 def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Names must match ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg`` exactly;
 irregular names are skipped and listed, never guessed.  No official split:
-70/10/20 stratified with a recorded seed.  Layout and policy: docs/DATASETS.md.
+70/10/20 stratified with a recorded seed.  Near-duplicate images are grouped
+before the split (option `near_duplicates`): a group goes whole to one split,
+a group with conflicting labels is left out.  Layout and policy: docs/DATASETS.md.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from fairfacebench.datasets.indexed import (
     DatasetIndex,
     IndexedDataset,
     SplitTable,
+    cut_units,
+    near_duplicate_groups,
+    near_duplicate_info,
     split_info,
+    split_units,
     stratified_split,
 )
+from fairfacebench.datasets.near_duplicates import DEFAULT_THRESHOLD, OFF, label_conflicts, threshold_option
 from fairfacebench.hookspecs import hookimpl
 
 logger = logging.getLogger(__name__)
@@ -106,12 +113,24 @@ def age_binary(age: np.ndarray) -> np.ndarray:
     return (age >= AGE_BINARY_THRESHOLD).astype(np.int64)
 
 
-class UTKFace(IndexedDataset):
+class UTKFaceFolder(IndexedDataset):
+    """What both UTKFace protocols share: the folder, and near-duplicates grouped by default in runs."""
+
+    needs_root = True
+    root_hint = "the UTKFace folder holding the *.jpg.chip.jpg files"
+
+    def run_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Near-duplicates are grouped at DEFAULT_THRESHOLD bits unless the plan says otherwise; 'off' (the loader's
+        own default: the split from before the option existed) is left out, so the runs of then keep their ids."""
+        value = options.get("near_duplicates", DEFAULT_THRESHOLD)
+        rest = {k: v for k, v in options.items() if k != "near_duplicates"}
+        return rest if threshold_option(value, self.name) is None else {**rest, "near_duplicates": value}
+
+
+class UTKFace(UTKFaceFolder):
     name = "utkface"
     description = "UTKFace aligned & cropped faces (200x200): gender, race and age from the file names"
     citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017"
-    needs_root = True
-    root_hint = "the UTKFace folder holding the *.jpg.chip.jpg files"
     attributes = ATTRIBUTES
     tasks = [
         TaskSpec("gender/race", "gender", ("race",), "predict gender; fairness across 5 race groups"),
@@ -127,7 +146,9 @@ class UTKFace(IndexedDataset):
         strict: bool = False,
         split_seed: int = 0,
         split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        near_duplicates: int | str = OFF,
     ) -> DatasetIndex:
+        threshold = threshold_option(near_duplicates, self.name)
         parsed = parse_folder(root)
         if not parsed.files:
             raise DataError(_no_images_message(root))
@@ -137,18 +158,46 @@ class UTKFace(IndexedDataset):
             "age_group": age_group(parsed.age),
             "age_binary": age_binary(parsed.age),
         }
+        rows, group, near_info = grouped_rows(
+            root, parsed.files, np.arange(len(parsed.files)), labels, threshold, ATTRIBUTES
+        )
+        labels = {k: v[rows] for k, v in labels.items()}
         strata = np.stack([labels["gender"], labels["race"], labels["age_binary"]], axis=1)
-        codes = stratified_split(strata, split_fractions, split_seed)
-        table = SplitTable.under(root, parsed.files, labels)
+        codes = stratified_split(strata, split_fractions, split_seed, group)
+        table = SplitTable.under(root, [parsed.files[i] for i in rows], labels)
         info: dict[str, Any] = {
             "root": str(root),
             "parsed": len(parsed.files),
             "irregular_names": IRREGULAR_POLICY,
             "skipped_names": parsed.skipped,
             "age_bins": {"age_group": "0-19, 20-39, 40-59, 60+ years", "age_binary": "0-39 vs 40+ years"},
+            "near_duplicates": near_info,
             "split": split_info(split_seed, split_fractions, SPLITS, ("gender", "race", "age_binary"), codes),
         }
         return DatasetIndex({s: table.take(np.flatnonzero(codes == i)) for i, s in enumerate(SPLITS)}, info)
+
+
+def grouped_rows(
+    root: Path,
+    files: list[str],
+    rows: np.ndarray,
+    labels: dict[str, np.ndarray],
+    threshold: int | None,
+    attributes: dict[str, Attribute],
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Of `rows` of the parsed `files` (`labels` aligned with `rows`): those a split may use (near-duplicate groups
+    with conflicting labels left out), their group ids (None when off) and what info records.
+
+    The hashes cover every parsed file, so the two protocols share one hash cache.
+    """
+    if threshold is None:
+        return rows, None, {"threshold": OFF}
+    group, unread = near_duplicate_groups("utkface", [os.path.join(str(root), f) for f in files], threshold)
+    conflicting = label_conflicts(group[rows], labels)
+    info = near_duplicate_info(
+        threshold, group[rows], conflicting, [files[r] for r in rows], labels, attributes, unread
+    )
+    return rows[~conflicting], group[rows[~conflicting]], info
 
 
 def _no_images_message(root: Path) -> str:
@@ -182,26 +231,35 @@ CB_TASKS = [
 CB_SPLITS = ("train", "val", "test")
 
 
-def controlled_bias_split(y: np.ndarray, a: np.ndarray, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def controlled_bias_split(
+    y: np.ndarray, a: np.ndarray, rho: float, seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Split codes 0 train / 1 val / 2 test / -1 dropped of the controlled-bias protocol (Hong & Yang, NeurIPS 2021).
 
     A random 80/20 split; the 20% halves into validation and test, left unskewed.  The training 80% is
     skewed: in sensitive group 0 the majority class is 0, in group 1 it is 1; each group keeps all of its
     majority-class images and (1 - rho) x that count of its minority-class images, drawn at random.  The
     dropped images are used nowhere: as an unlabeled pool they would be exactly the bias-conflicting cells.
+    Rows sharing a `groups` id (near-duplicates) are shuffled as one unit and go to one split
+    (`indexed.cut_units`); without groups every row is its own unit.
     """
     if not 0.0 <= rho <= 1.0:
         raise DataError(f"utkface-cb: option 'rho' must be in [0, 1], got {rho}")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
+    unit, _ = split_units(len(y), groups)
+    size = np.bincount(unit)
+    unit_order = rng.permutation(len(size))
     n_train = int(0.8 * len(y))
     n_val = (len(y) - n_train) // 2
-    codes = np.empty(len(y), np.int64)
-    codes[order[:n_train]] = 0
-    codes[order[n_train : n_train + n_val]] = 1
-    codes[order[n_train + n_val :]] = 2
+    unit_codes = np.empty(len(size), np.int64)
+    unit_codes[unit_order] = cut_units(size[unit_order], (n_train, n_val, len(y) - n_train - n_val))
+    codes = unit_codes[unit]
+    position = np.empty_like(unit_order)
+    position[unit_order] = np.arange(len(unit_order))
+    order = np.argsort(position[unit], kind="stable")  # rows in shuffled order, a group's rows together
+    train = order[codes[order] == 0]
     for group, majority in ((0, 0), (1, 1)):
-        in_group = order[:n_train][a[order[:n_train]] == group]
+        in_group = train[a[train] == group]
         major = in_group[y[in_group] == majority]
         minor = in_group[y[in_group] != majority]
         keep = int(round((1.0 - rho) * len(major)))
@@ -209,7 +267,7 @@ def controlled_bias_split(y: np.ndarray, a: np.ndarray, rho: float, seed: int) -
     return codes
 
 
-class UTKFaceControlledBias(IndexedDataset):
+class UTKFaceControlledBias(UTKFaceFolder):
     """UTKFace under the controlled-bias protocol of Hong & Yang (NeurIPS 2021): gender, skewed by race or age."""
 
     name = "utkface-cb"
@@ -221,28 +279,36 @@ class UTKFaceControlledBias(IndexedDataset):
         "Hong & Yang, Unbiased Classification through Bias-Contrastive and Bias-Balanced Learning, NeurIPS 2021; "
         "UTKFace: Zhang, Song, Qi, CVPR 2017"
     )
-    needs_root = True
     splits_per_task = True
-    root_hint = "the UTKFace folder holding the *.jpg.chip.jpg files"
     attributes = CB_ATTRIBUTES
     tasks = CB_TASKS
 
     def index(
-        self, root: Path, strict: bool = False, task: str | None = None, rho: float = 0.9, split_seed: int = 0
+        self,
+        root: Path,
+        strict: bool = False,
+        task: str | None = None,
+        rho: float = 0.9,
+        split_seed: int = 0,
+        near_duplicates: int | str = OFF,
     ) -> DatasetIndex:
         spec = self.task(task)
+        threshold = threshold_option(near_duplicates, self.name)
         parsed = parse_folder(root)
         if not parsed.files:
             raise DataError(_no_images_message(root))
-        rows = np.arange(len(parsed.files))
         sensitive = spec.sensitive[0]
         if sensitive == "age_bias":  # ages 11-19 are in neither group: dropped, as in the protocol
-            rows = rows[(parsed.age >= 20) | (parsed.age <= 10)]
-            a = (parsed.age[rows] <= 10).astype(np.int64)
+            rows = np.flatnonzero((parsed.age >= 20) | (parsed.age <= 10))
+            sensitive_of = (parsed.age <= 10).astype(np.int64)
         else:
-            a = (parsed.race[rows] != 0).astype(np.int64)
-        y = parsed.gender[rows]
-        codes = controlled_bias_split(y, a, float(rho), int(split_seed))
+            rows = np.arange(len(parsed.files))
+            sensitive_of = (parsed.race != 0).astype(np.int64)
+        labels = {"gender": parsed.gender[rows], sensitive: sensitive_of[rows]}
+        n_protocol = len(rows)
+        rows, group, near_info = grouped_rows(root, parsed.files, rows, labels, threshold, CB_ATTRIBUTES)
+        y, a = parsed.gender[rows], sensitive_of[rows]
+        codes = controlled_bias_split(y, a, float(rho), int(split_seed), group)
         labels = {"gender": y, sensitive: a}
         table = SplitTable.under(root, [parsed.files[i] for i in rows], labels)
         tables = {name: table.take(np.flatnonzero(codes == i)) for i, name in enumerate(CB_SPLITS)}
@@ -255,7 +321,8 @@ class UTKFaceControlledBias(IndexedDataset):
             "task": spec.name,
             "rho": float(rho),
             "split_seed": int(split_seed),
-            "dropped_ages_11_to_19": int(len(parsed.files) - len(rows)) if sensitive == "age_bias" else 0,
+            "dropped_ages_11_to_19": int(len(parsed.files) - n_protocol) if sensitive == "age_bias" else 0,
+            "near_duplicates": near_info,
             "cells": {name: cell_counts(tables[name], sensitive) for name in CB_SPLITS},
             "dropped_by_skew": int((codes == -1).sum()),
             "skipped_names": parsed.skipped,

@@ -1,7 +1,8 @@
 """Tiny datasets in the official on-disk layouts, built from generated pictures.
 
-Every image here is random colour noise drawn by `write_image`; no real
-dataset image is ever copied (UTKFace, CelebA and FairFace licences forbid it).
+Every image here is random colour noise drawn by `write_image`, or a face
+drawn by the synthfaces renderer (`render_faces_for_files`); no real dataset
+image is ever copied (UTKFace, CelebA and FairFace licences forbid it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from PIL import Image
 
 from fairfacebench.datasets.celeba import ATTRIBUTE_NAMES
 from fairfacebench.datasets.fairface import AGES, RACES
+from fairfacebench.datasets.synthfaces.render import render_faces, sample_params
 
 UTK_AGES = (5, 25, 33, 45, 65, 80)  # every age_group, three ages each side of 40
 UTK_MISSING_RACE = (
@@ -55,6 +57,59 @@ def build_utkface(root: Path) -> list[str]:
     for seed, name in enumerate([*names, *UTK_MISSING_RACE, *UTK_IRREGULAR]):
         write_image(root / name, seed, fmt="JPEG")
     return names
+
+
+def render_faces_for_files(n: int, size: int = 128, seed: int = 0) -> np.ndarray:
+    """`n` faces (uint8 (n, size, size, 3)) drawn by the synthfaces renderer from independent latent parameters."""
+    rng = np.random.default_rng(seed)
+    labels = {k: rng.integers(0, m, n) for k, m in (("skin_tone", 3), ("hair_length", 2), ("smiling", 2))}
+    labels["eyeglasses"] = rng.integers(0, 2, n)
+    return render_faces(sample_params(rng, labels, (1.0, 1.0, 1.0)), size, seed)
+
+
+COPY_KINDS = ("identical", "jpeg", "resized", "brighter")
+
+
+def plant_copy(original: Path, kind: str, path: Path) -> Path:
+    """A near-duplicate of the JPEG `original`: its bytes ('identical'), re-encoded at quality 40 ('jpeg'), halved
+    and enlarged back ('resized'), or 24 grey levels brighter ('brighter')."""
+    if kind == "identical":
+        path.write_bytes(original.read_bytes())
+        return path
+    with Image.open(original) as img:
+        rgb = img.convert("RGB")
+    if kind == "resized":
+        rgb = rgb.resize((rgb.width // 2, rgb.height // 2), Image.Resampling.BILINEAR).resize(rgb.size)
+    elif kind == "brighter":
+        rgb = Image.fromarray(np.clip(np.asarray(rgb, dtype=np.int64) + 24, 0, 255).astype(np.uint8))
+    rgb.save(path, format="JPEG", quality=40 if kind == "jpeg" else 95)
+    return path
+
+
+def build_utkface_with_near_duplicates(root: Path) -> dict[str, list]:
+    """60 distinct rendered faces under UTKFace names (2 genders x 5 races x 6 ages), then planted near-duplicates
+    under new names: faces 0-3 one copy each (COPY_KINDS in order) and face 4 two copies ('identical', 'resized'),
+    all with their original's labels; face 5 one 'jpeg' copy labelled with the other gender (a conflicting group)."""
+    root.mkdir(parents=True, exist_ok=True)
+    faces = render_faces_for_files(60)
+    names = []
+    for gender in (0, 1):
+        for race in range(5):
+            for i, age in enumerate(UTK_AGES):
+                names.append(f"{age}_{gender}_{race}_2017011{gender}{race}{i:010d}.jpg.chip.jpg")
+    for face, name in zip(faces, names):
+        Image.fromarray(face).save(root / name, format="JPEG", quality=95)
+
+    def copy(face: int, kind: str, number: int, gender: int | None = None) -> str:
+        age, own_gender, race = names[face].split("_")[:3]
+        name = f"{age}_{own_gender if gender is None else gender}_{race}_2018{number:013d}.jpg.chip.jpg"
+        plant_copy(root / names[face], kind, root / name)
+        return name
+
+    groups = [[names[i], copy(i, kind, i)] for i, kind in enumerate(COPY_KINDS)]
+    groups.append([names[4], copy(4, "identical", 4), copy(4, "resized", 40)])
+    conflict = [names[5], copy(5, "jpeg", 5, gender=1 - int(names[5].split("_")[1]))]
+    return {"names": names, "groups": groups, "conflict": conflict}
 
 
 def fairface_rows(split: str, per_group: int) -> list[list[str]]:
