@@ -20,14 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fairfacebench.errors import UnknownName
+from fairfacebench.errors import UnknownName, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights were asked for but none could be found."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ Going past either limit raises `BudgetExceeded` naming the stage.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fairfacebench.errors import UnknownName
+from fairfacebench.typed import to_plain
 
 
 class BudgetExceeded(RuntimeError):
@@ -27,7 +28,10 @@ class BudgetExceeded(RuntimeError):
 class Budget:
     """A named budget profile; identical for every method in a comparison.
 
-    amp: mixed precision, applied to every method alike (CUDA only).
+    amp: mixed precision (float16 autocast), applied to every method alike (CUDA only).
+    bf16: bfloat16 autocast on CPU, applied to every method alike; only on a CPU that computes bfloat16 natively
+    (preflight refuses it elsewhere).  It changes numbers, so it is part of the comparison key; a budget without
+    it (None) keeps the run ids it had before the field existed.
     """
 
     name: str
@@ -36,13 +40,16 @@ class Budget:
     amp: bool = False
     views: int = 2  # forward samples allowed per training image of a step
     inference_passes: int = 3  # forward passes allowed over each image set the method may read
+    bf16: bool | None = None
+
+    OMIT_WHEN_NONE = ("bf16",)
 
     def forward_limit(self, images_readable: int) -> int:
         """Forward samples a run may spend: views per step image plus inference passes over what it may read."""
         return self.steps * self.batch_size * self.views + self.inference_passes * images_readable
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_plain(self)
 
 
 BUDGETS: dict[str, Budget] = {

@@ -256,10 +256,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(plan.to_dict())}")
+        expected = _estimate(todo, plan)
         for spec in specs:
             status = statuses[spec.run_id]
-            action = "compute" if _will_compute(status, args.retry_failed) else f"skip ({status} in the store)"
+            action = (
+                f"compute (~{duration(expected.seconds[spec.run_id])})"
+                if _will_compute(status, args.retry_failed)
+                else f"skip ({status} in the store)"
+            )
             print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+        _print_estimate(expected)
         print("dry run: nothing computed")
         return 0
 
@@ -290,6 +296,31 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
+
+
+def _estimate(todo: list[Any], plan: Any) -> Any:
+    """The wall-time estimate of the runs to compute, on this machine and the plan's workers."""
+    from fairfacebench.estimate import plan_estimate
+    from fairfacebench.settings import default_cache_dir
+    from fairfacebench.store import ResultStore
+
+    out = Path(plan.out)
+    records = list(ResultStore(out, create=False).records()) if out.is_dir() else []
+    workers = plan.workers if plan.executor == "local" else 1
+    return plan_estimate(todo, workers, default_cache_dir(), records)
+
+
+def _print_estimate(expected: Any) -> None:
+    from fairfacebench.progress import duration
+
+    runs = len(expected.seconds)
+    print(
+        f"estimated wall time: {duration(expected.wall_s)} for {runs} run(s) to compute on {expected.workers} "
+        f"worker(s) (sum of runs {duration(sum(expected.seconds.values()))}; this machine's measured step costs, "
+        "method costs relative to erm; docs/PERFORMANCE.md)"
+    )
+    for note in expected.notes:
+        print(f"  estimate note: {note}")
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:

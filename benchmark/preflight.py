@@ -19,10 +19,13 @@ from typing import Any
 import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
+from fairfacebench.budget import Budget
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
 from fairfacebench.plan import Plan, expand
 from fairfacebench.plugins import Registry
+from fairfacebench.provenance import cpu_info
 from fairfacebench.spec import RunSpec
+from fairfacebench.speed import BF16_FLAGS, bf16_native
 
 
 @dataclass
@@ -39,6 +42,7 @@ def check_plan(plan: Plan, reg: Registry) -> Checked:
     check_device(plan.device)
     check_executor(plan.executor)
     check_backbone(plan.backbone, plan.weights)
+    check_precision(plan.budget_profile, plan.device)
     check_out(Path(plan.out))
     check_vlm(plan.vlm, reg.encoders)
     warnings: list[str] = []
@@ -76,6 +80,17 @@ def check_backbone(name: str, weights: str) -> None:
         raise UnknownName(f"unknown backbone '{name}'; available: {sorted(BACKBONES)} or 'timm:<model name>'")
     if weights == "imagenet":
         resolve_weights(BACKBONES[name], weights)
+
+
+def check_precision(budget: Budget, device: str) -> None:
+    """A budget with bfloat16 autocast runs only on a CPU that computes bfloat16 natively (elsewhere it is emulated,
+    slower than float32, and its numbers belong to no comparison worth having)."""
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if budget.bf16 and on_cpu and not bf16_native():
+        raise ConfigError(
+            f"budget '{budget.name}' computes in bfloat16 on CPU, which this CPU ({cpu_info()['cpu_model']}) does not "
+            f"support natively (no {' or '.join(BF16_FLAGS)} flag): pick a float32 budget (`fairbench list budgets`)"
+        )
 
 
 def check_timm_model(model: str) -> None:

@@ -1,0 +1,197 @@
+"""What a training step costs on this machine (measured once per CPU and cached) and the wall-time estimate of a plan
+that `fairbench run --dry-run` prints.
+
+A run costs its steps times this machine's measured cost of one training step of the backbone (at the run's
+resolution, batch size, precision and threads) times its method's cost relative to ERM, plus its evaluation
+(validation and test images through the network) and a fixed start-up; runs are then packed on the workers the way
+the executor starts them (heaviest first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from fairfacebench.backbones import create_backbone
+from fairfacebench.provenance import cpu_info
+from fairfacebench.speed import autocast, memory_format, precision
+from fairfacebench.training import Classifier
+
+# A method's cost per optimizer step relative to ERM's at the same budget (wall time per step, all stages and its
+# own inference passes included): `method_costs` of the committed synthfaces-small store (budget small, 2 workers on
+# this 2-core machine).  A store's own records of a method replace its entry; a method that is in neither counts as
+# ERM, and the estimate says so.
+METHOD_COST: dict[str, float] = {
+    "erm": 1.0,
+    "reweight": 1.02,
+    "resample": 0.97,
+    "undersample": 1.01,
+    "groupdro": 1.06,
+    "domain-independent": 1.09,
+    "adversarial": 1.13,
+    "threshold-optimizer": 1.03,
+    "val-reweight": 1.12,
+    "val-reweight:uniform-weights": 1.01,
+    "jtt": 1.05,
+    "fscl": 1.51,
+    "simclr": 1.48,
+    "shasam": 0.71,
+    "shasam:no-mining": 0.69,
+    "clip-cluster": 1.14,
+    "clip-cluster:no-resampling": 1.04,
+    "ssl-pipeline": 2.06,
+    "ssl-pipeline:no-curation": 2.06,
+    "ssl-pipeline:no-meta-weights": 1.39,
+}
+RUN_START_S = 6.0  # a worker's start, data loading from the decoded-image cache and writing the record
+CALIBRATION_STEPS = 5  # timed steps per calibration, after two warm-up steps
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds of one training step (forward, backward, AdamW) and of one image through the network in inference."""
+
+    train_step_s: float
+    infer_image_s: float
+    measured: str  # when and where: the CPU model, torch version, threads
+
+
+def machine_key() -> str:
+    info = cpu_info()
+    text = f"{info['cpu_model']}|{info['torch_cpu_capability']}|{torch.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_cost(
+    backbone: str, resolution: int, batch_size: int, precision_name: str, threads: int, cache_dir: Path
+) -> StepCost:
+    """The measured cost of a step on this machine, from the cache or measured now (a few seconds, once)."""
+    key = f"{backbone}-{resolution}px-b{batch_size}-{precision_name}-t{threads}"
+    path = Path(cache_dir) / "calibration" / f"{machine_key()}.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in known:
+        known[key] = measure_step(backbone, resolution, batch_size, precision_name, threads).__dict__
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return StepCost(**known[key])
+
+
+def measure_step(backbone: str, resolution: int, batch_size: int, precision_name: str, threads: int) -> StepCost:
+    """Median time of CALIBRATION_STEPS training steps of the backbone (random weights: the cost is the same) and of
+    inference over two batches, with `threads` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net, _ = create_backbone(backbone, "none")
+        layout = memory_format(backbone, precision_name, "cpu")
+        model = Classifier(net, net.out_dim, {"target": 2}).to(memory_format=layout)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.rand(batch_size, 3, resolution, resolution).to(memory_format=layout)
+        y = torch.randint(0, 2, (batch_size,))
+        times = []
+        for i in range(CALIBRATION_STEPS + 2):
+            start = time.perf_counter()
+            with autocast(precision_name, "cpu"):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        model.eval()
+        batch = torch.rand(256, 3, resolution, resolution).to(memory_format=layout)
+        with torch.inference_mode(), autocast(precision_name, "cpu"):
+            model(batch)
+            start = time.perf_counter()
+            model(batch)
+            infer = (time.perf_counter() - start) / 256
+    finally:
+        torch.set_num_threads(before)
+    measured = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} on {cpu_info()['cpu_model']}, torch {torch.__version__}"
+    return StepCost(round(statistics.median(times), 5), round(infer, 7), measured)
+
+
+# ---------------------------------------------------------------- the estimate of a plan
+
+
+@dataclass
+class Estimate:
+    """A plan's expected wall time on this machine: per run, and packed on the workers."""
+
+    seconds: dict[str, float]  # run id -> estimated wall seconds of the run
+    wall_s: float
+    workers: int
+    notes: list[str] = field(default_factory=list)
+
+
+def method_costs(records: Iterable[Any]) -> dict[str, float]:
+    """Each method's wall time per optimizer step relative to ERM's, from ok records that share ERM's comparison
+    (same machine and budget): the median over the method's runs."""
+    per_step: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        report = r.budget_report or {}
+        train = sum((report.get("wall_time_per_stage_s") or {}).values()) or report.get("wall_time_s")
+        if r.ok and train and report.get("steps"):
+            per_step.setdefault((r.comparison_id, r.method), []).append(train / report["steps"])
+    erm = {c: statistics.median(v) for (c, m), v in per_step.items() if m == "erm"}
+    ratios: dict[str, list[float]] = {}
+    for (comparison, method), values in per_step.items():
+        if comparison in erm:
+            ratios.setdefault(method, []).append(statistics.median(values) / erm[comparison])
+    return {m: round(statistics.median(v), 3) for m, v in ratios.items()}
+
+
+def estimate(
+    specs: list[Any], costs: dict[str, float], step: StepCost, eval_images: int, workers: int
+) -> Estimate:
+    """The wall time of computing `specs` on `workers` workers: each run's steps x the step cost x its method's
+    cost, plus its evaluation and start-up; runs are started heaviest first, each on the worker free first."""
+    notes = sorted({f"no measured cost for '{s.method}': counted as erm" for s in specs if s.method not in costs})
+    seconds = {
+        s.run_id: s.budget.steps * step.train_step_s * costs.get(s.method, 1.0)
+        + eval_images * step.infer_image_s
+        + RUN_START_S
+        for s in specs
+    }
+    return Estimate(seconds, packed(seconds.values(), workers), workers, notes)
+
+
+def plan_estimate(todo: list[Any], workers: int, cache_dir: Path, records: list[Any]) -> Estimate:
+    """The estimate of the runs a plan will compute: this machine's step cost per setting (measured once, cached),
+    method costs from the store's records over the measured table, evaluation sizes from records of the same data."""
+    costs = {**METHOD_COST, **method_costs(records)}
+    sizes = {r.spec.data_fingerprint: r.task_info.sizes for r in records if r.task_info is not None}
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    groups: dict[tuple, list[Any]] = {}
+    for s in todo:
+        key = (s.backbone, s.resolution, s.budget.batch_size, precision(s.budget, "cpu"), s.threads, s.data_fingerprint)
+        groups.setdefault(key, []).append(s)
+    for (backbone, resolution, batch, prec, threads, fingerprint), specs in groups.items():
+        step = step_cost(backbone, resolution, batch, prec, threads, cache_dir)
+        split = sizes.get(fingerprint)
+        eval_images = (split["val"] + split["test"]) if split else 0
+        if not split:
+            notes.append(f"evaluation not counted for data {fingerprint[:8]} (no finished run of it in the store yet)")
+        part = estimate(specs, costs, step, eval_images, workers)
+        seconds.update(part.seconds)
+        notes += part.notes
+    return Estimate(seconds, packed(seconds.values(), workers), workers, sorted(set(notes)))
+
+
+def packed(run_seconds: Iterable[float], workers: int) -> float:
+    """Wall time of runs started heaviest first, each on the worker that is free first (as the executor does)."""
+    free = [0.0] * max(1, workers)
+    for run_time in sorted(run_seconds, reverse=True):
+        free[free.index(min(free))] += run_time
+    return max(free)
