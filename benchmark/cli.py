@@ -246,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan, specs = checked.plan, checked.specs
     for warning in checked.warnings:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
+    final, waiting = _after_search(plan, specs, reg)
+    specs = specs + final
     statuses = stored_statuses(Path(plan.out), [s.run_id for s in specs])
     todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
     methods = plan.method_names(reg.methods)
@@ -265,6 +267,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else f"skip ({status} in the store)"
             )
             print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+        if waiting:
+            print(
+                f"then: the chosen trials on seeds {plan.search_seeds}..{plan.seeds - 1} of {waiting} method(s) "
+                "whose search has not finished (not in the estimate)"
+            )
         _print_estimate(expected)
         print("dry run: nothing computed")
         return 0
@@ -273,9 +280,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     view = GridView(0, live=live, stream=sys.stdout, work_per_run=plan.budget_profile.steps)
     outcomes: list[tuple[Any, str]] = []
     started = time.monotonic()
-    try:
-        counts = execute(
-            specs,
+
+    def grid(runs: list[Any]) -> dict[str, int]:
+        return execute(
+            runs,
             ResultStore(plan.out),
             SpecRunner(plan.device, config=plan.to_dict()),
             retry_failed=args.retry_failed,
@@ -286,6 +294,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             view=view,
             run_timeout_s=plan.run_timeout_s,
         )
+
+    try:
+        counts = grid(specs)
+        after, _ = _after_search(plan, specs, reg)  # the search may have finished in this grid
+        new = [s for s in after if s not in specs]
+        if new:
+            print(f"search finished: {len(new)} run(s) of the chosen trials on seeds {plan.search_seeds}..")
+            counts = {k: v + counts[k] for k, v in grid(new).items()}
     finally:
         view.close()
     paths = write(plan.out, rule=plan.selection)
@@ -296,6 +312,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
+
+
+def _after_search(plan: Any, specs: list[Any], reg: Any) -> tuple[list[Any], int]:
+    """The runs of the trials chosen on the search seeds (from the store), and how many methods still search."""
+    from fairfacebench.plan import expand_final
+    from fairfacebench.store import ResultStore
+
+    out = Path(plan.out)
+    records = list(ResultStore(out, create=False).records()) if out.is_dir() and plan.search_seeds else []
+    return expand_final(plan, specs, records, reg)
 
 
 def _estimate(todo: list[Any], plan: Any) -> Any:

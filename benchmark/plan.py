@@ -8,7 +8,7 @@ are refused here, before any training, with one line naming the key and its sour
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
@@ -120,6 +120,8 @@ SCHEMA: dict[str, Check] = {
     "tasks": table_of(names),
     "seeds": integer(1),
     "hparam_trials": integer(1),
+    "search_seeds": integer(0),
+    "final_selection": names,
     "budget": one_of(tuple(BUDGETS)),
     "resolution": integer(0),
     "selection": text,
@@ -151,6 +153,8 @@ class Plan:
     tasks: dict[str, tuple[str, ...]]
     seeds: int
     hparam_trials: int
+    search_seeds: int  # 0: every trial on every seed; N: trials > 0 on seeds < N, then the chosen ones on the rest
+    final_selection: tuple[str, ...]  # selection rules whose chosen trial is run on the seeds after the search
     budget: str
     resolution: int
     selection: str
@@ -184,8 +188,14 @@ class Plan:
         out = asdict(self)
         out["methods"] = self.methods if isinstance(self.methods, str) else list(self.methods)
         out["datasets"] = list(self.datasets)
+        out["final_selection"] = list(self.final_selection)
         out["tasks"] = {k: list(v) for k, v in self.tasks.items()}
         return out
+
+    def seeds_of(self, trial: int) -> range:
+        """The seeds a trial runs on before any selection: all for trial 0 (the defaults, the board's "default"
+        row), the search seeds for the others when the plan searches first."""
+        return range(self.seeds) if trial == 0 or not self.search_seeds else range(min(self.search_seeds, self.seeds))
 
     def method_names(self, installed: dict[str, type]) -> list[str]:
         """The plan's methods; "all" is every installed method except ablations (ask for those by name)."""
@@ -339,7 +349,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                 cls = reg.method(m_name)
                 for trial in range(plan.hparam_trials):
                     hp = trial_hparams(cls, trial)
-                    for seed in range(plan.seeds):
+                    for seed in plan.seeds_of(trial):
                         specs.append(
                             RunSpec(
                                 dataset=ds_name,
@@ -364,3 +374,45 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                             )
                         )
     return specs
+
+
+def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any = None) -> tuple[list[RunSpec], int]:
+    """The runs after the search: for each (dataset, task, method) whose search runs have all finished, the trial
+    each rule of `plan.final_selection` picks on the search seeds (validation metrics only), on the remaining seeds;
+    and how many (dataset, task, method) cells still wait for their search.  Trial 0 already runs on every seed.
+    """
+    if not plan.search_seeds or plan.search_seeds >= plan.seeds:
+        return [], 0
+    reg = reg or registry()
+    finished = {r.run_id: r for r in records}
+    cells: dict[tuple[str, str, str], list[RunSpec]] = {}
+    for spec in specs:
+        if spec.seed < plan.search_seeds:
+            cells.setdefault((spec.dataset, spec.task, spec.method), []).append(spec)
+    final, waiting = [], 0
+    for cell_specs in cells.values():
+        if any(s.run_id not in finished for s in cell_specs):
+            waiting += 1
+            continue
+        by_trial: dict[int, list[Any]] = {}
+        for s in cell_specs:
+            by_trial.setdefault(s.trial, []).append(finished[s.run_id])
+        chosen = {search_choice(by_trial, reg.selection_rule(name)) for name in plan.final_selection}
+        template = {s.trial: s for s in cell_specs}
+        final += [
+            replace(template[trial], seed=seed)
+            for trial in sorted(chosen - {0, None})
+            for seed in range(plan.search_seeds, plan.seeds)
+        ]
+    return final, waiting
+
+
+def search_choice(by_trial: dict[int, list[Any]], rule: Any) -> int | None:
+    """The trial a selection rule picks from the search seeds' runs: the highest mean of the rule's key over the
+    search seeds (failed runs count as the worst key); ties go to the lowest trial; None if every run failed."""
+    scores = {}
+    for trial, runs in by_trial.items():
+        keys = [rule.key(r) for r in runs if r.ok]
+        if len(keys) == len(runs):
+            scores[trial] = tuple(sum(k[i] for k in keys) / len(keys) for i in range(len(keys[0])))
+    return max(scores, key=lambda t: (scores[t], -t)) if scores else None

@@ -21,7 +21,7 @@ from fairfacebench.leaderboard.tables import build, get_rule, to_markdown
 from fairfacebench.methods.base import Hparam, uniform
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import Reweight
-from fairfacebench.plan import expand, load_plan, trial_hparams
+from fairfacebench.plan import expand, expand_final, load_plan, trial_hparams
 from fairfacebench.plugins import registry
 from fairfacebench.spec import spec_hash
 from fairfacebench.store import ResultStore
@@ -343,3 +343,30 @@ def test_the_board_configs_resolve_to_the_documented_cpu_and_gpu_plans():
         ConfigError, match=r"config 'no-such-board' is neither a file nor a packaged config; packaged: \["
     ):
         load_plan("no-such-board")
+
+
+def test_a_search_runs_trials_on_the_search_seeds_then_each_rules_pick_on_the_rest():
+    plan = load_plan(
+        flags={
+            "methods": ["erm"],
+            "hparam_trials": 3,
+            "seeds": 3,
+            "search_seeds": 1,
+            "final_selection": ["val_acc", "val_wga"],
+            "budget": "smoke",
+        }
+    )
+    specs = expand(plan)
+    assert sorted((s.trial, s.seed) for s in specs) == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)]
+    search = [s for s in specs if s.seed == 0]
+    assert expand_final(plan, specs, [], registry()) == ([], 1)  # nothing finished: the method waits
+    # trial 1 best on validation accuracy, trial 2 on worst-group accuracy: both run on seeds 1 and 2
+    vals = {0: _m(0.70, wga=0.50), 1: _m(0.90, wga=0.40), 2: _m(0.80, wga=0.60)}
+    records = [fake_record(spec=s, run_id=s.run_id, val=vals[s.trial]) for s in search]
+    final, waiting = expand_final(plan, specs, records, registry())
+    assert waiting == 0 and sorted((s.trial, s.seed) for s in final) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(f.hparams == next(s.hparams for s in search if s.trial == f.trial) for f in final)
+    # a rule that picks the defaults adds nothing: trial 0 already runs on every seed
+    vals[0] = _m(0.95, wga=0.9)
+    records = [fake_record(spec=s, run_id=s.run_id, val=vals[s.trial]) for s in search]
+    assert expand_final(plan, specs, records, registry()) == ([], 0)
