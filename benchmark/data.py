@@ -18,6 +18,8 @@ from fairfacebench.errors import DataError
 
 __all__ = [
     "Attribute",
+    "CONCEPTS",
+    "Concept",
     "DataError",
     "TaskSpec",
     "Split",
@@ -27,6 +29,10 @@ __all__ = [
     "LabeledSplit",
     "ImagesOnly",
     "TaskData",
+    "UNMAPPED",
+    "Vocabulary",
+    "check_vocabulary",
+    "concept_codes",
     "group_codes",
     "restrict_to_task",
     "make_task_data",
@@ -56,6 +62,63 @@ class Attribute:
     @property
     def n(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A shared attribute of the transfer vocabulary: datasets map their own attributes' classes onto its classes."""
+
+    name: str
+    classes: tuple[str, ...]
+    description: str = ""
+
+
+# The shared vocabulary (docs/DATASETS.md, "transfer"): what "the same attribute" means across datasets.
+CONCEPTS: dict[str, Concept] = {
+    c.name: c
+    for c in (
+        Concept("gender", ("male", "female"), "gender as the datasets annotate it (binary in every one of them)"),
+        Concept("race_binary", ("white", "non-white"), "White vs every other race class (utkface-cb's grouping)"),
+        Concept("race4", ("white", "black", "asian", "indian"), "FairFace's race4: East and Southeast Asian are asian"),
+        Concept("age_band", ("0-19", "20-39", "40-59", "60+"), "age in years, four bands"),
+        Concept("age_40", ("0-39", "40+"), "age in years, under 40 or not"),
+        Concept("child_adult", ("adult", "child"), "adult = 20 years or more, child = 10 or less (utkface-cb)"),
+    )
+}
+UNMAPPED = -1  # concept code of a class the concept does not apply to (e.g. UTKFace race Others in race4)
+
+# concept -> dataset attribute -> attribute class -> concept class (None: the concept does not apply to that class)
+Vocabulary = dict[str, dict[str, dict[str, str | None]]]
+
+
+def concept_codes(vocabulary: Vocabulary, concept: str, attribute: Attribute) -> tuple[int, ...]:
+    """Per class code of `attribute`, the code of its class in `concept` (UNMAPPED where it maps to None)."""
+    classes = CONCEPTS[concept].classes
+    mapping = vocabulary[concept][attribute.name]
+    return tuple(UNMAPPED if mapping[c] is None else classes.index(mapping[c]) for c in attribute.classes)
+
+
+def check_vocabulary(dataset: str, attributes: dict[str, Attribute], vocabulary: Vocabulary) -> None:
+    """A plugin's vocabulary names known concepts and its own attributes, lists every class of each mapped attribute
+    once, maps it to a class of the concept or None, and reaches every class of the concept."""
+    for concept, readings in vocabulary.items():
+        if concept not in CONCEPTS:
+            raise ValueError(f"dataset '{dataset}': vocabulary concept '{concept}' is not one of {sorted(CONCEPTS)}")
+        classes = CONCEPTS[concept].classes
+        for name, mapping in readings.items():
+            where = f"dataset '{dataset}': vocabulary '{concept}' <- attribute '{name}'"
+            if name not in attributes:
+                raise ValueError(f"{where}: no such attribute; the dataset has {sorted(attributes)}")
+            if set(mapping) != set(attributes[name].classes):
+                raise ValueError(
+                    f"{where}: maps classes {sorted(mapping)}, expected each of {list(attributes[name].classes)}"
+                )
+            unknown = sorted({v for v in mapping.values() if v is not None} - set(classes))
+            if unknown:
+                raise ValueError(f"{where}: {unknown} are not classes of '{concept}' {list(classes)} (or None)")
+            unreached = [c for c in classes if c not in mapping.values()]
+            if unreached:
+                raise ValueError(f"{where}: no class maps onto {unreached} of '{concept}'")
 
 
 @dataclass(frozen=True)

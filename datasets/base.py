@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fairfacebench.data import Attribute, LoadedDataset, TaskSpec, UnlabeledPool
+from fairfacebench.data import Attribute, LoadedDataset, TaskSpec, UnlabeledPool, Vocabulary
 from fairfacebench.errors import UnknownName
 
 
@@ -17,6 +17,8 @@ class DatasetPlugin:
 
     Subclasses set the class attributes and implement `load`.  `tasks[0]` is
     the default task.  `needs_root` is False only for generated datasets.
+    `vocabulary` lets runs of other datasets be evaluated on this one's test
+    split (`fairbench run --eval-on`); a dataset without one is refused there.
     """
 
     name: str = ""
@@ -28,6 +30,7 @@ class DatasetPlugin:
     default_size: int = 64
     attributes: dict[str, Attribute] = {}
     tasks: list[TaskSpec] = []
+    vocabulary: Vocabulary = {}  # how attributes map onto the shared concepts (`data.CONCEPTS`) for transfer
 
     def task(self, name: str | None) -> TaskSpec:
         if name is None:

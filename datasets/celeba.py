@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fairfacebench.data import Attribute, DataError, TaskSpec
+from fairfacebench.data import Attribute, DataError, TaskSpec, Vocabulary
 from fairfacebench.datasets.indexed import (
     SPLITS,
     DatasetIndex,
@@ -80,6 +80,8 @@ USUAL_SENSITIVE = ("Male", "Young")
 VALUES = ("-1", "1")  # file value -> code 0 / 1
 PARTITIONS = ("0", "1", "2")  # train, val, test
 IMAGE_DIR = "img_align_celeba"
+# Only Male has a counterpart elsewhere: Young is an annotator's impression with no age in years behind it.
+VOCABULARY: Vocabulary = {"gender": {"Male": {"not_Male": "female", "Male": "male"}}}
 
 
 def _task(target: str, sensitive: tuple[str, ...], name: str | None = None) -> TaskSpec:
@@ -97,6 +99,7 @@ class CelebA(IndexedDataset):
         "and list_eval_partition.txt (or .csv)"
     )
     attributes = ATTRIBUTES
+    vocabulary = VOCABULARY
     tasks = [_task(t, (s,)) for t in USUAL_TARGETS for s in USUAL_SENSITIVE]
 
     def task(self, name: str | None) -> TaskSpec:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fairfacebench.data import Attribute, DataError, TaskSpec
+from fairfacebench.data import Attribute, DataError, TaskSpec, Vocabulary
 from fairfacebench.datasets.indexed import (
     NOT_APPLICABLE,
     DatasetIndex,
@@ -49,6 +49,25 @@ ATTRIBUTES = {
 }
 
 
+# Latino_Hispanic and Middle Eastern are non-White (UTKFace files them under Others, which utkface-cb counts as
+# non-White) and in no race4 class; the 10-19 bin holds children (10) and older (11-19) alike: neither.
+_NON_WHITE = {race: "non-white" for race in RACES if race != "White"}
+VOCABULARY: Vocabulary = {
+    "gender": {"gender": {"Male": "male", "Female": "female"}},
+    "race_binary": {
+        "race": {"White": "white", **_NON_WHITE},
+        "race4": {race: "white" if race == "White" else "non-white" for race in RACE4},
+    },
+    "race4": {
+        "race4": {race: race.lower() for race in RACE4},
+        "race": {race: None if code < 0 else RACE4[code].lower() for race, code in zip(RACES, RACE4_OF_RACE)},
+    },
+    "age_band": {"age": dict(zip(AGES, ("0-19",) * 3 + ("20-39",) * 2 + ("40-59",) * 2 + ("60+",) * 2))},
+    "age_40": {"age": dict(zip(AGES, ("0-39",) * 5 + ("40+",) * 4))},
+    "child_adult": {"age": dict(zip(AGES, ("child", "child", None) + ("adult",) * 6))},
+}
+
+
 class FairFace(IndexedDataset):
     name = "fairface"
     description = "FairFace (race/gender/age balanced faces); official val used as test, val carved from train"
@@ -56,6 +75,7 @@ class FairFace(IndexedDataset):
     needs_root = True
     root_hint = "the FairFace folder holding fairface_label_train.csv, fairface_label_val.csv, train/ and val/"
     attributes = ATTRIBUTES
+    vocabulary = VOCABULARY
     tasks = [
         TaskSpec("gender/race", "gender", ("race",), "predict gender; fairness across 7 race groups"),
         TaskSpec("gender/race4", "gender", ("race4",), "predict gender; fairness across 4 race groups (rest dropped)"),

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fairfacebench.data import Attribute, DataError, TaskSpec
+from fairfacebench.data import Attribute, DataError, TaskSpec, Vocabulary
 from fairfacebench.datasets.indexed import (
     SPLITS,
     DatasetIndex,
@@ -52,6 +52,23 @@ ATTRIBUTES = {
     "race": Attribute("race", ("White", "Black", "Asian", "Indian", "Others")),
     "age_group": Attribute("age_group", ("0-19", "20-39", "40-59", "60+")),
     "age_binary": Attribute("age_binary", ("0-39", "40+")),
+}
+
+
+NON_WHITE = "non-white"
+GENDER_VOCABULARY = {"Male": "male", "Female": "female"}
+# Others (Hispanic, Latino, Middle Eastern, ...) is non-White as in utkface-cb, and in no race4 class.
+VOCABULARY: Vocabulary = {
+    "gender": {"gender": GENDER_VOCABULARY},
+    "race_binary": {
+        "race": {"White": "white", "Black": NON_WHITE, "Asian": NON_WHITE, "Indian": NON_WHITE, "Others": NON_WHITE}
+    },
+    "race4": {"race": {"White": "white", "Black": "black", "Asian": "asian", "Indian": "indian", "Others": None}},
+    "age_band": {"age_group": {band: band for band in ATTRIBUTES["age_group"].classes}},
+    "age_40": {
+        "age_binary": {"0-39": "0-39", "40+": "40+"},
+        "age_group": {"0-19": "0-39", "20-39": "0-39", "40-59": "40+", "60+": "40+"},
+    },
 }
 
 
@@ -132,6 +149,7 @@ class UTKFace(UTKFaceFolder):
     description = "UTKFace aligned & cropped faces (200x200): gender, race and age from the file names"
     citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017"
     attributes = ATTRIBUTES
+    vocabulary = VOCABULARY
     tasks = [
         TaskSpec("gender/race", "gender", ("race",), "predict gender; fairness across 5 race groups"),
         TaskSpec("age_binary/race", "age_binary", ("race",), "predict age >= 40; fairness across 5 race groups"),
@@ -222,6 +240,11 @@ CB_ATTRIBUTES = {
     ),
     "age_bias": Attribute("age_bias", ("20+", "0-10"), (("an adult",), ("a child",))),
 }
+CB_VOCABULARY: Vocabulary = {
+    "gender": {"gender": GENDER_VOCABULARY},
+    "race_binary": {"race_binary": {"White": "white", "non-White": NON_WHITE}},
+    "child_adult": {"age_bias": {"20+": "adult", "0-10": "child"}},
+}
 CB_TASKS = [
     TaskSpec(
         "gender/race", "gender", ("race_binary",), "gender; train skewed: White mostly male, non-White mostly female"
@@ -281,6 +304,7 @@ class UTKFaceControlledBias(UTKFaceFolder):
     )
     splits_per_task = True
     attributes = CB_ATTRIBUTES
+    vocabulary = CB_VOCABULARY
     tasks = CB_TASKS
 
     def index(
