@@ -44,6 +44,46 @@ class TaskInfo:
     sizes: dict[str, int]
 
 
+@dataclass(frozen=True)
+class SharedAttribute:
+    """A task attribute read through a shared concept (`data.CONCEPTS`) on both datasets of a transfer evaluation."""
+
+    concept: str
+    source_attribute: str
+    source_classes: dict[str, str | None]  # class of the run's attribute -> concept class (None: rows left out)
+    attribute: str
+    classes: dict[str, str | None]  # class of the other dataset's attribute -> concept class (None: rows left out)
+
+
+@dataclass(frozen=True)
+class SharedGroupsScore:
+    """A test split scored over the shared groups: rows kept and left out (a class the concept does not cover),
+    summary metrics, the per-group report and bootstrap intervals."""
+
+    n: int
+    left_out: int
+    metrics: dict[str, float | None]
+    per_group: dict[str, Any]
+    intervals: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """The run's model on another dataset's test split (`transfer`) and, for comparison, on its own test split read
+    through the same concepts (`in_domain`), both over the shared groups `group_names`."""
+
+    dataset: str
+    data_fingerprint: str
+    dataset_options: dict[str, Any]
+    loaded_task: str | None  # the task the dataset was loaded with (datasets whose splits depend on the task)
+    target: SharedAttribute
+    sensitive: list[SharedAttribute]
+    group_names: list[str]
+    in_domain: SharedGroupsScore
+    transfer: SharedGroupsScore
+    eval_time_s: float
+
+
 Metrics = dict[str, dict[str, float | None]]  # split ('val', 'test') -> metric name -> value (None: undefined)
 
 
@@ -76,6 +116,7 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
     vlm: dict[str, Any] | None = None
+    transfer: dict[str, TransferResult] | None = None  # other dataset -> its evaluation (`fairbench run --eval-on`)
     error: str | None = None
     traceback: str | None = None
     wall_time_s: float | None = None
@@ -92,6 +133,7 @@ class RunRecord:
         "metric_definitions",
         "budget_report",
         "supervision",
+        "transfer",
         "error",
         "traceback",
         "recomputed_from_predictions",
@@ -135,6 +177,12 @@ class RunRecord:
     def test_groups(self) -> list[dict[str, Any]]:
         """The per-group rows of the test split (empty for a failed run)."""
         return ((self.per_group or {}).get("test") or {}).get("per_group", [])
+
+    def transfer_metric(self, dataset: str, name: str, split: str = "transfer") -> float | None:
+        """A metric of the transfer evaluation on `dataset`: on its test split ('transfer') or on the run's own test
+        split over the same shared groups ('in_domain'); None when undefined or not evaluated."""
+        result = (self.transfer or {}).get(dataset)
+        return None if result is None else getattr(result, split).metrics.get(name)
 
     def test_interval(self, name: str) -> list | None:
         """The run's bootstrap interval of a test metric, if it has one."""
