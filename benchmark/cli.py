@@ -168,6 +168,36 @@ def _tasks(text: str | None, datasets: tuple[str, ...]) -> dict[str, list[str]]:
     return tasks
 
 
+def _eval_on(values: list[str]) -> dict[str, Any]:
+    """--eval-on DATASET[:ROOT] (repeatable): the plan's `eval_on` and the data roots given with it."""
+    names: dict[str, None] = {}
+    roots: dict[str, str] = {}
+    for v in values:
+        name, sep, root = v.partition(":")
+        if not name or (sep and not root):
+            raise ConfigError(f"--eval-on {v}: expected DATASET or DATASET:ROOT, e.g. fairface:/data/FairFace")
+        names[name] = None
+        if root:
+            roots[name] = root
+    return {"eval_on": list(names) or None, "data_roots": roots or None}
+
+
+def _lacking_transfer(out: Path, specs: list[Any], transfer: Any) -> dict[str, list[str]]:
+    """Finished runs whose records lack a transfer evaluation the plan asks for (run id -> those datasets): the model
+    is not stored, so they are computed again (one run id gives the same numbers, so nothing else changes)."""
+    from fairfacebench.store import ResultStore
+
+    if not transfer.targets or not out.is_dir():
+        return {}
+    store = ResultStore(out, create=False)
+    lacking = {}
+    for spec in specs:
+        record = store.record(spec.run_id) if transfer.for_spec(spec) else None
+        if record is not None and record.ok and transfer.lacking(record):
+            lacking[spec.run_id] = transfer.lacking(record)
+    return lacking
+
+
 def run_plan(args: argparse.Namespace, reg: Any) -> Any:
     """Packaged defaults < --config < flags, validated into one Plan."""
     from fairfacebench.plan import load_plan
@@ -193,6 +223,7 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
         "vlm": args.vlm,
         "pool": args.pool,
         "augment": {"mix": args.mix} if args.mix else None,
+        **_eval_on(args.eval_on),
     }
 
     def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
@@ -249,7 +280,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     final, waiting = _after_search(plan, specs, reg)
     specs = specs + final
     statuses = stored_statuses(Path(plan.out), [s.run_id for s in specs])
-    todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
+    lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
+    todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed) or s.run_id in lacking]
     methods = plan.method_names(reg.methods)
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
@@ -263,9 +295,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = statuses[spec.run_id]
             action = (
                 f"compute (~{duration(expected.seconds[spec.run_id])})"
-                if _will_compute(status, args.retry_failed)
+                if _will_compute(status, args.retry_failed) or spec.run_id in lacking
                 else f"skip ({status} in the store)"
             )
+            if spec.run_id in lacking:
+                action += f" (its record lacks --eval-on {','.join(lacking[spec.run_id])})"
             print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
         if waiting:
             print(
@@ -285,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return execute(
             runs,
             ResultStore(plan.out),
-            SpecRunner(plan.device, config=plan.to_dict()),
+            SpecRunner(plan.device, config=plan.to_dict(), transfer=checked.transfer),
             retry_failed=args.retry_failed,
             on_result=lambda spec, status: outcomes.append((spec, status)),
             executor=plan.executor,
@@ -293,6 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ray_address=plan.ray_address or None,
             view=view,
             run_timeout_s=plan.run_timeout_s,
+            rerun=(lambda record: bool(checked.transfer.lacking(record))) if checked.transfer.targets else None,
         )
 
     try:
@@ -563,6 +598,14 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         "--data-root", action="append", default=[], help="PATH, or NAME=PATH when several datasets need one"
     )
     _dataset_option(run, "n_train=2000 or csv.target=smiling")
+    run.add_argument(
+        "--eval-on",
+        action="append",
+        default=[],
+        metavar="DATASET[:ROOT]",
+        help="transfer, repeatable: also score every trained model on this dataset's test split through the shared "
+        "attribute vocabulary (docs/DATASETS.md); refused when the task's attributes do not map",
+    )
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     run.add_argument(
         "--hparam-trials", type=int, default=None, help="hyperparameter trials per method (trial 0 = defaults)"

@@ -27,6 +27,7 @@ def execute(
     ray_address: str | None = None,
     view: GridView | None = None,
     run_timeout_s: float = 0.0,
+    rerun: Callable[[RunRecord], bool] | None = None,
 ) -> dict[str, int]:
     """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
 
@@ -34,7 +35,8 @@ def execute(
     per run (workers>1, so a crashing run cannot take the grid down); 'ray'
     sends runs to a Ray cluster.  Every executor writes the same store and
     reports to `view`; a run past its wall-clock limit (`run_timeout_s`, 0 =
-    derived from its budget) is stopped and recorded as failed.
+    derived from its budget) is stopped and recorded as failed.  A finished ok run whose record `rerun` returns
+    True for is computed again (it lacks a transfer evaluation the plan asks for: the model is not stored).
     """
     resolve_device(runner.device)  # fail before any work when the device is unavailable
     counts = {"ok": 0, "failed": 0, "skipped": 0}
@@ -44,7 +46,7 @@ def execute(
         if on_result:
             on_result(spec, f"skipped ({why})")
 
-    todo = claim_unfinished(specs, store, retry_failed, skipped)
+    todo = claim_unfinished(specs, store, retry_failed, skipped, rerun)
     warn_oversubscribed(todo, executor, workers)
     view = view or GridView(0)
     view.begin(len(todo))
@@ -72,16 +74,20 @@ def execute(
 
 
 def claim_unfinished(
-    specs: list[RunSpec], store: ResultStore, retry_failed: bool, skipped: Callable[[RunSpec, str], None]
+    specs: list[RunSpec],
+    store: ResultStore,
+    retry_failed: bool,
+    skipped: Callable[[RunSpec, str], None],
+    rerun: Callable[[RunRecord], bool] | None = None,
 ) -> list[RunSpec]:
     """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
     todo = []
     for spec in specs:
-        if finished_status(store, spec, retry_failed):
+        if finished_status(store, spec, retry_failed, rerun):
             skipped(spec, store.status(spec.run_id))
             continue
         holder = store.claim(spec.run_id)
-        if holder is None and finished_status(store, spec, retry_failed):  # finished while we claimed it
+        if holder is None and finished_status(store, spec, retry_failed, rerun):  # finished while we claimed it
             store.release(spec.run_id)
             holder = store.status(spec.run_id)
         if holder is None:
@@ -91,9 +97,13 @@ def claim_unfinished(
     return todo
 
 
-def finished_status(store: ResultStore, spec: RunSpec, retry_failed: bool) -> bool:
-    status = store.status(spec.run_id)
-    return status == "ok" or (status == "failed" and not retry_failed)
+def finished_status(
+    store: ResultStore, spec: RunSpec, retry_failed: bool, rerun: Callable[[RunRecord], bool] | None = None
+) -> bool:
+    record = store.record(spec.run_id)
+    if record is None:
+        return False
+    return (record.ok and (rerun is None or not rerun(record))) or (not record.ok and not retry_failed)
 
 
 def warn_oversubscribed(todo: list[RunSpec], executor: str, workers: int) -> None:

@@ -39,12 +39,21 @@ class DataLoaderCache:
     def task_data(self, spec: RunSpec, with_pool: bool) -> TaskData:
         plugin = self.reg.dataset(spec.dataset)
         root = Path(spec.data_root) if spec.data_root else None
-        per_task = {"task": spec.task} if plugin.splits_per_task else {}
-        key = f"{spec.dataset}|{spec.resolution}|{root}|{sorted(spec.dataset_options.items())}|{per_task}"
-        if key not in self._datasets:
-            self._datasets[key] = plugin.load(root, spec.resolution, self.cache_dir, **per_task, **spec.dataset_options)
+        per_task = spec.task if plugin.splits_per_task else None
+        ds = self.dataset(spec.dataset, root, spec.resolution, spec.dataset_options, per_task)
         pool = self.pool(spec, root) if with_pool else None
-        return make_task_data(self._datasets[key], plugin.task(spec.task), pool)
+        return make_task_data(ds, plugin.task(spec.task), pool)
+
+    def dataset(
+        self, name: str, root: Path | None, resolution: int, options: dict[str, Any], task: str | None
+    ) -> LoadedDataset:
+        """A dataset loaded once per process (`task`: for a dataset whose splits depend on it, else None)."""
+        per_task = {"task": task} if task is not None else {}
+        key = f"{name}|{resolution}|{root}|{sorted(options.items())}|{per_task}"
+        if key not in self._datasets:
+            plugin = self.reg.dataset(name)
+            self._datasets[key] = plugin.load(root, resolution, self.cache_dir, **per_task, **options)
+        return self._datasets[key]
 
     def pool(self, spec: RunSpec, root: Path | None) -> UnlabeledPool | None:
         """The unlabeled pool a spec names: its dataset's own, none, or one from a pool plugin."""

@@ -118,6 +118,7 @@ SCHEMA: dict[str, Check] = {
     "methods": methods,
     "datasets": names,
     "tasks": table_of(names),
+    "eval_on": names,
     "seeds": integer(1),
     "hparam_trials": integer(1),
     "search_seeds": integer(0),
@@ -151,6 +152,7 @@ class Plan:
     methods: str | tuple[str, ...]
     datasets: tuple[str, ...]
     tasks: dict[str, tuple[str, ...]]
+    eval_on: tuple[str, ...]  # datasets whose test splits every run's model is also evaluated on (transfer.py)
     seeds: int
     hparam_trials: int
     search_seeds: int  # 0: every trial on every seed; N: trials > 0 on seeds < N, then the chosen ones on the rest
@@ -188,6 +190,7 @@ class Plan:
         out = asdict(self)
         out["methods"] = self.methods if isinstance(self.methods, str) else list(self.methods)
         out["datasets"] = list(self.datasets)
+        out["eval_on"] = list(self.eval_on)
         out["final_selection"] = list(self.final_selection)
         out["tasks"] = {k: list(v) for k, v in self.tasks.items()}
         return out

@@ -20,21 +20,25 @@ import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.budget import Budget
+from fairfacebench.data import UNMAPPED
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
 from fairfacebench.plan import Plan, expand
 from fairfacebench.plugins import Registry
 from fairfacebench.provenance import cpu_info
 from fairfacebench.spec import RunSpec
 from fairfacebench.speed import BF16_FLAGS, bf16_native
+from fairfacebench.transfer import TransferPlan, TransferTarget, pair
 
 
 @dataclass
 class Checked:
-    """A plan that passed every check: its run specs, and warnings about data the loaders will tolerate."""
+    """A plan that passed every check: its run specs, warnings about data the loaders will tolerate, and the
+    transfer evaluations of its runs (`eval_on`)."""
 
     plan: Plan
     specs: list[RunSpec]
     warnings: list[str]
+    transfer: TransferPlan = TransferPlan()
 
 
 def check_plan(plan: Plan, reg: Registry) -> Checked:
@@ -50,7 +54,9 @@ def check_plan(plan: Plan, reg: Registry) -> Checked:
         plugin = reg.dataset(name)
         options = plan.dataset_options.get(name, {})
         warnings += check_dataset(plugin, plan.data_roots.get(name), options, plan.tasks.get(name, ()))
-    return Checked(plan, expand(plan, reg), warnings)
+    specs = expand(plan, reg)
+    transfer, transfer_warnings = check_transfer(plan, specs, reg)
+    return Checked(plan, specs, warnings + transfer_warnings, transfer)
 
 
 def check_device(name: str) -> None:
@@ -182,3 +188,77 @@ def data_report(plugin: Any, root: str | None, options: dict[str, Any]) -> dict[
         return plugin.check(Path(root), **options) if options else plugin.check(Path(root))
     except NotImplementedError:
         return None
+
+
+def check_transfer(plan: Plan, specs: list[RunSpec], reg: Registry) -> tuple[TransferPlan, list[str]]:
+    """Every `eval_on` dataset: its options and data root, a test split to score on, data apart from the runs' own,
+    and, for each (dataset, task) of the runs, a mapping of the task's attributes onto it (`transfer.pair`)."""
+    targets: list[TransferTarget] = []
+    warnings: list[str] = []
+    for name in dict.fromkeys(plan.eval_on):
+        other = reg.dataset(name)
+        root = plan.data_roots.get(name)
+        options = plan.dataset_options.get(name, {})
+        check_options(other, options)
+        if other.needs_root and root is None:
+            raise DataError(f"--eval-on {name}: no data root; write --eval-on {name}:ROOT or set [data_roots] {name}")
+        report = data_report(other, root, options)
+        warnings += [f"dataset '{name}' at {root}: {p}" for p in (report or {}).get("problems", [])]
+        refuse_shared_folder(plan, name, root)
+        fingerprints: dict[str | None, str] = {}
+        for dataset, task in dict.fromkeys((s.dataset, s.task) for s in specs):
+            pairing = pair(reg.dataset(dataset), reg.dataset(dataset).task(task), other)
+            layout = task_report(report, pairing.loaded_task) if pairing.loaded_task else report
+            if layout is not None and not (layout.get("splits") or {}).get("test"):
+                problem = (layout.get("problems") or ["its test split is empty"])[0]
+                raise DataError(f"--eval-on {name}: {problem} (`fairbench data check {name} --data-root {root}`)")
+            run_options = other.run_options(options)
+            if pairing.loaded_task not in fingerprints:
+                per_task = {"task": pairing.loaded_task} if pairing.loaded_task else {}
+                fingerprints[pairing.loaded_task] = other.fingerprint(
+                    Path(root) if root else None, **per_task, **run_options
+                )
+            targets.append(TransferTarget(pairing, root, run_options, fingerprints[pairing.loaded_task]))
+    plan_of = TransferPlan(tuple(targets))
+    refuse_groups_at_inference(specs, plan_of, reg)
+    return plan_of, warnings
+
+
+def refuse_shared_folder(plan: Plan, name: str, root: str | None) -> None:
+    """A transfer dataset read from the folder a run trains on (utkface and utkface-cb share one) holds its training
+    images: its test split would not be another dataset's."""
+    if root is None:
+        return
+    for dataset in plan.datasets:
+        own = plan.data_roots.get(dataset)
+        if (
+            dataset != name
+            and own is not None
+            and Path(own).expanduser().resolve() == Path(root).expanduser().resolve()
+        ):
+            raise ConfigError(
+                f"--eval-on {name}: its data root {root} is the one {dataset} trains on, so its test split shares "
+                f"images with {dataset}'s training split; evaluate on another dataset's folder"
+            )
+
+
+def refuse_groups_at_inference(specs: list[RunSpec], transfer: TransferPlan, reg: Registry) -> None:
+    """A method that reads each image's group at inference gets the run's own groups: only one-to-one readings of the
+    sensitive attributes give them on another dataset."""
+    for spec in specs:
+        cls = reg.method(spec.method)
+        if not cls.label_use(spec.hparams).sensitive_at_inference:
+            continue
+        for target in transfer.for_spec(spec):
+            if not target.pairing.groups_invertible:
+                coarse = [
+                    f"'{own.attribute}' ({len(own.codes)} classes) reads only as {own.concept} "
+                    f"({len(set(own.codes) - {UNMAPPED})} classes)"
+                    for own, _ in target.pairing.sensitive
+                    if not own.one_to_one
+                ]
+                raise ConfigError(
+                    f"--eval-on {target.pairing.dataset}: method {spec.method} reads each image's group of "
+                    f"{spec.dataset} task '{spec.task}' at inference, but on {target.pairing.dataset} "
+                    f"{', '.join(coarse)}; evaluate it without --eval-on {target.pairing.dataset}"
+                )

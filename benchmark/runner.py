@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fairfacebench.context import FitSettings
-from fairfacebench.data import TaskData
+from fairfacebench.data import Split, TaskData
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.loading import DataLoaderCache, resolve_device
@@ -32,6 +32,7 @@ from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
+from fairfacebench.transfer import TransferPlan, TransferTarget, evaluate_transfer
 
 log = logging.getLogger("fairfacebench")
 
@@ -66,9 +67,11 @@ def run_one(
     progress: bool = False,
     vlm: Any = None,
     shards: RayShards | None = None,
+    transfer: list[tuple[TransferTarget, Split]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Fit one method on one task (metered and watched), evaluate it on validation's selection part and on test:
-    the ok record's fields (metrics, intervals, budget report, what the method did) and the prediction arrays."""
+    """Fit one method on one task (metered and watched), evaluate it on validation's selection part, on test and on
+    each `transfer` dataset's test split: the ok record's fields (metrics, intervals, budget report, what the method
+    did, transfer evaluations) and the prediction arrays."""
     cls = reg.method(spec.method)
     settings = FitSettings(
         hparams=dict(spec.hparams),
@@ -102,13 +105,20 @@ def run_one(
         intervals = bootstrap_intervals(
             data.test.y, y_hat, data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
         )
+    eval_time_s = round(time.perf_counter() - t0, 3)  # of the run's own splits; each transfer records its own
+    transferred = {}
+    transfer_arrays: dict[str, np.ndarray] = {}
+    for target, split in transfer or ():
+        result, more = evaluate_transfer(target, split, predictor, at_inference, data, test_scores, spec)
+        transferred[result.dataset] = result
+        transfer_arrays.update(more)
     disclosed = supervision(cls, spec.hparams, vlm)
     outcome = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
         "test_intervals": intervals,
         "per_group": {"val": val_report.to_dict(), "test": test_report.to_dict()},
         "metric_definitions": METRIC_DEFINITIONS,
-        "budget_report": {**fit_report, "eval_time_s": round(time.perf_counter() - t0, 3)},
+        "budget_report": {**fit_report, "eval_time_s": eval_time_s},
         "labels_used": disclosed["summary"],
         "supervision": disclosed,
         "labels_touched": sorted(fitted.touched),
@@ -118,6 +128,7 @@ def run_one(
         "history": fitted.log.history,
         "weights": fitted.weights,
         "vlm": getattr(vlm, "info", None),
+        "transfer": transferred or None,
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
@@ -126,6 +137,7 @@ def run_one(
         "test_ids": data.test.ids.astype(str),
         "val_scores": val_scores.astype(np.float32),
         "val_ids": selection.ids.astype(str),
+        **transfer_arrays,
     }
     return outcome, arrays
 
@@ -217,8 +229,10 @@ class SpecRunner:
         config: dict | None = None,
         progress: bool = False,
         reg: Registry | None = None,
+        transfer: TransferPlan | None = None,
     ):
         self.device, self.config, self.progress, self.reg = device, config, progress, reg
+        self.transfer = transfer or TransferPlan()
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.ray_shards = False  # embed VLM inputs of more than one shard as Ray tasks (see sharding_on_ray)
         self._loader: DataLoaderCache | None = None
@@ -228,7 +242,7 @@ class SpecRunner:
 
     def sharding_on_ray(self) -> "SpecRunner":
         """A copy whose runs embed large image arrays (a pool) as Ray tasks: for runs that execute on a Ray cluster."""
-        copy = SpecRunner(self.device, self.cache_dir, self.config, self.progress, self.reg)
+        copy = SpecRunner(self.device, self.cache_dir, self.config, self.progress, self.reg, self.transfer)
         copy.ray_shards = True
         return copy
 
@@ -249,9 +263,10 @@ class SpecRunner:
                 cls = reg.method(spec.method)
                 progress_stage("loading data")
                 data = self.loader.task_data(spec, with_pool=cls.needs_pool)
+                transfer = [(t, self.transfer_test(t, spec.resolution)) for t in self.transfer.for_spec(spec)]
                 vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
                 shards = RayShards(threads=spec.threads) if self.ray_shards else None
-                fields, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm, shards=shards)
+                fields, arrays = run_one(spec, data, device, reg, self.progress, vlm, shards, transfer)
                 status = "ok"
             # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
             except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
@@ -259,6 +274,13 @@ class SpecRunner:
                 log.error("run %s failed: %s", spec.label, fields["error"])
         wall = round(time.perf_counter() - started, 3)
         return record_of(spec, reg, data, status, wall, self.config, **fields), arrays
+
+    def transfer_test(self, target: TransferTarget, resolution: int) -> Split:
+        """The test split of a transfer dataset at the run's resolution (loaded before the fit, so bad data fails
+        the run before it trains)."""
+        root = Path(target.root) if target.root else None
+        ds = self.loader.dataset(target.pairing.dataset, root, resolution, target.options, target.pairing.loaded_task)
+        return ds.splits["test"]
 
     def prepare_vlm(self, value: str) -> None:
         """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
