@@ -193,8 +193,9 @@ def _lacking_transfer(out: Path, specs: list[Any], transfer: Any) -> dict[str, l
     lacking = {}
     for spec in specs:
         record = store.record(spec.run_id) if transfer.for_spec(spec) else None
-        if record is not None and record.ok and transfer.lacking(record):
-            lacking[spec.run_id] = transfer.lacking(record)
+        missing = transfer.lacking(record) if record is not None and record.ok else []
+        if missing:
+            lacking[spec.run_id] = missing
     return lacking
 
 

@@ -77,6 +77,9 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         for group in table.get("per_group", []):
             fields = {k: v for k, v in group.items() if k not in GROUP_FIELDS_SKIPPED}
             row.update({f"{split}.group.{group['group']}.{k}": v for k, v in fields.items()})
+    for dataset, result in (record.transfer or {}).items():
+        row.update({f"transfer.{dataset}.{k}": v for k, v in result.transfer.metrics.items()})
+        row.update({f"transfer.{dataset}.in_domain.{k}": v for k, v in result.in_domain.metrics.items()})
     report = record.budget_report or {}
     for key in ("steps", "forward_samples", "wall_time_s", "eval_time_s"):
         if key in report:

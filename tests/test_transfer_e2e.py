@@ -8,6 +8,7 @@ from fixtures_layouts import build_celeba, build_fairface, build_utkface
 from fairfacebench.cli import main
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.plain import nan_to_none
+from fairfacebench.results import load_runs
 from fairfacebench.store import ResultStore
 
 
@@ -71,6 +72,9 @@ def test_a_run_is_scored_on_fairface_and_a_stored_run_lacking_it_is_computed_aga
     assert nan_to_none(again.summary) == result.transfer.metrics
     # utkface-cb reads race_binary one-to-one: in domain over the shared groups is the run's own test
     assert result.in_domain.metrics == after.metrics["test"] and result.in_domain.n == after.task_info.sizes["test"]
+    frame = load_runs(out)
+    assert frame["transfer.fairface.acc"].tolist() == [result.transfer.metrics["acc"]]
+    assert frame["transfer.fairface.in_domain.acc"].tolist() == [after.metrics["test"]["acc"]]
     capsys.readouterr()
     assert main(utkface_cb(roots, out, *eval_on)) == 0
     assert "0 to compute, 1 already in" in capsys.readouterr().out
