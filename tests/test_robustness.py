@@ -392,3 +392,15 @@ def test_the_same_spec_gives_identical_scores_with_one_or_two_workers(tmp_path, 
         assert [h["cpu_threads"] for h in hosts] == [2, 2]
         assert hosts[0]["cpu_model"] and hosts[0]["cpu_flags"] and hosts[0]["torch_cpu_capability"]
     write(tmp_path / "w1")
+
+
+def test_a_finished_run_from_other_hardware_is_reported_not_skipped_silently(tmp_path, caplog):
+    store = ResultStore(tmp_path)
+    spec = toy_specs(1)[0]
+    record = fake_record(spec=spec, run_id=spec.run_id)
+    record.host = {"cpu_model": "Some Other CPU", "torch_cpu_capability": "AVX2"}
+    store.write(spec.run_id, record)
+    seen = []
+    counts = execute([spec], store, CountingRunner(tmp_path / "log"), on_result=lambda s, st: seen.append(st))
+    assert counts["skipped"] == 1 and seen == ["skipped (ok, computed on other hardware: Some Other CPU (AVX2))"]
+    assert "1 finished run(s)" in caplog.text and "other hardware than this machine" in caplog.text
