@@ -86,14 +86,21 @@ def step_cost(
     return StepCost(**known[key])
 
 
-def measure_step(backbone: str, resolution: int, batch_size: int, precision_name: str, threads: int) -> StepCost:
+def measure_step(
+    backbone: str,
+    resolution: int,
+    batch_size: int,
+    precision_name: str,
+    threads: int,
+    layout: torch.memory_format | None = None,
+) -> StepCost:
     """Median time of CALIBRATION_STEPS training steps of the backbone (random weights: the cost is the same) and of
-    inference over two batches, with `threads` torch threads."""
+    inference over two batches, with `threads` torch threads, in the measured layout (or `layout`)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         net, _ = create_backbone(backbone, "none")
-        layout = memory_format(backbone, precision_name, "cpu")
+        layout = layout or memory_format(backbone, precision_name, "cpu")
         model = Classifier(net, net.out_dim, {"target": 2}).to(memory_format=layout)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.rand(batch_size, 3, resolution, resolution).to(memory_format=layout)

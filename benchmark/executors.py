@@ -224,6 +224,19 @@ def _prepare(runner: Any, value: str, threads: int, channel: Channel, parent: in
         runner.prepare_vlm(value)
 
 
+def wave_key(spec: RunSpec) -> tuple:
+    """The wave a run belongs to: its dataset, whether it is a search trial, its seed (plan.expand's order)."""
+    return (spec.dataset, spec.trial > 0, spec.seed)
+
+
+def wave_of(todo: list[RunSpec]) -> dict[tuple, int]:
+    """Each wave's position: the order in which its first run appears in the grid."""
+    order: dict[tuple, int] = {}
+    for spec in todo:
+        order.setdefault(wave_key(spec), len(order))
+    return order
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch threads of each of `workers` concurrent runs: the CPU threads shared out, at least one."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -274,8 +287,9 @@ def run_in_processes(grid: Grid, todo: list[RunSpec], workers: int) -> None:
     threads = threads_per_worker(workers)
     level = logging.getLogger().getEffectiveLevel()
     preparing = sorted({s.vlm for s in todo if runner.needs_vlm(s)})
-    # Heavy runs first, so the grid does not end on one long run while the other workers idle.
-    heavy_first = sorted(todo, key=lambda s: not runner.is_heavy(s))
+    # Heavy runs first within each wave, so a wave does not end on one long run while the other workers idle,
+    # and an interrupted grid leaves whole waves (every method at a seed) rather than every seed of a few methods.
+    heavy_first = sorted(todo, key=lambda s: (wave_of(todo)[wave_key(s)], not runner.is_heavy(s)))
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
     prepare_limit = max((grid.limit(s) for s in todo), default=TIMEOUT_BASE_S)
     running: dict[int, Worker] = {}

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
 from fairfacebench.loading import resolve_device
 from fairfacebench.progress import GridView
+from fairfacebench.provenance import host_info
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
@@ -82,9 +83,12 @@ def claim_unfinished(
 ) -> list[RunSpec]:
     """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
     todo = []
+    elsewhere = 0
     for spec in specs:
         if finished_status(store, spec, retry_failed, rerun):
-            skipped(spec, store.status(spec.run_id))
+            where = other_hardware(store.record(spec.run_id))
+            elsewhere += where is not None
+            skipped(spec, store.status(spec.run_id) + (f", computed on other hardware: {where}" if where else ""))
             continue
         holder = store.claim(spec.run_id)
         if holder is None and finished_status(store, spec, retry_failed, rerun):  # finished while we claimed it
@@ -94,7 +98,29 @@ def claim_unfinished(
             todo.append(spec)
         else:
             skipped(spec, holder)
+    if elsewhere:
+        log.warning(
+            "%d finished run(s) in %s were computed on other hardware than this machine (%s): they are kept, not "
+            "recomputed (the same run id may round differently on another CPU); the leaderboard names each table's "
+            "hardware",
+            elsewhere,
+            store.root,
+            hardware_of(host_info()),
+        )
     return todo
+
+
+def hardware_of(host: dict[str, Any]) -> str:
+    """The hardware that decides a run's numbers: the CPU model and the instruction set torch dispatches to."""
+    return f"{host.get('cpu_model') or 'unknown CPU'} ({host.get('torch_cpu_capability') or '?'})"
+
+
+def other_hardware(record: RunRecord | None) -> str | None:
+    """The hardware a stored run was computed on, when it is not this machine's (None when it is, or unknown)."""
+    if record is None or not record.host:
+        return None
+    theirs = hardware_of(record.host)
+    return theirs if theirs != hardware_of(host_info()) else None
 
 
 def finished_status(

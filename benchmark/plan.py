@@ -334,6 +334,8 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
     """Every run of the plan: dataset x task x method x trial x seed, all under the same budget and data settings.
 
     The data of each dataset is fingerprinted once here (files, sizes, labels), so a run's id follows its data.
+    Runs come in waves, dataset by dataset: the defaults (trial 0) seed by seed, each seed for every task and
+    method, then the search trials; so an interrupted grid leaves whole seeds rather than all seeds of a few methods.
     """
     reg = reg or registry()
     budget = plan.budget_profile
@@ -376,7 +378,8 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 threads=plan.threads,
                             )
                         )
-    return specs
+    tasks = {(s.dataset, s.task): i for i, s in enumerate(specs)}
+    return sorted(specs, key=lambda s: (plan.datasets.index(s.dataset), s.trial > 0, s.seed, tasks[s.dataset, s.task]))
 
 
 def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any = None) -> tuple[list[RunSpec], int]:

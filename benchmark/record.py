@@ -11,6 +11,8 @@ paths are written as their last part (`published`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -235,6 +237,27 @@ def published(value: Any) -> Any:
         return [published(v) for v in value]
     if isinstance(value, str) and os.path.isabs(value) and "\n" not in value and " " not in value:
         return os.path.basename(value.rstrip("/")) or value
+    return value
+
+
+LISTING_LIMIT = 10  # entries of a plugin's long listing a record keeps (the rest: counted and hashed)
+
+
+def listings_cut(value: Any, limit: int = LISTING_LIMIT) -> Any:
+    """A plugin's info (e.g. a dataset's) with every list longer than `limit` cut to its first `limit` entries plus
+    its length and a hash of the whole, so each of hundreds of records does not repeat a long listing (`fairbench
+    data check` prints them whole)."""
+    if isinstance(value, dict):
+        return {k: listings_cut(v, limit) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > limit:
+        text = json.dumps(value, sort_keys=True, default=str)
+        return {
+            "first": [listings_cut(v, limit) for v in value[:limit]],
+            "count": len(value),
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        }
+    if isinstance(value, list):
+        return [listings_cut(v, limit) for v in value]
     return value
 
 

@@ -27,7 +27,7 @@ from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
 from fairfacebench.provenance import git_commit, host_info, package_versions
-from fairfacebench.record import MethodInfo, RunRecord, TaskInfo
+from fairfacebench.record import MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
@@ -186,7 +186,7 @@ def record_of(
             group_names=list(data.group_names),
             sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         ),
-        dataset_info=None if data is None else data.info,
+        dataset_info=None if data is None else listings_cut(data.info),
         versions=package_versions(),
         git_commit=git_commit(),
         host=host_info(),

@@ -7,7 +7,10 @@ without labels; (4) zero-shot pseudo-labels, the confident share kept per (pseud
 (5) meta-learning-based weighted contrastive learning: SupCon on the pseudo-labels, each sample's loss weighted
 by a Meta-Weight-Net trained through a virtual step of the encoder against a small clean meta set;
 (6) a linear head on the frozen encoder.  Without a VLM it runs only as the named variant
-"prototype-pseudo-labels".  Labels used per stage and every choice the paper leaves open: docs/METHODS.md.
+"prototype-pseudo-labels" (the backbone's features in every stage); with an image-only encoder (no text tower, e.g.
+the face descriptor) as "image-embeddings": the encoder's space for de-duplication, retrieval and k-means groups,
+and class prototypes of the meta set instead of zero-shot prompts.  Labels used per stage and every choice the
+paper leaves open: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fairfacebench.training import BatchSampler, Classifier, Predictor, predict_
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
 
 VARIANT_NO_VLM = "prototype-pseudo-labels"
+VARIANT_IMAGE_ONLY = "image-embeddings"  # an encoder without a text tower: prototypes and k-means, no prompts
 # Initial inverse temperature of the cosine head: a calibrated, not over-confident, start.
 HEAD_SCALE = 3.0
 
@@ -86,8 +90,11 @@ class SSLPipeline(Method):
     def fit(self, ctx):
         hp = ctx.hparams
         vlm = ctx.vlm
+        prompts = vlm if vlm is not None and (vlm.info or {}).get("text_tower", True) else None  # zero-shot needs text
         if vlm is None:
             ctx.log.variant = VARIANT_NO_VLM
+        elif prompts is None:
+            ctx.log.variant = VARIANT_IMAGE_ONLY
         model = ctx.new_classifier()
         pool_images, pool_source = curation_pool(ctx)
         has_pool = ctx.pool is not None
@@ -115,7 +122,7 @@ class SSLPipeline(Method):
         with ctx.stage("2-dedup"):
             kept = deduplicate_pool(ctx, pool_images, pool_emb, hp) if self.curation else np.arange(len(pool_emb))
         with ctx.stage("3-retrieve"):
-            chosen = retrieve(ctx, pool_emb, train_emb, kept, vlm, hp, has_pool and self.curation)
+            chosen = retrieve(ctx, pool_emb, train_emb, kept, prompts, hp, has_pool and self.curation)
         curated_emb = np.concatenate([pool_emb[chosen], train_emb]) if has_pool else pool_emb[chosen]
         curated_images = np.concatenate([pool_images[chosen], ctx.train.images]) if has_pool else pool_images[chosen]
         # The pool row and the training row of every curated sample (-1: not one), for the harness's diagnostics.
@@ -127,19 +134,18 @@ class SSLPipeline(Method):
 
         # 4. pseudo-labels, the confident share of every (pseudo-class, inferred group) cell
         with ctx.stage("4-pseudo-labels"):
-            if vlm is not None:
-                classifier = zero_shot_classifier(vlm, class_phrases(ctx.target_attribute))
-                probs = zero_shot_probabilities(curated_emb, classifier, getattr(vlm, "logit_scale", 100.0))
-            else:
-                prototypes = l2_normalize(predict_features(model, ctx.val.images[meta], ctx.device))
-                probs = prototype_probabilities(curated_emb, prototypes, meta_y, ctx.n_classes)
-            proxy, proxy_names, proxy_rule = infer_groups(curated_emb, ctx.sensitive_attributes, vlm, ctx.seed)
+            if prompts is not None:
+                classifier = zero_shot_classifier(prompts, class_phrases(ctx.target_attribute))
+                probs = zero_shot_probabilities(curated_emb, classifier, getattr(prompts, "logit_scale", 100.0))
+            else:  # the meta set's class prototypes in the space the pool was embedded in
+                probs = prototype_probabilities(curated_emb, encode(ctx.val.images[meta]), meta_y, ctx.n_classes)
+            proxy, proxy_names, proxy_rule = infer_groups(curated_emb, ctx.sensitive_attributes, prompts, ctx.seed)
             pseudo, confident = pseudo_labels(probs, hp["confident_fraction"], proxy)
         ctx.log.stage(
             "4-pseudo-labels",
             labelled=len(pseudo),
             confident=int(confident.sum()),
-            rule="zero-shot" if vlm is not None else "class prototypes of the meta set",
+            rule="zero-shot" if prompts is not None else "class prototypes of the meta set",
             group_proxy=proxy_rule,
             kept_per_group_proxy=count_per(proxy[confident], proxy_names),
             class_counts=np.bincount(pseudo[confident], minlength=ctx.n_classes).tolist(),

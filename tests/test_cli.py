@@ -103,7 +103,7 @@ def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, cap
     assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
-    assert out.count("compute ") == 4 and "synthfaces/smiling/skin_tone groupdro seed 1 trial 0" in out
+    assert out.count("compute (~") == 4 and "synthfaces/smiling/skin_tone groupdro seed 1 trial 0" in out
     plan_text = out.split("# the resolved plan", 1)[1].split("\n", 1)[1].split("\ncompute", 1)[0]
     (tmp_path / "plan.toml").write_text(plan_text)
     assert tomllib.loads(plan_text)["methods"] == ["erm", "groupdro"]
@@ -115,7 +115,7 @@ def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, cap
     store.write(first.run_id, fake_record(spec=first))
     assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert out.count("compute ") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out
+    assert out.count("compute (~") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out
 
 
 def test_every_option_has_help_and_version_answers(capsys):
@@ -182,5 +182,5 @@ def test_a_damaged_record_is_named_and_counts_as_unfinished_in_run_and_dry_run(t
     (tmp_path / "runs" / spec.run_id / "record.json").write_text(text)
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "1 to compute, 0 already in" in out and out.count("compute ") == 1
+    assert "1 to compute, 0 already in" in out and out.count("compute (~") == 1
     assert f"damaged run record {tmp_path / 'runs' / spec.run_id / 'record.json'}" in caplog.text

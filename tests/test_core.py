@@ -18,6 +18,7 @@ from fairfacebench.methods.reweight import inverse_frequency_weights, kamiran_ca
 from fairfacebench.methods.val_reweight import attention_scores, cell_accuracy
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.plugins import build_registry
+from fairfacebench.record import listings_cut
 from fairfacebench.runner import SpecRunner
 from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
@@ -223,3 +224,10 @@ def test_store_writes_are_atomic_and_replace_old_attempts(tmp_path):
     assert store.status("r1") == "ok"
     assert [p.name for p in tmp_path.iterdir()] == ["r1"]
     np.testing.assert_array_equal(store.predictions("r1")["p"], np.arange(3))
+
+
+def test_a_record_keeps_the_first_entries_of_a_plugins_long_listings_with_their_count_and_hash():
+    info = {"skipped_files": [f"f{i}" for i in range(12)], "near": {"conflicts": [["a", "b"]] * 3}, "n": 5}
+    cut = listings_cut(info, limit=10)
+    assert cut["skipped_files"]["first"] == [f"f{i}" for i in range(10)] and cut["skipped_files"]["count"] == 12
+    assert len(cut["skipped_files"]["sha256"]) == 64 and cut["near"] == info["near"] and cut["n"] == 5

@@ -392,3 +392,41 @@ def test_the_same_spec_gives_identical_scores_with_one_or_two_workers(tmp_path, 
         assert [h["cpu_threads"] for h in hosts] == [2, 2]
         assert hosts[0]["cpu_model"] and hosts[0]["cpu_flags"] and hosts[0]["torch_cpu_capability"]
     write(tmp_path / "w1")
+
+
+def test_a_finished_run_from_other_hardware_is_reported_not_skipped_silently(tmp_path, caplog):
+    store = ResultStore(tmp_path)
+    spec = toy_specs(1)[0]
+    record = fake_record(spec=spec, run_id=spec.run_id)
+    record.host = {"cpu_model": "Some Other CPU", "torch_cpu_capability": "AVX2"}
+    store.write(spec.run_id, record)
+    seen = []
+    counts = execute([spec], store, CountingRunner(tmp_path / "log"), on_result=lambda s, st: seen.append(st))
+    assert counts["skipped"] == 1 and seen == ["skipped (ok, computed on other hardware: Some Other CPU (AVX2))"]
+    assert "1 finished run(s)" in caplog.text and "other hardware than this machine" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda r: r["metrics"]["val"].update(acc="0.9x"), "metrics.val.acc: expected a number, got '0.9x'"),
+        (lambda r: r["spec"].pop("dataset"), "spec: missing field(s) ['dataset']"),
+        (lambda r: r["spec"].update(method_version="2.1"), "spec.method_version: expected an integer, got '2.1'"),
+        (lambda r: r.update(schema=99), "schema 99 is not one this fairbench reads"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_named_and_skipped_by_run_and_the_leaderboard(
+    damage, named, finished_store, tmp_path, caplog
+):
+    """A record that parses but holds a wrong type is damaged: named once, skipped, never fatal (issue 28)."""
+    source, specs = finished_store
+    root = tmp_path / "runs"
+    subprocess.run(["cp", "-r", str(source), str(root)], check=True)
+    path = root / specs[0].run_id / RECORD
+    plain = json.loads(path.read_text())
+    damage(plain)
+    path.write_text(json.dumps(plain))
+    assert main(["leaderboard", "tables", str(root)]) == 0
+    assert main(["leaderboard", "build", str(root), "--out", str(tmp_path / "site")]) == 0
+    assert ResultStore(root).status(specs[0].run_id) is None and len(list(ResultStore(root).records())) == 1
+    assert f"damaged run record {path}: {named}" in caplog.text

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.cli import main
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.diagnostics import dedup_report
+from fairfacebench.fitting import embedder
 from fairfacebench.methods.curation import build_index, deduplicate, domain_similarity, select_nearest
 from fairfacebench.methods.losses import supcon_loss, supcon_per_sample
 from fairfacebench.methods.ssl_pipeline import (
     Encoder,
     MetaWeightNet,
+    SSLPipeline,
     balanced_meta_set,
     meta_weighted_loss,
     pseudo_labels,
@@ -20,7 +24,7 @@ from fairfacebench.methods.ssl_pipeline import (
     tail_parameters,
 )
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
-from fairfacebench.testing import single_thread
+from fairfacebench.testing import single_thread, tiny_task
 
 # A small pool keeps the end-to-end runs to seconds; it still holds planted duplicates and non-faces.
 SMALL_POOL = {**TINY_SYNTH, "n_pool": 600}
@@ -303,7 +307,6 @@ def test_ssl_pipeline_passes_the_conformance_kit_with_the_mini_clip():
     from pathlib import Path
 
     from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
-    from fairfacebench.methods.ssl_pipeline import SSLPipeline
     from fairfacebench.testing import check_method
 
     report = check_method(SSLPipeline, vlm=load_or_train(MiniClipConfig(), Path(os.environ["FAIRBENCH_CACHE"])))
@@ -318,3 +321,33 @@ def test_ssl_pipeline_curating_from_the_training_images_is_judged_against_their_
     assert 0.0 <= pseudo["accuracy_all"] <= 1.0
     assert set(pseudo["kept_all_per_true_group"]) == {"light", "medium", "dark"}
     assert rec["diagnostics"]["5-meta-weighted-supcon"]["weight_mean_pseudo_label_right"] is not None
+
+
+class ImageOnlyEncoder:
+    """An encoder with an image tower only (like the face descriptor): a fixed random projection of the pixels."""
+
+    name = "image-only"
+    info = {"id": "image-only", "text_tower": False}
+    logit_scale = 100.0
+
+    def encode_images(self, images):
+        x = images.reshape(len(images), -1).astype(np.float32) / 255
+        feats = (x - x.mean(1, keepdims=True)) @ np.random.default_rng(0).standard_normal((x.shape[1], 16))
+        return (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_text(self, texts):
+        raise AssertionError("an image-only encoder has no text tower: the method must not ask for prompts")
+
+
+def test_with_an_image_only_encoder_ssl_pipeline_uses_prototypes_and_kmeans_and_names_its_variant(tmp_path):
+    data = tiny_task(needs_pool=True)
+    budget = Budget("t", steps=6, batch_size=16)
+    settings = FitSettings(SSLPipeline.default_hparams(), 0, budget, weights="none")
+    meter = BudgetMeter(budget, forward_limit=10**6)
+    ctx = FitContext(data, settings, meter, vlm=ImageOnlyEncoder(), embed=embedder(None))
+    SSLPipeline().fit(ctx)
+    assert ctx.log.variant == "image-embeddings"
+    assert ctx.log.stages["4-pseudo-labels"]["rule"] == "class prototypes of the meta set"
+    assert ctx.log.stages["3-retrieve"]["group_inference"].startswith("k-means")
+    assert ctx.log.stages["1-embed"]["encoder"] == "image-only" and ctx.log.stages["1-embed"]["dim"] == 16
+    assert meter.forward_per_stage["4-pseudo-labels"]["vlm"] > 0  # the meta set embedded by the encoder, charged

@@ -1,10 +1,13 @@
-"""Harness overhead: ERM steps/s through the fit context versus a plain PyTorch loop.
+"""Harness speed: ERM steps/s through the fit context versus a plain PyTorch loop, and with the measured layout
+versus the default one.
 
 Same cached uint8 images, same MobileNetV2, batch size, optimizer and
 schedule; augmentation off in both so only the harness machinery differs
 (sampler, budget meter, batch assembly, NaN check).  The two loops are
 interleaved, the order swapped every round, until the spread of the ratios is
 small (verdicts.interleaved); the median ratio is the verdict (target >= 0.95).
+The layout verdict runs the harness twice, once with speed.CPU_LAYOUT's channels-last
+MobileNetV2 and once in the default layout (the harness before issue 24): target >= 1.3.
 """
 
 import time
@@ -13,6 +16,7 @@ import pytest
 import torch
 from verdicts import interleaved
 
+from fairfacebench import speed
 from fairfacebench.backbones import create_backbone
 from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.context import FitContext, FitSettings
@@ -41,7 +45,19 @@ def task():
     return make_task_data(ds, plugin.tasks[0])
 
 
-def harness_steps(task) -> float:
+def harness_steps(task, layout: str | None = None) -> float:
+    """Steps per second of the fit context's loop; `layout` overrides the measured table for MobileNetV2."""
+    table = dict(speed.CPU_LAYOUT)
+    if layout is not None:
+        speed.CPU_LAYOUT[("mobilenet_v2", "fp32")] = layout
+    try:
+        return _harness_steps(task)
+    finally:
+        speed.CPU_LAYOUT.clear()
+        speed.CPU_LAYOUT.update(table)
+
+
+def _harness_steps(task) -> float:
     budget = Budget("bench", steps=STEPS, batch_size=BATCH)
     settings = FitSettings({"lr": 1e-3, "weight_decay": 1e-4}, 0, budget, augment=NO_AUGMENT)
     ctx = FitContext(task, settings, BudgetMeter(budget))
@@ -84,3 +100,21 @@ def test_harness_overhead(benchmark, verdict, task):
         ratios=[round(r, 3) for r in rounds.ratios],
     )
     verdict(rounds.verdict("harness/plain steps per second", 0.95, note=f"{STEPS} ERM steps of {BATCH} at {SIZE} px"))
+
+
+def test_the_measured_layout_against_the_default_one(benchmark, verdict, task):
+    rounds = benchmark.pedantic(
+        lambda: interleaved(
+            lambda: harness_steps(task), lambda: harness_steps(task, "contiguous"), max_rounds=11, max_spread=0.05
+        ),
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(ratio_median=rounds.median, ratios=[round(r, 3) for r in rounds.ratios])
+    verdict(
+        rounds.verdict(
+            "harness channels-last/default layout steps per second",
+            1.3,
+            note=f"MobileNetV2, {STEPS} ERM steps of {BATCH} at {SIZE} px, 1 thread",
+        )
+    )

@@ -9,6 +9,7 @@ on until the spread (interquartile range over the median) is small or the round 
 from __future__ import annotations
 
 import operator
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,7 @@ class Verdict:
     rounds: int | None = None
     note: str = ""
     rounds_are: str = "interleaved rounds"
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # the 1-minute load when the verdict was made
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -42,9 +44,10 @@ class Verdict:
 
     def measured(self) -> str:
         """How the value was measured: its spread over rounds, if it comes from rounds."""
+        load = f"load {self.load:.2f} on {os.cpu_count()} CPUs"
         if self.rounds is None:
-            return "single measurement"
-        return f"median of {self.rounds} {self.rounds_are}, spread {100 * self.spread:.1f}%"
+            return f"single measurement, {load}"
+        return f"median of {self.rounds} {self.rounds_are}, spread {100 * self.spread:.1f}%, {load}"
 
     @property
     def status(self) -> str:
