@@ -32,6 +32,14 @@ def test_paired_difference_uses_only_shared_seeds_and_a_t_interval():
     assert out["ci95"] == [pytest.approx(0.026667 - 0.05172, abs=1e-4), pytest.approx(0.026667 + 0.05172, abs=1e-4)]
 
 
+def test_t_interval_hand_checked_on_three_values_leaving_undefined_ones_out():
+    out = t_interval([1.0, None, 2.0, float("nan"), 3.0])
+    # mean 2; squared deviations 1 + 0 + 1 = 2, / (3 - 1) -> std 1;
+    # t_{0.975, df=2} = 4.302653 (t table) -> half width 4.302653 / sqrt(3) = 2.484138.
+    assert out["mean"] == 2.0 and out["std"] == 1.0 and out["n"] == 3
+    assert out["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-6)
+
+
 def test_t_interval_of_one_value_has_no_spread():
     out = t_interval([0.7])
     assert out["mean"] == 0.7 and out["std"] is None and out["ci95"] == [None, None]
