@@ -449,5 +449,5 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
 
 def plot_files(tables: list[TableView], methods: list[MethodPage]) -> list[str]:
     """The plots a build wrote, as paths relative to the site folder."""
-    found = [p for view in tables for p in (view.tradeoff, view.spread)]
+    found = [p for view in tables for p in (view.tradeoff, view.spread, view.ranks_plot) if p]
     return found + [s.groups_plot for m in methods for s in m.sections if s.groups_plot]

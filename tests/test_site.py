@@ -11,7 +11,7 @@ from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.leaderboard.model import MetricSummary
 from fairfacebench.leaderboard.plots import pareto_front
-from fairfacebench.leaderboard.site import Cell, build_site, cell, slugify
+from fairfacebench.leaderboard.site import MARKER, Cell, build_site, cell, slugify
 from fairfacebench.store import ResultStore
 
 PLANTED = "<script>alert(1)</script>"
@@ -129,6 +129,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
     )
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert len(plots) == 3 + 4  # trade-off, spread and mean ranks for the table, group bars per method with results
+    assert {f"plots/{p}" for p in plots} <= set(json.loads((out / MARKER).read_text())["files"])  # a rebuild may delete
     for p in (out / "plots").iterdir():
         svg = ET.parse(p).getroot()  # well-formed XML: plugin text cannot break out of it
         assert svg.tag == "{http://www.w3.org/2000/svg}svg" and not list(svg.iter("{http://www.w3.org/2000/svg}script"))
