@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib as mpl
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fairfacebench.leaderboard.model import GroupMetrics, defined
@@ -67,42 +68,38 @@ def tradeoff(points: list[Point], path: Path, title: str) -> Path:
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.add_subplot()
         for p in shown:
-            ax.errorbar(
-                p.eod_max,
-                p.acc,
-                xerr=_err(p.eod_err),
-                yerr=_err(p.acc_err),
-                fmt="o",
-                color=POINT_COLOR,
-                mfc="none" if p.degenerate else POINT_COLOR,
-                ecolor="#9bb7d9",
-                capsize=2,
-            )
-            ax.annotate(plain(p.label), (p.eod_max, p.acc), textcoords="offset points", xytext=(5, 4))
-        front = [eligible[i] for i in pareto_front([(p.eod_max, p.acc) for p in eligible])]
-        if front:
-            ax.step(
-                [p.eod_max for p in front],
-                [p.acc for p in front],
-                where="post",
-                color=FRONT_COLOR,
-                linestyle="--",
-                label="Pareto front",
-            )
-            ax.scatter(
-                [p.eod_max for p in front],
-                [p.acc for p in front],
-                s=110,
-                facecolors="none",
-                edgecolors=FRONT_COLOR,
-                zorder=3,
-            )
-            ax.legend(loc="lower right")
+            draw_point(ax, p)
+        draw_front(ax, [eligible[i] for i in pareto_front([(p.eod_max, p.acc) for p in eligible])])
         ax.set_xlabel("eod_max on test (lower is fairer)")
         ax.set_ylabel("accuracy on test (higher is better)")
         ax.set_title(plain(title))
         ax.grid(alpha=0.3)
     return save(fig, path)
+
+
+def draw_point(ax: Axes, p: Point) -> None:
+    ax.errorbar(
+        p.eod_max,
+        p.acc,
+        xerr=_err(p.eod_err),
+        yerr=_err(p.acc_err),
+        fmt="o",
+        color=POINT_COLOR,
+        mfc="none" if p.degenerate else POINT_COLOR,
+        ecolor="#9bb7d9",
+        capsize=2,
+    )
+    ax.annotate(plain(p.label), (p.eod_max, p.acc), textcoords="offset points", xytext=(5, 4))
+
+
+def draw_front(ax: Axes, front: list[Point]) -> None:
+    """The Pareto front as a dashed step line through circled points (nothing when empty)."""
+    if not front:
+        return
+    x, y = [p.eod_max for p in front], [p.acc for p in front]
+    ax.step(x, y, where="post", color=FRONT_COLOR, linestyle="--", label="Pareto front")
+    ax.scatter(x, y, s=110, facecolors="none", edgecolors=FRONT_COLOR, zorder=3)
+    ax.legend(loc="lower right")
 
 
 def _err(value: float | None) -> float | None:

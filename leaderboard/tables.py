@@ -187,28 +187,52 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], selection
 
 
 def build_row(method: str, runs: MethodRuns) -> Row:
-    ok, failed = runs.ok, runs.failed
-    first = (ok or failed)[0]
+    """A method's row: its runs, the selected trial per seed with its compute, and test metrics over seeds."""
     return Row(
+        **run_fields(method, runs),
+        **selection_fields(runs.ok),
+        **{
+            m: summarise([c.test_metric(m) for c in runs.ok], [c.test_interval(m) for c in runs.ok])
+            for m in SUMMARY_METRICS
+        },
+        **seed_fields(runs.ok),
+    )
+
+
+def run_fields(method: str, runs: MethodRuns) -> dict[str, Any]:
+    """What the method is and which of its runs the row stands for (metadata from its first finished run)."""
+    first = (runs.ok or runs.failed)[0]
+    return dict(
         method=method,
-        status="ok" if ok else "failed",
-        seeds=len(ok),
+        status="ok" if runs.ok else "failed",
+        seeds=len(runs.ok),
         runs=sum(len(v) for v in runs.by_seed.values()),
         method_version=runs.version,
         superseded_runs=runs.superseded,
-        failed_runs=[FailedRun(r.run_id, r.error or "") for r in failed],
+        failed_runs=[FailedRun(r.run_id, r.error or "") for r in runs.failed],
         labels_used=first.labels_used,
-        variant=ok[0].variant if ok else None,
+        variant=runs.ok[0].variant if runs.ok else None,
         description=first.method_info.description,
         citation=first.method_info.citation,
         ablation_of=first.method_info.ablation_of,
+    )
+
+
+def selection_fields(ok: list[RunRecord]) -> dict[str, Any]:
+    """The selected trials, their budget reports and their mean compute."""
+    return dict(
         selected=[SelectedRun(c.seed, c.trial, c.run_id, c.spec.hparams) for c in ok],
         budget_report=[c.budget_report for c in ok],
         steps=mean_of([c.budget_report.get("steps") for c in ok]),
         forward_samples=mean_of([c.budget_report.get("forward_samples") for c in ok]),
         fit_time_s=mean_of([c.budget_report.get("wall_time_s") for c in ok]),
-        **{m: summarise([c.test_metric(m) for c in ok], [c.test_interval(m) for c in ok]) for m in SUMMARY_METRICS},
-        interval_method=INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None,
+    )
+
+
+def seed_fields(ok: list[RunRecord]) -> dict[str, Any]:
+    """How the intervals were made, the per-group means, the per-seed values and why predictions are degenerate."""
+    return dict(
+        interval_method=(INTERVAL_NOTE["seeds"] if len(ok) > 1 else INTERVAL_NOTE["bootstrap"]) if ok else None,
         per_group=per_group(ok),
         per_seed={m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS},
         degenerate=sorted({reason for c in ok for reason in degenerate(c)}),
@@ -313,18 +337,26 @@ def compare_rows(rows: list[Row]) -> tuple[list[Row], Ranking]:
     ok = [r for r in rows if r.ok]
     reference = next((r for r in ok if r.method == REFERENCE_METHOD), None)
     by_name = {r.method: r for r in ok}
-    seeds = sorted(set.intersection(*[set(r.per_seed["acc"]) for r in ok])) if ok else []
+    seeds = common_seeds(ok)
     blocks = rank_blocks(ok, seeds)
-    ranks = dict(zip((r.method for r in ok), mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)))
+    ranks = dict(zip(by_name, mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)))
     compared = [with_comparisons(r, reference, by_name, ranks[r.method]) if r.ok else r for r in rows]
-    ranking = Ranking(
-        blocks=len(blocks),
-        block_rule=f"each of {list(COMPARED_METRICS)} on each of the {len(seeds)} seed(s) every method ran; "
+    return compared, ranking(len(ok), len(blocks), len(seeds))
+
+
+def common_seeds(rows: list[Row]) -> list[int]:
+    """The seeds every row has a selected run of."""
+    return sorted(set.intersection(*[set(r.per_seed["acc"]) for r in rows])) if rows else []
+
+
+def ranking(methods: int, blocks: int, seeds: int) -> Ranking:
+    return Ranking(
+        blocks=blocks,
+        block_rule=f"each of {list(COMPARED_METRICS)} on each of the {seeds} seed(s) every method ran; "
         "rank 1 is best; ties share the mean rank",
-        critical_difference=critical_difference(len(ok), len(blocks)) if 2 <= len(ok) <= 20 and blocks else None,
+        critical_difference=critical_difference(methods, blocks) if 2 <= methods <= 20 and blocks else None,
         caveat=BLOCK_CAVEAT,
     )
-    return compared, ranking
 
 
 def with_comparisons(row: Row, reference: Row | None, by_name: dict[str, Row], rank: float) -> Row:

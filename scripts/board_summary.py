@@ -21,6 +21,11 @@ from fairfacebench.store import ResultStore
 METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga", "cell_acc_std")
 PAIRED_METRICS = ("acc", "eod_max")
 ABLATION_METRICS = ("acc", "eod_max", "wga", "cell_acc_std")
+METRIC_HEADERS = ["method", "seeds", *METRICS, "forward samples", "fit time (s)"]
+ERM_CAPTION = "Paired against erm (mean [95% t-interval] over seeds)"
+ERM_HEADERS = ["method", *[f"Δ{k}" for k in PAIRED_METRICS]]
+ABLATION_CAPTION = "Each system against its own ablation, system − ablation (mean [95% t-interval] over seeds)"
+ABLATION_HEADERS = ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]]
 
 
 def cell(summary: MetricSummary) -> str:
@@ -53,19 +58,23 @@ def print_table(table: Table, order: list[str]) -> None:
     rows = {r.method: r for r in table.rows}
     shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
     print(f"### {table.dataset} / {table.task} / {table.budget}\n")
-    print(github([metrics_row(r) for r in shown], ["method", "seeds", *METRICS, "forward samples", "fit time (s)"]))
-    vs = [[r.method, *[paired(r.vs_erm[k]) for k in PAIRED_METRICS]] for r in shown if r.vs_erm]
-    if vs:
-        print("\nPaired against erm (mean [95% t-interval] over seeds):\n")
-        print(github(vs, ["method", *[f"Δ{k}" for k in PAIRED_METRICS]], disable_numparse=True))
-    ablated = [r for r in shown if r.system_vs_ablation]
-    if ablated:
-        print("\nEach system against its own ablation, system − ablation (mean [95% t-interval] over seeds):\n")
-        body = [
-            [f"{r.ablation_of} − {r.method}", *[paired(r.system_vs_ablation.get(k)) for k in ABLATION_METRICS]]
-            for r in ablated
-        ]
-        print(github(body, ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]], disable_numparse=True))
+    print(github([metrics_row(r) for r in shown], METRIC_HEADERS))
+    print_paired(ERM_CAPTION, ERM_HEADERS, [erm_row(r) for r in shown if r.vs_erm])
+    print_paired(ABLATION_CAPTION, ABLATION_HEADERS, [ablation_row(r) for r in shown if r.system_vs_ablation])
+
+
+def erm_row(r: Row) -> list[str]:
+    return [r.method, *[paired(r.vs_erm[k]) for k in PAIRED_METRICS]]
+
+
+def ablation_row(r: Row) -> list[str]:
+    return [f"{r.ablation_of} − {r.method}", *[paired(r.system_vs_ablation.get(k)) for k in ABLATION_METRICS]]
+
+
+def print_paired(caption: str, headers: list[str], body: list[list]) -> None:
+    if body:
+        print(f"\n{caption}:\n")
+        print(github(body, headers, disable_numparse=True))
 
 
 def main() -> None:
