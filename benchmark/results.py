@@ -50,8 +50,21 @@ def pool_name(pool: PoolSpec) -> str:
 
 def run_row(record: RunRecord) -> dict[str, Any]:
     """One run record as a flat row (failed runs have settings and their error, no metrics)."""
+    return {
+        **settings(record),
+        **{f"hp.{k}": v for k, v in sorted(record.spec.hparams.items())},
+        **metric_columns(record),
+        **interval_columns(record),
+        **group_columns(record),
+        **transfer_columns(record),
+        **fit_columns(record),
+    }
+
+
+def settings(record: RunRecord) -> dict[str, Any]:
+    """The SETTINGS columns of a run."""
     spec = record.spec
-    row: dict[str, Any] = {
+    return {
         "run_id": record.run_id,
         "comparison_id": record.comparison_id,
         "status": record.status,
@@ -67,24 +80,46 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "data_fingerprint": spec.data_fingerprint,
         **{k: getattr(record, k) for k in ("labels_used", "variant", "wall_time_s", "git_commit")},
     }
-    row.update({f"hp.{k}": v for k, v in sorted(spec.hparams.items())})
-    for split, values in (record.metrics or {}).items():
-        row.update({f"{split}.{k}": v for k, v in values.items()})
+
+
+def metric_columns(record: RunRecord) -> dict[str, Any]:
+    """'val.acc', 'test.eod_max', ...: every metric of every split."""
+    return {f"{split}.{k}": v for split, values in (record.metrics or {}).items() for k, v in values.items()}
+
+
+def interval_columns(record: RunRecord) -> dict[str, Any]:
+    """'test.acc.lo' and 'test.acc.hi': the run's bootstrap interval of each test metric (None when undefined)."""
     intervals = (record.test_intervals or {}).get("intervals") or {}
+    columns: dict[str, Any] = {}
     for metric, bounds in intervals.items():
-        row[f"test.{metric}.lo"], row[f"test.{metric}.hi"] = bounds if bounds else (None, None)
-    for split, table in (record.per_group or {}).items():
-        for group in table.get("per_group", []):
-            fields = {k: v for k, v in group.items() if k not in GROUP_FIELDS_SKIPPED}
-            row.update({f"{split}.group.{group['group']}.{k}": v for k, v in fields.items()})
+        columns[f"test.{metric}.lo"], columns[f"test.{metric}.hi"] = bounds if bounds else (None, None)
+    return columns
+
+
+def group_columns(record: RunRecord) -> dict[str, Any]:
+    """'test.group.NAME.acc', ...: the per-group numbers of every split (not the group's name or note)."""
+    return {
+        f"{split}.group.{group['group']}.{k}": v
+        for split, table in (record.per_group or {}).items()
+        for group in table.get("per_group", [])
+        for k, v in group.items()
+        if k not in GROUP_FIELDS_SKIPPED
+    }
+
+
+def transfer_columns(record: RunRecord) -> dict[str, Any]:
+    """'transfer.DATASET.acc' and 'transfer.DATASET.in_domain.acc', ...: the metrics of each --eval-on evaluation."""
+    columns: dict[str, Any] = {}
     for dataset, result in (record.transfer or {}).items():
-        row.update({f"transfer.{dataset}.{k}": v for k, v in result.transfer.metrics.items()})
-        row.update({f"transfer.{dataset}.in_domain.{k}": v for k, v in result.in_domain.metrics.items()})
+        columns.update({f"transfer.{dataset}.{k}": v for k, v in result.transfer.metrics.items()})
+        columns.update({f"transfer.{dataset}.in_domain.{k}": v for k, v in result.in_domain.metrics.items()})
+    return columns
+
+
+def fit_columns(record: RunRecord) -> dict[str, Any]:
+    """'fit.steps', 'fit.forward_samples', ...: what the budget meter reported."""
     report = record.budget_report or {}
-    for key in ("steps", "forward_samples", "wall_time_s", "eval_time_s"):
-        if key in report:
-            row[f"fit.{key}"] = report[key]
-    return row
+    return {f"fit.{k}": report[k] for k in ("steps", "forward_samples", "wall_time_s", "eval_time_s") if k in report}
 
 
 def read_records(store_dir: Path | str) -> list[RunRecord]:

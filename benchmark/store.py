@@ -201,6 +201,25 @@ class ResultStore:
             raise
         return final
 
+    def rewrite_record(self, run_id: str, record: RunRecord) -> Path:
+        """Replace only the record of a stored run, atomically (temp file + rename), keeping its predictions: how a
+        migration brings a record to the current schema."""
+        final = self.path(run_id) / RECORD
+        if not final.is_file():
+            raise FileNotFoundError(f"no record {final} to rewrite: rewrite_record replaces a stored run's record")
+        handle, tmp = tempfile.mkstemp(prefix=f".{RECORD}.", dir=final.parent)
+        try:
+            with os.fdopen(handle, "w") as fh:
+                fh.write(record_json(record))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with self._locked():
+                os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return final
+
     def records(self) -> Iterator[RunRecord]:
         """All finished records; temporary and partial directories are ignored, damaged records skipped (warned)."""
         for d in sorted(self.root.iterdir()):

@@ -7,20 +7,31 @@ store always gives byte-identical plots.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib as mpl
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from fairfacebench.leaderboard.model import GroupMetrics, defined
 
 SVG_RC = {"svg.fonttype": "path", "svg.hashsalt": "fairbench", "font.size": 9}
 FRONT_COLOR = "#c0392b"
 POINT_COLOR = "#2c6fbb"
 
 
-def defined(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
+@dataclass(frozen=True)
+class Point:
+    """One method on the accuracy-vs-eod_max plot; the errors (std over seeds) may be undefined."""
+
+    label: str
+    acc: float | None
+    eod_max: float | None
+    acc_err: float | None
+    eod_err: float | None
+    degenerate: bool  # drawn hollow and kept off the Pareto front
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -48,49 +59,17 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def tradeoff(points: list[dict], path: Path, title: str) -> Path:
-    """Test accuracy against eod_max, one point per method (error bars: std over seeds), Pareto front marked.
-
-    points: dicts with label, acc, eod_max, acc_err, eod_err (errors may be None) and degenerate (bool): a
-    degenerate predictor is drawn hollow and kept off the Pareto front.
-    """
-    shown = [p for p in points if defined(p["acc"]) and defined(p["eod_max"])]
-    eligible = [p for p in shown if not p.get("degenerate")]
+def tradeoff(points: list[Point], path: Path, title: str) -> Path:
+    """Test accuracy against eod_max, one point per method (error bars: std over seeds), Pareto front marked; a
+    degenerate predictor is drawn hollow and kept off the front."""
+    shown = [p for p in points if defined(p.acc) and defined(p.eod_max)]
+    eligible = [p for p in shown if not p.degenerate]
     with mpl.rc_context(SVG_RC):
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.add_subplot()
         for p in shown:
-            ax.errorbar(
-                p["eod_max"],
-                p["acc"],
-                xerr=_err(p["eod_err"]),
-                yerr=_err(p["acc_err"]),
-                fmt="o",
-                color=POINT_COLOR,
-                mfc="none" if p.get("degenerate") else POINT_COLOR,
-                ecolor="#9bb7d9",
-                capsize=2,
-            )
-            ax.annotate(plain(p["label"]), (p["eod_max"], p["acc"]), textcoords="offset points", xytext=(5, 4))
-        front = [eligible[i] for i in pareto_front([(p["eod_max"], p["acc"]) for p in eligible])]
-        if front:
-            ax.step(
-                [p["eod_max"] for p in front],
-                [p["acc"] for p in front],
-                where="post",
-                color=FRONT_COLOR,
-                linestyle="--",
-                label="Pareto front",
-            )
-            ax.scatter(
-                [p["eod_max"] for p in front],
-                [p["acc"] for p in front],
-                s=110,
-                facecolors="none",
-                edgecolors=FRONT_COLOR,
-                zorder=3,
-            )
-            ax.legend(loc="lower right")
+            draw_point(ax, p)
+        draw_front(ax, [eligible[i] for i in pareto_front([(p.eod_max, p.acc) for p in eligible])])
         ax.set_xlabel("eod_max on test (lower is fairer)")
         ax.set_ylabel("accuracy on test (higher is better)")
         ax.set_title(plain(title))
@@ -98,21 +77,44 @@ def tradeoff(points: list[dict], path: Path, title: str) -> Path:
     return save(fig, path)
 
 
+def draw_point(ax: Axes, p: Point) -> None:
+    ax.errorbar(
+        p.eod_max,
+        p.acc,
+        xerr=_err(p.eod_err),
+        yerr=_err(p.acc_err),
+        fmt="o",
+        color=POINT_COLOR,
+        mfc="none" if p.degenerate else POINT_COLOR,
+        ecolor="#9bb7d9",
+        capsize=2,
+    )
+    ax.annotate(plain(p.label), (p.eod_max, p.acc), textcoords="offset points", xytext=(5, 4))
+
+
+def draw_front(ax: Axes, front: list[Point]) -> None:
+    """The Pareto front as a dashed step line through circled points (nothing when empty)."""
+    if not front:
+        return
+    x, y = [p.eod_max for p in front], [p.acc for p in front]
+    ax.step(x, y, where="post", color=FRONT_COLOR, linestyle="--", label="Pareto front")
+    ax.scatter(x, y, s=110, facecolors="none", edgecolors=FRONT_COLOR, zorder=3)
+    ax.legend(loc="lower right")
+
+
 def _err(value: float | None) -> float | None:
     return value if defined(value) else None
 
 
-def group_bars(groups: list[dict], path: Path, title: str) -> Path:
+def group_bars(groups: list[GroupMetrics], path: Path, title: str) -> Path:
     """Test accuracy per sensitive group (mean over the selected runs), with the group sizes."""
-    names = [plain(f"{g['group']} (n={g['n']})") for g in groups]
-    accs = [g["acc"] if defined(g.get("acc")) else 0.0 for g in groups]
+    names = [plain(f"{g.group} (n={g.n})") for g in groups]
+    accs = [g.acc if defined(g.acc) else 0.0 for g in groups]
     with mpl.rc_context(SVG_RC):
         fig = Figure(figsize=(5.6, 0.45 * len(groups) + 1.2))
         ax = fig.add_subplot()
         bars = ax.barh(range(len(groups)), accs, color=POINT_COLOR)
-        ax.bar_label(
-            bars, labels=[f"{a:.3f}" if defined(g.get("acc")) else "n/a" for a, g in zip(accs, groups)], padding=3
-        )
+        ax.bar_label(bars, labels=[f"{a:.3f}" if defined(g.acc) else "n/a" for a, g in zip(accs, groups)], padding=3)
         ax.set_yticks(range(len(groups)), names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,30 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from fairfacebench import __version__
 from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard import plots
-from fairfacebench.leaderboard.tables import (
+from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
-    HIGHER_IS_BETTER,
-    SMOKE_BANNER,
+    GROUP_METRICS,
     TABLE_METRICS,
-    build,
-    fmt_difference,
+    Board,
+    MetricSummary,
+    Ranking,
+    Row,
+    SharedPreparation,
+    Table,
+    defined,
+)
+from fairfacebench.leaderboard.render import (
+    SMOKE_BANNER,
+    count_text,
+    difference_text,
+    summary_text,
     table_title,
+    value_text,
     write_exports,
 )
+from fairfacebench.leaderboard.tables import build
+from fairfacebench.metrics.compare import HIGHER_IS_BETTER
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore, record_json
@@ -40,6 +54,116 @@ from fairfacebench.store import ResultStore, record_json
 SPREAD_METRICS = ("acc", "eod_max")
 STATIC_FILES = ("sort.js", "style.css")
 MARKER = ".fairbench-site.json"  # written by every build: the files it made, the only ones a rebuild may delete
+
+
+# ------------------------------------------------------------------ what the templates show
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell's display text and its sort value (empty: sorts last)."""
+
+    text: str
+    value: str
+
+
+@dataclass(frozen=True)
+class RowView:
+    method: str
+    page: str
+    variant: str | None
+    labels_used: str
+    requires: str
+    status: str
+    seeds: int
+    failed: int
+    cells: list[Cell]
+    degenerate: list[str]
+    vs_erm: list[str] | None
+    ablation_label: str
+    system_vs_ablation: list[str] | None
+    forward_samples: Cell
+    fit_time_s: Cell
+
+
+@dataclass(frozen=True)
+class TableView:
+    id: str
+    title: str
+    dataset: str
+    task: str
+    selection_rule: str
+    budget: str
+    interval_notes: list[str]
+    shared_preparation: list[SharedPreparation]
+    smoke: bool
+    seed_note: str | None
+    compared_metrics: list[str]
+    ablation_metrics: list[str]
+    ranking: Ranking
+    ranks_plot: str | None
+    rows: list[RowView]
+    tradeoff: str
+    spread: str
+
+
+@dataclass(frozen=True)
+class TrialView:
+    seed: int
+    trial: int
+    run_id: str
+    record: str
+    commit: str
+    config: str
+    hparams: list[tuple[str, str]]
+    metrics: list[str]
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group: str
+    n: int
+    values: list[str]
+
+
+@dataclass(frozen=True)
+class FailureView:
+    run_id: str
+    error: str
+    traceback: str | None
+
+
+@dataclass(frozen=True)
+class SectionView:
+    """A method's part of one leaderboard, on the method's page."""
+
+    table: TableView
+    labels_used: str
+    variant: str | None
+    selected: list[TrialView]
+    per_group: list[GroupView]
+    groups_plot: str | None
+    failed: list[FailureView]
+
+
+@dataclass
+class MethodPage:
+    name: str
+    page: str
+    description: str
+    citation: str
+    requires: str
+    sections: list[SectionView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    name: str
+    better: str
+    definition: str
+
+
+# ------------------------------------------------------------------ text and names
 
 
 def slugify(text: str) -> str:
@@ -52,18 +176,16 @@ def method_page(name: str) -> str:
     return f"method-{slugify(name)}.html"
 
 
-def cell(summary: dict[str, Any]) -> dict[str, str]:
+def cell(summary: MetricSummary) -> Cell:
     """Display text ('mean ± std [lo, hi]') and the sort value of one metric summary."""
-    mean = summary.get("mean")
-    if not plots.defined(mean):
-        return {"text": "n/a", "value": ""}
-    text = f"{mean:.3f}"
-    if plots.defined(summary.get("std")):
-        text += f" ± {summary['std']:.3f}"
-    lo, hi = summary.get("interval") or summary.get("ci95") or (None, None)
-    if plots.defined(lo) and plots.defined(hi):
-        text += f" [{lo:.3f}, {hi:.3f}]"
-    return {"text": text, "value": repr(float(mean))}
+    if not defined(summary.mean):
+        return Cell("n/a", "")
+    return Cell(summary_text(summary), repr(float(summary.mean)))
+
+
+def count_cell(value: float | None, digits: int = 0) -> Cell:
+    """A count (forward samples, seconds) as display text and sort value."""
+    return Cell(count_text(value, digits), repr(float(value)) if defined(value) else "")
 
 
 def budget_text(spec: RunSpec) -> str:
@@ -72,186 +194,157 @@ def budget_text(spec: RunSpec) -> str:
     return f"{budget.name}: {steps}, {spec.resolution} px"
 
 
-def count_text(value: Any, digits: int = 0) -> dict[str, str]:
-    """A count (forward samples, seconds) as display text and sort value."""
-    if not plots.defined(value):
-        return {"text": "", "value": ""}
-    return {"text": f"{value:,.{digits}f}", "value": repr(float(value))}
-
-
 def show_value(value: Any) -> str:
     """A hyperparameter value as text (strings as they are, everything else as JSON)."""
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _row_runs(row: dict, records: dict[str, RunRecord]) -> list[RunRecord]:
-    ids = [s["run_id"] for s in row["selected"]] + [f["run_id"] for f in row["failed_runs"]]
+def config_text(config: dict | None) -> str:
+    """The resolved plan of a run, as one line of key=value pairs (JSON values)."""
+    if not config:
+        return "not recorded"
+    return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(config.items()))
+
+
+# ------------------------------------------------------------------ the index: one view per leaderboard table
+
+
+def row_runs(row: Row, records: dict[str, RunRecord]) -> list[RunRecord]:
+    ids = [s.run_id for s in row.selected] + [f.run_id for f in row.failed_runs]
     return [records[i] for i in ids if i in records]
 
 
-def table_view(table: dict, records: dict[str, RunRecord], plot_dir: Path) -> dict[str, Any]:
-    """What the index shows of one (dataset, task, budget) leaderboard; writes its two plots."""
-    slug = slugify(f"{table['dataset']}-{table['task']}-{table['budget']}-{table['comparison_id'][:8]}")
-    runs = [r for row in table["rows"] for r in _row_runs(row, records)]
-    rows = []
-    for row in table["rows"]:
-        info = next((r.method_info for r in _row_runs(row, records)), None)
-        rows.append(
-            {
-                "method": row["method"],
-                "page": method_page(row["method"]),
-                "variant": row.get("variant"),
-                "labels_used": row["labels_used"],
-                "requires": (info.requires if info else "") or "-",
-                "status": row["status"],
-                "seeds": row["seeds"],
-                "failed": len(row["failed_runs"]),
-                "cells": [cell(row[m]) for m in TABLE_METRICS],
-                "degenerate": row.get("degenerate", []),
-                "mean_rank": row.get("mean_rank"),
-                "vs_erm": [fmt_difference(row["vs_erm"][m]) for m in COMPARED_METRICS] if row.get("vs_erm") else None,
-                "ablation_label": f"{row.get('ablation_of')} − {row['method']}",
-                "system_vs_ablation": [fmt_difference(row["system_vs_ablation"][m]) for m in ABLATION_METRICS]
-                if row.get("system_vs_ablation")
-                else None,
-                "forward_samples": count_text(row.get("forward_samples")),
-                "fit_time_s": count_text(row.get("fit_time_s"), 1),
-            }
-        )
+def requires(row: Row, records: dict[str, RunRecord]) -> str:
+    info = next((r.method_info for r in row_runs(row, records)), None)
+    return (info.requires if info else "") or "-"
+
+
+def row_view(row: Row, records: dict[str, RunRecord]) -> RowView:
+    return RowView(
+        method=row.method,
+        page=method_page(row.method),
+        variant=row.variant,
+        labels_used=row.labels_used,
+        requires=requires(row, records),
+        status=row.status,
+        seeds=row.seeds,
+        failed=len(row.failed_runs),
+        cells=[cell(row.summary(m)) for m in TABLE_METRICS],
+        degenerate=row.degenerate,
+        vs_erm=[difference_text(row.vs_erm[m]) for m in COMPARED_METRICS] if row.vs_erm else None,
+        ablation_label=f"{row.ablation_of} − {row.method}",
+        system_vs_ablation=[difference_text(row.system_vs_ablation[m]) for m in ABLATION_METRICS]
+        if row.system_vs_ablation
+        else None,
+        forward_samples=count_cell(row.forward_samples),
+        fit_time_s=count_cell(row.fit_time_s, 1),
+    )
+
+
+def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> TableView:
+    """What the index shows of one (dataset, task, budget) leaderboard; writes its plots."""
+    slug = slugify(f"{table.dataset}-{table.task}-{table.budget}-{table.comparison_id[:8]}")
+    runs = [r for row in table.rows for r in row_runs(row, records)]
     title = table_title(table)
-    return {
-        "id": slug,
-        "title": title,
-        "dataset": table["dataset"],
-        "task": table["task"],
-        "selection_rule": table["selection_rule"],
-        "budget": budget_text(runs[0].spec) if runs else table["budget"],
-        "interval_notes": sorted({row["interval_method"] for row in table["rows"] if row.get("interval_method")}),
-        "shared_preparation": table.get("shared_preparation", []),
-        "smoke": table.get("budget") == "smoke",
-        "seed_note": table.get("seed_note"),
-        "compared_metrics": list(COMPARED_METRICS),
-        "ablation_metrics": list(ABLATION_METRICS),
-        "ranking": table.get("ranking") or {},
-        "ranks_plot": _ranks_plot(table, plot_dir / f"{slug}-ranks.svg", title),
-        "rows": rows,
-        "tradeoff": _tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
-        "spread": _spread_plot(table, records, plot_dir / f"{slug}-seeds.svg", title),
-    }
+    return TableView(
+        id=slug,
+        title=title,
+        dataset=table.dataset,
+        task=table.task,
+        selection_rule=table.selection_rule,
+        budget=budget_text(runs[0].spec) if runs else table.budget,
+        interval_notes=table.interval_notes,
+        shared_preparation=table.shared_preparation,
+        smoke=table.smoke,
+        seed_note=table.seed_note,
+        compared_metrics=list(COMPARED_METRICS),
+        ablation_metrics=list(ABLATION_METRICS),
+        ranking=table.ranking,
+        ranks_plot=ranks_plot(table, plot_dir / f"{slug}-ranks.svg", title),
+        rows=[row_view(row, records) for row in table.rows],
+        tradeoff=tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
+        spread=spread_plot(table, plot_dir / f"{slug}-seeds.svg", title),
+    )
 
 
-def _ranks_plot(table: dict, path: Path, title: str) -> str | None:
-    ranks = {r["method"]: r.get("mean_rank") for r in table["rows"] if r["status"] == "ok"}
-    if not (table.get("ranking") or {}).get("blocks") or len(ranks) < 2:
+def ranks_plot(table: Table, path: Path, title: str) -> str | None:
+    ranks = {r.method: r.mean_rank for r in table.ok_rows}
+    if not table.ranking.blocks or len(ranks) < 2:
         return None
-    cd = table["ranking"].get("critical_difference")
+    cd = table.ranking.critical_difference
     return f"plots/{plots.critical_difference_plot(ranks, cd, path, f'mean ranks: {title}').name}"
 
 
-def _tradeoff_plot(table: dict, path: Path, title: str) -> str:
+def tradeoff_plot(table: Table, path: Path, title: str) -> str:
     return f"plots/{plots.tradeoff(tradeoff_points(table), path, title).name}"
 
 
-def tradeoff_points(table: dict) -> list[dict]:
+def tradeoff_points(table: Table) -> list[plots.Point]:
     """The accuracy-vs-eod_max points of a leaderboard table: one per finished method, with across-seed std."""
     return [
-        {
-            "label": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""),
-            "acc": r["acc"]["mean"],
-            "eod_max": r["eod_max"]["mean"],
-            "acc_err": r["acc"].get("std"),
-            "eod_err": r["eod_max"].get("std"),
-            "degenerate": bool(r.get("degenerate")),
-        }
-        for r in table["rows"]
-        if r["status"] == "ok"
+        plots.Point(r.label, r.acc.mean, r.eod_max.mean, r.acc.std, r.eod_max.std, bool(r.degenerate))
+        for r in table.ok_rows
     ]
 
 
-def _spread_plot(table: dict, records: dict[str, RunRecord], path: Path, title: str) -> str:
-    series = {
-        r["method"]: {
-            m: [records[s["run_id"]].test_metric(m) for s in r["selected"] if s["run_id"] in records]
-            for m in SPREAD_METRICS
-        }
-        for r in table["rows"]
-        if r["status"] == "ok"
-    }
+def spread_plot(table: Table, path: Path, title: str) -> str:
+    """The selected runs' test values per seed of each finished method."""
+    series = {r.method: {m: list(r.per_seed[m].values()) for m in SPREAD_METRICS} for r in table.ok_rows}
     return f"plots/{plots.seed_spread(series, SPREAD_METRICS, path, f'per-seed spread: {title}').name}"
 
 
+# ------------------------------------------------------------------ one page per method
+
+
 def method_views(
-    board: dict, tables: list[dict], records: dict[str, RunRecord], plot_dir: Path
-) -> list[dict[str, Any]]:
+    board: Board, tables: list[TableView], records: dict[str, RunRecord], plot_dir: Path
+) -> list[MethodPage]:
     """One page per method: its metadata and, per leaderboard it is on, trials, groups and failures."""
-    pages: dict[str, dict[str, Any]] = {}
-    for table, view in zip(board["tables"], tables):
-        for row in table["rows"]:
-            runs = _row_runs(row, records)
-            info = runs[0].method_info if runs else None
-            page = pages.setdefault(
-                row["method"],
-                {
-                    "name": row["method"],
-                    "page": method_page(row["method"]),
-                    "description": row["description"],
-                    "citation": row["citation"],
-                    "requires": (info.requires if info else "") or "-",
-                    "sections": [],
-                },
-            )
-            page["sections"].append(_section(row, view, records, plot_dir))
+    pages: dict[str, MethodPage] = {}
+    for table, view in zip(board.tables, tables):
+        for row in table.rows:
+            if row.method not in pages:
+                pages[row.method] = MethodPage(
+                    row.method, method_page(row.method), row.description, row.citation, requires(row, records)
+                )
+            pages[row.method].sections.append(section(row, view, records, plot_dir))
     return [pages[name] for name in sorted(pages)]
 
 
-def _section(row: dict, view: dict, records: dict[str, RunRecord], plot_dir: Path) -> dict[str, Any]:
-    selected = []
-    for s in row["selected"]:
-        record = records.get(s["run_id"])
-        selected.append(
-            {
-                "seed": s["seed"],
-                "trial": s["trial"],
-                "run_id": s["run_id"],
-                "record": f"records/{slugify(s['run_id'])}.json",
-                "commit": ((record.git_commit if record else None) or "unknown")[:12],
-                "config": config_text(record.config if record else None),
-                "hparams": [(k, show_value(v)) for k, v in sorted(s["hparams"].items())],
-                "metrics": [fmt_value(record.test_metric(m) if record else None) for m in TABLE_METRICS],
-            }
-        )
+def trial_view(seed: int, trial: int, run_id: str, hparams: dict[str, Any], record: RunRecord | None) -> TrialView:
+    return TrialView(
+        seed=seed,
+        trial=trial,
+        run_id=run_id,
+        record=f"records/{slugify(run_id)}.json",
+        commit=((record.git_commit if record else None) or "unknown")[:12],
+        config=config_text(record.config if record else None),
+        hparams=[(k, show_value(v)) for k, v in sorted(hparams.items())],
+        metrics=[value_text(record.test_metric(m) if record else None) for m in TABLE_METRICS],
+    )
+
+
+def section(row: Row, view: TableView, records: dict[str, RunRecord], plot_dir: Path) -> SectionView:
     groups_plot = None
-    if row["per_group"]:
-        path = plot_dir / f"{view['id']}-{slugify(row['method'])}-groups.svg"
-        title = f"{row['method']}: {view['title']}"
-        groups_plot = f"plots/{plots.group_bars(row['per_group'], path, title).name}"
-    return {
-        "table": view,
-        "labels_used": row["labels_used"],
-        "variant": row.get("variant"),
-        "selected": selected,
-        "per_group": [
-            {
-                "group": g["group"],
-                "n": g["n"],
-                "values": [fmt_value(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")],
-            }
-            for g in row["per_group"]
-        ],
-        "groups_plot": groups_plot,
-        "failed": [
-            {"run_id": f["run_id"], "error": f["error"], "traceback": traceback_of(records.get(f["run_id"]))}
-            for f in row["failed_runs"]
-        ],
-    }
+    if row.per_group:
+        path = plot_dir / f"{view.id}-{slugify(row.method)}-groups.svg"
+        groups_plot = f"plots/{plots.group_bars(row.per_group, path, f'{row.method}: {view.title}').name}"
+    return SectionView(
+        table=view,
+        labels_used=row.labels_used,
+        variant=row.variant,
+        selected=[trial_view(s.seed, s.trial, s.run_id, s.hparams, records.get(s.run_id)) for s in row.selected],
+        per_group=[GroupView(g.group, g.n, [value_text(getattr(g, k)) for k in GROUP_METRICS]) for g in row.per_group],
+        groups_plot=groups_plot,
+        failed=[FailureView(f.run_id, f.error, traceback_of(records.get(f.run_id))) for f in row.failed_runs],
+    )
 
 
 def traceback_of(record: RunRecord | None) -> str | None:
     return record.traceback if record is not None else None
 
 
-def fmt_value(value: float | None) -> str:
-    return f"{value:.3f}" if plots.defined(value) else "n/a"
+# ------------------------------------------------------------------ files
 
 
 def environment() -> Environment:
@@ -263,13 +356,6 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-def config_text(config: dict | None) -> str:
-    """The resolved plan of a run, as one line of key=value pairs (JSON values)."""
-    if not config:
-        return "not recorded"
-    return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(config.items()))
 
 
 def write_records(records: dict[str, RunRecord], folder: Path) -> list[Path]:
@@ -313,9 +399,25 @@ def remove_built(out: Path, files: list[str]) -> None:
             (out / folder).rmdir()
 
 
-def write_data(board: dict, out: Path) -> dict[str, Path]:
-    """leaderboard.json, .csv and .md next to the pages, from the same board the pages show."""
-    return write_exports(board, out)
+def metric_columns(records: dict[str, RunRecord]) -> list[MetricColumn]:
+    """The leaderboard's metric columns: which direction is better and the definition the records carry."""
+    definitions = next((r.metric_definitions for r in records.values() if r.metric_definitions), {})
+    return [
+        MetricColumn(m, "higher" if m in HIGHER_IS_BETTER else "lower", definitions.get(m, "")) for m in TABLE_METRICS
+    ]
+
+
+def write_pages(tables: list[TableView], methods: list[MethodPage], common: dict[str, Any], out: Path) -> list[Path]:
+    """index.html, one page per method and the static files; returns the files."""
+    env = environment()
+    index = out / "index.html"
+    index.write_text(env.get_template("index.html").render(tables=tables, methods=methods, **common))
+    page = env.get_template("method.html")
+    for method in methods:
+        (out / method.page).write_text(page.render(method=method, **common))
+    for name in STATIC_FILES:
+        (out / "static" / name).write_text((files("fairfacebench.leaderboard") / "static" / name).read_text())
+    return [index, *(out / m.page for m in methods), *(out / "static" / n for n in STATIC_FILES)]
 
 
 def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc") -> dict[str, Path]:
@@ -328,31 +430,24 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
     remove_built(out, earlier)
     (out / "plots").mkdir(exist_ok=True)
     (out / "static").mkdir(exist_ok=True)
-    tables = [table_view(t, records, out / "plots") for t in board["tables"]]
+    tables = [table_view(t, records, out / "plots") for t in board.tables]
     methods = method_views(board, tables, records, out / "plots")
-    definitions = next((r.metric_definitions for r in records.values() if r.metric_definitions), {})
-    metrics = [
-        {"name": m, "better": "higher" if m in HIGHER_IS_BETTER else "lower", "definition": definitions.get(m, "")}
-        for m in TABLE_METRICS
-    ]
-    common = {"version": __version__, "n_records": len(records), "metrics": metrics, "smoke_banner": SMOKE_BANNER}
+    common = {
+        "version": __version__,
+        "n_records": len(records),
+        "metrics": metric_columns(records),
+        "smoke_banner": SMOKE_BANNER,
+    }
     record_files = write_records(records, out / "records")
-    env = environment()
-    paths = write_data(board, out)
-    paths["index"] = out / "index.html"
-    paths["index"].write_text(env.get_template("index.html").render(tables=tables, methods=methods, **common))
-    page = env.get_template("method.html")
-    for method in methods:
-        (out / method["page"]).write_text(page.render(method=method, **common))
-    for name in STATIC_FILES:
-        (out / "static" / name).write_text((files("fairfacebench.leaderboard") / "static" / name).read_text())
-    built = [*paths.values(), *(out / m["page"] for m in methods), *(out / "static" / n for n in STATIC_FILES)]
-    built += [*record_files, *(out / p for p in plot_files(tables, methods))]
+    paths = write_exports(board, out)
+    pages = write_pages(tables, methods, common, out)
+    paths["index"] = pages[0]
+    built = [*paths.values(), *pages[1:], *record_files, *(out / p for p in plot_files(tables, methods))]
     (out / MARKER).write_text(json.dumps({"files": sorted({p.relative_to(out).as_posix() for p in built})}, indent=1))
     return paths
 
 
-def plot_files(tables: list[dict], methods: list[dict]) -> list[str]:
+def plot_files(tables: list[TableView], methods: list[MethodPage]) -> list[str]:
     """The plots a build wrote, as paths relative to the site folder."""
-    found = [p for view in tables for p in (view["tradeoff"], view["spread"])]
-    return found + [s["groups_plot"] for m in methods for s in m["sections"] if s["groups_plot"]]
+    found = [p for view in tables for p in (view.tradeoff, view.spread, view.ranks_plot) if p]
+    return found + [s.groups_plot for m in methods for s in m.sections if s.groups_plot]

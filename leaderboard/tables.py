@@ -1,61 +1,99 @@
-"""Leaderboard tables built from the result store (never from in-memory state).
+"""Leaderboard tables built from the result store (never from in-memory state), as a typed `model.Board`.
 
-One table per (dataset, task, budget): one row per method, the trial chosen
-per seed by a named validation-only selection rule, test metrics as
-mean ± std over seeds.  Failed runs are shown as failed, not dropped.
+One table per comparison (runs whose comparison settings agree): one row per
+method, the trial chosen per seed by a named validation-only selection rule,
+test metrics as mean ± std over seeds, paired differences against erm and of
+each system against its own ablations, and mean ranks.  Failed runs are shown
+as failed, not dropped.  `render` writes the board as Markdown, CSV and JSON.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from tabulate import tabulate
 
-from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
+from fairfacebench.leaderboard.model import (
+    ABLATION_METRICS,
+    COMPARED_METRICS,
+    SUMMARY_METRICS,
+    Board,
+    FailedRun,
+    GroupMetrics,
+    MetricSummary,
+    PairedDifference,
+    Ranking,
+    Row,
+    SelectedRun,
+    SharedPreparation,
+    Table,
+    defined,
+)
+from fairfacebench.leaderboard.render import write_exports
+from fairfacebench.metrics.compare import (
+    HIGHER_IS_BETTER,
+    clip_interval,
+    critical_difference,
+    mean_ranks,
+    paired_difference,
+    t_interval,
+)
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
-from fairfacebench.plain import nan_to_none
 from fairfacebench.plugins import registry
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
 
-TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
-MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
-
-
-def fmt(summary: dict) -> str:
-    """'mean ± std [lo, hi]' over seeds, or 'value [lo, hi]' with the run's bootstrap interval for one seed."""
-    mean = summary["mean"]
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    text = f"{mean:.3f}"
-    if summary.get("n", 0) > 1:
-        text += f" ± {summary['std']:.3f}"
-    lo, hi = summary.get("interval") or (None, None)
-    if lo is not None and hi is not None:
-        text += f" [{lo:.3f}, {hi:.3f}]"
-    return text
-
-
+REFERENCE_METHOD = "erm"
 INTERVAL_NOTE = {
     "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds",
     "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
     "(1,000 multinomial resamples of the confusion counts)",
 }
+BLOCK_CAVEAT = "the blocks share runs (five metrics of one seed), so the Nemenyi critical difference is indicative"
+
+BySeed = dict[int, list[RunRecord]]
+
+
+@dataclass
+class Comparison:
+    """The runs of one comparison as read from the store: method -> seed -> runs, in store order."""
+
+    settings: dict[str, Any]
+    methods: dict[str, BySeed] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+
+
+@dataclass(frozen=True)
+class MethodRuns:
+    """One method's runs of its newest version in a comparison, and the trial selected per seed."""
+
+    by_seed: BySeed
+    version: int
+    superseded: int
+    ok: list[RunRecord]  # the selected run of each seed that finished, by seed
+    failed: list[RunRecord]
+
+
+# ------------------------------------------------------------------ reading and selecting runs
+
+
+def get_rule(name: str) -> Any:
+    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
+    return registry().selection_rule(name)
+
+
+def missing_test_metrics(record: RunRecord) -> list[str]:
+    test = (record.metrics or {}).get("test")
+    return [m for m in METRIC_NAMES if test is not None and m not in test]
 
 
 def complete_test_metrics(record: RunRecord, store: ResultStore) -> None:
     """Test metrics a record predates (a metric added to the suite later), recomputed from its stored predictions."""
-    test = (record.metrics or {}).get("test")
-    missing = [m for m in METRIC_NAMES if test is not None and m not in test]
+    missing = missing_test_metrics(record)
     if not record.ok or not missing or not (store.path(record.run_id) / PREDICTIONS).is_file():
         return
     arrays = store.predictions(record.run_id)
@@ -64,14 +102,20 @@ def complete_test_metrics(record: RunRecord, store: ResultStore) -> None:
         return
     n_classes = arrays["test_scores"].shape[1]
     report = compute_metrics(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], groups, n_classes)
-    test.update({m: report.summary[m] for m in missing})
+    record.metrics["test"].update({m: report.summary[m] for m in missing})
     if record.recomputed_from_predictions is None:
         record.recomputed_from_predictions = missing
 
 
-def get_rule(name: str) -> Any:
-    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
-    return registry().selection_rule(name)
+def read_comparisons(store: ResultStore) -> dict[str, Comparison]:
+    """Every finished record of the store, grouped by comparison id, method and seed."""
+    comparisons: dict[str, Comparison] = {}
+    for rec in store.records():
+        complete_test_metrics(rec, store)
+        settings = rec.spec.comparison
+        key = spec_hash(settings)
+        comparisons.setdefault(key, Comparison(settings)).methods[rec.method][rec.seed].append(rec)
+    return comparisons
 
 
 def select(records: list[RunRecord], rule: Any) -> RunRecord | None:
@@ -82,78 +126,7 @@ def select(records: list[RunRecord], rule: Any) -> RunRecord | None:
     return max(ok, key=lambda r: (*rule.key(r), -r.trial))
 
 
-def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
-    """The comparison settings that take more than one value in a store (they name its tables apart)."""
-    keys = [k for k in COMPARISON_FIELDS if k not in ("dataset", "task")]
-    return [k for k in keys if len({canonical_json(c.get(k)) for c in comparisons}) > 1]
-
-
-def build(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
-    """Aggregate the store into leaderboard tables, one per comparison (plain data, also written as JSON).
-
-    A table holds only runs whose comparison settings (data, budget, resolution,
-    backbone, weights, augmentation, VLM, pool, dataset options) are identical;
-    within it, the selection rule picks one trial per method and seed.
-    """
-    selection = get_rule(rule)
-    cells: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    comparisons: dict[str, dict[str, Any]] = {}
-    store = ResultStore(store_dir, create=False)
-    for rec in store.records():
-        complete_test_metrics(rec, store)
-        comparison = rec.spec.comparison
-        key = spec_hash(comparison)
-        comparisons[key] = comparison
-        cells[(key, rec.method)][rec.seed].append(rec)
-    named_by = differing_settings(list(comparisons.values()))
-    tables: dict[str, dict] = {}
-    order = sorted(cells, key=lambda k: (comparisons[k[0]]["dataset"], comparisons[k[0]]["task"], k[0], k[1]))
-    for key, method in order:
-        by_seed, version, superseded = newest_version(cells[(key, method)])
-        comparison = comparisons[key]
-        table = tables.get(key) or tables.setdefault(key, new_table(key, comparison, named_by, selection))
-        chosen = [select(runs, selection) for _, runs in sorted(by_seed.items())]
-        ok = [c for c in chosen if c is not None]
-        failed = [r for runs in by_seed.values() for r in runs if not r.ok]
-        row: dict[str, Any] = {
-            "method": method,
-            "status": "ok" if ok else "failed",
-            "seeds": len(ok),
-            "runs": sum(len(v) for v in by_seed.values()),
-            "method_version": version,
-            "superseded_runs": superseded,
-            "failed_runs": [{"run_id": r.run_id, "error": r.error or ""} for r in failed],
-            "labels_used": (ok or failed)[0].labels_used if (ok or failed) else "",
-            "variant": ok[0].variant if ok else None,
-            "description": (ok or failed)[0].method_info.description,
-            "citation": (ok or failed)[0].method_info.citation,
-            "ablation_of": (ok or failed)[0].method_info.ablation_of,
-            "selected": [{"seed": c.seed, "trial": c.trial, "run_id": c.run_id, "hparams": c.spec.hparams} for c in ok],
-            "budget_report": [c.budget_report for c in ok],
-            "steps": mean_of([c.budget_report.get("steps") for c in ok]),
-            "forward_samples": mean_of([c.budget_report.get("forward_samples") for c in ok]),
-            "fit_time_s": mean_of([c.budget_report.get("wall_time_s") for c in ok]),
-        }
-        for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
-            row[m] = _summarise(
-                [c.test_metric(m) for c in ok],
-                [c.test_interval(m) for c in ok],
-            )
-        row["interval_method"] = INTERVAL_NOTE["seeds" if len(ok) > 1 else "bootstrap"] if ok else None
-        row["per_group"] = _per_group(ok)
-        row["per_seed"] = {m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS}
-        row["degenerate"] = sorted({reason for c in ok for reason in degenerate(c)})
-        table["rows"].append(row)
-        for c in ok:
-            prep = shared_preparation(c.vlm)
-            if prep and prep not in table["shared_preparation"]:
-                table["shared_preparation"].append(prep)
-    for table in tables.values():
-        add_comparisons(table)
-    return {"selection_rule": rule, "tables": list(tables.values())}
-
-
-def newest_version(by_seed: dict[int, list[RunRecord]]) -> tuple[dict[int, list[RunRecord]], int, int]:
+def newest_version(by_seed: BySeed) -> tuple[BySeed, int, int]:
     """Only the runs of the method's newest version (a new version changes what the method does, so its runs
     and an older version's are never mixed or selected between), that version, and how many older runs were
     left out."""
@@ -163,12 +136,167 @@ def newest_version(by_seed: dict[int, list[RunRecord]]) -> tuple[dict[int, list[
     return {seed: runs for seed, runs in kept.items() if runs}, newest, left_out
 
 
-# Metrics the paired comparison and the ranking use, and which direction is better.
-COMPARED_METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga")
-# A system against its own ablation: the compared metrics and the spreads val-reweight's seed drives down.
-ABLATION_METRICS = COMPARED_METRICS + ("cell_acc_std", "group_acc_std")
-HIGHER_IS_BETTER = {"acc", "bal_acc", "wga"}
-REFERENCE_METHOD = "erm"
+def method_runs(by_seed: BySeed, selection: Any) -> MethodRuns:
+    kept, version, superseded = newest_version(by_seed)
+    chosen = [select(runs, selection) for _, runs in sorted(kept.items())]
+    failed = [r for runs in kept.values() for r in runs if not r.ok]
+    return MethodRuns(kept, version, superseded, [c for c in chosen if c is not None], failed)
+
+
+def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
+    """The comparison settings that take more than one value in a store (they name its tables apart)."""
+    keys = [k for k in COMPARISON_FIELDS if k not in ("dataset", "task")]
+    return [k for k in keys if len({canonical_json(c.get(k)) for c in comparisons}) > 1]
+
+
+# ------------------------------------------------------------------ the board
+
+
+def build(store_dir: Path | str, rule: str = "val_acc") -> Board:
+    """Aggregate the store into leaderboard tables, one per comparison.
+
+    A table holds only runs whose comparison settings (data, budget, resolution,
+    backbone, weights, augmentation, VLM, pool, dataset options) are identical;
+    within it, the selection rule picks one trial per method and seed.
+    """
+    selection = get_rule(rule)
+    comparisons = read_comparisons(ResultStore(store_dir, create=False))
+    named_by = differing_settings([c.settings for c in comparisons.values()])
+    order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
+    return Board(rule, [build_table(key, comparisons[key], named_by, selection) for key in order])
+
+
+def build_table(key: str, comparison: Comparison, named_by: list[str], selection: Any) -> Table:
+    runs = {method: method_runs(comparison.methods[method], selection) for method in sorted(comparison.methods)}
+    rows, ranking = compare_rows([build_row(method, r) for method, r in runs.items()])
+    settings = comparison.settings
+    preparations = [shared_preparation(c.vlm) for r in runs.values() for c in r.ok]
+    return Table(
+        comparison_id=key,
+        dataset=settings["dataset"],
+        task=settings["task"],
+        budget=(settings.get("budget") or {}).get("name", "?"),
+        comparison=settings,
+        distinguished_by={k: settings.get(k) for k in named_by},
+        selection_rule=f"{selection.name}: {selection.description}",
+        shared_preparation=unique([p for p in preparations if p is not None]),
+        rows=rows,
+        ranking=ranking,
+        seed_note=seed_note(rows),
+    )
+
+
+def build_row(method: str, runs: MethodRuns) -> Row:
+    """A method's row: its runs, the selected trial per seed with its compute, and test metrics over seeds."""
+    return Row(
+        **run_fields(method, runs),
+        **selection_fields(runs.ok),
+        **{
+            m: summarise([c.test_metric(m) for c in runs.ok], [c.test_interval(m) for c in runs.ok])
+            for m in SUMMARY_METRICS
+        },
+        **seed_fields(runs.ok),
+    )
+
+
+def run_fields(method: str, runs: MethodRuns) -> dict[str, Any]:
+    """What the method is and which of its runs the row stands for (metadata from its first finished run)."""
+    first = (runs.ok or runs.failed)[0]
+    return dict(
+        method=method,
+        status="ok" if runs.ok else "failed",
+        seeds=len(runs.ok),
+        runs=sum(len(v) for v in runs.by_seed.values()),
+        method_version=runs.version,
+        superseded_runs=runs.superseded,
+        failed_runs=[FailedRun(r.run_id, r.error or "") for r in runs.failed],
+        labels_used=first.labels_used,
+        variant=runs.ok[0].variant if runs.ok else None,
+        description=first.method_info.description,
+        citation=first.method_info.citation,
+        ablation_of=first.method_info.ablation_of,
+    )
+
+
+def selection_fields(ok: list[RunRecord]) -> dict[str, Any]:
+    """The selected trials, their budget reports and their mean compute."""
+    return dict(
+        selected=[SelectedRun(c.seed, c.trial, c.run_id, c.spec.hparams) for c in ok],
+        budget_report=[c.budget_report for c in ok],
+        steps=mean_of([c.budget_report.get("steps") for c in ok]),
+        forward_samples=mean_of([c.budget_report.get("forward_samples") for c in ok]),
+        fit_time_s=mean_of([c.budget_report.get("wall_time_s") for c in ok]),
+    )
+
+
+def seed_fields(ok: list[RunRecord]) -> dict[str, Any]:
+    """How the intervals were made, the per-group means, the per-seed values and why predictions are degenerate."""
+    return dict(
+        interval_method=(INTERVAL_NOTE["seeds"] if len(ok) > 1 else INTERVAL_NOTE["bootstrap"]) if ok else None,
+        per_group=per_group(ok),
+        per_seed={m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS},
+        degenerate=sorted({reason for c in ok for reason in degenerate(c)}),
+    )
+
+
+def summarise(values: list[float | None], bootstrap: list[list | None]) -> MetricSummary:
+    """Across-seed mean, std and 95% t-interval; with one seed, the run's bootstrap interval."""
+    defined_values = [v for v in values if defined(v)]
+    if not defined_values:
+        return MetricSummary(math.nan, math.nan, 0, None)
+    if len(defined_values) > 1:
+        s = t_interval(defined_values)
+        return MetricSummary(s["mean"], s["std"], s["n"], clip_interval(s["ci95"]))
+    return MetricSummary(defined_values[0], math.nan, 1, bootstrap[0] if bootstrap else None)
+
+
+def mean_of(values: list[float | None]) -> float:
+    kept = [v for v in values if defined(v)]
+    return float(np.mean(kept)) if kept else math.nan
+
+
+def per_group(chosen: list[RunRecord]) -> list[GroupMetrics]:
+    """Per-sensitive-group test metrics, averaged over the selected runs of each seed."""
+    values: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for rec in chosen:
+        for g in rec.test_groups:
+            for k in ("n", "acc", "tpr", "fpr", "selection_rate"):
+                values[g["group"]][k].append(g.get(k))
+    return [
+        GroupMetrics(
+            group,
+            int(np.mean(v["n"])),
+            *(mean_of(v[k]) for k in ("acc", "tpr", "fpr", "selection_rate")),
+        )
+        for group, v in values.items()
+    ]
+
+
+def shared_preparation(vlm_info: dict[str, Any] | None) -> SharedPreparation | None:
+    """What a comparison's VLM was trained on, what its captions name, its samples and time (None: not trained here)."""
+    report = (vlm_info or {}).get("report")
+    if not report:
+        return None
+    return SharedPreparation(
+        encoder=vlm_info.get("id"),
+        trained_on=report.get("trained_on"),
+        captions_name=report.get("captions_name"),
+        samples=report.get("samples"),
+        train_time_s=report.get("train_time_s"),
+        zero_shot=report.get("zero_shot"),
+    )
+
+
+def unique(items: list) -> list:
+    """The items in order, each once (items may be unhashable)."""
+    out: list = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------ degenerate predictors
 
 
 def degenerate(record: RunRecord) -> list[str]:
@@ -200,310 +328,70 @@ def at_chance(acc: float | None, groups: list[dict]) -> str | None:
     return None
 
 
-def add_comparisons(table: dict[str, Any]) -> None:
-    """Paired differences against erm and of each system against its ablations over seeds, mean ranks over
-    (metric, seed) blocks, and the seed count note."""
-    ok = [r for r in table["rows"] if r["status"] == "ok"]
-    reference = next((r for r in ok if r["method"] == REFERENCE_METHOD), None)
-    by_name = {r["method"]: r for r in ok}
-    for row in ok:
-        row["vs_erm"] = (
-            {m: paired_difference(row["per_seed"][m], reference["per_seed"][m]) for m in COMPARED_METRICS}
-            if reference is not None and row is not reference
-            else None
-        )
-        system = by_name.get(row.get("ablation_of") or "")
-        row["system_vs_ablation"] = (
-            {m: paired_difference(system["per_seed"][m], row["per_seed"][m]) for m in ABLATION_METRICS}
-            if system is not None
-            else None
-        )
-    seeds = sorted(set.intersection(*[set(r["per_seed"]["acc"]) for r in ok])) if ok else []
-    blocks = [
-        (
-            np.array([np.nan if r["per_seed"][m].get(s) is None else r["per_seed"][m][s] for r in ok]),
-            m in HIGHER_IS_BETTER,
-        )
+# ------------------------------------------------------------------ comparisons between the rows of a table
+
+
+def compare_rows(rows: list[Row]) -> tuple[list[Row], Ranking]:
+    """The rows with their paired differences against erm, of each system against its ablations over seeds,
+    and their mean ranks over (metric, seed) blocks; the ranking."""
+    ok = [r for r in rows if r.ok]
+    reference = next((r for r in ok if r.method == REFERENCE_METHOD), None)
+    by_name = {r.method: r for r in ok}
+    seeds = common_seeds(ok)
+    blocks = rank_blocks(ok, seeds)
+    ranks = dict(zip(by_name, mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)))
+    compared = [with_comparisons(r, reference, by_name, ranks[r.method]) if r.ok else r for r in rows]
+    return compared, ranking(len(ok), len(blocks), len(seeds))
+
+
+def common_seeds(rows: list[Row]) -> list[int]:
+    """The seeds every row has a selected run of."""
+    return sorted(set.intersection(*[set(r.per_seed["acc"]) for r in rows])) if rows else []
+
+
+def ranking(methods: int, blocks: int, seeds: int) -> Ranking:
+    return Ranking(
+        blocks=blocks,
+        block_rule=f"each of {list(COMPARED_METRICS)} on each of the {seeds} seed(s) every method ran; "
+        "rank 1 is best; ties share the mean rank",
+        critical_difference=critical_difference(methods, blocks) if 2 <= methods <= 20 and blocks else None,
+        caveat=BLOCK_CAVEAT,
+    )
+
+
+def with_comparisons(row: Row, reference: Row | None, by_name: dict[str, Row], rank: float) -> Row:
+    """A finished row with its differences against the reference (erm) and of its system against it, and its rank."""
+    system = by_name.get(row.ablation_of or "")
+    return replace(
+        row,
+        vs_erm=None if reference is None or row is reference else differences(row, reference, COMPARED_METRICS),
+        system_vs_ablation=None if system is None else differences(system, row, ABLATION_METRICS),
+        mean_rank=float(rank),
+    )
+
+
+def differences(minuend: Row, subtrahend: Row, metrics: tuple[str, ...]) -> dict[str, PairedDifference]:
+    """minuend − subtrahend of each metric over the seeds both ran."""
+    return {m: PairedDifference(**paired_difference(minuend.per_seed[m], subtrahend.per_seed[m])) for m in metrics}
+
+
+def rank_blocks(ok: list[Row], seeds: list[int]) -> list[tuple[np.ndarray, bool]]:
+    """One block per (compared metric, seed every row ran): the rows' values and whether higher is better."""
+    return [
+        (np.array([np.nan if r.per_seed[m].get(s) is None else r.per_seed[m][s] for r in ok]), m in HIGHER_IS_BETTER)
         for m in COMPARED_METRICS
         for s in seeds
     ]
-    ranks = mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)
-    for row, rank in zip(ok, ranks):
-        row["mean_rank"] = float(rank)
-    table["ranking"] = {
-        "blocks": len(blocks),
-        "block_rule": f"each of {list(COMPARED_METRICS)} on each of the {len(seeds)} seed(s) every method ran; "
-        "rank 1 is best; ties share the mean rank",
-        "critical_difference": critical_difference(len(ok), len(blocks)) if 2 <= len(ok) <= 20 and blocks else None,
-        "caveat": "the blocks share runs (five metrics of one seed), so the Nemenyi critical difference is indicative",
-    }
-    most = max((r["seeds"] for r in ok), default=0)
-    table["seed_note"] = (
-        None
-        if most >= 3
-        else f"at most {most} seed(s): across-seed intervals and paired comparisons are not meaningful below 3 seeds"
-    )
 
 
-def new_table(key: str, comparison: dict[str, Any], named_by: list[str], selection: Any) -> dict[str, Any]:
-    budget = comparison.get("budget") or {}
-    return {
-        "comparison_id": key,
-        "dataset": comparison["dataset"],
-        "task": comparison["task"],
-        "budget": budget.get("name", "?"),
-        "comparison": comparison,
-        "distinguished_by": {k: comparison.get(k) for k in named_by},
-        "selection_rule": f"{selection.name}: {selection.description}",
-        "shared_preparation": [],
-        "rows": [],
-    }
-
-
-def shared_preparation(vlm_info: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a comparison's VLM was trained on, what its captions name, its samples and time (None: not trained here)."""
-    report = (vlm_info or {}).get("report")
-    if not report:
+def seed_note(rows: list[Row]) -> str | None:
+    most = max((r.seeds for r in rows if r.ok), default=0)
+    if most >= 3:
         return None
-    return {
-        "encoder": vlm_info.get("id"),
-        "trained_on": report.get("trained_on"),
-        "captions_name": report.get("captions_name"),
-        "samples": report.get("samples"),
-        "train_time_s": report.get("train_time_s"),
-        "zero_shot": report.get("zero_shot"),
-    }
+    return f"at most {most} seed(s): across-seed intervals and paired comparisons are not meaningful below 3 seeds"
 
 
-def _summarise(values: list, bootstrap: list) -> dict:
-    """Across-seed mean, std and 95% t-interval; with one seed, the run's bootstrap interval."""
-    defined = [v for v in values if v is not None and not math.isnan(v)]
-    if not defined:
-        return {"mean": math.nan, "std": math.nan, "n": 0, "interval": None}
-    if len(defined) > 1:
-        s = t_interval(defined)
-        return {"mean": s["mean"], "std": s["std"], "n": s["n"], "interval": clip_interval(s["ci95"])}
-    return {"mean": defined[0], "std": math.nan, "n": 1, "interval": bootstrap[0] if bootstrap else None}
-
-
-def mean_of(values: list) -> float:
-    defined = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(defined)) if defined else math.nan
-
-
-def _per_group(chosen: list[RunRecord]) -> list[dict]:
-    """Per-sensitive-group test metrics, averaged over the selected runs of each seed."""
-    acc: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for rec in chosen:
-        for g in rec.test_groups:
-            for k in ("n", "acc", "tpr", "fpr", "selection_rate"):
-                acc[g["group"]][k].append(g.get(k))
-    rows = []
-    for group, vals in acc.items():
-        row = {"group": group}
-        for k, v in vals.items():
-            row[k] = mean_of(v) if k != "n" else int(np.mean(v))
-        rows.append(row)
-    return rows
-
-
-def table_title(t: dict[str, Any]) -> str:
-    """dataset — task — budget, plus the settings that tell this comparison from the store's others."""
-    extra = "; ".join(f"{k} {canonical_json(v)}" for k, v in t.get("distinguished_by", {}).items())
-    return f"{t['dataset']} — task {t['task']} — budget {t['budget']}" + (f" — {extra}" if extra else "")
-
-
-def md(value: Any) -> str:
-    """Text safe in a Markdown table cell or heading: no HTML tags, no column breaks, one line."""
-    return str(value).translate(MARKDOWN_ESCAPES)
-
-
-def md_table(rows: list[list[Any]], headers: list[str]) -> str:
-    """A GitHub Markdown table whose text cells are escaped (a plugin's name cannot add columns or HTML)."""
-    cells = [[md(v) if isinstance(v, str) else v for v in row] for row in rows]
-    return tabulate(cells, headers=headers, tablefmt="github")
-
-
-def to_markdown(board: dict[str, Any]) -> str:
-    out = ["# fairbench leaderboard", ""]
-    for t in board["tables"]:
-        out += [
-            f"## {md(table_title(t))}",
-            "",
-            f"Model selection: {md(t['selection_rule'])}. "
-            "Test metrics of the selected trial per seed (interval method below each table).",
-            "",
-        ]
-        if t.get("budget") == "smoke":
-            out += [f"> {SMOKE_BANNER}", ""]
-        if t.get("seed_note"):
-            out += [f"Note: {t['seed_note']}.", ""]
-        rows = []
-        for r in t["rows"]:
-            name = r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
-            if r.get("degenerate"):
-                name += f" (degenerate: {'; '.join(r['degenerate'])})"
-            if r["status"] == "failed":
-                rows.append([name, r["labels_used"], *["failed"] * len(TABLE_METRICS), 0, "", ""])
-                continue
-            compute = [_count(r.get("forward_samples")), _count(r.get("fit_time_s"), 1)]
-            rows.append([name, r["labels_used"], *[fmt(r[m]) for m in TABLE_METRICS], r["seeds"], *compute])
-        headers = ["method", "labels used", *TABLE_METRICS, "seeds", "forward samples", "fit time (s)"]
-        out += [md_table(rows, headers), ""]
-        notes = sorted({r["interval_method"] for r in t["rows"] if r.get("interval_method")})
-        out += [f"Intervals: {n}." for n in notes] + [""]
-        out += comparison_markdown(t)
-        for prep in t.get("shared_preparation", []):
-            out += [
-                f"Shared preparation: VLM {md(prep['encoder'])} trained on {md(prep['trained_on'])}; its captions "
-                f"name {md(', '.join(prep['captions_name'] or []))}; {prep['samples']} image-caption samples, "
-                f"{prep['train_time_s']} s. Every run of a VLM method reads it; its cost is not in their budgets.",
-                "",
-            ]
-        out += [f"### Budget report: {md(t['dataset'])}/{md(t['task'])}", "", _budget_table(t["rows"]), ""]
-        for r in t["rows"]:
-            if r["status"] != "ok":
-                continue
-            out += [f"### {md(t['dataset'])}/{md(t['task'])}: per-group test metrics of {md(r['method'])}", ""]
-            pg = [
-                [g["group"], g["n"], *[_f(g.get(k)) for k in ("acc", "tpr", "fpr", "selection_rate")]]
-                for g in r["per_group"]
-            ]
-            out += [md_table(pg, ["group", "n", "acc", "tpr", "fpr", "selection_rate"]), ""]
-    return "\n".join(out)
-
-
-SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
-
-
-def comparison_markdown(t: dict[str, Any]) -> list[str]:
-    """The paired differences against erm and of each system against its ablations, and the mean ranks of a
-    table, as Markdown."""
-    ok = [r for r in t["rows"] if r["status"] == "ok"]
-    out = paired_markdown(
-        "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
-        "method − erm",
-        [(r["method"], r["vs_erm"]) for r in ok if r.get("vs_erm")],
-        COMPARED_METRICS,
-    )
-    out += paired_markdown(
-        "Each system against its own ablation (system − ablation) over the seeds both ran: mean [95% t-interval].",
-        "system − ablation",
-        [(f"{r['ablation_of']} − {r['method']}", r["system_vs_ablation"]) for r in ok if r.get("system_vs_ablation")],
-        ABLATION_METRICS,
-    )
-    older = [f"{md(r['method'])} {r['superseded_runs']}" for r in t["rows"] if r.get("superseded_runs")]
-    if older:
-        out += ["Runs of an older method version, left out (only a method's newest version is tabled): "
-                + ", ".join(older) + ".", ""]
-    ranking = t.get("ranking") or {}
-    if ranking.get("blocks"):
-        ranked = sorted(ok, key=lambda r: r.get("mean_rank", math.inf))
-        cd = ranking.get("critical_difference")
-        out += [
-            f"Mean rank over {ranking['blocks']} blocks ({ranking['block_rule']}); Nemenyi critical difference "
-            f"{_f(cd)} ({ranking['caveat']}): " + ", ".join(f"{md(r['method'])} {r['mean_rank']:.2f}" for r in ranked),
-            "",
-        ]
-    return out
-
-
-def paired_markdown(caption: str, header: str, labelled: list[tuple[str, dict]], metrics: tuple[str, ...]) -> list[str]:
-    """A captioned Markdown table of paired differences, one row per (label, {metric: summary}); none if empty."""
-    if not labelled:
-        return []
-    rows = [[label, *[fmt_difference(diffs[m]) for m in metrics]] for label, diffs in labelled]
-    return [caption, "", md_table(rows, [header, *[f"Δ{m}" for m in metrics]]), ""]
-
-
-def fmt_difference(summary: dict[str, Any]) -> str:
-    if not summary or summary.get("mean") is None:
-        return "n/a"
-    lo, hi = summary.get("ci95") or (None, None)
-    text = f"{summary['mean']:+.3f}"
-    return text + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={summary['n']})")
-
-
-def _count(value: Any, digits: int = 0) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
-
-
-def _budget_table(rows: list[dict]) -> str:
-    """Steps, forward samples and wall time per selected run and stage, so equal budgets can be checked."""
-    out = []
-    for r in rows:
-        for sel, rep in zip(r["selected"], r["budget_report"]):
-            forwards = rep.get("forward_samples_per_stage", {})
-            out.append(
-                [
-                    r["method"],
-                    sel["seed"],
-                    sel["trial"],
-                    f"{rep['steps']} / {rep['budget']['steps']}",
-                    f"{rep.get('forward_samples', '?')} / {rep.get('forward_limit', '?')}",
-                    rep["wall_time_s"],
-                    ", ".join(f"{k}={v}" for k, v in rep["steps_per_stage"].items()),
-                    ", ".join(f"{k}={sum(v.values())}" for k, v in forwards.items()),
-                    ", ".join(f"{k}={v}" for k, v in rep.get("wall_time_per_stage_s", {}).items()),
-                ]
-            )
-    headers = [
-        "method",
-        "seed",
-        "trial",
-        "steps / limit",
-        "forward samples / limit",
-        "fit wall time (s)",
-        "steps per stage",
-        "forward samples per stage",
-        "wall time per stage (s)",
-    ]
-    return md_table(out, headers)
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def to_frame(board: dict[str, Any]) -> pd.DataFrame:
-    rows = []
-    for t in board["tables"]:
-        for r in t["rows"]:
-            row = {
-                "dataset": t["dataset"],
-                "task": t["task"],
-                "budget": t["budget"],
-                "comparison_id": t["comparison_id"],
-                "method": r["method"],
-                "variant": r.get("variant"),
-                "status": r["status"],
-                "labels_used": r["labels_used"],
-                "seeds": r["seeds"],
-                "selection_rule": board["selection_rule"],
-                "steps": r.get("steps"),
-                "forward_samples": r.get("forward_samples"),
-                "fit_time_s": r.get("fit_time_s"),
-            }
-            for m in TABLE_METRICS + ("bal_acc", "eopp_diff", "group_acc_std", "cell_acc_std"):
-                lo, hi = r[m]["interval"] or (None, None)
-                row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = r[m]["mean"], r[m]["std"], lo, hi
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text cells a spreadsheet would run as a formula (first character = + - @ tab CR) get a leading apostrophe."""
-    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
-
-
-def write_exports(board: dict[str, Any], out: Path) -> dict[str, Path]:
-    """leaderboard.md, .csv (formula-safe) and .json of one board in `out`."""
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
-    paths["md"].write_text(to_markdown(board))
-    # Text quoted always: pandas leaves a bare CR unquoted, which would split a row in a reader.
-    csv_safe(to_frame(board)).to_csv(paths["csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
-    paths["json"].write_text(json.dumps(nan_to_none(board), indent=1, allow_nan=False, default=str))
-    return paths
+# ------------------------------------------------------------------ files
 
 
 def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc") -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""Uncertainty for the metrics: within-run bootstrap intervals and across-seed summaries.
+"""Uncertainty for the metrics within one run: bootstrap intervals over test rows (across seeds: compare.t_interval).
 
 A row-level bootstrap (draw n test rows with replacement) only changes how many
 rows fall in each (group, y, ŷ) cell, and those cell counts are exactly
@@ -225,29 +225,6 @@ def std_interval(estimate: float, low, high, values) -> list[float]:
     reach = np.maximum(np.asarray(high)[defined] - values[defined], values[defined] - np.asarray(low)[defined])
     radius = float(np.sqrt(np.mean(reach**2)))
     return [max(0.0, estimate - radius), min(0.5, estimate + radius)]
-
-
-def seed_summary(values) -> dict:
-    """Across-seed mean, std (ddof=1) and Student-t 95% interval mean ± t_{0.975, n−1}·std/√n.
-
-    Undefined entries (std and ci95 for fewer than two seeds) are None.
-    """
-    x = np.asarray(values, dtype=float).ravel()
-    n = x.size
-    mean = float(x.mean()) if n else math.nan
-    std = float(x.std(ddof=1)) if n >= 2 else math.nan
-    from scipy import stats  # imported here: scipy.stats adds 0.7 s to every worker's start
-
-    half_width = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n >= 2 else math.nan
-    return nan_to_none(
-        {
-            "mean": mean,
-            "std": std,
-            "n": n,
-            "ci95": [mean - half_width, mean + half_width],
-            "method": "mean ± Student-t 95% interval over seeds: t_{0.975, n-1} · std / sqrt(n), std with ddof=1",
-        }
-    )
 
 
 def _multinomial_resamples(counts: np.ndarray, n_resamples: int, seed: int | np.random.Generator) -> np.ndarray:

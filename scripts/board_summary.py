@@ -8,31 +8,73 @@ the store's runs; `--plot` writes the accuracy-vs-eod_max plot of each table (th
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from tabulate import tabulate
 
 from fairfacebench.leaderboard import plots
+from fairfacebench.leaderboard.model import MetricSummary, PairedDifference, Row, Table, defined
 from fairfacebench.leaderboard.site import tradeoff_points
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.store import ResultStore
 
 METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga", "cell_acc_std")
+PAIRED_METRICS = ("acc", "eod_max")
+ABLATION_METRICS = ("acc", "eod_max", "wga", "cell_acc_std")
+METRIC_HEADERS = ["method", "seeds", *METRICS, "forward samples", "fit time (s)"]
+ERM_CAPTION = "Paired against erm (mean [95% t-interval] over seeds)"
+ERM_HEADERS = ["method", *[f"Δ{k}" for k in PAIRED_METRICS]]
+ABLATION_CAPTION = "Each system against its own ablation, system − ablation (mean [95% t-interval] over seeds)"
+ABLATION_HEADERS = ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]]
 
 
-def cell(summary: dict) -> str:
-    mean, std = summary.get("mean"), summary.get("std")
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def cell(summary: MetricSummary) -> str:
+    if not defined(summary.mean):
         return "n/a"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None and not math.isnan(std) else "")
+    return f"{summary.mean:.3f}" + (f" ± {summary.std:.3f}" if defined(summary.std) else "")
 
 
-def paired(summary: dict | None) -> str:
-    if not summary or summary.get("mean") is None:
+def paired(difference: PairedDifference | None) -> str:
+    if difference is None or difference.mean is None:
         return ""
-    lo, hi = summary.get("ci95") or (None, None)
-    return f"{summary['mean']:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+    lo, hi = difference.ci95 or (None, None)
+    return f"{difference.mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+
+
+def metrics_row(r: Row) -> list:
+    label = r.label + (" (degenerate)" if r.degenerate else "")
+    if not r.ok:
+        return [label, "failed", *[""] * (len(METRICS) + 2)]
+    compute = [f"{r.forward_samples:,.0f}", f"{r.fit_time_s:,.0f}"]
+    return [label, r.seeds, *[cell(r.summary(k)) for k in METRICS], *compute]
+
+
+def github(rows: list[list], headers: list[str], **options) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", **options)
+
+
+def print_table(table: Table, order: list[str]) -> None:
+    """The headline metrics, then the paired differences against erm and of each system against its ablations."""
+    rows = {r.method: r for r in table.rows}
+    shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
+    print(f"### {table.dataset} / {table.task} / {table.budget}\n")
+    print(github([metrics_row(r) for r in shown], METRIC_HEADERS))
+    print_paired(ERM_CAPTION, ERM_HEADERS, [erm_row(r) for r in shown if r.vs_erm])
+    print_paired(ABLATION_CAPTION, ABLATION_HEADERS, [ablation_row(r) for r in shown if r.system_vs_ablation])
+
+
+def erm_row(r: Row) -> list[str]:
+    return [r.method, *[paired(r.vs_erm[k]) for k in PAIRED_METRICS]]
+
+
+def ablation_row(r: Row) -> list[str]:
+    return [f"{r.ablation_of} − {r.method}", *[paired(r.system_vs_ablation.get(k)) for k in ABLATION_METRICS]]
+
+
+def print_paired(caption: str, headers: list[str], body: list[list]) -> None:
+    if body:
+        print(f"\n{caption}:\n")
+        print(github(body, headers, disable_numparse=True))
 
 
 def main() -> None:
@@ -42,55 +84,10 @@ def main() -> None:
     p.add_argument("--plot", default="", help="write each table's accuracy-vs-eod_max plot to PLOT-<n>.svg")
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
-    for n, table in enumerate(build(args.store)["tables"]):
-        rows = {r["method"]: r for r in table["rows"]}
-        names = [m for m in order if m in rows] or sorted(rows)
-        print(f"### {table['dataset']} / {table['task']} / {table['budget']}\n")
-        body = []
-        for m in names:
-            r = rows[m]
-            label = (
-                m
-                + (f" [{r['variant']}]" if r.get("variant") else "")
-                + (" (degenerate)" if r.get("degenerate") else "")
-            )
-            if r["status"] != "ok":
-                body.append([label, "failed", *[""] * (len(METRICS) + 2)])
-                continue
-            body.append(
-                [
-                    label,
-                    r["seeds"],
-                    *[cell(r[k]) for k in METRICS],
-                    f"{r['forward_samples']:,.0f}",
-                    f"{r['fit_time_s']:,.0f}",
-                ]
-            )
-        print(
-            tabulate(body, headers=["method", "seeds", *METRICS, "forward samples", "fit time (s)"], tablefmt="github")
-        )
-        vs = [[m, *[paired(rows[m]["vs_erm"][k]) for k in ("acc", "eod_max")]] for m in names if rows[m].get("vs_erm")]
-        if vs:
-            print("\nPaired against erm (mean [95% t-interval] over seeds):\n")
-            print(tabulate(vs, headers=["method", "Δacc", "Δeod_max"], tablefmt="github", disable_numparse=True))
-        ablated = [m for m in names if rows[m].get("system_vs_ablation")]
-        if ablated:
-            print("\nEach system against its own ablation, system − ablation (mean [95% t-interval] over seeds):\n")
-            keys = ("acc", "eod_max", "wga", "cell_acc_std")
-            body = [
-                [f"{rows[m]['ablation_of']} − {m}", *[paired(rows[m]["system_vs_ablation"].get(k)) for k in keys]]
-                for m in ablated
-            ]
-            print(
-                tabulate(
-                    body,
-                    headers=["system − ablation", *[f"Δ{k}" for k in keys]],
-                    tablefmt="github",
-                    disable_numparse=True,
-                )
-            )
+    for n, table in enumerate(build(args.store).tables):
+        print_table(table, order)
         if args.plot:
-            title = f"{table['dataset']} {table['task']} {table['budget']}"
+            title = f"{table.dataset} {table.task} {table.budget}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
         print()
     total = sum(r.wall_time_s or 0 for r in ResultStore(args.store).records())

@@ -200,12 +200,12 @@ def test_a_store_with_two_backbones_yields_two_tables_not_one_max_selected_cell(
     store.write("a", _record("a", "mobilenet_v2", 0.6))
     store.write("b", _record("b", "resnet18", 0.9))
     store.write("c", _record("c", "mobilenet_v2", 0.7, seed=1, data_root="/elsewhere"))  # where data lives: no matter
-    tables = build(tmp_path)["tables"]
+    tables = build(tmp_path).tables
     assert len(tables) == 2
-    by_backbone = {t["distinguished_by"]["backbone"]: t for t in tables}
-    assert by_backbone["resnet18"]["rows"][0]["acc"]["mean"] == 0.9
-    assert by_backbone["mobilenet_v2"]["rows"][0]["acc"]["mean"] == pytest.approx(0.65)
-    assert by_backbone["mobilenet_v2"]["rows"][0]["seeds"] == 2
+    by_backbone = {t.distinguished_by["backbone"]: t for t in tables}
+    assert by_backbone["resnet18"].rows[0].acc.mean == 0.9
+    assert by_backbone["mobilenet_v2"].rows[0].acc.mean == pytest.approx(0.65)
+    assert by_backbone["mobilenet_v2"].rows[0].seeds == 2
 
 
 def test_moving_the_data_folder_keeps_run_ids_and_changing_the_data_changes_them(tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from records import fake_record
 
-from fairfacebench.leaderboard.tables import ABLATION_METRICS, add_comparisons, at_chance, degenerate
+from fairfacebench.leaderboard.model import ABLATION_METRICS
+from fairfacebench.leaderboard.tables import at_chance, build, degenerate
 from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
@@ -17,6 +18,7 @@ from fairfacebench.metrics.compare import (
     t_interval,
 )
 from fairfacebench.record import migrate, parse_record
+from fairfacebench.store import ResultStore
 from fairfacebench.typed import to_plain
 
 
@@ -28,6 +30,14 @@ def test_paired_difference_uses_only_shared_seeds_and_a_t_interval():
     assert out["seeds"] == [0, 1, 2] and out["n"] == 3
     assert out["mean"] == pytest.approx(0.026667, abs=1e-5) and out["std"] == pytest.approx(0.020817, abs=1e-5)
     assert out["ci95"] == [pytest.approx(0.026667 - 0.05172, abs=1e-4), pytest.approx(0.026667 + 0.05172, abs=1e-4)]
+
+
+def test_t_interval_hand_checked_on_three_values_leaving_undefined_ones_out():
+    out = t_interval([1.0, None, 2.0, float("nan"), 3.0])
+    # mean 2; squared deviations 1 + 0 + 1 = 2, / (3 - 1) -> std 1;
+    # t_{0.975, df=2} = 4.302653 (t table) -> half width 4.302653 / sqrt(3) = 2.484138.
+    assert out["mean"] == 2.0 and out["std"] == 1.0 and out["n"] == 3
+    assert out["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-6)
 
 
 def test_t_interval_of_one_value_has_no_spread():
@@ -77,30 +87,34 @@ def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
     assert degenerate(record) == ["at chance (test accuracy 0.520, majority class 0.500)"]
 
 
-def row(method, acc, ablates=None):
-    per_seed = {m: {0: 0.1, 1: 0.1, 2: 0.1} for m in ABLATION_METRICS}
-    per_seed["acc"] = dict(enumerate(acc))
-    return {"method": method, "status": "ok", "seeds": len(acc), "ablation_of": ablates, "per_seed": per_seed}
+def store_of(tmp_path, methods):
+    """A store with one run per (method, seed): test accuracy per seed, every other compared metric 0.1."""
+    store = ResultStore(tmp_path)
+    for method, accs, ablates in methods:
+        for seed, acc in enumerate(accs):
+            test = {**dict.fromkeys(ABLATION_METRICS, 0.1), "acc": acc}
+            store.write(f"{method}-{seed}", fake_record(method, seed, test=test, ablation_of=ablates))
+    return tmp_path
 
 
-def test_each_system_is_paired_with_its_own_ablations_only():
-    table = {
-        "rows": [
-            row("erm", [0.80, 0.80, 0.80]),
-            row("sys", [0.90, 0.86, 0.88]),
-            row("sys:no-x", [0.85, 0.85, 0.85], ablates="sys"),
-            row("other:no-y", [0.70, 0.70, 0.70], ablates="other"),  # its system is not in the table
-        ]
-    }
-    add_comparisons(table)
-    rows = {r["method"]: r for r in table["rows"]}
+def test_each_system_is_paired_with_its_own_ablations_only(tmp_path):
+    store = store_of(
+        tmp_path,
+        [
+            ("erm", [0.80, 0.80, 0.80], None),
+            ("sys", [0.90, 0.86, 0.88], None),
+            ("sys:no-x", [0.85, 0.85, 0.85], "sys"),
+            ("other:no-y", [0.70, 0.70, 0.70], "other"),  # its system is not in the table
+        ],
+    )
+    rows = {r.method: r for r in build(store).tables[0].rows}
     # sys − sys:no-x per seed: 0.05, 0.01, 0.03 -> mean 0.03 (system minus ablation, not the reverse)
-    assert rows["sys:no-x"]["system_vs_ablation"]["acc"]["mean"] == pytest.approx(0.03)
-    assert rows["sys:no-x"]["system_vs_ablation"]["acc"]["seeds"] == [0, 1, 2]
-    assert rows["sys:no-x"]["system_vs_ablation"]["cell_acc_std"]["mean"] == pytest.approx(0.0)
-    assert rows["other:no-y"]["system_vs_ablation"] is None
-    assert rows["sys"]["system_vs_ablation"] is None and rows["erm"]["system_vs_ablation"] is None
-    assert rows["sys"]["vs_erm"]["acc"]["mean"] == pytest.approx(0.08)
+    assert rows["sys:no-x"].system_vs_ablation["acc"].mean == pytest.approx(0.03)
+    assert rows["sys:no-x"].system_vs_ablation["acc"].seeds == [0, 1, 2]
+    assert rows["sys:no-x"].system_vs_ablation["cell_acc_std"].mean == pytest.approx(0.0)
+    assert rows["other:no-y"].system_vs_ablation is None
+    assert rows["sys"].system_vs_ablation is None and rows["erm"].system_vs_ablation is None
+    assert rows["sys"].vs_erm["acc"].mean == pytest.approx(0.08) and rows["erm"].vs_erm is None
 
 
 def test_the_ablated_system_is_the_recorded_one_or_for_old_records_the_name_before_the_colon():

@@ -18,7 +18,7 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fairfacebench.metrics.bootstrap import _multinomial_resamples, bootstrap_intervals, seed_summary
+from fairfacebench.metrics.bootstrap import _multinomial_resamples, bootstrap_intervals
 from fairfacebench.metrics.fairness import (
     METRIC_DEFINITIONS,
     METRIC_NAMES,
@@ -448,20 +448,3 @@ def test_bootstrap_reports_none_bounds_for_a_metric_undefined_in_every_resample(
     assert result["intervals"]["eopp_diff"] == [None, None]  # a1 never has positives: one TPR at most
     assert result["nan_resamples"]["eopp_diff"] == 50
     json.dumps(result, allow_nan=False)
-
-
-# --- across seeds ---------------------------------------------------------------------------
-
-
-def test_seed_summary_hand_checked_on_three_values():
-    summary = seed_summary([1.0, 2.0, 3.0])
-    # mean 2; squared deviations 1 + 0 + 1 = 2, / (3 - 1) -> std 1;
-    # t_{0.975, df=2} = 4.302653 (t table) -> half width 4.302653 / sqrt(3) = 2.484138.
-    assert summary["mean"] == 2.0 and summary["std"] == 1.0 and summary["n"] == 3
-    assert summary["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-6)
-    assert "Student-t" in summary["method"] and "ddof=1" in summary["method"]
-
-
-def test_seed_summary_of_one_seed_has_no_spread():
-    summary = seed_summary([0.7])
-    assert summary == {**summary, "mean": 0.7, "std": None, "n": 1, "ci95": [None, None]}

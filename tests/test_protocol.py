@@ -17,7 +17,8 @@ from records import fake_record, metrics
 
 from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
 from fairfacebench.errors import ConfigError
-from fairfacebench.leaderboard.tables import build, get_rule, to_markdown
+from fairfacebench.leaderboard.render import to_markdown
+from fairfacebench.leaderboard.tables import build, get_rule
 from fairfacebench.methods.base import Hparam, uniform
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import Reweight
@@ -83,10 +84,10 @@ def test_selection_uses_validation_only_never_test(tmp_path):
     store.write("a", _record("m", 0, 0, val=_m(0.80), test=_m(0.70)))
     store.write("b", _record("m", 0, 1, val=_m(0.60), test=_m(0.99)))
     store.write("c", _record("m", 0, 2, val=_m(0.75, wga=0.7), test=_m(0.72)))
-    rows = build(tmp_path, "val_acc")["tables"][0]["rows"]
-    assert rows[0]["selected"][0]["trial"] == 0 and rows[0]["acc"]["mean"] == 0.70
-    rows = build(tmp_path, "val_wga")["tables"][0]["rows"]
-    assert rows[0]["selected"][0]["trial"] == 2
+    rows = build(tmp_path, "val_acc").tables[0].rows
+    assert rows[0].selected[0].trial == 0 and rows[0].acc.mean == 0.70
+    rows = build(tmp_path, "val_wga").tables[0].rows
+    assert rows[0].selected[0].trial == 2
 
 
 def test_only_the_newest_method_version_is_tabled(tmp_path):
@@ -96,9 +97,9 @@ def test_only_the_newest_method_version_is_tabled(tmp_path):
     for seed in (0, 1):
         rec = _record("m", seed, 0, val=_m(0.6), test=_m(0.6))
         store.write(f"new{seed}", replace(rec, spec=replace(rec.spec, method_version=2)))
-    row = build(tmp_path, "val_acc")["tables"][0]["rows"][0]
-    assert row["method_version"] == 2 and row["superseded_runs"] == 1
-    assert row["seeds"] == 2 and row["acc"]["mean"] == 0.6 and "old" not in [s["run_id"] for s in row["selected"]]
+    row = build(tmp_path, "val_acc").tables[0].rows[0]
+    assert row.method_version == 2 and row.superseded_runs == 1
+    assert row.seeds == 2 and row.acc.mean == 0.6 and "old" not in [s.run_id for s in row.selected]
     assert "older method version, left out" in to_markdown(build(tmp_path, "val_acc"))
 
 
@@ -108,10 +109,10 @@ def test_constrained_rule_picks_best_accuracy_within_the_fairness_bound(tmp_path
     store.write("b", _record("m", 0, 1, val=_m(0.80, eod=0.05), test=_m(0.8)))
     store.write("c", _record("m", 0, 2, val=_m(0.70, eod=0.02), test=_m(0.7)))
     board = build(tmp_path, "val_acc@val_eod_max<=0.1")
-    assert board["tables"][0]["rows"][0]["selected"][0]["trial"] == 1
-    assert "eod_max <= 0.1" in board["tables"][0]["selection_rule"]
+    assert board.tables[0].rows[0].selected[0].trial == 1
+    assert "eod_max <= 0.1" in board.tables[0].selection_rule
     # nothing qualifies: the fairest trial is chosen, as documented
-    assert build(tmp_path, "val_acc@val_eod_max<=0.01")["tables"][0]["rows"][0]["selected"][0]["trial"] == 2
+    assert build(tmp_path, "val_acc@val_eod_max<=0.01").tables[0].rows[0].selected[0].trial == 2
     with pytest.raises(KeyError, match="unknown selection rule"):
         get_rule("test_acc")
 
@@ -121,10 +122,10 @@ def test_seed_intervals_on_the_leaderboard(tmp_path):
     for seed, acc in enumerate([0.70, 0.80, 0.90]):
         store.write(f"s{seed}", _record("m", seed, 0, val=_m(acc), test=_m(acc)))
     board = build(tmp_path)
-    row = board["tables"][0]["rows"][0]
-    assert row["acc"]["mean"] == pytest.approx(0.8) and row["acc"]["std"] == pytest.approx(0.1)
+    row = board.tables[0].rows[0]
+    assert row.acc.mean == pytest.approx(0.8) and row.acc.std == pytest.approx(0.1)
     # t_{0.975,2} = 4.3027; half-width = 4.3027 * 0.1 / sqrt(3) = 0.2484; the upper end 1.048 is clipped to 1
-    lo, hi = row["acc"]["interval"]
+    lo, hi = row.acc.interval
     assert (lo, hi) == (pytest.approx(0.8 - 0.2484, abs=1e-3), 1.0)
     md = to_markdown(board)
     assert "0.800 ± 0.100 [0.552, 1.000]" in md and "Student-t" in md

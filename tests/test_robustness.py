@@ -110,8 +110,8 @@ def test_scores_that_are_not_probabilities_fail_the_run_with_one_line(tmp_path, 
     assert "not probabilities (values in [-1, 3]" in errors["logit-scores"]
     assert "row 0 sums to 1.8" in errors["unnormalised-scores"]
     assert all("\n" not in e for e in errors.values() if e)
-    row = {r["method"]: r for r in build(tmp_path)["tables"][0]["rows"]}["nan-scores"]
-    assert row["status"] == "failed" and row["eod_max"]["n"] == 0  # no "perfectly fair" 0.000
+    row = {r.method: r for r in build(tmp_path).tables[0].rows}["nan-scores"]
+    assert row.status == "failed" and row.eod_max.n == 0  # no "perfectly fair" 0.000
 
 
 # --- sys.exit in a method, in-process -----------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_a_damaged_record_is_named_recomputed_and_skipped_by_the_leaderboard(
     caplog.set_level("WARNING", logger="fairfacebench")
 
     board = build(root)  # the leaderboard skips it, naming the file
-    assert board["tables"][0]["rows"][0]["runs"] == 1
+    assert board.tables[0].rows[0].runs == 1
     assert f"damaged run record {broken}" in caplog.text
 
     caplog.clear()

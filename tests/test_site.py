@@ -9,8 +9,9 @@ from records import fake_record
 
 from fairfacebench.budget import Budget
 from fairfacebench.cli import main
+from fairfacebench.leaderboard.model import MetricSummary
 from fairfacebench.leaderboard.plots import pareto_front
-from fairfacebench.leaderboard.site import build_site, cell, slugify
+from fairfacebench.leaderboard.site import MARKER, Cell, build_site, cell, slugify
 from fairfacebench.store import ResultStore
 
 PLANTED = "<script>alert(1)</script>"
@@ -94,13 +95,11 @@ def test_slugs_are_safe_file_names_and_never_collide():
     assert all(re.fullmatch(r"[a-z0-9_-]+", s) for s in slugs) and len(set(slugs)) == len(names)
 
 
-def test_cells_show_mean_std_and_either_interval_key():
-    assert cell({"mean": 0.8, "std": 0.01, "n": 2, "interval": [0.7, 0.9]}) == {
-        "text": "0.800 ± 0.010 [0.700, 0.900]",
-        "value": "0.8",
-    }
-    assert cell({"mean": 0.8, "std": float("nan"), "ci95": [0.75, None]})["text"] == "0.800"
-    assert cell({"mean": None, "std": None}) == {"text": "n/a", "value": ""}
+def test_cells_show_mean_std_and_a_complete_interval():
+    assert cell(MetricSummary(0.8, 0.01, 2, [0.7, 0.9])) == Cell("0.800 ± 0.010 [0.700, 0.900]", "0.8")
+    assert cell(MetricSummary(0.8, float("nan"), 1, [0.75, None])).text == "0.800"
+    assert cell(MetricSummary(float("nan"), float("nan"), 0, None)) == Cell("n/a", "")
+    assert cell(MetricSummary(None, None, 0, None)) == Cell("n/a", "")
 
 
 def test_site_pages_plots_and_data(store, tmp_path):
@@ -130,6 +129,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
     )
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert len(plots) == 3 + 4  # trade-off, spread and mean ranks for the table, group bars per method with results
+    assert {f"plots/{p}" for p in plots} <= set(json.loads((out / MARKER).read_text())["files"])  # a rebuild may delete
     for p in (out / "plots").iterdir():
         svg = ET.parse(p).getroot()  # well-formed XML: plugin text cannot break out of it
         assert svg.tag == "{http://www.w3.org/2000/svg}svg" and not list(svg.iter("{http://www.w3.org/2000/svg}script"))
