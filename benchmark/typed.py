@@ -29,57 +29,67 @@ def describe(value: Any) -> str:
 
 def from_plain(kind: Any, value: Any, path: str = "") -> Any:
     """`value` as an instance of `kind` (a dataclass or a typing annotation), checked all the way down."""
-    origin = get_origin(kind)
-    where = path or "the value"
     if kind is Any:
         return value
     if dataclasses.is_dataclass(kind):
         return _dataclass(kind, value, path)
-    if origin in (Union, types.UnionType):
-        options = get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            try:
-                return from_plain(option, value, path)
-            except PlainTypeError as exc:
-                errors.append(exc)
-        inner = [o for o in options if o is not type(None)]
-        if len(inner) == 1:  # X | None holding a wrong value: X's own message is the precise one
-            raise errors[options.index(inner[0])]
-        raise PlainTypeError(f"{where}: expected {_name(kind)}, got {describe(value)}")
-    if origin is Literal:
-        if value not in get_args(kind):
-            raise PlainTypeError(f"{where}: expected one of {list(get_args(kind))}, got {describe(value)}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise PlainTypeError(f"{where}: expected a list, got {describe(value)}")
-        (inner, *_) = get_args(kind) or (Any,)
-        items = [from_plain(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise PlainTypeError(f"{where}: expected an object, got {describe(value)}")
-        key_kind, inner = get_args(kind) or (str, Any)
-        for k in value:
-            if not isinstance(k, str):
-                raise PlainTypeError(f"{where}: keys must be strings, got {describe(k)}")
-        return {k: from_plain(inner, v, f"{path}.{k}" if path else k) for k, v in value.items()}
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PlainTypeError(f"{where}: expected a number, got {describe(value)}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PlainTypeError(f"{where}: expected an integer, got {describe(value)}")
-        return value
-    if kind in (str, bool, type(None)):
-        if not isinstance(value, kind):
-            raise PlainTypeError(f"{where}: expected {NAMES[kind]}, got {describe(value)}")
-        return value
-    raise TypeError(f"from_plain cannot check the annotation {kind!r} (at {where})")
+    origin = get_origin(kind)
+    check = ORIGINS.get(origin) or SCALARS.get(kind)
+    if check is None:
+        raise TypeError(f"from_plain cannot check the annotation {kind!r} (at {path or 'the value'})")
+    return check(kind, value, path)
+
+
+def _union(kind: Any, value: Any, path: str) -> Any:
+    options = get_args(kind)
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        try:
+            return from_plain(option, value, path)
+        except PlainTypeError as exc:
+            errors.append(exc)
+    inner = [o for o in options if o is not type(None)]
+    if len(inner) == 1:  # X | None holding a wrong value: X's own message is the precise one
+        raise errors[options.index(inner[0])]
+    raise PlainTypeError(f"{path or 'the value'}: expected {_name(kind)}, got {describe(value)}")
+
+
+def _literal(kind: Any, value: Any, path: str) -> Any:
+    if value not in get_args(kind):
+        raise PlainTypeError(f"{path or 'the value'}: expected one of {list(get_args(kind))}, got {describe(value)}")
+    return value
+
+
+def _sequence(kind: Any, value: Any, path: str) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise PlainTypeError(f"{path or 'the value'}: expected a list, got {describe(value)}")
+    (inner, *_) = get_args(kind) or (Any,)
+    items = [from_plain(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return items if get_origin(kind) is list else tuple(items)
+
+
+def _mapping(kind: Any, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise PlainTypeError(f"{path or 'the value'}: expected an object, got {describe(value)}")
+    inner = (get_args(kind) or (str, Any))[1]
+    for k in value:
+        if not isinstance(k, str):
+            raise PlainTypeError(f"{path or 'the value'}: keys must be strings, got {describe(k)}")
+    return {k: from_plain(inner, v, f"{path}.{k}" if path else k) for k, v in value.items()}
+
+
+def _scalar(kind: Any, value: Any, path: str) -> Any:
+    """int and float refuse booleans (JSON's true is not 1); a float field takes an integer (JSON writes 1.0 as 1)."""
+    accepted = (int, float) if kind is float else kind
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+        raise PlainTypeError(f"{path or 'the value'}: expected {NAMES[kind]}, got {describe(value)}")
+    return value
+
+
+ORIGINS = {Union: _union, types.UnionType: _union, Literal: _literal, list: _sequence, tuple: _sequence, dict: _mapping}
+SCALARS = {kind: _scalar for kind in NAMES}
 
 
 def _name(kind: Any) -> str:

@@ -1,6 +1,7 @@
 """The harness: budget metering, store, resume, loss weights, augmentation."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -231,3 +232,40 @@ def test_a_record_keeps_the_first_entries_of_a_plugins_long_listings_with_their_
     cut = listings_cut(info, limit=10)
     assert cut["skipped_files"]["first"] == [f"f{i}" for i in range(10)] and cut["skipped_files"]["count"] == 12
     assert len(cut["skipped_files"]["sha256"]) == 64 and cut["near"] == info["near"] and cut["n"] == 5
+
+
+def test_plain_data_is_checked_against_the_annotations_and_named_by_path():
+    from dataclasses import dataclass, field
+    from typing import Literal
+
+    from fairfacebench.typed import PlainTypeError, from_plain, to_plain
+
+    @dataclass
+    class Inner:
+        x: float
+        tag: Literal["a", "b"] = "a"
+
+    @dataclass
+    class Outer:
+        name: str
+        inner: Inner
+        counts: dict[str, int] = field(default_factory=dict)
+        note: str | None = None
+        OMIT_WHEN_NONE = ("note",)
+
+    value = from_plain(Outer, {"name": "n", "inner": {"x": 1}, "counts": {"a": 2}})
+    assert value == Outer("n", Inner(1), {"a": 2}) and to_plain(value) == {
+        "name": "n",
+        "inner": {"x": 1, "tag": "a"},
+        "counts": {"a": 2},
+    }  # an integer is a number; a None field in OMIT_WHEN_NONE is left out
+    for plain, message in [
+        ({"name": "n", "inner": {"x": "1"}}, "inner.x: expected a number, got '1'"),
+        ({"name": "n", "inner": {"x": 1, "tag": "c"}}, "inner.tag: expected one of ['a', 'b'], got 'c'"),
+        ({"name": "n", "inner": {"x": 1}, "counts": {"a": True}}, "counts.a: expected an integer, got True"),
+        ({"name": "n", "inner": {"x": 1}, "note": 3}, "note: expected a string, got 3"),
+        ({"name": "n"}, "the record: missing field(s) ['inner']"),
+        ({"name": "n", "inner": {"x": 1}, "extra": 1}, "the record: unknown field(s) ['extra']"),
+    ]:
+        with pytest.raises(PlainTypeError, match=re.escape(message)):
+            from_plain(Outer, plain)
