@@ -112,6 +112,8 @@ def test_erm_on_default_synthfaces_shows_a_group_gap(tmp_path):
             "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of",
         ),
         (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
+        (["--methods", "ermm"], "unknown method 'ermm'; did you mean erm?"),
+        (["--methods", "erm", "--datasets", "utkfce"], "unknown dataset 'utkfce'; did you mean utkface or utkface-cb?"),
     ],
 )
 def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, message):
