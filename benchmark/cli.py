@@ -230,6 +230,57 @@ def _will_compute(status: str | None, retry_failed: bool) -> bool:
     return status is None or (status == "failed" and retry_failed)
 
 
+def code_check(specs: list[Any], stored: dict[str, Any], reg: Any) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Per method, the stored runs made with other code than is installed now (their run ids), and the number of
+    stored runs that cannot be checked (recorded before code fingerprints)."""
+    from fairfacebench.provenance import installed_code, made_with_other_code
+
+    installed = {m: installed_code(m, reg) for m in sorted({s.method for s in specs})}
+    changed: dict[str, list[str]] = {}
+    unchecked: dict[str, int] = {}
+    for spec in specs:
+        record = stored[spec.run_id]
+        if record is None:
+            continue
+        other = made_with_other_code(record, installed[spec.method])
+        if other:
+            changed.setdefault(spec.method, []).append(spec.run_id)
+        elif other is None:
+            unchecked[spec.method] = unchecked.get(spec.method, 0) + 1
+    return changed, unchecked
+
+
+def recomputed(stored: dict[str, Any], changed: dict[str, list[str]], args: argparse.Namespace) -> set[str]:
+    """The stored runs to compute again: every one with --force, those made with other code with --rerun-changed."""
+    if args.force:
+        return {run_id for run_id, record in stored.items() if record is not None}
+    return {run_id for ids in changed.values() for run_id in ids} if args.rerun_changed else set()
+
+
+def _stored_runs(n: int) -> str:
+    return f"{n} stored run{'s' if n != 1 else ''}"
+
+
+def code_notes(changed: dict[str, list[str]], unchecked: dict[str, int], args: argparse.Namespace) -> list[str]:
+    """What `run` and `--dry-run` say about stored runs made with other code than is installed."""
+    notes = []
+    for method, ids in sorted(changed.items()):
+        were, them = ("were", "them") if len(ids) != 1 else ("was", "it")
+        text = f"{_stored_runs(len(ids))} of {method} {were} made with other code than the installed {method}"
+        if args.force or args.rerun_changed:
+            notes.append(f"{text}: recomputing {them}")
+        else:
+            notes.append(
+                f"{text}: --rerun-changed recomputes {them} (--force: every run); bump the method's `version` when "
+                "its algorithm changed"
+            )
+    for method, n in sorted(unchecked.items()):
+        if not args.force:
+            predate = "predate" if n != 1 else "predates"
+            notes.append(f"{_stored_runs(n)} of {method} {predate} code fingerprints and cannot be checked (--force)")
+    return notes
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
@@ -239,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.preflight import check_plan
     from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
     from fairfacebench.runner import SpecRunner
-    from fairfacebench.store import ResultStore, stored_statuses
+    from fairfacebench.store import ResultStore, stored_records
 
     reg = registry()
     checked = check_plan(run_plan(args, reg), reg)
@@ -248,24 +299,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
     final, waiting = _after_search(plan, specs, reg)
     specs = specs + final
-    statuses = stored_statuses(Path(plan.out), [s.run_id for s in specs])
-    todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed)]
+    stored = stored_records(Path(plan.out), [s.run_id for s in specs])
+    statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
+    changed, unchecked = code_check(specs, stored, reg)
+    again = recomputed(stored, changed, args)
+    todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
     methods = plan.method_names(reg.methods)
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
         f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
         f"({plan.workers} worker(s)); {len(todo)} to compute, {len(specs) - len(todo)} already in {plan.out}"
     )
+    for note in code_notes(changed, unchecked, args):
+        print(f"fairbench run: warning: {note}", file=sys.stderr)
     if args.dry_run:
         print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(plan.to_dict())}")
         expected = _estimate(todo, plan)
+        other_code = {run_id for ids in changed.values() for run_id in ids}
         for spec in specs:
-            status = statuses[spec.run_id]
-            action = (
-                f"compute (~{duration(expected.seconds[spec.run_id])})"
-                if _will_compute(status, args.retry_failed)
-                else f"skip ({status} in the store)"
-            )
+            action = dry_run_action(spec.run_id, statuses, again, other_code, args, expected.seconds.get(spec.run_id))
             print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
         if waiting:
             print(
@@ -293,6 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ray_address=plan.ray_address or None,
             view=view,
             run_timeout_s=plan.run_timeout_s,
+            recompute=again,
         )
 
     try:
@@ -347,6 +400,26 @@ def _print_estimate(expected: Any) -> None:
     )
     for note in expected.notes:
         print(f"  estimate note: {note}")
+
+
+def dry_run_action(
+    run_id: str,
+    statuses: dict[str, str | None],
+    again: set[str],
+    other_code: set[str],
+    args: argparse.Namespace,
+    seconds: float | None,
+) -> str:
+    """What `run` would do with one run: compute or recompute (why, and its estimated time), or skip (and what the
+    store holds)."""
+    from fairfacebench.progress import duration
+
+    status = statuses[run_id]
+    if run_id in again:
+        return f"recompute ({'other code' if run_id in other_code else '--force'}, ~{duration(seconds)})"
+    if _will_compute(status, args.retry_failed):
+        return f"compute (~{duration(seconds)})"
+    return f"skip ({status} in the store{', other code' if run_id in other_code else ''})"
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:
@@ -604,6 +677,12 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="re-run stored runs whose method's code differs from the installed code (run and --dry-run name them)",
+    )
+    run.add_argument("--force", action="store_true", help="re-run every run of the plan, finished or not")
     run.add_argument("--dry-run", action="store_true", help="print the resolved plan and the runs to compute or skip")
     _progress_option(run)
     run.set_defaults(func=cmd_run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
 from fairfacebench.loading import resolve_device
@@ -28,8 +28,10 @@ def execute(
     ray_address: str | None = None,
     view: GridView | None = None,
     run_timeout_s: float = 0.0,
+    recompute: Collection[str] = (),
 ) -> dict[str, int]:
-    """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
+    """Run every unfinished spec with `runner`, and the finished ones whose run id is in `recompute` (`--force`,
+    `--rerun-changed`: their new record replaces the old); failed runs are recorded and the grid goes on.
 
     executor 'local' runs in this process (workers=1) or in one child process
     per run (workers>1, so a crashing run cannot take the grid down); 'ray'
@@ -45,7 +47,7 @@ def execute(
         if on_result:
             on_result(spec, f"skipped ({why})")
 
-    todo = claim_unfinished(specs, store, retry_failed, skipped)
+    todo = claim_unfinished(specs, store, retry_failed, skipped, set(recompute))
     warn_oversubscribed(todo, executor, workers)
     view = view or GridView(0)
     view.begin(len(todo))
@@ -73,19 +75,25 @@ def execute(
 
 
 def claim_unfinished(
-    specs: list[RunSpec], store: ResultStore, retry_failed: bool, skipped: Callable[[RunSpec, str], None]
+    specs: list[RunSpec],
+    store: ResultStore,
+    retry_failed: bool,
+    skipped: Callable[[RunSpec, str], None],
+    recompute: Collection[str] = (),
 ) -> list[RunSpec]:
-    """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
+    """The specs this process will compute, each claimed in the store; finished runs (unless in `recompute`) and
+    others' claims are skipped."""
     todo = []
     elsewhere = 0
     for spec in specs:
-        if finished_status(store, spec, retry_failed):
+        again = spec.run_id in recompute
+        if not again and finished_status(store, spec, retry_failed):
             where = other_hardware(store.record(spec.run_id))
             elsewhere += where is not None
             skipped(spec, store.status(spec.run_id) + (f", computed on other hardware: {where}" if where else ""))
             continue
         holder = store.claim(spec.run_id)
-        if holder is None and finished_status(store, spec, retry_failed):  # finished while we claimed it
+        if holder is None and not again and finished_status(store, spec, retry_failed):  # finished while we claimed
             store.release(spec.run_id)
             holder = store.status(spec.run_id)
         if holder is None:

@@ -26,7 +26,7 @@ from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
-from fairfacebench.provenance import git_commit, host_info, package_versions
+from fairfacebench.provenance import git_commit, host_info, method_code, package_versions, utc_now
 from fairfacebench.record import MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
@@ -150,9 +150,17 @@ def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
 
 
 def record_of(
-    spec: RunSpec, reg: Registry, data: TaskData | None, status: str, wall_time_s: float | None, config: Any, **fields
+    spec: RunSpec,
+    reg: Registry,
+    data: TaskData | None,
+    status: str,
+    wall_time_s: float | None,
+    config: Any,
+    started_at: str | None = None,
+    **fields,
 ) -> RunRecord:
-    """A run's record: its spec and provenance (method, task, dataset, versions, commit, host) with `fields`."""
+    """A run's record: its spec and provenance (method and its code, task, dataset, versions, commit, host, start and
+    end time) with `fields`."""
     cls = reg.methods.get(spec.method)
     return RunRecord(
         run_id=spec.run_id,
@@ -165,6 +173,7 @@ def record_of(
             requires=cls.requirements() if cls else "",
             ablation_of=getattr(cls, "ablation_of", None),
         ),
+        method_code=method_code(cls, reg.provider("method", spec.method)) if cls else None,
         task_info=None
         if data is None
         else TaskInfo(
@@ -180,6 +189,8 @@ def record_of(
         host=host_info(),
         status=status,
         wall_time_s=wall_time_s,
+        started_at=started_at,
+        ended_at=utc_now(),
         config=config,
         **fields,
     )
@@ -241,7 +252,7 @@ class SpecRunner:
     def __call__(self, spec: RunSpec) -> tuple[RunRecord, dict | None]:
         """Run one spec; any exception becomes a failed record with its traceback."""
         reg = self.loader.reg
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), utc_now()
         data = None
         with compute_threads(spec.threads):
             try:
@@ -258,7 +269,7 @@ class SpecRunner:
                 fields, arrays, status = {"error": error_line(exc), "traceback": traceback.format_exc()}, None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
         wall = round(time.perf_counter() - started, 3)
-        return record_of(spec, reg, data, status, wall, self.config, **fields), arrays
+        return record_of(spec, reg, data, status, wall, self.config, started_at, **fields), arrays
 
     def prepare_vlm(self, value: str) -> None:
         """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
