@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from fairfacebench import __version__
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
+from fairfacebench.data import MIN_CELL_IMAGES
 from fairfacebench.errors import USER_ERRORS, ConfigError
 
 DESCRIPTION_CHARS = 36  # of a plugin's description in the default (narrow) tables; --format json has all of it
@@ -293,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.store import ResultStore, stored_records
 
     reg = registry()
-    checked = check_plan(run_plan(args, reg), reg)
+    checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
     plan, specs = checked.plan, checked.specs
     for warning in checked.warnings:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
@@ -504,17 +505,13 @@ def check_table(report: dict[str, Any]) -> str:
 
 
 def print_check(report: dict[str, Any]) -> None:
-    """A check report as tables (one per task for datasets whose splits depend on the task), then its problems."""
+    """A check report as tables (one per task for datasets whose splits depend on the task), the (target class,
+    group) cells of each task, then its warnings and problems."""
     for task, part in (report.get("tasks") or {None: report}).items():
         if task is not None:
             print(f"\ntask {task}:")
         if part.get("splits"):
             print(check_table(part))
-        cells = (part.get("info") or {}).get("cells")
-        if cells:
-            names = list(next(iter(cells.values())))
-            rows = [[c, *(cells[s].get(c, 0) for s in cells)] for c in names]
-            print(tabulate(rows, headers=["cell", *cells], tablefmt="github"))
         near = (part.get("info") or {}).get("near_duplicates") or {}
         if "conflicts" in near:
             print(
@@ -524,8 +521,39 @@ def print_check(report: dict[str, Any]) -> None:
             )
             for group in near["conflicts"]:
                 print("  " + " | ".join(", ".join(map(str, member.values())) for member in group))
+    for task, cells in (report.get("cells") or {}).items():
+        print(f"\ntask {task}: images per (target class|group) cell; * fewer than {MIN_CELL_IMAGES} in val or test")
+        print(cells_table(cells))
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     for problem in report.get("problems", []):
         print(f"problem: {problem}")
+
+
+def cells_table(cells: dict[str, dict[str, int]]) -> str:
+    """One row per (target class|group) cell, a column per split; cells too small to score are starred."""
+    from fairfacebench.data import tiny_cells
+
+    tiny = tiny_cells(cells)
+    names = list(next(iter(cells.values()), {}))
+    rows = [[c, *(f"{cells[s][c]}{'*' if c in tiny.get(s, {}) else ''}" for s in cells)] for c in names]
+    return tabulate(rows, headers=["cell", *cells], tablefmt="github", colalign=("left", *("right",) * len(cells)))
+
+
+def add_cells(report: dict[str, Any], plugin: Any, root: Path, options: dict[str, Any], tasks: list[str]) -> None:
+    """The (target class, group) cells of `tasks` (default: every task the dataset lists, or its default task) and
+    a warning per task whose validation or test cells are below the minimum runs accept."""
+    from fairfacebench.data import describe_tiny, tiny_cells
+
+    names = tasks or [t.name for t in plugin.tasks] or [plugin.default_task(**options)]
+    cells = {name: plugin.cells(root, plugin.task(name).name, **options) for name in names}
+    report["cells"] = {name: found for name, found in cells.items() if found is not None}
+    report["warnings"] = [*report.get("warnings", [])] + [
+        f"task {name}: (target class|group) cells with fewer than {MIN_CELL_IMAGES} images in validation or test: "
+        f"{describe_tiny(tiny)}; `fairbench run` refuses the task unless --allow-tiny-groups"
+        for name, found in report["cells"].items()
+        if (tiny := tiny_cells(found))
+    ]
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -540,10 +568,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     root = Path(args.data_root)
     if args.action == "check":
         report = plugin.check(root, **options) if options else plugin.check(root)
+        if report.get("splits") or report.get("tasks"):
+            add_cells(report, plugin, root, options, _split(args.tasks or ""))
         if args.format == "json":
             _print_json(report)
         else:
-            print(f"{plugin.name} at {root}: {'ok' if report.get('ok') else 'PROBLEMS'}")
+            verdict = "ok" if report.get("ok") else "PROBLEMS"
+            warned = len(report.get("warnings", []))
+            print(f"{plugin.name} at {root}: {verdict}{f', {warned} warning(s)' if warned else ''}")
             print_check(report)
         return 0 if not report.get("problems") else 1
     from fairfacebench.settings import default_cache_dir
@@ -683,6 +715,12 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         help="re-run stored runs whose method's code differs from the installed code (run and --dry-run name them)",
     )
     run.add_argument("--force", action="store_true", help="re-run every run of the plan, finished or not")
+    run.add_argument(
+        "--allow-tiny-groups",
+        action="store_true",
+        help="run tasks whose validation or test (target class, group) cells hold fewer than 10 images "
+        "(refused otherwise; the records name those cells)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved plan and the runs to compute or skip")
     _progress_option(run)
     run.set_defaults(func=cmd_run)
@@ -716,6 +754,12 @@ def add_data(sub: Any, common: argparse.ArgumentParser) -> None:
         _dataset_option(p, "csv.target=smiling")
         p.set_defaults(func=cmd_data)
     _format_option(check)
+    check.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks whose (target class, group) cells to count (default: every task the dataset "
+        "lists; csv: TARGET/S1+S2 of the named columns, default its first target and sensitive column)",
+    )
     prepare.add_argument("--resolution", type=int, default=64, help="decoded image size in pixels (default: 64)")
     prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU cores)")
     prepare.add_argument("--cache-dir", default=None, help="default: $FAIRBENCH_CACHE or ~/.cache/fairbench")

@@ -73,6 +73,9 @@ class RunRecord:
     method_code: MethodCode | None = None  # None: recorded before code fingerprints (or an unknown method)
     task_info: TaskInfo | None = None
     dataset_info: dict[str, Any] | None = None
+    # (target class|group) cells of validation and test with fewer than data.MIN_CELL_IMAGES images (split -> cell
+    # -> images), whose group metrics are noise; None: every cell has enough, or recorded before this check.
+    tiny_groups: dict[str, dict[str, int]] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     host: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fairfacebench.context import FitSettings
-from fairfacebench.data import TaskData
+from fairfacebench.data import TaskData, cell_counts, tiny_cells
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.loading import DataLoaderCache, resolve_device
@@ -118,6 +118,7 @@ def run_one(
         "history": fitted.log.history,
         "weights": fitted.weights,
         "vlm": getattr(vlm, "info", None),
+        "tiny_groups": scored_cells_below_minimum(data) or None,
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
@@ -128,6 +129,17 @@ def run_one(
         "val_ids": selection.ids.astype(str),
     }
     return outcome, arrays
+
+
+def scored_cells_below_minimum(data: TaskData) -> dict[str, dict[str, int]]:
+    """The (target class|group) cells of validation (both parts) and test below the minimum (data.tiny_cells)."""
+    parts = [data.val] + ([data.val_select] if data.val_select is not None else [])
+    val_y, val_a = np.concatenate([p.y for p in parts]), np.concatenate([p.a for p in parts])
+    cells = {
+        "val": cell_counts(val_y, val_a, data.target_classes, data.group_names),
+        "test": cell_counts(data.test.y, data.test.a, data.target_classes, data.group_names),
+    }
+    return tiny_cells(cells)
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fairfacebench.data import DataError, LoadedDataset, Split, restrict_to_task
+from fairfacebench.data import Attribute, DataError, LoadedDataset, Split, restrict_to_task, task_cells
 from fairfacebench.datasets.base import DatasetPlugin, options_digest
 from fairfacebench.datasets.cache import build_or_load, default_cache_dir, image_hashes
 from fairfacebench.datasets.near_duplicates import BITS, groups
@@ -121,6 +121,17 @@ class IndexedDataset(DatasetPlugin):
         ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
         return restrict_to_task(ds, self.task(task)) if task else ds
 
+    def index_attributes(self, index: DatasetIndex) -> dict[str, Attribute]:
+        """The attributes the index's label codes refer to (a plugin whose classes come from its data overrides)."""
+        return dict(self.attributes)
+
+    def cells(self, root: Path | str | None, task: str, **options: Any) -> dict[str, dict[str, int]]:
+        """Images per (target class, group) cell of each split for `task`, as a run's loader splits it (its run
+        options), counted on the index (nothing decoded)."""
+        per_task = {"task": task} if self.splits_per_task else {}
+        index = self.checked_index(self.require_root(root), **per_task, **self.run_options(options))
+        return task_cells(index.tables, self.index_attributes(index), self.task(task))
+
     def fingerprint(self, root: Path | str | None, **options: Any) -> str:
         """A hash of what `load` reads: every split's file names, file sizes and label codes (not the folder's path)."""
         index = self.checked_index(self.require_root(root), **options)
@@ -152,6 +163,7 @@ class IndexedDataset(DatasetPlugin):
             "splits": {name: len(table) for name, table in index.tables.items()},
             "groups": {name: group_counts(table, self.attributes) for name, table in index.tables.items()},
             "problems": problems,
+            "warnings": index.info.get("warnings", []),
             "info": index.info,
         }
 
