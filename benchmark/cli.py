@@ -8,10 +8,12 @@ the one place in the package with function-level imports of its own modules.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +24,12 @@ from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
 from fairfacebench.data import MIN_CELL_IMAGES
 from fairfacebench.errors import USER_ERRORS, ConfigError
 
-DESCRIPTION_CHARS = 36  # of a plugin's description in the default (narrow) tables; --format json has all of it
-LABEL_CHARS = 28  # of a method's label summary in the default table
+TABLE_WIDTH = 120  # of `list` tables: long texts wrap inside their column, nothing is cut
 PROGRESS_MODES = ("auto", "live", "plain")
 
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _short(text: str, n: int = DESCRIPTION_CHARS) -> str:
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
-
-
-def _first_part(text: str) -> str:
-    """A label summary without its parenthesised detail (the JSON listing has it)."""
-    head = text.split(" (", 1)[0]
-    return head if head == text else head + " (…)"
 
 
 def _print_json(data: Any) -> None:
@@ -48,7 +39,9 @@ def _print_json(data: Any) -> None:
 # ---------------------------------------------------------------- list
 
 
-def method_info(m: type) -> dict[str, Any]:
+def method_info(m: type, reg: Any) -> dict[str, Any]:
+    """Everything `list methods` knows about a method (its JSON form), the package that provides it included."""
+    provider = reg.provider("method", m.name)
     return {
         "name": m.name,
         "description": m.description,
@@ -58,66 +51,201 @@ def method_info(m: type) -> dict[str, Any]:
         "needs_pool": m.needs_pool,
         "transductive": getattr(m, "transductive", False),
         "version": getattr(m, "version", 1),
-        "hyperparameters": {name: {"default": hp.default, "doc": hp.doc} for name, hp in m.search_space().items()},
+        "ablation_of": getattr(m, "ablation_of", None),
+        "package": {"distribution": provider[0], "version": provider[1]} if provider else None,
+        "registered_by": reg.sources.get(f"method:{m.name}"),
+        "hyperparameters": {
+            name: {"default": hp.default, "search": search_distribution(hp.sample), "doc": hp.doc}
+            for name, hp in m.search_space().items()
+        },
     }
 
 
-def dataset_info(d: Any) -> dict[str, Any]:
+def search_distribution(sampler: Any) -> str:
+    """How a hyperparameter's trials are drawn: the sampler's own name of it, or the function's name."""
+    if inspect.isfunction(sampler) or inspect.ismethod(sampler):
+        return f"custom sampler {sampler.__qualname__}"
+    return str(sampler)
+
+
+def dataset_info(d: Any, reg: Any) -> dict[str, Any]:
+    provider = reg.provider("dataset", d.name)
     return {
         "name": d.name,
         "description": d.description,
         "citation": d.citation,
         "needs_data_root": d.needs_root,
-        "tasks": [{"name": t.name, "target": t.target, "sensitive": list(t.sensitive)} for t in d.tasks],
+        "tasks": [task_info(d, t) for t in d.tasks],
         "task_names": getattr(d, "task_help", None),
         "attributes": {name: list(a.classes) for name, a in d.attributes.items()},
+        "package": {"distribution": provider[0], "version": provider[1]} if provider else None,
     }
 
 
-def _task_cell(info: dict[str, Any]) -> str:
-    names = [t["name"] for t in info["tasks"]]
-    if not names:
-        return info["task_names"] or "-"
-    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+def task_info(d: Any, t: Any) -> dict[str, Any]:
+    return {
+        "dataset": d.name,
+        "name": t.name,
+        "target": t.target,
+        "sensitive": list(t.sensitive),
+        "description": t.description,
+        "default": bool(d.tasks) and t.name == d.tasks[0].name,
+    }
+
+
+def _package(info: dict[str, Any], with_version: bool = False) -> str:
+    package = info["package"]
+    if package is None:
+        return "- (not installed)"
+    return f"{package['distribution']} {package['version']}" if with_version else package["distribution"]
+
+
+def _reads(info: dict[str, Any]) -> str:
+    """A method's labels used without their note ('(…)': `list methods NAME` has it) and what else it needs."""
+    labels = info["labels_used"].split(" (", 1)
+    needs = [n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if info[k]]
+    return labels[0] + (" (…)" if len(labels) > 1 else "") + (f"; needs {', '.join(needs)}" if needs else "")
+
+
+def narrow_table(rows: list[list[Any]], headers: list[str], widths: list[int | None]) -> str:
+    """A GitHub table at most TABLE_WIDTH characters wide: columns with a width wrap at it, the column whose width
+    is 0 takes what the others leave (never less than 24), nothing is cut."""
+    fixed = [
+        w if w else max([len(str(h)), *(len(line) for r in rows for line in str(r[i]).splitlines())])
+        for i, (h, w) in enumerate(zip(headers, widths))
+    ]
+    rest = TABLE_WIDTH - 1 - 3 * len(headers) - sum(f for f, w in zip(fixed, widths) if w != 0)
+    limits = [max(24, rest) if w == 0 else w for w in widths]
+    return tabulate(rows, headers=headers, tablefmt="github", maxcolwidths=limits)
+
+
+def list_table(what: str, infos: list[dict[str, Any]]) -> str:
+    """The narrow table of `fairbench list WHAT`."""
+    if what == "methods":
+        rows = [[i["name"], _reads(i), _package(i), i["description"]] for i in infos]
+        return narrow_table(rows, ["method", "labels used; needs", "package", "description"], [None, 22, 14, 0])
+    if what == "datasets":
+        rows = [
+            [
+                i["name"],
+                "\n".join(t["name"] for t in i["tasks"]) or i["task_names"] or "-",
+                "--data-root" if i["needs_data_root"] else "generated",
+                i["description"],
+            ]
+            for i in infos
+        ]
+        return narrow_table(rows, ["dataset", "tasks (first = default)", "data", "description"], [None, None, None, 0])
+    rows = [
+        [
+            i["dataset"],
+            i["name"] + (" (default)" if i["default"] else ""),
+            i["target"],
+            " x ".join(i["sensitive"]),
+            i["description"],
+        ]
+        for i in infos
+    ]
+    return narrow_table(rows, ["dataset", "task", "target", "sensitive", "description"], [None, None, None, 18, 0])
+
+
+def all_tasks(reg: Any) -> list[dict[str, Any]]:
+    """Every task of every installed dataset; a dataset whose tasks its options name (csv) says how to name one."""
+    infos = []
+    for d in sorted(reg.datasets.values(), key=lambda d: d.name):
+        infos += [task_info(d, t) for t in d.tasks]
+        if not d.tasks:
+            help_text = getattr(d, "task_help", None) or "named by the dataset's options"
+            infos.append(
+                {
+                    "dataset": d.name,
+                    "name": "TARGET/SENSITIVE",
+                    "target": "TARGET",
+                    "sensitive": ["SENSITIVE"],
+                    "description": help_text,
+                    "default": False,
+                }
+            )
+    return infos
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def _fields(fields: dict[str, str]) -> list[str]:
+    """'  name:        value' lines, long values wrapped under their start."""
+    return [line for name, value in fields.items() for line in _wrap(f"  {name + ':':<14}{value}", " " * 16)]
+
+
+def method_detail(info: dict[str, Any]) -> str:
+    """`fairbench list methods NAME`: everything a reader needs to judge one method."""
+    needs = ", ".join(n for n, k in (("a VLM", "needs_vlm"), ("an unlabeled pool", "needs_pool")) if info[k])
+    fields = {
+        "paper": info["citation"] or "-",
+        "labels used": info["labels_used"],
+        "needs": (needs or "-") + ("; reads the test images (transductive)" if info["transductive"] else ""),
+        "package": f"{_package(info, with_version=True)} (entry point {info['registered_by'] or '-'})",
+        "version": f"{info['version']} (part of every run id; bumped when the method's results change)",
+        **({"ablation of": info["ablation_of"]} if info["ablation_of"] else {}),
+    }
+    lines = [*_wrap(f"{info['name']}: {info['description']}", ""), *_fields(fields)]
+    space = info["hyperparameters"]
+    rows = [[name, repr(hp["default"]), hp["search"], hp["doc"]] for name, hp in space.items()]
+    table = narrow_table(rows, ["hyperparameter", "default", "search distribution", "meaning"], [None, 14, 28, 0])
+    lines += ["", "Hyperparameters: trial 0 runs the defaults, trial k > 0 draws each from its distribution.", table]
+    return "\n".join(lines)
+
+
+def dataset_detail(info: dict[str, Any]) -> str:
+    """`fairbench list datasets NAME`: its attributes with their classes and its tasks."""
+    fields = {
+        "paper": info["citation"] or "-",
+        "data": "--data-root (files on disk)" if info["needs_data_root"] else "generated",
+        "package": _package(info, with_version=True),
+    }
+    lines = [*_wrap(f"{info['name']}: {info['description']}", ""), *_fields(fields)]
+    if info["attributes"]:
+        rows = [[name, ", ".join(classes)] for name, classes in info["attributes"].items()]
+        lines += ["", narrow_table(rows, ["attribute", "classes"], [None, 0])]
+    rows = [[t["name"] + (" (default)" if t["default"] else ""), t["description"]] for t in info["tasks"]]
+    lines += ["", narrow_table(rows, ["task", "description"], [None, 0]) if rows else f"tasks: {info['task_names']}"]
+    return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "budgets":
+        if args.name:
+            raise ConfigError(f"`fairbench list budgets` takes no name (got {args.name!r}): every field is listed")
         infos = [{**b.to_dict(), "resolution": BUDGET_RESOLUTION[name]} for name, b in BUDGETS.items()]
         rows = [[i["name"], i["steps"], i["batch_size"], i["resolution"], "yes" if i["amp"] else "no"] for i in infos]
-        headers = ["budget", "steps", "batch", "resolution", "amp (cuda)"]
-    else:
-        from fairfacebench.plugins import registry
+        text = tabulate(rows, headers=["budget", "steps", "batch", "resolution", "amp (cuda)"], tablefmt="github")
+        print(json.dumps(infos, indent=1) if args.format == "json" else text)
+        return 0
+    from fairfacebench.plugins import registry
 
-        reg = registry()
-        if args.what == "methods":
-            infos = [method_info(m) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
-            rows = [
-                [
-                    i["name"],
-                    _short(_first_part(i["labels_used"]), LABEL_CHARS),
-                    ", ".join(n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if i[k]) or "-",
-                    _short(i["description"]),
-                ]
-                for i in infos
-            ]
-            headers = ["method", "labels used", "needs", "description"]
-        else:
-            infos = [dataset_info(d) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
-            rows = [
-                [
-                    i["name"],
-                    _task_cell(i),
-                    "--data-root" if i["needs_data_root"] else "generated",
-                    _short(i["description"]),
-                ]
-                for i in infos
-            ]
-            headers = ["dataset", "tasks (first = default)", "data", "description"]
-    if args.format == "json":
-        _print_json(infos)
+    reg = registry()
+    if args.what == "tasks":
+        infos = [i for i in all_tasks(reg) if args.name in (None, i["dataset"])]
+        if args.name:
+            reg.dataset(args.name)  # an unknown dataset is named, with the closest installed ones
+    elif args.name and args.what == "methods":
+        info = method_info(reg.method(args.name), reg)
+        print(json.dumps(info, indent=1, default=str) if args.format == "json" else method_detail(info))
+        return 0
+    elif args.name:
+        info = dataset_info(reg.dataset(args.name), reg)
+        print(json.dumps(info, indent=1, default=str) if args.format == "json" else dataset_detail(info))
+        return 0
+    elif args.what == "methods":
+        infos = [method_info(m, reg) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
     else:
-        print(tabulate(rows, headers=headers, tablefmt="github"))
+        infos = [dataset_info(d, reg) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
+    if args.format == "json":
+        print(json.dumps(infos, indent=1, default=str))
+    else:
+        print(list_table(args.what, infos))
+        if args.what in ("methods", "datasets"):
+            print(f"one in full: fairbench list {args.what} NAME")
     return 0
 
 
@@ -598,8 +726,8 @@ def cmd_vlm(args: argparse.Namespace) -> int:
         if args.format == "json":
             _print_json(infos)
         else:
-            rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", _short(i["description"])] for i in infos]
-            print(tabulate(rows, headers=["encoder", "--vlm auto of", "description"], tablefmt="github"))
+            rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", i["description"]] for i in infos]
+            print(narrow_table(rows, ["encoder", "--vlm auto of", "description"], [None, None, 0]))
         return 0
     from fairfacebench.progress import GridView, reporting
     from fairfacebench.settings import default_cache_dir
@@ -790,8 +918,15 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", parents=[common], help="installed methods, datasets or budgets")
-    ls.add_argument("what", choices=["methods", "datasets", "budgets"], help="what to list")
+    ls = sub.add_parser("list", parents=[common], help="installed methods, datasets, their tasks, or budgets")
+    ls.add_argument("what", choices=["methods", "datasets", "tasks", "budgets"], help="what to list")
+    ls.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="one method or dataset in detail (methods: paper, hyperparameter space, labels, package), "
+        "or the tasks of one dataset",
+    )
     _format_option(ls)
     ls.set_defaults(func=cmd_list)
     add_run(sub, common)
