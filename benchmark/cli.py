@@ -355,6 +355,21 @@ def plan_toml(plan: dict[str, Any]) -> str:
     return "\n".join(scalars) + "\n" + "".join(tables)
 
 
+def resolved_plan(plan: Any, specs: list[Any]) -> dict[str, Any]:
+    """The plan as its runs see it, for `--dry-run`: the resolution in pixels, the tasks each dataset runs (default
+    tasks named) and the tables of the plan's datasets only; `--config` reads it back into the same runs."""
+    out = plan.to_dict()
+    out["resolution"] = plan.input_resolution
+    tasks: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.task not in tasks.setdefault(spec.dataset, []):
+            tasks[spec.dataset].append(spec.task)
+    out["tasks"] = {ds: tasks.get(ds) or list(plan.tasks.get(ds, ())) for ds in plan.datasets}
+    for key in ("data_roots", "dataset_options"):
+        out[key] = {ds: value for ds, value in out[key].items() if ds in plan.datasets}
+    return out
+
+
 def _will_compute(status: str | None, retry_failed: bool) -> bool:
     return status is None or (status == "failed" and retry_failed)
 
@@ -417,7 +432,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
-    from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
+    from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
     from fairfacebench.runner import SpecRunner
     from fairfacebench.store import ResultStore, stored_records
 
@@ -442,7 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in code_notes(changed, unchecked, args):
         print(f"fairbench run: warning: {note}", file=sys.stderr)
     if args.dry_run:
-        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(plan.to_dict())}")
+        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, specs))}")
         expected = _estimate(todo, plan)
         other_code = {run_id for ids in changed.values() for run_id in ids}
         for spec in specs:
@@ -489,6 +504,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = write(plan.out, rule=plan.selection)
     store = ResultStore(plan.out, create=False)
     print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
+    print(SUMMARY_TIMES)
+    print_results(specs, Path(plan.out), reg, plan.selection)
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
@@ -549,6 +566,68 @@ def dry_run_action(
     if _will_compute(status, args.retry_failed):
         return f"compute (~{duration(seconds)})"
     return f"skip ({status} in the store{', other code' if run_id in other_code else ''})"
+
+
+RESULT_HEADERS = ["dataset/task", "method", "seeds", "acc", "eod_max", "wga", "flags"]
+
+
+def print_results(specs: list[Any], out: Path, reg: Any, rule: str) -> None:
+    """The plan's results as the leaderboard tables them, in short: test accuracy, eod_max and worst-group accuracy
+    per (task, method), flags, and what was dropped from the unlabeled pools."""
+    from fairfacebench.store import stored_records
+
+    records = stored_records(out, [s.run_id for s in specs])
+    changed, _ = code_check(specs, records, reg)
+    rows = results_rows(specs, records, reg.selection_rule(rule), {i for ids in changed.values() for i in ids})
+    if rows:
+        print(f"\nresults on test: mean over seeds, one trial per seed chosen by {rule} on validation")
+        print(tabulate(rows, headers=RESULT_HEADERS, tablefmt="github", floatfmt=".3f", missingval="-"))
+    for note in pool_notes(r for r in records.values() if r is not None):
+        print(note)
+
+
+def results_rows(specs: list[Any], records: dict[str, Any], rule: Any, other_code: set[str]) -> list[list[Any]]:
+    """One row per (task, method) with finished runs: the means of the trials `rule` selects per seed (as the
+    leaderboard does) and their flags: the leaderboard's `degenerate` reasons (at chance, one class for a group),
+    'tiny groups', 'other code' (made with other code than is installed), each with its count when not every seed
+    has it."""
+    from fairfacebench.leaderboard.tables import degenerate, select
+
+    seeds: dict[tuple[str, str], dict[int, list[Any]]] = {}
+    for spec in specs:
+        record = records[spec.run_id]
+        if record is not None and record.ok:
+            per_seed = seeds.setdefault((f"{spec.dataset}/{spec.task}", spec.method), {})
+            per_seed.setdefault(spec.seed, []).append(record)
+    rows = []
+    for (task, method), per_seed in seeds.items():
+        chosen = [select(trials, rule) for trials in per_seed.values()]
+        flags: dict[str, int] = {}
+        for r in chosen:
+            reasons = {reason.split(" (", 1)[0] for reason in degenerate(r)}
+            reasons |= {"tiny groups"} if r.tiny_groups else set()
+            reasons |= {"other code"} if r.run_id in other_code else set()
+            for reason in reasons:
+                flags[reason] = flags.get(reason, 0) + 1
+        means = [_mean([r.test_metric(m) for r in chosen]) for m in ("acc", "eod_max", "wga")]
+        flagged = [f if n == len(chosen) else f"{f} ({n} of {len(chosen)} seeds)" for f, n in sorted(flags.items())]
+        rows.append([task, method, len(chosen), *means, "; ".join(flagged) or "-"])
+    return rows
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def pool_notes(records: Any) -> list[str]:
+    """One line per unlabeled pool the runs read that dropped files, with how many and why (its report's summary)."""
+    summaries = {}
+    for record in records:
+        pool = (record.dataset_info or {}).get("pool") or {}
+        if pool.get("summary") and ": dropped " in pool["summary"]:
+            summaries[pool.get("name")] = pool["summary"]
+    return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:

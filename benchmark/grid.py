@@ -54,7 +54,7 @@ def execute(
 
     def finished(spec: RunSpec, record: RunRecord) -> None:
         counts[record.status] += 1
-        view.end(spec.run_id, record.status, record.error or "")
+        view.end(spec.run_id, record.status, record.error or "", record.wall_time_s)
         if on_result:
             on_result(spec, "ok" if record.ok else f"FAILED: {record.error}")
 

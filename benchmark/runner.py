@@ -27,7 +27,7 @@ from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
 from fairfacebench.provenance import git_commit, host_info, method_code, package_versions, utc_now
-from fairfacebench.record import MethodInfo, RunRecord, TaskInfo, listings_cut
+from fairfacebench.record import LISTING_LIMIT, MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
@@ -195,7 +195,7 @@ def record_of(
             group_names=list(data.group_names),
             sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         ),
-        dataset_info=None if data is None else listings_cut(data.info),
+        dataset_info=None if data is None else dataset_info(data),
         versions=package_versions(),
         git_commit=git_commit(),
         host=host_info(),
@@ -206,6 +206,19 @@ def record_of(
         config=config,
         **fields,
     )
+
+
+def dataset_info(data: TaskData) -> dict[str, Any]:
+    """What a record says about its data: the loader's info and, for a run with an unlabeled pool, the pool's name,
+    images and report (what was dropped and why), long listings cut (`record.listings_cut`; a mapping longer than
+    the limit, e.g. a folder pool's duplicate -> first copy, is listed as (key, value) pairs and cut like a list)."""
+    if data.pool is None:
+        return listings_cut(data.info)
+    report = {
+        key: sorted(value.items()) if isinstance(value, dict) and len(value) > LISTING_LIMIT else value
+        for key, value in data.pool.report.items()
+    }
+    return listings_cut({**data.info, "pool": {"name": data.pool.name, "images": len(data.pool), **report}})
 
 
 def error_line(exc: BaseException) -> str:

@@ -85,8 +85,14 @@ def test_a_code_edit_is_named_and_recomputed_on_request(tmp_path, capsys, instal
     out = tmp_path / "runs"
     argv = ["run", "--methods", "focal-erm", "--budget", "smoke", "--workers", "1", *TINY, "--out", str(out)]
     assert main(argv) == 0
-    assert "1 to compute, 0 already in" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 to compute, 0 already in" in printed
     (first,) = ResultStore(out, create=False).records()
+    # the run ends with its results, as the leaderboard tables them, and says what its times measure
+    assert "run time: the runs' own time (loading data, fitting, scoring" in printed
+    assert "results on test: mean over seeds, one trial per seed chosen by val_acc on validation" in printed
+    acc, eod, wga = (first.test_metric(m) for m in ("acc", "eod_max", "wga"))
+    assert f"| synthfaces/smiling/skin_tone | focal-erm |       1 | {acc:.3f} | {eod:9.3f} | {wga:.3f} |" in printed
     code = first.method_code
     assert (code.distribution, code.version) == ("fbtest-plugin", "0.3.0")
     assert code.modules == ["fbtest_plugin", "fbtest_plugin.loss"]  # the plugin's own modules, not the core's
