@@ -86,7 +86,7 @@ def utc_now() -> str:
 # ---------------------------------------------------------------- the code of a method
 
 
-def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode:
+def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode | None:
     """The fingerprint of a method's code and the distribution that provided it (`Registry.provider`).
 
     It covers the module defining the method class and every module of the same package that module imports,
@@ -94,9 +94,12 @@ def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode:
     `losses`; for a plugin package: its own modules).  The core is left out: every record names its version and
     commit, and a harness refactor must not mark every stored run as made with other code.  Each module counts by
     its tokens without comments, layout and docstrings, and the fingerprint does not depend on module names: moving
-    or reformatting a file changes nothing, editing what it executes does.
+    or reformatting a file changes nothing, editing what it executes does.  None for a method whose module has no
+    source file (defined interactively): its code cannot be told apart.
     """
     modules = code_modules(cls.__module__)
+    if not modules:
+        return None
     digests = sorted(hashlib.sha256(code_tokens(source_of(name))).hexdigest() for name in modules)
     distribution, dist_version = provider or (None, None)
     return MethodCode(
@@ -166,7 +169,12 @@ def is_module(name: str) -> bool:
 
 
 def is_package(name: str) -> bool:
-    spec = importlib.util.find_spec(name)
+    if name in sys.modules:
+        return hasattr(sys.modules[name], "__path__")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
     return spec is not None and spec.submodule_search_locations is not None
 
 
@@ -176,12 +184,14 @@ def package_of(module: str) -> str:
 
 
 def source_path(module: str) -> Path | None:
-    """The source file of an importable module (None without one: a built-in, an extension, a namespace)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    origin = getattr(spec, "origin", None)
+    """The source file of a module (None without one: a built-in, an extension, a namespace, an interactive
+    session)."""
+    origin = getattr(sys.modules.get(module), "__file__", None)
+    if origin is None:
+        try:
+            origin = getattr(importlib.util.find_spec(module), "origin", None)
+        except (ImportError, ValueError):
+            return None
     return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
 
 

@@ -5,6 +5,7 @@ recompute them; run ids do not depend on the code; records carry their start and
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -59,6 +60,17 @@ def test_code_tokens_ignore_comments_docstrings_and_layout_but_not_code():
     assert base == b"def f ( a ) : ; INDENT return a + 1 ; DEDENT"
     assert code_tokens(b'def f(a):\n    """Doc."""\n    # note\n    return a+\\\n        1\n') == base
     assert code_tokens(b"def f(a):\n    return a + 2\n") != base
+
+
+def test_a_method_without_a_source_file_has_no_fingerprint(monkeypatch):
+    import types
+
+    from fairfacebench.provenance import method_code
+
+    module = types.ModuleType("fb_typed_in")  # as a class typed into an interactive session
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    cls = type("Typed", (), {"__module__": module.__name__})
+    assert method_code(cls, None) is None
 
 
 @pytest.fixture()
