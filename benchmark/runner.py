@@ -215,7 +215,9 @@ def dataset_info(data: TaskData) -> dict[str, Any]:
     if data.pool is None:
         return listings_cut(data.info)
     report = {
-        key: sorted(value.items()) if isinstance(value, dict) and len(value) > LISTING_LIMIT else value
+        key: [list(pair) for pair in sorted(value.items())]
+        if isinstance(value, dict) and len(value) > LISTING_LIMIT
+        else value
         for key, value in data.pool.report.items()
     }
     return listings_cut({**data.info, "pool": {"name": data.pool.name, "images": len(data.pool), **report}})
