@@ -377,7 +377,7 @@ def _will_compute(status: str | None, retry_failed: bool) -> bool:
 def code_check(specs: list[Any], stored: dict[str, Any], reg: Any) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Per method, the stored runs made with other code than is installed now (their run ids), and the number of
     stored runs that cannot be checked (recorded before code fingerprints)."""
-    from fairfacebench.provenance import installed_code, made_with_other_code
+    from fairfacebench.method_code import installed_code, made_with_other_code
 
     installed = {m: installed_code(m, reg) for m in sorted({s.method for s in specs})}
     changed: dict[str, list[str]] = {}
@@ -492,6 +492,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             recompute=again,
         )
 
+    new: list[Any] = []
     try:
         counts = grid(specs)
         after, _ = _after_search(plan, specs, reg)  # the search may have finished in this grid
@@ -505,7 +506,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ResultStore(plan.out, create=False)
     print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
     print(SUMMARY_TIMES)
-    print_results(specs, Path(plan.out), reg, plan.selection)
+    print_results(specs + new, Path(plan.out), reg, plan.selection)
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
@@ -753,8 +754,7 @@ def add_cells(report: dict[str, Any], plugin: Any, root: Path, options: dict[str
     from fairfacebench.data import describe_tiny, tiny_cells
 
     names = tasks or [t.name for t in plugin.tasks] or [plugin.default_task(**options)]
-    cells = {name: plugin.cells(root, plugin.task(name).name, **options) for name in names}
-    report["cells"] = {name: found for name, found in cells.items() if found is not None}
+    report["cells"] = plugin.cells(root, [plugin.task(name).name for name in names], **options) or {}
     report["warnings"] = [*report.get("warnings", [])] + [
         f"task {name}: (target class|group) cells with fewer than {MIN_CELL_IMAGES} images in validation or test: "
         f"{describe_tiny(tiny)}; `fairbench run` refuses the task unless --allow-tiny-groups"

@@ -127,7 +127,8 @@ def check_dataset(
     report = data_report(plugin, root, options)
     tolerated = [*(report or {}).get("problems", []), *(report or {}).get("warnings", [])]
     warnings = [f"dataset '{plugin.name}' at {root}: {p}" for p in tolerated]
-    for name in tasks or (plugin.default_task(**options),):
+    names = [plugin.task(name).name for name in tasks or (plugin.default_task(**options),)]
+    for name in names:
         task = plugin.task(name)
         layout = task_report(report, task.name)
         if layout is not None and not layout.get("splits"):
@@ -135,8 +136,8 @@ def check_dataset(
             hint = f"`{data_check_command(plugin.name, root, options)}` reports the layout"
             raise DataError(f"{problem} ({hint})")
         check_task(plugin, task, root, (layout or {}).get("groups", {}))
-        if report is not None:
-            warnings += check_cells(plugin, task.name, root, options, allow_tiny_groups)
+    if report is not None:
+        warnings += check_cells(plugin, names, root, options, allow_tiny_groups)
     return warnings
 
 
@@ -148,22 +149,25 @@ def data_check_command(name: str, root: str | None, options: dict[str, Any]) -> 
     return shlex.join(words)
 
 
-def check_cells(plugin: Any, task: str, root: str | None, options: dict[str, Any], allow: bool) -> list[str]:
+def check_cells(plugin: Any, tasks: list[str], root: str | None, options: dict[str, Any], allow: bool) -> list[str]:
     """Refuse a task whose validation or test (target class, group) cells hold fewer than MIN_CELL_IMAGES images;
     with `allow`, a warning instead."""
-    tiny = tiny_cells(plugin.cells(Path(str(root)), task, **options) or {})
-    if not tiny:
-        return []
-    what = (
-        f"dataset '{plugin.name}', task '{task}': (target class|group) cells with fewer than {MIN_CELL_IMAGES} "
-        f"images in validation or test: {describe_tiny(tiny)}"
-    )
-    if not allow:
-        raise DataError(
-            f"{what}; their group metrics would be noise: choose coarser groups or another task, add images, or "
-            "pass --allow-tiny-groups to run anyway (its records then name the cells in 'tiny_groups')"
+    warnings = []
+    for task, cells in (plugin.cells(Path(str(root)), tasks, **options) or {}).items():
+        tiny = tiny_cells(cells)
+        if not tiny:
+            continue
+        what = (
+            f"dataset '{plugin.name}', task '{task}': (target class|group) cells with fewer than {MIN_CELL_IMAGES} "
+            f"images in validation or test: {describe_tiny(tiny)}"
         )
-    return [f"{what} (--allow-tiny-groups: the records name them in 'tiny_groups')"]
+        if not allow:
+            raise DataError(
+                f"{what}; their group metrics would be noise: choose coarser groups or another task, add images, "
+                "or pass --allow-tiny-groups to run anyway (its records then name the cells in 'tiny_groups')"
+            )
+        warnings.append(f"{what} (--allow-tiny-groups: the records name them in 'tiny_groups')")
+    return warnings
 
 
 def task_report(report: dict[str, Any] | None, task: str) -> dict[str, Any] | None:

@@ -48,7 +48,7 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class MethodCode:
-    """The code of a run's method (`provenance.method_code`): a fingerprint of the sources of the method's module
+    """The code of a run's method (`method_code.method_code`): a fingerprint of the sources of the method's module
     and of the modules of its package that module imports, and the installed distribution that provided it.  Not
     part of the run id: a run whose fingerprint differs from the installed code's was made with other code."""
 

@@ -22,11 +22,12 @@ from fairfacebench.data import TaskData, cell_counts, tiny_cells
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.loading import DataLoaderCache, resolve_device
+from fairfacebench.method_code import method_code
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
-from fairfacebench.provenance import git_commit, host_info, method_code, package_versions, utc_now
+from fairfacebench.provenance import git_commit, host_info, package_versions, utc_now
 from fairfacebench.record import LISTING_LIMIT, MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir

@@ -73,8 +73,8 @@ class DatasetPlugin:
             else f"'{self.name}' does not implement check"
         )
 
-    def cells(self, root: Path | None, task: str, **options: Any) -> dict[str, dict[str, int]] | None:
-        """Images per (target class, sensitive group) cell of each split for `task`, counted without decoding
+    def cells(self, root: Path | None, tasks: list[str], **options: Any) -> dict[str, dict[str, dict[str, int]]] | None:
+        """Per task, the images per (target class, sensitive group) cell of each split, counted without decoding
         (`fairfacebench.data.task_cells`); None when the plugin cannot count them before loading."""
         return None
 

@@ -125,12 +125,18 @@ class IndexedDataset(DatasetPlugin):
         """The attributes the index's label codes refer to (a plugin whose classes come from its data overrides)."""
         return dict(self.attributes)
 
-    def cells(self, root: Path | str | None, task: str, **options: Any) -> dict[str, dict[str, int]]:
-        """Images per (target class, group) cell of each split for `task`, as a run's loader splits it (its run
-        options), counted on the index (nothing decoded)."""
-        per_task = {"task": task} if self.splits_per_task else {}
-        index = self.checked_index(self.require_root(root), **per_task, **self.run_options(options))
-        return task_cells(index.tables, self.index_attributes(index), self.task(task))
+    def cells(
+        self, root: Path | str | None, tasks: Sequence[str], **options: Any
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        """Per task, the images per (target class, group) cell of each split, as a run's loader splits them (its run
+        options), counted on the index (nothing decoded; one index for all tasks unless the splits follow the task)."""
+        root, options = self.require_root(root), self.run_options(options)
+        shared = None if self.splits_per_task else self.checked_index(root, **options)
+        out = {}
+        for name in tasks:
+            index = shared or self.checked_index(root, task=name, **options)
+            out[name] = task_cells(index.tables, self.index_attributes(index), self.task(name))
+        return out
 
     def fingerprint(self, root: Path | str | None, **options: Any) -> str:
         """A hash of what `load` reads: every split's file names, file sizes and label codes (not the folder's path)."""

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from fairfacebench.cli import main
+from fairfacebench.method_code import code_modules, code_tokens
 from fairfacebench.plugins import registry
-from fairfacebench.provenance import code_modules, code_tokens
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES
 
@@ -65,7 +65,7 @@ def test_code_tokens_ignore_comments_docstrings_and_layout_but_not_code():
 def test_a_method_without_a_source_file_has_no_fingerprint(monkeypatch):
     import types
 
-    from fairfacebench.provenance import method_code
+    from fairfacebench.method_code import method_code
 
     module = types.ModuleType("fb_typed_in")  # as a class typed into an interactive session
     monkeypatch.setitem(sys.modules, module.__name__, module)
