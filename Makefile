@@ -22,10 +22,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q --no-compile -c constraints.txt -e '.[test,ray,mlflow,faces]'
 	touch $@
 
-# Main job: every installed method on the embedded synthetic world, then the leaderboard.
+# Main job: every installed method on the embedded synthetic world, then the leaderboard (`run` prints its path).
 bench: setup
 	$(VENV)/bin/fairbench run --methods all --out runs
-	@echo "leaderboard: runs/leaderboard.md"
 
 # The static leaderboard site from the store of `make bench`: open site/index.html (no network needed).
 site: setup

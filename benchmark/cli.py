@@ -8,10 +8,12 @@ the one place in the package with function-level imports of its own modules.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +21,15 @@ from tabulate import tabulate
 
 from fairfacebench import __version__
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS
+from fairfacebench.data import MIN_CELL_IMAGES
 from fairfacebench.errors import USER_ERRORS, ConfigError
 
-DESCRIPTION_CHARS = 36  # of a plugin's description in the default (narrow) tables; --format json has all of it
-LABEL_CHARS = 28  # of a method's label summary in the default table
+TABLE_WIDTH = 120  # of `list` tables: long texts wrap inside their column, nothing is cut
 PROGRESS_MODES = ("auto", "live", "plain")
 
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _short(text: str, n: int = DESCRIPTION_CHARS) -> str:
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
-
-
-def _first_part(text: str) -> str:
-    """A label summary without its parenthesised detail (the JSON listing has it)."""
-    head = text.split(" (", 1)[0]
-    return head if head == text else head + " (…)"
 
 
 def _print_json(data: Any) -> None:
@@ -47,7 +39,9 @@ def _print_json(data: Any) -> None:
 # ---------------------------------------------------------------- list
 
 
-def method_info(m: type) -> dict[str, Any]:
+def method_info(m: type, reg: Any) -> dict[str, Any]:
+    """Everything `list methods` knows about a method (its JSON form), the package that provides it included."""
+    provider = reg.provider("method", m.name)
     return {
         "name": m.name,
         "description": m.description,
@@ -57,66 +51,201 @@ def method_info(m: type) -> dict[str, Any]:
         "needs_pool": m.needs_pool,
         "transductive": getattr(m, "transductive", False),
         "version": getattr(m, "version", 1),
-        "hyperparameters": {name: {"default": hp.default, "doc": hp.doc} for name, hp in m.search_space().items()},
+        "ablation_of": getattr(m, "ablation_of", None),
+        "package": {"distribution": provider[0], "version": provider[1]} if provider else None,
+        "registered_by": reg.sources.get(f"method:{m.name}"),
+        "hyperparameters": {
+            name: {"default": hp.default, "search": search_distribution(hp.sample), "doc": hp.doc}
+            for name, hp in m.search_space().items()
+        },
     }
 
 
-def dataset_info(d: Any) -> dict[str, Any]:
+def search_distribution(sampler: Any) -> str:
+    """How a hyperparameter's trials are drawn: the sampler's own name of it, or the function's name."""
+    if inspect.isfunction(sampler) or inspect.ismethod(sampler):
+        return f"custom sampler {sampler.__qualname__}"
+    return str(sampler)
+
+
+def dataset_info(d: Any, reg: Any) -> dict[str, Any]:
+    provider = reg.provider("dataset", d.name)
     return {
         "name": d.name,
         "description": d.description,
         "citation": d.citation,
         "needs_data_root": d.needs_root,
-        "tasks": [{"name": t.name, "target": t.target, "sensitive": list(t.sensitive)} for t in d.tasks],
+        "tasks": [task_info(d, t) for t in d.tasks],
         "task_names": getattr(d, "task_help", None),
         "attributes": {name: list(a.classes) for name, a in d.attributes.items()},
+        "package": {"distribution": provider[0], "version": provider[1]} if provider else None,
     }
 
 
-def _task_cell(info: dict[str, Any]) -> str:
-    names = [t["name"] for t in info["tasks"]]
-    if not names:
-        return info["task_names"] or "-"
-    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+def task_info(d: Any, t: Any) -> dict[str, Any]:
+    return {
+        "dataset": d.name,
+        "name": t.name,
+        "target": t.target,
+        "sensitive": list(t.sensitive),
+        "description": t.description,
+        "default": bool(d.tasks) and t.name == d.tasks[0].name,
+    }
+
+
+def _package(info: dict[str, Any], with_version: bool = False) -> str:
+    package = info["package"]
+    if package is None:
+        return "- (not installed)"
+    return f"{package['distribution']} {package['version']}" if with_version else package["distribution"]
+
+
+def _reads(info: dict[str, Any]) -> str:
+    """A method's labels used without their note ('(…)': `list methods NAME` has it) and what else it needs."""
+    labels = info["labels_used"].split(" (", 1)
+    needs = [n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if info[k]]
+    return labels[0] + (" (…)" if len(labels) > 1 else "") + (f"; needs {', '.join(needs)}" if needs else "")
+
+
+def narrow_table(rows: list[list[Any]], headers: list[str], widths: list[int | None]) -> str:
+    """A GitHub table at most TABLE_WIDTH characters wide: columns with a width wrap at it, the column whose width
+    is 0 takes what the others leave (never less than 24), nothing is cut."""
+    fixed = [
+        w if w else max([len(str(h)), *(len(line) for r in rows for line in str(r[i]).splitlines())])
+        for i, (h, w) in enumerate(zip(headers, widths))
+    ]
+    rest = TABLE_WIDTH - 1 - 3 * len(headers) - sum(f for f, w in zip(fixed, widths) if w != 0)
+    limits = [max(24, rest) if w == 0 else w for w in widths]
+    return tabulate(rows, headers=headers, tablefmt="github", maxcolwidths=limits)
+
+
+def list_table(what: str, infos: list[dict[str, Any]]) -> str:
+    """The narrow table of `fairbench list WHAT`."""
+    if what == "methods":
+        rows = [[i["name"], _reads(i), _package(i), i["description"]] for i in infos]
+        return narrow_table(rows, ["method", "labels used; needs", "package", "description"], [None, 22, 14, 0])
+    if what == "datasets":
+        rows = [
+            [
+                i["name"],
+                "\n".join(t["name"] for t in i["tasks"]) or i["task_names"] or "-",
+                "--data-root" if i["needs_data_root"] else "generated",
+                i["description"],
+            ]
+            for i in infos
+        ]
+        return narrow_table(rows, ["dataset", "tasks (first = default)", "data", "description"], [None, None, None, 0])
+    rows = [
+        [
+            i["dataset"],
+            i["name"] + (" (default)" if i["default"] else ""),
+            i["target"],
+            " x ".join(i["sensitive"]),
+            i["description"],
+        ]
+        for i in infos
+    ]
+    return narrow_table(rows, ["dataset", "task", "target", "sensitive", "description"], [None, None, None, 18, 0])
+
+
+def all_tasks(reg: Any) -> list[dict[str, Any]]:
+    """Every task of every installed dataset; a dataset whose tasks its options name (csv) says how to name one."""
+    infos = []
+    for d in sorted(reg.datasets.values(), key=lambda d: d.name):
+        infos += [task_info(d, t) for t in d.tasks]
+        if not d.tasks:
+            help_text = getattr(d, "task_help", None) or "named by the dataset's options"
+            infos.append(
+                {
+                    "dataset": d.name,
+                    "name": "TARGET/SENSITIVE",
+                    "target": "TARGET",
+                    "sensitive": ["SENSITIVE"],
+                    "description": help_text,
+                    "default": False,
+                }
+            )
+    return infos
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def _fields(fields: dict[str, str]) -> list[str]:
+    """'  name:        value' lines, long values wrapped under their start."""
+    return [line for name, value in fields.items() for line in _wrap(f"  {name + ':':<14}{value}", " " * 16)]
+
+
+def method_detail(info: dict[str, Any]) -> str:
+    """`fairbench list methods NAME`: everything a reader needs to judge one method."""
+    needs = ", ".join(n for n, k in (("a VLM", "needs_vlm"), ("an unlabeled pool", "needs_pool")) if info[k])
+    fields = {
+        "paper": info["citation"] or "-",
+        "labels used": info["labels_used"],
+        "needs": (needs or "-") + ("; reads the test images (transductive)" if info["transductive"] else ""),
+        "package": f"{_package(info, with_version=True)} (entry point {info['registered_by'] or '-'})",
+        "version": f"{info['version']} (part of every run id; bumped when the method's results change)",
+        **({"ablation of": info["ablation_of"]} if info["ablation_of"] else {}),
+    }
+    lines = [*_wrap(f"{info['name']}: {info['description']}", ""), *_fields(fields)]
+    space = info["hyperparameters"]
+    rows = [[name, repr(hp["default"]), hp["search"], hp["doc"]] for name, hp in space.items()]
+    table = narrow_table(rows, ["hyperparameter", "default", "search distribution", "meaning"], [None, 14, 28, 0])
+    lines += ["", "Hyperparameters: trial 0 runs the defaults, trial k > 0 draws each from its distribution.", table]
+    return "\n".join(lines)
+
+
+def dataset_detail(info: dict[str, Any]) -> str:
+    """`fairbench list datasets NAME`: its attributes with their classes and its tasks."""
+    fields = {
+        "paper": info["citation"] or "-",
+        "data": "--data-root (files on disk)" if info["needs_data_root"] else "generated",
+        "package": _package(info, with_version=True),
+    }
+    lines = [*_wrap(f"{info['name']}: {info['description']}", ""), *_fields(fields)]
+    if info["attributes"]:
+        rows = [[name, ", ".join(classes)] for name, classes in info["attributes"].items()]
+        lines += ["", narrow_table(rows, ["attribute", "classes"], [None, 0])]
+    rows = [[t["name"] + (" (default)" if t["default"] else ""), t["description"]] for t in info["tasks"]]
+    lines += ["", narrow_table(rows, ["task", "description"], [None, 0]) if rows else f"tasks: {info['task_names']}"]
+    return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "budgets":
+        if args.name:
+            raise ConfigError(f"`fairbench list budgets` takes no name (got {args.name!r}): every field is listed")
         infos = [{**b.to_dict(), "resolution": BUDGET_RESOLUTION[name]} for name, b in BUDGETS.items()]
         rows = [[i["name"], i["steps"], i["batch_size"], i["resolution"], "yes" if i["amp"] else "no"] for i in infos]
-        headers = ["budget", "steps", "batch", "resolution", "amp (cuda)"]
-    else:
-        from fairfacebench.plugins import registry
+        text = tabulate(rows, headers=["budget", "steps", "batch", "resolution", "amp (cuda)"], tablefmt="github")
+        print(json.dumps(infos, indent=1) if args.format == "json" else text)
+        return 0
+    from fairfacebench.plugins import registry
 
-        reg = registry()
-        if args.what == "methods":
-            infos = [method_info(m) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
-            rows = [
-                [
-                    i["name"],
-                    _short(_first_part(i["labels_used"]), LABEL_CHARS),
-                    ", ".join(n for n, k in (("VLM", "needs_vlm"), ("pool", "needs_pool")) if i[k]) or "-",
-                    _short(i["description"]),
-                ]
-                for i in infos
-            ]
-            headers = ["method", "labels used", "needs", "description"]
-        else:
-            infos = [dataset_info(d) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
-            rows = [
-                [
-                    i["name"],
-                    _task_cell(i),
-                    "--data-root" if i["needs_data_root"] else "generated",
-                    _short(i["description"]),
-                ]
-                for i in infos
-            ]
-            headers = ["dataset", "tasks (first = default)", "data", "description"]
-    if args.format == "json":
-        _print_json(infos)
+    reg = registry()
+    if args.what == "tasks":
+        infos = [i for i in all_tasks(reg) if args.name in (None, i["dataset"])]
+        if args.name:
+            reg.dataset(args.name)  # an unknown dataset is named, with the closest installed ones
+    elif args.name and args.what == "methods":
+        info = method_info(reg.method(args.name), reg)
+        print(json.dumps(info, indent=1, default=str) if args.format == "json" else method_detail(info))
+        return 0
+    elif args.name:
+        info = dataset_info(reg.dataset(args.name), reg)
+        print(json.dumps(info, indent=1, default=str) if args.format == "json" else dataset_detail(info))
+        return 0
+    elif args.what == "methods":
+        infos = [method_info(m, reg) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
     else:
-        print(tabulate(rows, headers=headers, tablefmt="github"))
+        infos = [dataset_info(d, reg) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
+    if args.format == "json":
+        print(json.dumps(infos, indent=1, default=str))
+    else:
+        print(list_table(args.what, infos))
+        if args.what in ("methods", "datasets"):
+            print(f"one in full: fairbench list {args.what} NAME")
     return 0
 
 
@@ -258,8 +387,74 @@ def plan_toml(plan: dict[str, Any]) -> str:
     return "\n".join(scalars) + "\n" + "".join(tables)
 
 
+def resolved_plan(plan: Any, specs: list[Any]) -> dict[str, Any]:
+    """The plan as its runs see it, for `--dry-run`: the resolution in pixels, the tasks each dataset runs (default
+    tasks named) and the tables of the plan's datasets only; `--config` reads it back into the same runs."""
+    out = plan.to_dict()
+    out["resolution"] = plan.input_resolution
+    tasks: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.task not in tasks.setdefault(spec.dataset, []):
+            tasks[spec.dataset].append(spec.task)
+    out["tasks"] = {ds: tasks.get(ds) or list(plan.tasks.get(ds, ())) for ds in plan.datasets}
+    for key in ("data_roots", "dataset_options"):
+        out[key] = {ds: value for ds, value in out[key].items() if ds in plan.datasets}
+    return out
+
+
 def _will_compute(status: str | None, retry_failed: bool) -> bool:
     return status is None or (status == "failed" and retry_failed)
+
+
+def code_check(specs: list[Any], stored: dict[str, Any], reg: Any) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Per method, the stored runs made with other code than is installed now (their run ids), and the number of
+    stored runs that cannot be checked (recorded before code fingerprints)."""
+    from fairfacebench.method_code import installed_code, made_with_other_code
+
+    installed = {m: installed_code(m, reg) for m in sorted({s.method for s in specs})}
+    changed: dict[str, list[str]] = {}
+    unchecked: dict[str, int] = {}
+    for spec in specs:
+        record = stored[spec.run_id]
+        if record is None:
+            continue
+        other = made_with_other_code(record, installed[spec.method])
+        if other:
+            changed.setdefault(spec.method, []).append(spec.run_id)
+        elif other is None:
+            unchecked[spec.method] = unchecked.get(spec.method, 0) + 1
+    return changed, unchecked
+
+
+def recomputed(stored: dict[str, Any], changed: dict[str, list[str]], args: argparse.Namespace) -> set[str]:
+    """The stored runs to compute again: every one with --force, those made with other code with --rerun-changed."""
+    if args.force:
+        return {run_id for run_id, record in stored.items() if record is not None}
+    return {run_id for ids in changed.values() for run_id in ids} if args.rerun_changed else set()
+
+
+def _stored_runs(n: int) -> str:
+    return f"{n} stored run{'s' if n != 1 else ''}"
+
+
+def code_notes(changed: dict[str, list[str]], unchecked: dict[str, int], args: argparse.Namespace) -> list[str]:
+    """What `run` and `--dry-run` say about stored runs made with other code than is installed."""
+    notes = []
+    for method, ids in sorted(changed.items()):
+        were, them = ("were", "them") if len(ids) != 1 else ("was", "it")
+        text = f"{_stored_runs(len(ids))} of {method} {were} made with other code than the installed {method}"
+        if args.force or args.rerun_changed:
+            notes.append(f"{text}: recomputing {them}")
+        else:
+            notes.append(
+                f"{text}: --rerun-changed recomputes {them} (--force: every run); bump the method's `version` when "
+                "its algorithm changed"
+            )
+    for method, n in sorted(unchecked.items()):
+        if not args.force:
+            predate = "predate" if n != 1 else "predates"
+            notes.append(f"{_stored_runs(n)} of {method} {predate} code fingerprints and cannot be checked (--force)")
+    return notes
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -269,38 +464,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
-    from fairfacebench.progress import SUMMARY_HEADERS, GridView, duration, run_title, summary_rows
+    from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
     from fairfacebench.runner import SpecRunner
-    from fairfacebench.store import ResultStore, stored_statuses
+    from fairfacebench.store import ResultStore, stored_records
 
     reg = registry()
-    checked = check_plan(run_plan(args, reg), reg)
+    checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
     plan, specs = checked.plan, checked.specs
     for warning in checked.warnings:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
     final, waiting = _after_search(plan, specs, reg)
     specs = specs + final
-    statuses = stored_statuses(Path(plan.out), [s.run_id for s in specs])
+    stored = stored_records(Path(plan.out), [s.run_id for s in specs])
+    statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
+    changed, unchecked = code_check(specs, stored, reg)
     lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
-    todo = [s for s in specs if _will_compute(statuses[s.run_id], args.retry_failed) or s.run_id in lacking]
+    again = recomputed(stored, changed, args) | set(lacking)
+    todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
     methods = plan.method_names(reg.methods)
     print(
         f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
         f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
         f"({plan.workers} worker(s)); {len(todo)} to compute, {len(specs) - len(todo)} already in {plan.out}"
     )
+    for note in code_notes(changed, unchecked, args):
+        print(f"fairbench run: warning: {note}", file=sys.stderr)
     if args.dry_run:
-        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(plan.to_dict())}")
+        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, specs))}")
         expected = _estimate(todo, plan)
+        other_code = {run_id for ids in changed.values() for run_id in ids}
         for spec in specs:
-            status = statuses[spec.run_id]
-            action = (
-                f"compute (~{duration(expected.seconds[spec.run_id])})"
-                if _will_compute(status, args.retry_failed) or spec.run_id in lacking
-                else f"skip ({status} in the store)"
+            action = dry_run_action(
+                spec.run_id, statuses, again, other_code, lacking, args, expected.seconds.get(spec.run_id)
             )
-            if spec.run_id in lacking:
-                action += f" (its record lacks --eval-on {','.join(lacking[spec.run_id])})"
             print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
         if waiting:
             print(
@@ -328,9 +524,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             ray_address=plan.ray_address or None,
             view=view,
             run_timeout_s=plan.run_timeout_s,
-            rerun=(lambda record: bool(checked.transfer.lacking(record))) if checked.transfer.targets else None,
+            rerun=lambda record: record.run_id in again,
         )
 
+    new: list[Any] = []
     try:
         counts = grid(specs)
         after, _ = _after_search(plan, specs, reg)  # the search may have finished in this grid
@@ -343,6 +540,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = write(plan.out, rule=plan.selection)
     store = ResultStore(plan.out, create=False)
     print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
+    print(SUMMARY_TIMES)
+    print_results(specs + new, Path(plan.out), reg, plan.selection)
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
@@ -383,6 +582,91 @@ def _print_estimate(expected: Any) -> None:
     )
     for note in expected.notes:
         print(f"  estimate note: {note}")
+
+
+def dry_run_action(
+    run_id: str,
+    statuses: dict[str, str | None],
+    again: set[str],
+    other_code: set[str],
+    lacking: dict[str, list[str]],
+    args: argparse.Namespace,
+    seconds: float | None,
+) -> str:
+    """What `run` would do with one run: compute or recompute (why, and its estimated time), or skip (and what the
+    store holds)."""
+    from fairfacebench.progress import duration
+
+    status = statuses[run_id]
+    if run_id in lacking and not args.force:
+        return f"recompute (its record lacks --eval-on {','.join(lacking[run_id])}, ~{duration(seconds)})"
+    if run_id in again:
+        return f"recompute ({'other code' if run_id in other_code else '--force'}, ~{duration(seconds)})"
+    if _will_compute(status, args.retry_failed):
+        return f"compute (~{duration(seconds)})"
+    return f"skip ({status} in the store{', other code' if run_id in other_code else ''})"
+
+
+RESULT_HEADERS = ["dataset/task", "method", "seeds", "acc", "eod_max", "wga", "flags"]
+
+
+def print_results(specs: list[Any], out: Path, reg: Any, rule: str) -> None:
+    """The plan's results as the leaderboard tables them, in short: test accuracy, eod_max and worst-group accuracy
+    per (task, method), flags, and what was dropped from the unlabeled pools."""
+    from fairfacebench.store import stored_records
+
+    records = stored_records(out, [s.run_id for s in specs])
+    changed, _ = code_check(specs, records, reg)
+    rows = results_rows(specs, records, reg.selection_rule(rule), {i for ids in changed.values() for i in ids})
+    if rows:
+        print(f"\nresults on test: mean over seeds, one trial per seed chosen by {rule} on validation")
+        print(tabulate(rows, headers=RESULT_HEADERS, tablefmt="github", floatfmt=".3f", missingval="-"))
+    for note in pool_notes(r for r in records.values() if r is not None):
+        print(note)
+
+
+def results_rows(specs: list[Any], records: dict[str, Any], rule: Any, other_code: set[str]) -> list[list[Any]]:
+    """One row per (task, method) with finished runs: the means of the trials `rule` selects per seed (as the
+    leaderboard does) and their flags: the leaderboard's `degenerate` reasons (at chance, one class for a group),
+    'tiny groups', 'other code' (made with other code than is installed), each with its count when not every seed
+    has it."""
+    from fairfacebench.leaderboard.tables import degenerate, select
+
+    seeds: dict[tuple[str, str], dict[int, list[Any]]] = {}
+    for spec in specs:
+        record = records[spec.run_id]
+        if record is not None and record.ok:
+            per_seed = seeds.setdefault((f"{spec.dataset}/{spec.task}", spec.method), {})
+            per_seed.setdefault(spec.seed, []).append(record)
+    rows = []
+    for (task, method), per_seed in seeds.items():
+        chosen = [select(trials, rule) for trials in per_seed.values()]
+        flags: dict[str, int] = {}
+        for r in chosen:
+            reasons = {reason.split(" (", 1)[0] for reason in degenerate(r)}
+            reasons |= {"tiny groups"} if r.tiny_groups else set()
+            reasons |= {"other code"} if r.run_id in other_code else set()
+            for reason in reasons:
+                flags[reason] = flags.get(reason, 0) + 1
+        means = [_mean([r.test_metric(m) for r in chosen]) for m in ("acc", "eod_max", "wga")]
+        flagged = [f if n == len(chosen) else f"{f} ({n} of {len(chosen)} seeds)" for f, n in sorted(flags.items())]
+        rows.append([task, method, len(chosen), *means, "; ".join(flagged) or "-"])
+    return rows
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def pool_notes(records: Any) -> list[str]:
+    """One line per unlabeled pool the runs read that dropped files, with how many and why (its report's summary)."""
+    summaries = {}
+    for record in records:
+        pool = (record.dataset_info or {}).get("pool") or {}
+        if pool.get("summary") and ": dropped " in pool["summary"]:
+            summaries[pool.get("name")] = pool["summary"]
+    return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:
@@ -467,17 +751,13 @@ def check_table(report: dict[str, Any]) -> str:
 
 
 def print_check(report: dict[str, Any]) -> None:
-    """A check report as tables (one per task for datasets whose splits depend on the task), then its problems."""
+    """A check report as tables (one per task for datasets whose splits depend on the task), the (target class,
+    group) cells of each task, then its warnings and problems."""
     for task, part in (report.get("tasks") or {None: report}).items():
         if task is not None:
             print(f"\ntask {task}:")
         if part.get("splits"):
             print(check_table(part))
-        cells = (part.get("info") or {}).get("cells")
-        if cells:
-            names = list(next(iter(cells.values())))
-            rows = [[c, *(cells[s].get(c, 0) for s in cells)] for c in names]
-            print(tabulate(rows, headers=["cell", *cells], tablefmt="github"))
         near = (part.get("info") or {}).get("near_duplicates") or {}
         if "conflicts" in near:
             print(
@@ -487,8 +767,38 @@ def print_check(report: dict[str, Any]) -> None:
             )
             for group in near["conflicts"]:
                 print("  " + " | ".join(", ".join(map(str, member.values())) for member in group))
+    for task, cells in (report.get("cells") or {}).items():
+        print(f"\ntask {task}: images per (target class|group) cell; * fewer than {MIN_CELL_IMAGES} in val or test")
+        print(cells_table(cells))
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     for problem in report.get("problems", []):
         print(f"problem: {problem}")
+
+
+def cells_table(cells: dict[str, dict[str, int]]) -> str:
+    """One row per (target class|group) cell, a column per split; cells too small to score are starred."""
+    from fairfacebench.data import tiny_cells
+
+    tiny = tiny_cells(cells)
+    names = list(next(iter(cells.values()), {}))
+    rows = [[c, *(f"{cells[s][c]}{'*' if c in tiny.get(s, {}) else ''}" for s in cells)] for c in names]
+    return tabulate(rows, headers=["cell", *cells], tablefmt="github", colalign=("left", *("right",) * len(cells)))
+
+
+def add_cells(report: dict[str, Any], plugin: Any, root: Path, options: dict[str, Any], tasks: list[str]) -> None:
+    """The (target class, group) cells of `tasks` (default: every task the dataset lists, or its default task) and
+    a warning per task whose validation or test cells are below the minimum runs accept."""
+    from fairfacebench.data import describe_tiny, tiny_cells
+
+    names = tasks or [t.name for t in plugin.tasks] or [plugin.default_task(**options)]
+    report["cells"] = plugin.cells(root, [plugin.task(name).name for name in names], **options) or {}
+    report["warnings"] = [*report.get("warnings", [])] + [
+        f"task {name}: (target class|group) cells with fewer than {MIN_CELL_IMAGES} images in validation or test: "
+        f"{describe_tiny(tiny)}; `fairbench run` refuses the task unless --allow-tiny-groups"
+        for name, found in report["cells"].items()
+        if (tiny := tiny_cells(found))
+    ]
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -503,10 +813,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     root = Path(args.data_root)
     if args.action == "check":
         report = plugin.check(root, **options) if options else plugin.check(root)
+        if report.get("splits") or report.get("tasks"):
+            add_cells(report, plugin, root, options, _split(args.tasks or ""))
         if args.format == "json":
             _print_json(report)
         else:
-            print(f"{plugin.name} at {root}: {'ok' if report.get('ok') else 'PROBLEMS'}")
+            verdict = "ok" if report.get("ok") else "PROBLEMS"
+            warned = len(report.get("warnings", []))
+            print(f"{plugin.name} at {root}: {verdict}{f', {warned} warning(s)' if warned else ''}")
             print_check(report)
         return 0 if not report.get("problems") else 1
     from fairfacebench.settings import default_cache_dir
@@ -529,8 +843,8 @@ def cmd_vlm(args: argparse.Namespace) -> int:
         if args.format == "json":
             _print_json(infos)
         else:
-            rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", _short(i["description"])] for i in infos]
-            print(tabulate(rows, headers=["encoder", "--vlm auto of", "description"], tablefmt="github"))
+            rows = [[i["name"], ", ".join(i["embedded_for"]) or "-", i["description"]] for i in infos]
+            print(narrow_table(rows, ["encoder", "--vlm auto of", "description"], [None, None, 0]))
         return 0
     from fairfacebench.progress import GridView, reporting
     from fairfacebench.settings import default_cache_dir
@@ -648,6 +962,18 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="re-run stored runs whose method's code differs from the installed code (run and --dry-run name them)",
+    )
+    run.add_argument("--force", action="store_true", help="re-run every run of the plan, finished or not")
+    run.add_argument(
+        "--allow-tiny-groups",
+        action="store_true",
+        help="run tasks whose validation or test (target class, group) cells hold fewer than 10 images "
+        "(refused otherwise; the records name those cells)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved plan and the runs to compute or skip")
     _progress_option(run)
     run.set_defaults(func=cmd_run)
@@ -681,6 +1007,12 @@ def add_data(sub: Any, common: argparse.ArgumentParser) -> None:
         _dataset_option(p, "csv.target=smiling")
         p.set_defaults(func=cmd_data)
     _format_option(check)
+    check.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks whose (target class, group) cells to count (default: every task the dataset "
+        "lists; csv: TARGET/S1+S2 of the named columns, default its first target and sensitive column)",
+    )
     prepare.add_argument("--resolution", type=int, default=64, help="decoded image size in pixels (default: 64)")
     prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU cores)")
     prepare.add_argument("--cache-dir", default=None, help="default: $FAIRBENCH_CACHE or ~/.cache/fairbench")
@@ -711,8 +1043,15 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", parents=[common], help="installed methods, datasets or budgets")
-    ls.add_argument("what", choices=["methods", "datasets", "budgets"], help="what to list")
+    ls = sub.add_parser("list", parents=[common], help="installed methods, datasets, their tasks, or budgets")
+    ls.add_argument("what", choices=["methods", "datasets", "tasks", "budgets"], help="what to list")
+    ls.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="one method or dataset in detail (methods: paper, hyperparameter space, labels, package), "
+        "or the tasks of one dataset",
+    )
     _format_option(ls)
     ls.set_defaults(func=cmd_list)
     add_run(sub, common)

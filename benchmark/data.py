@@ -36,6 +36,10 @@ __all__ = [
     "group_codes",
     "restrict_to_task",
     "make_task_data",
+    "MIN_CELL_IMAGES",
+    "cell_counts",
+    "task_cells",
+    "tiny_cells",
 ]
 
 
@@ -283,11 +287,18 @@ def group_codes(
     split: Split, attributes: dict[str, Attribute], sensitive: tuple[str, ...]
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Intersectional group code per row and the group names, e.g. 'Female|Black'."""
-    codes = np.zeros(len(split), dtype=np.int64)
+    return label_groups(split.labels, len(split), attributes, sensitive)
+
+
+def label_groups(
+    labels: dict[str, np.ndarray], n: int, attributes: dict[str, Attribute], sensitive: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """`group_codes` of `n` rows' label codes."""
+    codes = np.zeros(n, dtype=np.int64)
     names: list[str] = [""]
     for attr in sensitive:
         classes = attributes[attr].classes
-        codes = codes * len(classes) + split.labels[attr]
+        codes = codes * len(classes) + labels[attr]
         names = [f"{p}|{c}" if p else c for p in names for c in classes]
     return codes, tuple(names)
 
@@ -395,3 +406,52 @@ def make_task_data(ds: LoadedDataset, task: TaskSpec, pool: UnlabeledPool | None
         pool=pool,
         info={**ds.info, "val_split": val_split},
     )
+
+
+# ---------------------------------------------------------------- (target class, group) cells large enough to score
+
+# Fewest images a (target class, sensitive group) cell needs in validation and in test.  A group's accuracy, TPR and
+# FPR are rates over its cells: at 10 images one image moves a rate by 0.1 and the binomial standard error of a rate
+# near 0.5 is 0.16, already larger than most gaps the benchmark reports; below that, a cell's numbers are noise.
+MIN_CELL_IMAGES = 10
+SCORED_SPLITS = ("val", "test")  # the splits whose cells selection and the reported metrics rest on
+
+
+def cell_counts(
+    y: np.ndarray, a: np.ndarray, target_classes: tuple[str, ...], group_names: tuple[str, ...]
+) -> dict[str, int]:
+    """Images per (target class, group) cell, named 'CLASS|GROUP' (e.g. 'yes|dark', 'Male|Black|old')."""
+    counts = np.bincount(a * len(target_classes) + y, minlength=len(group_names) * len(target_classes))
+    return {
+        f"{c}|{g}": int(counts[k * len(target_classes) + i])
+        for k, g in enumerate(group_names)
+        for i, c in enumerate(target_classes)
+    }
+
+
+def task_cells(splits: dict[str, Any], attributes: dict[str, Attribute], task: TaskSpec) -> dict[str, dict[str, int]]:
+    """Per split, the images of each (target class, group) cell of `task`; rows an attribute of the task does not
+    apply to (negative codes) are left out, as runs leave them out.  `splits` maps names to anything with `labels`
+    (a `Split`, or a dataset index's table before decoding)."""
+    out = {}
+    for name, split in splits.items():
+        keep = np.ones(len(split.labels[task.target]), dtype=bool)
+        for attr in (task.target, *task.sensitive):
+            keep &= split.labels[attr] >= 0
+        labels = {attr: split.labels[attr][keep] for attr in (task.target, *task.sensitive)}
+        a, groups = label_groups(labels, int(keep.sum()), attributes, task.sensitive)
+        out[name] = cell_counts(labels[task.target], a, attributes[task.target].classes, groups)
+    return out
+
+
+def tiny_cells(cells: dict[str, dict[str, int]], minimum: int = MIN_CELL_IMAGES) -> dict[str, dict[str, int]]:
+    """The cells of validation and test with fewer than `minimum` images (split -> cell -> images); empty if none."""
+    tiny = {s: {c: n for c, n in cells[s].items() if n < minimum} for s in SCORED_SPLITS if s in cells}
+    return {s: found for s, found in tiny.items() if found}
+
+
+def describe_tiny(tiny: dict[str, dict[str, int]], shown: int = 6) -> str:
+    """'test yes|dark 2, val no|dark 4, ... (9 cells)': the smallest cells first."""
+    rows = sorted((n, split, cell) for split, found in tiny.items() for cell, n in found.items())
+    text = ", ".join(f"{split} {cell} {n}" for n, split, cell in rows[:shown])
+    return text + (f", ... ({len(rows)} cells)" if len(rows) > shown else "")

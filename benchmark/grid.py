@@ -30,7 +30,9 @@ def execute(
     run_timeout_s: float = 0.0,
     rerun: Callable[[RunRecord], bool] | None = None,
 ) -> dict[str, int]:
-    """Run every unfinished spec with `runner`; failed runs are recorded and the grid goes on.
+    """Run every unfinished spec with `runner`, and the finished ones `rerun(record)` asks for again (`--force`,
+    `--rerun-changed`, a missing transfer evaluation: their new record replaces the old); failed runs are recorded
+    and the grid goes on.
 
     executor 'local' runs in this process (workers=1) or in one child process
     per run (workers>1, so a crashing run cannot take the grid down); 'ray'
@@ -54,7 +56,7 @@ def execute(
 
     def finished(spec: RunSpec, record: RunRecord) -> None:
         counts[record.status] += 1
-        view.end(spec.run_id, record.status, record.error or "")
+        view.end(spec.run_id, record.status, record.error or "", record.wall_time_s)
         if on_result:
             on_result(spec, "ok" if record.ok else f"FAILED: {record.error}")
 
@@ -81,7 +83,8 @@ def claim_unfinished(
     skipped: Callable[[RunSpec, str], None],
     rerun: Callable[[RunRecord], bool] | None = None,
 ) -> list[RunSpec]:
-    """The specs this process will compute, each claimed in the store; finished runs and others' claims are skipped."""
+    """The specs this process will compute, each claimed in the store; finished runs (unless `rerun` asks for them
+    again) and others' claims are skipped."""
     todo = []
     elsewhere = 0
     for spec in specs:

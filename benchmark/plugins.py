@@ -6,6 +6,7 @@ exactly like third-party ones.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -26,17 +27,28 @@ class Registry:
     pools: dict[str, Any] = field(default_factory=dict)
     encoders: dict[str, Any] = field(default_factory=dict)
     selection_rules: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # 'kind:name' -> the plugin that registered it
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin -> (distribution, version)
 
     def method(self, name: str) -> type:
         if name not in self.methods:
-            raise UnknownName(f"unknown method '{name}'; installed methods: {sorted(self.methods)}")
+            raise UnknownName(
+                f"unknown method '{name}'{did_you_mean(name, self.methods)}; installed methods: {sorted(self.methods)}"
+            )
         return self.methods[name]
 
     def dataset(self, name: str) -> Any:
         if name not in self.datasets:
-            raise UnknownName(f"unknown dataset '{name}'; installed datasets: {sorted(self.datasets)}")
+            raise UnknownName(
+                f"unknown dataset '{name}'{did_you_mean(name, self.datasets)}; installed datasets: "
+                f"{sorted(self.datasets)}"
+            )
         return self.datasets[name]
+
+    def provider(self, kind: str, name: str) -> tuple[str, str] | None:
+        """(distribution, version) of the installed package that registered plugin `name` of `kind` ('method',
+        'dataset', ...); None for a plugin registered in this process only (`build_registry(extra=...)`)."""
+        return self.distributions.get(self.sources.get(f"{kind}:{name}", ""))
 
     def selection_rule(self, name: str) -> Any:
         """An installed rule by name, or a member of an installed family of rules (one with `parse(name)`, which
@@ -50,6 +62,12 @@ class Registry:
                 return rule
         examples = "".join(f" (e.g. {f.example})" for f in families if getattr(f, "example", None))
         raise UnknownName(f"unknown selection rule '{name}'; use one of {sorted(self.selection_rules)}{examples}")
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """'; did you mean X?' naming the installed names closest to a mistyped one (empty when none is close)."""
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def plugin_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
@@ -88,6 +106,9 @@ def _collect(pm: pluggy.PluginManager, hook: str, key: str, kind: str, into: dic
 def build_registry(extra: tuple[Any, ...] = ()) -> Registry:
     pm = plugin_manager(extra)
     reg = Registry()
+    reg.distributions = {
+        f"{ep.dist.name}:{ep.name}": (ep.dist.name, ep.dist.version) for ep in entry_points(group=GROUP) if ep.dist
+    }
     _collect(pm, "fairfacebench_datasets", "name", "dataset", reg.datasets, reg.sources)
     _collect(pm, "fairfacebench_methods", "name", "method", reg.methods, reg.sources)
     _collect(pm, "fairfacebench_pools", "name", "pool", reg.pools, reg.sources)

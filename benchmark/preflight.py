@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import inspect
+import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.budget import Budget
-from fairfacebench.data import UNMAPPED
+from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, tiny_cells
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
 from fairfacebench.plan import Plan, expand
 from fairfacebench.plugins import Registry
@@ -41,7 +43,9 @@ class Checked:
     transfer: TransferPlan = TransferPlan()
 
 
-def check_plan(plan: Plan, reg: Registry) -> Checked:
+def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Checked:
+    """Every check of `plan`; a task with (target class, group) cells below MIN_CELL_IMAGES in validation or test
+    is refused unless `allow_tiny_groups` (then it is a warning, and the runs' records name the cells)."""
     reg.selection_rule(plan.selection)
     check_device(plan.device)
     check_executor(plan.executor)
@@ -53,7 +57,8 @@ def check_plan(plan: Plan, reg: Registry) -> Checked:
     for name in plan.datasets:
         plugin = reg.dataset(name)
         options = plan.dataset_options.get(name, {})
-        warnings += check_dataset(plugin, plan.data_roots.get(name), options, plan.tasks.get(name, ()))
+        tasks = plan.tasks.get(name, ())
+        warnings += check_dataset(plugin, plan.data_roots.get(name), options, tasks, allow_tiny_groups)
     specs = expand(plan, reg)
     transfer, transfer_warnings = check_transfer(plan, specs, reg)
     return Checked(plan, specs, warnings + transfer_warnings, transfer)
@@ -119,19 +124,55 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"result store {out} is a file, not a folder: pass --out a folder (new, or an earlier store)")
 
 
-def check_dataset(plugin: Any, root: str | None, options: dict[str, Any], tasks: tuple[str, ...]) -> list[str]:
+def check_dataset(
+    plugin: Any, root: str | None, options: dict[str, Any], tasks: tuple[str, ...], allow_tiny_groups: bool = False
+) -> list[str]:
     """Options, data root and tasks of one dataset; returns the problems its loader tolerates."""
     check_options(plugin, options)
     report = data_report(plugin, root, options)
-    for name in tasks or (plugin.default_task(**options),):
+    tolerated = [*(report or {}).get("problems", []), *(report or {}).get("warnings", [])]
+    warnings = [f"dataset '{plugin.name}' at {root}: {p}" for p in tolerated]
+    names = [plugin.task(name).name for name in tasks or (plugin.default_task(**options),)]
+    for name in names:
         task = plugin.task(name)
         layout = task_report(report, task.name)
         if layout is not None and not layout.get("splits"):
             problem = (layout.get("problems") or ["no images found"])[0]
-            hint = f"`fairbench data check {plugin.name} --data-root {root}` reports the layout"
+            hint = f"`{data_check_command(plugin.name, root, options)}` reports the layout"
             raise DataError(f"{problem} ({hint})")
         check_task(plugin, task, root, (layout or {}).get("groups", {}))
-    return [f"dataset '{plugin.name}' at {root}: {p}" for p in (report or {}).get("problems", [])]
+    if report is not None:
+        warnings += check_cells(plugin, names, root, options, allow_tiny_groups)
+    return warnings
+
+
+def data_check_command(name: str, root: str | None, options: dict[str, Any]) -> str:
+    """The `fairbench data check` command of a dataset as the run names it, its options included."""
+    words = ["fairbench", "data", "check", name, "--data-root", str(root)]
+    for key, value in options.items():
+        words += ["--dataset-option", f"{name}.{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return shlex.join(words)
+
+
+def check_cells(plugin: Any, tasks: list[str], root: str | None, options: dict[str, Any], allow: bool) -> list[str]:
+    """Refuse a task whose validation or test (target class, group) cells hold fewer than MIN_CELL_IMAGES images;
+    with `allow`, a warning instead."""
+    warnings = []
+    for task, cells in (plugin.cells(Path(str(root)), tasks, **options) or {}).items():
+        tiny = tiny_cells(cells)
+        if not tiny:
+            continue
+        what = (
+            f"dataset '{plugin.name}', task '{task}': (target class|group) cells with fewer than {MIN_CELL_IMAGES} "
+            f"images in validation or test: {describe_tiny(tiny)}"
+        )
+        if not allow:
+            raise DataError(
+                f"{what}; their group metrics would be noise: choose coarser groups or another task, add images, "
+                "or pass --allow-tiny-groups to run anyway (its records then name the cells in 'tiny_groups')"
+            )
+        warnings.append(f"{what} (--allow-tiny-groups: the records name them in 'tiny_groups')")
+    return warnings
 
 
 def task_report(report: dict[str, Any] | None, task: str) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ Event = dict[str, Any]
 Sink = Callable[[Event], None]
 
 STEP_INTERVAL_S = 0.25  # a stage reports at most this often (and always its last step)
+PLAIN_INTERVAL_S = 30.0  # a progress bar written to a pipe or a file prints a line at most this often
 REDRAW_INTERVAL_S = 0.2
 ERROR_CHARS = 160  # of a failed run's error, in its line (the record keeps all of it)
 
@@ -55,8 +56,48 @@ def stage(name: str) -> None:
     emit({"kind": "stage", "stage": name})
 
 
+class LineProgress:
+    """Progress for a log that is not a terminal: a line at most every PLAIN_INTERVAL_S and one when done, never the
+    carriage-return frames of a tqdm bar; silent without a stream."""
+
+    def __init__(self, total: int, desc: str, unit: str, stream: TextIO | None):
+        self.total, self.desc, self.unit, self.stream, self.n = total, desc, unit, stream, 0
+        self.started = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if self.stream is not None and now - self._last >= PLAIN_INTERVAL_S and self.n < self.total:
+            self._last = now
+            share = f" ({self.n / self.total:.0%})" if self.total else ""
+            self._write(f"{self.n}/{self.total} {self.unit}{share}, {duration(now - self.started)}")
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self._write(f"{self.n}/{self.total} {self.unit} in {duration(time.monotonic() - self.started)}")
+            self.stream = None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(f"{self.desc}: {text}\n")  # type: ignore[union-attr]
+        self.stream.flush()  # type: ignore[union-attr]
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True) -> Any:
+    """A tqdm bar when stderr is a terminal, plain lines (`LineProgress`) when it is a pipe or a file, nothing when
+    not `enabled`; each has `update(n)`, `close()` and works as a context manager."""
+    if enabled and sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, leave=True, dynamic_ncols=True)
+    return LineProgress(total, desc, unit, sys.stderr if enabled else None)
+
+
 class StageSteps:
-    """The steps of one stage: reported to this process's sink (throttled), or a tqdm bar when asked and no sink.
+    """The steps of one stage: reported to this process's sink (throttled), or a progress bar when asked and no sink.
 
     `meter` (a BudgetMeter) adds the run's steps used and its budget's total, from which the view derives an ETA.
     """
@@ -64,7 +105,7 @@ class StageSteps:
     def __init__(self, name: str, steps: int, meter: Any = None, bar: bool = False):
         self.name, self.steps, self.meter, self.done = name, steps, meter, 0
         self._last = 0.0
-        self._bar = tqdm(total=steps, desc=name, leave=True, dynamic_ncols=True) if bar and _sink is None else None
+        self._bar = progress_bar(steps, name, "steps") if bar and _sink is None else None
         stage(name)
 
     def update(self, n: int = 1) -> None:
@@ -278,8 +319,10 @@ class GridView:
                     job.first_step = (self.clock(), job.used if job.work else job.step)
             self.tick()
 
-    def end(self, key: str, status: str, detail: str = "") -> None:
-        """A job finished: its line is printed for good ('ok', 'failed', 'ready', ...)."""
+    def end(self, key: str, status: str, detail: str = "", run_s: float | None = None) -> None:
+        """A job finished: its line is printed for good ('ok', 'failed', 'ready', ...).  'in' counts from the job's
+        launch (a worker's start and imports included); `run_s`, the run's own time as its record states it
+        (loading, fitting, scoring), follows as 'run'."""
         with self._lock:
             job = self.jobs.pop(key, None)
             if job is None:
@@ -287,6 +330,8 @@ class GridView:
             if job.number is not None:
                 self.ended[status] = self.ended.get(status, 0) + 1
             text = f"{self._prefix(job)} {job.title}: {status} in {duration(self.clock() - job.started)}"
+            if run_s is not None:
+                text += f", run {duration(run_s)}"
             if detail:
                 first = detail.strip().splitlines()[0] if detail.strip() else ""
                 text += f": {first[:ERROR_CHARS]}{'...' if len(first) > ERROR_CHARS else ''}"
@@ -419,3 +464,8 @@ def summary_rows(outcomes: list[tuple[str, str, float]]) -> list[list[Any]]:
 
 
 SUMMARY_HEADERS = ["method", "ok", "failed", "skipped", "run time"]
+# What the summary's times are, printed under it: a run's line ('ok in 19s, run 5s') also counts its worker's start.
+SUMMARY_TIMES = (
+    "run time: the runs' own time (loading data, fitting, scoring: each record's wall_time_s), summed; "
+    "'ok in' on a run's line counts from its launch, a worker's start included"
+)

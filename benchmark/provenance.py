@@ -1,9 +1,11 @@
-"""Where a run was computed: package versions, the source commit, the host's CPU (every record carries them)."""
+"""Where and when a run was computed: package versions, the source commit, the host's CPU, when it started and ended
+(every record carries them; the method's code: `method_code`)."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+from datetime import datetime, timezone
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -66,3 +68,8 @@ def cpu_info() -> dict[str, Any]:
 def host_info() -> dict[str, Any]:
     """The host as a record states it: platform, this process's torch threads, the CPU model and flags."""
     return {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), **cpu_info()}
+
+
+def utc_now() -> str:
+    """The time now as ISO 8601 in UTC, to the millisecond (e.g. '2025-05-01T12:00:00.123+00:00')."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

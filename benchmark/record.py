@@ -86,6 +86,18 @@ class TransferResult:
     eval_time_s: float
 
 
+@dataclass(frozen=True)
+class MethodCode:
+    """The code of a run's method (`method_code.method_code`): a fingerprint of the sources of the method's module
+    and of the modules of its package that module imports, and the installed distribution that provided it.  Not
+    part of the run id: a run whose fingerprint differs from the installed code's was made with other code."""
+
+    fingerprint: str  # sha256 (16 hex digits) of the modules' tokens, comments, layout and docstrings left out
+    modules: list[str]  # the modules it covers, e.g. ['fairfacebench.methods.base', 'fairfacebench.methods.erm']
+    distribution: str | None = None  # e.g. 'fairfacebench', 'fairbench-my-method'; None: registered in-process
+    version: str | None = None  # the distribution's version
+
+
 Metrics = dict[str, dict[str, float | None]]  # split ('val', 'test') -> metric name -> value (None: undefined)
 
 
@@ -98,8 +110,12 @@ class RunRecord:
     comparison_id: str
     spec: RunSpec
     method_info: MethodInfo
+    method_code: MethodCode | None = None  # None: recorded before code fingerprints (or an unknown method)
     task_info: TaskInfo | None = None
     dataset_info: dict[str, Any] | None = None
+    # (target class|group) cells of validation and test with fewer than data.MIN_CELL_IMAGES images (split -> cell
+    # -> images), whose group metrics are noise; None: every cell has enough, or recorded before this check.
+    tiny_groups: dict[str, dict[str, int]] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     host: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +138,8 @@ class RunRecord:
     error: str | None = None
     traceback: str | None = None
     wall_time_s: float | None = None
+    started_at: str | None = None  # ISO 8601 UTC, when the run started (None: recorded before timestamps, or a crash)
+    ended_at: str | None = None  # ISO 8601 UTC, when its record was made
     config: dict[str, Any] | None = None
     recomputed_from_predictions: list[str] | None = None  # test metrics the leaderboard added from predictions
     migrated: dict[str, Any] | None = None  # what scripts/migrate_store.py changed

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 
 from fairfacebench.context import FitSettings
-from fairfacebench.data import Split, TaskData
+from fairfacebench.data import Split, TaskData, cell_counts, tiny_cells
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.fitting import fit_under_meter, predict
 from fairfacebench.loading import DataLoaderCache, resolve_device
+from fairfacebench.method_code import method_code
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
-from fairfacebench.provenance import git_commit, host_info, package_versions
-from fairfacebench.record import MethodInfo, RunRecord, TaskInfo, listings_cut
+from fairfacebench.provenance import git_commit, host_info, package_versions, utc_now
+from fairfacebench.record import LISTING_LIMIT, MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
@@ -129,6 +130,7 @@ def run_one(
         "weights": fitted.weights,
         "vlm": getattr(vlm, "info", None),
         "transfer": transferred or None,
+        "tiny_groups": scored_cells_below_minimum(data) or None,
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
@@ -140,6 +142,17 @@ def run_one(
         **transfer_arrays,
     }
     return outcome, arrays
+
+
+def scored_cells_below_minimum(data: TaskData) -> dict[str, dict[str, int]]:
+    """The (target class|group) cells of validation (both parts) and test below the minimum (data.tiny_cells)."""
+    parts = [data.val] + ([data.val_select] if data.val_select is not None else [])
+    val_y, val_a = np.concatenate([p.y for p in parts]), np.concatenate([p.a for p in parts])
+    cells = {
+        "val": cell_counts(val_y, val_a, data.target_classes, data.group_names),
+        "test": cell_counts(data.test.y, data.test.a, data.target_classes, data.group_names),
+    }
+    return tiny_cells(cells)
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
@@ -162,9 +175,17 @@ def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
 
 
 def record_of(
-    spec: RunSpec, reg: Registry, data: TaskData | None, status: str, wall_time_s: float | None, config: Any, **fields
+    spec: RunSpec,
+    reg: Registry,
+    data: TaskData | None,
+    status: str,
+    wall_time_s: float | None,
+    config: Any,
+    started_at: str | None = None,
+    **fields,
 ) -> RunRecord:
-    """A run's record: its spec and provenance (method, task, dataset, versions, commit, host) with `fields`."""
+    """A run's record: its spec and provenance (method and its code, task, dataset, versions, commit, host, start and
+    end time) with `fields`."""
     cls = reg.methods.get(spec.method)
     return RunRecord(
         run_id=spec.run_id,
@@ -177,6 +198,7 @@ def record_of(
             requires=cls.requirements() if cls else "",
             ablation_of=getattr(cls, "ablation_of", None),
         ),
+        method_code=method_code(cls, reg.provider("method", spec.method)) if cls else None,
         task_info=None
         if data is None
         else TaskInfo(
@@ -186,15 +208,32 @@ def record_of(
             group_names=list(data.group_names),
             sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         ),
-        dataset_info=None if data is None else listings_cut(data.info),
+        dataset_info=None if data is None else dataset_info(data),
         versions=package_versions(),
         git_commit=git_commit(),
         host=host_info(),
         status=status,
         wall_time_s=wall_time_s,
+        started_at=started_at,
+        ended_at=utc_now(),
         config=config,
         **fields,
     )
+
+
+def dataset_info(data: TaskData) -> dict[str, Any]:
+    """What a record says about its data: the loader's info and, for a run with an unlabeled pool, the pool's name,
+    images and report (what was dropped and why), long listings cut (`record.listings_cut`; a mapping longer than
+    the limit, e.g. a folder pool's duplicate -> first copy, is listed as (key, value) pairs and cut like a list)."""
+    if data.pool is None:
+        return listings_cut(data.info)
+    report = {
+        key: [list(pair) for pair in sorted(value.items())]
+        if isinstance(value, dict) and len(value) > LISTING_LIMIT
+        else value
+        for key, value in data.pool.report.items()
+    }
+    return listings_cut({**data.info, "pool": {"name": data.pool.name, "images": len(data.pool), **report}})
 
 
 def error_line(exc: BaseException) -> str:
@@ -255,7 +294,7 @@ class SpecRunner:
     def __call__(self, spec: RunSpec) -> tuple[RunRecord, dict | None]:
         """Run one spec; any exception becomes a failed record with its traceback."""
         reg = self.loader.reg
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), utc_now()
         data = None
         with compute_threads(spec.threads):
             try:
@@ -273,7 +312,7 @@ class SpecRunner:
                 fields, arrays, status = {"error": error_line(exc), "traceback": traceback.format_exc()}, None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
         wall = round(time.perf_counter() - started, 3)
-        return record_of(spec, reg, data, status, wall, self.config, **fields), arrays
+        return record_of(spec, reg, data, status, wall, self.config, started_at, **fields), arrays
 
     def transfer_test(self, target: TransferTarget, resolution: int) -> Split:
         """The test split of a transfer dataset at the run's resolution (loaded before the fit, so bad data fails

@@ -67,6 +67,9 @@ class $cls(Method):
     labels = LabelUse(target="train")  # add sensitive="train" if fit reads ctx.train.a
     needs_vlm = False  # True if fit reads ctx.vlm (a vision-language encoder)
     needs_pool = False  # True if fit reads ctx.pool (unlabeled images)
+    # Part of every run id: bump it whenever a change alters results (fit, the loss, a default, the space), so
+    # `fairbench run` computes afresh instead of reusing runs of the old code (README: "Changing your method").
+    version = 1
     # Defaults are trial 0; the samplers draw the other trials.  lr and weight_decay come with Method.
     space = {
         "freeze_backbone": Hparam(False, choice([False, True]), "train only the linear head on frozen features"),
@@ -124,6 +127,16 @@ The conformance kit trains the method on a tiny synthfaces task under the
 smoke budget and checks that it stays inside its budget, never reads test
 labels, is deterministic under a fixed seed, returns probabilities of shape
 (N, n_classes), and reads only the labels, pool and VLM it declares.
+
+## Changing your method
+
+Every run id includes the method's `version`. When you change what `fit`
+computes (the loss, a default, the search space), bump `version` in
+`src/$module/__init__.py`: `fairbench run` then computes the runs afresh
+instead of reusing those of the old code, and the leaderboard tables only the
+newest version. Each run record also stores a fingerprint of your package's
+code; when it differs from the installed code, `fairbench run` and
+`--dry-run` name those runs and `--rerun-changed` recomputes them.
 
 ## Where things go
 

@@ -35,6 +35,8 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 CLAIMS = ".claims"
 CLAIM_TIMEOUT_S = 24 * 3600  # a claim from another host, whose pid cannot be checked, is stale after this
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -110,19 +112,17 @@ def describe_claim(claim: dict[str, Any]) -> str:
     return f"claimed by pid {claim.get('pid')} on {claim.get('host')} since {claim.get('claimed')}"
 
 
-def stored_statuses(root: Path, run_ids: list[str]) -> dict[str, str | None]:
-    """Each run's status in the store at `root` ('ok', 'failed', or None: absent or damaged), creating nothing."""
+def stored_records(root: Path, run_ids: list[str]) -> dict[str, RunRecord | None]:
+    """Each run's finished record in the store at `root` (None: absent or damaged), creating nothing."""
     if not root.is_dir():
         return dict.fromkeys(run_ids)
     store = ResultStore(root, create=False)
-    return {run_id: store.status(run_id) for run_id in run_ids}
+    return {run_id: store.record(run_id) for run_id in run_ids}
 
 
 def record_json(record: RunRecord) -> str:
     """A record as the store writes it (also the site's copy): published plain data, NaN as null, indented."""
-    return json.dumps(
-        nan_to_none(to_plain(record_plain(record))), indent=1, default=_json_default, allow_nan=False
-    )
+    return json.dumps(nan_to_none(to_plain(record_plain(record))), indent=1, default=_json_default, allow_nan=False)
 
 
 class ResultStore:

@@ -76,6 +76,11 @@ class DatasetPlugin:
             else f"'{self.name}' does not implement check"
         )
 
+    def cells(self, root: Path | None, tasks: list[str], **options: Any) -> dict[str, dict[str, dict[str, int]]] | None:
+        """Per task, the images per (target class, sensitive group) cell of each split, counted without decoding
+        (`fairfacebench.data.task_cells`); None when the plugin cannot count them before loading."""
+        return None
+
     def prepare(self, root: Path, size: int, cache_dir: Path, workers: int | None = None) -> dict[str, Any]:
         """Build the decoded-image cache of a data root ahead of a run."""
         raise NotImplementedError(

@@ -27,10 +27,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
 from fairfacebench.data import DataError
 from fairfacebench.datasets.near_duplicates import BITS, HASH_VERSION, THUMBNAIL, grey_thumbnail, phash
+from fairfacebench.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _build(tmp: Path, items: list[str], meta: dict[str, Any], workers: int, stri
     with open(tmp / IMAGES, "wb") as out:
         _write_header(out, 0, size)
         header_end = out.tell()
-        bar = tqdm(total=len(items), desc=f"caching {meta['name']} at {size}px", unit="img", disable=not progress)
+        bar = progress_bar(len(items), f"caching {meta['name']} at {size}px", "img", enabled=progress)
         with bar, closing(_decoded(items, size, workers)) as results:
             for index, (pixels, kind, reason) in enumerate(results):
                 if pixels is None:
@@ -391,12 +391,14 @@ def _hash_into(tmp: Path, items: list[str], meta: dict[str, Any], progress: bool
     started = time.perf_counter()
     hashes = np.zeros((len(items), BITS // 8), dtype=np.uint8)
     skipped = []
-    for index, path in enumerate(tqdm(items, desc=f"hashing {meta['name']}", unit="img", disable=not progress)):
-        value, kind, reason = _read_or_reason(lambda: phash(grey_thumbnail(path)))
-        if kind is None:
-            hashes[index] = value
-        else:
-            skipped.append({"index": index, "file": path, "kind": kind, "reason": reason})
+    with progress_bar(len(items), f"hashing {meta['name']}", "img", enabled=progress) as bar:
+        for index, path in enumerate(items):
+            value, kind, reason = _read_or_reason(lambda: phash(grey_thumbnail(path)))
+            if kind is None:
+                hashes[index] = value
+            else:
+                skipped.append({"index": index, "file": path, "kind": kind, "reason": reason})
+            bar.update()
     with open(tmp / HASHES, "wb") as out:
         np.save(out, hashes)
         out.flush()

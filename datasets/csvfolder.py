@@ -167,6 +167,9 @@ class CsvFolder(IndexedDataset):
         }
         return DatasetIndex(tables, info)
 
+    def index_attributes(self, index: DatasetIndex) -> dict[str, Attribute]:
+        return attributes_of(index)
+
     def load(
         self,
         root: Path | str | None,

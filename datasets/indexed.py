@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fairfacebench.data import DataError, LoadedDataset, Split, restrict_to_task
+from fairfacebench.data import Attribute, DataError, LoadedDataset, Split, restrict_to_task, task_cells
 from fairfacebench.datasets.base import DatasetPlugin, options_digest
 from fairfacebench.datasets.cache import build_or_load, default_cache_dir, image_hashes
 from fairfacebench.datasets.near_duplicates import BITS, groups
@@ -121,6 +121,23 @@ class IndexedDataset(DatasetPlugin):
         ds = LoadedDataset(self.name, dict(self.attributes), splits, info)
         return restrict_to_task(ds, self.task(task)) if task else ds
 
+    def index_attributes(self, index: DatasetIndex) -> dict[str, Attribute]:
+        """The attributes the index's label codes refer to (a plugin whose classes come from its data overrides)."""
+        return dict(self.attributes)
+
+    def cells(
+        self, root: Path | str | None, tasks: Sequence[str], **options: Any
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        """Per task, the images per (target class, group) cell of each split, as a run's loader splits them (its run
+        options), counted on the index (nothing decoded; one index for all tasks unless the splits follow the task)."""
+        root, options = self.require_root(root), self.run_options(options)
+        shared = None if self.splits_per_task else self.checked_index(root, **options)
+        out = {}
+        for name in tasks:
+            index = shared or self.checked_index(root, task=name, **options)
+            out[name] = task_cells(index.tables, self.index_attributes(index), self.task(name))
+        return out
+
     def fingerprint(self, root: Path | str | None, **options: Any) -> str:
         """A hash of what `load` reads: every split's file names, file sizes and label codes (not the folder's path)."""
         index = self.checked_index(self.require_root(root), **options)
@@ -152,6 +169,7 @@ class IndexedDataset(DatasetPlugin):
             "splits": {name: len(table) for name, table in index.tables.items()},
             "groups": {name: group_counts(table, self.attributes) for name, table in index.tables.items()},
             "problems": problems,
+            "warnings": index.info.get("warnings", []),
             "info": index.info,
         }
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,6 +24,8 @@ from fairfacebench.data import DataError, UnlabeledPool
 from fairfacebench.datasets.base import DatasetPlugin, folder_fingerprint
 from fairfacebench.datasets.cache import CachedImages, build_or_load
 from fairfacebench.hookspecs import hookimpl
+
+logger = logging.getLogger(__name__)
 
 
 class PoolPlugin:
@@ -64,6 +67,7 @@ class FolderPool(PoolPlugin):
         paths = [root / f for f in unique]
         cached = build_or_load(f"folder-{root.name}", paths, size, cache_dir, workers=workers, progress=progress)
         report = _folder_report(root, files, duplicate_of, cached)
+        logger.info("pool folder %s: %s", root, report["summary"])
         if not len(cached.images):
             raise DataError(
                 f"pool folder {root} holds no decodable image among its {len(files)} file(s) "
@@ -159,7 +163,16 @@ def _sha256(path: Path) -> str:
 def _folder_report(root: Path, files: list[str], duplicate_of: dict[str, str], cached: CachedImages) -> dict[str, Any]:
     skipped = [{**s, "file": Path(s["file"]).relative_to(root).as_posix()} for s in cached.manifest["skipped"]]
     kinds = Counter(s["kind"] for s in skipped)
+    dropped = {
+        "exact duplicate(s) of another file (identical bytes; the first in path order is kept)": len(duplicate_of),
+        "not image(s)": kinds["not_image"],
+        "corrupt image(s)": kinds["corrupt"],
+        "dangling link(s)": kinds["missing"],
+        "unsupported image(s)": kinds["unsupported"],
+    }
+    why = "; ".join(f"{n:,} {what}" for what, n in dropped.items() if n)
     return {
+        "summary": f"{len(files):,} files, {len(cached.images):,} images read" + (f": dropped {why}" if why else ""),
         "source": str(root),
         "files": len(files),
         "images": len(cached.images),

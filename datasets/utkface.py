@@ -81,6 +81,18 @@ class ParsedNames:
     gender: np.ndarray
     race: np.ndarray
     skipped: list[dict[str, str]]
+    listed: int = 0  # files in the folder, parsed or skipped
+
+    def warnings(self) -> list[str]:
+        """The one warning about skipped names that a check report carries (so `run` prints it once)."""
+        if not self.skipped:
+            return []
+        reasons = dict(Counter(s["reason"] for s in self.skipped))
+        named = "; ".join(f"{s['file']!r} ({s['reason']})" for s in self.skipped[:20])
+        return [
+            f"skipped {len(self.skipped)} of {self.listed} files whose names do not match "
+            f"[age]_[gender]_[race]_[datetime].jpg.chip.jpg ({reasons}): {named}"
+        ]
 
 
 def parse_name(name: str) -> tuple[int, int, int] | str:
@@ -96,7 +108,8 @@ def parse_name(name: str) -> tuple[int, int, int] | str:
 
 
 def parse_folder(root: Path) -> ParsedNames:
-    """Parse every file name in `root` (flat); skipped names are logged in one warning."""
+    """Parse every file name in `root` (flat); skipped names are logged (INFO) and named in the index's warnings,
+    which `data check` and `run` print once."""
     # A dangling link is listed too: the image cache skips it as missing and names it.
     names = sorted(entry.name for entry in os.scandir(root) if entry.is_file() or entry.is_symlink())
     files, labels, skipped = [], [], []
@@ -107,19 +120,11 @@ def parse_folder(root: Path) -> ParsedNames:
         else:
             files.append(name)
             labels.append(parsed)
-    if skipped:
-        reasons = Counter(s["reason"] for s in skipped)
-        logger.warning(
-            "utkface: skipped %d of %d files in %s whose names do not match "
-            "[age]_[gender]_[race]_[datetime].jpg.chip.jpg (%s): %s",
-            len(skipped),
-            len(names),
-            root,
-            dict(reasons),
-            "; ".join(f"{s['file']!r} ({s['reason']})" for s in skipped[:20]),
-        )
     age, gender, race = np.asarray(labels, dtype=np.int64).reshape(-1, 3).T
-    return ParsedNames(files, age, gender, race, skipped)
+    parsed = ParsedNames(files, age, gender, race, skipped, len(names))
+    for warning in parsed.warnings():
+        logger.info("utkface at %s: %s", root, warning)
+    return parsed
 
 
 def age_group(age: np.ndarray) -> np.ndarray:
@@ -188,6 +193,7 @@ class UTKFace(UTKFaceFolder):
             "parsed": len(parsed.files),
             "irregular_names": IRREGULAR_POLICY,
             "skipped_names": parsed.skipped,
+            "warnings": parsed.warnings(),
             "age_bins": {"age_group": "0-19, 20-39, 40-59, 60+ years", "age_binary": "0-39 vs 40+ years"},
             "near_duplicates": near_info,
             "split": split_info(split_seed, split_fractions, SPLITS, ("gender", "race", "age_binary"), codes),
@@ -350,6 +356,7 @@ class UTKFaceControlledBias(UTKFaceFolder):
             "cells": {name: cell_counts(tables[name], sensitive) for name in CB_SPLITS},
             "dropped_by_skew": int((codes == -1).sum()),
             "skipped_names": parsed.skipped,
+            "warnings": parsed.warnings(),
         }
         return DatasetIndex(tables, info)
 
@@ -364,6 +371,7 @@ class UTKFaceControlledBias(UTKFaceFolder):
             "ok": not problems,
             "cells": cells,
             "problems": problems,
+            "warnings": list(dict.fromkeys(w for r in reports.values() for w in r.get("warnings", []))),
             "tasks": reports,
         }
 

@@ -23,16 +23,55 @@ class Hparam:
     doc: str = ""
 
 
+# The search distributions: a draw is `sampler(rng)`; `str(sampler)` names the distribution (`fairbench list methods
+# NAME`).  Any function of a numpy Generator is a sampler too.
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    lo: float
+    hi: float
+
+    def __call__(self, rng: np.random.Generator) -> float:
+        return float(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
+
+    def __str__(self) -> str:
+        return f"log-uniform [{self.lo:g}, {self.hi:g}]"
+
+
+@dataclass(frozen=True)
+class Uniform:
+    lo: float
+    hi: float
+
+    def __call__(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.lo, self.hi))
+
+    def __str__(self) -> str:
+        return f"uniform [{self.lo:g}, {self.hi:g}]"
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[Any, ...]
+
+    def __call__(self, rng: np.random.Generator) -> Any:
+        return self.options[int(rng.integers(len(self.options)))]
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.options))
+
+
 def log_uniform(lo: float, hi: float) -> Sampler:
-    return lambda rng: float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return LogUniform(lo, hi)
 
 
 def uniform(lo: float, hi: float) -> Sampler:
-    return lambda rng: float(rng.uniform(lo, hi))
+    return Uniform(lo, hi)
 
 
 def choice(options: list[Any]) -> Sampler:
-    return lambda rng: options[int(rng.integers(len(options)))]
+    return Choice(tuple(options))
 
 
 @dataclass(frozen=True)

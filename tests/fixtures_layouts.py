@@ -7,6 +7,7 @@ image is ever copied (UTKFace, CelebA and FairFace licences forbid it).
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,23 @@ def build_pool_folder(root: Path) -> dict[str, int]:
     (root / "empty.png").write_bytes(b"")
     truncate(write_image(root / "sub" / "broken.jpg", 8, size=(64, 64), fmt="JPEG"))
     return {"files": 11, "images": 7, "duplicates": 1, "non_image": 2, "corrupt": 1}
+
+
+CSV_SKIN = ("light", "medium", "dark")
+
+
+def build_csv_folder(root, n=60, split=False):
+    """n generated images under root/img/ and labels.csv: image, smiling, skin, glasses, a notes column (ignored)."""
+    rows = []
+    for i in range(n):
+        rel = f"img/{i:03d}.png"
+        write_image(root / rel, seed=i, size=(20, 20), fmt="PNG")
+        row = {"image": rel, "smiling": "yes" if i % 2 else "no", "skin": CSV_SKIN[i % 3], "glasses": str(i % 4 // 2)}
+        if split:
+            row["part"] = ("train", "train", "train", "val", "test")[i % 5]
+        rows.append({**row, "notes": f"generated {i}"})
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

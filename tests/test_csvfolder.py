@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from fixtures_layouts import write_image
+from fixtures_layouts import build_csv_folder
 
 from fairfacebench.cli import main
 from fairfacebench.data import DataError, make_task_data
 from fairfacebench.datasets.csvfolder import CsvFolder
 from fairfacebench.errors import ConfigError
 
-SKIN = ("light", "medium", "dark")
 OPTIONS = {"target": "smiling", "sensitive": "skin"}
 CLI_OPTIONS = ["--dataset-option", "csv.target=smiling", "--dataset-option", "csv.sensitive=skin"]
-
-
-def build_csv_folder(root, n=60, split=False):
-    """n generated images under root/img/ and labels.csv: image, smiling, skin, glasses, a notes column (ignored)."""
-    rows = []
-    for i in range(n):
-        rel = f"img/{i:03d}.png"
-        write_image(root / rel, seed=i, size=(20, 20), fmt="PNG")
-        row = {"image": rel, "smiling": "yes" if i % 2 else "no", "skin": SKIN[i % 3], "glasses": str(i % 4 // 2)}
-        if split:
-            row["part"] = ("train", "train", "train", "val", "test")[i % 5]
-        rows.append({**row, "notes": f"generated {i}"})
-    with open(root / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
 
 
 @pytest.fixture()
@@ -156,10 +137,13 @@ def test_run_refuses_bad_csv_input_before_any_training(root, tmp_path, capsys, e
 def test_run_on_a_csv_folder_writes_per_group_results(root, tmp_path, capsys):
     out = tmp_path / "runs"
     argv = ["run", "--methods", "erm", "--datasets", "csv", "--data-root", str(root), *CLI_OPTIONS]
+    argv += ["--allow-tiny-groups"]  # 60 images: 1 per (smiling, skin) cell in validation, 2 in test
     assert main([*argv, "--budget", "smoke", "--workers", "1", "--bootstrap", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "[1/1] csv/smiling/skin erm seed 0 trial 0: ok in" in printed
     (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert rec["status"] == "ok" and rec["task_info"]["group_names"] == ["dark", "light", "medium"]
+    cells = [f"{y}|{skin}" for skin in ("dark", "light", "medium") for y in ("no", "yes")]
+    assert rec["tiny_groups"] == {"val": dict.fromkeys(cells, 1), "test": dict.fromkeys(cells, 2)}
     assert rec["dataset_info"]["columns"]["target"] == ["smiling"]
     assert np.isfinite(rec["metrics"]["test"]["acc"])

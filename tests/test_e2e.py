@@ -79,6 +79,8 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
         [*cli, "list", "methods", "--format", "json"], env=env, capture_output=True, text=True, check=True
     )
     assert "linear-probe" in listed.stdout and "Kornblith" in listed.stdout
+    package = {"distribution": "fairbench-example-plugin", "version": "0.1.0"}
+    assert {m["name"]: m for m in json.loads(listed.stdout)}["linear-probe"]["package"] == package
     out = tmp_path / "runs"
     ran = subprocess.run(
         [*cli, "run", "--methods", "linear-probe,erm", "--budget", "smoke", "--out", str(out), *TINY_OPTIONS],
@@ -89,6 +91,10 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     rows = {r["method"]: r for r in json.loads((out / "leaderboard.json").read_text())["tables"][0]["rows"]}
     assert rows["linear-probe"]["status"] == "ok"
+    records = {r["spec"]["method"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/record.json"))}
+    code = records["linear-probe"]["method_code"]
+    assert (code["distribution"], code["version"], code["modules"]) == (*package.values(), ["fairbench_example_plugin"])
+    assert records["erm"]["method_code"]["distribution"] == "fairfacebench"
 
 
 @pytest.mark.slow
@@ -112,6 +118,8 @@ def test_erm_on_default_synthfaces_shows_a_group_gap(tmp_path):
             "--vlm clip: unknown encoder 'clip'; use 'auto', 'none' or one of",
         ),
         (["--methods", "erm", "--datasets", "nope"], "unknown dataset 'nope'; installed datasets: ["),
+        (["--methods", "ermm"], "unknown method 'ermm'; did you mean erm?"),
+        (["--methods", "erm", "--datasets", "utkfce"], "unknown dataset 'utkfce'; did you mean utkface or utkface-cb?"),
     ],
 )
 def test_run_reports_bad_names_without_a_traceback(tmp_path, capsys, flags, message):
@@ -145,6 +153,7 @@ def test_run_on_a_real_layout_writes_per_group_tables(tmp_path, dataset):
         "2",
         "--bootstrap",
         "50",
+        "--allow-tiny-groups",  # a handful of images per (target, group) cell
         "--out",
         str(out),
     ]

@@ -40,9 +40,9 @@ class RecordingView(GridView):
         self.events.append(event)
         super().event(event)
 
-    def end(self, key, status, detail=""):
+    def end(self, key, status, detail="", run_s=None):
         self.ends.append((key, status, detail))
-        super().end(key, status, detail)
+        super().end(key, status, detail, run_s)
 
 
 def test_progress_log_records_and_output_of_a_worker_process_reach_the_parent(tmp_path):
@@ -191,7 +191,7 @@ def test_the_view_numbers_runs_and_shows_stage_step_elapsed_and_eta(live):
     assert line == "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: train, step 5/10, 4s, ETA 5s"
     assert "1/2" not in view.footer() and "ETA 12s" in view.footer()  # 5 of 20 steps in 4 s
     now[0] = 8.0
-    view.end("a", "ok")
+    view.end("a", "ok", run_s=5.2)  # 8 s since its launch, 5 s of its own (the rest: starting its worker)
     view.close()
-    assert "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: ok in 8s" in out.text
+    assert "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: ok in 8s, run 5s" in out.text
     assert ("\x1b[" in out.text) == live  # plain lines never move the cursor

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from fixtures_layouts import UTK_IRREGULAR, UTK_MISSING_RACE, build_utkface
 
+from fairfacebench.cli import main
 from fairfacebench.data import DataError, make_task_data
 from fairfacebench.datasets import utkface
 from fairfacebench.datasets.utkface import UTKFace, age_binary, age_group, parse_folder, parse_name
@@ -36,16 +37,22 @@ def test_age_bins():
     assert age_binary(ages).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
-def test_irregular_names_are_skipped_with_one_named_warning(root, caplog):
-    with caplog.at_level(logging.WARNING, logger=utkface.__name__):
+def test_irregular_names_are_skipped_with_one_named_warning(root, caplog, capsys, tmp_path):
+    """Parsing logs the skipped names at INFO (it runs in preflight, the fingerprint and every run's process); the
+    check report carries the one warning, which `run` prints once."""
+    with caplog.at_level(logging.INFO, logger=utkface.__name__):
         parsed = parse_folder(root)
     assert len(parsed.files) == 60
     assert {s["file"]: s["reason"] for s in parsed.skipped} == {
         **{n: "missing race field" for n in UTK_MISSING_RACE},
         **{n: "irregular name" for n in UTK_IRREGULAR},
     }
-    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert all(r.levelno == logging.INFO for r in caplog.records)
+    (warning,) = UTKFace().check(root)["warnings"]
     assert "skipped 5 of 65" in warning and all(n in warning for n in (*UTK_MISSING_RACE, *UTK_IRREGULAR))
+    argv = ["run", "--methods", "erm", "--datasets", "utkface", "--data-root", str(root), "--budget", "smoke"]
+    assert main([*argv, "--allow-tiny-groups", "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert capsys.readouterr().err.count("skipped 5 of 65") == 1
 
 
 def test_load_gives_stratified_splits_and_labels_from_names(root, tmp_path):

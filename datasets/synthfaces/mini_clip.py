@@ -257,7 +257,8 @@ def load_or_train(
     folder = cache_path(cache_dir, cfg)
     weights, meta = folder / "weights.pt", folder / "report.json"
     if retrain or not (weights.is_file() and meta.is_file()):
-        log.warning("training the synthfaces mini-CLIP (config %s) into %s", cfg.key(), folder)
+        # the normal first-run preparation (the grid's view shows its steps), not a problem: INFO, not WARNING
+        log.info("training the synthfaces mini-CLIP (config %s) into %s", cfg.key(), folder)
         model, report = train_mini_clip(cfg, progress)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_suffix(f".{os.getpid()}.tmp")

@@ -1,0 +1,156 @@
+"""The code of a run's method: a fingerprint of the sources it runs and the distribution that provided it.
+
+Every record stores it (`record.MethodCode`), outside the run id: `fairbench
+run` compares a stored run's fingerprint with the installed code's and names
+the runs made with other code (`--rerun-changed` recomputes them).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import io
+import sys
+import tokenize
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fairfacebench.record import MethodCode, RunRecord
+
+
+def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode | None:
+    """The fingerprint of a method's code and the distribution that provided it (`Registry.provider`).
+
+    It covers the module defining the method class and every module of the same package that module imports,
+    directly or through one another (for a built-in: `fairfacebench.methods.*`, so the shared `base`, `common` and
+    `losses`; for a plugin package: its own modules).  The core is left out: every record names its version and
+    commit, and a harness refactor must not mark every stored run as made with other code.  Each module counts by
+    its tokens without comments, layout and docstrings, and the fingerprint does not depend on module names: moving
+    or reformatting a file changes nothing, editing what it executes does.  None for a method whose module has no
+    source file (defined interactively): its code cannot be told apart.
+    """
+    modules = code_modules(cls.__module__)
+    if not modules:
+        return None
+    digests = sorted(hashlib.sha256(code_tokens(source_of(name))).hexdigest() for name in modules)
+    distribution, dist_version = provider or (None, None)
+    return MethodCode(
+        fingerprint=hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
+        modules=list(modules),
+        distribution=distribution,
+        version=dist_version,
+    )
+
+
+def installed_code(method: str, reg: Any) -> MethodCode | None:
+    """The installed code of method `method` (None when it is not installed)."""
+    cls = reg.methods.get(method)
+    return None if cls is None else method_code(cls, reg.provider("method", method))
+
+
+def made_with_other_code(record: RunRecord, installed: MethodCode | None) -> bool | None:
+    """Whether a stored run's method code differs from the installed code: None when either is unknown (a record
+    from before code fingerprints, or a method no longer installed)."""
+    if record.method_code is None or installed is None:
+        return None
+    return record.method_code.fingerprint != installed.fingerprint
+
+
+@lru_cache(maxsize=None)
+def code_modules(module: str) -> tuple[str, ...]:
+    """`module` and the modules of its package it imports, directly or through one another, sorted."""
+    package = package_of(module)
+    scope = package if package != module or is_package(module) else ""
+
+    def inside(name: str) -> bool:
+        return name == module or bool(scope) and (name == scope or name.startswith(scope + "."))
+
+    found, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in found or source_path(name) is None:
+            continue
+        found.add(name)
+        todo += [m for m in imported_modules(name) if inside(m)]
+    return tuple(sorted(found))
+
+
+def imported_modules(module: str) -> set[str]:
+    """Every module `module` imports, at its top or inside functions (`from X import Y` names X.Y when that is a
+    module, else X)."""
+    found = set()
+    for node in ast.walk(ast.parse(source_of(module))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = importlib.util.resolve_name("." * node.level + base, package_of(module))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}") else base)
+    return found
+
+
+def is_module(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent that is a module, not a package
+        return False
+
+
+def is_package(name: str) -> bool:
+    if name in sys.modules:
+        return hasattr(sys.modules[name], "__path__")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.submodule_search_locations is not None
+
+
+def package_of(module: str) -> str:
+    """The package a module belongs to: itself for a package (its `__init__`), else its parent ('' at the top)."""
+    return module if is_package(module) else module.rpartition(".")[0]
+
+
+def source_path(module: str) -> Path | None:
+    """The source file of a module (None without one: a built-in, an extension, a namespace, an interactive
+    session)."""
+    origin = getattr(sys.modules.get(module), "__file__", None)
+    if origin is None:
+        try:
+            origin = getattr(importlib.util.find_spec(module), "origin", None)
+        except (ImportError, ValueError):
+            return None
+    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
+
+
+def source_of(module: str) -> bytes:
+    path = source_path(module)
+    if path is None:
+        raise FileNotFoundError(f"module {module} has no Python source file to fingerprint")
+    return path.read_bytes()
+
+
+def code_tokens(source: bytes) -> bytes:
+    """A module's tokens, space-separated, without comments, blank lines, layout and docstrings (statements that
+    are a lone string): what Python executes, so reformatting or documenting a method is not a change of code."""
+    kept: list[str] = []
+    statement: list[tokenize.TokenInfo] = []
+    for token in tokenize.tokenize(io.BytesIO(source).readline):
+        if token.type in (tokenize.ENCODING, tokenize.COMMENT, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        if token.type in (tokenize.INDENT, tokenize.DEDENT):
+            kept.append(tokenize.tok_name[token.type])
+        elif token.type == tokenize.NEWLINE:
+            if not all(t.type == tokenize.STRING for t in statement):
+                kept += [t.string for t in statement] + [";"]
+            statement = []
+        else:
+            statement.append(token)
+    kept += [t.string for t in statement]
+    return " ".join(kept).encode()
