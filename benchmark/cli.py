@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -457,55 +458,89 @@ def code_notes(changed: dict[str, list[str]], unchecked: dict[str, int], args: a
     return notes
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import time
+@dataclass
+class Work:
+    """What `run` will do: every run of the plan (and the chosen trials after a finished search), what the store
+    holds of them, which stored ones are computed again and why, and what is left to compute."""
 
-    from fairfacebench.grid import execute
-    from fairfacebench.leaderboard.tables import write
+    specs: list[Any]
+    statuses: dict[str, str | None]
+    changed: dict[str, list[str]]  # method -> stored runs made with other code than is installed
+    unchecked: dict[str, int]
+    lacking: dict[str, list[str]]  # run id -> --eval-on datasets its record lacks
+    again: set[str]  # stored runs computed again
+    todo: list[Any]
+    waiting: int  # methods whose search has not finished
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
-    from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
-    from fairfacebench.runner import SpecRunner
-    from fairfacebench.store import ResultStore, stored_records
 
     reg = registry()
     checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
-    plan, specs = checked.plan, checked.specs
+    plan = checked.plan
     for warning in checked.warnings:
         print(f"fairbench run: warning: {warning}", file=sys.stderr)
-    final, waiting = _after_search(plan, specs, reg)
-    specs = specs + final
+    work = _work(plan, checked, reg, args)
+    methods = plan.method_names(reg.methods)
+    print(
+        f"{len(work.specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
+        f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
+        f"({plan.workers} worker(s)); {len(work.todo)} to compute, {len(work.specs) - len(work.todo)} already in "
+        f"{plan.out}"
+    )
+    for note in code_notes(work.changed, work.unchecked, args):
+        print(f"fairbench run: warning: {note}", file=sys.stderr)
+    if args.dry_run:
+        _dry_run(plan, work, methods, args)
+        return 0
+    return _compute(plan, work, checked, reg, args)
+
+
+def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
+    from fairfacebench.store import stored_records
+
+    final, waiting = _after_search(plan, checked.specs, reg)
+    specs = checked.specs + final
     stored = stored_records(Path(plan.out), [s.run_id for s in specs])
     statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
     changed, unchecked = code_check(specs, stored, reg)
     lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
     again = recomputed(stored, changed, args) | set(lacking)
     todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
-    methods = plan.method_names(reg.methods)
-    print(
-        f"{len(specs)} runs: {len(plan.datasets)} dataset(s) x {len(methods)} method(s) x {plan.hparam_trials} "
-        f"trial(s) x {plan.seeds} seed(s), budget '{plan.budget}', executor '{plan.executor}' "
-        f"({plan.workers} worker(s)); {len(todo)} to compute, {len(specs) - len(todo)} already in {plan.out}"
-    )
-    for note in code_notes(changed, unchecked, args):
-        print(f"fairbench run: warning: {note}", file=sys.stderr)
-    if args.dry_run:
-        print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, specs))}")
-        expected = _estimate(todo, plan)
-        other_code = {run_id for ids in changed.values() for run_id in ids}
-        for spec in specs:
-            action = dry_run_action(
-                spec.run_id, statuses, again, other_code, lacking, args, expected.seconds.get(spec.run_id)
-            )
-            print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
-        if waiting:
-            print(
-                f"then: the chosen trials on seeds {plan.search_seeds}..{plan.seeds - 1} of {waiting} method(s) "
-                "whose search has not finished (not in the estimate)"
-            )
-        _print_estimate(expected)
-        print("dry run: nothing computed")
-        return 0
+    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting)
+
+
+def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace) -> None:
+    """The resolved plan, each run's action and estimated time, and the grid's estimate; nothing computed."""
+    from fairfacebench.progress import run_title
+
+    print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
+    expected = _estimate(work.todo, plan)
+    other_code = {run_id for ids in work.changed.values() for run_id in ids}
+    for spec in work.specs:
+        seconds = expected.seconds.get(spec.run_id)
+        action = dry_run_action(spec.run_id, work.statuses, work.again, other_code, work.lacking, args, seconds)
+        print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+    if work.waiting:
+        print(
+            f"then: the chosen trials on seeds {plan.search_seeds}..{plan.seeds - 1} of {work.waiting} method(s) "
+            "whose search has not finished (not in the estimate)"
+        )
+    _print_estimate(expected)
+    print("dry run: nothing computed")
+
+
+def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace) -> int:
+    """Compute the work (then the chosen trials, should the search finish in this grid) and report it."""
+    import time
+
+    from fairfacebench.grid import execute
+    from fairfacebench.leaderboard.tables import write
+    from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
+    from fairfacebench.runner import SpecRunner
+    from fairfacebench.store import ResultStore
 
     live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
     view = GridView(0, live=live, stream=sys.stdout, work_per_run=plan.budget_profile.steps)
@@ -524,14 +559,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             ray_address=plan.ray_address or None,
             view=view,
             run_timeout_s=plan.run_timeout_s,
-            rerun=lambda record: record.run_id in again,
+            rerun=lambda record: record.run_id in work.again,
         )
 
     new: list[Any] = []
     try:
-        counts = grid(specs)
-        after, _ = _after_search(plan, specs, reg)  # the search may have finished in this grid
-        new = [s for s in after if s not in specs]
+        counts = grid(work.specs)
+        after, _ = _after_search(plan, work.specs, reg)  # the search may have finished in this grid
+        new = [s for s in after if s not in work.specs]
         if new:
             print(f"search finished: {len(new)} run(s) of the chosen trials on seeds {plan.search_seeds}..")
             counts = {k: v + counts[k] for k, v in grid(new).items()}
@@ -541,7 +576,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ResultStore(plan.out, create=False)
     print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
     print(SUMMARY_TIMES)
-    print_results(specs + new, Path(plan.out), reg, plan.selection)
+    print_results(work.specs + new, Path(plan.out), reg, plan.selection)
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
