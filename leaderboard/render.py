@@ -50,11 +50,13 @@ LEADERBOARD_HEADERS = [
     "flags",
 ]
 REGIME_HEADERS = ["method", "regime", "trial", "seeds", *REGIME_METRICS, *[f"Δ{m} vs default" for m in REGIME_METRICS]]
-PAIRED_CAPTION = (
+PAIRED = (
     "mean [95% interval] of the per-seed differences over the seeds both ran; interval and p-value from the "
     "two-level paired bootstrap over seeds and test rows; 'tied': not significant at α = 0.05 after Holm's "
-    "correction over the column (family: this table, this metric)"
+    "correction over"
 )
+PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"
+REGIME_CAPTION = f"{PAIRED} the methods (family: this table, this regime, this metric)"
 BUDGET_HEADERS = [
     "method",
     "seed",
@@ -231,17 +233,22 @@ def regimes_markdown(t: Table) -> list[str]:
     if t.search is None:
         return []
     rows = [regime_cells(r, g) for r in t.ok_rows for g in r.regimes or []]
-    seeds = ", ".join(str(s) for s in t.search.search_seeds)
     return [
-        f"Default vs tuned. The search: trials {t.search.trials[0]}-{t.search.trials[-1]} on the search seed(s) "
-        f"{seeds}, then trial 0 and each rule's pick on the other seeds. Per regime: the trial it picks on the "
-        "search seeds, its test metrics over the seeds it ran, and regime − default (" + PAIRED_CAPTION + "; "
-        "family: this table, regime and metric). The test oracle picks by test accuracy: an upper bound no method "
-        "may claim.",
+        f"Default vs tuned. {search_text(t)} Per regime: the trial it picks on the search seeds, its test metrics "
+        f"over the seeds it ran, and regime − default ({REGIME_CAPTION}). The test oracle picks by test accuracy: "
+        "an upper bound no method may claim.",
         "",
         md_table(rows, REGIME_HEADERS),
         "",
     ]
+
+
+def search_text(t: Table) -> str:
+    """'The search: trials 1-4 on the search seed(s) 0; trial 0 and each rule's pick on every seed.'"""
+    searched = [k for k in t.search.trials if k != 0]
+    trials = f"trials {searched[0]}-{searched[-1]}" if searched else "no trial but the defaults"
+    seeds = ", ".join(str(s) for s in t.search.search_seeds)
+    return f"The search: {trials} on the search seed(s) {seeds}; trial 0 and each rule's pick on every seed."
 
 
 def regime_cells(r: Row, g: RegimeResult) -> list[Any]:

@@ -41,11 +41,13 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.leaderboard.render import (
     PAIRED_CAPTION,
+    REGIME_CAPTION,
     count_text,
     critical_differences,
     difference_text,
     rank_text,
     regime_name,
+    search_text,
     shared_flags,
     summary_text,
     table_title,
@@ -137,6 +139,8 @@ class TableView:
     compared_metrics: list[str]
     ablation_metrics: list[str]
     paired_caption: str
+    regime_caption: str
+    search: str | None
     ranks: list[RankView]
     critical_differences: str
     regime_metrics: list[str]
@@ -307,6 +311,8 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         compared_metrics=list(COMPARED_METRICS),
         ablation_metrics=list(ABLATION_METRICS),
         paired_caption=PAIRED_CAPTION,
+        regime_caption=REGIME_CAPTION,
+        search=search_text(table) if table.search else None,
         ranks=rank_views(table),
         critical_differences=critical_differences(table.rankings),
         regime_metrics=list(REGIME_METRICS),

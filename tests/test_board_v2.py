@@ -13,6 +13,7 @@ from records import TRAIN_ONLY, fake_record, metrics, predicted_run
 from fairfacebench.budget import Budget
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
+from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
@@ -89,6 +90,14 @@ def test_with_a_search_the_row_is_the_tuned_trial_over_every_seed_beside_the_def
     assert plain["search"]["regimes"] == ["default", "val_acc", "val_wga", "test oracle"]
     frame = to_frame(build(search_store, "val_acc")).iloc[0]
     assert (frame.default_trial, frame.val_wga_trial, frame.test_oracle_trial) == (0, 1, 3)
+
+
+def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
+    index = build_site(search_store, tmp_path / "site")["index"].read_text()
+    assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index
+    assert "test oracle (upper bound)" in index and "an upper bound no method may claim" in index
+    page = (tmp_path / "site" / "method-m.html").read_text()
+    assert "<h3>Default vs tuned</h3>" in page and "test oracle (upper bound)" in page
 
 
 def test_the_tables_rule_decides_the_row_and_any_other_rule_is_one_more_regime(search_store):
