@@ -3,16 +3,18 @@
 `load_runs(DIR)` reads every finished `record.json` under DIR (the --out of
 `fairbench run`); the columns are documented in README.md ("Results in
 pandas").  pandas is imported when it is called, so `import fairfacebench` stays light.
+Each run's tier, flags and test intervals come from `flags` (the leaderboard gathers the same flags per row).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from fairfacebench.flags import current_intervals, information_tier, run_flags
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import PoolSpec
-from fairfacebench.store import ResultStore
+from fairfacebench.store import PREDICTIONS, ResultStore
 
 SETTINGS = (
     "run_id",
@@ -39,6 +41,9 @@ SETTINGS = (
     "variant",
     "wall_time_s",
     "git_commit",
+    "tier",
+    "flags",
+    "flag_details",
 )
 GROUP_FIELDS_SKIPPED = ("group", "note")
 
@@ -48,13 +53,16 @@ def pool_name(pool: PoolSpec) -> str:
     return pool.kind if pool.kind == "none" else f"{pool.kind}:{pool.source or ''}"
 
 
-def run_row(record: RunRecord) -> dict[str, Any]:
-    """One run record as a flat row (failed runs have settings and their error, no metrics)."""
+def run_row(record: RunRecord, predictions: Mapping | None = None) -> dict[str, Any]:
+    """One run record as a flat row (failed runs have settings and their error, no metrics); given the run's stored
+    test predictions, intervals of an older construction are recomputed (`current_intervals`), else as recorded."""
+    intervals = record.test_intervals if predictions is None else current_intervals(record, predictions)
     return {
         **settings(record),
+        **flag_columns(record, intervals),
         **{f"hp.{k}": v for k, v in sorted(record.spec.hparams.items())},
         **metric_columns(record),
-        **interval_columns(record),
+        **interval_columns(intervals),
         **group_columns(record),
         **transfer_columns(record),
         **fit_columns(record),
@@ -87,9 +95,19 @@ def metric_columns(record: RunRecord) -> dict[str, Any]:
     return {f"{split}.{k}": v for split, values in (record.metrics or {}).items() for k, v in values.items()}
 
 
-def interval_columns(record: RunRecord) -> dict[str, Any]:
+def flag_columns(record: RunRecord, intervals: dict[str, Any] | None) -> dict[str, Any]:
+    """'tier', 'flags' (codes, comma-separated) and 'flag_details' ('code: detail', separated by ' | ')."""
+    flags = run_flags(record, intervals) if record.ok else []
+    return {
+        "tier": information_tier(record.supervision),
+        "flags": ", ".join(f.code for f in flags),
+        "flag_details": " | ".join(f"{f.code}: {f.detail}" for f in flags),
+    }
+
+
+def interval_columns(test_intervals: dict[str, Any] | None) -> dict[str, Any]:
     """'test.acc.lo' and 'test.acc.hi': the run's bootstrap interval of each test metric (None when undefined)."""
-    intervals = (record.test_intervals or {}).get("intervals") or {}
+    intervals = (test_intervals or {}).get("intervals") or {}
     columns: dict[str, Any] = {}
     for metric, bounds in intervals.items():
         columns[f"test.{metric}.lo"], columns[f"test.{metric}.hi"] = bounds if bounds else (None, None)
@@ -131,7 +149,8 @@ def load_runs(store_dir: Path | str) -> Any:
     """A pandas DataFrame with one row per run of the store at `store_dir` (see README "Results in pandas")."""
     import pandas as pd
 
-    rows = [run_row(r) for r in read_records(store_dir)]
+    store = ResultStore(store_dir, create=False)
+    rows = [run_row(r, stored_predictions(store, r)) for r in store.records()]
     columns = list(SETTINGS) + sorted({k for r in rows for k in r} - set(SETTINGS), key=_column_order)
     return pd.DataFrame(rows, columns=columns)
 
@@ -140,3 +159,13 @@ def _column_order(name: str) -> tuple[int, str]:
     """Hyperparameters, then validation and test metrics, then per-group columns, then fit numbers."""
     rank = 0 if name.startswith("hp.") else 3 if name.startswith("fit.") else 2 if ".group." in name else 1
     return rank, name
+
+
+# ------------------------------------------------------------------ the store's predictions
+
+
+def stored_predictions(store: ResultStore, record: RunRecord) -> dict[str, Any] | None:
+    """The test predictions a finished run left in the store (None when it left none)."""
+    if not record.ok or not (store.path(record.run_id) / PREDICTIONS).is_file():
+        return None
+    return store.predictions(record.run_id)

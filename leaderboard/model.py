@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fairfacebench.flags import Flag  # a row's warnings: its runs' flags (`flags.run_flags`) and its own
 
 # The test metrics of the leaderboard's columns, and every metric a row summarises over seeds (its fields, in order).
 TABLE_METRICS = ("acc", "eod_max", "eod_mean", "dp_diff", "wga")
@@ -20,6 +23,12 @@ COMPARED_METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga")
 # A system against its own ablation: the compared metrics and the spreads val-reweight's seed drives down.
 ABLATION_METRICS = COMPARED_METRICS + ("cell_acc_std", "group_acc_std")
 GROUP_METRICS = ("acc", "tpr", "fpr", "selection_rate")
+# Metrics each selection regime of a search reports.
+REGIME_METRICS = ("acc", "eod_max", "wga")
+# Significance level of every paired test on the board (Holm's correction within each family).
+ALPHA = 0.05
+# Flags that keep a row off the Pareto front and draw it hollow: its predictions say nothing about fairness.
+OFF_FRONT_FLAGS = ("degenerate", "at-chance")
 
 
 def defined(value: float | None) -> bool:
@@ -39,13 +48,19 @@ class MetricSummary:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """One method minus another over the seeds both ran (`metrics.compare.paired_difference`)."""
+    """One method minus another over the seeds both ran: the mean of the per-seed differences with the 95% interval
+    and p-value of the two-level paired bootstrap over seeds and test rows (`metrics.hierarchical`), and Holm's
+    correction over its family (one paired table, one metric). `tied`: Holm does not reject, so the paired interval
+    at Holm's level holds 0. Without stored predictions: the mean only (`method` says which)."""
 
     mean: float | None
-    std: float | None
     n: int
-    ci95: list[float | None]
+    ci95: list[float | None] | None
     seeds: list[int]
+    p_value: float | None
+    p_holm: float | None
+    tied: bool | None
+    method: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,20 @@ class SharedPreparation:
 
 
 @dataclass(frozen=True)
+class RegimeResult:
+    """One selection regime of a search: the trial it picks on the search seeds, that trial's test metrics over the
+    seeds it ran on, and regime − default paired over the seeds both ran (None for the default itself)."""
+
+    regime: str  # 'default', a selection rule's name, or 'test oracle'
+    description: str
+    trial: int | None  # None: every trial failed on the search seeds
+    seeds: list[int]
+    metrics: dict[str, MetricSummary]  # REGIME_METRICS
+    minus_default: dict[str, PairedDifference] | None
+    upper_bound: bool  # the test oracle: read test labels, so no method may claim it
+
+
+@dataclass(frozen=True)
 class Row:
     """One method in one comparison: its runs, the selected trial per seed, test metrics over seeds, and (finished
     rows only) its paired differences and mean rank."""
@@ -101,6 +130,7 @@ class Row:
     superseded_runs: int  # runs of an older method version, left out
     failed_runs: list[FailedRun]
     labels_used: str
+    tier: str  # the information tier of its record's supervision (`flags.information_tier`)
     variant: str | None
     description: str
     citation: str
@@ -122,20 +152,30 @@ class Row:
     interval_method: str | None
     per_group: list[GroupMetrics]
     per_seed: dict[str, dict[int, float | None]]  # metric -> seed -> the selected run's test value
-    degenerate: list[str]
+    hardware: list[str]  # where the selected runs ran (`cpu_model (torch_cpu_capability)`), each once
+    flags: list[Flag]
+    regimes: list[RegimeResult] | None = None  # with a search in the store: default, each rule's pick, the oracle
     vs_erm: dict[str, PairedDifference] | None = None
     system_vs_ablation: dict[str, PairedDifference] | None = None
-    mean_rank: float | None = None
 
     @property
     def OMIT_WHEN_NONE(self) -> tuple[str, ...]:
-        """What `typed.to_plain` leaves out when None: a failed row is compared with nothing, so its plain form has
-        no comparison fields (a finished row has them, null when there is nothing to compare with)."""
-        return () if self.ok else ("vs_erm", "system_vs_ablation", "mean_rank")
+        """What `typed.to_plain` leaves out when None: the regimes of a store without a search; a failed row is
+        compared with nothing, so its plain form has no comparison fields (a finished row has them, null when there
+        is nothing to compare with)."""
+        return ("regimes",) if self.ok else ("regimes", "vs_erm", "system_vs_ablation")
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def degenerate(self) -> bool:
+        """Its predictions say nothing about fairness (one class for a group, or at chance): off the Pareto front."""
+        return any(f.code in OFF_FRONT_FLAGS for f in self.flags)
+
+    def flagged(self, code: str) -> bool:
+        return any(f.code == code for f in self.flags)
 
     @property
     def label(self) -> str:
@@ -150,13 +190,46 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Ranking:
-    """Mean ranks over (metric, seed) blocks and the Nemenyi critical difference (Demšar 2006)."""
+class MetricRanking:
+    """The methods of one information tier ranked on one metric (Demšar 2006: a block per seed every one of them
+    ran; 1 = best, ties share the mean rank), the Nemenyi critical difference, the best mean and the methods tied
+    with it (paired two-level bootstrap against the best not significant after Holm over the tier's methods)."""
 
-    blocks: int
-    block_rule: str
+    tier: str
+    metric: str
+    seeds: list[int]
+    ranks: dict[str, float | None]
     critical_difference: float | None
-    caveat: str
+    best: str | None
+    tied_with_best: list[str]  # the best first
+    worse_than_best: list[str]  # Holm rejects; methods without stored predictions are in neither list
+
+
+@dataclass(frozen=True)
+class ParetoFront:
+    """The methods of one tier no other of that tier beats on both test accuracy and eod_max (means over seeds;
+    rows flagged degenerate or at chance are left out)."""
+
+    tier: str
+    methods: list[str]
+
+
+@dataclass(frozen=True)
+class HardwareRuns:
+    """One machine the table's selected runs ran on, how many of them and whose."""
+
+    hardware: str
+    runs: int
+    methods: list[str]
+
+
+@dataclass(frozen=True)
+class SearchProtocol:
+    """A store's hyperparameter search: trials > 0 on the search seeds, then each rule's pick on the other seeds."""
+
+    search_seeds: list[int]
+    trials: list[int]
+    regimes: list[str]
 
 
 @dataclass(frozen=True)
@@ -172,8 +245,14 @@ class Table:
     selection_rule: str
     shared_preparation: list[SharedPreparation]
     rows: list[Row]
-    ranking: Ranking
+    rankings: list[MetricRanking]
+    pareto_fronts: list[ParetoFront]
+    hardware: list[HardwareRuns]
+    banner: str | None  # the smoke or demonstration budget: not a result
     seed_note: str | None
+    search: SearchProtocol | None = None
+
+    OMIT_WHEN_NONE = ("search",)
 
     @property
     def ok_rows(self) -> list[Row]:
@@ -182,10 +261,6 @@ class Table:
     @property
     def interval_notes(self) -> list[str]:
         return sorted({r.interval_method for r in self.rows if r.interval_method})
-
-    @property
-    def smoke(self) -> bool:
-        return self.budget == "smoke"
 
 
 @dataclass(frozen=True)

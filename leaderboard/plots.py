@@ -22,6 +22,18 @@ FRONT_COLOR = "#c0392b"
 POINT_COLOR = "#2c6fbb"
 
 
+TIER_COLORS = {
+    "train labels": "#2c6fbb",
+    "+ validation labels": "#d35400",
+    "+ sensitive attribute at inference": "#7d3c98",
+}
+OTHER_COLOR = "#7f8c8d"
+LABEL_HEIGHT_PX = 12.0
+LABEL_CHAR_PX = 6.5
+MARKER_PX = 5.0
+LABEL_DISTANCES_PX = (7.0, 12.0, 18.0, 26.0, 36.0, 50.0)
+
+
 @dataclass(frozen=True)
 class Point:
     """One method on the accuracy-vs-eod_max plot; the errors (std over seeds) may be undefined."""
@@ -31,21 +43,9 @@ class Point:
     eod_max: float | None
     acc_err: float | None
     eod_err: float | None
-    degenerate: bool  # drawn hollow and kept off the Pareto front
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (eod_max, acc) points no other point dominates, sorted by eod_max.
-
-    q dominates p when q has eod_max <= p's and acc >= p's, one of them
-    strictly: lower unfairness at no loss of accuracy, or the converse.
-    """
-    front = []
-    for i, (eod, acc) in enumerate(points):
-        dominated = any(e <= eod and a >= acc and (e < eod or a > acc) for j, (e, a) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+    degenerate: bool  # drawn hollow; the table keeps it off the Pareto front
+    tier: str = ""
+    on_front: bool = False  # on its tier's Pareto front (`Table.pareto_fronts`)
 
 
 def plain(text: str) -> str:
@@ -59,47 +59,129 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def tier_color(tier: str) -> str:
+    return TIER_COLORS.get(tier, OTHER_COLOR)
+
+
+def place_labels(anchors: Sequence[tuple[float, float]], widths: Sequence[float]) -> list[tuple[float, float]]:
+    """Offsets (display pixels) of one label per anchor such that no two labels overlap and no label covers a
+    marker: for each anchor in turn, the first of eight directions at growing distances (LABEL_DISTANCES_PX) whose
+    box (width from `widths`, height LABEL_HEIGHT_PX, centred on anchor + offset) is free; if none is, the last."""
+    placed: list[tuple[float, float, float, float]] = []
+    markers = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in anchors]
+    offsets = []
+    for (x, y), width in zip(anchors, widths):
+        for dx, dy in candidate_offsets(width):
+            box = (x + dx - width / 2, y + dy - LABEL_HEIGHT_PX / 2, x + dx + width / 2, y + dy + LABEL_HEIGHT_PX / 2)
+            if not any(overlap(box, other) for other in placed + markers):
+                break
+        placed.append(box)
+        offsets.append((dx, dy))
+    return offsets
+
+
+def candidate_offsets(width: float) -> list[tuple[float, float]]:
+    """Label centres around a marker: right, above, left, below and the diagonals, nearest first."""
+    out = []
+    for r in LABEL_DISTANCES_PX:
+        half_w, half_h = width / 2 + r, LABEL_HEIGHT_PX / 2 + r
+        out += [(half_w, 0), (0, half_h), (-half_w, 0), (0, -half_h)]
+        out += [(half_w, half_h), (-half_w, half_h), (-half_w, -half_h), (half_w, -half_h)]
+    return out
+
+
+def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def tradeoff(points: list[Point], path: Path, title: str) -> Path:
-    """Test accuracy against eod_max, one point per method (error bars: std over seeds), Pareto front marked; a
-    degenerate predictor is drawn hollow and kept off the front."""
-    shown = [p for p in points if defined(p.acc) and defined(p.eod_max)]
-    eligible = [p for p in shown if not p.degenerate]
+    """Test accuracy against eod_max, one numbered point per method coloured by its information tier (error bars:
+    std over seeds), each tier's Pareto front dashed in its colour; a degenerate predictor is drawn hollow. The
+    numbers (in the key's order: by tier, then as given) are placed apart from each other and from the markers; the
+    key beside the plot names them."""
+    tiers = list(TIER_COLORS)
+    shown = sorted(
+        (p for p in points if defined(p.acc) and defined(p.eod_max)),
+        key=lambda p: tiers.index(p.tier) if p.tier in tiers else len(tiers),
+    )
     with mpl.rc_context(SVG_RC):
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.add_subplot()
         for p in shown:
             draw_point(ax, p)
-        draw_front(ax, [eligible[i] for i in pareto_front([(p.eod_max, p.acc) for p in eligible])])
+        for tier in dict.fromkeys(p.tier for p in shown):
+            draw_front(ax, [p for p in shown if p.tier == tier and p.on_front], tier_color(tier))
         ax.set_xlabel("eod_max on test (lower is fairer)")
         ax.set_ylabel("accuracy on test (higher is better)")
         ax.set_title(plain(title))
         ax.grid(alpha=0.3)
+        number_points(ax, shown)
+        draw_key(fig, ax, shown)
     return save(fig, path)
 
 
 def draw_point(ax: Axes, p: Point) -> None:
+    color = tier_color(p.tier)
     ax.errorbar(
         p.eod_max,
         p.acc,
         xerr=_err(p.eod_err),
         yerr=_err(p.acc_err),
         fmt="o",
-        color=POINT_COLOR,
-        mfc="none" if p.degenerate else POINT_COLOR,
-        ecolor="#9bb7d9",
+        color=color,
+        mfc="none" if p.degenerate else color,
+        ecolor=color,
+        elinewidth=0.8,
+        alpha=0.9,
         capsize=2,
     )
-    ax.annotate(plain(p.label), (p.eod_max, p.acc), textcoords="offset points", xytext=(5, 4))
 
 
-def draw_front(ax: Axes, front: list[Point]) -> None:
-    """The Pareto front as a dashed step line through circled points (nothing when empty)."""
+def number_points(ax: Axes, shown: list[Point]) -> None:
+    """Each point's number (its line in the key), placed by `place_labels` in display space."""
+    ax.set_xlim(*ax.get_xlim())
+    ax.set_ylim(*ax.get_ylim())
+    anchors = [tuple(ax.transData.transform((p.eod_max, p.acc))) for p in shown]
+    numbers = [str(i + 1) for i in range(len(shown))]
+    offsets = place_labels(anchors, [LABEL_CHAR_PX * len(n) + 2 for n in numbers])
+    for p, number, (dx, dy) in zip(shown, numbers, offsets):
+        ax.annotate(
+            number,
+            (p.eod_max, p.acc),
+            textcoords="offset pixels",
+            xytext=(dx, dy),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=tier_color(p.tier),
+        )
+
+
+def draw_key(fig: Figure, ax: Axes, shown: list[Point]) -> None:
+    """The numbered methods, by tier, beside the axes; front and hollow markers explained under them."""
+    lines, colors = [], []
+    for tier in dict.fromkeys(p.tier for p in shown):
+        lines.append(tier or "tier not recorded")
+        colors.append(tier_color(tier))
+        for i, p in enumerate(shown):
+            if p.tier == tier:
+                lines.append(f"  {i + 1}  {plain(p.label)}" + (" (degenerate)" if p.degenerate else ""))
+                colors.append(tier_color(tier))
+    lines.append("dashed: Pareto front per tier")
+    colors.append("#333333")
+    top = ax.get_position().y1
+    for j, (line, color) in enumerate(zip(lines, colors)):
+        fig.text(ax.get_position().x1 + 0.02, top - j * 0.04, line, color=color, fontsize=8, va="top")
+
+
+def draw_front(ax: Axes, front: list[Point], color: str) -> None:
+    """A tier's Pareto front as a dashed step line through circled points (nothing when empty)."""
     if not front:
         return
+    front = sorted(front, key=lambda p: (p.eod_max, -p.acc))
     x, y = [p.eod_max for p in front], [p.acc for p in front]
-    ax.step(x, y, where="post", color=FRONT_COLOR, linestyle="--", label="Pareto front")
-    ax.scatter(x, y, s=110, facecolors="none", edgecolors=FRONT_COLOR, zorder=3)
-    ax.legend(loc="lower right")
+    ax.step(x, y, where="post", color=color, linestyle="--", linewidth=1)
+    ax.scatter(x, y, s=110, facecolors="none", edgecolors=color, zorder=3)
 
 
 def _err(value: float | None) -> float | None:
@@ -145,25 +227,3 @@ def seed_spread(series: dict[str, dict[str, list[float]]], metrics: tuple[str, .
         axes[0].set_title(plain(title))
         fig.tight_layout()
     return save(fig, path)
-
-
-def critical_difference_plot(ranks: dict[str, float], cd: float | None, path: Path, title: str) -> Path:
-    """Mean ranks on one axis (1 = best), with a bar as long as the Nemenyi critical difference (Demšar 2006)."""
-    items = sorted(((r, m) for m, r in ranks.items() if defined(r)))
-    with mpl.rc_context(SVG_RC):
-        fig = Figure(figsize=(6.4, 0.9 + 0.22 * len(items)))
-        ax = fig.add_subplot()
-        for y, (rank, method) in enumerate(items):
-            ax.plot([rank], [y], "o", color=POINT_COLOR)
-            ax.annotate(plain(f"{method} {rank:.2f}"), (rank, y), textcoords="offset points", xytext=(6, -3))
-        if defined(cd) and items:
-            ax.plot([items[0][0], items[0][0] + cd], [-0.8, -0.8], color=FRONT_COLOR, linewidth=3)
-            ax.annotate(f"critical difference {cd:.2f}", (items[0][0], -0.8), textcoords="offset points", xytext=(0, 4))
-        if items:
-            right = max(items[-1][0], items[0][0] + (cd if defined(cd) else 0.0))
-            ax.set_xlim(min(1.0, items[0][0]) - 0.1, right + 0.6 * (right - items[0][0] + 0.5))
-            ax.set_ylim(len(items) - 0.4, -1.6)
-        ax.set_xlabel("mean rank (1 = best)")
-        ax.set_yticks([])
-        ax.set_title(plain(title), fontsize=9, pad=12)
-        return save(fig, path)

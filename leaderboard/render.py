@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,15 @@ from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
     GROUP_METRICS,
+    REGIME_METRICS,
     SUMMARY_METRICS,
     TABLE_METRICS,
     Board,
+    HardwareRuns,
+    MetricRanking,
     MetricSummary,
     PairedDifference,
+    RegimeResult,
     Row,
     SharedPreparation,
     Table,
@@ -36,8 +39,24 @@ from fairfacebench.typed import to_plain
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
 MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
-SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
-LEADERBOARD_HEADERS = ["method", "labels used", *TABLE_METRICS, "seeds", "forward samples", "fit time (s)"]
+LEADERBOARD_HEADERS = [
+    "method",
+    "tier",
+    "labels used",
+    *TABLE_METRICS,
+    "seeds",
+    "forward samples",
+    "fit time (s)",
+    "flags",
+]
+REGIME_HEADERS = ["method", "regime", "trial", "seeds", *REGIME_METRICS, *[f"Δ{m} vs default" for m in REGIME_METRICS]]
+PAIRED = (
+    "mean [95% interval] of the per-seed differences over the seeds both ran; interval and p-value from the "
+    "two-level paired bootstrap over seeds and test rows; 'tied': not significant at α = 0.05 after Holm's "
+    "correction over"
+)
+PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"
+REGIME_CAPTION = f"{PAIRED} the methods (family: this table, this regime, this metric)"
 BUDGET_HEADERS = [
     "method",
     "seed",
@@ -68,12 +87,31 @@ def summary_text(summary: MetricSummary) -> str:
 
 
 def difference_text(difference: PairedDifference | None) -> str:
-    """'+mean [lo, hi]' of a paired difference, '+mean (n=1)' without an interval, 'n/a' when undefined."""
+    """'+mean [lo, hi]' of a paired difference ('+mean [lo, hi] tied' when Holm does not reject), '+mean (n=1)'
+    without an interval, 'n/a' when undefined."""
     if difference is None or difference.mean is None:
         return "n/a"
     lo, hi = difference.ci95 or (None, None)
     text = f"{difference.mean:+.3f}"
-    return text + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={difference.n})")
+    text += f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={difference.n})"
+    return text + (" tied" if difference.tied else "")
+
+
+def flag_codes(r: Row) -> str:
+    return ", ".join(f.code for f in r.flags)
+
+
+def rank_text(ranking: MetricRanking, method: str) -> str:
+    """'1.33 best', '2.00 tied' (with the best after Holm) or '3.00'; empty when the method has no rank."""
+    rank = ranking.ranks.get(method)
+    if not defined(rank):
+        return ""
+    mark = " best" if method == ranking.best else " tied" if method in ranking.tied_with_best else ""
+    return f"{rank:.2f}{mark}"
+
+
+def regime_name(g: RegimeResult) -> str:
+    return g.regime + (" (upper bound)" if g.upper_bound else "")
 
 
 def count_text(value: float | None, digits: int = 0) -> str:
@@ -121,11 +159,12 @@ def table_markdown(t: Table) -> list[str]:
         "Test metrics of the selected trial per seed (interval method below each table).",
         "",
     ]
-    out += [f"> {SMOKE_BANNER}", ""] if t.smoke else []
+    out += [f"> {md(t.banner)}", ""] if t.banner else []
     out += [f"Note: {t.seed_note}.", ""] if t.seed_note else []
     out += [md_table([leaderboard_cells(r) for r in t.rows], LEADERBOARD_HEADERS), ""]
     out += [f"Intervals: {n}." for n in t.interval_notes] + [""]
-    out += comparison_markdown(t)
+    out += flags_markdown(t) + hardware_markdown(t.hardware) + fronts_markdown(t)
+    out += regimes_markdown(t) + comparison_markdown(t)
     for prep in t.shared_preparation:
         out += [shared_preparation_text(prep), ""]
     out += [f"### Budget report: {md(t.dataset)}/{md(t.task)}", "", budget_table(t.rows), ""]
@@ -137,11 +176,85 @@ def table_markdown(t: Table) -> list[str]:
 
 
 def leaderboard_cells(r: Row) -> list[Any]:
-    name = r.label + (f" (degenerate: {'; '.join(r.degenerate)})" if r.degenerate else "")
     if not r.ok:
-        return [name, r.labels_used, *["failed"] * len(TABLE_METRICS), 0, "", ""]
+        return [r.label, r.tier, r.labels_used, *["failed"] * len(TABLE_METRICS), 0, "", "", flag_codes(r)]
     compute = [count_text(r.forward_samples), count_text(r.fit_time_s, 1)]
-    return [name, r.labels_used, *[summary_text(r.summary(m)) for m in TABLE_METRICS], r.seeds, *compute]
+    metrics = [summary_text(r.summary(m)) for m in TABLE_METRICS]
+    return [r.label, r.tier, r.labels_used, *metrics, r.seeds, *compute, flag_codes(r)]
+
+
+def shared_flags(t: Table) -> list[tuple[str, str, str]]:
+    """(code, detail, whose) of each distinct flag of the table's rows; whose: 'every row' or the methods."""
+    shared: dict[tuple[str, str], list[str]] = {}
+    for r in t.rows:
+        for f in r.flags:
+            shared.setdefault((f.code, f.detail), []).append(r.method)
+    return [
+        (code, detail, "every row" if len(methods) == len(t.rows) else ", ".join(methods))
+        for (code, detail), methods in shared.items()
+    ]
+
+
+def flags_markdown(t: Table) -> list[str]:
+    """Each flag of the table's rows with its detail, once for the rows that share it (docs/METRICS.md, "Flags")."""
+    lines = [f"- {md(code)} ({md(whose)}): {md(detail)}" for code, detail, whose in shared_flags(t)]
+    if not lines:
+        return []
+    return ['Flags (the codes of the flags column; docs/METRICS.md, "Flags"):', "", *lines, ""]
+
+
+def hardware_markdown(hardware: list[HardwareRuns]) -> list[str]:
+    """Which machines the selected runs ran on: a table never averages across them silently."""
+    if not hardware:
+        return []
+    parts = [
+        f"{md(h.hardware)}: {h.runs} run{'s' if h.runs != 1 else ''} ({md(methods_text(h.methods))})" for h in hardware
+    ]
+    return [f"Hardware of the selected runs (CPU model, torch CPU capability): {'; '.join(parts)}.", ""]
+
+
+def methods_text(methods: list[str], most: int = 5) -> str:
+    return ", ".join(methods) if len(methods) <= most else f"{len(methods)} methods"
+
+
+def fronts_markdown(t: Table) -> list[str]:
+    if not t.pareto_fronts:
+        return []
+    fronts = "; ".join(f"{md(f.tier)}: {md(', '.join(f.methods)) or 'none'}" for f in t.pareto_fronts)
+    return [
+        "Pareto front per tier (test accuracy against eod_max, means over seeds; rows flagged degenerate or "
+        f"at-chance left out): {fronts}.",
+        "",
+    ]
+
+
+def regimes_markdown(t: Table) -> list[str]:
+    """With a search: per method, each selection regime's trial, test metrics and difference to the defaults."""
+    if t.search is None:
+        return []
+    rows = [regime_cells(r, g) for r in t.ok_rows for g in r.regimes or []]
+    return [
+        f"Default vs tuned. {search_text(t)} Per regime: the trial it picks on the search seeds, its test metrics "
+        f"over the seeds it ran, and regime − default ({REGIME_CAPTION}). The test oracle picks by test accuracy: "
+        "an upper bound no method may claim.",
+        "",
+        md_table(rows, REGIME_HEADERS),
+        "",
+    ]
+
+
+def search_text(t: Table) -> str:
+    """'The search: trials 1-4 on the search seed(s) 0; trial 0 and each rule's pick on every seed.'"""
+    searched = [k for k in t.search.trials if k != 0]
+    trials = f"trials {searched[0]}-{searched[-1]}" if searched else "no trial but the defaults"
+    seeds = ", ".join(str(s) for s in t.search.search_seeds)
+    return f"The search: {trials} on the search seed(s) {seeds}; trial 0 and each rule's pick on every seed."
+
+
+def regime_cells(r: Row, g: RegimeResult) -> list[Any]:
+    trial = "none finished" if g.trial is None else g.trial
+    diffs = [difference_text((g.minus_default or {}).get(m)) if g.minus_default else "" for m in REGIME_METRICS]
+    return [r.label, regime_name(g), trial, len(g.seeds), *[summary_text(g.metrics[m]) for m in REGIME_METRICS], *diffs]
 
 
 def shared_preparation_text(prep: SharedPreparation) -> str:
@@ -157,13 +270,13 @@ def comparison_markdown(t: Table) -> list[str]:
     versions left out, and the mean ranks of a table, as Markdown."""
     ok = t.ok_rows
     out = paired_markdown(
-        "Paired differences against erm over the seeds both ran: mean [95% t-interval].",
+        f"Paired differences against erm: {PAIRED_CAPTION}.",
         "method − erm",
         [(r.method, r.vs_erm) for r in ok if r.vs_erm],
         COMPARED_METRICS,
     )
     out += paired_markdown(
-        "Each system against its own ablation (system − ablation) over the seeds both ran: mean [95% t-interval].",
+        f"Each system against its own ablation (system − ablation): {PAIRED_CAPTION}.",
         "system − ablation",
         [(f"{r.ablation_of} − {r.method}", r.system_vs_ablation) for r in ok if r.system_vs_ablation],
         ABLATION_METRICS,
@@ -180,16 +293,36 @@ def comparison_markdown(t: Table) -> list[str]:
 
 
 def ranking_markdown(t: Table) -> list[str]:
-    ranking = t.ranking
-    if not ranking.blocks:
+    """Ranks per metric within each tier, with the best and the methods tied with it, and the critical differences."""
+    if not t.rankings:
         return []
-    ranked = sorted(t.ok_rows, key=lambda r: math.inf if r.mean_rank is None else r.mean_rank)
+    by = {(k.tier, k.metric): k for k in t.rankings}
+    rows = [[r.method, r.tier, *[rank_text(by[r.tier, m], r.method) for m in COMPARED_METRICS]] for r in t.ok_rows]
     return [
-        f"Mean rank over {ranking.blocks} blocks ({ranking.block_rule}); Nemenyi critical difference "
-        f"{value_text(ranking.critical_difference)} ({ranking.caveat}): "
-        + ", ".join(f"{md(r.method)} {r.mean_rank:.2f}" for r in ranked),
+        "Ranks per metric within each tier (1 = best; one block per seed every method of the tier ran, ties share "
+        "the mean rank; Demšar 2006). 'best': the best mean of the tier; 'tied': its paired difference to the best "
+        "is not significant at α = 0.05 after Holm's correction over the tier's methods.",
+        "",
+        md_table(rows, ["method", "tier", *COMPARED_METRICS]),
+        "",
+        f"Nemenyi critical difference at α = 0.05: {critical_differences(t.rankings)}.",
         "",
     ]
+
+
+def critical_differences(rankings: list[MetricRanking]) -> str:
+    """Per tier: the critical difference, its number of methods and seeds (per metric when the metrics differ)."""
+    parts = []
+    for tier in dict.fromkeys(k.tier for k in rankings):
+        found = {
+            (value_text(k.critical_difference), len(k.ranks), len(k.seeds)): k.metric
+            for k in rankings
+            if k.tier == tier
+        }
+        texts = [f"{cd} ({n} method{'s' if n != 1 else ''}, {s} seed{'s' if s != 1 else ''})" for cd, n, s in found]
+        named = texts if len(found) == 1 else [f"{m} {x}" for m, x in zip(found.values(), texts)]
+        parts.append(f"{md(tier)} {', '.join(named)}")
+    return "; ".join(parts)
 
 
 def paired_markdown(
@@ -233,6 +366,11 @@ def to_frame(board: Board) -> pd.DataFrame:
 
 
 def frame_row(board: Board, t: Table, r: Row) -> dict[str, Any]:
+    """The row's settings and summaries, then its tier, hardware, flags, ranks and (with a search) its regimes."""
+    return {**summary_columns(board, t, r), **check_columns(t, r), **regime_columns(r)}
+
+
+def summary_columns(board: Board, t: Table, r: Row) -> dict[str, Any]:
     row = {
         "dataset": t.dataset,
         "task": t.task,
@@ -252,6 +390,42 @@ def frame_row(board: Board, t: Table, r: Row) -> dict[str, Any]:
         s = r.summary(m)
         lo, hi = s.interval or (None, None)
         row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_lo"], row[f"{m}_hi"] = s.mean, s.std, lo, hi
+    return row
+
+
+def check_columns(t: Table, r: Row) -> dict[str, Any]:
+    """tier, hardware, flags (codes), flag_details ('code: detail' joined by ' | '), rank_M and vs_best_M per metric."""
+    row = {
+        "tier": r.tier,
+        "hardware": "; ".join(r.hardware),
+        "flags": flag_codes(r),
+        "flag_details": " | ".join(f"{f.code}: {f.detail}" for f in r.flags),
+    }
+    by = {k.metric: k for k in t.rankings if k.tier == r.tier} if r.ok else {}
+    for m in COMPARED_METRICS:
+        ranking = by.get(m)
+        row[f"rank_{m}"] = ranking.ranks.get(r.method) if ranking else None
+        row[f"vs_best_{m}"] = vs_best(ranking, r.method) if ranking else None
+    return row
+
+
+def vs_best(ranking: MetricRanking, method: str) -> str:
+    if method == ranking.best:
+        return "best"
+    if method in ranking.tied_with_best:
+        return "tied"
+    return "worse" if method in ranking.worse_than_best else "not compared"
+
+
+def regime_columns(r: Row) -> dict[str, Any]:
+    """'default_trial', 'val_acc_acc_mean', 'test_oracle_acc_minus_default', ... of a row with a search."""
+    row: dict[str, Any] = {}
+    for g in r.regimes or []:
+        name = g.regime.replace(" ", "_")
+        row[f"{name}_trial"], row[f"{name}_seeds"] = g.trial, len(g.seeds)
+        for m in REGIME_METRICS:
+            row[f"{name}_{m}_mean"] = g.metrics[m].mean
+            row[f"{name}_{m}_minus_default"] = (g.minus_default or {}).get(m).mean if g.minus_default else None
     return row
 
 

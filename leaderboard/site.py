@@ -22,24 +22,33 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from fairfacebench import __version__
 from fairfacebench.errors import ConfigError
+from fairfacebench.flags import Flag
 from fairfacebench.leaderboard import plots
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
     GROUP_METRICS,
+    REGIME_METRICS,
     TABLE_METRICS,
     Board,
+    HardwareRuns,
     MetricSummary,
-    Ranking,
+    ParetoFront,
     Row,
     SharedPreparation,
     Table,
     defined,
 )
 from fairfacebench.leaderboard.render import (
-    SMOKE_BANNER,
+    PAIRED_CAPTION,
+    REGIME_CAPTION,
     count_text,
+    critical_differences,
     difference_text,
+    rank_text,
+    regime_name,
+    search_text,
+    shared_flags,
     summary_text,
     table_title,
     value_text,
@@ -66,6 +75,12 @@ class Cell:
     text: str
     value: str
 
+    @property
+    def parts(self) -> tuple[str, str]:
+        """'mean ± std' and '[lo, hi]', so a narrow column wraps between them and nowhere else."""
+        head, bracket, rest = self.text.partition(" [")
+        return head, (bracket.strip() + rest) if bracket else ""
+
 
 @dataclass(frozen=True)
 class RowView:
@@ -74,16 +89,36 @@ class RowView:
     variant: str | None
     labels_used: str
     requires: str
+    tier: str
     status: str
     seeds: int
     failed: int
     cells: list[Cell]
-    degenerate: list[str]
+    flags: list[Flag]
     vs_erm: list[str] | None
     ablation_label: str
     system_vs_ablation: list[str] | None
     forward_samples: Cell
     fit_time_s: Cell
+
+
+@dataclass(frozen=True)
+class RankView:
+    method: str
+    tier: str
+    ranks: list[str]
+
+
+@dataclass(frozen=True)
+class RegimeView:
+    method: str
+    regime: str
+    description: str
+    upper_bound: bool
+    trial: str
+    seeds: int
+    values: list[str]
+    minus_default: list[str]
 
 
 @dataclass(frozen=True)
@@ -96,15 +131,24 @@ class TableView:
     budget: str
     interval_notes: list[str]
     shared_preparation: list[SharedPreparation]
-    smoke: bool
+    banner: str | None
+    banner_class: str
     seed_note: str | None
+    hardware: list[HardwareRuns]
+    pareto_fronts: list[ParetoFront]
     compared_metrics: list[str]
     ablation_metrics: list[str]
-    ranking: Ranking
-    ranks_plot: str | None
+    paired_caption: str
+    regime_caption: str
+    search: str | None
+    ranks: list[RankView]
+    critical_differences: str
+    regime_metrics: list[str]
+    regimes: list[RegimeView]
+    flags: list[tuple[str, str, str]]
     rows: list[RowView]
     tradeoff: str
-    spread: str
+    spread: str | None
 
 
 @dataclass(frozen=True)
@@ -139,7 +183,10 @@ class SectionView:
 
     table: TableView
     labels_used: str
+    tier: str
     variant: str | None
+    flags: list[Flag]
+    regimes: list[RegimeView]
     selected: list[TrialView]
     per_group: list[GroupView]
     groups_plot: str | None
@@ -226,11 +273,12 @@ def row_view(row: Row, records: dict[str, RunRecord]) -> RowView:
         variant=row.variant,
         labels_used=row.labels_used,
         requires=requires(row, records),
+        tier=row.tier,
         status=row.status,
         seeds=row.seeds,
         failed=len(row.failed_runs),
         cells=[cell(row.summary(m)) for m in TABLE_METRICS],
-        degenerate=row.degenerate,
+        flags=row.flags,
         vs_erm=[difference_text(row.vs_erm[m]) for m in COMPARED_METRICS] if row.vs_erm else None,
         ablation_label=f"{row.ablation_of} − {row.method}",
         system_vs_ablation=[difference_text(row.system_vs_ablation[m]) for m in ABLATION_METRICS]
@@ -255,24 +303,51 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         budget=budget_text(runs[0].spec) if runs else table.budget,
         interval_notes=table.interval_notes,
         shared_preparation=table.shared_preparation,
-        smoke=table.smoke,
+        banner=table.banner,
+        banner_class="smoke-banner" if table.budget == "smoke" else "demonstration-banner",
         seed_note=table.seed_note,
+        hardware=table.hardware,
+        pareto_fronts=table.pareto_fronts,
         compared_metrics=list(COMPARED_METRICS),
         ablation_metrics=list(ABLATION_METRICS),
-        ranking=table.ranking,
-        ranks_plot=ranks_plot(table, plot_dir / f"{slug}-ranks.svg", title),
+        paired_caption=PAIRED_CAPTION,
+        regime_caption=REGIME_CAPTION,
+        search=search_text(table) if table.search else None,
+        ranks=rank_views(table),
+        critical_differences=critical_differences(table.rankings),
+        regime_metrics=list(REGIME_METRICS),
+        regimes=[v for row in table.ok_rows for v in regime_views(row)],
+        flags=shared_flags(table),
         rows=[row_view(row, records) for row in table.rows],
         tradeoff=tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
         spread=spread_plot(table, plot_dir / f"{slug}-seeds.svg", title),
     )
 
 
-def ranks_plot(table: Table, path: Path, title: str) -> str | None:
-    ranks = {r.method: r.mean_rank for r in table.ok_rows}
-    if not table.ranking.blocks or len(ranks) < 2:
-        return None
-    cd = table.ranking.critical_difference
-    return f"plots/{plots.critical_difference_plot(ranks, cd, path, f'mean ranks: {title}').name}"
+def rank_views(table: Table) -> list[RankView]:
+    """Each finished method's rank on each compared metric within its tier ('best' / 'tied' marked)."""
+    by = {(k.tier, k.metric): k for k in table.rankings}
+    return [
+        RankView(r.method, r.tier, [rank_text(by[r.tier, m], r.method) for m in COMPARED_METRICS])
+        for r in table.ok_rows
+    ]
+
+
+def regime_views(row: Row) -> list[RegimeView]:
+    """A method's selection regimes of a search (none without one)."""
+    return [
+        RegimeView(
+            method=row.method,
+            regime=regime_name(g),
+            description=g.description,
+            upper_bound=g.upper_bound,
+            trial="none finished" if g.trial is None else str(g.trial),
+            seeds=len(g.seeds),
+            values=[summary_text(g.metrics[m]) for m in REGIME_METRICS],
+            minus_default=[difference_text(g.minus_default[m]) if g.minus_default else "" for m in REGIME_METRICS],
+        )
+        for g in row.regimes or []
+    ]
 
 
 def tradeoff_plot(table: Table, path: Path, title: str) -> str:
@@ -280,15 +355,29 @@ def tradeoff_plot(table: Table, path: Path, title: str) -> str:
 
 
 def tradeoff_points(table: Table) -> list[plots.Point]:
-    """The accuracy-vs-eod_max points of a leaderboard table: one per finished method, with across-seed std."""
+    """The accuracy-vs-eod_max points of a leaderboard table: one per finished method, with across-seed std, its
+    tier and whether it is on its tier's Pareto front."""
+    front = {(f.tier, m) for f in table.pareto_fronts for m in f.methods}
     return [
-        plots.Point(r.label, r.acc.mean, r.eod_max.mean, r.acc.std, r.eod_max.std, bool(r.degenerate))
+        plots.Point(
+            r.label,
+            r.acc.mean,
+            r.eod_max.mean,
+            r.acc.std,
+            r.eod_max.std,
+            r.degenerate,
+            r.tier,
+            (r.tier, r.method) in front,
+        )
         for r in table.ok_rows
     ]
 
 
-def spread_plot(table: Table, path: Path, title: str) -> str:
-    """The selected runs' test values per seed of each finished method."""
+def spread_plot(table: Table, path: Path, title: str) -> str | None:
+    """The selected runs' test values per seed of each finished method; none below two seeds (one dot per method
+    says nothing about spread)."""
+    if max((r.seeds for r in table.ok_rows), default=0) < 2:
+        return None
     series = {r.method: {m: list(r.per_seed[m].values()) for m in SPREAD_METRICS} for r in table.ok_rows}
     return f"plots/{plots.seed_spread(series, SPREAD_METRICS, path, f'per-seed spread: {title}').name}"
 
@@ -332,7 +421,10 @@ def section(row: Row, view: TableView, records: dict[str, RunRecord], plot_dir: 
     return SectionView(
         table=view,
         labels_used=row.labels_used,
+        tier=row.tier,
         variant=row.variant,
+        flags=row.flags,
+        regimes=regime_views(row) if row.ok else [],
         selected=[trial_view(s.seed, s.trial, s.run_id, s.hparams, records.get(s.run_id)) for s in row.selected],
         per_group=[GroupView(g.group, g.n, [value_text(getattr(g, k)) for k in GROUP_METRICS]) for g in row.per_group],
         groups_plot=groups_plot,
@@ -436,7 +528,6 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
         "version": __version__,
         "n_records": len(records),
         "metrics": metric_columns(records),
-        "smoke_banner": SMOKE_BANNER,
     }
     record_files = write_records(records, out / "records")
     paths = write_exports(board, out)
@@ -449,5 +540,5 @@ def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc"
 
 def plot_files(tables: list[TableView], methods: list[MethodPage]) -> list[str]:
     """The plots a build wrote, as paths relative to the site folder."""
-    found = [p for view in tables for p in (view.tradeoff, view.spread, view.ranks_plot) if p]
+    found = [p for view in tables for p in (view.tradeoff, view.spread) if p]
     return found + [s.groups_plot for m in methods for s in m.sections if s.groups_plot]

@@ -1,10 +1,14 @@
 """Leaderboard tables built from the result store (never from in-memory state), as a typed `model.Board`.
 
 One table per comparison (runs whose comparison settings agree): one row per
-method, the trial chosen per seed by a named validation-only selection rule,
-test metrics as mean ± std over seeds, paired differences against erm and of
-each system against its own ablations, and mean ranks.  Failed runs are shown
-as failed, not dropped.  `render` writes the board as Markdown, CSV and JSON.
+method, the trial chosen per seed by a named validation-only selection rule
+(with a search in the store: the trial the rule picks on the search seeds, over
+every seed it ran on, beside the defaults and the other regimes), test metrics
+as mean ± std over seeds, paired differences against erm and of each system
+against its own ablations (two-level bootstrap, Holm), ranks per metric and
+Pareto fronts per information tier, and every warning as a flag.  Failed runs
+are shown as failed, not dropped.  `render` writes the board as Markdown, CSV
+and JSON.
 """
 
 from __future__ import annotations
@@ -17,31 +21,31 @@ from typing import Any
 
 import numpy as np
 
+from fairfacebench.flags import information_tier
+from fairfacebench.leaderboard.evidence import StoredRuns
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
+    REGIME_METRICS,
     SUMMARY_METRICS,
     Board,
     FailedRun,
     GroupMetrics,
     MetricSummary,
-    PairedDifference,
-    Ranking,
+    RegimeResult,
     Row,
+    SearchProtocol,
     SelectedRun,
     SharedPreparation,
     Table,
     defined,
 )
+from fairfacebench.leaderboard.paired import Paired, holm_columns
+from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import write_exports
-from fairfacebench.metrics.compare import (
-    HIGHER_IS_BETTER,
-    clip_interval,
-    critical_difference,
-    mean_ranks,
-    paired_difference,
-    t_interval,
-)
+from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, table_hardware
+from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
+from fairfacebench.metrics.compare import clip_interval, t_interval
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plugins import registry
 from fairfacebench.record import RunRecord
@@ -51,10 +55,12 @@ from fairfacebench.store import PREDICTIONS, ResultStore
 REFERENCE_METHOD = "erm"
 INTERVAL_NOTE = {
     "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds",
-    "bootstrap": "[lo, hi] is the 95% percentile bootstrap interval over test rows of the single seed "
-    "(1,000 multinomial resamples of the confusion counts)",
+    "bootstrap": "[lo, hi] is the 95% bootstrap interval over test rows of the single seed: BCa for acc and bal_acc, "
+    "the projection of a simultaneous band on the per-group rates for the gaps and wga, so it always holds its "
+    "estimate (docs/METRICS.md; recomputed from the stored predictions for records of an older construction)",
+    "none": "one seed and no interval: the run holds no interval of the current construction and no stored "
+    "predictions to compute one from",
 }
-BLOCK_CAVEAT = "the blocks share runs (five metrics of one seed), so the Nemenyi critical difference is indicative"
 
 BySeed = dict[int, list[RunRecord]]
 
@@ -66,6 +72,10 @@ class Comparison:
     settings: dict[str, Any]
     methods: dict[str, BySeed] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
+    @property
+    def records(self) -> list[RunRecord]:
+        return [r for by_seed in self.methods.values() for runs in by_seed.values() for r in runs]
+
 
 @dataclass(frozen=True)
 class MethodRuns:
@@ -76,6 +86,21 @@ class MethodRuns:
     superseded: int
     ok: list[RunRecord]  # the selected run of each seed that finished, by seed
     failed: list[RunRecord]
+
+    @property
+    def all(self) -> list[RunRecord]:
+        return [r for _, runs in sorted(self.by_seed.items()) for r in runs]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What building one table reads besides its runs: the stored evidence, paired differences, the rule."""
+
+    stored: StoredRuns
+    paired: Paired
+    selection: Any
+    search_seeds: list[int]
+    regimes: list[tuple[str, str, Any]]
 
 
 # ------------------------------------------------------------------ reading and selecting runs
@@ -136,11 +161,17 @@ def newest_version(by_seed: BySeed) -> tuple[BySeed, int, int]:
     return {seed: runs for seed, runs in kept.items() if runs}, newest, left_out
 
 
-def method_runs(by_seed: BySeed, selection: Any) -> MethodRuns:
+def method_runs(by_seed: BySeed, selection: Any, searched: list[int]) -> MethodRuns:
+    """A method's runs of its newest version and the selected run per seed: without a search, the rule's pick among
+    each seed's trials; with one, the trial the rule picks on the search seeds, on every seed it ran."""
     kept, version, superseded = newest_version(by_seed)
-    chosen = [select(runs, selection) for _, runs in sorted(kept.items())]
+    if searched:
+        everything = [r for _, runs in sorted(kept.items()) for r in runs]
+        chosen = trial_runs(everything, picked_trial(everything, searched, selection))
+    else:
+        chosen = [c for c in (select(runs, selection) for _, runs in sorted(kept.items())) if c is not None]
     failed = [r for runs in kept.values() for r in runs if not r.ok]
-    return MethodRuns(kept, version, superseded, [c for c in chosen if c is not None], failed)
+    return MethodRuns(kept, version, superseded, chosen, failed)
 
 
 def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -157,18 +188,30 @@ def build(store_dir: Path | str, rule: str = "val_acc") -> Board:
 
     A table holds only runs whose comparison settings (data, budget, resolution,
     backbone, weights, augmentation, VLM, pool, dataset options) are identical;
-    within it, the selection rule picks one trial per method and seed.
+    within it, the selection rule picks one trial per method and seed (or, with a
+    search, one trial per method on the search seeds).
     """
     selection = get_rule(rule)
-    comparisons = read_comparisons(ResultStore(store_dir, create=False))
+    store = ResultStore(store_dir, create=False)
+    comparisons = read_comparisons(store)
     named_by = differing_settings([c.settings for c in comparisons.values()])
     order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
-    return Board(rule, [build_table(key, comparisons[key], named_by, selection) for key in order])
+    stored = StoredRuns(store)
+    return Board(
+        rule,
+        [build_table(key, comparisons[key], named_by, context(comparisons[key], selection, stored)) for key in order],
+    )
 
 
-def build_table(key: str, comparison: Comparison, named_by: list[str], selection: Any) -> Table:
-    runs = {method: method_runs(comparison.methods[method], selection) for method in sorted(comparison.methods)}
-    rows, ranking = compare_rows([build_row(method, r) for method, r in runs.items()])
+def context(comparison: Comparison, selection: Any, stored: StoredRuns) -> Context:
+    searched = search_seeds(comparison.records)
+    named = regimes(selection, get_rule) if searched else []
+    return Context(stored, Paired(stored), selection, searched, named)
+
+
+def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Context) -> Table:
+    runs = {m: method_runs(comparison.methods[m], ctx.selection, ctx.search_seeds) for m in sorted(comparison.methods)}
+    rows = compare_rows([build_row(method, r, ctx) for method, r in runs.items()], runs, ctx)
     settings = comparison.settings
     preparations = [shared_preparation(c.vlm) for r in runs.values() for c in r.ok]
     return Table(
@@ -178,24 +221,37 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], selection
         budget=(settings.get("budget") or {}).get("name", "?"),
         comparison=settings,
         distinguished_by={k: settings.get(k) for k in named_by},
-        selection_rule=f"{selection.name}: {selection.description}",
+        selection_rule=f"{ctx.selection.name}: {ctx.selection.description}",
         shared_preparation=unique([p for p in preparations if p is not None]),
         rows=rows,
-        ranking=ranking,
+        rankings=rankings(rows, ctx.paired, lambda row: by_seed(runs[row.method].ok)),
+        pareto_fronts=pareto_fronts(rows),
+        hardware=table_hardware(rows, {m: r.ok for m, r in runs.items()}),
+        banner=banner(settings.get("budget") or {}, max((r.seeds for r in rows if r.ok), default=0)),
         seed_note=seed_note(rows),
+        search=search_protocol(comparison, ctx),
     )
 
 
-def build_row(method: str, runs: MethodRuns) -> Row:
-    """A method's row: its runs, the selected trial per seed with its compute, and test metrics over seeds."""
+def search_protocol(comparison: Comparison, ctx: Context) -> SearchProtocol | None:
+    if not ctx.search_seeds:
+        return None
+    trials = sorted({r.trial for r in comparison.records})
+    return SearchProtocol(ctx.search_seeds, trials, [name for name, _, _ in ctx.regimes])
+
+
+def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
+    """A method's row: its runs, the selected trial per seed with its compute, test metrics over seeds, its flags and
+    (with a search) its selection regimes."""
+    summaries = {m: summary(runs.ok, m, ctx.stored) for m in SUMMARY_METRICS}
     return Row(
         **run_fields(method, runs),
         **selection_fields(runs.ok),
-        **{
-            m: summarise([c.test_metric(m) for c in runs.ok], [c.test_interval(m) for c in runs.ok])
-            for m in SUMMARY_METRICS
-        },
-        **seed_fields(runs.ok),
+        **summaries,
+        **seed_fields(runs.ok, ctx.stored),
+        hardware=list(machines(runs.ok)),
+        flags=row_flags(runs.ok, ctx.stored, summaries),
+        regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
     )
 
 
@@ -211,6 +267,7 @@ def run_fields(method: str, runs: MethodRuns) -> dict[str, Any]:
         superseded_runs=runs.superseded,
         failed_runs=[FailedRun(r.run_id, r.error or "") for r in runs.failed],
         labels_used=first.labels_used,
+        tier=information_tier(first.supervision),
         variant=runs.ok[0].variant if runs.ok else None,
         description=first.method_info.description,
         citation=first.method_info.citation,
@@ -229,14 +286,25 @@ def selection_fields(ok: list[RunRecord]) -> dict[str, Any]:
     )
 
 
-def seed_fields(ok: list[RunRecord]) -> dict[str, Any]:
-    """How the intervals were made, the per-group means, the per-seed values and why predictions are degenerate."""
+def seed_fields(ok: list[RunRecord], stored: StoredRuns) -> dict[str, Any]:
+    """How the intervals were made, the per-group means and the per-seed values."""
     return dict(
-        interval_method=(INTERVAL_NOTE["seeds"] if len(ok) > 1 else INTERVAL_NOTE["bootstrap"]) if ok else None,
+        interval_method=interval_note(ok, stored),
         per_group=per_group(ok),
         per_seed={m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS},
-        degenerate=sorted({reason for c in ok for reason in degenerate(c)}),
     )
+
+
+def interval_note(ok: list[RunRecord], stored: StoredRuns) -> str | None:
+    if not ok:
+        return None
+    if len(ok) > 1:
+        return INTERVAL_NOTE["seeds"]
+    return INTERVAL_NOTE["bootstrap" if stored.intervals(ok[0]) is not None else "none"]
+
+
+def summary(ok: list[RunRecord], metric: str, stored: StoredRuns) -> MetricSummary:
+    return summarise([c.test_metric(metric) for c in ok], [stored.interval(c, metric) for c in ok])
 
 
 def summarise(values: list[float | None], bootstrap: list[list | None]) -> MetricSummary:
@@ -296,92 +364,81 @@ def unique(items: list) -> list:
     return out
 
 
-# ------------------------------------------------------------------ degenerate predictors
+# ------------------------------------------------------------------ selection regimes of a search
 
 
-def degenerate(record: RunRecord) -> list[str]:
-    """Why a run's test predictions are degenerate: one class for a whole group, or for everyone, or accuracy
-    no better than always predicting the majority class (a method that has not learned the task at this budget
-    looks "fair" by its small gaps; it is flagged and kept off the Pareto front)."""
-    groups = record.test_groups
-    rates = [(g["group"], g.get("selection_rate")) for g in groups if g.get("selection_rate") is not None]
-    constant = [name for name, rate in rates if rate in (0.0, 1.0)]
-    if rates and len(constant) == len(rates) and len({rate for _, rate in rates}) == 1:
-        return ["one class for everyone"]
-    chance = at_chance(record.test_metric("acc"), groups)
-    return [f"one class for all of group {name}" for name in constant] + ([chance] if chance else [])
+def regime_results(runs: MethodRuns, ctx: Context) -> list[RegimeResult]:
+    """The defaults and each regime's pick on the search seeds, over the seeds that trial ran, minus the defaults."""
+    default = trial_runs(runs.all, DEFAULT_TRIAL)
+    return [regime_result(name, description, rule, runs, default, ctx) for name, description, rule in ctx.regimes]
 
 
-def at_chance(acc: float | None, groups: list[dict]) -> str | None:
-    """'at chance (test accuracy ..., majority class ...)' when a binary task's test accuracy is below the
-    majority-class rate plus two binomial standard errors of it (n test images), else None."""
-    counts = [(g.get("n"), g.get("positives")) for g in groups]
-    if acc is None or not counts or any(n is None or p is None for n, p in counts):
-        return None
-    n = sum(c[0] for c in counts)
-    positives = sum(c[1] for c in counts)
-    if n == 0:
-        return None
-    majority = max(positives, n - positives) / n
-    if acc < majority + 2 * math.sqrt(majority * (1 - majority) / n):
-        return f"at chance (test accuracy {acc:.3f}, majority class {majority:.3f})"
-    return None
+def regime_result(
+    name: str, description: str, rule: Any, runs: MethodRuns, default: list[RunRecord], ctx: Context
+) -> RegimeResult:
+    trial = DEFAULT_TRIAL if rule is None else picked_trial(runs.all, ctx.search_seeds, rule)
+    chosen = trial_runs(runs.all, trial) if trial is not None else []
+    return RegimeResult(
+        regime=name,
+        description=description,
+        trial=trial,
+        seeds=[r.seed for r in chosen],
+        metrics={m: summary(chosen, m, ctx.stored) for m in REGIME_METRICS},
+        minus_default=None
+        if rule is None or not chosen
+        else ctx.paired.difference(by_seed(chosen), by_seed(default), REGIME_METRICS),
+        upper_bound=name == ORACLE,
+    )
+
+
+def holm_regimes(rows: list[Row]) -> list[Row]:
+    """Holm's correction of regime − default per (regime, metric) over the table's methods."""
+    searched = [r for r in rows if r.regimes]
+    if not searched:
+        return rows
+    corrected: dict[tuple[str, int], dict[str, Any]] = {}
+    for i in range(len(searched[0].regimes)):
+        family = {r.method: r.regimes[i].minus_default for r in searched if r.regimes[i].minus_default}
+        corrected.update({(m, i): d for m, d in holm_columns(family, REGIME_METRICS).items()})
+    return [with_regime_holm(r, corrected) if r.regimes else r for r in rows]
+
+
+def with_regime_holm(row: Row, corrected: dict[tuple[str, int], dict[str, Any]]) -> Row:
+    regimes_ = [
+        replace(g, minus_default=corrected.get((row.method, i), g.minus_default)) for i, g in enumerate(row.regimes)
+    ]
+    return replace(row, regimes=regimes_)
 
 
 # ------------------------------------------------------------------ comparisons between the rows of a table
 
 
-def compare_rows(rows: list[Row]) -> tuple[list[Row], Ranking]:
-    """The rows with their paired differences against erm, of each system against its ablations over seeds,
-    and their mean ranks over (metric, seed) blocks; the ranking."""
-    ok = [r for r in rows if r.ok]
-    reference = next((r for r in ok if r.method == REFERENCE_METHOD), None)
-    by_name = {r.method: r for r in ok}
-    seeds = common_seeds(ok)
-    blocks = rank_blocks(ok, seeds)
-    ranks = dict(zip(by_name, mean_ranks(blocks) if blocks and len(ok) > 1 else [math.nan] * len(ok)))
-    compared = [with_comparisons(r, reference, by_name, ranks[r.method]) if r.ok else r for r in rows]
-    return compared, ranking(len(ok), len(blocks), len(seeds))
+def by_seed(runs: list[RunRecord]) -> dict[int, RunRecord]:
+    return {r.seed: r for r in runs}
 
 
-def common_seeds(rows: list[Row]) -> list[int]:
-    """The seeds every row has a selected run of."""
-    return sorted(set.intersection(*[set(r.per_seed["acc"]) for r in rows])) if rows else []
-
-
-def ranking(methods: int, blocks: int, seeds: int) -> Ranking:
-    return Ranking(
-        blocks=blocks,
-        block_rule=f"each of {list(COMPARED_METRICS)} on each of the {seeds} seed(s) every method ran; "
-        "rank 1 is best; ties share the mean rank",
-        critical_difference=critical_difference(methods, blocks) if 2 <= methods <= 20 and blocks else None,
-        caveat=BLOCK_CAVEAT,
-    )
-
-
-def with_comparisons(row: Row, reference: Row | None, by_name: dict[str, Row], rank: float) -> Row:
-    """A finished row with its differences against the reference (erm) and of its system against it, and its rank."""
-    system = by_name.get(row.ablation_of or "")
-    return replace(
-        row,
-        vs_erm=None if reference is None or row is reference else differences(row, reference, COMPARED_METRICS),
-        system_vs_ablation=None if system is None else differences(system, row, ABLATION_METRICS),
-        mean_rank=float(rank),
-    )
-
-
-def differences(minuend: Row, subtrahend: Row, metrics: tuple[str, ...]) -> dict[str, PairedDifference]:
-    """minuend − subtrahend of each metric over the seeds both ran."""
-    return {m: PairedDifference(**paired_difference(minuend.per_seed[m], subtrahend.per_seed[m])) for m in metrics}
-
-
-def rank_blocks(ok: list[Row], seeds: list[int]) -> list[tuple[np.ndarray, bool]]:
-    """One block per (compared metric, seed every row ran): the rows' values and whether higher is better."""
-    return [
-        (np.array([np.nan if r.per_seed[m].get(s) is None else r.per_seed[m][s] for r in ok]), m in HIGHER_IS_BETTER)
-        for m in COMPARED_METRICS
-        for s in seeds
+def compare_rows(rows: list[Row], runs: dict[str, MethodRuns], ctx: Context) -> list[Row]:
+    """The rows with their paired differences against erm and of each system against its ablations (Holm per
+    paired table and metric), and their regimes' differences Holm-corrected."""
+    ok = {r.method: r for r in rows if r.ok}
+    chosen = {m: by_seed(runs[m].ok) for m in ok}
+    reference = REFERENCE_METHOD if REFERENCE_METHOD in ok else None
+    vs_erm = {
+        m: ctx.paired.difference(chosen[m], chosen[reference], COMPARED_METRICS)
+        for m in ok
+        if reference and m != reference
+    }
+    ablations = {
+        m: ctx.paired.difference(chosen[r.ablation_of], chosen[m], ABLATION_METRICS)
+        for m, r in ok.items()
+        if r.ablation_of in ok
+    }
+    vs_erm = holm_columns(vs_erm, COMPARED_METRICS)
+    ablations = holm_columns(ablations, ABLATION_METRICS)
+    compared = [
+        replace(r, vs_erm=vs_erm.get(r.method), system_vs_ablation=ablations.get(r.method)) if r.ok else r for r in rows
     ]
+    return holm_regimes(compared)
 
 
 def seed_note(rows: list[Row]) -> str | None:

@@ -21,10 +21,11 @@ from fairfacebench.store import ResultStore
 METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga", "cell_acc_std")
 PAIRED_METRICS = ("acc", "eod_max")
 ABLATION_METRICS = ("acc", "eod_max", "wga", "cell_acc_std")
-METRIC_HEADERS = ["method", "seeds", *METRICS, "forward samples", "fit time (s)"]
-ERM_CAPTION = "Paired against erm (mean [95% t-interval] over seeds)"
+METRIC_HEADERS = ["method", "tier", "seeds", *METRICS, "forward samples", "fit time (s)", "flags"]
+BOOTSTRAP = "mean [95% two-level paired bootstrap interval over seeds and test rows]; tied: not significant after Holm"
+ERM_CAPTION = f"Paired against erm ({BOOTSTRAP})"
 ERM_HEADERS = ["method", *[f"Δ{k}" for k in PAIRED_METRICS]]
-ABLATION_CAPTION = "Each system against its own ablation, system − ablation (mean [95% t-interval] over seeds)"
+ABLATION_CAPTION = f"Each system against its own ablation, system − ablation ({BOOTSTRAP})"
 ABLATION_HEADERS = ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]]
 
 
@@ -38,15 +39,16 @@ def paired(difference: PairedDifference | None) -> str:
     if difference is None or difference.mean is None:
         return ""
     lo, hi = difference.ci95 or (None, None)
-    return f"{difference.mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+    text = f"{difference.mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+    return text + (" tied" if difference.tied else "")
 
 
 def metrics_row(r: Row) -> list:
-    label = r.label + (" (degenerate)" if r.degenerate else "")
+    flags = ", ".join(f.code for f in r.flags)
     if not r.ok:
-        return [label, "failed", *[""] * (len(METRICS) + 2)]
+        return [r.label, r.tier, "failed", *[""] * (len(METRICS) + 2), flags]
     compute = [f"{r.forward_samples:,.0f}", f"{r.fit_time_s:,.0f}"]
-    return [label, r.seeds, *[cell(r.summary(k)) for k in METRICS], *compute]
+    return [r.label, r.tier, r.seeds, *[cell(r.summary(k)) for k in METRICS], *compute, flags]
 
 
 def github(rows: list[list], headers: list[str], **options) -> str:

@@ -3,11 +3,18 @@ store checks, built from the few numbers a test cares about."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from fairfacebench.budget import Budget
+from fairfacebench.metrics.fairness import compute_metrics
+from fairfacebench.plain import nan_to_none
 from fairfacebench.record import MethodInfo, RunRecord, TaskInfo
 from fairfacebench.spec import RunSpec
+
+TRAIN_ONLY = {"target": "train", "sensitive": "", "sensitive_at_inference": False}
 
 
 def metrics(acc: float, wga: float = 0.5, eod: float = 0.1) -> dict[str, float]:
@@ -56,6 +63,9 @@ def fake_record(
     ablation_of: str | None = None,
     budget_report: dict[str, Any] | None = None,
     group_names: list[str] | None = None,
+    supervision: dict[str, Any] | None = None,
+    host: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
     **spec_fields: Any,
 ) -> RunRecord:
     """An ok record (or a failed one when `error` is given) of `method` at `seed` and `trial`."""
@@ -69,6 +79,9 @@ def fake_record(
         if groups or group_names
         else None,
         labels_used=labels_used,
+        supervision=supervision,
+        host=host or {},
+        config=config,
     )
     if error is not None:
         trace = f"Traceback (most recent call last):\n{error}"
@@ -89,3 +102,27 @@ def fake_record(
             "wall_time_s": 1.0,
         },
     )
+
+
+def predicted_run(
+    method: str,
+    seed: int,
+    y: list[int],
+    a: list[int],
+    y_hat: list[int],
+    *,
+    trial: int = 0,
+    val: dict[str, float] | None = None,
+    group_names: tuple[str, ...] = ("g0", "g1"),
+    **fields: Any,
+) -> tuple[RunRecord, dict[str, np.ndarray]]:
+    """A finished run whose test metrics and per-group rows are computed from the given test predictions (as the
+    runner does), and those predictions as `predictions.npz` arrays: `store.write(run_id, record, arrays)`."""
+    y, a, y_hat = (np.asarray(v, dtype=np.int64) for v in (y, a, y_hat))
+    report = compute_metrics(y, y_hat, a, list(group_names))
+    summary = nan_to_none(report.summary)
+    record = fake_record(method, seed, trial, val=val, test=summary, groups=nan_to_none(report.per_group), **fields)
+    record = replace(record, task_info=replace(record.task_info, group_names=list(group_names)))
+    scores = np.where(np.eye(2, dtype=bool)[y_hat], 0.8, 0.2).astype(np.float32)
+    ids = np.array([f"row{i}" for i in range(len(y))])
+    return record, {"test_scores": scores, "test_y": y, "test_a": a, "test_ids": ids}

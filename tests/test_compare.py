@@ -1,5 +1,5 @@
 """Statistics across seeds, hand-checked: paired differences, ranks with ties, the critical difference, clipping,
-and the degenerate-predictor flag."""
+and the degenerate and at-chance flags."""
 
 import math
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from records import fake_record
 
+from fairfacebench.flags import Flag, chance_flag, degenerate, run_flags
 from fairfacebench.leaderboard.model import ABLATION_METRICS
-from fairfacebench.leaderboard.tables import at_chance, build, degenerate
+from fairfacebench.leaderboard.tables import build
 from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
@@ -74,17 +75,31 @@ def test_degenerate_predictors_are_named():
     assert degenerate(fake_record(groups=[group("a", 0.3), group("b", 0.6)])) == []
 
 
-def test_accuracy_at_the_majority_rate_is_flagged_at_chance():
-    # 400 test images, 200 positives: majority rate 0.5, two standard errors 2 * sqrt(0.25 / 400) = 0.05
+def test_accuracy_at_the_majority_rate_is_flagged_at_chance_and_near_chance():
+    # 400 test images, 200 positives: majority rate 0.5, standard error sqrt(0.25 / 400) = 0.025;
+    # at chance below 0.5 + 2 * 0.025 = 0.55, near chance below 0.5 + 4 * 0.025 = 0.60
     groups = [{"group": "a", "n": 200, "positives": 100}, {"group": "b", "n": 200, "positives": 100}]
-    assert at_chance(0.549, groups) == "at chance (test accuracy 0.549, majority class 0.500)"
-    assert at_chance(0.551, groups) is None
-    # majority 0.75 (300 of 400 negative): se = sqrt(0.75 * 0.25 / 400) = 0.02165, threshold 0.7933
+    assert chance_flag(0.549, groups) == Flag(
+        "at-chance", "test accuracy 0.549 below 0.550 (majority class 0.500 + 2 standard errors of 400 test rows)"
+    )
+    assert chance_flag(0.551, groups).code == "near-chance" and chance_flag(0.599, groups).code == "near-chance"
+    assert chance_flag(0.601, groups) is None
+    # majority 0.75 (300 of 400 negative): se = sqrt(0.75 * 0.25 / 400) = 0.02165, thresholds 0.7933 and 0.8366
     skewed = [{"group": "a", "n": 200, "positives": 50}, {"group": "b", "n": 200, "positives": 50}]
-    assert at_chance(0.79, skewed) is not None and at_chance(0.80, skewed) is None
-    assert at_chance(None, groups) is None and at_chance(0.5, [{"group": "a", "n": 10}]) is None
+    assert chance_flag(0.79, skewed).code == "at-chance" and chance_flag(0.80, skewed).code == "near-chance"
+    assert chance_flag(0.84, skewed) is None
+    assert chance_flag(None, groups) is None and chance_flag(0.5, [{"group": "a", "n": 10}]) is None
+
+
+def test_shasam_at_0526_on_2000_rows_is_near_chance_not_at_chance():
+    # the demonstration board's shasam: 2,000 balanced test rows, se = sqrt(0.25 / 2000) = 0.01118;
+    # at chance below 0.5224, near chance below 0.5447: 0.526 is near chance
+    groups = [{"group": "a", "n": 1000, "positives": 500}, {"group": "b", "n": 1000, "positives": 500}]
+    assert chance_flag(0.526, groups) == Flag(
+        "near-chance", "test accuracy 0.526 below 0.545 (majority class 0.500 + 4 standard errors of 2000 test rows)"
+    )
     record = fake_record(test={"acc": 0.52}, groups=[{**g, "selection_rate": 0.4} for g in groups])
-    assert degenerate(record) == ["at chance (test accuracy 0.520, majority class 0.500)"]
+    assert [f.code for f in run_flags(record, None)] == ["at-chance"]
 
 
 def store_of(tmp_path, methods):

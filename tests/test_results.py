@@ -7,10 +7,14 @@ import os
 import sys
 
 import pytest
+from records import fake_record, predicted_run
 
 import fairfacebench
+from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.errors import ConfigError
+from fairfacebench.metrics.bootstrap import intervals_from_counts
+from fairfacebench.metrics.hierarchical import counts_from_predictions
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
@@ -52,6 +56,26 @@ def test_load_runs_has_one_row_per_run_with_flattened_metrics_and_groups(store):
 def test_load_runs_of_a_missing_store_names_it(tmp_path):
     with pytest.raises(ConfigError, match="no result store at"):
         fairfacebench.load_runs(tmp_path / "missing")
+
+
+def test_load_runs_has_the_tier_the_flags_and_current_intervals_of_each_run(tmp_path):
+    # 200 test rows, right on the first 150 (acc 0.75); an old record's percentile interval leaves its estimate out
+    y, a = [0, 1] * 100, [0, 0, 1, 1] * 50
+    y_hat = [v if i < 150 else 1 - v for i, v in enumerate(y)]
+    store = ResultStore(tmp_path)
+    record, arrays = predicted_run("m", 0, y, a, y_hat, supervision={"target": "val", "sensitive": "val"})
+    record.test_intervals = {"method": "percentile bootstrap", "intervals": {"acc": [0.76, 0.80]}}
+    store.write(record.run_id, record, arrays)
+    run = fairfacebench.load_runs(tmp_path).iloc[0]
+    assert run.tier == "+ validation labels" and run["flags"] == ""
+    expected = intervals_from_counts(counts_from_predictions(arrays, 2, 2), n_resamples=1000, seed=0)["intervals"]
+    assert [run["test.acc.lo"], run["test.acc.hi"]] == expected["acc"]
+    assert run["test.acc.lo"] <= run["test.acc"] <= run["test.acc.hi"]
+    smoke = fake_record("s", 0, budget=Budget("smoke", steps=12, batch_size=32))
+    store.write(smoke.run_id, smoke)
+    runs = fairfacebench.load_runs(tmp_path).set_index("method")
+    assert runs.loc["s", "flags"] == "smoke-budget" and runs.loc["s", "tier"] == "not recorded"
+    assert runs.loc["s", "flag_details"] == "smoke-budget: budget smoke: a check that everything runs, not a comparison"
 
 
 def mlflow_or_skip():

@@ -10,7 +10,8 @@ from records import fake_record
 from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.leaderboard.model import MetricSummary
-from fairfacebench.leaderboard.plots import pareto_front
+from fairfacebench.leaderboard.plots import LABEL_HEIGHT_PX, MARKER_PX, overlap, place_labels
+from fairfacebench.leaderboard.ranks import pareto_front
 from fairfacebench.leaderboard.site import MARKER, Cell, build_site, cell, slugify
 from fairfacebench.store import ResultStore
 
@@ -110,7 +111,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
         "synthfaces — task smiling/skin_tone — budget smoke",
         "smoke: 12 optimizer steps at batch size 32, 32 px",
         "val_acc: highest validation accuracy",
-        "0.820 ± 0.028 [",
+        "<span>0.820 ± 0.028</span> <span>[",
         "y:train",
         'href="method-erm.html"',
     ):
@@ -128,7 +129,7 @@ def test_site_pages_plots_and_data(store, tmp_path):
         and "<summary>traceback</summary>" in broken
     )
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert len(plots) == 3 + 4  # trade-off, spread and mean ranks for the table, group bars per method with results
+    assert len(plots) == 2 + 4  # trade-off and per-seed spread (erm has 2 seeds) of the table, group bars per method
     assert {f"plots/{p}" for p in plots} <= set(json.loads((out / MARKER).read_text())["files"])  # a rebuild may delete
     for p in (out / "plots").iterdir():
         svg = ET.parse(p).getroot()  # well-formed XML: plugin text cannot break out of it
@@ -169,3 +170,35 @@ def test_cli_builds_the_site_and_still_writes_tables(store, tmp_path, capsys):
     assert main(["leaderboard", "build", str(tmp_path / "missing")]) == 2
     assert "no result store at" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()
+
+
+def test_point_numbers_never_overlap_each_other_or_a_marker():
+    # erm and val-reweight:uniform-weights have the same numbers: coincident points; three more crowd around them
+    anchors = [(100.0, 100.0), (100.0, 100.0), (104.0, 102.0), (96.0, 99.0), (300.0, 50.0)]
+    widths = [8.5, 15.0, 15.0, 8.5, 8.5]
+    offsets = place_labels(anchors, widths)
+    boxes = [
+        (x + dx - w / 2, y + dy - LABEL_HEIGHT_PX / 2, x + dx + w / 2, y + dy + LABEL_HEIGHT_PX / 2)
+        for (x, y), (dx, dy), w in zip(anchors, offsets, widths)
+    ]
+    markers = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in anchors]
+    assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert not any(overlap(box, marker) for box in boxes for marker in markers)
+    assert offsets[4] == (8.5 / 2 + 7.0, 0)  # a lone point's number sits just right of it
+
+
+def test_a_one_seed_board_has_no_per_seed_plot_and_shows_tier_and_flags(tmp_path):
+    s = ResultStore(tmp_path / "runs")
+    for method, acc in (("erm", 0.8), ("fair", 0.78)):
+        rec = record(method, 0, acc, 0.2)
+        rec.supervision = {"target": "train", "sensitive": "", "sensitive_at_inference": False}
+        s.write(f"{method}-0", rec)
+    out = tmp_path / "site"
+    index = build_site(s.root, out)["index"].read_text()
+    assert [p.name.endswith("-seeds.svg") for p in (out / "plots").iterdir()].count(True) == 0
+    assert "Per-seed spread" not in index and "-tradeoff.svg" in index
+    assert '<td data-value="train labels">train labels</td>' in index
+    assert '<span class="flag flag-few-seeds" title="1 seed: across-seed intervals' in index
+    assert '<span class="flag flag-smoke-budget"' in index and "tiny-groups" not in index  # groups of 16 rows
+    page = (out / "method-erm.html").read_text()
+    assert '<dd class="tier">train labels</dd>' in page and "flag-few-seeds" in page and "smoke-banner" in page

@@ -1,0 +1,110 @@
+"""Paired differences between two sets of runs over the seeds both ran, from their stored test predictions: the
+two-level bootstrap over seeds and test rows (`metrics.hierarchical`), and Holm's correction over a family."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from fairfacebench.leaderboard.model import ALPHA, PairedDifference, defined
+from fairfacebench.metrics.compare import holm
+from fairfacebench.metrics.hierarchical import hierarchical_paired_difference, paired_counts_from_predictions
+
+if TYPE_CHECKING:
+    from fairfacebench.leaderboard.evidence import StoredRuns
+    from fairfacebench.record import RunRecord
+
+RESAMPLES = 1000
+BOOTSTRAP = "two-level paired bootstrap"
+MEAN_ONLY = "per-seed mean only (no stored test predictions)"
+PAIRED_NOTE = (
+    "mean [95% interval] of the per-seed differences; the interval and p-value from the two-level paired bootstrap "
+    f"(seeds drawn with replacement, then the test rows of each, {RESAMPLES:,} resamples); 'tied': not significant "
+    f"at α = {ALPHA} after Holm's correction over the column (family: this table, this metric)"
+)
+
+BySeed = Mapping[int, "RunRecord"]
+
+
+class Paired:
+    """Paired differences of runs of one comparison, each pair of run sets computed once."""
+
+    def __init__(self, stored: StoredRuns) -> None:
+        self.stored = stored
+        self._cache: dict[tuple, dict] = {}
+
+    def difference(self, minuend: BySeed, subtrahend: BySeed, metrics: tuple[str, ...]) -> dict[str, PairedDifference]:
+        """minuend − subtrahend of each metric over the seeds both have a run of."""
+        seeds = sorted(set(minuend) & set(subtrahend))
+        joint = self.bootstrap(minuend, subtrahend, seeds)
+        if joint is None:
+            return {m: mean_only(minuend, subtrahend, seeds, m) for m in metrics}
+        return {m: from_bootstrap(joint["metrics"][m], seeds) for m in metrics}
+
+    def bootstrap(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> dict | None:
+        """`hierarchical_paired_difference` of the two run sets (None: a run without stored predictions)."""
+        key = tuple((s, minuend[s].run_id, subtrahend[s].run_id) for s in seeds)
+        if key not in self._cache:
+            joint = self.joint_counts(minuend, subtrahend, seeds)
+            self._cache[key] = None if joint is None else hierarchical_paired_difference(joint, RESAMPLES, seed=0)
+        return self._cache[key]
+
+    def joint_counts(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> list[np.ndarray] | None:
+        """counts[g, y, ŷ_A, ŷ_B] of each shared seed, or None when a run left no predictions."""
+        pairs = [(minuend[s], subtrahend[s]) for s in seeds]
+        arrays = [(self.stored.predictions(a), self.stored.predictions(b)) for a, b in pairs]
+        groups = minuend[seeds[0]].task_info.group_names if seeds and minuend[seeds[0]].task_info else None
+        if not seeds or not groups or any(x is None or y is None for x, y in arrays):
+            return None
+        joint = []
+        for (a, b), (x, y) in zip(pairs, arrays):
+            try:
+                joint.append(paired_counts_from_predictions(x, y, len(groups), x["test_scores"].shape[1]))
+            except ValueError as exc:
+                raise ValueError(f"runs {a.run_id} and {b.run_id} (seed {a.seed}): {exc}") from None
+        return joint
+
+
+def from_bootstrap(result: dict, seeds: list[int]) -> PairedDifference:
+    """One metric of `hierarchical_paired_difference` as a PairedDifference (Holm filled in later)."""
+    return PairedDifference(
+        mean=result["difference"],
+        n=len(seeds),
+        ci95=result["interval"],
+        seeds=seeds,
+        p_value=result["p_value"],
+        p_holm=None,
+        tied=None,
+        method=BOOTSTRAP,
+    )
+
+
+def mean_only(minuend: BySeed, subtrahend: BySeed, seeds: list[int], metric: str) -> PairedDifference:
+    """The mean of the per-seed differences of the recorded test metric, with no interval or p-value."""
+    values = [(minuend[s].test_metric(metric), subtrahend[s].test_metric(metric)) for s in seeds]
+    differences = [a - b for a, b in values if defined(a) and defined(b)]
+    mean = float(np.mean(differences)) if differences else None
+    return PairedDifference(mean, len(differences), None, seeds, None, None, None, MEAN_ONLY)
+
+
+def holm_family(family: dict[str, PairedDifference]) -> dict[str, PairedDifference]:
+    """The family's differences with Holm-adjusted p-values and `tied` (not rejected at ALPHA); untested ones as
+    they are."""
+    tested = {k: d.p_value for k, d in family.items() if d.p_value is not None}
+    if not tested:
+        return family
+    corrected = holm(tested, ALPHA)
+    return {
+        k: replace(d, p_holm=corrected["adjusted"][k], tied=not corrected["reject"][k]) if k in tested else d
+        for k, d in family.items()
+    }
+
+
+def holm_columns(
+    table: dict[str, dict[str, PairedDifference]], metrics: tuple[str, ...]
+) -> dict[str, dict[str, PairedDifference]]:
+    """A paired table (label -> metric -> difference) with Holm's correction applied per metric column."""
+    columns = {m: holm_family({label: diffs[m] for label, diffs in table.items()}) for m in metrics}
+    return {label: {m: columns[m][label] for m in metrics} for label in table}

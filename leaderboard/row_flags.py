@@ -1,0 +1,141 @@
+"""A leaderboard row's warnings: its runs' flags (`flags.run_flags`) gathered over seeds, and the row's own (fewer
+than 3 seeds, runs on more than one machine, a zero-width interval over seeds); a table's hardware and banner."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from fairfacebench.flags import Flag
+from fairfacebench.leaderboard.model import SUMMARY_METRICS, HardwareRuns, MetricSummary, Row
+
+if TYPE_CHECKING:
+    from fairfacebench.leaderboard.evidence import StoredRuns
+    from fairfacebench.record import RunRecord
+
+MIN_SEEDS = 3
+FLAG_ORDER = (
+    "degenerate",
+    "at-chance",
+    "near-chance",
+    "few-seeds",
+    "smoke-budget",
+    "demonstration-budget",
+    "mixed-hardware",
+    "tiny-groups",
+    "uninformative-interval",
+)
+NOT_RECORDED = "not recorded"
+ZERO_WIDTH = 1e-9  # seeds equal up to floating-point rounding
+SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
+
+
+def row_flags(runs: list[RunRecord], stored: StoredRuns, summaries: dict[str, MetricSummary]) -> list[Flag]:
+    """The warnings of a row whose selected runs are `runs` (one per seed), in FLAG_ORDER. With one seed the row
+    shows that run's interval, so the run's uninformative-interval flag is the row's; with several, the row's own."""
+    per_run = [(r.seed, f) for r in runs for f in stored.flags(r)]
+    if len(runs) > 1:
+        per_run = [(seed, f) for seed, f in per_run if f.code != "uninformative-interval"]
+    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), mixed_hardware(runs)]
+    found += [zero_width(summaries)] if len(runs) > 1 else []
+    return sorted([f for f in found if f is not None], key=lambda f: FLAG_ORDER.index(f.code))
+
+
+def gathered(per_run: list[tuple[int, Flag]], n_runs: int) -> list[Flag]:
+    """One flag per code, in first-seen order, its detail merged over the seeds that carry it."""
+    by_code: dict[str, dict[int, str]] = defaultdict(dict)
+    for seed, flag in per_run:
+        by_code[flag.code][seed] = flag.detail
+    return [Flag(code, merged(details, n_runs)) for code, details in by_code.items()]
+
+
+def merged(details: dict[int, str], n_runs: int) -> str:
+    """One detail when the seeds agree (naming them unless every run says it), else each seed's."""
+    texts = set(details.values())
+    if len(texts) > 1:
+        return "; ".join(f"seed {s}: {d}" for s, d in sorted(details.items()))
+    text = texts.pop()
+    return text if len(details) == n_runs else f"seed{'s' if len(details) > 1 else ''} {seed_list(details)}: {text}"
+
+
+def seed_list(seeds) -> str:
+    return ", ".join(str(s) for s in sorted(seeds))
+
+
+def few_seeds(n: int) -> Flag | None:
+    if not 0 < n < MIN_SEEDS:
+        return None
+    return Flag(
+        "few-seeds",
+        f"{n} seed{'s' if n > 1 else ''}: across-seed intervals and paired comparisons are not meaningful below "
+        f"{MIN_SEEDS} seeds",
+    )
+
+
+def hardware_of(record: RunRecord) -> str:
+    """'CPU model (torch CPU capability)' from the record's host, or 'not recorded'."""
+    host = record.host or {}
+    model, capability = host.get("cpu_model"), host.get("torch_cpu_capability")
+    if not model and not capability:
+        return NOT_RECORDED
+    return f"{model or 'unknown CPU'} ({capability or 'capability not recorded'})"
+
+
+def machines(runs: list[RunRecord]) -> dict[str, list[int]]:
+    """Hardware -> the seeds of the runs that ran on it, in first-seen order."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(hardware_of(r), []).append(r.seed)
+    return seeds
+
+
+def mixed_hardware(runs: list[RunRecord]) -> Flag | None:
+    """'mixed-hardware' when a row's runs ran on more than one machine (or some did not record theirs)."""
+    used = machines(runs)
+    if len(used) < 2:
+        return None
+    return Flag("mixed-hardware", "; ".join(f"seeds {seed_list(s)} on {hw}" for hw, s in used.items()))
+
+
+def zero_width(summaries: dict[str, MetricSummary]) -> Flag | None:
+    """'uninformative-interval' for metrics whose interval over seeds has zero width (every seed gave one value)."""
+    flat = [
+        m
+        for m in SUMMARY_METRICS
+        if (s := summaries.get(m)) is not None and s.interval and s.n > 1 and width(s.interval) < ZERO_WIDTH
+    ]
+    if not flat:
+        return None
+    return Flag("uninformative-interval", f"{', '.join(flat)}: zero width over seeds (every seed gave the same value)")
+
+
+def width(interval: list) -> float:
+    lo, hi = interval
+    return math.inf if lo is None or hi is None else hi - lo
+
+
+def table_hardware(rows: list[Row], runs: dict[str, list[RunRecord]]) -> list[HardwareRuns]:
+    """Each machine the rows' selected runs ran on, with how many runs and which methods."""
+    count: dict[str, int] = defaultdict(int)
+    methods: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        for hw in row.hardware:
+            count[hw] += sum(1 for r in runs.get(row.method, []) if hardware_of(r) == hw)
+            methods[hw].append(row.method)
+    return [HardwareRuns(hw, count[hw], methods[hw]) for hw in sorted(count, key=lambda h: (-count[h], h))]
+
+
+def banner(budget: dict, seeds: int) -> str | None:
+    """The smoke budget's banner, or the demonstration budget's (`default`, what `make bench` runs)."""
+    name = budget.get("name")
+    if name == "smoke":
+        return SMOKE_BANNER
+    if name != "default":
+        return None
+    size = f"{budget.get('steps')} steps of {budget.get('batch_size')} images"
+    count = "one seed" if seeds == 1 else f"{seeds} seeds"
+    return (
+        f"Budget default: demonstration size ({size}), {count}: it shows that every method runs and what the data "
+        "is built to show, not how the methods compare. Do not read these numbers as results."
+    )

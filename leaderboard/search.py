@@ -1,0 +1,77 @@
+"""A store's hyperparameter search, read back: which trial each selection regime picks on the search seeds.
+
+The plan (`plan.expand` / `expand_final`) runs trial 0 (the defaults) on every seed, trials > 0 on the search
+seeds, then the trial each rule of `final_selection` picks there on the remaining seeds. The leaderboard picks
+with the same function the plan used (`plan.search_choice`), so a tuned row is the trial that was run on the other
+seeds. The test oracle lives here only: it reads test accuracy, so it is never a registered selection rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fairfacebench.plan import search_choice
+from fairfacebench.record import RunRecord
+
+DEFAULT_TRIAL = 0
+REGIME_RULES = ("val_acc", "val_wga")  # without group labels; with validation group labels
+DEFAULT = "default"
+ORACLE = "test oracle"
+
+
+@dataclass(frozen=True)
+class TestOracle:
+    """The trial with the best mean test accuracy on the search seeds: an upper bound no method may claim."""
+
+    name: str = ORACLE
+    description: str = (
+        "the trial with the best test accuracy on the search seeds: an upper bound, chosen on test labels, "
+        "that no method may claim"
+    )
+
+    @staticmethod
+    def key(record: RunRecord) -> tuple:
+        acc = record.test_metric("acc")
+        return (-math.inf if acc is None or math.isnan(acc) else float(acc),)
+
+
+def search_seeds(records: list[RunRecord]) -> list[int]:
+    """The seeds of the search recorded in the runs' resolved plans (`search_seeds` N < `seeds`: seeds 0..N-1);
+    [] for a store without a search (every trial on every seed)."""
+    plans = [r.config or {} for r in records]
+    searched = [(p.get("search_seeds") or 0, p.get("seeds") or 0) for p in plans]
+    n = max((k for k, total in searched if 0 < k < total), default=0)
+    return list(range(n))
+
+
+def on_search_seeds(runs: list[RunRecord], seeds: list[int]) -> dict[int, list[RunRecord]]:
+    """Trial -> the method's runs of that trial on the search seeds (`search_choice`'s input)."""
+    by_trial: dict[int, list[RunRecord]] = {}
+    for r in runs:
+        if r.seed in seeds:
+            by_trial.setdefault(r.trial, []).append(r)
+    return by_trial
+
+
+def picked_trial(runs: list[RunRecord], seeds: list[int], rule: Any) -> int | None:
+    """The trial `rule` picks on the search seeds (None: every trial failed there)."""
+    return search_choice(on_search_seeds(runs, seeds), rule)
+
+
+def trial_runs(runs: list[RunRecord], trial: int | None) -> list[RunRecord]:
+    """The finished runs of one trial, one per seed (the first in store order), by seed."""
+    by_seed: dict[int, RunRecord] = {}
+    for r in runs:
+        if r.ok and r.trial == trial:
+            by_seed.setdefault(r.seed, r)
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def regimes(rule: Any, registered: Any) -> list[tuple[str, str, Any]]:
+    """(name, description, rule) of each regime a search reports: the defaults, val_acc, val_wga, the table's rule
+    if it is another, and the test oracle; `registered(name)` finds an installed rule."""
+    rules = [registered(name) for name in REGIME_RULES] + ([rule] if rule.name not in REGIME_RULES else [])
+    named = [(DEFAULT, "trial 0: the method's default hyperparameters", None)]
+    return named + [(r.name, r.description, r) for r in rules] + [(ORACLE, TestOracle.description, TestOracle())]

@@ -1,0 +1,282 @@
+"""Board v2 on small hand-written stores: default vs tuned under a search, three selection regimes with the test
+oracle as an upper bound, information tiers, paired bootstrap comparisons with Holm, intervals that hold their
+estimate, hardware, and every warning as a flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from records import TRAIN_ONLY, fake_record, metrics, predicted_run
+
+from fairfacebench.budget import Budget
+from fairfacebench.flags import information_tier
+from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
+from fairfacebench.leaderboard.site import build_site
+from fairfacebench.leaderboard.tables import build
+from fairfacebench.metrics.bootstrap import intervals_from_counts
+from fairfacebench.metrics.compare import holm
+from fairfacebench.metrics.hierarchical import counts_from_predictions
+from fairfacebench.plugins import registry
+from fairfacebench.store import ResultStore
+
+SEARCH = {"seeds": 3, "search_seeds": 1, "hparam_trials": 4}  # trials 1-3 on seed 0, the picks on seeds 1-2
+VAL_ONLY = {"target": "val", "sensitive": "val", "sensitive_at_inference": False}
+
+
+def searched(method, seed, trial, val_acc, val_wga, test_acc, **fields):
+    return fake_record(
+        method,
+        seed,
+        trial,
+        val=metrics(val_acc, wga=val_wga),
+        test=metrics(test_acc),
+        hparams={"trial": trial},
+        config=SEARCH,
+        supervision=TRAIN_ONLY,
+        **fields,
+    )
+
+
+@pytest.fixture()
+def search_store(tmp_path):
+    """Seed 0 holds trials 0-3; val_acc picks trial 2, val_wga trial 1, the best test accuracy is trial 3's. Seeds 1
+    and 2 hold trial 0 and the two rules' picks; trial 0 is best on their validation, so picking per seed (the
+    protocol without a search) would take trial 0 there."""
+    store = ResultStore(tmp_path)
+    runs = [
+        searched("m", 0, 0, 0.80, 0.5, 0.70),
+        searched("m", 0, 1, 0.70, 0.9, 0.80),
+        searched("m", 0, 2, 0.85, 0.4, 0.75),
+        searched("m", 0, 3, 0.60, 0.1, 0.99),
+    ]
+    for seed, (default, by_acc, by_wga) in {1: (0.72, 0.78, 0.82), 2: (0.74, 0.80, 0.84)}.items():
+        runs += [
+            searched("m", seed, 0, 0.90, 0.5, default),
+            searched("m", seed, 2, 0.50, 0.4, by_acc),
+            searched("m", seed, 1, 0.40, 0.9, by_wga),
+        ]
+    for r in runs:
+        store.write(r.run_id, r)
+    return tmp_path
+
+
+def test_with_a_search_the_row_is_the_tuned_trial_over_every_seed_beside_the_defaults(search_store):
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    # val_acc picks trial 2 on seed 0 (0.85); the row is trial 2 on seeds 0-2, not the per-seed pick (trial 0 on 1-2)
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 2), (1, 2), (2, 2)]
+    assert row.acc.mean == pytest.approx((0.75 + 0.78 + 0.80) / 3)
+    default, by_acc, by_wga, oracle = row.regimes
+    assert [g.regime for g in row.regimes] == ["default", "val_acc", "val_wga", "test oracle"]
+    assert [g.trial for g in row.regimes] == [0, 2, 1, 3]
+    assert default.seeds == [0, 1, 2] and default.metrics["acc"].mean == pytest.approx(0.72)
+    assert default.minus_default is None and not default.upper_bound
+    # tuned − default per seed: 0.05, 0.06, 0.06 (val_acc); 0.10, 0.10, 0.10 (val_wga)
+    assert by_acc.minus_default["acc"].mean == pytest.approx(0.17 / 3) and by_acc.minus_default["acc"].seeds == [
+        0,
+        1,
+        2,
+    ]
+    assert by_wga.minus_default["acc"].mean == pytest.approx(0.10)
+    # the oracle reads test accuracy (trial 3: 0.99), which ran on the search seed only: an upper bound
+    assert oracle.upper_bound and oracle.seeds == [0] and oracle.metrics["acc"].mean == 0.99
+    assert oracle.minus_default["acc"].mean == pytest.approx(0.29) and oracle.minus_default["acc"].n == 1
+    table = build(search_store, "val_acc").tables[0]
+    assert table.search.search_seeds == [0] and table.search.trials == [0, 1, 2, 3]
+    markdown = to_markdown(build(search_store, "val_acc"))
+    assert "Default vs tuned." in markdown and "| test oracle (upper bound) |" in markdown
+    plain = json.loads(to_json(build(search_store, "val_acc")))["tables"][0]
+    assert plain["search"]["regimes"] == ["default", "val_acc", "val_wga", "test oracle"]
+    frame = to_frame(build(search_store, "val_acc")).iloc[0]
+    assert (frame.default_trial, frame.val_wga_trial, frame.test_oracle_trial) == (0, 1, 3)
+
+
+def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
+    index = build_site(search_store, tmp_path / "site")["index"].read_text()
+    assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index
+    assert "test oracle (upper bound)" in index and "an upper bound no method may claim" in index
+    page = (tmp_path / "site" / "method-m.html").read_text()
+    assert "<h3>Default vs tuned</h3>" in page and "test oracle (upper bound)" in page
+
+
+def test_the_tables_rule_decides_the_row_and_any_other_rule_is_one_more_regime(search_store):
+    (row,) = build(search_store, "val_wga").tables[0].rows
+    assert {s.trial for s in row.selected} == {1} and row.acc.mean == pytest.approx((0.80 + 0.82 + 0.84) / 3)
+    (row,) = build(search_store, "val_acc@val_eod_max<=0.5").tables[0].rows
+    assert [g.regime for g in row.regimes] == [
+        "default",
+        "val_acc",
+        "val_wga",
+        "val_acc@val_eod_max<=0.5",
+        "test oracle",
+    ]
+
+
+def test_the_test_oracle_is_no_selection_rule():
+    assert "test oracle" not in registry().selection_rules
+    with pytest.raises(KeyError, match="unknown selection rule"):
+        registry().selection_rule("test oracle")
+
+
+def test_information_tier_from_supervision():
+    assert information_tier({"target": "train", "sensitive": "train", "sensitive_at_inference": False}) == (
+        "train labels"
+    )
+    assert information_tier({"target": "train", "sensitive": "", "sensitive_at_inference": False}) == "train labels"
+    assert information_tier({"target": "val", "sensitive": "val", "sensitive_at_inference": False}) == (
+        "+ validation labels"
+    )
+    assert information_tier({"target": "train", "sensitive": "train+val", "sensitive_at_inference": False}) == (
+        "+ validation labels"
+    )
+    assert information_tier({"target": "train+val", "sensitive": "val", "sensitive_at_inference": True}) == (
+        "+ sensitive attribute at inference"
+    )
+    assert information_tier(None) == "not recorded"
+
+
+def test_ranks_and_pareto_fronts_are_per_tier_and_per_metric(tmp_path):
+    store = ResultStore(tmp_path)
+    accs = {"a": (0.90, 0.20, TRAIN_ONLY), "b": (0.80, 0.10, TRAIN_ONLY), "c": (0.95, 0.30, VAL_ONLY)}
+    accs["d"] = (0.70, 0.40, VAL_ONLY)
+    for method, (acc, eod, supervision) in accs.items():
+        for seed in range(3):
+            r = fake_record(method, seed, test=metrics(acc + seed / 100, eod=eod), supervision=supervision)
+            store.write(r.run_id, r)
+    table = build(tmp_path).tables[0]
+    assert [r.tier for r in table.rows] == [
+        "train labels",
+        "train labels",
+        "+ validation labels",
+        "+ validation labels",
+    ]
+    rankings = {(k.tier, k.metric): k for k in table.rankings}
+    assert sorted({k.tier for k in table.rankings}) == ["+ validation labels", "train labels"]
+    # within the train tier a beats b on accuracy and b beats a on eod_max; c and d are ranked apart from them
+    assert rankings["train labels", "acc"].ranks == {"a": 1.0, "b": 2.0}
+    assert rankings["train labels", "eod_max"].ranks == {"a": 2.0, "b": 1.0}
+    assert rankings["+ validation labels", "acc"].ranks == {"c": 1.0, "d": 2.0}
+    assert rankings["train labels", "acc"].best == "a" and rankings["+ validation labels", "acc"].best == "c"
+    assert not hasattr(table.rows[0], "mean_rank")
+    assert [(f.tier, f.methods) for f in table.pareto_fronts] == [
+        ("train labels", ["b", "a"]),
+        ("+ validation labels", ["c"]),
+    ]
+    blocks = to_markdown(build(tmp_path)).split("\n\n")
+    ranks = next(b for b in blocks if b.startswith("| method ") and "labels used" not in b and "eopp_diff" in b)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in ranks.splitlines()[2:]}
+    assert cells["a"][:3] == ["train labels", "1.00 best", "2.00"] and cells["c"][:2] == [
+        "+ validation labels",
+        "1.00 best",
+    ]
+
+
+Y = [0, 1] * 100
+A = [0, 0, 1, 1] * 50
+
+
+def right_on_first(k: int) -> list[int]:
+    return [y if i < k else 1 - y for i, y in enumerate(Y)]
+
+
+def test_paired_tables_are_holm_corrected_per_metric_and_say_when_methods_are_tied(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, shift in enumerate([0, 4, 8]):
+        for method, right in (("erm", 120 + shift), ("better", 180 + shift), ("same", 121 + shift)):
+            record, arrays = predicted_run(method, seed, Y, A, right_on_first(right), supervision=TRAIN_ONLY)
+            store.write(record.run_id, record, arrays)
+    rows = {r.method: r for r in build(tmp_path).tables[0].rows}
+    column = {m: rows[m].vs_erm["acc"] for m in ("better", "same")}
+    corrected = holm({m: d.p_value for m, d in column.items()})
+    assert {m: d.p_holm for m, d in column.items()} == corrected["adjusted"]
+    # better − erm: +0.30 on every seed, far from 0; same − erm: one row of 200 (+0.005), not significant
+    assert column["better"].tied is False and column["same"].tied is True
+    assert column["same"].ci95[0] <= 0 <= column["same"].ci95[1]
+    paired = next(b for b in to_markdown(build(tmp_path)).split("\n\n") if b.startswith("| method − erm"))
+    lines = {line.split("|")[1].strip(): line for line in paired.splitlines()[2:]}
+    assert lines["same"].split("|")[2].strip().endswith("tied")
+    assert not lines["better"].split("|")[2].strip().endswith("tied")
+
+
+def test_a_one_seed_interval_is_recomputed_from_the_predictions_and_holds_its_estimate(tmp_path):
+    store = ResultStore(tmp_path)
+    record, arrays = predicted_run("m", 0, Y, A, right_on_first(150), supervision=TRAIN_ONLY)
+    # an old record's percentile interval that leaves out its own estimate (acc 0.75)
+    record.test_intervals = {
+        "method": "percentile bootstrap",
+        "intervals": {"acc": [0.76, 0.80], "eod_max": [0.1, 0.2]},
+    }
+    store.write(record.run_id, record, arrays)
+    (row,) = build(tmp_path).tables[0].rows
+    expected = intervals_from_counts(counts_from_predictions(arrays, 2, 2), n_resamples=1000, seed=0)
+    assert row.acc.interval == expected["intervals"]["acc"] and row.acc.mean == 0.75
+    assert row.acc.interval[0] <= 0.75 <= row.acc.interval[1]
+    assert "BCa" in row.interval_method and "percentile" not in row.interval_method
+
+
+def test_tiny_groups_and_their_uninformative_intervals_are_flagged(tmp_path):
+    store = ResultStore(tmp_path)
+    y = [0, 1] + [0, 1] * 19
+    a = [0, 0] + [1] * 38  # group g0 has 2 test rows
+    record, arrays = predicted_run("m", 0, y, a, y, supervision=TRAIN_ONLY)
+    store.write(record.run_id, record, arrays)
+    (row,) = build(tmp_path).tables[0].rows
+    flags = {f.code: f.detail for f in row.flags}
+    assert flags["tiny-groups"] == "fewer than 10 test rows in g0 (2 rows)"
+    # every prediction is right: every TPR is 1 and FPR 0, so eod_max is 0 in every resample, a zero-width interval
+    assert row.eod_max.interval == [0.0, 0.0] and "eod_max: zero width" in flags["uninformative-interval"]
+    assert "g0: 1 positives" in flags["uninformative-interval"]
+    assert list(flags) == ["few-seeds", "tiny-groups", "uninformative-interval"]
+
+
+def test_a_table_names_its_hardware_and_flags_a_row_that_mixes_machines(tmp_path):
+    store = ResultStore(tmp_path)
+    epyc = {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512"}
+    xeon = {"cpu_model": "Intel Xeon", "torch_cpu_capability": "AVX2"}
+    for seed in range(3):
+        for method, host in (("same", epyc), ("mixed", epyc if seed < 2 else xeon), ("unknown", None)):
+            r = fake_record(method, seed, host=host)
+            store.write(r.run_id, r)
+    table = build(tmp_path).tables[0]
+    rows = {r.method: r for r in table.rows}
+    assert rows["mixed"].hardware == ["AMD EPYC (AVX512)", "Intel Xeon (AVX2)"]
+    assert {f.code: f.detail for f in rows["mixed"].flags}["mixed-hardware"] == (
+        "seeds 0, 1 on AMD EPYC (AVX512); seeds 2 on Intel Xeon (AVX2)"
+    )
+    assert not rows["same"].flagged("mixed-hardware") and rows["unknown"].hardware == ["not recorded"]
+    assert [(h.hardware, h.runs, h.methods) for h in table.hardware] == [
+        ("AMD EPYC (AVX512)", 5, ["mixed", "same"]),
+        ("not recorded", 3, ["unknown"]),
+        ("Intel Xeon (AVX2)", 1, ["mixed"]),
+    ]
+    assert "Hardware of the selected runs (CPU model, torch CPU capability): AMD EPYC (AVX512): 5 runs" in to_markdown(
+        build(tmp_path)
+    )
+
+
+def test_the_demonstration_budget_says_what_it_is_on_the_board(tmp_path):
+    store = ResultStore(tmp_path)
+    r = fake_record("m", 0, budget=Budget("default", steps=70, batch_size=64))
+    store.write(r.run_id, r)
+    board = build(tmp_path)
+    assert board.tables[0].banner.startswith("Budget default: demonstration size (70 steps of 64 images), one seed:")
+    assert "> Budget default: demonstration size" in to_markdown(board)
+    assert board.tables[0].rows[0].flagged("demonstration-budget")
+
+
+def test_flags_travel_to_every_output_and_the_method_column_is_the_name(tmp_path):
+    store = ResultStore(tmp_path)
+    groups = [{"group": g, "n": 1000, "positives": 500, "selection_rate": 0.5} for g in ("a", "b")]
+    r = fake_record("shasam", 0, test=metrics(0.526), groups=groups, supervision=TRAIN_ONLY)
+    store.write(r.run_id, r)
+    board = build(tmp_path)
+    (row,) = board.tables[0].rows
+    assert [f.code for f in row.flags] == ["near-chance", "few-seeds"]
+    leaderboard = next(b for b in to_markdown(board).split("\n\n") if b.startswith("| method "))
+    cells = [c.strip() for c in leaderboard.splitlines()[2].strip("|").split("|")]
+    assert cells[0] == "shasam" and cells[-1] == "near-chance, few-seeds"
+    assert len(leaderboard.splitlines()[0].split("|")[1]) <= len("shasam") + 4  # just the name (and tabulate's padding)
+    assert to_frame(board).iloc[0]["flags"] == "near-chance, few-seeds"
+    plain = json.loads(to_json(board))["tables"][0]["rows"][0]["flags"]
+    assert plain == [dataclasses.asdict(f) for f in row.flags]
