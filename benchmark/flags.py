@@ -2,7 +2,7 @@
 
 Defined once, for `load_runs` (one row per run) and for the leaderboard, which gathers the flags of a row's runs
 (docs/METRICS.md, "Flags" and "Information tiers"): predictions that are degenerate, at or near chance, a budget that
-is not a result (smoke, the demonstration size), tiny groups, uninformative intervals.
+is not a result (smoke, the demonstration size), tiny groups, uninformative intervals, code other than installed.
 """
 
 from __future__ import annotations
@@ -72,13 +72,28 @@ def information_tier(supervision: dict[str, Any] | None) -> str:
     return TIERS[1] if "val" in splits else TIERS[0]
 
 
-def run_flags(record: RunRecord, intervals: dict[str, Any] | None) -> list[Flag]:
-    """Every warning one finished run carries, in a fixed order (docs/METRICS.md, "Flags")."""
+def run_flags(record: RunRecord, intervals: dict[str, Any] | None, installed: str | None = None) -> list[Flag]:
+    """Every warning one finished run carries, in a fixed order (docs/METRICS.md, "Flags"); `installed` is the
+    fingerprint of the method's code installed here (`method_code.installed_code`), None when unknown."""
     groups = record.test_groups
     found = [Flag("degenerate", reason) for reason in degenerate(record)]
     found += [chance_flag(record.test_metric("acc"), groups), budget_flag(record.spec.budget.name)]
-    found += [tiny_groups_flag(groups), uninformative_flag(intervals)]
+    found += [tiny_groups_flag(groups), uninformative_flag(intervals), code_flag(record, installed)]
     return [f for f in found if f is not None]
+
+
+def code_flag(record: RunRecord, installed: str | None) -> Flag | None:
+    """'other-code' when the run was made with other code of its method than is installed here now (the record's
+    fingerprint of the method's modules differs; records from before fingerprints, or a method not installed, are
+    not judged)."""
+    made = record.method_code
+    if made is None or installed is None or made.fingerprint == installed:
+        return None
+    return Flag(
+        "other-code",
+        f"made with code {made.fingerprint} ({made.distribution or '?'} {made.version or ''}), installed now: "
+        f"{installed}; `fairbench run --rerun-changed` computes it again",
+    )
 
 
 def degenerate(record: RunRecord) -> list[str]:

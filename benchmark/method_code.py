@@ -13,11 +13,27 @@ import importlib.util
 import io
 import sys
 import tokenize
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fairfacebench.record import MethodCode, RunRecord
+from fairfacebench.plugins import registry
+
+if TYPE_CHECKING:
+    from fairfacebench.record import RunRecord
+
+
+@dataclass(frozen=True)
+class MethodCode:
+    """The code of a run's method (`method_code.method_code`): a fingerprint of the sources of the method's module
+    and of the modules of its package that module imports, and the installed distribution that provided it.  Not
+    part of the run id: a run whose fingerprint differs from the installed code's was made with other code."""
+
+    fingerprint: str  # sha256 (16 hex digits) of the modules' tokens, comments, layout and docstrings left out
+    modules: list[str]  # the modules it covers, e.g. ['fairfacebench.methods.base', 'fairfacebench.methods.erm']
+    distribution: str | None = None  # e.g. 'fairfacebench', 'fairbench-my-method'; None: registered in-process
+    version: str | None = None  # the distribution's version
 
 
 def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode | None:
@@ -48,6 +64,15 @@ def installed_code(method: str, reg: Any) -> MethodCode | None:
     """The installed code of method `method` (None when it is not installed)."""
     cls = reg.methods.get(method)
     return None if cls is None else method_code(cls, reg.provider("method", method))
+
+
+def installed_fingerprint(record: RunRecord) -> str | None:
+    """The fingerprint of the code installed here of a run's method, for records that carry one to compare with
+    (None otherwise: then the installed plugins are not even loaded)."""
+    if record.method_code is None:
+        return None
+    installed = installed_code(record.method, registry())
+    return None if installed is None else installed.fingerprint
 
 
 def made_with_other_code(record: RunRecord, installed: MethodCode | None) -> bool | None:

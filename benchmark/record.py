@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fairfacebench.method_code import MethodCode
 from fairfacebench.spec import RunSpec
 from fairfacebench.typed import PlainTypeError, from_plain, to_plain
 
@@ -84,18 +85,6 @@ class TransferResult:
     in_domain: SharedGroupsScore
     transfer: SharedGroupsScore
     eval_time_s: float
-
-
-@dataclass(frozen=True)
-class MethodCode:
-    """The code of a run's method (`method_code.method_code`): a fingerprint of the sources of the method's module
-    and of the modules of its package that module imports, and the installed distribution that provided it.  Not
-    part of the run id: a run whose fingerprint differs from the installed code's was made with other code."""
-
-    fingerprint: str  # sha256 (16 hex digits) of the modules' tokens, comments, layout and docstrings left out
-    modules: list[str]  # the modules it covers, e.g. ['fairfacebench.methods.base', 'fairfacebench.methods.erm']
-    distribution: str | None = None  # e.g. 'fairfacebench', 'fairbench-my-method'; None: registered in-process
-    version: str | None = None  # the distribution's version
 
 
 Metrics = dict[str, dict[str, float | None]]  # split ('val', 'test') -> metric name -> value (None: undefined)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fairfacebench.flags import current_intervals, information_tier, run_flags
+from fairfacebench.method_code import installed_fingerprint
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import PoolSpec
 from fairfacebench.store import PREDICTIONS, ResultStore
@@ -97,7 +98,7 @@ def metric_columns(record: RunRecord) -> dict[str, Any]:
 
 def flag_columns(record: RunRecord, intervals: dict[str, Any] | None) -> dict[str, Any]:
     """'tier', 'flags' (codes, comma-separated) and 'flag_details' ('code: detail', separated by ' | ')."""
-    flags = run_flags(record, intervals) if record.ok else []
+    flags = run_flags(record, intervals, installed_fingerprint(record)) if record.ok else []
     return {
         "tier": information_tier(record.supervision),
         "flags": ", ".join(f.code for f in flags),
