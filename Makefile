@@ -19,7 +19,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q --no-compile -c constraints.txt -e '.[test,ray,mlflow,faces]'
+	$(PIP) install -q --no-compile -c constraints.txt -e '.[test,ray,mlflow,faces,unprocessing]'
+	# error-parity pins numpy<2; it runs on numpy 2 (pyproject.toml, extra `unprocessing`), so without its pins.
+	$(PIP) install -q --no-compile --no-deps error-parity==0.3.12
 	touch $@
 
 # Main job: every installed method on the embedded synthetic world, then the leaderboard (`run` prints its path).
