@@ -662,10 +662,11 @@ def print_results(specs: list[Any], out: Path, reg: Any, rule: str) -> None:
 
 def results_rows(specs: list[Any], records: dict[str, Any], rule: Any, other_code: set[str]) -> list[list[Any]]:
     """One row per (task, method) with finished runs: the means of the trials `rule` selects per seed (as the
-    leaderboard does) and their flags: the leaderboard's `degenerate` reasons (at chance, one class for a group),
-    'tiny groups', 'other code' (made with other code than is installed), each with its count when not every seed
-    has it."""
-    from fairfacebench.leaderboard.tables import degenerate, select
+    leaderboard does) and their flags, the leaderboard's (`flags.run_flags`: degenerate, at or near chance, a budget
+    that is not a result, tiny groups, ...) plus 'tiny-cells' (cells below the minimum the run recorded) and
+    'other-code', each with its count when not every seed has it."""
+    from fairfacebench.flags import run_flags
+    from fairfacebench.leaderboard.tables import select
 
     seeds: dict[tuple[str, str], dict[int, list[Any]]] = {}
     for spec in specs:
@@ -678,9 +679,9 @@ def results_rows(specs: list[Any], records: dict[str, Any], rule: Any, other_cod
         chosen = [select(trials, rule) for trials in per_seed.values()]
         flags: dict[str, int] = {}
         for r in chosen:
-            reasons = {reason.split(" (", 1)[0] for reason in degenerate(r)}
-            reasons |= {"tiny groups"} if r.tiny_groups else set()
-            reasons |= {"other code"} if r.run_id in other_code else set()
+            reasons = {flag.code for flag in run_flags(r, r.test_intervals)}
+            reasons |= {"tiny-cells"} if r.tiny_groups else set()
+            reasons |= {"other-code"} if r.run_id in other_code else set()
             for reason in reasons:
                 flags[reason] = flags.get(reason, 0) + 1
         means = [_mean([r.test_metric(m) for r in chosen]) for m in ("acc", "eod_max", "wga")]

@@ -141,4 +141,4 @@ def test_the_results_table_selects_one_trial_per_seed_and_flags_like_the_leaderb
     ((task, method, seeds, acc, eod, wga, flags),) = rows
     assert (task, method, seeds) == ("d/t", "m", 2)
     assert (acc, eod, wga) == pytest.approx((0.675, 0.15, 0.575))
-    assert flags == "at chance (1 of 2 seeds); other code (1 of 2 seeds); tiny groups (1 of 2 seeds)"
+    assert flags == "at-chance (1 of 2 seeds); other-code (1 of 2 seeds); tiny-cells (1 of 2 seeds)"
