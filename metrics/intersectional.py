@@ -3,8 +3,10 @@
 Cells are the combinations of two or more sensitive attributes, named "v₁|v₂|…" as ``benchmark.data.group_codes``
 names them. A cell with fewer rows than ``min_cell_size`` is pooled with the other small cells of the same first
 attribute value into one cell "v₁|other <attr₂>" (e.g. "Black|other age"); a pool still below the minimum is left
-out. Every merge and every left-out cell is returned with its row count, and left-out rows get code −1, which
-``compute_metrics`` refuses: they are never scored silently.
+out. Given the target, a cell's size is its fewest rows of any target class (its TPR rests on its positives, its FPR
+on its negatives). Every merge and every left-out cell is returned with its size, and left-out rows get code −1,
+which ``compute_metrics`` refuses: they are never scored silently (``intersectional_metrics`` scores the others and
+counts them).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from fairfacebench.metrics.bootstrap import MIN_GROUP_ROWS
-from fairfacebench.metrics.fairness import _as_codes
+from fairfacebench.metrics.bootstrap import MIN_GROUP_ROWS, bootstrap_intervals
+from fairfacebench.metrics.fairness import _as_codes, compute_metrics
+from fairfacebench.plain import nan_to_none
 
 LEFT_OUT = -1
 
@@ -31,15 +34,18 @@ class IntersectionalGroups:
     merged: list[dict]
     left_out: list[dict]
     min_cell_size: int
+    rows: tuple[int, ...] = ()  # rows of each group on the defining split
+    per_target_class: bool = False  # a cell's size is its fewest rows of any target class
 
     def encode(self, attribute_codes: Sequence) -> np.ndarray:
         """Group codes of another split under the same cells (−1 for a row in a left-out cell)."""
         return self.cell_to_group[_cell_index(attribute_codes, self.sizes)]
 
     def rule(self) -> str:
+        rows = f"{self.min_cell_size} rows" + (" of some target class" if self.per_target_class else "")
         return (
-            f"cells with fewer than {self.min_cell_size} rows are pooled per first-attribute value into "
-            f"'<value>|other <attributes>'; pools still below {self.min_cell_size} rows are left out (code -1)"
+            f"cells with fewer than {rows} are pooled per first-attribute value into "
+            f"'<value>|other <attributes>'; pools still below that are left out (code -1, never scored)"
         )
 
 
@@ -48,12 +54,16 @@ def intersectional_groups(
     class_names: Sequence[Sequence[str]],
     attribute_names: Sequence[str],
     min_cell_size: int = MIN_GROUP_ROWS,
+    target=None,
+    n_classes: int = 2,
 ) -> IntersectionalGroups:
     """Cells of the attributes (first attribute most significant) with small cells merged or left out.
 
     ``attribute_codes``: one code array per attribute (codes into that attribute's ``class_names``), all of the
     split that decides the cells (fix them on one split and ``encode`` the others). With one attribute there is
-    nothing to pool within, so small groups are left out.
+    nothing to pool within, so small groups are left out. With ``target`` (that split's target codes, ``n_classes``
+    classes) a cell's size is its fewest rows of any target class, the rule runs apply to (target class, group)
+    cells; without it, its rows.
     """
     if not len(attribute_codes) == len(class_names) == len(attribute_names) or not attribute_codes:
         raise ValueError(
@@ -64,13 +74,27 @@ def intersectional_groups(
         raise ValueError(f"min_cell_size must be a positive number of rows; got {min_cell_size}")
     sizes = tuple(len(c) for c in class_names)
     cells = _cell_index(attribute_codes, sizes)
-    counts = np.bincount(cells, minlength=int(np.prod(sizes)))
+    n_cells = int(np.prod(sizes))
+    rows = np.bincount(cells, minlength=n_cells)
+    if target is None:
+        by_class = rows[:, None]
+    else:
+        target = _as_codes(target, "target", n_classes, "n_classes")
+        if len(target) != len(cells):
+            raise ValueError(f"target has {len(target)} rows, the attributes {len(cells)}")
+        by_class = np.bincount(cells * n_classes + target, minlength=n_cells * n_classes).reshape(n_cells, n_classes)
+    counts = by_class.min(axis=1)
     cell_names = [""]
     for classes in class_names:
         cell_names = [f"{p}|{c}" if p else str(c) for p in cell_names for c in classes]
     per_first = int(np.prod(sizes[1:]))
     other = f"other {'×'.join(attribute_names[1:])}"
     names, merged, left_out = [], [], []
+
+    def size_of(c: int) -> dict[str, int]:
+        """A cell's size under the rule ('count') and, when that is per target class, its rows."""
+        return {"count": int(counts[c])} | ({"rows": int(rows[c])} if target is not None else {})
+
     cell_to_group = np.full(len(counts), LEFT_OUT, dtype=np.int64)
     for first, first_name in enumerate(class_names[0]):
         block = range(first * per_first, (first + 1) * per_first)
@@ -79,27 +103,63 @@ def intersectional_groups(
             if c not in small:
                 cell_to_group[c] = len(names)
                 names.append(cell_names[c])
-        pooled = int(counts[small].sum())
+        pooled = int(by_class[small].sum(axis=0).min()) if small else 0
         if len(sizes) > 1 and small and pooled >= min_cell_size:
             name = f"{first_name}|{other}"
             cell_to_group[small] = len(names)
             names.append(name)
-            merged += [{"cell": cell_names[c], "count": int(counts[c]), "into": name} for c in small]
+            merged += [{"cell": cell_names[c], **size_of(c), "into": name} for c in small]
         else:
+            unit = f"{min_cell_size} rows" + (" of some target class" if target is not None else "")
             reason = (
-                f"fewer than {min_cell_size} rows"
+                f"fewer than {unit}"
                 if len(sizes) == 1
-                else f"fewer than {min_cell_size} rows even pooled with the small cells of {first_name} ({pooled})"
+                else f"fewer than {unit} even pooled with the small cells of {first_name} ({pooled})"
             )
-            left_out += [{"cell": cell_names[c], "count": int(counts[c]), "reason": reason} for c in small]
+            left_out += [{"cell": cell_names[c], **size_of(c), "reason": reason} for c in small]
+    codes = cell_to_group[cells]
     return IntersectionalGroups(
         names=tuple(names),
-        codes=cell_to_group[cells],
+        codes=codes,
         cell_to_group=cell_to_group,
         sizes=sizes,
         merged=merged,
         left_out=left_out,
         min_cell_size=min_cell_size,
+        rows=tuple(int(n) for n in np.bincount(codes[codes >= 0], minlength=len(names))),
+        per_target_class=target is not None,
+    )
+
+
+def intersectional_metrics(
+    y_true, y_pred, groups: IntersectionalGroups, n_classes: int = 2, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """The metrics (``compute_metrics``) of predictions over the cells of ``groups``, whose ``codes`` are of the same
+    rows, with bootstrap intervals (``bootstrap_intervals``); rows of left-out cells are not scored and are counted.
+
+    Returns {"n": rows scored, "left_out_rows", "metrics": summary, "intervals": {metric: [lo, hi]},
+    "per_group": the per-cell table}, undefined values None.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if not len(y_true) == len(y_pred) == len(groups.codes):
+        raise ValueError(
+            f"y_true, y_pred and the cells' codes have {len(y_true)}, {len(y_pred)}, {len(groups.codes)} rows: "
+            "code the scored split with `encode` first"
+        )
+    keep = groups.codes >= 0
+    y_true, y_pred, codes = y_true[keep], y_pred[keep], groups.codes[keep]
+    report = compute_metrics(y_true, y_pred, codes, list(groups.names), n_classes)
+    intervals = bootstrap_intervals(
+        y_true, y_pred, codes, len(groups.names), n_classes, n_resamples=n_resamples, seed=seed
+    )
+    return nan_to_none(
+        {
+            "n": int(keep.sum()),
+            "left_out_rows": int((~keep).sum()),
+            "metrics": report.summary,
+            "intervals": intervals["intervals"],
+            "per_group": report.per_group,
+        }
     )
 
 

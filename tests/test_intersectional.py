@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fairfacebench.metrics.fairness import compute_metrics
-from fairfacebench.metrics.intersectional import intersectional_groups
+from fairfacebench.metrics.intersectional import intersectional_groups, intersectional_metrics
 
 RACE, AGE = ["W", "B", "A"], ["young", "old"]
 
@@ -58,3 +58,63 @@ def test_one_attribute_leaves_small_groups_out_and_three_attributes_pool_the_res
     assert three.names == ("F|W|young", "M|other race×age")
     with pytest.raises(ValueError, match="attribute 1 codes has codes"):
         intersectional_groups([race, np.array([0, 0, 0, 0, 0, 5])], [RACE, AGE], ["race", "age"])
+
+
+def labelled_rows(spec):
+    """Race, age and target code arrays from {(race, age, y): count}."""
+    keys = [k for k, n in spec.items() for _ in range(n)]
+    race, age, y = (np.array([code(k[i]) for k in keys]) for i, code in enumerate((RACE.index, AGE.index, int)))
+    return race, age, y
+
+
+# Minimum 2 rows of each target class. W|young has 3 and 3: kept. W|old has 4 and 1: small; W's pool is that cell
+# alone (4, 1) -> 1 < 2, left out. B|young (1, 2) and B|old (2, 0) are small; B's pool (3, 2) -> 2 >= 2: "B|other age".
+BY_CLASS = {
+    ("W", "young", 0): 3,
+    ("W", "young", 1): 3,
+    ("W", "old", 0): 4,
+    ("W", "old", 1): 1,
+    ("B", "young", 0): 1,
+    ("B", "young", 1): 2,
+    ("B", "old", 0): 2,
+}
+
+
+def test_with_the_target_a_cell_is_small_when_one_class_is_by_hand():
+    race, age, y = labelled_rows(BY_CLASS)
+    cells = intersectional_groups([race, age], [RACE[:2], AGE], ["race", "age"], min_cell_size=2, target=y)
+    assert cells.names == ("W|young", "B|other age") and cells.rows == (6, 5)
+    assert cells.merged == [
+        {"cell": "B|young", "count": 1, "rows": 3, "into": "B|other age"},
+        {"cell": "B|old", "count": 0, "rows": 2, "into": "B|other age"},
+    ]
+    reason = "fewer than 2 rows of some target class even pooled with the small cells of W (1)"
+    assert cells.left_out == [{"cell": "W|old", "count": 1, "rows": 5, "reason": reason}]
+    assert "of some target class" in cells.rule()
+    # by rows alone every cell has 2 or more: nothing pooled
+    assert intersectional_groups([race, age], [RACE[:2], AGE], ["race", "age"], 2).names == (
+        "W|young",
+        "W|old",
+        "B|young",
+        "B|old",
+    )
+
+
+def test_intersectional_metrics_score_the_kept_cells_and_count_the_rest_by_hand():
+    race, age, y = labelled_rows(BY_CLASS)
+    cells = intersectional_groups([race, age], [RACE[:2], AGE], ["race", "age"], min_cell_size=2, target=y)
+    # W|young: its 3 positives predicted 1 (TPR 1), 1 of its 3 negatives predicted 1 (FPR 1/3).
+    # B|other age: B|young's negative predicted 0, 1 of its 2 positives predicted 1 (TPR 1/2); B|old's 2 negatives 0
+    # (FPR 0). W|old (5 rows) is left out. eod_max = max(1 - 1/2, 1/3 - 0) = 0.5; selection rates 4/6 and 1/5, so
+    # dp_diff = 2/3 - 1/5 = 0.4667; acc over the 11 scored rows (5 + 4 right) = 9/11.
+    y_pred = np.array([1, 0, 0, 1, 1, 1] + [0] * 5 + [0, 1, 0, 0, 0])
+    out = intersectional_metrics(y, y_pred, cells, n_resamples=200, seed=0)
+    assert (out["n"], out["left_out_rows"]) == (11, 5)
+    assert out["metrics"]["eod_max"] == pytest.approx(0.5)
+    assert out["metrics"]["dp_diff"] == pytest.approx(2 / 3 - 1 / 5)
+    assert out["metrics"]["acc"] == pytest.approx(9 / 11)
+    assert [g["n"] for g in out["per_group"]] == [6, 5]
+    lo, hi = out["intervals"]["eod_max"]
+    assert lo <= 0.5 <= hi
+    with pytest.raises(ValueError, match="encode"):
+        intersectional_metrics(y[:3], y_pred[:3], cells)
