@@ -180,3 +180,23 @@ def tied_with_best(best: str, p_values: Mapping[str, float], alpha: float = 0.05
         "alpha": alpha,
         "rule": "tied with the best unless Holm's step-down over the paired tests against it rejects at alpha",
     }
+
+
+def order_by_mean(means: Mapping[str, float | None], higher_is_better: bool = True) -> list[str]:
+    """The methods with a defined mean, best first (equal means keep input order)."""
+    defined = [(m, v) for m, v in means.items() if v is not None and not math.isnan(v)]
+    return [m for m, _ in sorted(defined, key=lambda item: -item[1] if higher_is_better else item[1])]
+
+
+def kendall_tau(order_a: Sequence[str], order_b: Sequence[str]) -> float | None:
+    """Kendall's τ between two strict orders of the same items (Kendall 1938): (concordant − discordant pairs) over
+    all n(n−1)/2 pairs; 1 = the same order, −1 = reversed; None for fewer than two items."""
+    if sorted(order_a) != sorted(order_b) or len(set(order_a)) != len(order_a):
+        raise ValueError(f"two orders of the same distinct items are needed; got {list(order_a)} and {list(order_b)}")
+    n = len(order_a)
+    if n < 2:
+        return None
+    position = {m: i for i, m in enumerate(order_b)}
+    b = [position[m] for m in order_a]
+    signs = [1 if b[i] < b[j] else -1 for i in range(n) for j in range(i + 1, n)]
+    return sum(signs) / (n * (n - 1) / 2)

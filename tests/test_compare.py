@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from records import fake_record
+from scipy.stats import kendalltau
 
 from fairfacebench.flags import Flag, chance_flag, degenerate, run_flags
 from fairfacebench.leaderboard.model import ABLATION_METRICS
@@ -14,7 +15,9 @@ from fairfacebench.metrics.compare import (
     block_ranks,
     clip_interval,
     critical_difference,
+    kendall_tau,
     mean_ranks,
+    order_by_mean,
     paired_difference,
     t_interval,
 )
@@ -143,3 +146,19 @@ def test_the_ablated_system_is_the_recorded_one_or_for_old_records_the_name_befo
     assert ablates("ssl-pipeline:no-curation") == "ssl-pipeline"  # written before the field (schema 1)
     assert ablates("erm") is None
     assert migrate({"schema": 2, "spec": {}}) == {"schema": 2, "spec": {}}  # the current schema is left as it is
+
+
+def test_order_by_mean_and_kendall_tau_by_hand():
+    assert order_by_mean({"a": 0.8, "b": 0.9, "c": None, "d": 0.8}) == ["b", "a", "d"]  # c undefined; a before d
+    assert order_by_mean({"a": 0.1, "b": 0.05}, higher_is_better=False) == ["b", "a"]
+    # [A, B, C] against [B, A, C]: (A, B) discordant, (A, C) and (B, C) concordant -> (2 - 1) / 3 = 1/3
+    assert kendall_tau(["A", "B", "C"], ["B", "A", "C"]) == pytest.approx(1 / 3)
+    assert kendall_tau(["A", "B", "C"], ["C", "B", "A"]) == -1.0 and kendall_tau(["A"], ["A"]) is None
+    orders = (list("ABCDE"), list("BADCE"))  # two swaps: (10 - 2·2) / 10 = 0.6, as scipy's tau-b without ties
+    assert (
+        kendall_tau(*orders)
+        == pytest.approx(0.6)
+        == pytest.approx(kendalltau([orders[1].index(m) for m in "ABCDE"], range(5)).statistic)
+    )
+    with pytest.raises(ValueError, match="same distinct items"):
+        kendall_tau(["A", "B"], ["A", "C"])
