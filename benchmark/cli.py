@@ -733,18 +733,20 @@ def _store_dir(text: str, command: str) -> Path:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fairfacebench.plugins import registry
+    from fairfacebench.readback import data_access
 
     store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
     registry().selection_rule(args.selection)
+    access = data_access(args.data_root, args.intersect, args.min_cell)
     if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
 
-        paths = build_site(store, args.out or store / "site", rule=args.selection)
+        paths = build_site(store, args.out or store / "site", rule=args.selection, access=access)
         print(f"site: {paths['index']} (data: {paths['json']}, {paths['csv']})")
         return 0
     from fairfacebench.leaderboard.tables import write
 
-    paths = write(store, args.out, rule=args.selection)
+    paths = write(store, args.out, rule=args.selection, access=access)
     print(paths["md"].read_text())
     return 0
 
@@ -1029,6 +1031,14 @@ def add_leaderboard(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("dir", metavar="DIR", help="result store (the --out of `fairbench run`)")
         p.add_argument("--out", default=None, help=out_help)
         p.add_argument("--selection", default="val_acc", help="model-selection rule (default: val_acc)")
+        p.add_argument(
+            "--data-root",
+            action="append",
+            default=[],
+            help="PATH or NAME=PATH: read back the labels the store lacks (accuracy at equal fairness, --intersect)",
+        )
+        p.add_argument("--intersect", default=None, help="DATASET:A+B: gaps over intersectional groups of A x B")
+        p.add_argument("--min-cell", type=int, default=10, help="--intersect: fewest images per (class, cell)")
         p.set_defaults(func=cmd_leaderboard)
 
 

@@ -158,9 +158,7 @@ def method_costs(records: Iterable[Any]) -> dict[str, float]:
     return {m: round(statistics.median(v), 3) for m, v in ratios.items()}
 
 
-def estimate(
-    specs: list[Any], costs: dict[str, float], step: StepCost, eval_images: int, workers: int
-) -> Estimate:
+def estimate(specs: list[Any], costs: dict[str, float], step: StepCost, eval_images: int, workers: int) -> Estimate:
     """The wall time of computing `specs` on `workers` workers: each run's steps x the step cost x its method's
     cost, plus its evaluation and start-up; runs are started heaviest first, each on the worker free first."""
     notes = sorted({f"no measured cost for '{s.method}': counted as erm" for s in specs if s.method not in costs})

@@ -1,23 +1,27 @@
 """What the store holds about each selected run beyond its record: its test predictions, its test intervals in the
-current construction and its flags, each read or computed once per build."""
+current construction, its flags and the analyses of its predictions (`analyses`), each read or computed once per
+build."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fairfacebench.analyses import StoredAnalyses
 from fairfacebench.flags import Flag, current_intervals, run_flags
 from fairfacebench.method_code import installed_fingerprint
 
 if TYPE_CHECKING:
+    from fairfacebench.readback import DataAccess
     from fairfacebench.record import RunRecord
     from fairfacebench.store import ResultStore
 
 
 class StoredRuns:
-    """Predictions, intervals and flags of a store's runs, cached by run id."""
+    """Predictions, intervals and flags of a store's runs, cached by run id, and the analyses of their predictions."""
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(self, store: ResultStore, access: DataAccess | None = None) -> None:
         self.store = store
+        self.analyses = StoredAnalyses(access)
         self._predictions: dict[str, dict[str, Any] | None] = {}
         self._intervals: dict[str, dict[str, Any] | None] = {}
 

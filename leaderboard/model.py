@@ -9,7 +9,7 @@ the site and scripts/board_summary.py read attributes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +25,12 @@ ABLATION_METRICS = COMPARED_METRICS + ("cell_acc_std", "group_acc_std")
 GROUP_METRICS = ("acc", "tpr", "fpr", "selection_rate")
 # Metrics each selection regime of a search reports.
 REGIME_METRICS = ("acc", "eod_max", "wga")
+# Beyond the leaderboard's columns: accuracy at equal fairness (each tolerance), calibration per group, gaps over
+# intersectional groups, in-domain vs transfer.
+EQUAL_FAIRNESS_METRICS = ("acc", "eod_max")
+CALIBRATION_METRICS = ("ece", "ece_max", "ece_gap", "brier", "brier_max", "brier_gap")
+INTERSECTIONAL_METRICS = ("eod_max", "eod_mean", "dp_diff", "wga")
+TRANSFER_METRICS = ("acc", "eod_max", "wga")
 # Significance level of every paired test on the board (Holm's correction within each family).
 ALPHA = 0.05
 # Flags that keep a row off the Pareto front and draw it hollow: its predictions say nothing about fairness.
@@ -104,6 +110,56 @@ class SharedPreparation:
 
 
 @dataclass(frozen=True)
+class EqualFairnessPoint:
+    """The selected runs post-processed to eod_max <= tolerance (`metrics.unprocessing`): test accuracy and the
+    achieved test eod_max over seeds."""
+
+    tolerance: float
+    acc: MetricSummary
+    eod_max: MetricSummary
+
+
+@dataclass(frozen=True)
+class GroupCalibration:
+    """One sensitive group's ECE and Brier score (means over the selected runs) and its reliability diagram over the
+    selected runs' test rows pooled: per bin of confidence, rows, mean confidence, accuracy (None when empty)."""
+
+    group: str
+    n: int
+    ece: float | None
+    brier: float | None
+    reliability: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration of the selected runs' test scores (`metrics.calibration`): overall and worst-group values and gaps
+    over seeds, and each group's."""
+
+    ece: MetricSummary
+    ece_max: MetricSummary
+    ece_gap: MetricSummary
+    brier: MetricSummary
+    brier_max: MetricSummary
+    brier_gap: MetricSummary
+    per_group: list[GroupCalibration]
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    """The selected runs on another dataset's test split and on their own, both over the shared groups
+    (`record.transfer`): test metrics over the seeds that evaluated it."""
+
+    dataset: str
+    group_names: list[str]
+    seeds: list[int]
+    n: int  # the other test split's rows scored (the first seed's)
+    left_out: int  # its rows whose class the shared concept does not cover
+    in_domain: dict[str, MetricSummary]  # TRANSFER_METRICS
+    transfer: dict[str, MetricSummary]
+
+
+@dataclass(frozen=True)
 class RegimeResult:
     """One selection regime of a search: the trial it picks on the search seeds, that trial's test metrics over the
     seeds it ran on, and regime − default paired over the seeds both ran (None for the default itself)."""
@@ -157,6 +213,10 @@ class Row:
     regimes: list[RegimeResult] | None = None  # with a search in the store: default, each rule's pick, the oracle
     vs_erm: dict[str, PairedDifference] | None = None
     system_vs_ablation: dict[str, PairedDifference] | None = None
+    calibration: Calibration | None = None  # None: no selected run stored predictions (the table's notes say)
+    equal_fairness: list[EqualFairnessPoint] | None = None  # None: not computed (the table's notes say why)
+    intersectional: dict[str, MetricSummary] | None = None  # INTERSECTIONAL_METRICS over the table's cells
+    transfer: list[TransferSummary] | None = None  # None: no selected run was evaluated on another dataset
 
     @property
     def OMIT_WHEN_NONE(self) -> tuple[str, ...]:
@@ -233,6 +293,31 @@ class SearchProtocol:
 
 
 @dataclass(frozen=True)
+class EqualFairnessOrder:
+    """The finished rows with a number at one tolerance, most accurate first at that tolerance and by raw test
+    accuracy, and Kendall's τ between the two orders (means over seeds; no test of the differences)."""
+
+    tolerance: float
+    order: list[str]
+    raw_order: list[str]
+    kendall_tau: float | None
+
+
+@dataclass(frozen=True)
+class IntersectionalCells:
+    """The intersectional groups of a table's test split (`metrics.intersectional`): attributes read from `dataset`,
+    each kept cell with its rows, the merged and left-out cells with their sizes, and the rule."""
+
+    dataset: str
+    attributes: list[str]
+    min_cell: int
+    rule: str
+    groups: list[tuple[str, int]]
+    merged: list[dict[str, Any]]
+    left_out: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Table:
     """One comparison (runs whose comparison settings agree): its settings, selection rule and rows."""
 
@@ -251,6 +336,9 @@ class Table:
     banner: str | None  # the smoke or demonstration budget: not a result
     seed_note: str | None
     search: SearchProtocol | None = None
+    intersectional: IntersectionalCells | None = None
+    equal_fairness_orders: list[EqualFairnessOrder] = field(default_factory=list)
+    analysis_notes: list[str] = field(default_factory=list)  # what each analysis uses, and why one was not made
 
     OMIT_WHEN_NONE = ("search",)
 

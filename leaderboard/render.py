@@ -17,11 +17,14 @@ from tabulate import tabulate
 
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
+    CALIBRATION_METRICS,
     COMPARED_METRICS,
     GROUP_METRICS,
+    INTERSECTIONAL_METRICS,
     REGIME_METRICS,
     SUMMARY_METRICS,
     TABLE_METRICS,
+    TRANSFER_METRICS,
     Board,
     HardwareRuns,
     MetricRanking,
@@ -49,6 +52,10 @@ LEADERBOARD_HEADERS = [
     "fit time (s)",
     "flags",
 ]
+EQUAL_FAIRNESS = (
+    "group-specific randomised thresholds fitted per run on validation's selection half (error-parity; Cruz & Hardt "
+    "2024); every method becomes one that reads the sensitive attribute at inference"
+)
 REGIME_HEADERS = ["method", "regime", "trial", "seeds", *REGIME_METRICS, *[f"Δ{m} vs default" for m in REGIME_METRICS]]
 PAIRED = (
     "mean [95% interval] of the per-seed differences over the seeds both ran; interval and p-value from the "
@@ -165,6 +172,7 @@ def table_markdown(t: Table) -> list[str]:
     out += [f"Intervals: {n}." for n in t.interval_notes] + [""]
     out += flags_markdown(t) + hardware_markdown(t.hardware) + fronts_markdown(t)
     out += regimes_markdown(t) + comparison_markdown(t)
+    out += analyses_markdown(t)
     for prep in t.shared_preparation:
         out += [shared_preparation_text(prep), ""]
     out += [f"### Budget report: {md(t.dataset)}/{md(t.task)}", "", budget_table(t.rows), ""]
@@ -335,6 +343,155 @@ def paired_markdown(
     return [caption, "", md_table(rows, [header, *[f"Δ{m}" for m in metrics]]), ""]
 
 
+# ------------------------------------------------------------------ analyses beyond the columns (Markdown and site)
+
+SENSITIVE_AT_INFERENCE = "uses the sensitive attribute at inference"
+
+
+def tolerance_text(tolerance: float) -> str:
+    return f"{tolerance:g}"
+
+
+def equal_fairness_headers(t: Table) -> list[str]:
+    """'acc raw', 'eod_max raw', then per tolerance 'acc @ eod_max<=t' and its achieved 'eod_max'."""
+    points = next((r.equal_fairness for r in t.ok_rows if r.equal_fairness), [])
+    per_tolerance = [h for p in points for h in (f"acc @ eod_max≤{tolerance_text(p.tolerance)}", "achieved eod_max")]
+    return ["method", "tier", "acc (raw)", "eod_max (raw)", *per_tolerance]
+
+
+def equal_fairness_cells(r: Row) -> list[str]:
+    points = [text for p in r.equal_fairness or [] for text in (summary_text(p.acc), summary_text(p.eod_max))]
+    return [r.label, r.tier, summary_text(r.acc), summary_text(r.eod_max), *points]
+
+
+def order_rows(t: Table) -> tuple[list[str], list[list[Any]]]:
+    """Position by mean test accuracy: raw, and at each tolerance (most accurate first)."""
+    orders = t.equal_fairness_orders
+    headers = ["position", "raw accuracy", *[f"at eod_max≤{tolerance_text(o.tolerance)}" for o in orders]]
+    length = max(len(o.order) for o in orders)
+    rows = [[i + 1, orders[0].raw_order[i], *[o.order[i] for o in orders]] for i in range(length)]
+    return headers, rows
+
+
+def tau_text(t: Table) -> str:
+    """'Kendall's τ with the raw order: 0.76 at eod_max<=0.02, ...'."""
+    parts = [f"{value_text(o.kendall_tau)} at eod_max≤{tolerance_text(o.tolerance)}" for o in t.equal_fairness_orders]
+    return "Kendall's τ between each order and the raw one (1 = the same order): " + ", ".join(parts)
+
+
+def calibration_headers(t: Table) -> list[str]:
+    groups = next((r.calibration.per_group for r in t.ok_rows if r.calibration), [])
+    return ["method", *CALIBRATION_METRICS, *[f"ece {g.group}" for g in groups], *[f"brier {g.group}" for g in groups]]
+
+
+def calibration_cells(r: Row) -> list[str]:
+    c = r.calibration
+    groups = c.per_group
+    return [
+        r.label,
+        *[summary_text(getattr(c, m)) for m in CALIBRATION_METRICS],
+        *[value_text(g.ece) for g in groups],
+        *[value_text(g.brier) for g in groups],
+    ]
+
+
+def cells_text(t: Table) -> list[str]:
+    """The intersectional cells: the rule, each kept cell with its rows, the merged and the left-out ones."""
+    x = t.intersectional
+    kept = ", ".join(f"{name} ({n})" for name, n in x.groups)
+    lines = [
+        f"Cells of {' × '.join(x.attributes)} (read from {x.dataset}) on the test split: {x.rule}.",
+        f"Kept ({len(x.groups)}, test rows): {kept}.",
+    ]
+    if x.merged:
+        lines.append(
+            "Merged: " + "; ".join(f"{m['cell']} (size {m['count']}) into {m['into']}" for m in x.merged) + "."
+        )
+    lines.append(
+        "Left out, not scored: "
+        + ("; ".join(f"{m['cell']} (size {m['count']}{rows_text(m)}): {m['reason']}" for m in x.left_out) or "none")
+        + "."
+    )
+    return lines
+
+
+def rows_text(entry: dict[str, Any]) -> str:
+    return f", {entry['rows']} rows" if "rows" in entry else ""
+
+
+def transfer_headers() -> list[str]:
+    pairs = [h for m in TRANSFER_METRICS for h in (f"{m} in-domain", f"{m} transfer")]
+    return ["method", "evaluated on", "seeds", "shared groups", "rows (left out)", *pairs]
+
+
+def transfer_rows(t: Table) -> list[list[Any]]:
+    return [
+        [
+            r.label,
+            x.dataset,
+            len(x.seeds),
+            ", ".join(x.group_names),
+            f"{x.n} ({x.left_out})",
+            *[summary_text(part[m]) for m in TRANSFER_METRICS for part in (x.in_domain, x.transfer)],
+        ]
+        for r in t.ok_rows
+        for x in r.transfer or []
+    ]
+
+
+TRANSFER_CAPTION = (
+    "In-domain vs transfer: each selected run on its own test split and on another dataset's, both read through "
+    "the shared vocabulary and scored over the shared groups (docs/DATASETS.md, transfer)."
+)
+
+
+def analyses_markdown(t: Table) -> list[str]:
+    """Accuracy at equal fairness, calibration per group, intersectional gaps, in-domain vs transfer, and the notes
+    on what each uses or why it was not made."""
+    out: list[str] = []
+    ok = t.ok_rows
+    if any(r.equal_fairness for r in ok):
+        out += [
+            f"### Accuracy at equal fairness ({SENSITIVE_AT_INFERENCE})",
+            "",
+            f"Test accuracy after post-processing to eod_max ≤ t, and the achieved test eod_max: {EQUAL_FAIRNESS}.",
+            "",
+            md_table([equal_fairness_cells(r) for r in ok if r.equal_fairness], equal_fairness_headers(t)),
+            "",
+        ]
+        headers, rows = order_rows(t)
+        out += ["Order by mean test accuracy (most accurate first):", "", md_table(rows, headers), ""]
+        out += [f"{tau_text(t)}.", ""]
+    if any(r.calibration for r in ok):
+        out += [
+            "### Calibration per group",
+            "",
+            md_table([calibration_cells(r) for r in ok if r.calibration], calibration_headers(t)),
+            "",
+        ]
+    if t.intersectional is not None:
+        out += [f"### Intersectional groups: {md(' × '.join(t.intersectional.attributes))}", ""]
+        out += [f"- {md(line)}" for line in cells_text(t)] + [""]
+        rows = [
+            [r.label, *[summary_text(r.intersectional[m]) for m in INTERSECTIONAL_METRICS]]
+            for r in ok
+            if r.intersectional
+        ]
+        out += [md_table(rows, ["method", *INTERSECTIONAL_METRICS]), ""]
+    if any(r.transfer for r in ok):
+        out += [
+            "### In-domain vs transfer",
+            "",
+            TRANSFER_CAPTION,
+            "",
+            md_table(transfer_rows(t), transfer_headers()),
+            "",
+        ]
+    if t.analysis_notes:
+        out += ["Notes on these analyses:", "", *[f"- {md(n)}" for n in t.analysis_notes], ""]
+    return out
+
+
 def budget_table(rows: list[Row]) -> str:
     """Steps, forward samples and wall time per selected run and stage, so equal budgets can be checked."""
     cells = [budget_cells(r.method, s.seed, s.trial, rep) for r in rows for s, rep in zip(r.selected, r.budget_report)]
@@ -367,7 +524,7 @@ def to_frame(board: Board) -> pd.DataFrame:
 
 def frame_row(board: Board, t: Table, r: Row) -> dict[str, Any]:
     """The row's settings and summaries, then its tier, hardware, flags, ranks and (with a search) its regimes."""
-    return {**summary_columns(board, t, r), **check_columns(t, r), **regime_columns(r)}
+    return {**summary_columns(board, t, r), **check_columns(t, r), **regime_columns(r), **analysis_columns(t, r)}
 
 
 def summary_columns(board: Board, t: Table, r: Row) -> dict[str, Any]:
@@ -426,6 +583,43 @@ def regime_columns(r: Row) -> dict[str, Any]:
         for m in REGIME_METRICS:
             row[f"{name}_{m}_mean"] = g.metrics[m].mean
             row[f"{name}_{m}_minus_default"] = (g.minus_default or {}).get(m).mean if g.minus_default else None
+    return row
+
+
+def summary_cells(prefix: str, s: MetricSummary) -> dict[str, Any]:
+    """'{prefix}_mean', '_std', '_lo', '_hi' of one summary."""
+    lo, hi = s.interval or (None, None)
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+
+
+def analysis_columns(t: Table, r: Row) -> dict[str, Any]:
+    """'at_eod0.05_acc_mean' (and 'at_eod_uses': the sensitive attribute at inference), 'ece_gap_mean',
+    'ece_group_NAME', 'intersectional_eod_max_mean' (with the cells' attributes, rule, merged and left-out cells),
+    'transfer_DATASET_acc_mean', 'transfer_DATASET_acc_in_domain_mean', ..."""
+    row: dict[str, Any] = {}
+    if r.equal_fairness:
+        row["at_eod_uses"] = f"{SENSITIVE_AT_INFERENCE} (group-specific thresholds, error-parity)"
+        for p in r.equal_fairness:
+            for m in ("acc", "eod_max"):
+                row.update(summary_cells(f"at_eod{tolerance_text(p.tolerance)}_{m}", getattr(p, m)))
+    if r.calibration:
+        for m in CALIBRATION_METRICS:
+            row.update(summary_cells(m, getattr(r.calibration, m)))
+        for g in r.calibration.per_group:
+            row[f"ece_group_{g.group}"], row[f"brier_group_{g.group}"] = g.ece, g.brier
+    if r.intersectional and t.intersectional:
+        x = t.intersectional
+        row["intersectional_groups"] = f"{' × '.join(x.attributes)} ({x.dataset}): {len(x.groups)} cells"
+        row["intersectional_rule"] = x.rule
+        row["intersectional_merged"] = "; ".join(f"{m['cell']} into {m['into']}" for m in x.merged)
+        row["intersectional_left_out"] = "; ".join(f"{m['cell']} (size {m['count']}{rows_text(m)})" for m in x.left_out)
+    for m, s in (r.intersectional or {}).items():
+        row.update(summary_cells(f"intersectional_{m}", s))
+    for x in r.transfer or []:
+        row[f"transfer_{x.dataset}_seeds"] = len(x.seeds)
+        for m in TRANSFER_METRICS:
+            row.update(summary_cells(f"transfer_{x.dataset}_{m}_in_domain", x.in_domain[m]))
+            row.update(summary_cells(f"transfer_{x.dataset}_{m}", x.transfer[m]))
     return row
 
 

@@ -56,6 +56,7 @@ from fairfacebench.leaderboard.render import (
 )
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.metrics.compare import HIGHER_IS_BETTER
+from fairfacebench.readback import DataAccess
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore, record_json
@@ -512,11 +513,13 @@ def write_pages(tables: list[TableView], methods: list[MethodPage], common: dict
     return [index, *(out / m.page for m in methods), *(out / "static" / n for n in STATIC_FILES)]
 
 
-def build_site(store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc") -> dict[str, Path]:
+def build_site(
+    store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None
+) -> dict[str, Path]:
     """Render the whole site into `out_dir` (new, empty or an earlier site); returns the index and data paths."""
     out = Path(out_dir)
     earlier = site_folder(out)
-    board = build(store_dir, rule)
+    board = build(store_dir, rule, access)
     records = {r.run_id: r for r in ResultStore(store_dir, create=False).records()}
     out.mkdir(parents=True, exist_ok=True)
     remove_built(out, earlier)

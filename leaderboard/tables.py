@@ -13,7 +13,6 @@ and JSON.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fairfacebench.flags import information_tier
+from fairfacebench.leaderboard.analyses import row_analyses, table_analyses
 from fairfacebench.leaderboard.evidence import StoredRuns
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
@@ -38,16 +38,16 @@ from fairfacebench.leaderboard.model import (
     SelectedRun,
     SharedPreparation,
     Table,
-    defined,
 )
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import write_exports
 from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
-from fairfacebench.metrics.compare import clip_interval, t_interval
+from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plugins import registry
+from fairfacebench.readback import DataAccess
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
@@ -183,20 +183,23 @@ def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------ the board
 
 
-def build(store_dir: Path | str, rule: str = "val_acc") -> Board:
+def build(store_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None) -> Board:
     """Aggregate the store into leaderboard tables, one per comparison.
 
     A table holds only runs whose comparison settings (data, budget, resolution,
     backbone, weights, augmentation, VLM, pool, dataset options) are identical;
     within it, the selection rule picks one trial per method and seed (or, with a
-    search, one trial per method on the search seeds).
+    search, one trial per method on the search seeds).  `access`: data roots and
+    intersectional attributes to read labels back with (`readback`), for accuracy
+    at equal fairness and intersectional gaps; without it those are not made and
+    the tables' notes say so.
     """
     selection = get_rule(rule)
     store = ResultStore(store_dir, create=False)
     comparisons = read_comparisons(store)
     named_by = differing_settings([c.settings for c in comparisons.values()])
     order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
-    stored = StoredRuns(store)
+    stored = StoredRuns(store, access)
     return Board(
         rule,
         [build_table(key, comparisons[key], named_by, context(comparisons[key], selection, stored)) for key in order],
@@ -230,6 +233,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
         banner=banner(settings.get("budget") or {}, max((r.seeds for r in rows if r.ok), default=0)),
         seed_note=seed_note(rows),
         search=search_protocol(comparison, ctx),
+        **table_analyses(rows, {m: r.ok for m, r in runs.items()}, ctx.stored),
     )
 
 
@@ -252,6 +256,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         hardware=list(machines(runs.ok)),
         flags=row_flags(runs.ok, ctx.stored, summaries),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
+        **row_analyses(runs.ok, ctx.stored),
     )
 
 
@@ -305,22 +310,6 @@ def interval_note(ok: list[RunRecord], stored: StoredRuns) -> str | None:
 
 def summary(ok: list[RunRecord], metric: str, stored: StoredRuns) -> MetricSummary:
     return summarise([c.test_metric(metric) for c in ok], [stored.interval(c, metric) for c in ok])
-
-
-def summarise(values: list[float | None], bootstrap: list[list | None]) -> MetricSummary:
-    """Across-seed mean, std and 95% t-interval; with one seed, the run's bootstrap interval."""
-    defined_values = [v for v in values if defined(v)]
-    if not defined_values:
-        return MetricSummary(math.nan, math.nan, 0, None)
-    if len(defined_values) > 1:
-        s = t_interval(defined_values)
-        return MetricSummary(s["mean"], s["std"], s["n"], clip_interval(s["ci95"]))
-    return MetricSummary(defined_values[0], math.nan, 1, bootstrap[0] if bootstrap else None)
-
-
-def mean_of(values: list[float | None]) -> float:
-    kept = [v for v in values if defined(v)]
-    return float(np.mean(kept)) if kept else math.nan
 
 
 def per_group(chosen: list[RunRecord]) -> list[GroupMetrics]:
@@ -451,9 +440,11 @@ def seed_note(rows: list[Row]) -> str | None:
 # ------------------------------------------------------------------ files
 
 
-def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc") -> dict[str, Path]:
+def write(
+    store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc", access: DataAccess | None = None
+) -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other."""
-    board = build(store_dir, rule)
+    board = build(store_dir, rule, access)
     out = Path(out_dir or store_dir)
     out.mkdir(parents=True, exist_ok=True)
     return write_exports(board, out)
