@@ -227,3 +227,110 @@ def seed_spread(series: dict[str, dict[str, list[float]]], metrics: tuple[str, .
         axes[0].set_title(plain(title))
         fig.tight_layout()
     return save(fig, path)
+
+
+def equal_fairness_curve(
+    raw: tuple[float | None, float | None],
+    points: list[tuple[float, float | None, float | None]],
+    path: Path,
+    title: str,
+) -> Path:
+    """One method's test accuracy against its achieved test eod_max: raw (hollow square) and post-processed to each
+    tolerance t (dots joined in order of t, each labelled '≤t'); dotted vertical lines mark the tolerances.
+
+    raw: (eod_max, acc); points: (tolerance, achieved eod_max, acc), means over seeds.
+    """
+    shown = [p for p in points if defined(p[1]) and defined(p[2])]
+    with mpl.rc_context(SVG_RC):
+        fig = Figure(figsize=(5.2, 3.6))
+        ax = fig.add_subplot()
+        for tolerance, _, _ in points:
+            ax.axvline(tolerance, color="#999999", linestyle=":", linewidth=0.8)
+        if shown:
+            ax.plot([p[1] for p in shown], [p[2] for p in shown], "-o", color=POINT_COLOR, markersize=5)
+            for i, (tolerance, eod, acc) in enumerate(shown):  # labels stepped down, so neighbours do not overlap
+                ax.annotate(
+                    f"≤{tolerance:g}", (eod, acc), textcoords="offset points", xytext=(5, 4 - 9 * i), fontsize=7
+                )
+        if defined(raw[0]) and defined(raw[1]):
+            ax.plot([raw[0]], [raw[1]], "s", mfc="none", color=FRONT_COLOR, markersize=7)
+            ax.annotate(
+                "raw", raw, textcoords="offset points", xytext=(-6, 6), fontsize=7, color=FRONT_COLOR, ha="right"
+            )
+        ax.set_xlabel("achieved eod_max on test (dotted: the tolerances)")
+        ax.set_ylabel("accuracy on test")
+        ax.set_title(plain(title))
+        ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def equal_fairness_curves(series: dict[str, list[tuple[str, float | None]]], path: Path, title: str) -> Path:
+    """Test accuracy of each method (one numbered line each, the key beside the plot names them) raw and at each
+    tolerance. series: label -> [(x label, mean accuracy)], the same x labels in the same order for every method."""
+    labels = list(series)
+    ticks = [x for x, _ in next(iter(series.values()), [])]
+    colors = mpl.colormaps["tab20"]
+    with mpl.rc_context(SVG_RC):
+        fig = Figure(figsize=(6.4, 4.4))
+        ax = fig.add_subplot()
+        for i, label in enumerate(labels):
+            values = [v if defined(v) else float("nan") for _, v in series[label]]
+            ax.plot(range(len(values)), values, "-o", color=colors(i % 20), markersize=3, linewidth=1)
+            ax.annotate(
+                str(i + 1),
+                (len(values) - 1, values[-1]),
+                textcoords="offset points",
+                xytext=(4, 0),
+                fontsize=7,
+                color=colors(i % 20),
+                va="center",
+            )
+        ax.set_xticks(range(len(ticks)), [plain(t) for t in ticks])
+        ax.set_ylabel("accuracy on test (mean over seeds)")
+        ax.set_title(plain(title))
+        ax.grid(alpha=0.3)
+        top = ax.get_position().y1
+        for i, label in enumerate(labels):
+            fig.text(
+                ax.get_position().x1 + 0.03,
+                top - i * 0.035,
+                f"{i + 1}  {plain(label)}",
+                color=colors(i % 20),
+                fontsize=7,
+                va="top",
+            )
+    return save(fig, path)
+
+
+def reliability(groups: list[tuple[str, int, float | None, list[dict]]], path: Path, title: str) -> Path:
+    """A reliability diagram per sensitive group (Guo et al. 2017, Fig. 1): accuracy per bin of top-label confidence
+    as bars (empty bins left blank), the diagonal of perfect calibration, the group's rows and ECE in its title.
+
+    groups: (name, rows, ECE, bins as `calibration.reliability_bins` rows: lower, upper, count, confidence, accuracy).
+    """
+    columns = min(len(groups), 4)
+    rows = -(-len(groups) // columns)
+    with mpl.rc_context(SVG_RC):
+        fig = Figure(figsize=(2.7 * columns, 2.7 * rows + 0.4))
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        for ax, (name, n, ece, bins) in zip(axes, groups):
+            filled = [b for b in bins if b["count"]]
+            ax.bar(
+                [(b["lower"] + b["upper"]) / 2 for b in filled],
+                [b["accuracy"] for b in filled],
+                width=[b["upper"] - b["lower"] for b in filled],
+                color=POINT_COLOR,
+                edgecolor="white",
+                alpha=0.85,
+            )
+            ax.plot([0, 1], [0, 1], "--", color="#555555", linewidth=0.8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title(plain(f"{name} (n={n}, ECE {ece:.3f})" if defined(ece) else f"{name} (n={n})"), fontsize=8)
+            ax.set_xlabel("confidence", fontsize=8)
+            ax.set_ylabel("accuracy", fontsize=8)
+        for ax in axes[len(groups) :]:
+            ax.set_visible(False)
+        fig.suptitle(plain(title), fontsize=9)
+        fig.tight_layout()
+    return save(fig, path)

@@ -425,6 +425,11 @@ def transfer_headers() -> list[str]:
 
 
 def transfer_rows(t: Table) -> list[list[Any]]:
+    return [cells for r in t.ok_rows for cells in row_transfer_cells(r)]
+
+
+def row_transfer_cells(r: Row) -> list[list[Any]]:
+    """One line per other dataset a row's runs were evaluated on: in-domain and transfer values side by side."""
     return [
         [
             r.label,
@@ -434,7 +439,6 @@ def transfer_rows(t: Table) -> list[list[Any]]:
             f"{x.n} ({x.left_out})",
             *[summary_text(part[m]) for m in TRANSFER_METRICS for part in (x.in_domain, x.transfer)],
         ]
-        for r in t.ok_rows
         for x in r.transfer or []
     ]
 

@@ -28,6 +28,7 @@ from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
     GROUP_METRICS,
+    INTERSECTIONAL_METRICS,
     REGIME_METRICS,
     TABLE_METRICS,
     Board,
@@ -40,17 +41,31 @@ from fairfacebench.leaderboard.model import (
     defined,
 )
 from fairfacebench.leaderboard.render import (
+    EQUAL_FAIRNESS,
     PAIRED_CAPTION,
     REGIME_CAPTION,
+    SENSITIVE_AT_INFERENCE,
+    TRANSFER_CAPTION,
+    calibration_cells,
+    calibration_headers,
+    cells_text,
     count_text,
     critical_differences,
     difference_text,
+    equal_fairness_cells,
+    equal_fairness_headers,
+    order_rows,
     rank_text,
     regime_name,
+    row_transfer_cells,
     search_text,
     shared_flags,
     summary_text,
     table_title,
+    tau_text,
+    tolerance_text,
+    transfer_headers,
+    transfer_rows,
     value_text,
     write_exports,
 )
@@ -81,6 +96,30 @@ class Cell:
         """'mean ± std' and '[lo, hi]', so a narrow column wraps between them and nowhere else."""
         head, bracket, rest = self.text.partition(" [")
         return head, (bracket.strip() + rest) if bracket else ""
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A captioned table of display text (the analyses beyond the columns)."""
+
+    caption: str
+    headers: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass(frozen=True)
+class AnalysesView:
+    """A table's analyses beyond its columns, on the index: accuracy at equal fairness (table, orders, plot),
+    calibration, intersectional cells and gaps, in-domain vs transfer, and the notes."""
+
+    equal_fairness: TextTable | None
+    orders: TextTable | None
+    equal_fairness_plot: str | None
+    calibration: TextTable | None
+    intersectional_cells: list[str]
+    intersectional: TextTable | None
+    transfer: TextTable | None
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -150,6 +189,7 @@ class TableView:
     rows: list[RowView]
     tradeoff: str
     spread: str | None
+    analyses: AnalysesView
 
 
 @dataclass(frozen=True)
@@ -192,6 +232,12 @@ class SectionView:
     per_group: list[GroupView]
     groups_plot: str | None
     failed: list[FailureView]
+    equal_fairness: TextTable | None
+    equal_fairness_plot: str | None
+    calibration: TextTable | None
+    reliability_plot: str | None
+    intersectional: TextTable | None
+    transfer: TextTable | None
 
 
 @dataclass
@@ -322,7 +368,65 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         rows=[row_view(row, records) for row in table.rows],
         tradeoff=tradeoff_plot(table, plot_dir / f"{slug}-tradeoff.svg", title),
         spread=spread_plot(table, plot_dir / f"{slug}-seeds.svg", title),
+        analyses=analyses_view(table, plot_dir / f"{slug}-equal-fairness.svg", title),
     )
+
+
+EQUAL_FAIRNESS_CAPTION = (
+    f"Accuracy at equal fairness ({SENSITIVE_AT_INFERENCE}): test accuracy after post-processing to eod_max ≤ t, "
+    f"and the achieved test eod_max; {EQUAL_FAIRNESS}."
+)
+
+
+def analyses_view(table: Table, plot: Path, title: str) -> AnalysesView:
+    """What the index shows of a table's analyses; writes its equal-fairness plot (when there are numbers)."""
+    ok = table.ok_rows
+    fair = [r for r in ok if r.equal_fairness]
+    orders = None
+    if table.equal_fairness_orders:
+        headers, rows = order_rows(table)
+        orders = TextTable(f"Order by mean test accuracy (most accurate first). {tau_text(table)}.", headers, rows)
+    calibrated = [r for r in ok if r.calibration]
+    crossed = [r for r in ok if r.intersectional]
+    transferred = transfer_rows(table)
+    return AnalysesView(
+        equal_fairness=TextTable(
+            EQUAL_FAIRNESS_CAPTION, equal_fairness_headers(table), [equal_fairness_cells(r) for r in fair]
+        )
+        if fair
+        else None,
+        orders=orders,
+        equal_fairness_plot=equal_fairness_plot(fair, plot, title) if fair else None,
+        calibration=TextTable(
+            "Calibration per group of the selected runs' test scores (over seeds).",
+            calibration_headers(table),
+            [calibration_cells(r) for r in calibrated],
+        )
+        if calibrated
+        else None,
+        intersectional_cells=cells_text(table) if table.intersectional else [],
+        intersectional=TextTable(
+            "Gaps over the intersectional cells (the left-out cells' rows not scored).",
+            ["method", *INTERSECTIONAL_METRICS],
+            [[r.label, *[summary_text(r.intersectional[m]) for m in INTERSECTIONAL_METRICS]] for r in crossed],
+        )
+        if crossed
+        else None,
+        transfer=TextTable(TRANSFER_CAPTION, transfer_headers(), transferred) if transferred else None,
+        notes=table.analysis_notes,
+    )
+
+
+def equal_fairness_plot(rows: list[Row], path: Path, title: str) -> str:
+    """Every method's mean test accuracy raw and at each tolerance, one numbered line each."""
+    series = {
+        r.label: [
+            *[(f"eod_max≤{tolerance_text(p.tolerance)}", p.acc.mean) for p in r.equal_fairness],
+            ("raw", r.acc.mean),
+        ]
+        for r in rows
+    }
+    return f"plots/{plots.equal_fairness_curves(series, path, f'accuracy at equal fairness: {title}').name}"
 
 
 def rank_views(table: Table) -> list[RankView]:
@@ -416,8 +520,9 @@ def trial_view(seed: int, trial: int, run_id: str, hparams: dict[str, Any], reco
 
 def section(row: Row, view: TableView, records: dict[str, RunRecord], plot_dir: Path) -> SectionView:
     groups_plot = None
+    stem = plot_dir / f"{view.id}-{slugify(row.method)}"
     if row.per_group:
-        path = plot_dir / f"{view.id}-{slugify(row.method)}-groups.svg"
+        path = stem.with_name(stem.name + "-groups.svg")
         groups_plot = f"plots/{plots.group_bars(row.per_group, path, f'{row.method}: {view.title}').name}"
     return SectionView(
         table=view,
@@ -430,7 +535,54 @@ def section(row: Row, view: TableView, records: dict[str, RunRecord], plot_dir: 
         per_group=[GroupView(g.group, g.n, [value_text(getattr(g, k)) for k in GROUP_METRICS]) for g in row.per_group],
         groups_plot=groups_plot,
         failed=[FailureView(f.run_id, f.error, traceback_of(records.get(f.run_id))) for f in row.failed_runs],
+        **method_analyses(row, view, stem),
     )
+
+
+def method_analyses(row: Row, view: TableView, stem: Path) -> dict[str, Any]:
+    """A method page's analyses of one table: its accuracy at equal fairness (table and curve), calibration per group
+    (table and reliability diagrams), intersectional gaps and transfer; writes the two plots."""
+    out: dict[str, Any] = dict(
+        equal_fairness=None, equal_fairness_plot=None, calibration=None, reliability_plot=None, transfer=None
+    )
+    name = f"{row.method}: {view.title}"
+    if row.equal_fairness:
+        headers = ["", "raw", *[f"eod_max≤{tolerance_text(p.tolerance)}" for p in row.equal_fairness]]
+        rows = [
+            ["test accuracy", summary_text(row.acc), *[summary_text(p.acc) for p in row.equal_fairness]],
+            [
+                "achieved test eod_max",
+                summary_text(row.eod_max),
+                *[summary_text(p.eod_max) for p in row.equal_fairness],
+            ],
+        ]
+        out["equal_fairness"] = TextTable(EQUAL_FAIRNESS_CAPTION, headers, rows)
+        points = [(p.tolerance, p.eod_max.mean, p.acc.mean) for p in row.equal_fairness]
+        path = stem.with_name(stem.name + "-equal-fairness.svg")
+        curve = plots.equal_fairness_curve((row.eod_max.mean, row.acc.mean), points, path, name)
+        out["equal_fairness_plot"] = f"plots/{curve.name}"
+    if row.calibration:
+        groups = row.calibration.per_group
+        out["calibration"] = TextTable(
+            "ECE and Brier score per sensitive group (means over the selected runs).",
+            ["group", "n", "ece", "brier"],
+            [[g.group, g.n, value_text(g.ece), value_text(g.brier)] for g in groups],
+        )
+        path = stem.with_name(stem.name + "-reliability.svg")
+        diagram = plots.reliability([(g.group, g.n, g.ece, g.reliability) for g in groups], path, name)
+        out["reliability_plot"] = f"plots/{diagram.name}"
+    out["intersectional"] = (
+        TextTable(
+            "Gaps over the intersectional cells (index: the cells and the rule).",
+            ["", *INTERSECTIONAL_METRICS],
+            [["test", *[summary_text(row.intersectional[m]) for m in INTERSECTIONAL_METRICS]]],
+        )
+        if row.intersectional
+        else None
+    )
+    if row.transfer:
+        out["transfer"] = TextTable(TRANSFER_CAPTION, transfer_headers(), row_transfer_cells(row))
+    return out
 
 
 def traceback_of(record: RunRecord | None) -> str | None:
@@ -543,5 +695,8 @@ def build_site(
 
 def plot_files(tables: list[TableView], methods: list[MethodPage]) -> list[str]:
     """The plots a build wrote, as paths relative to the site folder."""
-    found = [p for view in tables for p in (view.tradeoff, view.spread) if p]
-    return found + [s.groups_plot for m in methods for s in m.sections if s.groups_plot]
+    found = [p for view in tables for p in (view.tradeoff, view.spread, view.analyses.equal_fairness_plot) if p]
+    pages = [
+        p for m in methods for s in m.sections for p in (s.groups_plot, s.equal_fairness_plot, s.reliability_plot) if p
+    ]
+    return found + pages
