@@ -3,7 +3,9 @@
 `load_runs(DIR)` reads every finished `record.json` under DIR (the --out of
 `fairbench run`); the columns are documented in README.md ("Results in
 pandas").  pandas is imported when it is called, so `import fairfacebench` stays light.
-Each run's tier, flags and test intervals come from `flags` (the leaderboard gathers the same flags per row).
+Each run's tier, flags and test intervals come from `flags` (the leaderboard gathers the same flags per row); its
+calibration per group from its stored predictions, and with a `readback.DataAccess` (`leaderboard --data-root`,
+`--intersect`) its accuracy at equal fairness and intersectional gaps (`analyses`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from fairfacebench.analyses import StoredAnalyses
 from fairfacebench.flags import current_intervals, information_tier, run_flags
 from fairfacebench.method_code import installed_fingerprint
+from fairfacebench.readback import DataAccess, NotReadBack
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import PoolSpec
 from fairfacebench.store import PREDICTIONS, ResultStore
@@ -54,9 +58,12 @@ def pool_name(pool: PoolSpec) -> str:
     return pool.kind if pool.kind == "none" else f"{pool.kind}:{pool.source or ''}"
 
 
-def run_row(record: RunRecord, predictions: Mapping | None = None) -> dict[str, Any]:
+def run_row(
+    record: RunRecord, predictions: Mapping | None = None, analyses: StoredAnalyses | None = None
+) -> dict[str, Any]:
     """One run record as a flat row (failed runs have settings and their error, no metrics); given the run's stored
-    test predictions, intervals of an older construction are recomputed (`current_intervals`), else as recorded."""
+    test predictions, intervals of an older construction are recomputed (`current_intervals`), else as recorded;
+    given `analyses` too, the analyses of those predictions (`analysis_columns`)."""
     intervals = record.test_intervals if predictions is None else current_intervals(record, predictions)
     return {
         **settings(record),
@@ -67,6 +74,7 @@ def run_row(record: RunRecord, predictions: Mapping | None = None) -> dict[str, 
         **group_columns(record),
         **transfer_columns(record),
         **fit_columns(record),
+        **(analysis_columns(record, predictions, analyses) if analyses is not None and record.ok else {}),
     }
 
 
@@ -141,17 +149,78 @@ def fit_columns(record: RunRecord) -> dict[str, Any]:
     return {f"fit.{k}": report[k] for k in ("steps", "forward_samples", "wall_time_s", "eval_time_s") if k in report}
 
 
+AT_EOD_USES = "the sensitive attribute at inference (group-specific thresholds, error-parity)"
+
+
+def analysis_columns(record: RunRecord, predictions: Mapping | None, analyses: StoredAnalyses) -> dict[str, Any]:
+    """'test.calibration.ece' (.brier, _max, _gap; '.group.NAME.ece'), 'test.at_eod_0.05.acc' and '.eod_max' (and
+    'val.' the same on the fit rows, 'at_eod_uses'), 'test.intersectional.eod_max' (.lo, .hi; 'intersectional.n',
+    '.left_out_rows', '.groups', '.left_out', '.rule'); 'analyses_not_made': why an analysis asked for was not made."""
+    columns: dict[str, Any] = {}
+    missing = []
+    for name, add in (("calibration", calibration_columns), ("equal_fairness", at_eod_columns)):
+        try:
+            columns.update(add(getattr(analyses, name)(record, predictions)))
+        except NotReadBack as exc:
+            missing.append(f"{name}: {exc}")
+    if analyses.access is not None and analyses.access.intersect is not None:
+        try:
+            columns.update(intersectional_columns(analyses, record, predictions))
+        except NotReadBack as exc:
+            missing.append(f"intersectional: {exc}")
+    if analyses.access is not None:  # without it, only calibration is asked for
+        columns["analyses_not_made"] = " | ".join(missing)
+    return columns
+
+
+def calibration_columns(report: dict[str, Any]) -> dict[str, Any]:
+    columns = {f"test.calibration.{k}": v for k, v in {**report["overall"], **report["summary"]}.items()}
+    for group in report["per_group"]:
+        columns.update({f"test.calibration.group.{group['group']}.{k}": group[k] for k in ("ece", "brier")})
+    return columns
+
+
+def at_eod_columns(points: list[dict[str, Any]]) -> dict[str, Any]:
+    columns: dict[str, Any] = {"at_eod_uses": AT_EOD_USES}
+    for p in points:
+        t = f"{p['tolerance']:g}"
+        columns.update({f"test.at_eod_{t}.acc": p["test_acc"], f"test.at_eod_{t}.eod_max": p["test_eod_max"]})
+        columns.update({f"val.at_eod_{t}.acc": p["fit_acc"], f"val.at_eod_{t}.eod_max": p["fit_eod_max"]})
+    return columns
+
+
+def intersectional_columns(analyses: StoredAnalyses, record: RunRecord, predictions: Mapping | None) -> dict[str, Any]:
+    report = analyses.intersectional(record, predictions)
+    cells = analyses.cells(record, predictions)
+    columns: dict[str, Any] = {
+        "intersectional.n": report["n"],
+        "intersectional.left_out_rows": report["left_out_rows"],
+        "intersectional.groups": "; ".join(f"{n} ({k})" for n, k in zip(cells.names, cells.rows)),
+        "intersectional.left_out": "; ".join(f"{c['cell']} ({c['count']})" for c in cells.left_out),
+        "intersectional.merged": "; ".join(f"{c['cell']} into {c['into']}" for c in cells.merged),
+        "intersectional.rule": cells.rule(),
+    }
+    for metric, value in report["metrics"].items():
+        lo, hi = report["intervals"].get(metric) or (None, None)
+        columns.update({f"test.intersectional.{metric}": value, f"test.intersectional.{metric}.lo": lo})
+        columns[f"test.intersectional.{metric}.hi"] = hi
+    return columns
+
+
 def read_records(store_dir: Path | str) -> list[RunRecord]:
     """Every finished record of a store, by run id (partial directories ignored, damaged records skipped, warned)."""
     return list(ResultStore(store_dir, create=False).records())
 
 
-def load_runs(store_dir: Path | str) -> Any:
-    """A pandas DataFrame with one row per run of the store at `store_dir` (see README "Results in pandas")."""
+def load_runs(store_dir: Path | str, access: DataAccess | None = None) -> Any:
+    """A pandas DataFrame with one row per run of the store at `store_dir` (see README "Results in pandas"); with
+    `access` (data roots, intersectional attributes) also each run's accuracy at equal fairness and intersectional
+    gaps."""
     import pandas as pd
 
     store = ResultStore(store_dir, create=False)
-    rows = [run_row(r, stored_predictions(store, r)) for r in store.records()]
+    analyses = StoredAnalyses(access)
+    rows = [run_row(r, stored_predictions(store, r), analyses) for r in store.records()]
     columns = list(SETTINGS) + sorted({k for r in rows for k in r} - set(SETTINGS), key=_column_order)
     return pd.DataFrame(rows, columns=columns)
 
