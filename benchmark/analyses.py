@@ -90,6 +90,8 @@ class StoredAnalyses:
                 )
             except ImportError as exc:
                 raise NotReadBack(str(exc)) from None
+            except ValueError as exc:  # e.g. a group without rows in the selection half: no thresholds to fit
+                raise NotReadBack(f"cannot post-process: {exc}") from None
 
         return self.once("equal_fairness", record, compute)
 
@@ -99,10 +101,11 @@ class StoredAnalyses:
         stored = needed(arrays, ("test_ids", "test_y"))
         if self.labels is None or self.access is None or self.access.intersect is None:
             raise NotReadBack("needs --intersect DATASET:A+B and --data-root")
-        key = hashlib.sha256(stored["test_ids"].astype(str).tobytes() + stored["test_y"].tobytes()).hexdigest()
+        digest = hashlib.sha256(stored["test_ids"].astype(str).tobytes() + stored["test_y"].tobytes()).hexdigest()
+        key = f"{digest}|{record.spec.dataset}|{sorted(record.spec.dataset_options.items())}"
         if key not in self._cells:
             self._cells[key] = split_cells(
-                self.labels.attributes(stored["test_ids"], record.spec.resolution),
+                self.labels.attributes(record, stored["test_ids"]),
                 stored["test_y"],
                 len(record.task_info.target_classes) if record.task_info else 2,
                 self.access.intersect.min_cell,

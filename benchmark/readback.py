@@ -153,12 +153,17 @@ class DataLabels:
                 "recorded: pass the data root the runs read (the data may have changed since)"
             )
 
-    def attributes(self, ids: np.ndarray, resolution: int) -> Attributes:
-        """The `--intersect` attributes of each id, from every split of that dataset (default options)."""
+    def attributes(self, record: RunRecord, ids: np.ndarray) -> Attributes:
+        """The `--intersect` attributes of each id, from every split of that dataset: loaded with the run's options and
+        task when it is the run's dataset (a generated dataset's ids repeat across options), else with its defaults."""
         intersect = self.access.intersect
         if intersect is None:
             raise NotReadBack("no intersectional attributes asked for (--intersect DATASET:A+B)")
-        ds = self.load(intersect.dataset, resolution, {}, None)
+        spec = record.spec
+        own = intersect.dataset == spec.dataset
+        ds = self.load(
+            intersect.dataset, spec.resolution, dict(spec.dataset_options) if own else {}, spec.task if own else None
+        )
         unknown = [a for a in intersect.attributes if a not in ds.attributes]
         if unknown:
             raise ConfigError(
