@@ -11,7 +11,7 @@ An analysis that cannot be made raises `NotReadBack` with the reason, which the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -19,14 +19,10 @@ from fairfacebench.metrics.calibration import calibration_by_group
 from fairfacebench.metrics.intersectional import IntersectionalGroups, intersectional_groups, intersectional_metrics
 from fairfacebench.metrics.unprocessing import TOLERANCES, accuracy_at_equal_odds
 from fairfacebench.readback import Attributes, DataAccess, DataLabels, NotReadBack
-from fairfacebench.record import RunRecord
 
-EQUAL_FAIRNESS_NOTE = (
-    "each run's scores post-processed to eod_max <= t with group-specific randomised thresholds (error-parity's "
-    "RelaxedThresholdOptimizer; Cruz & Hardt, ICLR 2024), fitted on validation's selection half and applied to test: "
-    "uses the sensitive attribute at inference; the constraint holds on the fit rows in expectation, so the achieved "
-    "test eod_max is shown beside each accuracy"
-)
+if TYPE_CHECKING:
+    from fairfacebench.record import RunRecord
+
 NEEDS_DATA = "needs labels the store does not hold: pass --data-root"
 DEFAULT_RESAMPLES = 1000
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -20,8 +20,10 @@ from fairfacebench.data import MIN_CELL_IMAGES, LoadedDataset, TaskData, make_ta
 from fairfacebench.errors import ConfigError, DataError
 from fairfacebench.metrics.unprocessing import rows_by_id
 from fairfacebench.plugins import registry
-from fairfacebench.record import RunRecord
 from fairfacebench.settings import default_cache_dir
+
+if TYPE_CHECKING:
+    from fairfacebench.record import RunRecord
 
 ANY_DATASET = "*"  # --data-root PATH without a name: the root of every dataset the board reads
 

@@ -9,12 +9,10 @@ orders and notes. An analysis that could not be made leaves its field None and s
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from fairfacebench.analyses import EQUAL_FAIRNESS_NOTE
-from fairfacebench.leaderboard.evidence import StoredRuns
 from fairfacebench.leaderboard.model import (
     CALIBRATION_METRICS,
     INTERSECTIONAL_METRICS,
@@ -31,8 +29,12 @@ from fairfacebench.leaderboard.model import (
 from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.metrics.calibration import calibration_by_group
 from fairfacebench.metrics.compare import kendall_tau, order_by_mean
+from fairfacebench.metrics.unprocessing import EQUAL_FAIRNESS_NOTE
 from fairfacebench.readback import NotReadBack
-from fairfacebench.record import RunRecord, SharedGroupsScore
+
+if TYPE_CHECKING:
+    from fairfacebench.leaderboard.evidence import StoredRuns
+    from fairfacebench.record import RunRecord, SharedGroupsScore
 
 CALIBRATION_NOTE = (
     "calibration: top-label ECE over 15 equal-width confidence bins (Guo et al. 2017) and the Brier score, per "

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fairfacebench.analyses import StoredAnalyses
 from fairfacebench.flags import Flag, current_intervals, run_flags
 from fairfacebench.method_code import installed_fingerprint
 
 if TYPE_CHECKING:
-    from fairfacebench.readback import DataAccess
+    from fairfacebench.analyses import StoredAnalyses
     from fairfacebench.record import RunRecord
     from fairfacebench.store import ResultStore
 
@@ -19,9 +18,9 @@ if TYPE_CHECKING:
 class StoredRuns:
     """Predictions, intervals and flags of a store's runs, cached by run id, and the analyses of their predictions."""
 
-    def __init__(self, store: ResultStore, access: DataAccess | None = None) -> None:
+    def __init__(self, store: ResultStore, analyses: StoredAnalyses) -> None:
         self.store = store
-        self.analyses = StoredAnalyses(access)
+        self.analyses = analyses
         self._predictions: dict[str, dict[str, Any] | None] = {}
         self._intervals: dict[str, dict[str, Any] | None] = {}
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fairfacebench.analyses import StoredAnalyses
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.analyses import row_analyses, table_analyses
 from fairfacebench.leaderboard.evidence import StoredRuns
@@ -199,7 +200,7 @@ def build(store_dir: Path | str, rule: str = "val_acc", access: DataAccess | Non
     comparisons = read_comparisons(store)
     named_by = differing_settings([c.settings for c in comparisons.values()])
     order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
-    stored = StoredRuns(store, access)
+    stored = StoredRuns(store, StoredAnalyses(access))
     return Board(
         rule,
         [build_table(key, comparisons[key], named_by, context(comparisons[key], selection, stored)) for key in order],
