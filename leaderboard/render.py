@@ -407,11 +407,15 @@ def cells_text(t: Table) -> list[str]:
         lines.append(
             "Merged: " + "; ".join(f"{m['cell']} (size {m['count']}) into {m['into']}" for m in x.merged) + "."
         )
+    held = [m for m in x.left_out if m.get("rows", m["count"])]
     lines.append(
         "Left out, not scored: "
-        + ("; ".join(f"{m['cell']} (size {m['count']}{rows_text(m)}): {m['reason']}" for m in x.left_out) or "none")
+        + ("; ".join(f"{m['cell']} (size {m['count']}{rows_text(m)}): {m['reason']}" for m in held) or "none")
         + "."
     )
+    empty = [m["cell"] for m in x.left_out if not m.get("rows", m["count"])]
+    if empty:
+        lines.append(f"Empty on the test split ({len(empty)}): {', '.join(empty)}.")
     return lines
 
 
