@@ -12,6 +12,7 @@ import pytest
 from records import fake_record
 
 import fairfacebench
+from fairfacebench.cli import main
 from fairfacebench.data import make_task_data
 from fairfacebench.errors import DataError
 from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
@@ -269,3 +270,14 @@ def test_in_domain_vs_transfer_over_seeds_by_hand(tmp_path):
     frame = to_frame(build(tmp_path)).set_index("method")
     assert frame.loc["erm", "transfer_fairface_acc_mean"] == pytest.approx(0.65)
     assert frame.loc["erm", "transfer_fairface_acc_in_domain_mean"] == pytest.approx(0.85)
+
+
+def test_the_command_line_reads_labels_back_and_refuses_a_malformed_intersect(store, tmp_path, capsys):
+    argv = ["leaderboard", "tables", str(store.root), "--out", str(tmp_path / "lb")]
+    assert main([*argv, "--intersect", "synthfaces:skin_tone+hair_length", "--min-cell", "13"]) == 0
+    markdown = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "dark\\|short (size 12) into dark\\|other hair_length" in markdown
+    assert "### Accuracy at equal fairness (uses the sensitive attribute at inference)" in markdown
+    capsys.readouterr()
+    assert main([*argv, "--intersect", "synthfaces:skin_tone"]) == 2
+    assert "--intersect synthfaces:skin_tone: expected DATASET:ATTRIBUTE+ATTRIBUTE" in capsys.readouterr().err
