@@ -32,6 +32,7 @@ class Fitted:
     log: RunLog
     weights: dict[str, Any]
     violations: Violations
+    meter: BudgetMeter  # closed; the sealed child reopens it to count prediction's forwards
 
 
 def readable_images(cls: type, data: TaskData) -> int:
@@ -54,14 +55,17 @@ def fit_under_meter(
     vlm: Any = None,
     shards: RayShards | None = None,
     before_fit: Callable[[FitContext], None] | None = None,
+    tally: Callable[[str, int, str], None] | None = None,
 ) -> Fitted:
     """Fit `method_cls` on `data` through a fresh fit context, every step and forward metered and watched.
 
-    `before_fit(ctx)` sees the context the method will get (the conformance kit walks it for held-back data).
+    `before_fit(ctx)` sees the context the method will get (the conformance kit walks it for held-back data);
+    `tally` hears of every charge to the meter as it happens (the sealed child sends them to the harness).
     """
     torch.manual_seed(settings.seed)
     budget = settings.budget
-    meter = BudgetMeter(budget, forward_limit=budget.forward_limit(readable_images(method_cls, data)))
+    limit = budget.forward_limit(readable_images(method_cls, data))
+    meter = BudgetMeter(budget, forward_limit=limit, tally=tally)
     ctx = FitContext(data, settings, meter, vlm, embedder(shards))
     if before_fit is not None:
         before_fit(ctx)
@@ -80,11 +84,17 @@ def fit_under_meter(
         ctx.log,
         ctx._weights_info,
         violations,
+        meter,
     )
 
 
 def predict(predictor: Any, split: Any, sensitive_at_inference: bool) -> np.ndarray:
     """Scores of a split; a method that declares the sensitive attribute at inference gets each image's group."""
-    return (
-        predictor.predict(split.images, groups=split.a) if sensitive_at_inference else predictor.predict(split.images)
-    )
+    return predict_images(predictor, split.images, split.a if sensitive_at_inference else None)
+
+
+def predict_images(predictor: Any, images: np.ndarray, groups: np.ndarray | None) -> Any:
+    """The predictor's scores of `images` (with their groups when given), under `torch.inference_mode()`: nothing
+    a predictor computes can be trained by autograd."""
+    with torch.inference_mode():
+        return predictor.predict(images) if groups is None else predictor.predict(images, groups=groups)

@@ -11,16 +11,18 @@ import logging
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fairfacebench.context import FitSettings
-from fairfacebench.data import TaskData
+from fairfacebench.context import FitSettings, RunLog
+from fairfacebench.data import LabeledSplit, TaskData
 from fairfacebench.diagnostics import diagnose
 from fairfacebench.fitting import fit_under_meter, predict
+from fairfacebench.guards import PredictorChanged, UnmeteredCompute, changed_state, state_digest
 from fairfacebench.loading import DataLoaderCache, resolve_device
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
@@ -34,10 +36,6 @@ from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
 
 log = logging.getLogger("fairfacebench")
-
-
-class UnmeteredCompute(RuntimeError):
-    """A method trained or embedded images outside the meter (its own optimizer, its own network)."""
 
 
 @contextmanager
@@ -58,6 +56,26 @@ def gpu_usage(device: torch.device):
     stats["gpu_name"] = torch.cuda.get_device_name(device)
 
 
+def fit_settings(spec: RunSpec, cls: type, device: torch.device, progress: bool = False) -> FitSettings:
+    """What the fit context of `spec` needs besides its data."""
+    return FitSettings(
+        hparams=dict(spec.hparams),
+        seed=spec.seed,
+        budget=spec.budget,
+        device=device,
+        augment=spec.augment,
+        backbone=spec.backbone,
+        weights=spec.weights,
+        transductive=cls.transductive,
+        progress=progress,
+    )
+
+
+def selection_split(data: TaskData) -> LabeledSplit:
+    """The validation rows model selection reads (the fit part when a task has no separate selection part)."""
+    return data.val_select if data.val_select is not None else data.val
+
+
 def run_one(
     spec: RunSpec,
     data: TaskData,
@@ -70,30 +88,58 @@ def run_one(
     """Fit one method on one task (metered and watched), evaluate it on validation's selection part and on test:
     the ok record's fields (metrics, intervals, budget report, what the method did) and the prediction arrays."""
     cls = reg.method(spec.method)
-    settings = FitSettings(
-        hparams=dict(spec.hparams),
-        seed=spec.seed,
-        budget=spec.budget,
-        device=device,
-        augment=spec.augment,
-        backbone=spec.backbone,
-        weights=spec.weights,
-        transductive=cls.transductive,
-        progress=progress,
-    )
     with gpu_usage(device) as gpu:
-        fitted = fit_under_meter(cls, data, settings, vlm, shards)
+        fitted = fit_under_meter(cls, data, fit_settings(spec, cls, device, progress), vlm, shards)
     if fitted.violations:
         raise UnmeteredCompute(fitted.violations.describe())
-    fit_report = {**fitted.budget_report, **gpu}
     t0 = time.perf_counter()
-    selection = data.val_select if data.val_select is not None else data.val
+    selection = selection_split(data)
     at_inference = cls.label_use(spec.hparams).sensitive_at_inference
     predictor = fitted.predictor
+    before = state_digest(predictor)
     val_scores = checked_scores(
         predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
     )
     test_scores = checked_scores(predict(predictor, data.test, at_inference), len(data.test), data.n_classes, "test")
+    changed = changed_state(before, state_digest(predictor))
+    if changed:
+        raise PredictorChanged(predictor_changed(changed))
+    method = MethodOutput(
+        {**fitted.budget_report, **gpu}, fitted.touched, fitted.log, fitted.weights, supervision(cls, spec.hparams, vlm)
+    )
+    return outcome(spec, data, method, val_scores, test_scores, getattr(vlm, "info", None), t0)
+
+
+def predictor_changed(paths: list[str]) -> str:
+    return (
+        f"the predictor changed {len(paths)} tensor(s) or array(s) while predicting (first: {paths[0]}): "
+        "it may not train or adapt on the images it scores"
+    )
+
+
+@dataclass
+class MethodOutput:
+    """What a fitted method reports besides its scores, from this process or from a sealed child."""
+
+    fit_report: dict[str, Any]
+    touched: set[str]
+    log: RunLog
+    weights: dict[str, Any]
+    supervision: dict[str, Any]
+
+
+def outcome(
+    spec: RunSpec,
+    data: TaskData,
+    method: MethodOutput,
+    val_scores: np.ndarray,
+    test_scores: np.ndarray,
+    vlm_info: dict[str, Any] | None,
+    eval_started: float,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Checked scores into the ok record's fields (metrics, intervals, diagnostics, what the method did) and the
+    prediction arrays; evaluation time counts from `eval_started` (a `time.perf_counter()` value)."""
+    selection = selection_split(data)
     val_report = evaluate(val_scores, selection.y, selection.a, data)
     test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
@@ -102,22 +148,22 @@ def run_one(
         intervals = bootstrap_intervals(
             data.test.y, y_hat, data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
         )
-    disclosed = supervision(cls, spec.hparams, vlm)
-    outcome = {
+    log = method.log
+    fields = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
         "test_intervals": intervals,
         "per_group": {"val": val_report.to_dict(), "test": test_report.to_dict()},
         "metric_definitions": METRIC_DEFINITIONS,
-        "budget_report": {**fit_report, "eval_time_s": round(time.perf_counter() - t0, 3)},
-        "labels_used": disclosed["summary"],
-        "supervision": disclosed,
-        "labels_touched": sorted(fitted.touched),
-        "variant": fitted.log.variant,
-        "stages": fitted.log.stages,
-        "diagnostics": diagnose(fitted.log.evidence, data),
-        "history": fitted.log.history,
-        "weights": fitted.weights,
-        "vlm": getattr(vlm, "info", None),
+        "budget_report": {**method.fit_report, "eval_time_s": round(time.perf_counter() - eval_started, 3)},
+        "labels_used": method.supervision["summary"],
+        "supervision": method.supervision,
+        "labels_touched": sorted(method.touched),
+        "variant": log.variant,
+        "stages": log.stages,
+        "diagnostics": diagnose(log.evidence, data),
+        "history": log.history,
+        "weights": method.weights,
+        "vlm": vlm_info,
     }
     arrays = {
         "test_scores": test_scores.astype(np.float32),
@@ -127,7 +173,7 @@ def run_one(
         "val_scores": val_scores.astype(np.float32),
         "val_ids": selection.ids.astype(str),
     }
-    return outcome, arrays
+    return fields, arrays
 
 
 def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
@@ -185,8 +231,18 @@ def record_of(
     )
 
 
+class RemoteFailure(RuntimeError):
+    """A run that failed in another process (a sealed child), with that process's error line and traceback."""
+
+    def __init__(self, error: str, remote_traceback: str):
+        super().__init__(error)
+        self.error, self.remote_traceback = error, remote_traceback
+
+
 def error_line(exc: BaseException) -> str:
     """The one-line error of a failed run."""
+    if isinstance(exc, RemoteFailure):
+        return exc.error
     if isinstance(exc, SystemExit):
         return f"SystemExit: the method called sys.exit({exc.code!r}); a method must raise an exception instead"
     return f"{type(exc).__name__}: {exc}"
@@ -250,15 +306,22 @@ class SpecRunner:
                 progress_stage("loading data")
                 data = self.loader.task_data(spec, with_pool=cls.needs_pool)
                 vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
-                shards = RayShards(threads=spec.threads) if self.ray_shards else None
-                fields, arrays = run_one(spec, data, device, reg, self.progress, vlm=vlm, shards=shards)
+                fields, arrays = self.fit_and_score(spec, data, device, reg, vlm)
                 status = "ok"
             # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
             except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
-                fields, arrays, status = {"error": error_line(exc), "traceback": traceback.format_exc()}, None, "failed"
+                where = exc.remote_traceback if isinstance(exc, RemoteFailure) else traceback.format_exc()
+                fields, arrays, status = {"error": error_line(exc), "traceback": where}, None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
         wall = round(time.perf_counter() - started, 3)
         return record_of(spec, reg, data, status, wall, self.config, **fields), arrays
+
+    def fit_and_score(
+        self, spec: RunSpec, data: TaskData, device: torch.device, reg: Registry, vlm: Any
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fit and score one loaded run in this process: the plugin is trusted (`sealed.SealedRunner` is not)."""
+        shards = RayShards(threads=spec.threads) if self.ray_shards else None
+        return run_one(spec, data, device, reg, self.progress, vlm=vlm, shards=shards)
 
     def prepare_vlm(self, value: str) -> None:
         """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
