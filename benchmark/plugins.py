@@ -138,3 +138,12 @@ def registry() -> Registry:
 def trusted_registry() -> Registry:
     """The plugins of this repository only (built once per process): what a sealed run's parent imports."""
     return build_registry(builtin_only=True)
+
+
+def selection_rule(name: str) -> Any:
+    """A selection rule by name: this repository's rules without importing any other plugin; a rule only a
+    plugin from outside the repository provides is looked up in the full registry (which imports them all)."""
+    try:
+        return trusted_registry().selection_rule(name)
+    except UnknownName:
+        return registry().selection_rule(name)

@@ -21,8 +21,8 @@ import torch
 from fairfacebench.context import FitSettings, RunLog
 from fairfacebench.data import LabeledSplit, TaskData
 from fairfacebench.diagnostics import diagnose
-from fairfacebench.fitting import fit_under_meter, predict
-from fairfacebench.guards import PredictorChanged, UnmeteredCompute, changed_state, state_digest
+from fairfacebench.fitting import fit_under_meter, predict_under_meter
+from fairfacebench.guards import UnmeteredCompute
 from fairfacebench.loading import DataLoaderCache, resolve_device
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
@@ -95,26 +95,14 @@ def run_one(
     t0 = time.perf_counter()
     selection = selection_split(data)
     at_inference = cls.label_use(spec.hparams).sensitive_at_inference
-    predictor = fitted.predictor
-    before = state_digest(predictor)
-    val_scores = checked_scores(
-        predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
-    )
-    test_scores = checked_scores(predict(predictor, data.test, at_inference), len(data.test), data.n_classes, "test")
-    changed = changed_state(before, state_digest(predictor))
-    if changed:
-        raise PredictorChanged(predictor_changed(changed))
+    requests = [(split.images, split.a if at_inference else None) for split in (selection, data.test)]
+    val, test = predict_under_meter(fitted, requests).scores
+    val_scores = checked_scores(val, len(selection), data.n_classes, "validation")
+    test_scores = checked_scores(test, len(data.test), data.n_classes, "test")
     method = MethodOutput(
         {**fitted.budget_report, **gpu}, fitted.touched, fitted.log, fitted.weights, supervision(cls, spec.hparams, vlm)
     )
     return outcome(spec, data, method, val_scores, test_scores, getattr(vlm, "info", None), t0)
-
-
-def predictor_changed(paths: list[str]) -> str:
-    return (
-        f"the predictor changed {len(paths)} tensor(s) or array(s) while predicting (first: {paths[0]}): "
-        "it may not train or adapt on the images it scores"
-    )
 
 
 @dataclass

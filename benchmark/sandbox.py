@@ -190,27 +190,30 @@ def tmpfs(target: str, writable: bool, size_mb: int) -> None:
 
 
 def build(layout: Layout) -> None:
-    """The child's file system on a fresh tmpfs at `layout.root`, entered with pivot_root."""
+    """The child's file system on a fresh tmpfs at `layout.root`, entered with pivot_root.
+
+    Mounts go in order of their paths, so a folder is mounted before anything inside it (a bind inside /tmp
+    lands on the private /tmp, a mask on the folder it hides a part of).
+    """
     root = layout.root.rstrip("/")
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here propagates back to the machine
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
-    for source, target, writable in sorted(layout.binds, key=lambda b: b[1]):
-        bind(source, root + target, writable)
+    steps = [
+        (target, lambda s=source, t=target, w=writable: bind(s, root + t, w))
+        for source, target, writable in layout.binds
+    ]
+    steps += [(path, lambda p=path: tmpfs(root + p, False, 0)) for path in layout.masks]
+    steps += [(path, lambda p=path: tmpfs(root + p, True, SCRATCH_MB)) for path in layout.scratch]
+    steps += [("/dev", lambda: mount("tmpfs", mkdir(root + "/dev"), "tmpfs", MS_NOSUID, "size=1m,mode=755"))]
+    steps += [(device, lambda d=device: bind(d, root + d, True, nodev=False)) for device in layout.devices]
+    for _, step in sorted(steps, key=lambda s: s[0]):
+        step()
     for link, path in layout.symlinks:
         os.symlink(link, root + path)
-    for path in layout.masks:
-        tmpfs(root + path, False, 0)
-    os.makedirs(root + "/dev", exist_ok=True)
-    mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=1m,mode=755")
-    for device in layout.devices:
-        bind(device, root + device, True, nodev=False)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1")):
-        os.symlink(target, f"{root}/dev/{name}")
-    os.symlink("/proc/self/fd/2", f"{root}/dev/stderr")
-    for path in layout.scratch:
-        tmpfs(root + path, True, SCRATCH_MB)
-    os.makedirs(root + "/proc", exist_ok=True)
-    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's processes only
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{fd}", f"{root}/dev/{name}")
+    os.symlink("/proc/self/fd", f"{root}/dev/fd")
+    mount("proc", mkdir(root + "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's only
     number = SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise SandboxError(f"pivot_root: no system call number known for {platform.machine()}")
@@ -219,6 +222,11 @@ def build(layout: Layout) -> None:
     _call(_libc.umount2(b".", MNT_DETACH), "detaching the machine's root")
     os.chdir("/")
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def enter(layout: Layout) -> None:

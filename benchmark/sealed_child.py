@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,11 @@ import torch
 from fairfacebench.budget import Budget
 from fairfacebench.context import FitSettings, IsolationError
 from fairfacebench.data import Attribute, LabeledSplit, TaskData, TaskSpec, UnlabeledPool
-from fairfacebench.fitting import fit_under_meter, predict_images
-from fairfacebench.guards import PredictorChanged, UnmeteredCompute, changed_state, state_digest, watch
+from fairfacebench.fitting import fit_under_meter, predict_under_meter
+from fairfacebench.guards import UnmeteredCompute
 from fairfacebench.plan import trial_hparams
 from fairfacebench.progress import ChannelHandler, reporting
-from fairfacebench.runner import predictor_changed
+from fairfacebench.scoring import checked_scores
 from fairfacebench.settings import Augment
 from fairfacebench.typed import from_plain, to_plain
 from fairfacebench.vlm import load_vlm
@@ -49,6 +48,7 @@ ERROR = "error.json"
 EVIDENCE = "evidence.npz"
 CARDS = "cards.json"
 PREDICTED = ("select", "test")  # the order the predictor is asked in, as in a run in the harness's process
+SPLITS = {"select": "validation", "test": "test"}
 LABEL_FILES = {"target": "y", "sensitive": "a"}
 TEXT_CHARS = 2000  # of a log line sent to the harness
 
@@ -95,7 +95,6 @@ class ChildReport:
     weights: dict[str, Any]
     predict_forward_samples: int
     predict_time_s: float
-    vlm_info: dict[str, Any] | None = None
 
 
 class Withheld:
@@ -208,22 +207,10 @@ def fit_and_predict(folder: Path, run: ChildRun, tally: Tally) -> None:
     tally.line("phase predict")
     images = {name: np.load(folder / f"{name}_images.npy", mmap_mode="r") for name in PREDICTED}
     groups = {n: np.load(folder / f"{n}_groups.npy") if run.groups_at_inference else None for n in PREDICTED}
-    meter, predictor = fitted.meter, fitted.predictor
-    meter.open_for_prediction(sum(len(v) for v in images.values()))
-    before, started = state_digest(predictor), time.perf_counter()
-    scores = {}
-    with watch(meter) as violations:
-        for name in PREDICTED:  # each copied at once: what the predictor keeps cannot change it later
-            scores[name] = np.array(predict_images(predictor, images[name], groups[name]), dtype=np.float64)
-    predict_time = time.perf_counter() - started
-    changed = changed_state(before, state_digest(predictor))
-    if changed:
-        raise PredictorChanged(predictor_changed(changed))
-    if violations:
-        raise UnmeteredCompute(f"while predicting: {violations.describe()}")
+    predicted = predict_under_meter(fitted, [(images[name], groups[name]) for name in PREDICTED])
     out = folder / OUT
-    for name, values in scores.items():
-        np.save(out / f"scores_{name}.npy", values)
+    for name, values in zip(PREDICTED, predicted.scores):  # refused here as in any run; the harness checks again
+        np.save(out / f"scores_{name}.npy", checked_scores(values, len(images[name]), data.n_classes, SPLITS[name]))
     evidence = {f"{stage}/{key}": v for stage, arrays in fitted.log.evidence.items() for key, v in arrays.items()}
     np.savez(out / EVIDENCE, **evidence)
     report = ChildReport(
@@ -233,9 +220,8 @@ def fit_and_predict(folder: Path, run: ChildRun, tally: Tally) -> None:
         stages=fitted.log.stages,
         history=fitted.log.history,
         weights=fitted.weights,
-        predict_forward_samples=meter.forward_samples - fitted.forward_samples,
-        predict_time_s=round(predict_time, 3),
-        vlm_info=getattr(vlm, "info", None),
+        predict_forward_samples=predicted.forward_samples,
+        predict_time_s=round(predicted.seconds, 3),
     )
     (out / REPORT).write_text(json.dumps(to_plain(report), default=str))
 
@@ -258,7 +244,7 @@ def method_card(cls: type, module: str, trials: int) -> dict[str, Any]:
             "sensitive": use.sensitive,
             "note": use.note,
             "sensitive_at_inference": use.sensitive_at_inference,
-            "summary": use.summary(),
+            "summary_text": use.summary(),
         }
 
     chosen = [trial_hparams(cls, t) for t in range(trials)]

@@ -21,7 +21,7 @@ from tabulate import tabulate
 from fairfacebench.metrics.compare import clip_interval, critical_difference, mean_ranks, paired_difference, t_interval
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plain import nan_to_none
-from fairfacebench.plugins import registry
+from fairfacebench.plugins import selection_rule
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
@@ -70,8 +70,9 @@ def complete_test_metrics(record: RunRecord, store: ResultStore) -> None:
 
 
 def get_rule(name: str) -> Any:
-    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
-    return registry().selection_rule(name)
+    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`
+    (this repository's rules are found without importing plugins from outside it)."""
+    return selection_rule(name)
 
 
 def select(records: list[RunRecord], rule: Any) -> RunRecord | None:
