@@ -158,6 +158,12 @@ class BudgetMeter:
         """Record `n` images through `network` in the current stage; refuse them past the forward-sample limit."""
         if self.closed or n == 0:
             return
+        if self.predicting and self.forward_limit is not None and self.forward_samples + n > self.forward_limit:
+            raise BudgetExceeded(
+                f"prediction allows {self.budget.inference_passes} forward passes over the images it scores; the "
+                f"{network} was asked for {n} more after {self.forward_per_stage.get('predict', {})}: a predictor "
+                "may not train or embed anything else"
+            )
         if self.forward_limit is not None and self.forward_samples + n > self.forward_limit:
             raise BudgetExceeded(
                 f"budget '{self.budget.name}' allows {self.forward_limit} forward samples in total; stage "

@@ -39,7 +39,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 
 from fairfacebench import sandbox
+from fairfacebench.audit import import_folders, non_code_folders, package_folders
 from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.context import RunLog
 from fairfacebench.data import TaskData
@@ -74,16 +74,6 @@ log = logging.getLogger("fairfacebench")
 
 SEALED_MODES = (True, False, "auto")
 SANDBOX = "Linux user, mount, network and PID namespaces (util-linux unshare), no capabilities"
-# The folders of the import package: bound read-only, minus sub-folders that hold neither code nor package data.
-PACKAGES = (
-    "fairfacebench",
-    "fairfacebench.datasets",
-    "fairfacebench.encoders",
-    "fairfacebench.methods",
-    "fairfacebench.metrics",
-    "fairfacebench.leaderboard",
-)
-PACKAGE_DATA = ("configs", "templates", "static")
 # Environment settings that change how torch computes (threads, instruction sets), passed on unchanged.
 NUMERIC_ENV = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "ATEN_", "CUDA_VISIBLE_DEVICES", "FAIRBENCH_EMBED_SHARD")
 TICK_S = 0.25
@@ -132,31 +122,6 @@ def require_sandbox() -> None:
 # ---------------------------------------------------------------- what the child sees
 
 
-def import_folders() -> list[str]:
-    """Folders Python imports from: the installation, the import path (not the script's or current folder)."""
-    folders = [sys.prefix, sys.base_prefix, *(p for p in sys.path[1:] if p and os.path.isabs(p))]
-    for name in PACKAGES:
-        spec = find_spec(name)
-        folders += list(spec.submodule_search_locations or []) if spec is not None else []
-    cwd = os.getcwd()
-    return [f for f in folders if os.path.isdir(f) and f != cwd]
-
-
-def non_code_folders(folder: str) -> list[str]:
-    """Sub-folders of a package folder holding neither Python code nor package data (e.g. stored results)."""
-    found = []
-    for parent, subdirs, _ in os.walk(folder):
-        keep = []
-        for name in subdirs:
-            path = os.path.join(parent, name)
-            if name == "__pycache__" or os.path.isfile(os.path.join(path, "__init__.py")):
-                keep.append(name)
-            elif name not in PACKAGE_DATA:
-                found.append(path)
-        subdirs[:] = keep
-    return found
-
-
 def child_layout(
     folder: Path, argv: list[str], env: dict[str, str], hidden: list[str], files: list[str], scratch: list[str]
 ) -> sandbox.Layout:
@@ -167,13 +132,7 @@ def child_layout(
     sandbox.bind_folders(layout, import_folders())
     bound = [target for _, target, _ in layout.binds]
     layout.binds += [(f, f, False) for f in files if os.path.isfile(f) and not sandbox.covered(f, bound)]
-    masks = [
-        m
-        for name in PACKAGES
-        if (spec := find_spec(name))
-        for f in spec.submodule_search_locations or []
-        for m in non_code_folders(f)
-    ]
+    masks = [m for folder in package_folders() for m in non_code_folders(folder)]
     sandbox.hide(layout, masks + [os.path.abspath(p) for p in hidden])
     layout.scratch += scratch
     return layout
