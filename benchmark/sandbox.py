@@ -96,8 +96,21 @@ class Layout:
 
 
 def command(layout_file: Path) -> list[str]:
-    """The command that runs the child of `layout_file` inside its sandbox (the parent starts it)."""
-    return [*UNSHARE, "--", sys.executable, "-I", "-S", __file__, str(layout_file)]
+    """The command that runs the child of `layout_file` inside its sandbox (the parent starts it): `unshare`
+    dies with the process that started it (and then kills the child), whatever killed that process."""
+    return [
+        SETPRIV[0],
+        "--pdeathsig",
+        "KILL",
+        "--",
+        *UNSHARE,
+        "--",
+        sys.executable,
+        "-I",
+        "-S",
+        __file__,
+        str(layout_file),
+    ]
 
 
 def system_layout(root: Path, argv: list[str], env: dict[str, str], workdir: str) -> Layout:

@@ -25,7 +25,6 @@ those run in the harness's own process with every label in reach.
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import logging
@@ -78,7 +77,6 @@ SANDBOX = "Linux user, mount, network and PID namespaces (util-linux unshare), n
 NUMERIC_ENV = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "ATEN_", "CUDA_VISIBLE_DEVICES", "FAIRBENCH_EMBED_SHARD")
 TICK_S = 0.25
 EXIT_WAIT_S = 10.0  # for `unshare` to exit once its child's pipe closed, before it is killed
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LINE_BYTES = 8192  # of one line on the tally pipe; longer is a broken protocol
 TALLY_BYTES = 64 << 20  # all lines of one run; more is a flood
 CARD_BYTES = 1 << 20
@@ -218,11 +216,6 @@ def forward_event(event: Any) -> None:
         emit({k: v for k, v in event.items() if k != "job"})
 
 
-def die_with_parent() -> None:
-    """In the sandbox's `unshare` process: die when the process that started it dies (it kills the child)."""
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 def run_child(layout: sandbox.Layout, folder: Path, tally_read: int, tally_write: int) -> tuple[int, Counted, float]:
     """Start the child in its sandbox and read its tally until every process of it is gone: the exit code, the
     counts, and the CPU seconds of the child and all it started (measured here, outside its reach)."""
@@ -235,7 +228,6 @@ def run_child(layout: sandbox.Layout, folder: Path, tally_read: int, tally_write
             stderr=subprocess.STDOUT,
             pass_fds=(tally_write,),
             start_new_session=True,  # its own process group, ended as a whole below
-            preexec_fn=die_with_parent,
         )
     os.close(tally_write)
     usage = None
