@@ -106,9 +106,10 @@ def inside(path: str, roots: list[str]) -> bool:
 class Watch:
     """What a watched method may reach, and what it tried beyond that.
 
-    An event counts against the method when the innermost frame that is either the method's code (`home`) or
-    the harness's (`harness`) is the method's: libraries the method calls act for it, libraries the harness
-    calls (torch's lazy imports, its caches) act for the harness, and imports read code.
+    A file event counts against the method when the innermost frame that is either the method's code (`home`)
+    or the harness's (`harness`) is the method's: libraries the method calls act for it, libraries the harness
+    calls (torch's lazy imports, its caches) act for the harness, and imports read code.  A process counts
+    against it when the method's code starts it itself.
     """
 
     home: str
@@ -119,20 +120,18 @@ class Watch:
 
     def check(self, event: str, args: tuple) -> None:
         index = PATH_EVENTS.get(event)
-        if event not in PROCESS_EVENTS and index is None:
-            return
-        if not self.by_method():
-            return
-        if event in PROCESS_EVENTS:
+        if event in PROCESS_EVENTS and self.started_by_method():
             self.refuse(f"{event} {str(args[0])[:120]!r}" if args else event)
         if index is None or len(args) <= index or isinstance(args[index], int) or args[index] is None:
             return
         path = os.path.abspath(os.fsdecode(args[index]))
-        if not inside(path, self.allowed) or inside(path, self.refused):
+        metadata = os.path.basename(os.path.dirname(path)).endswith((".dist-info", ".egg-info"))  # importlib.metadata
+        if (not inside(path, self.allowed) or inside(path, self.refused)) and not metadata and self.by_method():
             self.refuse(f"{event} {path}")
 
     def by_method(self) -> bool:
-        frame = sys._getframe(2)
+        """Whether the innermost frame that is the method's or the harness's code is the method's."""
+        frame = sys._getframe(3)
         while frame is not None:
             name = frame.f_code.co_filename
             if name.startswith("<frozen importlib"):
@@ -143,6 +142,16 @@ class Watch:
                 return False
             frame = frame.f_back
         return False
+
+    def started_by_method(self) -> bool:
+        """Whether the code that starts a process is the method's own: a library may start helpers of its own
+        (scikit-learn's process pool asks `lscpu` for the cores), the method may not."""
+        frame, stdlib = sys._getframe(3), os.path.dirname(os.__file__)
+        while frame is not None and (
+            inside(frame.f_code.co_filename, [stdlib]) or frame.f_code.co_filename == __file__
+        ):
+            frame = frame.f_back
+        return frame is not None and inside(frame.f_code.co_filename, [self.home])
 
     def refuse(self, what: str) -> None:
         self.seen.append(what)
