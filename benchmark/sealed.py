@@ -14,9 +14,9 @@ harness over a pipe as it happens, so a method that resets its meter cannot
 take back what it spent; the harness then checks the scores, scores them,
 runs the diagnostics, writes the record and alone writes the store.
 
-Which runs are sealed follows the plan key `sealed` (`SEALED_MODES`):
-"auto" seals every method from outside this repository, true seals every run,
-false trusts every plugin (in-process runs, for debugging).  Third-party
+Which runs are sealed follows the plan key `sealed`: "auto" seals every
+method from outside this repository, true seals every run, false trusts every
+plugin (in-process runs, for debugging).  Third-party
 methods are never imported here: `describe_methods` asks a sandboxed child for
 their cards (metadata, hyperparameters per trial, declared labels), and a run
 of a third-party dataset, pool, encoder or selection rule is refused, since
@@ -71,7 +71,6 @@ from fairfacebench.typed import PlainTypeError, from_plain, to_plain
 
 log = logging.getLogger("fairfacebench")
 
-SEALED_MODES = (True, False, "auto")
 SANDBOX = "Linux user, mount, network and PID namespaces (util-linux unshare), no capabilities"
 # Environment settings that change how torch computes (threads, instruction sets), passed on unchanged.
 NUMERIC_ENV = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "ATEN_", "CUDA_VISIBLE_DEVICES", "FAIRBENCH_EMBED_SHARD")
@@ -259,6 +258,7 @@ def run_child(layout: sandbox.Layout, folder: Path, tally_read: int, tally_write
 
 
 def child_run(spec: RunSpec, cls: Any, data: TaskData, device: str, cache_dir: Path, reg: Registry) -> ChildRun:
+    """What the child is told: the run's settings, the task's facts, which label arrays it gets (the declared)."""
     use = cls.label_use(spec.hparams)
     handed = [
         f"{split}.{kind}"
@@ -345,6 +345,7 @@ def read_scores(out: Path, name: str, n: int, n_classes: int, split: str) -> np.
 
 
 def read_evidence(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays the method recorded for the diagnostics (judged here, against truth the child never had)."""
     evidence: dict[str, dict[str, np.ndarray]] = {}
     try:
         with np.load(out / EVIDENCE, allow_pickle=False) as stored:
@@ -647,8 +648,3 @@ class SealedRunner(SpecRunner):
         cls = reg.method(spec.method)
         info = getattr(vlm, "info", None)
         return run_sealed(spec, data, cls, reg, str(device), self.cache_dir, info, list(self.hidden))
-
-
-def untrusted_plugins(reg: Registry, names: list[str]) -> list[str]:
-    """Of a plan's methods, those from outside this repository (which 'auto' seals)."""
-    return [n for n in names if issubclass(reg.methods.get(n, object), DescribedMethod)]
