@@ -231,6 +231,13 @@ def _run_plugins(args: argparse.Namespace) -> tuple[Any, Any]:
                 file=sys.stderr,
             )
         return registry(), None
+    foreign = [d for d in plan.datasets if d not in trusted_registry().datasets]
+    if foreign and outside:
+        raise ConfigError(
+            f"dataset(s) {foreign} are not this repository's: a dataset plugin runs in this process with every "
+            f"label, so plugins from outside the repository ({', '.join(outside)}) are imported only with "
+            "--trust-plugins (sealed = false)"
+        )
     trusted = trusted_registry().methods
     wanted = plan.methods == "all" or any(m not in trusted for m in plan.methods)
     cards = describe_methods(plan.hparam_trials) if outside and wanted else []
