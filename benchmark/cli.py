@@ -333,7 +333,23 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
     """Packaged defaults < --config < flags, validated into one Plan."""
     from fairfacebench.plan import load_plan
 
-    flags = {
+    flags = _run_flags(args)
+
+    def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
+        for name in datasets:
+            reg.dataset(name)  # an unknown dataset is named before its flags are read
+        return {
+            "tasks": _tasks(args.tasks, datasets) or None,
+            "data_roots": _data_roots(args.data_root, datasets, reg) or None,
+            "dataset_options": _dataset_options(args.dataset_option, datasets) or None,
+        }
+
+    return load_plan(args.config, flags, dataset_flags)
+
+
+def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of `fairbench run` whose meaning does not depend on the plan's datasets."""
+    return {
         "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
         "datasets": _split(args.datasets) if args.datasets else None,
         "seeds": args.seeds,
@@ -355,18 +371,63 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
         "pool": args.pool,
         "augment": {"mix": args.mix} if args.mix else None,
         **_eval_on(args.eval_on),
+        "sealed": args.sealed,
     }
 
-    def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
-        for name in datasets:
-            reg.dataset(name)  # an unknown dataset is named before its flags are read
-        return {
-            "tasks": _tasks(args.tasks, datasets) or None,
-            "data_roots": _data_roots(args.data_root, datasets, reg) or None,
-            "dataset_options": _dataset_options(args.dataset_option, datasets) or None,
-        }
 
-    return load_plan(args.config, flags, dataset_flags)
+def _run_plugins(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The plugins a run may use, and the cards of the methods it runs sealed without importing them (None when
+    `sealed = false`: then every installed plugin is imported here and trusted).  Nothing from outside this
+    repository is imported otherwise (docs/ARCHITECTURE.md, "Threat model")."""
+    from fairfacebench.plan import load_plan
+    from fairfacebench.plugins import listed_plugins, registry, trusted_registry
+    from fairfacebench.sealed import describe_methods, require_sandbox, sealed_registry
+
+    plan = load_plan(args.config, _run_flags(args))
+    outside = sorted({f"{p.name} ({p.distribution})" for p in listed_plugins() if not p.builtin})
+    if plan.sealed is False:
+        if outside:
+            print(
+                f"fairbench run: sealed = false: plugins from outside this repository ({', '.join(outside)}) run in "
+                "this process, trusted with every label, the result store and the data root (debugging only)",
+                file=sys.stderr,
+            )
+        return registry(), None
+    foreign = [d for d in dict.fromkeys([*plan.datasets, *plan.eval_on]) if d not in trusted_registry().datasets]
+    if foreign and outside:
+        raise ConfigError(
+            f"dataset(s) {foreign} are not this repository's: a dataset plugin runs in this process with every "
+            f"label, so plugins from outside the repository ({', '.join(outside)}) are imported only with "
+            "--trust-plugins (sealed = false)"
+        )
+    trusted = trusted_registry().methods
+    wanted = plan.methods == "all" or any(m not in trusted for m in plan.methods)
+    cards = describe_methods(plan.hparam_trials) if outside and wanted else []
+    if plan.sealed is True or cards:
+        if plan.executor == "ray":
+            raise ConfigError("sealed runs execute in local sandboxes: use --executor local (or sealed = false)")
+        require_sandbox()
+    if cards:
+        print(f"sealed (methods from outside this repository): {', '.join(c.name for c in cards)}")
+    return sealed_registry(cards), cards
+
+
+def _runner(plan: Any, cards: Any, transfer: Any) -> Any:
+    """In-process runs that trust every plugin (`cards` None), else a runner that seals untrusted ones (all runs
+    under `sealed = true`); both evaluate each run's model on the `transfer` datasets."""
+    from fairfacebench.runner import SpecRunner
+    from fairfacebench.sealed import SealedRunner
+
+    if cards is None:
+        return SpecRunner(plan.device, config=plan.to_dict(), transfer=transfer)
+    return SealedRunner(
+        plan.device,
+        config=plan.to_dict(),
+        transfer=transfer,
+        cards=cards,
+        seal_all=plan.sealed is True,
+        hidden=(plan.out,),
+    )
 
 
 def _toml_value(value: Any) -> str:
@@ -474,10 +535,9 @@ class Work:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
 
-    reg = registry()
+    reg, cards = _run_plugins(args)
     checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
     plan = checked.plan
     for warning in checked.warnings:
@@ -495,7 +555,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _dry_run(plan, work, methods, args)
         return 0
-    return _compute(plan, work, checked, reg, args)
+    return _compute(plan, work, checked, reg, args, cards)
 
 
 def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
@@ -532,14 +592,14 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     print("dry run: nothing computed")
 
 
-def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace) -> int:
-    """Compute the work (then the chosen trials, should the search finish in this grid) and report it."""
+def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace, cards: Any) -> int:
+    """Compute the work (then the chosen trials, should the search finish in this grid) and report it; `cards`
+    as `_run_plugins` gives them."""
     import time
 
     from fairfacebench.grid import execute
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
-    from fairfacebench.runner import SpecRunner
     from fairfacebench.store import ResultStore
 
     live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
@@ -551,7 +611,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
         return execute(
             runs,
             ResultStore(plan.out),
-            SpecRunner(plan.device, config=plan.to_dict(), transfer=checked.transfer),
+            _runner(plan, cards, checked.transfer),
             retry_failed=args.retry_failed,
             on_result=lambda spec, status: outcomes.append((spec, status)),
             executor=plan.executor,
@@ -732,10 +792,10 @@ def _store_dir(text: str, command: str) -> Path:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fairfacebench.plugins import registry
+    from fairfacebench.plugins import selection_rule
 
     store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
-    registry().selection_rule(args.selection)
+    selection_rule(args.selection)
     if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
 
@@ -995,6 +1055,22 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="wall-clock limit of one run; a run past it is stopped and recorded as failed (0 = from the budget)",
+    )
+    sealing = run.add_mutually_exclusive_group()
+    sealing.add_argument(
+        "--sealed",
+        action="store_const",
+        const=True,
+        default=None,
+        help="every run's fit and predict in a sandboxed child process (default: only plugins from outside this "
+        "repository; utkface-board and utkface-board-gpu seal every run)",
+    )
+    sealing.add_argument(
+        "--trust-plugins",
+        dest="sealed",
+        action="store_const",
+        const=False,
+        help="run every plugin in this process, trusted with the harness's data and store (debugging)",
     )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")

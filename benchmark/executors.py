@@ -123,7 +123,7 @@ def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
 # What the fork server imports once, so that every worker starts with them loaded (a spawned worker spent
 # 3-6 s importing torch, torchvision and the plugins before its first step).  Only modules of this package and
 # its own dependencies: a third-party plugin that fails on import must fail its run, not the fork server.
-PRELOAD = ("torch", "torchvision", "fairfacebench.runner", "fairfacebench.plugins")
+PRELOAD = ("torch", "torchvision", "fairfacebench.runner", "fairfacebench.sealed", "fairfacebench.plugins")
 
 
 def worker_context() -> Any:

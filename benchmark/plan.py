@@ -71,6 +71,12 @@ def one_of(options: tuple[str, ...]) -> Check:
     return check
 
 
+def sealing(key: str, value: Any) -> bool | str:
+    if not (isinstance(value, bool) or value == "auto"):
+        raise _fail(key, 'true, false or "auto"', value)
+    return value
+
+
 def names(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _fail(key, "a list of names", value)
@@ -137,6 +143,7 @@ SCHEMA: dict[str, Check] = {
     "threads": integer(1),
     "ray_address": text,
     "run_timeout_s": number(0.0),
+    "sealed": sealing,
     "out": text,
     "augment": augment,
     "data_roots": table_of(text),
@@ -171,6 +178,7 @@ class Plan:
     threads: int
     ray_address: str
     run_timeout_s: float  # wall-clock limit of one run; 0 = derived from the budget (executors.time_limit)
+    sealed: bool | str  # true: every run in a sandboxed child; "auto": runs of plugins from outside this repository
     out: str
     augment: Augment
     data_roots: dict[str, str]
@@ -288,6 +296,8 @@ def trial_hparams(method_cls: type, trial: int) -> dict[str, Any]:
     The stream of a draw is seeded by (method, trial, hyperparameter name), so
     adding a hyperparameter to a method leaves the other draws of its trials unchanged.
     """
+    if hasattr(method_cls, "trial_hparams"):  # a method the harness knows from a card (`sealed.DescribedMethod`)
+        return method_cls.trial_hparams(trial)
     if trial == 0:
         return method_cls.default_hparams()
     out = {}

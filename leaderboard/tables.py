@@ -47,7 +47,7 @@ from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, tab
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
 from fairfacebench.metrics.compare import clip_interval, t_interval
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
-from fairfacebench.plugins import registry
+from fairfacebench.plugins import selection_rule
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
@@ -107,8 +107,9 @@ class Context:
 
 
 def get_rule(name: str) -> Any:
-    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
-    return registry().selection_rule(name)
+    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`
+    (this repository's rules are found without importing plugins from outside it)."""
+    return selection_rule(name)
 
 
 def missing_test_metrics(record: RunRecord) -> list[str]:
