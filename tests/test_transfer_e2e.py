@@ -186,7 +186,8 @@ def test_eval_on_problems_are_one_line_errors(roots, tmp_path, capsys, flags, me
 
 def test_a_method_reading_groups_at_inference_needs_groups_the_other_dataset_can_give(roots, tmp_path, capsys):
     # fairface gender/race has 7 race groups; utkface-cb knows only White / non-White
-    argv = ["run", "--methods", "threshold-optimizer", "--datasets", "fairface", "--data-root", roots["fairface"]]
+    argv = ["run", "--allow-tiny-groups", "--methods", "threshold-optimizer", "--datasets", "fairface"]
+    argv += ["--data-root", roots["fairface"]]
     argv += ["--eval-on", f"utkface-cb:{roots['UTKFace']}", "--budget", "smoke", "--out", str(tmp_path / "r")]
     assert main([*argv, "--dry-run"]) == 2
     message = (
