@@ -157,7 +157,8 @@ def test_default_config_file_reproduces_the_default_plan(tmp_path):
         ("[augment]\nflip = 1\n", r"'augment.flip' must be true or false, got 1 \(int\)"),
         (
             'budget = "huge"\n',
-            r"'budget' must be one of \['smoke', 'default', 'small', 'paper', 'board-cpu', 'board-cpu-v2', 'board-gpu'\], got 'huge'",
+            r"'budget' must be one of \['smoke', 'default', 'small', 'paper', 'board-cpu', 'board-cpu-v2', "
+            r"'board-gpu'\], got 'huge'",
         ),
         ('methods = "erm"\n', r"'methods' must be a list of names, got 'erm'"),
         ("seeds = [\n", r"bench.toml: not valid TOML"),
