@@ -630,7 +630,9 @@ def sealed_registry(cards: list[MethodCard]) -> Registry:
         encoders=dict(base.encoders),
         selection_rules=dict(base.selection_rules),
         sources=dict(base.sources),
-        distributions=dict(base.distributions),  # read from every entry point's metadata, nothing imported
+        # read now from every entry point's metadata (nothing imported): `base` is cached from before any plugin
+        # installed since
+        distributions={f"{p.distribution}:{p.name}": (p.distribution, p.version) for p in listed_plugins()},
         modules=dict(base.modules),
     )
     for card in cards:

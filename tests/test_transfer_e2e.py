@@ -40,7 +40,6 @@ def utkface_cb(roots, out, *flags):
         "1",
         "--bootstrap",
         "50",
-        "--allow-tiny-groups",  # the fixture's 28 training images leave cells of fewer than 10
         "--out",
         str(out),
         *flags,
@@ -190,7 +189,6 @@ def test_a_method_reading_groups_at_inference_needs_groups_the_other_dataset_can
     argv = ["run", "--allow-tiny-groups", "--methods", "threshold-optimizer", "--datasets", "fairface"]
     argv += ["--data-root", roots["fairface"]]
     argv += ["--eval-on", f"utkface-cb:{roots['UTKFace']}", "--budget", "smoke", "--out", str(tmp_path / "r")]
-    argv += ["--allow-tiny-groups"]
     assert main([*argv, "--dry-run"]) == 2
     message = (
         "--eval-on utkface-cb: method threshold-optimizer reads each image's group of fairface task 'gender/race' at "
