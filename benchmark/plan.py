@@ -7,6 +7,7 @@ are refused here, before any training, with one line naming the key and its sour
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
@@ -43,8 +44,8 @@ def integer(minimum: int) -> Check:
 
 def number(minimum: float) -> Check:
     def check(key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise _fail(key, f"a number >= {minimum:g}", value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value < math.inf:
+            raise _fail(key, f"a finite number >= {minimum:g}", value)
         return float(value)
 
     return check
