@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +471,7 @@ class Work:
     again: set[str]  # stored runs computed again
     todo: list[Any]
     waiting: int  # methods whose search has not finished
+    stale: dict[str, list[str]] = field(default_factory=dict)  # run id -> what it read that holds other bytes now
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -507,14 +508,23 @@ def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
     statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
     changed, unchecked = code_check(specs, stored, reg)
     lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
-    again = recomputed(stored, changed, args) | set(lacking)
+    stale = _stale(specs, stored)
+    again = recomputed(stored, changed, args) | set(lacking) | set(stale)
     todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
-    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting)
+    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting, stale)
+
+
+def _stale(specs: list[Any], stored: dict[str, Any]) -> dict[str, list[str]]:
+    """Finished runs that read data, weights or a pool holding other bytes now (same names and sizes)."""
+    from fairfacebench.grid import content_changes
+
+    changes = {s.run_id: content_changes(stored[s.run_id], s) for s in specs}
+    return {run_id: parts for run_id, parts in changes.items() if parts}
 
 
 def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace) -> None:
     """The resolved plan, each run's action and estimated time, and the grid's estimate; nothing computed."""
-    from fairfacebench.progress import run_title
+    from fairfacebench.progress import duration, run_title
 
     print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
     expected = _estimate(work.todo, plan)
@@ -522,6 +532,8 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     for spec in work.specs:
         seconds = expected.seconds.get(spec.run_id)
         action = dry_run_action(spec.run_id, work.statuses, work.again, other_code, work.lacking, args, seconds)
+        if spec.run_id in work.stale and not args.force:
+            action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
     if work.waiting:
         print(
