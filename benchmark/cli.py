@@ -334,7 +334,7 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
     from fairfacebench.plan import load_plan
 
     flags = {
-        "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
+        "methods": "all" if args.methods == "all" else (None if args.methods is None else _split(args.methods)),
         "datasets": _split(args.datasets) if args.datasets else None,
         "seeds": args.seeds,
         "hparam_trials": args.hparam_trials,
@@ -592,6 +592,8 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
+    for line in _claimed_elsewhere(outcomes, plan.out):
+        print(line)
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
@@ -715,6 +717,22 @@ def pool_notes(records: Any) -> list[str]:
         if pool.get("summary") and ": dropped " in pool["summary"]:
             summaries[pool.get("name")] = pool["summary"]
     return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
+
+
+def _claimed_elsewhere(outcomes: list[tuple[Any, str]], out: str) -> list[str]:
+    """Why runs this command was to compute were skipped: another process (here, or on another host) holds them."""
+    from fairfacebench.progress import run_title
+    from fairfacebench.store import CLAIM_TIMEOUT_S
+
+    held = [(spec, status) for spec, status in outcomes if status.startswith("skipped (claimed by")]
+    lines = [f"not computed here: {run_title(spec)}: {status[len('skipped (') : -1]}" for spec, status in held]
+    if held:
+        lines.append(
+            f"{len(held)} run(s) not computed here: another process holds them (a live one on this host; one on "
+            f"another host until its claim is {CLAIM_TIMEOUT_S // 3600} h old or {out}/.claims/RUN_ID.json is "
+            "removed); run again when it is done"
+        )
+    return lines
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:

@@ -80,6 +80,8 @@ def names(key: str, value: Any) -> tuple[str, ...]:
 
 
 def methods(key: str, value: Any) -> str | tuple[str, ...]:
+    if value == []:
+        raise ConfigError(f"'{key}' names no method: name one or more (see `fairbench list methods`), or 'all'")
     return "all" if value == "all" else names(key, value)
 
 
