@@ -185,7 +185,8 @@ def test_mlflow_export_escapes_formulas_replaces_recomputed_runs_and_tags_tier_a
     runs = exported(mlflow_client)
     assert runs[failed.run_id].info.status == "FAILED"
     logged = runs[hostile.run_id]
-    assert logged.data.tags["fairbench.tier"] == "not recorded" and "smoke-budget" in logged.data.tags["fairbench.flags"]
+    tags = logged.data.tags
+    assert tags["fairbench.tier"] == "not recorded" and "smoke-budget" in tags["fairbench.flags"]
     assert "smoke-budget: budget smoke" in logged.data.tags["fairbench.flag_details"]
     (table,) = [p for p in (target / "artifacts").rglob("per_group.csv") if logged.info.run_id in str(p)]
     assert "'=HYPERLINK(1)" in table.read_text() and "\n=" not in table.read_text()
