@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +350,7 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
 def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The flags of `fairbench run` whose meaning does not depend on the plan's datasets."""
     return {
-        "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
+        "methods": "all" if args.methods == "all" else (None if args.methods is None else _split(args.methods)),
         "datasets": _split(args.datasets) if args.datasets else None,
         "seeds": args.seeds,
         "hparam_trials": args.hparam_trials,
@@ -532,6 +532,7 @@ class Work:
     again: set[str]  # stored runs computed again
     todo: list[Any]
     waiting: int  # methods whose search has not finished
+    stale: dict[str, list[str]] = field(default_factory=dict)  # run id -> what it read that holds other bytes now
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -567,14 +568,23 @@ def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
     statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
     changed, unchecked = code_check(specs, stored, reg)
     lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
-    again = recomputed(stored, changed, args) | set(lacking)
+    stale = _stale(specs, stored)
+    again = recomputed(stored, changed, args) | set(lacking) | set(stale)
     todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
-    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting)
+    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting, stale)
+
+
+def _stale(specs: list[Any], stored: dict[str, Any]) -> dict[str, list[str]]:
+    """Finished runs that read data, weights or a pool holding other bytes now (same names and sizes)."""
+    from fairfacebench.grid import content_changes
+
+    changes = {s.run_id: content_changes(stored[s.run_id], s) for s in specs}
+    return {run_id: parts for run_id, parts in changes.items() if parts}
 
 
 def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace) -> None:
     """The resolved plan, each run's action and estimated time, and the grid's estimate; nothing computed."""
-    from fairfacebench.progress import run_title
+    from fairfacebench.progress import duration, run_title
 
     print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
     expected = _estimate(work.todo, plan)
@@ -582,6 +592,8 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     for spec in work.specs:
         seconds = expected.seconds.get(spec.run_id)
         action = dry_run_action(spec.run_id, work.statuses, work.again, other_code, work.lacking, args, seconds)
+        if spec.run_id in work.stale and not args.force:
+            action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
     if work.waiting:
         print(
@@ -640,6 +652,8 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
+    for line in _claimed_elsewhere(outcomes, plan.out):
+        print(line)
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
@@ -763,6 +777,22 @@ def pool_notes(records: Any) -> list[str]:
         if pool.get("summary") and ": dropped " in pool["summary"]:
             summaries[pool.get("name")] = pool["summary"]
     return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
+
+
+def _claimed_elsewhere(outcomes: list[tuple[Any, str]], out: str) -> list[str]:
+    """Why runs this command was to compute were skipped: another process (here, or on another host) holds them."""
+    from fairfacebench.progress import run_title
+    from fairfacebench.store import CLAIM_TIMEOUT_S
+
+    held = [(spec, status) for spec, status in outcomes if status.startswith("skipped (claimed by")]
+    lines = [f"not computed here: {run_title(spec)}: {status[len('skipped (') : -1]}" for spec, status in held]
+    if held:
+        lines.append(
+            f"{len(held)} run(s) not computed here: another process holds them (a live one on this host; one on "
+            f"another host until its claim is {CLAIM_TIMEOUT_S // 3600} h old or {out}/.claims/RUN_ID.json is "
+            "removed); run again when it is done"
+        )
+    return lines
 
 
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:

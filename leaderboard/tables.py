@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fairfacebench.errors import ConfigError
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.evidence import StoredRuns
 from fairfacebench.leaderboard.model import (
@@ -42,7 +43,7 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
-from fairfacebench.leaderboard.render import write_exports
+from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
 from fairfacebench.metrics.compare import clip_interval, t_interval
@@ -454,7 +455,13 @@ def seed_note(rows: list[Row]) -> str | None:
 
 def write(store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc") -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other."""
-    board = build(store_dir, rule)
     out = Path(out_dir or store_dir)
+    foreign = foreign_exports(out)
+    if foreign:
+        raise ConfigError(
+            f"{foreign[0]} was not written by a fairbench leaderboard and would be replaced; nothing was changed: pass "
+            "--out a folder of its own, or move the file"
+        )
+    board = build(store_dir, rule)
     out.mkdir(parents=True, exist_ok=True)
     return write_exports(board, out)
