@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from fairfacebench.errors import UnknownName
 from fairfacebench.typed import to_plain
@@ -112,6 +112,10 @@ class BudgetMeter:
     closed: bool = False
     inner_steps: int = 0  # auxiliary optimizer steps taken inside metered steps (`FitContext.inner_step`)
     inside_metered: int = 0  # depth of metered network calls (forwards inside them are already charged)
+    # Told of every charge as it happens (kind 'step' or 'forward', count, stage or network): the sealed runner
+    # sends these to the harness process, where a method that resets its meter cannot take them back.
+    tally: Callable[[str, int, str], None] | None = None
+    predicting: bool = False  # after `open_for_prediction`: forwards are counted, optimizer steps refused
     _stages: list[tuple[str, float]] = field(default_factory=list)
 
     @property
@@ -142,7 +146,9 @@ class BudgetMeter:
             self._stages[-1] = (name, now)
 
     def charge(self, batch_size: int, stage: str = "train") -> None:
-        """Record one optimizer step; refuse it if the budget is already spent."""
+        """Record one optimizer step; refuse it if the budget is already spent or the method is predicting."""
+        if self.predicting:
+            raise BudgetExceeded(f"stage '{stage}' took an optimizer step while predicting: train only inside fit")
         if self.steps >= self.budget.steps:
             raise BudgetExceeded(
                 f"budget '{self.budget.name}' allows {self.budget.steps} optimizer steps in total; "
@@ -151,11 +157,19 @@ class BudgetMeter:
         self.steps += 1
         self.samples += batch_size
         self.per_stage[stage] = self.per_stage.get(stage, 0) + 1
+        if self.tally is not None:
+            self.tally("step", 1, stage)
 
     def charge_forward(self, n: int, network: str) -> None:
         """Record `n` images through `network` in the current stage; refuse them past the forward-sample limit."""
         if self.closed or n == 0:
             return
+        if self.predicting and self.forward_limit is not None and self.forward_samples + n > self.forward_limit:
+            raise BudgetExceeded(
+                f"prediction allows {self.budget.inference_passes} forward passes over the images it scores; the "
+                f"{network} was asked for {n} more after {self.forward_per_stage.get('predict', {})}: a predictor "
+                "may not train or embed anything else"
+            )
         if self.forward_limit is not None and self.forward_samples + n > self.forward_limit:
             raise BudgetExceeded(
                 f"budget '{self.budget.name}' allows {self.forward_limit} forward samples in total; stage "
@@ -165,12 +179,21 @@ class BudgetMeter:
         self.forward_samples += n
         counts = self.forward_per_stage.setdefault(self.stage, {})
         counts[network] = counts.get(network, 0) + n
+        if self.tally is not None:
+            self.tally("forward", n, network)
 
     def close(self) -> None:
         """The end of `fit`: stop charging, attribute the remaining time."""
         while self._stages:
             self.leave()
         self.closed = True
+
+    def open_for_prediction(self, images: int) -> None:
+        """After `close`: count the forwards of prediction (at most `inference_passes` over `images`) in a stage
+        'predict', and refuse optimizer steps, so a predictor cannot train."""
+        self.closed, self.predicting = False, True
+        self.forward_limit = self.forward_samples + self.budget.inference_passes * images
+        self.enter("predict")
 
     def report(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.started

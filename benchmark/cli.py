@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -333,8 +333,24 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
     """Packaged defaults < --config < flags, validated into one Plan."""
     from fairfacebench.plan import load_plan
 
-    flags = {
-        "methods": "all" if args.methods == "all" else (_split(args.methods) if args.methods else None),
+    flags = _run_flags(args)
+
+    def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
+        for name in datasets:
+            reg.dataset(name)  # an unknown dataset is named before its flags are read
+        return {
+            "tasks": _tasks(args.tasks, datasets) or None,
+            "data_roots": _data_roots(args.data_root, datasets, reg) or None,
+            "dataset_options": _dataset_options(args.dataset_option, datasets) or None,
+        }
+
+    return load_plan(args.config, flags, dataset_flags)
+
+
+def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of `fairbench run` whose meaning does not depend on the plan's datasets."""
+    return {
+        "methods": "all" if args.methods == "all" else (None if args.methods is None else _split(args.methods)),
         "datasets": _split(args.datasets) if args.datasets else None,
         "seeds": args.seeds,
         "hparam_trials": args.hparam_trials,
@@ -355,18 +371,63 @@ def run_plan(args: argparse.Namespace, reg: Any) -> Any:
         "pool": args.pool,
         "augment": {"mix": args.mix} if args.mix else None,
         **_eval_on(args.eval_on),
+        "sealed": args.sealed,
     }
 
-    def dataset_flags(datasets: tuple[str, ...]) -> dict[str, Any]:
-        for name in datasets:
-            reg.dataset(name)  # an unknown dataset is named before its flags are read
-        return {
-            "tasks": _tasks(args.tasks, datasets) or None,
-            "data_roots": _data_roots(args.data_root, datasets, reg) or None,
-            "dataset_options": _dataset_options(args.dataset_option, datasets) or None,
-        }
 
-    return load_plan(args.config, flags, dataset_flags)
+def _run_plugins(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The plugins a run may use, and the cards of the methods it runs sealed without importing them (None when
+    `sealed = false`: then every installed plugin is imported here and trusted).  Nothing from outside this
+    repository is imported otherwise (docs/ARCHITECTURE.md, "Threat model")."""
+    from fairfacebench.plan import load_plan
+    from fairfacebench.plugins import listed_plugins, registry, trusted_registry
+    from fairfacebench.sealed import describe_methods, require_sandbox, sealed_registry
+
+    plan = load_plan(args.config, _run_flags(args))
+    outside = sorted({f"{p.name} ({p.distribution})" for p in listed_plugins() if not p.builtin})
+    if plan.sealed is False:
+        if outside:
+            print(
+                f"fairbench run: sealed = false: plugins from outside this repository ({', '.join(outside)}) run in "
+                "this process, trusted with every label, the result store and the data root (debugging only)",
+                file=sys.stderr,
+            )
+        return registry(), None
+    foreign = [d for d in dict.fromkeys([*plan.datasets, *plan.eval_on]) if d not in trusted_registry().datasets]
+    if foreign and outside:
+        raise ConfigError(
+            f"dataset(s) {foreign} are not this repository's: a dataset plugin runs in this process with every "
+            f"label, so plugins from outside the repository ({', '.join(outside)}) are imported only with "
+            "--trust-plugins (sealed = false)"
+        )
+    trusted = trusted_registry().methods
+    wanted = plan.methods == "all" or any(m not in trusted for m in plan.methods)
+    cards = describe_methods(plan.hparam_trials) if outside and wanted else []
+    if plan.sealed is True or cards:
+        if plan.executor == "ray":
+            raise ConfigError("sealed runs execute in local sandboxes: use --executor local (or sealed = false)")
+        require_sandbox()
+    if cards:
+        print(f"sealed (methods from outside this repository): {', '.join(c.name for c in cards)}")
+    return sealed_registry(cards), cards
+
+
+def _runner(plan: Any, cards: Any, transfer: Any) -> Any:
+    """In-process runs that trust every plugin (`cards` None), else a runner that seals untrusted ones (all runs
+    under `sealed = true`); both evaluate each run's model on the `transfer` datasets."""
+    from fairfacebench.runner import SpecRunner
+    from fairfacebench.sealed import SealedRunner
+
+    if cards is None:
+        return SpecRunner(plan.device, config=plan.to_dict(), transfer=transfer)
+    return SealedRunner(
+        plan.device,
+        config=plan.to_dict(),
+        transfer=transfer,
+        cards=cards,
+        seal_all=plan.sealed is True,
+        hidden=(plan.out,),
+    )
 
 
 def _toml_value(value: Any) -> str:
@@ -471,13 +532,13 @@ class Work:
     again: set[str]  # stored runs computed again
     todo: list[Any]
     waiting: int  # methods whose search has not finished
+    stale: dict[str, list[str]] = field(default_factory=dict)  # run id -> what it read that holds other bytes now
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fairfacebench.plugins import registry
     from fairfacebench.preflight import check_plan
 
-    reg = registry()
+    reg, cards = _run_plugins(args)
     checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
     plan = checked.plan
     for warning in checked.warnings:
@@ -495,7 +556,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _dry_run(plan, work, methods, args)
         return 0
-    return _compute(plan, work, checked, reg, args)
+    return _compute(plan, work, checked, reg, args, cards)
 
 
 def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
@@ -507,14 +568,23 @@ def _work(plan: Any, checked: Any, reg: Any, args: argparse.Namespace) -> Work:
     statuses = {run_id: record.status if record else None for run_id, record in stored.items()}
     changed, unchecked = code_check(specs, stored, reg)
     lacking = _lacking_transfer(Path(plan.out), specs, checked.transfer)
-    again = recomputed(stored, changed, args) | set(lacking)
+    stale = _stale(specs, stored)
+    again = recomputed(stored, changed, args) | set(lacking) | set(stale)
     todo = [s for s in specs if s.run_id in again or _will_compute(statuses[s.run_id], args.retry_failed)]
-    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting)
+    return Work(specs, statuses, changed, unchecked, lacking, again, todo, waiting, stale)
+
+
+def _stale(specs: list[Any], stored: dict[str, Any]) -> dict[str, list[str]]:
+    """Finished runs that read data, weights or a pool holding other bytes now (same names and sizes)."""
+    from fairfacebench.grid import content_changes
+
+    changes = {s.run_id: content_changes(stored[s.run_id], s) for s in specs}
+    return {run_id: parts for run_id, parts in changes.items() if parts}
 
 
 def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace) -> None:
     """The resolved plan, each run's action and estimated time, and the grid's estimate; nothing computed."""
-    from fairfacebench.progress import run_title
+    from fairfacebench.progress import duration, run_title
 
     print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
     expected = _estimate(work.todo, plan)
@@ -522,6 +592,8 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     for spec in work.specs:
         seconds = expected.seconds.get(spec.run_id)
         action = dry_run_action(spec.run_id, work.statuses, work.again, other_code, work.lacking, args, seconds)
+        if spec.run_id in work.stale and not args.force:
+            action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
     if work.waiting:
         print(
@@ -532,14 +604,14 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     print("dry run: nothing computed")
 
 
-def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace) -> int:
-    """Compute the work (then the chosen trials, should the search finish in this grid) and report it."""
+def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace, cards: Any) -> int:
+    """Compute the work (then the chosen trials, should the search finish in this grid) and report it; `cards`
+    as `_run_plugins` gives them."""
     import time
 
     from fairfacebench.grid import execute
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
-    from fairfacebench.runner import SpecRunner
     from fairfacebench.store import ResultStore
 
     live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
@@ -551,7 +623,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
         return execute(
             runs,
             ResultStore(plan.out),
-            SpecRunner(plan.device, config=plan.to_dict(), transfer=checked.transfer),
+            _runner(plan, cards, checked.transfer),
             retry_failed=args.retry_failed,
             on_result=lambda spec, status: outcomes.append((spec, status)),
             executor=plan.executor,
@@ -580,6 +652,8 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     for spec, status in outcomes:
         if status.startswith("FAILED"):
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
+    for line in _claimed_elsewhere(outcomes, plan.out):
+        print(line)
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
@@ -705,6 +779,22 @@ def pool_notes(records: Any) -> list[str]:
     return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
 
 
+def _claimed_elsewhere(outcomes: list[tuple[Any, str]], out: str) -> list[str]:
+    """Why runs this command was to compute were skipped: another process (here, or on another host) holds them."""
+    from fairfacebench.progress import run_title
+    from fairfacebench.store import CLAIM_TIMEOUT_S
+
+    held = [(spec, status) for spec, status in outcomes if status.startswith("skipped (claimed by")]
+    lines = [f"not computed here: {run_title(spec)}: {status[len('skipped (') : -1]}" for spec, status in held]
+    if held:
+        lines.append(
+            f"{len(held)} run(s) not computed here: another process holds them (a live one on this host; one on "
+            f"another host until its claim is {CLAIM_TIMEOUT_S // 3600} h old or {out}/.claims/RUN_ID.json is "
+            "removed); run again when it is done"
+        )
+    return lines
+
+
 def _outcome_rows(outcomes: list[tuple[Any, str]], store: Any) -> list[tuple[str, str, float]]:
     """(method, 'ok' | 'failed' | 'skipped', wall time of the run) per run of this invocation."""
     rows = []
@@ -732,11 +822,11 @@ def _store_dir(text: str, command: str) -> Path:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fairfacebench.plugins import registry
+    from fairfacebench.plugins import selection_rule
     from fairfacebench.readback import data_access
 
     store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
-    registry().selection_rule(args.selection)
+    selection_rule(args.selection)
     access = data_access(args.data_root, args.intersect, args.min_cell)
     if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
@@ -997,6 +1087,22 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="wall-clock limit of one run; a run past it is stopped and recorded as failed (0 = from the budget)",
+    )
+    sealing = run.add_mutually_exclusive_group()
+    sealing.add_argument(
+        "--sealed",
+        action="store_const",
+        const=True,
+        default=None,
+        help="every run's fit and predict in a sandboxed child process (default: only plugins from outside this "
+        "repository; utkface-board and utkface-board-gpu seal every run)",
+    )
+    sealing.add_argument(
+        "--trust-plugins",
+        dest="sealed",
+        action="store_const",
+        const=False,
+        help="run every plugin in this process, trusted with the harness's data and store (debugging)",
     )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")

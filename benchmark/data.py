@@ -58,6 +58,9 @@ class Attribute:
     phrases: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        joined = [c for c in self.classes if "|" in c]
+        if joined:  # '|' joins the classes of a group's attributes ('Female|Black'): such a name merges two groups
+            raise DataError(f"attribute '{self.name}': class name(s) {joined} hold '|'; rename them without '|'")
         if self.phrases and len(self.phrases) != len(self.classes):
             raise ValueError(
                 f"attribute '{self.name}': {len(self.phrases)} phrase lists for {len(self.classes)} classes"

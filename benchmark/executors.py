@@ -12,7 +12,6 @@ Workers report progress, log records and output lines to the parent's view
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import multiprocessing as mp
@@ -21,16 +20,19 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from multiprocessing import forkserver
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from fairfacebench.progress import Channel, GridView, reporting, run_title, stage, worker_reporting
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
+
+log = logging.getLogger("fairfacebench")
 
 Finished = Callable[[RunSpec, RunRecord], None]
 
@@ -39,6 +41,8 @@ Finished = Callable[[RunSpec, RunRecord], None]
 TIMEOUT_BASE_S = 1800.0
 TIMEOUT_PER_SAMPLE_S = 0.1
 TIMEOUT_RESOLUTION = 48
+REPEAT_S = 1.0  # a run in this process past its limit is stopped again this often until it ends
+HARD_STOP_S = 120.0  # ... and given up (its record written, the grid ended) when it ignores every stop this long
 TICK_S = 0.25  # how often the parent looks at deadlines and redraws while it waits
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCH_S = 0.2  # how often a worker checks that its grid process is alive
@@ -56,9 +60,13 @@ def time_limit(spec: RunSpec, run_timeout_s: float = 0.0) -> float:
     return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_S * samples * (spec.resolution / TIMEOUT_RESOLUTION) ** 2
 
 
+def seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def timeout_error(limit: float) -> str:
     return (
-        f"RunTimeout: the run did not finish within its wall-clock limit of {limit:.0f} s and was stopped "
+        f"RunTimeout: the run did not finish within its wall-clock limit of {seconds(limit)} s and was stopped "
         "(plan key run_timeout_s / --run-timeout; 0 derives the limit from the budget)"
     )
 
@@ -88,23 +96,125 @@ class Grid:
 # ---------------------------------------------------------------- in this process
 
 
-@contextlib.contextmanager
-def alarm(seconds: float) -> Iterator[None]:
-    """Raise RunTimeout in this (main) thread after `seconds`; a no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class InProcessLimit:
+    """The wall-clock limit of a run in this process's main thread, and whether the user interrupted it.
 
-    def expire(signum: int, frame: Any) -> None:
-        raise RunTimeout(timeout_error(seconds).removeprefix("RunTimeout: "))
+    At the limit SIGALRM raises RunTimeout inside the run, again every REPEAT_S while it goes on (a method may
+    catch one); from then on a watchdog thread also raises RunTimeout in the main thread (a method may ignore
+    SIGALRM); a run that outlives every stop by HARD_STOP_S is handed to `stuck` (which ends this process).
+    SIGINT sets `interrupted`, so the user's Ctrl-C is told apart from a KeyboardInterrupt a method raised.
+    """
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
+    def __init__(self, seconds: float, stuck: Callable[[], None]):
+        self.seconds, self.stuck = seconds, stuck
+        self.expired = self.interrupted = False
+        self._active = False
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def arm(self) -> None:
+        self._active = True
+        self._previous = {
+            signal.SIGALRM: signal.signal(signal.SIGALRM, self._expire),
+            signal.SIGINT: signal.signal(signal.SIGINT, self._interrupt),
+        }
+        threading.Thread(target=self._watch, args=(threading.main_thread().ident,), daemon=True).start()
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT_S)
+
+    def disarm(self) -> None:
+        """Stop every timer and restore the signal handlers; call it again if a late stop cut it short."""
+        with self._lock:
+            self._active = False
+            raise_in(threading.main_thread().ident, None)  # a stop the watchdog sent that has not landed yet
+        self._done.set()
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _expire(self, signum: int, frame: Any) -> None:
+        if self._active:
+            self.expired = True
+            raise RunTimeout(timeout_error(self.seconds).removeprefix("RunTimeout: "))
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        previous = self._previous.get(signal.SIGINT)
+        if previous == signal.SIG_IGN:
+            return
+        self.interrupted = True
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def _watch(self, main: int) -> None:
+        if self._done.wait(self.seconds + REPEAT_S):
+            return
+        give_up = time.monotonic() + HARD_STOP_S
+        while True:
+            with self._lock:
+                if not self._active:
+                    return
+                self.expired = True
+                if time.monotonic() > give_up:
+                    self.stuck()
+                    return
+                raise_in(main, RunTimeout)
+            if self._done.wait(REPEAT_S):
+                return
+
+
+def raise_in(thread: int | None, exc: type[BaseException] | None) -> None:
+    """Raise `exc` in thread `thread` at its next bytecode (None: drop one pending there)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread or 0), ctypes.py_object(exc) if exc else None)
+
+
+def run_here(grid: Grid, spec: RunSpec) -> tuple[RunRecord, dict | None]:
+    """One run in this process under its wall-clock limit: whatever the method does (catches the stop, ignores
+    SIGALRM, raises KeyboardInterrupt or another BaseException), the run ends with a record; only the user's Ctrl-C
+    ends the grid."""
+    limit = grid.limit(spec)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return grid.runner(spec)
+    guard = InProcessLimit(limit, lambda: give_up(grid, spec, limit))
+    try:
+        try:
+            guard.arm()
+            record, arrays = grid.runner(spec)
+        finally:
+            guard.disarm()
+    except BaseException as exc:  # the runner records exceptions itself: this is a stop or a BaseException
+        guard.disarm()  # again: a stop that landed inside the first call cut it short
+        if guard.interrupted:
+            raise
+        record, arrays = grid.runner.crashed(spec, base_exception_error(exc)), None
+        record.traceback = traceback.format_exc()
+    if guard.expired and record.ok:  # the method caught every stop and returned after its limit
+        record, arrays = grid.runner.crashed(spec, timeout_error(limit) + " (the method caught the stop)"), None
+    elif guard.expired:
+        record.error = timeout_error(limit)
+    return record, arrays
+
+
+def base_exception_error(exc: BaseException) -> str:
+    if isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {exc}"
+    return (
+        f"{type(exc).__name__}: {exc} (raised by the run, not by Ctrl-C: a method must raise an Exception; "
+        "KeyboardInterrupt and other BaseExceptions are the harness's)"
+    )
+
+
+def give_up(grid: Grid, spec: RunSpec, limit: float) -> None:
+    """A run in this process that ignored every stop: record it failed, then end the process (the watchdog thread
+    cannot stop the main thread; a worker process can be killed, so such methods belong under --workers 2)."""
+    error = (
+        f"{timeout_error(limit)}; it ignored every stop for {seconds(HARD_STOP_S)} s more, so the grid in this process "
+        "ended: run methods that may hang with --workers 2 or more, where a stuck run is killed"
+    )
+    grid.crashed(spec, error)
+    log.error("run %s: %s", spec.label, error)
+    logging.shutdown()
+    os._exit(1)
 
 
 def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
@@ -112,8 +222,8 @@ def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
     view = grid.view
     for spec in todo:
         view.start(spec.run_id, run_title(spec), work=spec.budget.steps)
-        with view.capture(), reporting(view.sink(spec.run_id)), alarm(grid.limit(spec)):
-            record, arrays = grid.runner(spec)
+        with view.capture(), reporting(view.sink(spec.run_id)):
+            record, arrays = run_here(grid, spec)
         grid.write(spec, record, arrays)
 
 
@@ -123,7 +233,7 @@ def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
 # What the fork server imports once, so that every worker starts with them loaded (a spawned worker spent
 # 3-6 s importing torch, torchvision and the plugins before its first step).  Only modules of this package and
 # its own dependencies: a third-party plugin that fails on import must fail its run, not the fork server.
-PRELOAD = ("torch", "torchvision", "fairfacebench.runner", "fairfacebench.plugins")
+PRELOAD = ("torch", "torchvision", "fairfacebench.runner", "fairfacebench.sealed", "fairfacebench.plugins")
 
 
 def worker_context() -> Any:

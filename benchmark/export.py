@@ -2,13 +2,16 @@
 
 MLflow is an optional extra (`pip install 'fairfacebench[mlflow]'`).  The
 default target is a local store next to the results (SQLite metadata,
-artifacts as files); `tracking_uri` names any other.  A run exported before
-(tag `fairbench.run_id`) is not exported twice.
+artifacts as files); `tracking_uri` names any other.  Each MLflow run carries the
+fairbench run id, its record's digest (`fairbench.record`), its information tier and flags as tags; a run exported
+before with the same digest is not exported twice, one whose record changed since (recomputed, migrated, other
+flags) replaces its earlier MLflow run.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import re
 import tempfile
@@ -17,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fairfacebench.errors import ConfigError
+from fairfacebench.plain import spreadsheet_safe
 from fairfacebench.record import RunRecord
-from fairfacebench.results import read_records, run_row
+from fairfacebench.results import run_row, stored_predictions
+from fairfacebench.store import ResultStore, record_json
 
 PARAMS = (
     "dataset",
@@ -76,13 +81,18 @@ def metrics_of(row: dict[str, Any]) -> dict[str, float]:
 
 
 def write_group_table(record: RunRecord, path: Path) -> None:
-    """The per-group tables of a run (validation selection half and test) as one CSV."""
+    """The per-group tables of a run (validation selection half and test) as one CSV, no cell a spreadsheet formula."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(GROUP_COLUMNS)
         for split, table in (record.per_group or {}).items():
             for group in table.get("per_group", []):
-                writer.writerow([split, *(group.get(c) for c in GROUP_COLUMNS[1:])])
+                writer.writerow([spreadsheet_safe(split), *(spreadsheet_safe(group.get(c)) for c in GROUP_COLUMNS[1:])])
+
+
+def record_digest(record: RunRecord, row: dict[str, Any]) -> str:
+    """What an exported MLflow run shows, as one digest: the record as stored and the flags read from it now."""
+    return hashlib.sha256(f"{record_json(record)}\n{row['flags']}\n{row['flag_details']}".encode()).hexdigest()[:16]
 
 
 def local_store(folder: Path) -> tuple[str, str]:
@@ -105,14 +115,30 @@ def export_mlflow(
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifacts)
-    done = {r.data.tags.get("fairbench.run_id") for r in client.search_runs([experiment_id], max_results=50000)}
+    done = {
+        r.data.tags.get("fairbench.run_id"): (r.info.run_id, r.data.tags.get("fairbench.record"))
+        for r in client.search_runs([experiment_id], max_results=50000)
+    }
     exported = 0
     now = int(time.time() * 1000)
-    for record in read_records(store_dir):
-        row = run_row(record)
-        if row["run_id"] in done:
+    store = ResultStore(store_dir, create=False)
+    for record in store.records():
+        row = run_row(record, stored_predictions(store, record))
+        digest = record_digest(record, row)
+        earlier, earlier_digest = done.get(row["run_id"], (None, None))
+        if earlier_digest == digest:
             continue
-        tags = {"fairbench.run_id": row["run_id"], "fairbench.comparison_id": str(row["comparison_id"])}
+        if earlier is not None:  # the record changed since (recomputed, migrated, other flags): its run is replaced
+            client.delete_run(earlier)
+        tags = {
+            "fairbench.run_id": row["run_id"],
+            "fairbench.comparison_id": str(row["comparison_id"]),
+            "fairbench.record": digest,
+            "fairbench.tier": str(row["tier"]),
+            "fairbench.flags": row["flags"],
+        }
+        if row["flag_details"]:
+            tags["fairbench.flag_details"] = row["flag_details"][:5000]
         if row.get("git_commit"):
             tags["mlflow.source.git.commit"] = row["git_commit"]
         title = f"{row['dataset']}/{row['task']} {row['method']} seed {row['seed']} trial {row['trial']}"

@@ -88,6 +88,14 @@ def claim_unfinished(
     todo = []
     elsewhere = 0
     for spec in specs:
+        changed = content_changes(store.record(spec.run_id), spec)
+        if changed:
+            log.warning(
+                "run %s: its %s changed since it was computed (same file names and sizes, other bytes): computing it "
+                "again",
+                spec.label,
+                " and ".join(changed),
+            )
         if finished_status(store, spec, retry_failed, rerun):
             where = other_hardware(store.record(spec.run_id))
             elsewhere += where is not None
@@ -132,7 +140,21 @@ def finished_status(
     record = store.record(spec.run_id)
     if record is None:
         return False
-    return (record.ok and (rerun is None or not rerun(record))) or (not record.ok and not retry_failed)
+    if record.ok:
+        return not content_changes(record, spec) and (rerun is None or not rerun(record))
+    return not retry_failed
+
+
+def content_changes(record: RunRecord | None, spec: RunSpec) -> list[str]:
+    """What a finished run read that holds other bytes now ('data', 'weights', 'pool'): the run id follows names,
+    sizes and labels only, so such a run is computed again.  A digest the record lacks (made before content digests)
+    is not compared, except a --weights file's, whose sha256 every record keeps in `weights`."""
+    if record is None or not record.ok:
+        return []
+    then = dict(record.spec.content)
+    if "weights" not in then and isinstance(record.weights.get("sha256"), str):
+        then["weights"] = record.weights["sha256"]
+    return [part for part, digest in spec.content.items() if then.get(part, digest) != digest]
 
 
 def warn_oversubscribed(todo: list[RunSpec], executor: str, workers: int) -> None:

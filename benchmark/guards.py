@@ -13,14 +13,24 @@ convolutions (CNNs, and the patch embedding of vision transformers).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fairfacebench.budget import BudgetMeter
+
+
+class UnmeteredCompute(RuntimeError):
+    """A method trained or embedded images outside the meter (its own optimizer, its own network)."""
+
+
+class PredictorChanged(RuntimeError):
+    """A predictor's tensors or arrays changed while it predicted: it trained or adapted on the images it scored."""
 
 
 @dataclass
@@ -43,11 +53,48 @@ class Violations:
         return "; ".join(parts) + ": train and embed only through the fit context, so the budget counts it"
 
 
+def state_digest(obj: Any, limit: int = 100_000) -> dict[str, str]:
+    """A digest of every tensor and array reachable from `obj` (a predictor), by attribute path.
+
+    Compared before and after prediction: a predictor whose parameters, buffers (batch-norm statistics) or
+    arrays changed while it predicted has trained on the images it was asked to score.
+    """
+    digests: dict[str, str] = {}
+    seen: set[int] = set()
+    queue: list[tuple[Any, str]] = [(obj, "predictor")]
+    while queue and len(seen) < limit:
+        item, path = queue.pop()
+        if id(item) in seen or isinstance(item, (str, bytes, int, float, bool, type, type(None), torch.device)):
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            flat = item.detach().cpu().contiguous().reshape(-1)
+            digests[path] = hashlib.blake2b(flat.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+        elif isinstance(item, np.ndarray):
+            digests[path] = hashlib.blake2b(np.ascontiguousarray(item).tobytes(), digest_size=16).hexdigest()
+        elif isinstance(item, nn.Module):
+            queue += [(t, f"{path}.{k}") for k, t in item.state_dict(keep_vars=True).items()]
+            queue += [(v, f"{path}.{k}") for k, v in vars(item).items() if not k.startswith("_")]
+        elif isinstance(item, dict):
+            queue += [(v, f"{path}[{k!r}]") for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            queue += [(v, f"{path}[{i}]") for i, v in enumerate(item)]
+        else:
+            queue += [(v, f"{path}.{k}") for k, v in (getattr(item, "__dict__", None) or {}).items()]
+    return digests
+
+
+def changed_state(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Paths of tensors and arrays whose contents differ between two `state_digest`s (new ones are not counted)."""
+    return sorted(path for path, digest in before.items() if path in after and after[path] != digest)
+
+
 @contextlib.contextmanager
 def watch(meter: BudgetMeter) -> Iterator[Violations]:
     """Record optimizer steps and image forwards the meter does not see, while the block runs."""
     found = Violations()
-    taken = [0]  # every optimizer step while the method fits, counted here only
+    taken = [0]  # every optimizer step while the block runs, counted here only
+    charged_before = meter.steps + meter.inner_steps  # a meter reopened for prediction has charged steps already
 
     def on_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if not meter.closed:
@@ -68,4 +115,4 @@ def watch(meter: BudgetMeter) -> Iterator[Violations]:
     finally:
         step_hook.remove()
         forward_hook.remove()
-        found.optimizer_steps = max(0, taken[0] - meter.steps - meter.inner_steps)
+        found.optimizer_steps = max(0, taken[0] - (meter.steps + meter.inner_steps - charged_before))

@@ -13,12 +13,12 @@ import importlib.util
 import io
 import sys
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fairfacebench.plugins import registry
+from fairfacebench.plugins import trusted_registry
 
 if TYPE_CHECKING:
     from fairfacebench.record import RunRecord
@@ -45,13 +45,17 @@ def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode | Non
     commit, and a harness refactor must not mark every stored run as made with other code.  Each module counts by
     its tokens without comments, layout and docstrings, and the fingerprint does not depend on module names: moving
     or reformatting a file changes nothing, editing what it executes does.  None for a method whose module has no
-    source file (defined interactively): its code cannot be told apart.
+    source file (defined interactively): its code cannot be told apart.  A method from outside this repository that
+    the harness does not import (`sealed.described`) carries the fingerprint its sandboxed describing child took.
     """
+    distribution, dist_version = provider or (None, None)
+    if hasattr(cls, "described_code"):
+        known = cls.described_code
+        return None if known is None else replace(known, distribution=distribution, version=dist_version)
     modules = code_modules(cls.__module__)
     if not modules:
         return None
     digests = sorted(hashlib.sha256(code_tokens(source_of(name))).hexdigest() for name in modules)
-    distribution, dist_version = provider or (None, None)
     return MethodCode(
         fingerprint=hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         modules=list(modules),
@@ -68,10 +72,12 @@ def installed_code(method: str, reg: Any) -> MethodCode | None:
 
 def installed_fingerprint(record: RunRecord) -> str | None:
     """The fingerprint of the code installed here of a run's method, for records that carry one to compare with
-    (None otherwise: then the installed plugins are not even loaded)."""
+    (None otherwise: then the installed plugins are not even loaded).  Only this repository's methods are looked
+    at: a method from outside it is not imported here (docs/ARCHITECTURE.md, "Threat model"), so its installed code
+    is unknown to the leaderboard (`fairbench run` compares it through the method's sandboxed description)."""
     if record.method_code is None:
         return None
-    installed = installed_code(record.method, registry())
+    installed = installed_code(record.method, trusted_registry())
     return None if installed is None else installed.fingerprint
 
 

@@ -1,4 +1,5 @@
-"""Plain JSON data from numbers and arrays: strict JSON has no NaN, so undefined values become null."""
+"""Plain JSON data from numbers and arrays: strict JSON has no NaN, so undefined values become null; text safe in a
+spreadsheet cell."""
 
 from __future__ import annotations
 
@@ -30,3 +31,11 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (first character = + - @ tab CR) with a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value

@@ -7,6 +7,7 @@ are refused here, before any training, with one line naming the key and its sour
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS, Budget, get_budget
+from fairfacebench.content import file_sha256, folder_content
 from fairfacebench.errors import ConfigError, VLMUnavailable
 from fairfacebench.plugins import registry
 from fairfacebench.settings import MIX_KINDS, Augment
@@ -43,8 +45,8 @@ def integer(minimum: int) -> Check:
 
 def number(minimum: float) -> Check:
     def check(key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise _fail(key, f"a number >= {minimum:g}", value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value < math.inf:
+            raise _fail(key, f"a finite number >= {minimum:g}", value)
         return float(value)
 
     return check
@@ -71,6 +73,12 @@ def one_of(options: tuple[str, ...]) -> Check:
     return check
 
 
+def sealing(key: str, value: Any) -> bool | str:
+    if not (isinstance(value, bool) or value == "auto"):
+        raise _fail(key, 'true, false or "auto"', value)
+    return value
+
+
 def names(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _fail(key, "a list of names", value)
@@ -78,6 +86,8 @@ def names(key: str, value: Any) -> tuple[str, ...]:
 
 
 def methods(key: str, value: Any) -> str | tuple[str, ...]:
+    if value == []:
+        raise ConfigError(f"'{key}' names no method: name one or more (see `fairbench list methods`), or 'all'")
     return "all" if value == "all" else names(key, value)
 
 
@@ -137,6 +147,7 @@ SCHEMA: dict[str, Check] = {
     "threads": integer(1),
     "ray_address": text,
     "run_timeout_s": number(0.0),
+    "sealed": sealing,
     "out": text,
     "augment": augment,
     "data_roots": table_of(text),
@@ -171,6 +182,7 @@ class Plan:
     threads: int
     ray_address: str
     run_timeout_s: float  # wall-clock limit of one run; 0 = derived from the budget (executors.time_limit)
+    sealed: bool | str  # true: every run in a sandboxed child; "auto": runs of plugins from outside this repository
     out: str
     augment: Augment
     data_roots: dict[str, str]
@@ -288,6 +300,8 @@ def trial_hparams(method_cls: type, trial: int) -> dict[str, Any]:
     The stream of a draw is seeded by (method, trial, hyperparameter name), so
     adding a hyperparameter to a method leaves the other draws of its trials unchanged.
     """
+    if hasattr(method_cls, "trial_hparams"):  # a method the harness knows from a card (`sealed.DescribedMethod`)
+        return method_cls.trial_hparams(trial)
     if trial == 0:
         return method_cls.default_hparams()
     out = {}
@@ -330,10 +344,22 @@ def resolve_pool(value: str, dataset: Any, reg: Any, data_roots: dict[str, str])
     return reg.pools[kind].resolve(source, data_roots, reg)
 
 
+def content_of(data: str, weights: str, pool: dict[str, Any]) -> dict[str, str]:
+    """The content digests of a run's spec (`RunSpec.content`): its data's, its --weights file's (the sha256 its
+    record keeps in `weights`) and its folder pool's, each when there is one."""
+    out = {"data": data} if data else {}
+    if weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
+        out["weights"] = file_sha256(Path(weights).expanduser())
+    if pool.get("kind") == "folder" and pool.get("root"):
+        out["pool"] = folder_content(Path(pool["root"]))
+    return out
+
+
 def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
     """Every run of the plan: dataset x task x method x trial x seed, all under the same budget and data settings.
 
-    The data of each dataset is fingerprinted once here (files, sizes, labels), so a run's id follows its data.
+    The data of each dataset is fingerprinted once here (files, sizes, labels), so a run's id follows its data; its
+    bytes are digested too (`RunSpec.content`, outside the id), so a resumed grid recomputes a run whose data changed.
     Runs come in waves, dataset by dataset: the defaults (trial 0) seed by seed, each seed for every task and
     method, then the search trials; so an interrupted grid leaves whole seeds rather than all seeds of a few methods.
     """
@@ -350,6 +376,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
             ds.task(task)  # fail early on an unknown task, listing the valid ones
             per_task = {"task": task} if ds.splits_per_task else {}
             fingerprint = ds.fingerprint(Path(root) if root else None, **per_task, **options)
+            content = content_of(ds.content(Path(root) if root else None, **per_task, **options), plan.weights, pool)
             for m_name in plan.method_names(reg.methods):
                 cls = reg.method(m_name)
                 for trial in range(plan.hparam_trials):
@@ -376,6 +403,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
                                 threads=plan.threads,
+                                content=content,
                             )
                         )
     tasks = {(s.dataset, s.task): i for i, s in enumerate(specs)}

@@ -1,7 +1,11 @@
 """Plugin discovery through pluggy and the `fairfacebench` entry-point group: the one list of what exists.
 
 Built-in datasets, methods, pools, encoders and selection rules register
-exactly like third-party ones.
+exactly like third-party ones.  `registry()` imports every installed plugin;
+`trusted_registry()` only this repository's own (modules under
+`fairfacebench.`), and `listed_plugins()` reads the entry points' metadata
+without importing anything: the sealed runner's parent process uses these two,
+so code from outside the repository never runs in it (`sealed.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Registry:
     selection_rules: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # 'kind:name' -> the plugin that registered it
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin -> (distribution, version)
+    modules: dict[str, str] = field(default_factory=dict)  # 'method:erm' -> the module that registers it
 
     def method(self, name: str) -> type:
         if name not in self.methods:
@@ -70,10 +75,35 @@ def did_you_mean(name: str, known: Any) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
-def plugin_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+@dataclass(frozen=True)
+class ListedPlugin:
+    """An installed entry point as its metadata gives it: nothing of it is imported."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+
+    @property
+    def builtin(self) -> bool:
+        """Part of this repository (its modules live under `fairfacebench.`), so trusted like the core."""
+        return self.module == "fairfacebench" or self.module.startswith("fairfacebench.")
+
+
+def listed_plugins() -> list[ListedPlugin]:
+    """Every entry point of the `fairfacebench` group, read from installed metadata only."""
+    return [
+        ListedPlugin(ep.name, ep.module, ep.dist.name if ep.dist else "?", ep.dist.version if ep.dist else "?")
+        for ep in entry_points(group=GROUP)
+    ]
+
+
+def plugin_manager(extra: tuple[Any, ...] = (), builtin_only: bool = False) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     for ep in entry_points(group=GROUP):
+        if builtin_only and not ListedPlugin(ep.name, ep.module, "", "").builtin:
+            continue
         try:
             module = ep.load()
         except Exception as exc:
@@ -89,7 +119,7 @@ def plugin_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
     return pm
 
 
-def _collect(pm: pluggy.PluginManager, hook: str, key: str, kind: str, into: dict, sources: dict) -> None:
+def _collect(pm: pluggy.PluginManager, hook: str, key: str, kind: str, into: dict, reg: Registry) -> None:
     for impl in getattr(pm.hook, hook).get_hookimpls():
         for obj in impl.function() or []:
             name = getattr(obj, key)
@@ -97,23 +127,25 @@ def _collect(pm: pluggy.PluginManager, hook: str, key: str, kind: str, into: dic
                 raise PluginError(f"a {kind} from plugin '{impl.plugin_name}' has an empty name")
             if name in into:
                 raise PluginError(
-                    f"{kind} '{name}' is registered twice: by '{sources[f'{kind}:{name}']}' and by '{impl.plugin_name}'"
+                    f"{kind} '{name}' is registered twice: by '{reg.sources[f'{kind}:{name}']}' and by "
+                    f"'{impl.plugin_name}'"
                 )
             into[name] = obj
-            sources[f"{kind}:{name}"] = impl.plugin_name
+            reg.sources[f"{kind}:{name}"] = impl.plugin_name
+            reg.modules[f"{kind}:{name}"] = getattr(impl.plugin, "__name__", "")
 
 
-def build_registry(extra: tuple[Any, ...] = ()) -> Registry:
-    pm = plugin_manager(extra)
+def build_registry(extra: tuple[Any, ...] = (), builtin_only: bool = False) -> Registry:
+    pm = plugin_manager(extra, builtin_only)
     reg = Registry()
     reg.distributions = {
         f"{ep.dist.name}:{ep.name}": (ep.dist.name, ep.dist.version) for ep in entry_points(group=GROUP) if ep.dist
     }
-    _collect(pm, "fairfacebench_datasets", "name", "dataset", reg.datasets, reg.sources)
-    _collect(pm, "fairfacebench_methods", "name", "method", reg.methods, reg.sources)
-    _collect(pm, "fairfacebench_pools", "name", "pool", reg.pools, reg.sources)
-    _collect(pm, "fairfacebench_encoders", "name", "encoder", reg.encoders, reg.sources)
-    _collect(pm, "fairfacebench_selection_rules", "name", "selection rule", reg.selection_rules, reg.sources)
+    _collect(pm, "fairfacebench_datasets", "name", "dataset", reg.datasets, reg)
+    _collect(pm, "fairfacebench_methods", "name", "method", reg.methods, reg)
+    _collect(pm, "fairfacebench_pools", "name", "pool", reg.pools, reg)
+    _collect(pm, "fairfacebench_encoders", "name", "encoder", reg.encoders, reg)
+    _collect(pm, "fairfacebench_selection_rules", "name", "selection rule", reg.selection_rules, reg)
     return reg
 
 
@@ -121,3 +153,18 @@ def build_registry(extra: tuple[Any, ...] = ()) -> Registry:
 def registry() -> Registry:
     """The registry of installed plugins (built once per process)."""
     return build_registry()
+
+
+@lru_cache(maxsize=1)
+def trusted_registry() -> Registry:
+    """The plugins of this repository only (built once per process): what a sealed run's parent imports."""
+    return build_registry(builtin_only=True)
+
+
+def selection_rule(name: str) -> Any:
+    """A selection rule by name: this repository's rules without importing any other plugin; a rule only a
+    plugin from outside the repository provides is looked up in the full registry (which imports them all)."""
+    try:
+        return trusted_registry().selection_rule(name)
+    except UnknownName:
+        return registry().selection_rule(name)

@@ -13,7 +13,9 @@ import difflib
 import importlib.util
 import inspect
 import json
+import os
 import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,13 @@ from typing import Any
 import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
-from fairfacebench.budget import Budget
+from fairfacebench.budget import BUDGET_RESOLUTION, Budget
 from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, tiny_cells
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
 from fairfacebench.plan import Plan, expand
 from fairfacebench.plugins import Registry
 from fairfacebench.provenance import cpu_info
+from fairfacebench.settings import default_cache_dir
 from fairfacebench.spec import RunSpec
 from fairfacebench.speed import BF16_FLAGS, bf16_native
 from fairfacebench.transfer import TransferPlan, TransferTarget, pair
@@ -50,8 +53,11 @@ def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Ch
     check_device(plan.device)
     check_executor(plan.executor)
     check_backbone(plan.backbone, plan.weights)
+    check_weights_file(plan.backbone, plan.weights)
     check_precision(plan.budget_profile, plan.device)
     check_out(Path(plan.out))
+    check_cache(default_cache_dir())
+    check_settings(plan, len(plan.method_names(reg.methods)))
     check_vlm(plan.vlm, reg.encoders)
     warnings: list[str] = []
     for name in plan.datasets:
@@ -60,6 +66,7 @@ def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Ch
         tasks = plan.tasks.get(name, ())
         warnings += check_dataset(plugin, plan.data_roots.get(name), options, tasks, allow_tiny_groups)
     specs = expand(plan, reg)
+    check_pools(specs, reg, Path(plan.out))
     transfer, transfer_warnings = check_transfer(plan, specs, reg)
     return Checked(plan, specs, warnings + transfer_warnings, transfer)
 
@@ -122,6 +129,109 @@ def check_vlm(value: str, encoders: dict[str, Any]) -> None:
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"result store {out} is a file, not a folder: pass --out a folder (new, or an earlier store)")
+    resolved = out.expanduser().resolve()
+    if resolved.parent == resolved:
+        raise ConfigError(
+            f"--out {out} is the root of the file system: run folders and leaderboard files would land there; pass "
+            "--out a folder of its own (new, or an earlier store), e.g. runs"
+        )
+
+
+def check_cache(cache: Path) -> None:
+    """The cache folder (decoded images, embeddings, file digests) can be written: every run writes there."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=cache)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache folder {cache} cannot be written ({exc.strerror or exc}): set FAIRBENCH_CACHE to a folder you can "
+            "write to"
+        ) from None
+
+
+MIN_RESOLUTION = 8  # px: below it a face is a few blotches (the backbones run at any size)
+MIN_BOOTSTRAP = 100  # resamples: fewer put a 95% interval's ends on the 2 or 3 most extreme of them
+MAX_BOOTSTRAP = 100_000
+MAX_RUNS = 100_000  # runs of one plan: more is a typo (a grid of 1,000 runs takes days on a CPU)
+
+
+def check_settings(plan: Plan, methods: int) -> None:
+    """Settings whose bad values would fail every run late (or never end): thread count, resolution, mixing weights,
+    bootstrap resamples, the number of runs."""
+    cpus = os.cpu_count() or 1
+    if plan.threads > cpus:
+        raise ConfigError(
+            f"--threads {plan.threads}: this machine has {cpus} CPU thread(s); pass at most {cpus} (threads is part of "
+            "a run's id: runs with more threads belong to a larger machine)"
+        )
+    if plan.input_resolution < MIN_RESOLUTION:
+        raise ConfigError(
+            f"--resolution {plan.input_resolution}: images of fewer than {MIN_RESOLUTION} px a side hold no face; pass "
+            f"{MIN_RESOLUTION} or more, or 0 for the budget's own ({plan.budget}: "
+            f"{BUDGET_RESOLUTION[plan.budget]} px)"
+        )
+    if plan.augment.mix != "none" and plan.augment.mix_alpha <= 0:
+        raise ConfigError(
+            f"augment.mix_alpha = {plan.augment.mix_alpha:g} with mix = '{plan.augment.mix}': mixing weights are drawn "
+            "from Beta(alpha, alpha), which needs alpha > 0; set mix_alpha > 0 (default 0.4) or mix = 'none'"
+        )
+    if plan.bootstrap and not MIN_BOOTSTRAP <= plan.bootstrap <= MAX_BOOTSTRAP:
+        raise ConfigError(
+            f"--bootstrap {plan.bootstrap}: pass 0 (no bootstrap) or {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,} resamples "
+            "(fewer put a 95% interval's ends on a few extreme resamples; more only costs time and memory)"
+        )
+    tasks = sum(len(plan.tasks.get(d) or (None,)) for d in plan.datasets)
+    runs = tasks * methods * plan.hparam_trials * plan.seeds
+    if runs > MAX_RUNS:
+        raise ConfigError(
+            f"the plan has {runs:,} runs ({tasks} task(s) x {methods} method(s) x {plan.hparam_trials} trial(s) x "
+            f"{plan.seeds} seed(s)), more than {MAX_RUNS:,}: lower --hparam-trials or --seeds"
+        )
+
+
+def check_weights_file(backbone: str, weights: str) -> None:
+    """A --weights file holds a state dict of the backbone's tensors (read before any run trains)."""
+    if weights in ("imagenet", "none"):
+        return
+    path = Path(weights).expanduser()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is no weights file
+        raise WeightsError(
+            f"--weights {weights}: cannot be read as torch weights ({type(exc).__name__}: {str(exc)[:200]}); pass "
+            "a .pth file saved with torch.save(model.state_dict())"
+        ) from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(
+            f"--weights {weights}: holds no state dict of tensors; save one with torch.save(net.state_dict())"
+        )
+    if backbone in BACKBONES:
+        expected = BACKBONES[backbone].build().state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+        if missing or unexpected or wrong:
+            raise WeightsError(
+                f"--weights {weights}: not weights of {backbone} ({len(missing)} of its tensors missing, e.g. "
+                f"{missing[:3]}; {len(unexpected)} unknown, e.g. {unexpected[:3]}; {len(wrong)} of another shape, "
+                f"e.g. {sorted(wrong)[:3]}); pass weights of the --backbone"
+            )
+
+
+def check_pools(specs: list[RunSpec], reg: Registry, out: Path) -> None:
+    """A folder pool holds images (its plugin's check) and does not hold the result store (whose files would change
+    the pool's fingerprint, so every run's id, on every run)."""
+    for kind, root in sorted({(s.pool.kind, s.pool.root) for s in specs if s.pool.root}):
+        plugin = reg.pools.get(kind)
+        getattr(plugin, "check", lambda root: None)(root)
+        folder = Path(root).expanduser().resolve()
+        store = out.expanduser().resolve()
+        if kind == "folder" and (store == folder or folder in store.parents):
+            raise ConfigError(
+                f"--out {out} lies inside the pool folder {root}: the pool would hold the store's files and change "
+                "with every run (and with it every run id); put the store outside the pool folder"
+            )
 
 
 def check_dataset(

@@ -87,6 +87,16 @@ class TransferResult:
     eval_time_s: float
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """Where a run's method fitted and predicted: 'sealed', in a sandboxed child process that held only the arrays
+    its declared labels allow (`sealed.py`), or 'in-process', in the harness's own process with the plugin trusted.
+    Provenance, not part of the run id: a sealed run gives the same numbers as the same run in-process."""
+
+    mode: Literal["sealed", "in-process"]
+    sandbox: str | None = None  # how the child was sealed (sealed runs)
+
+
 Metrics = dict[str, dict[str, float | None]]  # split ('val', 'test') -> metric name -> value (None: undefined)
 
 
@@ -108,6 +118,7 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     host: dict[str, Any] = field(default_factory=dict)
+    isolation: Isolation | None = None  # None: recorded before sealed runs existed, so in the harness's process
     status: Literal["ok", "failed"]
     metrics: Metrics | None = None
     test_intervals: dict[str, Any] | None = None
@@ -174,6 +185,11 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the run's method fitted and predicted in a sealed child (a record without `isolation` did not)."""
+        return self.isolation is not None and self.isolation.mode == "sealed"
 
     def test_metric(self, name: str) -> float | None:
         """A test metric of an ok run (None when undefined or absent, or for a failed run)."""

@@ -11,16 +11,18 @@ import logging
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fairfacebench.context import FitSettings
-from fairfacebench.data import Split, TaskData, cell_counts, tiny_cells
+from fairfacebench.context import FitSettings, RunLog
+from fairfacebench.data import LabeledSplit, Split, TaskData, cell_counts, tiny_cells
 from fairfacebench.diagnostics import diagnose
-from fairfacebench.fitting import fit_under_meter, predict
+from fairfacebench.fitting import fit_under_meter, predict_under_meter
+from fairfacebench.guards import UnmeteredCompute
 from fairfacebench.loading import DataLoaderCache, resolve_device
 from fairfacebench.method_code import method_code
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
@@ -28,18 +30,14 @@ from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
 from fairfacebench.provenance import git_commit, host_info, package_versions, utc_now
-from fairfacebench.record import LISTING_LIMIT, MethodInfo, RunRecord, TaskInfo, listings_cut
+from fairfacebench.record import LISTING_LIMIT, Isolation, MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
-from fairfacebench.transfer import TransferPlan, TransferTarget, evaluate_transfer
+from fairfacebench.transfer import TransferInput, TransferPlan, TransferTarget, score_transfer, transfer_input
 
 log = logging.getLogger("fairfacebench")
-
-
-class UnmeteredCompute(RuntimeError):
-    """A method trained or embedded images outside the meter (its own optimizer, its own network)."""
 
 
 @contextmanager
@@ -60,21 +58,9 @@ def gpu_usage(device: torch.device):
     stats["gpu_name"] = torch.cuda.get_device_name(device)
 
 
-def run_one(
-    spec: RunSpec,
-    data: TaskData,
-    device: torch.device,
-    reg: Registry,
-    progress: bool = False,
-    vlm: Any = None,
-    shards: RayShards | None = None,
-    transfer: list[tuple[TransferTarget, Split]] | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Fit one method on one task (metered and watched), evaluate it on validation's selection part, on test and on
-    each `transfer` dataset's test split: the ok record's fields (metrics, intervals, budget report, what the method
-    did, transfer evaluations) and the prediction arrays."""
-    cls = reg.method(spec.method)
-    settings = FitSettings(
+def fit_settings(spec: RunSpec, cls: type, device: torch.device, progress: bool = False) -> FitSettings:
+    """What the fit context of `spec` needs besides its data."""
+    return FitSettings(
         hparams=dict(spec.hparams),
         seed=spec.seed,
         budget=spec.budget,
@@ -85,19 +71,78 @@ def run_one(
         transductive=cls.transductive,
         progress=progress,
     )
+
+
+def selection_split(data: TaskData) -> LabeledSplit:
+    """The validation rows model selection reads (the fit part when a task has no separate selection part)."""
+    return data.val_select if data.val_select is not None else data.val
+
+
+def run_one(
+    spec: RunSpec,
+    data: TaskData,
+    device: torch.device,
+    reg: Registry,
+    progress: bool = False,
+    vlm: Any = None,
+    shards: RayShards | None = None,
+    transfer: list[TransferInput] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Fit one method on one task (metered and watched), evaluate it on validation's selection part, on test and on
+    each `transfer` dataset's test rows: the ok record's fields (metrics, intervals, budget report, what the method
+    did, transfer evaluations) and the prediction arrays."""
+    cls = reg.method(spec.method)
     with gpu_usage(device) as gpu:
-        fitted = fit_under_meter(cls, data, settings, vlm, shards)
+        fitted = fit_under_meter(cls, data, fit_settings(spec, cls, device, progress), vlm, shards)
     if fitted.violations:
         raise UnmeteredCompute(fitted.violations.describe())
-    fit_report = {**fitted.budget_report, **gpu}
-    t0 = time.perf_counter()
-    selection = data.val_select if data.val_select is not None else data.val
+    selection = selection_split(data)
     at_inference = cls.label_use(spec.hparams).sensitive_at_inference
-    predictor = fitted.predictor
-    val_scores = checked_scores(
-        predict(predictor, selection, at_inference), len(selection), data.n_classes, "validation"
-    )
-    test_scores = checked_scores(predict(predictor, data.test, at_inference), len(data.test), data.n_classes, "test")
+    transfer = transfer or []
+    requests = [(split.images, split.a if at_inference else None) for split in (selection, data.test)]
+    predicted = predict_under_meter(fitted, requests + [asked.request for asked in transfer])
+    val, test, *others = predicted.scores
+    val_scores = checked_scores(val, len(selection), data.n_classes, "validation")
+    test_scores = checked_scores(test, len(data.test), data.n_classes, "test")
+    transferred = [
+        (asked, checked_scores(scores, len(asked.images), data.n_classes, asked.split), seconds)
+        for asked, scores, seconds in zip(transfer, others, predicted.seconds[2:])
+    ]
+    vlm_info = getattr(vlm, "info", None)
+    disclosed = supervision(cls, spec.hparams, vlm_info)
+    method = MethodOutput({**fitted.budget_report, **gpu}, fitted.touched, fitted.log, fitted.weights, disclosed)
+    own_s = sum(predicted.seconds[:2])
+    return outcome(spec, data, method, val_scores, test_scores, vlm_info, own_s, transferred)
+
+
+@dataclass
+class MethodOutput:
+    """What a fitted method reports besides its scores, from this process or from a sealed child."""
+
+    fit_report: dict[str, Any]
+    touched: set[str]
+    log: RunLog
+    weights: dict[str, Any]
+    supervision: dict[str, Any]
+
+
+def outcome(
+    spec: RunSpec,
+    data: TaskData,
+    method: MethodOutput,
+    val_scores: np.ndarray,
+    test_scores: np.ndarray,
+    vlm_info: dict[str, Any] | None,
+    predict_s: float,
+    transferred: list[tuple[TransferInput, np.ndarray, float]] = (),
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Checked scores into the ok record's fields (metrics, intervals, diagnostics, what the method did, transfer
+    evaluations) and the prediction arrays, for a run predicted in this process or in a sealed child alike.
+
+    `predict_s` is the time predicting the selection and test images took; `transferred` holds each transfer
+    dataset's input, its checked scores and the time predicting them took."""
+    started = time.perf_counter()
+    selection = selection_split(data)
     val_report = evaluate(val_scores, selection.y, selection.a, data)
     test_report = evaluate(test_scores, data.test.y, data.test.a, data)
     intervals = None
@@ -106,30 +151,29 @@ def run_one(
         intervals = bootstrap_intervals(
             data.test.y, y_hat, data.test.a, data.n_groups, data.n_classes, n_resamples=spec.bootstrap, seed=spec.seed
         )
-    eval_time_s = round(time.perf_counter() - t0, 3)  # of the run's own splits; each transfer records its own
-    transferred = {}
-    transfer_arrays: dict[str, np.ndarray] = {}
-    for target, split in transfer or ():
-        result, more = evaluate_transfer(target, split, predictor, at_inference, data, test_scores, spec)
-        transferred[result.dataset] = result
+    eval_time_s = round(predict_s + time.perf_counter() - started, 3)  # of the run's own splits
+    transfer, transfer_arrays = {}, {}
+    for asked, scores, seconds in transferred:  # each records its own evaluation time
+        result, more = score_transfer(asked, scores, seconds, data, test_scores, spec)
+        transfer[result.dataset] = result
         transfer_arrays.update(more)
-    disclosed = supervision(cls, spec.hparams, vlm)
-    outcome = {
+    log = method.log
+    fields = {
         "metrics": {"val": val_report.summary, "test": test_report.summary},
         "test_intervals": intervals,
         "per_group": {"val": val_report.to_dict(), "test": test_report.to_dict()},
         "metric_definitions": METRIC_DEFINITIONS,
-        "budget_report": {**fit_report, "eval_time_s": eval_time_s},
-        "labels_used": disclosed["summary"],
-        "supervision": disclosed,
-        "labels_touched": sorted(fitted.touched),
-        "variant": fitted.log.variant,
-        "stages": fitted.log.stages,
-        "diagnostics": diagnose(fitted.log.evidence, data),
-        "history": fitted.log.history,
-        "weights": fitted.weights,
-        "vlm": getattr(vlm, "info", None),
-        "transfer": transferred or None,
+        "budget_report": {**method.fit_report, "eval_time_s": eval_time_s},
+        "labels_used": method.supervision["summary"],
+        "supervision": method.supervision,
+        "labels_touched": sorted(method.touched),
+        "variant": log.variant,
+        "stages": log.stages,
+        "diagnostics": diagnose(log.evidence, data),
+        "history": log.history,
+        "weights": method.weights,
+        "vlm": vlm_info,
+        "transfer": transfer or None,
         "tiny_groups": scored_cells_below_minimum(data) or None,
     }
     arrays = {
@@ -141,7 +185,7 @@ def run_one(
         "val_ids": selection.ids.astype(str),
         **transfer_arrays,
     }
-    return outcome, arrays
+    return fields, arrays
 
 
 def scored_cells_below_minimum(data: TaskData) -> dict[str, dict[str, int]]:
@@ -155,10 +199,11 @@ def scored_cells_below_minimum(data: TaskData) -> dict[str, dict[str, int]]:
     return tiny_cells(cells)
 
 
-def supervision(cls: type, hparams: dict[str, Any], vlm: Any) -> dict[str, Any]:
-    """Every label source a method reads: its declared labels, a VLM's label-derived captions, the test images."""
+def supervision(cls: type, hparams: dict[str, Any], vlm_info: dict[str, Any] | None) -> dict[str, Any]:
+    """Every label source a method reads: its declared labels, a VLM's label-derived captions (from the encoder's
+    `info`), the test images."""
     use = cls.label_use(hparams)
-    captions = ((vlm.info or {}).get("report") or {}).get("captions_name") if vlm is not None else None
+    captions = ((vlm_info or {}).get("report") or {}).get("captions_name")
     parts = [use.summary()]
     if captions:
         parts.append(f"VLM captions name {', '.join(captions)}")
@@ -185,7 +230,7 @@ def record_of(
     **fields,
 ) -> RunRecord:
     """A run's record: its spec and provenance (method and its code, task, dataset, versions, commit, host, start and
-    end time) with `fields`."""
+    end time) with `fields` (among them `isolation`: where the method ran)."""
     cls = reg.methods.get(spec.method)
     return RunRecord(
         run_id=spec.run_id,
@@ -236,8 +281,18 @@ def dataset_info(data: TaskData) -> dict[str, Any]:
     return listings_cut({**data.info, "pool": {"name": data.pool.name, "images": len(data.pool), **report}})
 
 
+class RemoteFailure(RuntimeError):
+    """A run that failed in another process (a sealed child), with that process's error line and traceback."""
+
+    def __init__(self, error: str, remote_traceback: str):
+        super().__init__(error)
+        self.error, self.remote_traceback = error, remote_traceback
+
+
 def error_line(exc: BaseException) -> str:
     """The one-line error of a failed run."""
+    if isinstance(exc, RemoteFailure):
+        return exc.error
     if isinstance(exc, SystemExit):
         return f"SystemExit: the method called sys.exit({exc.code!r}); a method must raise an exception instead"
     return f"{type(exc).__name__}: {exc}"
@@ -302,17 +357,22 @@ class SpecRunner:
                 cls = reg.method(spec.method)
                 progress_stage("loading data")
                 data = self.loader.task_data(spec, with_pool=cls.needs_pool)
-                transfer = [(t, self.transfer_test(t, spec.resolution)) for t in self.transfer.for_spec(spec)]
+                at_inference = cls.label_use(spec.hparams).sensitive_at_inference
+                transfer = [
+                    transfer_input(t, self.transfer_test(t, spec.resolution), at_inference, spec.method)
+                    for t in self.transfer.for_spec(spec)
+                ]
                 vlm = self.loader.vlm(spec.vlm, device) if cls.needs_vlm else None
-                shards = RayShards(threads=spec.threads) if self.ray_shards else None
-                fields, arrays = run_one(spec, data, device, reg, self.progress, vlm, shards, transfer)
+                fields, arrays = self.fit_and_score(spec, data, device, reg, vlm, transfer)
                 status = "ok"
             # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
             except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
-                fields, arrays, status = {"error": error_line(exc), "traceback": traceback.format_exc()}, None, "failed"
+                where = exc.remote_traceback if isinstance(exc, RemoteFailure) else traceback.format_exc()
+                fields, arrays, status = {"error": error_line(exc), "traceback": where}, None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
         wall = round(time.perf_counter() - started, 3)
-        return record_of(spec, reg, data, status, wall, self.config, started_at, **fields), arrays
+        isolation = self.isolation(spec)
+        return record_of(spec, reg, data, status, wall, self.config, started_at, isolation=isolation, **fields), arrays
 
     def transfer_test(self, target: TransferTarget, resolution: int) -> Split:
         """The test split of a transfer dataset at the run's resolution (loaded before the fit, so bad data fails
@@ -321,13 +381,32 @@ class SpecRunner:
         ds = self.loader.dataset(target.pairing.dataset, root, resolution, target.options, target.pairing.loaded_task)
         return ds.splits["test"]
 
+    def fit_and_score(
+        self,
+        spec: RunSpec,
+        data: TaskData,
+        device: torch.device,
+        reg: Registry,
+        vlm: Any,
+        transfer: list[TransferInput],
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fit and score one loaded run in this process: the plugin is trusted (`sealed.SealedRunner` is not)."""
+        shards = RayShards(threads=spec.threads) if self.ray_shards else None
+        return run_one(spec, data, device, reg, self.progress, vlm, shards, transfer)
+
+    def isolation(self, spec: RunSpec) -> Isolation:
+        """Where the method of `spec` fits and predicts (the record's `isolation`): here, in this process."""
+        return Isolation("in-process")
+
     def prepare_vlm(self, value: str) -> None:
         """Load (and, when its cache is empty, build) the VLM `value` once, before the runs that use it start."""
         self.loader.vlm(value, "cpu")
 
     def crashed(self, spec: RunSpec, error: str) -> RunRecord:
         """The record of a run whose process died before it could write one."""
-        return record_of(spec, self.loader.reg, None, "failed", None, self.config, error=error)
+        return record_of(
+            spec, self.loader.reg, None, "failed", None, self.config, isolation=self.isolation(spec), error=error
+        )
 
     def is_heavy(self, spec: RunSpec) -> bool:
         """Runs that read a pool or a VLM do the most work per step: executors start them first."""

@@ -25,8 +25,8 @@ PROBABILITY_TOLERANCE = 1e-3  # rows of float32 softmax sum to 1 far closer than
 
 def checked_scores(scores: Any, n: int, n_classes: int, split: str) -> np.ndarray:
     """The predictor's scores, refused unless an (n, n_classes) array of finite probabilities (rows sum to 1)."""
-    try:
-        arr = np.asarray(scores, dtype=np.float64)
+    try:  # a copy: a predictor that kept the array it returned cannot change the scores once checked
+        arr = np.array(scores, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidPredictions(
             f"{split} scores are not a numeric array ({exc}); return (N, C) probabilities"

@@ -20,6 +20,9 @@ from fairfacebench.typed import from_plain, to_plain
 
 # Where the data lives on this machine: used to load it, never part of a run's identity.
 LOCATION_FIELDS = ("data_root",)
+# What the files a run reads hold, by their bytes: recorded and compared when a grid resumes, never part of a run's
+# identity (the id follows names, sizes and labels, so the ids of existing stores hold).
+CONTENT_FIELDS = ("content",)
 # What a comparison holds fixed; the rest of a spec (method, method_version, hparams, trial, seed, bootstrap) varies.
 COMPARISON_FIELDS = (
     "dataset",
@@ -74,6 +77,9 @@ class RunSpec:
     pool: PoolSpec = field(default_factory=PoolSpec)  # the comparison's resolved pool
     method_version: int = 1  # bumped by a method when its algorithm changes, so stale results are not reused
     threads: int = 1  # torch compute threads of the run, whatever the executor: float sums depend on it
+    # sha256 digests of what the run reads, by bytes: 'data' (`DatasetPlugin.content`), 'weights' (a --weights file),
+    # 'pool' (a folder pool); a finished run whose record holds other digests is computed again (grid.content_changes)
+    content: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, kind in (("budget", Budget), ("augment", Augment), ("pool", PoolSpec)):
@@ -85,8 +91,8 @@ class RunSpec:
         return {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
 
     def identity(self) -> dict[str, Any]:
-        """The spec without where things live on this machine (paths)."""
-        out = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
+        """The spec without where things live on this machine (paths) and without the content digests."""
+        out = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS + CONTENT_FIELDS}
         out["pool"] = self.pool.identity()
         return out
 

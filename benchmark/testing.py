@@ -15,21 +15,34 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from fairfacebench.audit import (
+    SYSTEM_READS,
+    ForbiddenAccess,
+    harness_patches,
+    home_of,
+    import_folders,
+    non_code_folders,
+    package_folders,
+    watching,
+)
 from fairfacebench.budget import BudgetExceeded, get_budget
 from fairfacebench.context import FitSettings, IsolationError
 from fairfacebench.data import LabeledSplit, LoadedDataset, TaskData, UnlabeledPool, make_task_data
 from fairfacebench.errors import VLMUnavailable
-from fairfacebench.fitting import fit_under_meter, predict
-from fairfacebench.plugins import registry
+from fairfacebench.fitting import fit_under_meter, predict_under_meter
+from fairfacebench.guards import PredictorChanged, UnmeteredCompute
+from fairfacebench.plugins import trusted_registry
 from fairfacebench.settings import Augment, default_cache_dir
 
 TINY_SYNTHFACES = {"n_train": 320, "n_val": 48, "n_test": 48, "n_pool": 96}
@@ -156,20 +169,43 @@ class Outcome:
     forward_limit: int | None = None
     unmetered: str = ""
     leaks: list[str] = field(default_factory=list)
+    tallied_steps: int = 0  # optimizer steps the meter charged, as told at each charge (a reset cannot undo them)
+    reached: list[str] = field(default_factory=list)  # files, processes, the network the method tried
+    threads: list[str] = field(default_factory=list)  # threads the method left running after fit or predict
 
 
 @lru_cache(maxsize=4)
-def _load(resolution: int, options: str, with_pool: bool) -> tuple[LoadedDataset, UnlabeledPool | None]:
-    plugin, opts = registry().dataset("synthfaces"), json.loads(options)
+def _load(resolution: int, options: str, with_pool: bool) -> tuple[LoadedDataset, TaskData]:
+    """The kit's dataset and task, loaded once per process; the test labels it holds are poison from the start."""
+    plugin, opts = trusted_registry().dataset("synthfaces"), json.loads(options)
     ds = plugin.load(None, resolution, default_cache_dir(), **opts)
-    return ds, plugin.pool(None, resolution, default_cache_dir(), **opts) if with_pool else None
+    pool = plugin.pool(None, resolution, default_cache_dir(), **opts) if with_pool else None
+    task = make_task_data(ds, plugin.tasks[0], pool)
+    poison_everywhere(ds, task, 0)
+    return ds, task
 
 
 def tiny_task(needs_pool: bool, resolution: int = 32, dataset_options: dict[str, Any] | None = None) -> TaskData:
     """The kit's task: synthfaces' default task on tiny splits (loaded once per process)."""
-    options = json.dumps({**TINY_SYNTHFACES, **(dataset_options or {})}, sort_keys=True)
-    ds, pool = _load(resolution, options, needs_pool)
-    return make_task_data(ds, registry().dataset("synthfaces").tasks[0], pool)
+    return kit_data(needs_pool, resolution, dataset_options)[1]
+
+
+def kit_data(
+    needs_pool: bool, resolution: int = 32, dataset_options: dict[str, Any] | None = None
+) -> tuple[LoadedDataset, TaskData]:
+    """The kit's dataset and task (loaded once per process)."""
+    return _load(resolution, json.dumps({**TINY_SYNTHFACES, **(dataset_options or {})}, sort_keys=True), needs_pool)
+
+
+def poison_everywhere(ds: LoadedDataset, task: TaskData, poison: int) -> None:
+    """Every test label the kit holds, in the loaded dataset and in the task, becomes a draw seeded by `poison`, in
+    place: a method that finds them anyhow (the objects of the process, the call stack) reads the poison of this
+    fit, so its predictions change with the poison.  The kit never needs the true test labels."""
+    rng = np.random.default_rng(poison)
+    for name, codes in ds.splits["test"].labels.items():
+        codes[:] = rng.integers(0, ds.attributes[name].n, len(codes))
+    task.test.y[:] = rng.integers(0, task.n_classes, len(task.test))
+    task.test.a[:] = rng.integers(0, task.n_groups, len(task.test))
 
 
 @contextlib.contextmanager
@@ -183,6 +219,17 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def reachable_files(method_cls: type, weights: str) -> tuple[list[str], list[str]]:
+    """What a fit may open (Python's folders, the method's package, pretrained weights, the encoders' folders,
+    the machine's /proc, /sys and /dev) and what inside those it may not (folders of the import package without
+    code: stored results, say)."""
+    cache = default_cache_dir()
+    allowed = [*import_folders(), home_of(method_cls), str(Path(torch.hub.get_dir())), *SYSTEM_READS]
+    allowed += [str(cache / sub) for sub in ("vlm", "embeddings", "open_clip")]
+    allowed += [str(Path(weights).resolve())] if Path(weights).is_file() else []
+    return allowed, [m for folder in package_folders() for m in non_code_folders(folder)]
+
+
 def fit_predict(
     method_cls: type,
     clean: TaskData,
@@ -193,8 +240,13 @@ def fit_predict(
     vlm: Any,
     backbone: str,
     weights: str,
+    dataset: LoadedDataset | None = None,
 ) -> Outcome:
-    """Fit on a copy of the task with poisoned test labels as the harness does (`fit_under_meter`), and predict."""
+    """Fit on the task with poisoned test labels as the harness does (`fit_under_meter`), and predict its validation
+    and test images as the harness does (`predict_under_meter`), files and processes watched.  `dataset` (the
+    task's loaded dataset) is poisoned along with the task."""
+    if dataset is not None:
+        poison_everywhere(dataset, clean, poison)
     test = PoisonedTest(clean.test, poison, clean.n_classes, clean.n_groups)
     pool = None if clean.pool is None else dataclasses.replace(clean.pool, hidden=GuardedTruth(clean.pool.hidden))
     data = dataclasses.replace(clean, test=test, pool=pool)
@@ -202,15 +254,25 @@ def fit_predict(
         hparams, seed, budget, torch.device("cpu"), Augment(), backbone, weights, transductive=method_cls.transductive
     )
     leaks: list[str] = []
-    fitted = fit_under_meter(method_cls, data, settings, vlm, before_fit=lambda ctx: leaks.extend(reachable_truth(ctx)))
+    tallied = [0]
+
+    def tally(kind: str, n: int, where: str) -> None:
+        tallied[0] += n if kind == "step" else 0
+
     at_inference = method_cls.label_use(hparams).sensitive_at_inference
-    scores = {
-        name: np.asarray(predict(fitted.predictor, split, at_inference))
-        for name, split in (("val", clean.val), ("test", clean.test))
-    }
+    requests = [(split.images, split.a if at_inference else None) for split in (clean.val, clean.test)]
+    threads_before = set(threading.enumerate())
+    allowed, refused = reachable_files(method_cls, weights)
+    with watching(method_cls, allowed, refused) as watch:
+        fitted = fit_under_meter(
+            method_cls, data, settings, vlm, before_fit=lambda ctx: leaks.extend(reachable_truth(ctx)), tally=tally
+        )
+        left = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        val, test_scores = predict_under_meter(fitted, requests).scores
+    left += [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name not in left]
     return Outcome(
-        scores["val"],
-        scores["test"],
+        np.asarray(val),
+        np.asarray(test_scores),
         fitted.steps,
         fitted.touched,
         set(test.reads),
@@ -219,6 +281,9 @@ def fit_predict(
         fitted.forward_limit,
         fitted.violations.describe() if fitted.violations else "",
         leaks,
+        tallied[0],
+        watch.seen,
+        left,
     )
 
 
@@ -228,6 +293,12 @@ def _attempt(report: ConformanceReport, method_cls: type, run: Any) -> Outcome |
         return run()
     except BudgetExceeded as exc:
         report.add("budget", False, f"BudgetExceeded: {exc}")
+    except UnmeteredCompute as exc:
+        report.add("metering", False, f"UnmeteredCompute: {exc}")
+    except PredictorChanged as exc:
+        report.add("prediction", False, f"PredictorChanged: {exc}")
+    except ForbiddenAccess as exc:
+        report.add("reach", False, f"{exc} ({where(exc, method_cls)})")
     except TestLabelsRead as exc:
         report.add("test labels", False, f"{exc} ({where(exc, method_cls)})")
     except IsolationError as exc:
@@ -357,12 +428,22 @@ def check_method(
         raise ValueError(f"method '{method_cls.name}' has no hyperparameter(s) {unknown}; its space is {sorted(hp)}")
     hp.update(hparams or {})
     spent = get_budget(budget)
-    clean = tiny_task(method_cls.needs_pool, resolution, dataset_options)
+    dataset, clean = kit_data(method_cls.needs_pool, resolution, dataset_options)
     report = ConformanceReport(method_cls.name, hp)
+    patches = harness_patches(method_cls)
+    report.add(
+        "harness",
+        not patches,
+        f"code of the method's package replaced {patches} (at import): a plugin may not change the harness"
+        if patches
+        else "no function of fairfacebench is replaced by code of the method's package",
+    )
 
     def run(poison: int) -> Outcome | None:
         return _attempt(
-            report, method_cls, lambda: fit_predict(method_cls, clean, poison, hp, seed, spent, vlm, backbone, weights)
+            report,
+            method_cls,
+            lambda: fit_predict(method_cls, clean, poison, hp, seed, spent, vlm, backbone, weights, dataset),
         )
 
     with single_thread():
@@ -373,9 +454,26 @@ def check_method(
         report.steps, report.variant, report.touched = first.steps, first.variant, sorted(first.touched)
         report.add(
             "budget",
-            first.steps <= spent.steps,
+            first.steps <= spent.steps and first.tallied_steps == first.steps,
             f"took {first.steps} of {spent.steps} optimizer steps and "
-            f"{first.forward_samples} of {first.forward_limit} forward samples",
+            f"{first.forward_samples} of {first.forward_limit} forward samples"
+            + ("" if first.tallied_steps == first.steps else f", but the meter charged {first.tallied_steps} steps"),
+        )
+        reached = sorted(set(first.reached + second.reached))
+        report.add(
+            "reach",
+            not reached,
+            f"reached {reached} (refused): a fit reads only what its context hands it"
+            if reached
+            else "opened no file, process or connection outside Python's folders and the weights",
+        )
+        threads = sorted(set(first.threads + second.threads))
+        report.add(
+            "threads",
+            not threads,
+            f"left thread(s) {threads} running after fit or predict: all work ends when fit returns"
+            if threads
+            else "left no thread running after fit or predict",
         )
         report.add(
             "metering", not first.unmetered, first.unmetered or "every optimizer step and image forward was metered"

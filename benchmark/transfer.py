@@ -10,8 +10,9 @@ Every dataset plugin declares how its attributes map onto the shared concepts of
   columns of a transfer table compare the same metric over the same groups.
 
 Otherwise `pair` refuses before any training, naming the attribute and the two datasets.  The model's scores are
-checked and scored like the test split's (`compute_metrics`, bootstrap intervals); predicting B's images is harness
-evaluation after the meter closed, like test.  Rules and choices: docs/DATASETS.md ("transfer").
+checked and scored like the test split's (`compute_metrics`, bootstrap intervals); B's images are predicted with
+the selection and test images (`fitting.predict_under_meter`, in this process or in a sealed child, which gets the
+images only: `TransferInput`), and scored here.  Rules and choices: docs/DATASETS.md ("transfer").
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from fairfacebench.data import CONCEPTS, UNMAPPED, LabeledSplit, Split, TaskData, check_vocabulary, concept_codes
+from fairfacebench.data import CONCEPTS, UNMAPPED, Split, TaskData, check_vocabulary, concept_codes
 from fairfacebench.errors import ConfigError, DataError, PluginError
-from fairfacebench.fitting import predict
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.record import RunRecord, SharedAttribute, SharedGroupsScore, TransferResult
-from fairfacebench.scoring import checked_scores
 from fairfacebench.spec import RunSpec
 
 
@@ -269,22 +268,36 @@ class TransferTarget:
         return shared_attribute(*self.pairing.target), [shared_attribute(*s) for s in self.pairing.sensitive]
 
 
-def evaluate_transfer(
-    target: TransferTarget,
-    test: Split,
-    predictor: Any,
-    at_inference: bool,
-    data: TaskData,
-    test_scores: np.ndarray,
-    spec: RunSpec,
-) -> tuple[TransferResult, dict[str, np.ndarray]]:
-    """The run's predictor on `test` (the other dataset's test split) and its own test scores, both over the shared
-    groups; the record's entry and the prediction arrays."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class TransferInput:
+    """What a run predicts of another dataset's test split, and what only the harness holds to score it: the kept
+    rows' images (and, for a predictor that reads groups, the run's own group codes of them) are predicted like
+    test images, in this process or in a sealed child; their labels, shared groups and ids stay here."""
+
+    target: TransferTarget
+    images: np.ndarray
+    given_groups: np.ndarray | None  # the run's own group codes, for a predictor that reads groups at inference
+    y: np.ndarray  # in the model's class codes
+    groups: np.ndarray  # shared groups
+    ids: np.ndarray
+    left_out: int  # rows whose classes the shared concepts do not cover
+
+    @property
+    def request(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(images, groups or None) as `fitting.predict_under_meter` asks the predictor."""
+        return self.images, self.given_groups
+
+    @property
+    def split(self) -> str:
+        """How errors about its scores name it."""
+        return f"{self.target.pairing.dataset} test"
+
+
+def transfer_input(target: TransferTarget, test: Split, at_inference: bool, method: str) -> TransferInput:
+    """The rows of `test` (another dataset's test split) the shared concepts cover, to predict and score."""
     pairing = target.pairing
     if at_inference and not pairing.groups_invertible:  # preflight refuses such a plan; this guards direct callers
-        raise ConfigError(f"{spec.method} reads each image's group at inference, which {pairing.dataset} cannot give")
-    names = pairing.group_names
+        raise ConfigError(f"{method} reads each image's group at inference, which {pairing.dataset} cannot give")
     y, groups, parts = transfer_labels(pairing, test.labels)
     rows = np.flatnonzero((y >= 0) & (groups >= 0))
     if not len(rows):
@@ -292,12 +305,25 @@ def evaluate_transfer(
             f"transfer to {pairing.dataset}: none of its {len(y)} test rows has classes the shared concepts cover"
         )
     images = test.images if len(rows) == len(y) else test.images[rows]
-    given = own_groups(pairing, [p[rows] for p in parts]) if at_inference else groups[rows]
-    split = LabeledSplit(images, y[rows], given, test.ids[rows])
-    scores = checked_scores(
-        predict(predictor, split, at_inference), len(rows), data.n_classes, f"{pairing.dataset} test"
-    )
-    transfer = score(y[rows], scores.argmax(1), groups[rows], len(y) - len(rows), names, data, spec)
+    given = own_groups(pairing, [p[rows] for p in parts]) if at_inference else None
+    return TransferInput(target, images, given, y[rows], groups[rows], test.ids[rows], len(y) - len(rows))
+
+
+def score_transfer(
+    asked: TransferInput,
+    scores: np.ndarray,
+    predict_s: float,
+    data: TaskData,
+    test_scores: np.ndarray,
+    spec: RunSpec,
+) -> tuple[TransferResult, dict[str, np.ndarray]]:
+    """Checked scores of `asked` (predicted in `predict_s` seconds) and the run's own test scores, both over the
+    shared groups: the record's entry and the prediction arrays."""
+    started = time.perf_counter()
+    target = asked.target
+    pairing = target.pairing
+    names = pairing.group_names
+    transfer = score(asked.y, scores.argmax(1), asked.groups, asked.left_out, names, data, spec)
     own = in_domain_groups(pairing, data.test.a)
     kept = own >= 0
     in_domain = score(data.test.y[kept], test_scores.argmax(1)[kept], own[kept], int((~kept).sum()), names, data, spec)
@@ -312,14 +338,14 @@ def evaluate_transfer(
         group_names=list(names),
         in_domain=in_domain,
         transfer=transfer,
-        eval_time_s=round(time.perf_counter() - started, 3),
+        eval_time_s=round(predict_s + time.perf_counter() - started, 3),
     )
     prefix = f"transfer.{pairing.dataset}."
     arrays = {
         prefix + "scores": scores.astype(np.float32),
-        prefix + "y": y[rows],
-        prefix + "groups": groups[rows],
-        prefix + "ids": test.ids[rows].astype(str),
+        prefix + "y": asked.y,
+        prefix + "groups": asked.groups,
+        prefix + "ids": asked.ids.astype(str),
     }
     return result, arrays
 

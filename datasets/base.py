@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fairfacebench.content import folder_content
 from fairfacebench.data import Attribute, LoadedDataset, TaskSpec, UnlabeledPool, Vocabulary
 from fairfacebench.errors import UnknownName
 
@@ -67,6 +68,15 @@ class DatasetPlugin:
         if self.needs_root and root is not None:
             digest.update(folder_fingerprint(Path(root)).encode())
         return digest.hexdigest()[:16]
+
+    def content(self, root: Path | None, **options: Any) -> str:
+        """A digest of the bytes (and class names) of the data a load with these options reads: stored with each
+        run and compared when a grid resumes, so data replaced under the same names and sizes is computed again
+        (the fingerprint, and so the run id, follows names and sizes only).  The default: every file under the
+        root; "" for a generated dataset (nothing to read).  Overrides digest exactly what their loader reads."""
+        if not self.needs_root or root is None:
+            return ""
+        return folder_content(Path(root))
 
     def check(self, root: Path) -> dict[str, Any]:
         """Layout check of a data root: counts per split and group, and a list of problems."""

@@ -13,11 +13,14 @@ first target with the first sensitive column.  Details: docs/DATASETS.md.
 from __future__ import annotations
 
 import csv
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fairfacebench.content import file_digests
 from fairfacebench.data import Attribute, DataError, LoadedDataset, TaskSpec, restrict_to_task
 from fairfacebench.datasets.indexed import (
     SPLITS,
@@ -30,6 +33,7 @@ from fairfacebench.datasets.indexed import (
     group_counts,
     present_or_missing,
     read_csv,
+    refuse_outside,
     relative_inside,
     split_info,
     stratified_split,
@@ -71,11 +75,31 @@ def named_columns(target: Any, sensitive: Any) -> tuple[list[str], list[str]]:
 
 
 def class_order(values: set[str]) -> list[str]:
-    """Numbers in numeric order (so '9' before '10'), anything else alphabetically."""
+    """Numbers in numeric order (so '9' before '10'; NaN last, never by set order), anything else alphabetically."""
     try:
-        return sorted(values, key=float)
+        numbers = {v: float(v) for v in values}
     except ValueError:
         return sorted(values)
+    return sorted(values, key=lambda v: (math.isnan(numbers[v]), 0.0 if math.isnan(numbers[v]) else numbers[v], v))
+
+
+def spelling(value: str) -> tuple:
+    """What a value means regardless of how it is written: a number's value ('1' = '1.0'), else its text without case
+    ('Male' = 'male')."""
+    try:
+        number = float(value)
+    except ValueError:
+        return ("text", value.casefold())
+    return ("nan",) if math.isnan(number) else ("number", number)
+
+
+def split_fractions(value: Any) -> tuple[float, ...]:
+    if not (isinstance(value, (list, tuple)) and len(value) == len(SPLITS)):
+        raise ConfigError(
+            "dataset 'csv': option 'split_fractions' must be three fractions (train, val, test), e.g. "
+            f"[0.7, 0.1, 0.2]; got {value!r}"
+        )
+    return tuple(value)
 
 
 def header_of(path: Path) -> list[str]:
@@ -110,8 +134,9 @@ class CsvFolder(IndexedDataset):
     def index(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
         """The split tables; a sensitive group without rows in some split is an error (its metrics are undefined)."""
         index = self.survey(root, strict, **options)
-        if index.info["empty_groups"]:
-            raise DataError(f"dataset 'csv' at {root}: {index.info['empty_groups'][0]}")
+        refused = index.info["empty_groups"] + index.info["copies_across_splits"]
+        if refused:
+            raise DataError(f"dataset 'csv' at {root}: {refused[0]}")
         return index
 
     def survey(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
@@ -137,6 +162,8 @@ class CsvFolder(IndexedDataset):
         rows = [row for row, ok in zip(rows, present) if ok]
         if not rows:
             raise DataError(f"{path}: no row has an image under {root}; check the '{image_column}' column")
+        _refuse_ambiguous_values(rows, path, label_columns)
+        copies = copy_groups(root, rows)
         classes = {c: class_order({f[i + 1] for _, f in rows}) for i, c in enumerate(label_columns)}
         _refuse_single_class(path, targets, classes)
         codes = {c: encode(((n, f[i + 1]) for n, f in rows), classes[c], path, c) for i, c in enumerate(label_columns)}
@@ -148,11 +175,15 @@ class CsvFolder(IndexedDataset):
             }
         else:
             strata = np.stack([codes[c] for c in label_columns], axis=1)
-            split = stratified_split(strata, o["split_fractions"], o["split_seed"])
-            how = split_info(o["split_seed"], o["split_fractions"], SPLITS, label_columns, split)
+            fractions = split_fractions(o["split_fractions"])
+            kept_together = copies if (copies != np.arange(len(rows))).any() else None  # byte-identical: one split
+            split = stratified_split(strata, fractions, o["split_seed"], groups=kept_together)
+            how = split_info(o["split_seed"], fractions, SPLITS, label_columns, split)
         table = SplitTable.under(root, [f[0] for _, f in rows], codes)
         tables = {s: table.take(np.flatnonzero(split == i)) for i, s in enumerate(SPLITS)}
+        refuse_outside(root, tables)
         empty = _empty_groups(tables, groups, classes)
+        leaks = copies_across_splits(rows, copies, split)
         absent = [f"{len(missing)} image(s) listed in {path.name} are missing (first: {missing[0]})"] if missing else []
         info = {
             "root": str(root),
@@ -160,10 +191,11 @@ class CsvFolder(IndexedDataset):
             "columns": {"image": image_column, "target": targets, "sensitive": groups, "split": split_column},
             "classes": classes,
             "split": how,
-            "notes": notes + repeated,
+            "notes": notes + repeated + copies_note(copies),
             "missing_images": missing,
             "empty_groups": empty,
-            "problems": absent + empty,
+            "copies_across_splits": leaks,
+            "problems": absent + empty + leaks,
         }
         return DatasetIndex(tables, info)
 
@@ -228,6 +260,57 @@ def _refuse_empty_values(rows: list[tuple[int, tuple[str, ...]]], path: Path, co
         for column, value in zip(columns, fields):
             if not value:
                 raise DataError(f"{path}, line {line}: column '{column}' is empty; fill in the value or remove the row")
+
+
+def _refuse_ambiguous_values(rows: list[tuple[int, tuple[str, ...]]], path: Path, columns: list[str]) -> None:
+    """A value written two ways ('Male' and 'male', '1' and '1.0') would be two classes, and one holding '|' would
+    run into the group names ('a|b' joins the classes of two attributes): refused with the line."""
+    for i, column in enumerate(columns, start=1):
+        seen: dict[tuple, tuple[str, int]] = {}
+        for line, fields in rows:
+            value = fields[i]
+            if "|" in value:
+                raise DataError(
+                    f"{path}, line {line}: {column} value {value!r} holds '|', which joins the classes of a group's "
+                    "attributes ('a|b'); rename the value without '|'"
+                )
+            first = seen.setdefault(spelling(value), (value, line))
+            if first[0] != value:
+                raise DataError(
+                    f"{path}, line {line}: {column} value {value!r} is {first[0]!r} (line {first[1]}) written another "
+                    "way (case or number format) and would be a class of its own; write every such value one way"
+                )
+
+
+def copy_groups(root: Path, rows: list[tuple[int, tuple[str, ...]]]) -> np.ndarray:
+    """Per row, the first row whose image has the same bytes (itself when none; content digests, cached per file)."""
+    digests = file_digests([root / f[0] for _, f in rows])
+    first: dict[str, int] = {}
+    return np.array([i if d is None else first.setdefault(d, i) for i, d in enumerate(digests)], dtype=np.int64)
+
+
+def copies_note(copies: np.ndarray) -> list[str]:
+    n = int((copies != np.arange(len(copies))).sum())
+    return [f"{n} image(s) have the same bytes as another row's image under another name"] if n else []
+
+
+def copies_across_splits(rows: list[tuple[int, tuple[str, ...]]], copies: np.ndarray, split: np.ndarray) -> list[str]:
+    """The same image under two names in two splits (a split column put them there): a model tested on images it
+    trained on."""
+    problems = []
+    for i, j in enumerate(copies):
+        if split[i] != split[j] and split[i] >= 0 and split[j] >= 0:
+            (line_a, a), (line_b, b) = rows[j], rows[i]
+            problems.append((SPLITS[split[j]], SPLITS[split[i]], line_a, a[0], line_b, b[0]))
+    if not problems:
+        return []
+    pairs = Counter(f"{x} and {y}" for x, y, *_ in problems)
+    x, y, line_a, a, line_b, b = problems[0]
+    return [
+        f"{len(problems)} image(s) are byte-identical to an image of another split under another name "
+        f"({', '.join(f'{n} between {p}' for p, n in pairs.items())}; first: line {line_a} {a!r} in {x}, line {line_b} "
+        f"{b!r} in {y}): a model would be tested on images it trained on; remove the copies or give them one split"
+    ]
 
 
 def _refuse_single_class(path: Path, targets: list[str], classes: dict[str, list[str]]) -> None:

@@ -12,6 +12,7 @@ every row (code ``NOT_APPLICABLE``).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import ntpath
 import os
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fairfacebench.content import combined, file_digests
 from fairfacebench.data import Attribute, DataError, LoadedDataset, Split, restrict_to_task, task_cells
 from fairfacebench.datasets.base import DatasetPlugin, options_digest
 from fairfacebench.datasets.cache import build_or_load, default_cache_dir, image_hashes
@@ -154,6 +156,19 @@ class IndexedDataset(DatasetPlugin):
             for attr in sorted(table.labels):
                 digest.update(attr.encode() + np.ascontiguousarray(table.labels[attr], dtype=np.int64).tobytes())
         return digest.hexdigest()[:16]
+
+    def content(self, root: Path | str | None, **options: Any) -> str:
+        """A digest of what `load` reads by its bytes: every split's file names with their contents' sha256 (cached
+        per file, `content.file_digests`) and the attributes' class names (label codes are in the fingerprint)."""
+        index = self.checked_index(self.require_root(root), **options)
+        attributes = self.index_attributes(index)
+        lines = [json.dumps({"dataset": self.name, "options": options}, sort_keys=True, default=str)]
+        lines += [f"{name}: {list(attributes[name].classes)}" for name in sorted(attributes)]
+        for split in sorted(index.tables):
+            table = index.tables[split]
+            lines.append(f"[{split}]")
+            lines += [f"{file}\t{d}" for file, d in zip(table.files, file_digests(table.paths))]
+        return combined(lines)
 
     def check(self, root: Path | str | None, **options: Any) -> dict[str, Any]:
         """Layout check without decoding: per-split and per-group counts and a list of problems."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from fairfacebench.data import DataError, UnlabeledPool
 from fairfacebench.datasets.base import DatasetPlugin, folder_fingerprint
@@ -55,6 +56,21 @@ class FolderPool(PoolPlugin):
             )
         fingerprint = folder_fingerprint(folder)
         return {"kind": self.name, "source": folder.name, "root": str(folder), "fingerprint": fingerprint}
+
+    def check(self, root: str | Path) -> None:
+        """Before any run (preflight): the folder holds at least one image PIL can open, or a clear error."""
+        files = list_files(Path(root))
+        for f in files:
+            try:
+                with Image.open(Path(root) / f) as image:
+                    image.verify()
+                return
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                continue
+        raise DataError(
+            f"pool folder {root} holds no image among its {len(files)} file(s) (first: {files[:5]}); "
+            "point --pool folder:DIR at a folder of pool images"
+        )
 
     def load(
         self, source: str | Path, size: int, cache_dir: Path, *, workers: int | None = None, progress: bool = True

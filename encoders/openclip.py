@@ -18,6 +18,7 @@ import torch
 from fairfacebench.backbones import sha256
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
+from fairfacebench.settings import default_cache_dir
 from fairfacebench.vlm import ClipModelEncoder
 
 
@@ -30,6 +31,25 @@ class OpenClipPlugin:
     )
     embedded_for: tuple[str, ...] = ()
 
+    def check(self, argument: str, cache_dir: Path | None = None) -> None:
+        """What `load` would refuse, before any run (preflight): the argument's form, the architecture, the file or
+        folder, and a pretrained tag whose weights are not in the cache while downloads are off."""
+        import open_clip
+
+        if argument.startswith("local-dir:"):
+            _folder_weights(argument, Path(argument[len("local-dir:") :]).expanduser())
+            return
+        arch, source, path = _source(open_clip, argument)
+        cache = Path(cache_dir or default_cache_dir()) / "open_clip"
+        if (
+            not path.is_file()
+            and os.environ.get("FAIRBENCH_OFFLINE") == "1"
+            and not _cached(open_clip, arch, source, cache)
+        ):
+            raise VLMUnavailable(
+                _unavailable(arch, source, "downloads disabled (FAIRBENCH_OFFLINE=1) and not in " + str(cache))
+            )
+
     def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> ClipModelEncoder:
         import open_clip
 
@@ -37,18 +57,7 @@ class OpenClipPlugin:
             return self._load_folder(
                 open_clip, argument, Path(argument[len("local-dir:") :]).expanduser(), cache_dir, device
             )
-        arch, sep, source = argument.partition(":")
-        if not sep or not arch or not source:
-            raise VLMUnavailable(
-                f"--vlm open_clip:{argument}: write open_clip:ARCH:TAG (e.g. open_clip:ViT-B-32:laion2b_s34b_b79k), "
-                "open_clip:ARCH:/path/to/checkpoint or open_clip:local-dir:/path/to/folder"
-            )
-        if arch not in open_clip.list_models():
-            raise VLMUnavailable(
-                f"--vlm open_clip:{argument}: unknown open_clip architecture '{arch}'; see open_clip.list_models()"
-            )
-        path = Path(source).expanduser()
-        tags = open_clip.list_pretrained_tags_by_model(arch)
+        arch, source, path = _source(open_clip, argument)
         if path.is_file():
             digest = sha256(path)
             model = open_clip.create_model(arch, pretrained=str(path), weights_only=True)
@@ -60,7 +69,7 @@ class OpenClipPlugin:
                 "sha256": digest,
                 "id": f"open_clip-{arch}-{digest[:16]}",
             }
-        elif source in tags:
+        else:
             model = _download(open_clip, arch, source, cache_dir)
             info = {
                 "encoder": "open_clip",
@@ -69,25 +78,13 @@ class OpenClipPlugin:
                 "tag": source,
                 "id": f"open_clip-{arch}-{source}",
             }
-        else:
-            kind = "checkpoint file does not exist" if ("/" in source or path.suffix) else "is not a pretrained tag"
-            raise VLMUnavailable(
-                f"--vlm open_clip:{argument}: '{source}' {kind}. Pass an existing open_clip checkpoint file, or one of "
-                f"{arch}'s pretrained tags {tags} (downloaded when online)"
-            )
         return ClipModelEncoder(f"open_clip:{argument}", model, open_clip.get_tokenizer(arch), info, cache_dir, device)
 
     def _load_folder(
         self, open_clip: Any, argument: str, folder: Path, cache_dir: Path, device: torch.device | str
     ) -> ClipModelEncoder:
         """open_clip's export layout: open_clip_config.json and one weights file (.safetensors, .bin or .pth)."""
-        weights = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in folder.glob(ext))
-        if not (folder / "open_clip_config.json").is_file() or not weights:
-            raise VLMUnavailable(
-                f"--vlm open_clip:{argument}: {folder} must hold open_clip_config.json and a weights file "
-                f"(.safetensors, .bin or .pth); found "
-                f"{sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no such folder'}"
-            )
+        weights = _folder_weights(argument, folder)
         model = open_clip.create_model(f"local-dir:{folder}", weights_only=True)
         digest = (
             sha256(weights[0])
@@ -106,6 +103,57 @@ class OpenClipPlugin:
         )
 
 
+def _source(open_clip: Any, argument: str) -> tuple[str, str, Path]:
+    """ARCH:SOURCE checked: a known architecture and an existing checkpoint file or one of its pretrained tags."""
+    arch, sep, source = argument.partition(":")
+    if not sep or not arch or not source:
+        raise VLMUnavailable(
+            f"--vlm open_clip:{argument}: write open_clip:ARCH:TAG (e.g. open_clip:ViT-B-32:laion2b_s34b_b79k), "
+            "open_clip:ARCH:/path/to/checkpoint or open_clip:local-dir:/path/to/folder"
+        )
+    if arch not in open_clip.list_models():
+        raise VLMUnavailable(
+            f"--vlm open_clip:{argument}: unknown open_clip architecture '{arch}'; see open_clip.list_models()"
+        )
+    path = Path(source).expanduser()
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not path.is_file() and source not in tags:
+        kind = "checkpoint file does not exist" if ("/" in source or path.suffix) else "is not a pretrained tag"
+        raise VLMUnavailable(
+            f"--vlm open_clip:{argument}: '{source}' {kind}. Pass an existing open_clip checkpoint file, or one of "
+            f"{arch}'s pretrained tags {tags} (downloaded when online)"
+        )
+    return arch, source, path
+
+
+def _folder_weights(argument: str, folder: Path) -> list[Path]:
+    weights = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in folder.glob(ext))
+    if not (folder / "open_clip_config.json").is_file() or not weights:
+        raise VLMUnavailable(
+            f"--vlm open_clip:{argument}: {folder} must hold open_clip_config.json and a weights file "
+            f"(.safetensors, .bin or .pth); found "
+            f"{sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no such folder'}"
+        )
+    return weights
+
+
+def _cached(open_clip: Any, arch: str, tag: str, cache: Path) -> bool:
+    """Whether a pretrained tag's weights are in open_clip's cache folder (Hugging Face hub layout, or a URL's file)."""
+    config = open_clip.pretrained.get_pretrained_cfg(arch, tag)
+    hub = (config.get("hf_hub") or "").strip("/")
+    if hub:
+        return any((cache / f"models--{hub.replace('/', '--')}").glob("snapshots/*/*"))
+    return bool(config.get("url")) and (cache / os.path.basename(config["url"])).is_file()
+
+
+def _unavailable(arch: str, tag: str, reason: str) -> str:
+    return (
+        f"could not load open_clip {arch} weights '{tag}': {reason}. Offline, pass a local checkpoint with "
+        f"--vlm open_clip:{arch}:/path/to/open_clip_model.safetensors; or --vlm none to run VLM methods as their "
+        "named fallback variants; on synthfaces, --vlm auto uses the embedded mini-CLIP"
+    )
+
+
 def _download(open_clip: Any, arch: str, tag: str, cache_dir: Path) -> torch.nn.Module:
     """A pretrained open_clip model by tag; a clear VLMUnavailable when offline or the download fails."""
     offline = "downloads disabled (FAIRBENCH_OFFLINE=1)" if os.environ.get("FAIRBENCH_OFFLINE") == "1" else None
@@ -116,11 +164,7 @@ def _download(open_clip: Any, arch: str, tag: str, cache_dir: Path) -> torch.nn.
             )
         except Exception as exc:  # any network or hub failure ends in the clear error below
             offline = f"download failed ({type(exc).__name__}: {exc})"
-    raise VLMUnavailable(
-        f"could not load open_clip {arch} weights '{tag}': {offline}. Offline, pass a local checkpoint with "
-        f"--vlm open_clip:{arch}:/path/to/open_clip_model.safetensors; or --vlm none to run VLM methods as their "
-        "named fallback variants; on synthfaces, --vlm auto uses the embedded mini-CLIP"
-    )
+    raise VLMUnavailable(_unavailable(arch, tag, offline))
 
 
 @hookimpl

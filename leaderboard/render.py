@@ -36,11 +36,10 @@ from fairfacebench.leaderboard.model import (
     Table,
     defined,
 )
-from fairfacebench.plain import nan_to_none
+from fairfacebench.plain import nan_to_none, spreadsheet_safe
 from fairfacebench.spec import canonical_json
 from fairfacebench.typed import to_plain
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so as a formula
 MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
 LEADERBOARD_HEADERS = [
     "method",
@@ -140,8 +139,9 @@ def table_title(table: Table) -> str:
 
 
 def md(value: Any) -> str:
-    """Text safe in a Markdown table cell or heading: no HTML tags, no column breaks, one line."""
-    return str(value).translate(MARKDOWN_ESCAPES)
+    """Text safe in a Markdown table cell or heading: no HTML tags, no column breaks, one line, no link or image
+    ('[text](url)', '![alt](url)': the bracket before the parenthesis is escaped)."""
+    return str(value).translate(MARKDOWN_ESCAPES).replace("](", "\\](")
 
 
 def md_table(rows: list[list[Any]], headers: list[str]) -> str:
@@ -633,7 +633,7 @@ def analysis_columns(t: Table, r: Row) -> dict[str, Any]:
 
 def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """Text cells a spreadsheet would run as a formula (first character = + - @ tab CR) get a leading apostrophe."""
-    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+    return frame.map(spreadsheet_safe)
 
 
 def to_json(board: Board) -> str:
@@ -641,9 +641,38 @@ def to_json(board: Board) -> str:
     return json.dumps(nan_to_none(to_plain(board)), indent=1, allow_nan=False, default=str)
 
 
+EXPORTS = {"md": "leaderboard.md", "csv": "leaderboard.csv", "json": "leaderboard.json"}
+
+
+def foreign_exports(out: Path) -> list[Path]:
+    """leaderboard.md, .csv or .json in `out` that no fairbench leaderboard wrote (writing there would replace them)."""
+    found = []
+    for kind, name in EXPORTS.items():
+        path = out / name
+        if path.is_file() and not _written_by_fairbench(kind, path):
+            found.append(path)
+    return found
+
+
+def _written_by_fairbench(kind: str, path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if kind == "md":
+        return text.startswith("# fairbench leaderboard\n")
+    if kind == "csv":
+        return text.startswith('"dataset","task","budget","comparison_id"')
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "selection_rule" in data and "tables" in data
+
+
 def write_exports(board: Board, out: Path) -> dict[str, Path]:
     """leaderboard.md, .csv (formula-safe) and .json of one board in `out`."""
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json"}
+    paths = {kind: out / name for kind, name in EXPORTS.items()}
     paths["md"].write_text(to_markdown(board))
     # Text quoted always: pandas leaves a bare CR unquoted, which would split a row in a reader.
     csv_safe(to_frame(board)).to_csv(paths["csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)

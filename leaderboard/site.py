@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -668,15 +671,29 @@ def write_pages(tables: list[TableView], methods: list[MethodPage], common: dict
 def build_site(
     store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None
 ) -> dict[str, Path]:
-    """Render the whole site into `out_dir` (new, empty or an earlier site); returns the index and data paths."""
+    """Render the whole site into `out_dir` (new, empty or an earlier site); returns the index and data paths.
+
+    The site is rendered into a staging folder beside `out_dir` and then moved in, so an interrupted build leaves
+    `out_dir` as it was (or with a marker naming every file that may be there), never a folder later builds refuse.
+    """
     out = Path(out_dir)
     earlier = site_folder(out)
     board = build(store_dir, rule, access)
     records = {r.run_id: r for r in ResultStore(store_dir, create=False).records()}
-    out.mkdir(parents=True, exist_ok=True)
-    remove_built(out, earlier)
-    (out / "plots").mkdir(exist_ok=True)
-    (out / "static").mkdir(exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        paths = render_site(board, records, staging)
+        move_in(staging, out, earlier)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {kind: out / path.relative_to(staging) for kind, path in paths.items()}
+
+
+def render_site(board: Board, records: dict[str, RunRecord], out: Path) -> dict[str, Path]:
+    """Every file of the site into the empty folder `out`; returns the index and data paths."""
+    (out / "plots").mkdir()
+    (out / "static").mkdir()
     tables = [table_view(t, records, out / "plots") for t in board.tables]
     methods = method_views(board, tables, records, out / "plots")
     common = {
@@ -684,19 +701,26 @@ def build_site(
         "n_records": len(records),
         "metrics": metric_columns(records),
     }
-    record_files = write_records(records, out / "records")
+    write_records(records, out / "records")
     paths = write_exports(board, out)
-    pages = write_pages(tables, methods, common, out)
-    paths["index"] = pages[0]
-    built = [*paths.values(), *pages[1:], *record_files, *(out / p for p in plot_files(tables, methods))]
-    (out / MARKER).write_text(json.dumps({"files": sorted({p.relative_to(out).as_posix() for p in built})}, indent=1))
+    paths["index"] = write_pages(tables, methods, common, out)[0]
     return paths
 
 
-def plot_files(tables: list[TableView], methods: list[MethodPage]) -> list[str]:
-    """The plots a build wrote, as paths relative to the site folder."""
-    found = [p for view in tables for p in (view.tradeoff, view.spread, view.analyses.equal_fairness_plot) if p]
-    pages = [
-        p for m in methods for s in m.sections for p in (s.groups_plot, s.equal_fairness_plot, s.reliability_plot) if p
-    ]
-    return found + pages
+def move_in(staging: Path, out: Path, earlier: list[str]) -> None:
+    """The staged site into `out`: first a marker naming the earlier files and the new ones (what an interruption may
+    leave), then the earlier files the new site lacks are deleted and the new ones moved in, then the final marker."""
+    built = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    out.mkdir(exist_ok=True)
+    write_marker(out, sorted(set(earlier) | set(built)))
+    remove_built(out, [f for f in earlier if f not in built])
+    for name in built:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out / name)
+    write_marker(out, built)
+
+
+def write_marker(out: Path, files: list[str]) -> None:
+    tmp = out / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1))
+    os.replace(tmp, out / MARKER)

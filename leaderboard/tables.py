@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fairfacebench.analyses import StoredAnalyses
+from fairfacebench.errors import ConfigError
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.analyses import row_analyses, table_analyses
 from fairfacebench.leaderboard.evidence import StoredRuns
@@ -42,12 +43,12 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
-from fairfacebench.leaderboard.render import write_exports
+from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
 from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
-from fairfacebench.plugins import registry
+from fairfacebench.plugins import selection_rule
 from fairfacebench.readback import DataAccess
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
@@ -108,8 +109,9 @@ class Context:
 
 
 def get_rule(name: str) -> Any:
-    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`."""
-    return registry().selection_rule(name)
+    """An installed selection rule by name, or a member of an installed family such as `val_acc@val_eod_max<=EPS`
+    (this repository's rules are found without importing plugins from outside it)."""
+    return selection_rule(name)
 
 
 def missing_test_metrics(record: RunRecord) -> list[str]:
@@ -445,7 +447,13 @@ def write(
     store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc", access: DataAccess | None = None
 ) -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other."""
-    board = build(store_dir, rule, access)
     out = Path(out_dir or store_dir)
+    foreign = foreign_exports(out)
+    if foreign:
+        raise ConfigError(
+            f"{foreign[0]} was not written by a fairbench leaderboard and would be replaced; nothing was changed: pass "
+            "--out a folder of its own, or move the file"
+        )
+    board = build(store_dir, rule, access)
     out.mkdir(parents=True, exist_ok=True)
     return write_exports(board, out)

@@ -1,13 +1,15 @@
 """A stand-in for `runner.SpecRunner` that executors can pickle into worker processes: no data, no training.
 
 The spec's method says what a run does: 'steps' reports five steps of a stage, logs and prints; 'hang' writes its
-pid into `dataset_options['pid_dir']` and never returns; anything else finishes at once.
+pid into `dataset_options['pid_dir']` and never returns; the methods of `MISCHIEF` misbehave as their comments say
+(run in this process: their runner records no exception of theirs); anything else finishes at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,10 +44,63 @@ def record_of(spec: RunSpec, error: str | None = None) -> RunRecord:
     return record
 
 
+class Mischief(BaseException):
+    """Not an Exception: what no runner records."""
+
+
+def swallow(spec: RunSpec) -> RunRecord:
+    """Catches the first stop and returns a finished run."""
+    try:
+        while True:
+            time.sleep(0.01)
+    except BaseException:
+        return record_of(spec)
+
+
+def ignore_alarm(spec: RunSpec) -> RunRecord:
+    """Ignores SIGALRM and goes on forever."""
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.01)
+
+
+def stubborn(spec: RunSpec) -> RunRecord:
+    """Ignores SIGALRM and catches every exception, forever."""
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    while True:
+        try:
+            time.sleep(0.01)
+        except BaseException:
+            pass
+
+
+def ctrl_c(spec: RunSpec) -> RunRecord:
+    """The user presses Ctrl-C while the run goes on."""
+    os.kill(os.getpid(), signal.SIGINT)
+    while True:
+        time.sleep(0.01)
+
+
+def raise_(exc: BaseException):
+    raise exc
+
+
+MISCHIEF = {
+    "swallow": swallow,
+    "ignore-alarm": ignore_alarm,
+    "stubborn": stubborn,
+    "ctrl-c": ctrl_c,
+    "keyboard-interrupt": lambda spec: raise_(KeyboardInterrupt("raised by the method")),
+    "base-exception": lambda spec: raise_(Mischief("not an Exception")),
+}
+
+
 class FakeRunner:
     device = "cpu"
 
     def __call__(self, spec: RunSpec) -> tuple[RunRecord, None]:
+        if spec.method in MISCHIEF:
+            return MISCHIEF[spec.method](spec), None
         if spec.method == "hang":
             Path(spec.dataset_options["pid_dir"], str(os.getpid())).write_text(spec.run_id)
             while True:

@@ -184,3 +184,92 @@ def test_a_damaged_record_is_named_and_counts_as_unfinished_in_run_and_dry_run(t
     out = capsys.readouterr().out
     assert "1 to compute, 0 already in" in out and out.count("compute (~") == 1
     assert f"damaged run record {tmp_path / 'runs' / spec.run_id / 'record.json'}" in caplog.text
+
+
+# ---------------------------------------------------------------- issue 28: CLI and preflight
+
+
+def test_methods_naming_nothing_is_refused_rather_than_running_every_method(tmp_path, capsys, no_training):
+    fails_early(capsys, [*run_argv(tmp_path), "--methods", "", "--dry-run"], "'methods' names no method")
+
+
+def test_the_root_of_the_file_system_is_no_result_store(tmp_path, capsys, no_training):
+    argv = ["run", "--methods", "erm", "--budget", "smoke", *TINY, "--out", "/", "--dry-run"]
+    fails_early(capsys, argv, "--out / is the root of the file system")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_refused(tmp_path, capsys, no_training, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "file" / "cache"))
+    fails_early(
+        capsys, run_argv(tmp_path, "--dry-run"), f"cache folder {tmp_path / 'file' / 'cache'} cannot be written"
+    )
+
+
+def test_a_weights_file_is_read_before_any_run(tmp_path, capsys, no_training):
+    import torch
+
+    garbage, other = tmp_path / "garbage.pth", tmp_path / "other.pth"
+    garbage.write_bytes(b"not weights")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), other)
+    fails_early(capsys, run_argv(tmp_path, "--weights", str(garbage)), "cannot be read as torch weights")
+    err = fails_early(capsys, run_argv(tmp_path, "--weights", str(other)), "not weights of mobilenet_v2")
+    assert "2 unknown, e.g. ['bias', 'weight']" in err
+
+
+def test_an_open_clip_tag_not_in_the_cache_is_refused_offline(tmp_path, capsys, no_training, monkeypatch):
+    monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "empty-cache"))
+    argv = run_argv(tmp_path, "--vlm", "open_clip:ViT-B-32:laion2b_s34b_b79k", "--dry-run")
+    fails_early(capsys, argv, "weights 'laion2b_s34b_b79k': downloads disabled (FAIRBENCH_OFFLINE=1) and not in")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--threads", "500"], "--threads 500: this machine has"),
+        (["--resolution", "4"], "--resolution 4: images of fewer than 8 px"),
+        (["--bootstrap", "5"], "--bootstrap 5: pass 0 (no bootstrap) or 100 to 100,000"),
+        (["--bootstrap", "1000000000"], "--bootstrap 1000000000: pass 0"),
+        (["--hparam-trials", "1000000", "--seeds", "3"], "the plan has 3,000,000 runs"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_run(tmp_path, capsys, no_training, flags, message):
+    fails_early(capsys, run_argv(tmp_path, "--dry-run", *flags), message)
+
+
+def test_mixing_weights_need_a_positive_alpha(tmp_path, capsys, no_training):
+    config = tmp_path / "plan.toml"
+    config.write_text('[augment]\nmix = "mixup"\nmix_alpha = 0\n')
+    fails_early(capsys, run_argv(tmp_path, "--config", str(config), "--dry-run"), "augment.mix_alpha = 0 with mix")
+
+
+def test_a_pool_folder_without_images_or_holding_the_store_is_refused(tmp_path, capsys, no_training):
+    from fixtures_layouts import build_pool_folder
+
+    empty = tmp_path / "texts"
+    empty.mkdir()
+    (empty / "a.txt").write_text("no image")
+    argv = ["run", "--methods", "erm", "--budget", "smoke", *TINY, "--dry-run"]
+    fails_early(capsys, [*argv, "--pool", f"folder:{empty}", "--out", str(tmp_path / "runs")], "holds no image among")
+    pool = tmp_path / "pool"
+    build_pool_folder(pool)
+    err = fails_early(capsys, [*argv, "--pool", f"folder:{pool}", "--out", str(pool / "runs")], "lies inside the pool")
+    assert "change with every run" in err
+
+
+def test_runs_another_live_process_holds_are_named_not_skipped_silently(tmp_path, capsys, no_training):
+    import json
+
+    from fairfacebench.store import process_start
+
+    flags = {"methods": ["erm"], "budget": "smoke", "dataset_options": {"synthfaces": SMALL_SYNTHFACES}}
+    (spec,) = expand(load_plan(None, flags))
+    claims = tmp_path / "runs" / ".claims"
+    claims.mkdir(parents=True)
+    holder = {"pid": 1, "pid_start": process_start(1), "host": __import__("socket").gethostname(), "time": 0}
+    (claims / f"{spec.run_id}.json").write_text(json.dumps({**holder, "claimed": "2026-01-01T00:00:00"}))
+    assert main(run_argv(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f"not computed here: {spec.dataset}/{spec.task} erm seed 0 trial 0: claimed by pid 1 on" in out
+    assert "1 run(s) not computed here: another process holds them" in out

@@ -170,7 +170,18 @@ def test_a_conforming_method_passes_every_check():
     report = check_method(Prior)
     assert report.steps == 0 and report.touched == ["train.target"]
     checks = {check for check, status, _ in report.results if status == "PASS"}
-    assert checks == {"budget", "metering", "isolation", "test labels", "determinism", "predictions", "requirements"}
+    assert checks == {
+        "harness",
+        "budget",
+        "reach",
+        "threads",
+        "metering",
+        "isolation",
+        "test labels",
+        "determinism",
+        "predictions",
+        "requirements",
+    }
 
 
 @pytest.mark.parametrize(

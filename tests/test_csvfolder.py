@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import re
 
 import numpy as np
 import pytest
 from fixtures_layouts import build_csv_folder
 
 from fairfacebench.cli import main
-from fairfacebench.data import DataError, make_task_data
-from fairfacebench.datasets.csvfolder import CsvFolder
+from fairfacebench.data import Attribute, DataError, make_task_data
+from fairfacebench.datasets.csvfolder import CsvFolder, class_order
 from fairfacebench.errors import ConfigError
 
 OPTIONS = {"target": "smiling", "sensitive": "skin"}
@@ -147,3 +150,89 @@ def test_run_on_a_csv_folder_writes_per_group_results(root, tmp_path, capsys):
     assert rec["tiny_groups"] == {"val": dict.fromkeys(cells, 1), "test": dict.fromkeys(cells, 2)}
     assert rec["dataset_info"]["columns"]["target"] == ["smiling"]
     assert np.isfinite(rec["metrics"]["test"]["acc"])
+
+
+def test_numeric_classes_are_ordered_the_same_whatever_the_order_they_come_in():
+    """Issue 28: with 'nan' among numbers the sort by float depended on set order, so on PYTHONHASHSEED."""
+    values = ["10", "nan", "2", "1"]
+    assert {tuple(class_order(list(p))) for p in itertools.permutations(values)} == {("1", "2", "10", "nan")}
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (",dark,", ",Dark,", "skin value 'Dark' is 'dark' (line 4) written another way"),
+        (",1,", ",1.0,", "glasses value '1.0' is '1' (line 4) written another way"),
+        (",dark,", ",da|rk,", "skin value 'da|rk' holds '|'"),
+    ],
+)
+def test_a_value_written_two_ways_or_holding_a_bar_is_refused_by_check_and_load(root, tmp_path, old, new, message):
+    """Issue 28: 'Male'/'male' and '1'/'1.0' were extra classes while `data check` said ok; a '|' merged groups."""
+    rewrite(root / "labels.csv", lambda ls: [*ls[:-1], ls[-1].replace(old, new)])
+    options = {**OPTIONS, "target": "smiling,glasses"}
+    report = CsvFolder().check(root, **options)
+    assert not report["ok"] and message in report["problems"][0] and "labels.csv, line 61" in report["problems"][0]
+    with pytest.raises(DataError, match=re.escape(message)):
+        CsvFolder().load(root, 8, tmp_path / "cache", workers=1, progress=False, **options)
+
+
+def test_split_fractions_must_be_three(root):
+    """Issue 28: four fractions silently dropped the rows of the fourth share."""
+    with pytest.raises(ConfigError, match=r"'split_fractions' must be three fractions \(train, val, test\)"):
+        CsvFolder().index(root, split_fractions=[0.6, 0.1, 0.2, 0.1], **OPTIONS)
+
+
+def test_check_and_prepare_refuse_a_symbolic_link_out_of_the_root_as_run_does(root, tmp_path, capsys):
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((root / "img" / "005.png").read_bytes())
+    (root / "img" / "005.png").unlink()
+    (root / "img" / "005.png").symlink_to(outside)
+    report = CsvFolder().check(root, **OPTIONS)
+    assert not report["ok"] and "a symbolic link leads outside the data root" in report["problems"][0]
+    argv = ["data", "prepare", "csv", "--data-root", str(root), *CLI_OPTIONS]
+    assert main(argv) == 2 and "a symbolic link leads outside the data root" in capsys.readouterr().err
+
+
+def with_copies(root, rows, part=None):
+    """Rows `rows` of labels.csv repeated under new image names holding the same bytes (in split `part`)."""
+    lines = (root / "labels.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    added = []
+    for i in rows:
+        fields = lines[i + 1].split(",")
+        copy = f"copies/{i:03d}.png"
+        (root / "copies").mkdir(exist_ok=True)
+        (root / copy).write_bytes((root / fields[0]).read_bytes())
+        fields[0] = copy
+        if part:
+            fields[header.index("part")] = part
+        added.append(",".join(fields))
+    rewrite(root / "labels.csv", lambda ls: [*ls, *added])
+
+
+def test_the_same_image_under_two_names_in_two_splits_is_refused(tmp_path):
+    """Issue 28: the same image under two names in train and test passed silently."""
+    root = build_csv_folder(tmp_path / "split", split=True)
+    with_copies(root, [0, 1, 2, 5], part="test")  # rows 0, 1, 2 are train, row 5 train: all leak into test
+    report = CsvFolder().check(root, split_column="part", **OPTIONS)
+    assert not report["ok"]
+    problem = report["problems"][0]
+    assert "4 image(s) are byte-identical to an image of another split under another name" in problem
+    assert "(4 between train and test;" in problem
+    assert "first: line 2 'img/000.png' in train, line 62 'copies/000.png' in test)" in problem
+    with pytest.raises(DataError, match="a model would be tested on images it trained on"):
+        CsvFolder().index(root, split_column="part", **OPTIONS)
+
+
+def test_a_stratified_split_keeps_the_same_image_under_two_names_in_one_split(root, tmp_path):
+    with_copies(root, range(0, 60, 3))
+    index = CsvFolder().index(root, **OPTIONS)
+    digests = {s: {hashlib.sha256(open(p, "rb").read()).digest() for p in t.paths} for s, t in index.tables.items()}
+    assert not digests["train"] & digests["test"] and not digests["train"] & digests["val"]
+    assert not digests["val"] & digests["test"]
+    assert "20 image(s) have the same bytes as another row's image under another name" in index.info["notes"]
+
+
+def test_no_plugin_can_name_a_class_with_a_bar():
+    with pytest.raises(DataError, match=r"attribute 'skin': class name\(s\) \['da\|rk'\] hold '\|'"):
+        Attribute("skin", ("da|rk", "light"))

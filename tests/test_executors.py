@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from fake_runs import FakeRunner, alive, fake_spec
 
-from fairfacebench import hookimpl
+from fairfacebench import executors, hookimpl
+from fairfacebench.cli import main
 from fairfacebench.executors import RunTimeout, time_limit
 from fairfacebench.grid import execute
 from fairfacebench.methods.base import LabelUse, Method
@@ -195,3 +196,76 @@ def test_the_view_numbers_runs_and_shows_stage_step_elapsed_and_eta(live):
     view.close()
     assert "[1/2] synthfaces/smiling/skin_tone erm seed 0 trial 0: ok in 8s, run 5s" in out.text
     assert ("\x1b[" in out.text) == live  # plain lines never move the cursor
+
+
+@pytest.fixture
+def quick_stops(monkeypatch):
+    """Stops of a run in this process repeated every 0.1 s instead of every second."""
+    monkeypatch.setattr(executors, "REPEAT_S", 0.1)
+
+
+@pytest.mark.parametrize(
+    "method, error",
+    [
+        ("swallow", "RunTimeout: the run did not finish within its wall-clock limit of 0.3 s"),
+        ("ignore-alarm", "RunTimeout: the run did not finish within its wall-clock limit of 0.3 s"),
+        ("keyboard-interrupt", "KeyboardInterrupt: raised by the method (raised by the run, not by Ctrl-C"),
+        ("base-exception", "Mischief: not an Exception (raised by the run, not by Ctrl-C"),
+    ],
+)
+def test_a_run_in_this_process_ends_with_a_record_whatever_the_method_does_and_the_grid_goes_on(
+    method, error, tmp_path, quick_stops
+):
+    """Issue 28: with --workers 1 a method that catches the stop, ignores SIGALRM or raises a BaseException other
+    than the user's Ctrl-C aborted or hung the grid."""
+    store = ResultStore(tmp_path)
+    bad, good = fake_spec(method), fake_spec("quick")
+    started = time.monotonic()
+    counts = execute([bad, good], store, FakeRunner(), run_timeout_s=0.3)
+    assert counts == {"ok": 1, "failed": 1, "skipped": 0} and time.monotonic() - started < 10
+    assert store.record(bad.run_id).error.startswith(error)
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_users_ctrl_c_still_ends_a_grid_in_this_process(tmp_path, quick_stops):
+    store = ResultStore(tmp_path)
+    spec = fake_spec("ctrl-c")
+    with pytest.raises(KeyboardInterrupt):
+        execute([spec, fake_spec("quick")], store, FakeRunner(), run_timeout_s=30)
+    assert list(store.records()) == [] and not (tmp_path / ".claims").exists()
+
+
+@pytest.mark.parametrize("limit, shown", [(1e-6, "1e-06"), (0.25, "0.25")])
+def test_a_tiny_time_limit_fails_each_run_with_a_record(limit, shown, tmp_path):
+    store = ResultStore(tmp_path)
+    spec = fake_spec("hang", pid_dir=str(tmp_path))
+    assert execute([spec], store, FakeRunner(), run_timeout_s=limit) == {"ok": 0, "failed": 1, "skipped": 0}
+    assert f"wall-clock limit of {shown} s" in store.record(spec.run_id).error
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_time_limit_that_is_no_finite_number_is_refused_before_any_run(value, capsys):
+    assert main(["run", "--run-timeout", value, "--dry-run", "--methods", "erm"]) == 2
+    assert "'run_timeout_s' must be a finite number >= 0" in capsys.readouterr().err
+
+
+STUCK_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from fake_runs import FakeRunner, fake_spec
+from fairfacebench import executors
+from fairfacebench.grid import execute
+from fairfacebench.store import ResultStore
+executors.REPEAT_S, executors.HARD_STOP_S = 0.1, 0.5
+execute([fake_spec("stubborn"), fake_spec("quick")], ResultStore({store!r}), FakeRunner(), run_timeout_s=0.3)
+"""
+
+
+def test_a_run_that_ignores_every_stop_is_recorded_and_ends_the_grid_instead_of_hanging(tmp_path):
+    code = STUCK_SCRIPT.format(tests=str(TESTS), store=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    (record,) = ResultStore(tmp_path).records()
+    assert record.method == "stubborn" and "it ignored every stop for 0.5 s more, so the grid" in record.error
+    assert "run methods that may hang with --workers 2" in done.stderr

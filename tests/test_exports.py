@@ -4,6 +4,7 @@ deletes only what an earlier build wrote."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -81,3 +82,117 @@ def test_site_build_refuses_a_folder_it_did_not_make_and_deletes_only_its_own_fi
     assert not (site / "method-erm.html").exists()  # a stale page it wrote is gone
     assert (site / "notes.md").read_text() == "added by hand" and (site / "plots" / "by-hand.svg").is_file()
     assert build_site(hostile_store, tmp_path / "new" / "site")["index"].is_file()  # a new folder is fine
+
+
+# ---------------------------------------------------------------- issue 28: exports and site
+
+
+def test_markdown_links_and_images_in_cells_stay_text(tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    for i, name in enumerate(["[click](http://x.example)", "![img](http://x.example/a.png)", "erm"]):
+        rec = record(name, 0, 0.8, 0.1)
+        rec.run_id = f"run-{i}"
+        store.write(rec.run_id, rec)
+    md = write(tmp_path / "runs")["md"].read_text()
+    assert re.search(r"(?<!\\)\]\(", md) is None  # no ']' right before '(' that is not escaped
+    assert "[click\\](http://x.example)" in md and "![img\\](http://x.example/a.png)" in md
+
+
+def test_leaderboard_tables_never_replaces_a_users_own_leaderboard(hostile_store, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "leaderboard.md").write_text("# my own notes\n")
+    assert main(["leaderboard", "tables", str(hostile_store), "--out", str(mine)]) == 2
+    assert "leaderboard.md was not written by a fairbench leaderboard" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["leaderboard.md"] and "my own" in (mine / "leaderboard.md").read_text()
+    ours = tmp_path / "ours"
+    for _ in range(2):  # its own files are rewritten
+        assert main(["leaderboard", "tables", str(hostile_store), "--out", str(ours)]) == 0
+    assert sorted(p.name for p in ours.iterdir()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+
+
+def test_an_interrupted_build_leaves_nothing_a_later_build_refuses(hostile_store, tmp_path, monkeypatch):
+    from fairfacebench.leaderboard import site as site_module
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    site = tmp_path / "site"
+    with monkeypatch.context() as patch:
+        patch.setattr(site_module, "write_pages", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            build_site(hostile_store, site)
+    assert not site.exists() and [p.name for p in tmp_path.iterdir()] == ["runs"]  # no staging folder left
+    build_site(hostile_store, site)
+    before = sorted(p.relative_to(site) for p in site.rglob("*"))
+    # interrupted again, now while the new site moves in: the marker names every file that may be there
+    moved = []
+    real_replace = site_module.os.replace
+
+    def replace_then_stop(source, target):
+        real_replace(source, target)
+        moved.append(target)
+        if len(moved) == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(site_module.os, "replace", replace_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            build_site(hostile_store, site)
+    build_site(hostile_store, site)
+    assert sorted(p.relative_to(site) for p in site.rglob("*")) == before
+
+
+def test_a_plot_an_earlier_build_wrote_is_gone_after_a_rebuild_that_draws_it_no_more(hostile_store, tmp_path):
+    site = tmp_path / "site"
+    build_site(hostile_store, site)
+    (site / "plots" / "t-ranks.svg").write_text("<svg/>")  # as an older fairbench drew it
+    marker = json.loads((site / MARKER).read_text())
+    (site / MARKER).write_text(json.dumps({"files": [*marker["files"], "plots/t-ranks.svg"]}))
+    build_site(hostile_store, site)
+    assert not (site / "plots" / "t-ranks.svg").exists()
+    assert "plots/t-ranks.svg" not in json.loads((site / MARKER).read_text())["files"]
+
+
+@pytest.fixture()
+def mlflow_client(tmp_path):
+    from test_results import mlflow_or_skip
+
+    mlflow = mlflow_or_skip()
+
+    def client():
+        return mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+    return client
+
+
+def exported(client) -> dict:
+    experiment = client().get_experiment_by_name("fairbench")
+    return {r.data.tags["fairbench.run_id"]: r for r in client().search_runs([experiment.experiment_id])}
+
+
+def test_mlflow_export_escapes_formulas_replaces_recomputed_runs_and_tags_tier_and_flags(tmp_path, mlflow_client):
+    from fairfacebench.export import export_mlflow
+
+    store = ResultStore(tmp_path / "runs")
+    failed = record("erm", 0, 0.8, 0.1, error="RuntimeError: boom")
+    store.write(failed.run_id, failed)
+    hostile = record("=cmd", 0, 0.8, 0.1)
+    hostile.per_group["test"]["per_group"][0]["group"] = "=HYPERLINK(1)"
+    store.write(hostile.run_id, hostile)
+    target = tmp_path / "mlruns"
+    assert export_mlflow(store.root, out=target)["runs"] == 2
+    runs = exported(mlflow_client)
+    assert runs[failed.run_id].info.status == "FAILED"
+    logged = runs[hostile.run_id]
+    tags = logged.data.tags
+    assert tags["fairbench.tier"] == "not recorded" and "smoke-budget" in tags["fairbench.flags"]
+    assert "smoke-budget: budget smoke" in logged.data.tags["fairbench.flag_details"]
+    (table,) = [p for p in (target / "artifacts").rglob("per_group.csv") if logged.info.run_id in str(p)]
+    assert "'=HYPERLINK(1)" in table.read_text() and "\n=" not in table.read_text()
+    assert export_mlflow(store.root, out=target)["runs"] == 0  # nothing changed
+    recomputed = record("erm", 0, 0.8, 0.1)  # the failed run, computed again: ok now
+    store.write(recomputed.run_id, recomputed)
+    assert export_mlflow(store.root, out=target)["runs"] == 1
+    runs = exported(mlflow_client)
+    assert runs[failed.run_id].info.status == "FINISHED" and len(runs) == 2

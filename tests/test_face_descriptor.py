@@ -199,3 +199,28 @@ def test_clip_cluster_with_the_face_descriptor_end_to_end(tmp_path, monkeypatch)
     diagnosed = rec["diagnostics"]["clusters"]
     assert -1 <= diagnosed["ami_with_true_groups"] <= 1 and len(rec["stages"]["clusters"]["train_sizes"]) == k
     assert rec["vlm"]["report"]["samples"] == 120 + 32 and "public domain" in rec["vlm"]["provenance"]["licence"]
+
+
+@needs_faces
+@pytest.mark.slow
+def test_a_sealed_face_descriptor_run_scores_and_discloses_what_a_run_in_the_harness_process_does(
+    tmp_path, monkeypatch
+):
+    """Sealed, the encoder runs in the child (its embedding cache private to the run, so it embeds again): the same
+    scores, the same variant and stages, and the record discloses what embedding the run's arrays cost."""
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))
+    options = [f"--dataset-option={k}={v}" for k, v in TINY.items()]
+    argv = ["run", "--methods", "clip-cluster", "--budget", "smoke", "--bootstrap", "0", "--workers", "1"]
+    found = {}
+    for how in ("--trust-plugins", "--sealed"):
+        out = tmp_path / how.strip("-")
+        assert main([*argv, "--out", str(out), "--vlm", "face-descriptor", "--resolution", "64", *options, how]) == 0
+        (run_dir,) = out.glob("*/record.json")
+        found[how] = json.loads(run_dir.read_text()), np.load(run_dir.parent / "predictions.npz")
+    (plain, plain_arrays), (sealed, sealed_arrays) = found["--trust-plugins"], found["--sealed"]
+    assert sealed["status"] == "ok" and sealed["isolation"]["mode"] == "sealed", sealed.get("error")
+    assert sealed["run_id"] == plain["run_id"] and sealed["metrics"] == plain["metrics"]
+    assert all(np.array_equal(sealed_arrays[k], plain_arrays[k]) for k in plain_arrays.files)
+    assert sealed["variant"] == plain["variant"] == VARIANT_IMAGE and sealed["stages"] == plain["stages"]
+    assert sealed["vlm"]["report"]["samples"] == plain["vlm"]["report"]["samples"] == 120 + 32
+    assert sealed["vlm"]["id"] == plain["vlm"]["id"] and sealed["supervision"] == plain["supervision"]

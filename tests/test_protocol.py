@@ -157,7 +157,8 @@ def test_default_config_file_reproduces_the_default_plan(tmp_path):
         ("[augment]\nflip = 1\n", r"'augment.flip' must be true or false, got 1 \(int\)"),
         (
             'budget = "huge"\n',
-            r"'budget' must be one of \['smoke', 'default', 'small', 'paper', 'board-cpu', 'board-cpu-v2', 'board-gpu'\], got 'huge'",
+            r"'budget' must be one of \['smoke', 'default', 'small', 'paper', 'board-cpu', 'board-cpu-v2', "
+            r"'board-gpu'\], got 'huge'",
         ),
         ('methods = "erm"\n', r"'methods' must be a list of names, got 'erm'"),
         ("seeds = [\n", r"bench.toml: not valid TOML"),
@@ -204,8 +205,9 @@ def _rows(out):
 def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path, faulty_env):
     out = tmp_path / "runs"
     methods = "fault-raises,fault-nan-loss,fault-kills-worker,erm"
+    cmd = [*CLI, "run", "--methods", methods, "--budget", "smoke", "--workers", "2", "--trust-plugins"]
     ran = subprocess.run(
-        [*CLI, "run", "--methods", methods, "--budget", "smoke", "--workers", "2", "--out", str(out), *TINY_OPTIONS],
+        [*cmd, "--out", str(out), *TINY_OPTIONS],
         env=faulty_env,
         capture_output=True,
         text=True,
@@ -227,6 +229,19 @@ def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path
     assert "Traceback" in records["fault-raises"]["traceback"]
 
 
+def test_faults_of_sealed_runs_are_recorded_even_with_one_worker(tmp_path, faulty_env):
+    """Sealed (the default for plugins from outside the repository), `os._exit` ends the run's sandboxed child,
+    never the grid, even with `--workers 1`; the error of a method that raises is its own line and traceback."""
+    out = tmp_path / "runs"
+    cmd = [*CLI, "run", "--methods", "fault-kills-worker,fault-raises", "--budget", "smoke", "--workers", "1"]
+    ran = subprocess.run([*cmd, "--out", str(out), *TINY_OPTIONS], env=faulty_env, capture_output=True, text=True)
+    assert ran.returncode == 1 and "sealed (methods from outside this repository)" in ran.stdout, ran.stderr
+    records = {r["spec"]["method"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/record.json"))}
+    assert records["fault-kills-worker"]["error"].startswith("ChildDied: the sealed child exited with code 17")
+    assert records["fault-raises"]["error"] == "ValueError: planted failure inside fit"
+    assert "in fit" in records["fault-raises"]["traceback"]
+
+
 def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
     pytest.importorskip("ray", reason="Ray is installed by `make setup` (extra 'ray')")
     out = tmp_path / "runs"
@@ -242,6 +257,7 @@ def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
             "ray",
             "--workers",
             "2",
+            "--trust-plugins",  # Ray workers are not sealed
             "--out",
             str(out),
             *TINY_OPTIONS,

@@ -4,7 +4,6 @@ own modules, light plugin imports and a fast command line."""
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -130,9 +129,14 @@ def test_help_answers_without_loading_torch():
     code = "import sys, fairfacebench.cli as c; c.parser().format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fairfacebench.cli", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - started < 2.0  # measured about 0.15 s; the margin absorbs a loaded CI machine
+    # the whole `--help` path, not only the parser (its speed is a benchmark's claim, not a timed test's)
+    code = (
+        "import sys, contextlib, io, fairfacebench.cli as c\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): c.main(['--help'])\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def import_graph() -> dict[str, set[str]]:

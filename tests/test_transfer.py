@@ -25,10 +25,11 @@ from fairfacebench.transfer import (
     TransferPlan,
     TransferTarget,
     combine,
-    evaluate_transfer,
     in_domain_groups,
     pair,
+    score_transfer,
     split_groups,
+    transfer_input,
     transfer_labels,
 )
 
@@ -182,6 +183,12 @@ class Lookup:
     def predict(self, images, groups=None):
         self.groups = groups
         return np.eye(2)[self.predicted[images[:, 0, 0, 0]]]
+
+
+def evaluate_transfer(target, test, predictor, at_inference, data, test_scores, spec):
+    """What a run does with a transfer dataset: the rows to predict, the predictor's scores of them, scored."""
+    asked = transfer_input(target, test, at_inference, spec.method)
+    return score_transfer(asked, predictor.predict(*asked.request), 0.0, data, test_scores, spec)
 
 
 def cb_data() -> TaskData:

@@ -8,6 +8,7 @@ from fixtures_layouts import build_celeba, build_fairface, build_utkface
 from fairfacebench.cli import main
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.plain import nan_to_none
+from fairfacebench.plugins import registry
 from fairfacebench.results import load_runs
 from fairfacebench.store import ResultStore
 
@@ -21,9 +22,10 @@ def roots(tmp_path):
 
 
 def utkface_cb(roots, out, *flags):
-    """erm on utkface-cb gender/race (28 training images of the fixture) under the smoke budget."""
+    """erm on utkface-cb gender/race (28 training images of the fixture) under the smoke budget (its cells are tiny)."""
     return [
         "run",
+        "--allow-tiny-groups",
         "--methods",
         "erm",
         "--datasets",
@@ -52,7 +54,7 @@ def test_a_run_is_scored_on_fairface_and_a_stored_run_lacking_it_is_computed_aga
     eval_on = ["--eval-on", f"fairface:{roots['fairface']}"]
     capsys.readouterr()
     assert main(utkface_cb(roots, out, *eval_on, "--dry-run")) == 0
-    assert "(its record lacks --eval-on fairface)" in capsys.readouterr().out
+    assert "recompute (its record lacks --eval-on fairface, ~" in capsys.readouterr().out
     assert main(utkface_cb(roots, out, *eval_on)) == 0
     store = ResultStore(out)
     (after,) = store.records()
@@ -78,6 +80,80 @@ def test_a_run_is_scored_on_fairface_and_a_stored_run_lacking_it_is_computed_aga
     capsys.readouterr()
     assert main(utkface_cb(roots, out, *eval_on)) == 0
     assert "0 to compute, 1 already in" in capsys.readouterr().out
+
+
+GROUPS_PLUGIN = '''"""A method from outside the repository whose predictor reads each image's group (declared)."""
+import numpy as np
+
+from fairfacebench.hookspecs import hookimpl
+from fairfacebench.methods.base import LabelUse, Method
+from fairfacebench.methods.common import erm_loss
+from fairfacebench.training import predict_scores
+
+
+class GroupLean:
+    def __init__(self, model, device):
+        self.model, self.device = model, device
+
+    def predict(self, images, groups):
+        scores = predict_scores(self.model, images, self.device)
+        return 0.5 * scores + 0.5 * np.eye(2)[np.asarray(groups) % 2]
+
+
+class GroupsAtInference(Method):
+    name = "groups-at-inference"
+    description = "erm whose scores lean towards the class of each image's group parity"
+    citation = "-"
+    labels = LabelUse(target="train", sensitive_at_inference=True)
+
+    def fit(self, ctx):
+        model = ctx.new_classifier()
+        ctx.train_classifier(model, ctx.budget.remaining, erm_loss)
+        return GroupLean(model, ctx.device)
+
+
+@hookimpl
+def fairfacebench_methods():
+    return [GroupsAtInference]
+'''
+
+
+@pytest.fixture()
+def groups_plugin(tmp_path, monkeypatch):
+    """The package `fbtest_groups` installed by its metadata under `site` (as pip would)."""
+    site = tmp_path / "site"
+    (site / "fbtest_groups").mkdir(parents=True)
+    (site / "fbtest_groups" / "__init__.py").write_text(GROUPS_PLUGIN)
+    info = site / "fbtest_groups-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fbtest-groups\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[fairfacebench]\ngroups-at-inference = fbtest_groups\n")
+    monkeypatch.syspath_prepend(str(site))
+    registry.cache_clear()
+    yield
+    registry.cache_clear()
+
+
+def test_a_sealed_run_scores_transfer_exactly_as_a_run_in_the_harness_process(roots, tmp_path, groups_plugin):
+    """Sealed, the child predicts FairFace's test images (for the plugin's method, which reads groups at inference,
+    with the run's own group codes of them) and the harness scores them: the same arrays and numbers."""
+    methods = ["erm", "groups-at-inference"]
+    flags = ["--eval-on", f"fairface:{roots['fairface']}", "--methods", ",".join(methods)]
+    found = {}
+    for how in ("--sealed", "--trust-plugins"):
+        out = tmp_path / how.strip("-")
+        assert main(utkface_cb(roots, out, *flags, how)) == 0
+        store = ResultStore(out)
+        found[how] = {r.method: (r, store.predictions(r.run_id)) for r in store.records()}
+    for method in methods:
+        (sealed, sealed_arrays), (plain, plain_arrays) = found["--sealed"][method], found["--trust-plugins"][method]
+        assert sealed.sealed and not plain.sealed and sealed.run_id == plain.run_id
+        for split in ("transfer", "in_domain"):
+            assert getattr(sealed.transfer["fairface"], split) == getattr(plain.transfer["fairface"], split), method
+        assert sorted(sealed_arrays) == sorted(plain_arrays) and "transfer.fairface.scores" in sealed_arrays
+        for key in sealed_arrays:
+            assert (sealed_arrays[key] == plain_arrays[key]).all(), (method, key)
+    assert found["--sealed"]["groups-at-inference"][0].method_code.distribution == "fbtest-groups"
 
 
 def test_celeba_has_no_race_so_the_pairing_is_refused_before_training(roots, tmp_path, capsys):
@@ -110,7 +186,8 @@ def test_eval_on_problems_are_one_line_errors(roots, tmp_path, capsys, flags, me
 
 def test_a_method_reading_groups_at_inference_needs_groups_the_other_dataset_can_give(roots, tmp_path, capsys):
     # fairface gender/race has 7 race groups; utkface-cb knows only White / non-White
-    argv = ["run", "--methods", "threshold-optimizer", "--datasets", "fairface", "--data-root", roots["fairface"]]
+    argv = ["run", "--allow-tiny-groups", "--methods", "threshold-optimizer", "--datasets", "fairface"]
+    argv += ["--data-root", roots["fairface"]]
     argv += ["--eval-on", f"utkface-cb:{roots['UTKFace']}", "--budget", "smoke", "--out", str(tmp_path / "r")]
     assert main([*argv, "--dry-run"]) == 2
     message = (
