@@ -149,7 +149,7 @@ class RunLog:
 
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     variant: str | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def stage(self, name: str, **numbers: Any) -> None:
@@ -401,7 +401,15 @@ class FitContext:
                 if callback is not None and every > 0 and (t + 1) % every == 0:
                     callback(t)
         bar.close()
-        self.log.history.append({"stage": stage, "steps": steps, "first_loss": losses[0], "last_loss": losses[-1]})
+        self.log.history.append(
+            {
+                "stage": stage,
+                "steps": steps,
+                "first_loss": losses[0],
+                "last_loss": losses[-1],
+                "loss_curve": loss_curve(losses),
+            }
+        )
         return losses
 
     def _loss_of_step(self, step_fn: Callable[[int], torch.Tensor], t: int, stage: str) -> torch.Tensor:
@@ -448,6 +456,19 @@ class FitContext:
             every=every,
             callback=callback,
         )
+
+
+CURVE_POINTS = 50  # loss points a stage keeps in its history entry (a record stays small at 15,000 steps)
+
+
+def loss_curve(losses: list[float], points: int = CURVE_POINTS) -> list[list[float]]:
+    """[step, loss] at most `points` evenly spaced steps (1-based), always the first and the last."""
+    n = len(losses)
+    if n <= points:
+        kept = range(n)
+    else:  # spacing (n - 1) / (points - 1) >= 1, so the floored indices are distinct
+        kept = [i * (n - 1) // (points - 1) for i in range(points)]
+    return [[i + 1, losses[i]] for i in kept]
 
 
 def embed_whole(encoder: Any, images: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from records import fake_record
 
 from fairfacebench import hookimpl
 from fairfacebench.budget import Budget, BudgetExceeded, BudgetMeter
-from fairfacebench.context import Batch, BudgetView
+from fairfacebench.context import Batch, BudgetView, FitContext, FitSettings, loss_curve
 from fairfacebench.grid import execute
 from fairfacebench.methods.base import LabelUse, Method
 from fairfacebench.methods.common import cross_entropy
@@ -24,6 +24,7 @@ from fairfacebench.runner import SpecRunner
 from fairfacebench.settings import Augment
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
+from fairfacebench.testing import tiny_task
 from fairfacebench.training import Predictor, augment_batch
 
 
@@ -269,3 +270,31 @@ def test_plain_data_is_checked_against_the_annotations_and_named_by_path():
     ]:
         with pytest.raises(PlainTypeError, match=re.escape(message)):
             from_plain(Outer, plain)
+
+
+def test_loss_curve_keeps_at_most_50_evenly_spaced_steps_with_the_first_and_the_last():
+    assert loss_curve([3.0, 2.0, 1.5]) == [[1, 3.0], [2, 2.0], [3, 1.5]]  # short stages keep every step
+    # 99 steps: spacing (99 - 1) / 49 = 2 exactly, so steps 1, 3, ..., 99
+    curve = loss_curve([float(t) for t in range(99)])
+    assert len(curve) == 50 and curve[:2] == [[1, 0.0], [3, 2.0]] and curve[-1] == [99, 98.0]
+    # 120 steps: index i * 119 // 49, e.g. i = 1 -> 2 (step 3), i = 48 -> 5712 // 49 = 116 (step 117)
+    curve = loss_curve([float(t) for t in range(120)])
+    assert len(curve) == 50 and curve[1] == [3, 2.0] and curve[-2:] == [[117, 116.0], [120, 119.0]]
+    assert len({step for step, _ in curve}) == 50
+    assert loss_curve([]) == []
+
+
+def test_optimize_records_the_stage_loss_curve_next_to_its_first_and_last_loss():
+    budget = Budget("t", 120, 8)
+    ctx = FitContext(tiny_task(needs_pool=False), FitSettings({}, 0, budget, weights="none"), BudgetMeter(budget))
+    w = torch.nn.Parameter(torch.zeros(1))
+    losses = ctx.optimize([w], 120, lambda t: (w * 0.0).sum() + float(t), lr=0.1, stage="probe")  # loss t at step t
+    (entry,) = ctx.log.history
+    assert losses == [float(t) for t in range(120)]
+    assert {k: entry[k] for k in ("stage", "steps", "first_loss", "last_loss")} == {
+        "stage": "probe",
+        "steps": 120,
+        "first_loss": 0.0,
+        "last_loss": 119.0,
+    }
+    assert entry["loss_curve"] == loss_curve(losses) and entry["loss_curve"][-1] == [120, 119.0]
