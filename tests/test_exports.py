@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import re
+import time
+from dataclasses import replace
 
 import pytest
 from test_site import record
 
+from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.errors import ConfigError
 from fairfacebench.leaderboard.site import MARKER, build_site
@@ -196,3 +199,69 @@ def test_mlflow_export_escapes_formulas_replaces_recomputed_runs_and_tags_tier_a
     assert export_mlflow(store.root, out=target)["runs"] == 1
     runs = exported(mlflow_client)
     assert runs[failed.run_id].info.status == "FINISHED" and len(runs) == 2
+
+
+def test_mlflow_export_takes_run_times_options_budget_and_loss_curves_from_the_record(tmp_path, mlflow_client):
+    from fairfacebench.export import export_mlflow
+
+    store = ResultStore(tmp_path / "runs")
+    timed = record("erm", 0, 0.8, 0.1)
+    budget = Budget("smoke", steps=12, batch_size=32, amp=True)
+    timed.spec = replace(timed.spec, budget=budget, dataset_options={"rho": 0.9, "sizes": {"n_test": 60}})
+    timed.started_at, timed.ended_at = "2025-05-01T12:00:00.000+00:00", "2025-05-01T12:01:30.500+00:00"
+    timed.history = [
+        {
+            "stage": "pretrain",
+            "steps": 3,
+            "first_loss": 2.0,
+            "last_loss": 1.0,
+            "loss_curve": [[1, 2.0], [2, 1.5], [3, 1.0]],
+        },
+        {"stage": "head", "steps": 4, "first_loss": 0.9, "last_loss": 0.5},  # a record from before curves
+        {"stage": "pretrain", "steps": 2, "first_loss": 0.8, "last_loss": 0.7, "loss_curve": [[1, 0.8], [2, 0.7]]},
+    ]
+    store.write(timed.run_id, timed)
+    old = record("groupdro", 0, 0.7, 0.2)  # recorded before run times
+    store.write(old.run_id, old)
+    crashed = record("fscl", 0, 0.7, 0.2, error="WorkerDied: exit code -9")
+    crashed.ended_at = "2025-05-02T08:00:00.000+00:00"  # a crash keeps no start
+    store.write(crashed.run_id, crashed)
+    before = int(time.time() * 1000)
+    export_mlflow(store.root, out=tmp_path / "mlruns")
+    after = int(time.time() * 1000)
+    runs = exported(mlflow_client)
+    logged = runs[timed.run_id]
+    # 2025-05-01T12:00:00Z is 1746100800 s after the epoch; the end 90.5 s later
+    assert (logged.info.start_time, logged.info.end_time) == (1746100800000, 1746100890500)
+    assert "fairbench.times" not in logged.data.tags
+    params = logged.data.params
+    assert params["dataset_option.rho"] == "0.9" and params["dataset_option.sizes.n_test"] == "60"
+    assert params["budget.amp"] == "True" and params["budget.views"] == "2" and params["budget.inference_passes"] == "3"
+    assert "budget.bf16" not in params and params["budget"] == "smoke" and params["steps"] == "12"
+
+    def curve(name):
+        points = mlflow_client().get_metric_history(logged.info.run_id, name)
+        return sorted((p.step, p.value) for p in points)
+
+    # the second pretrain stage continues after the first's 3 steps; the old entry gives its first and last step
+    assert curve("loss.pretrain") == [(1, 2.0), (2, 1.5), (3, 1.0), (4, 0.8), (5, 0.7)]
+    assert curve("loss.head") == [(1, 0.9), (4, 0.5)]
+    unknown = runs[old.run_id]
+    assert before <= unknown.info.start_time <= unknown.info.end_time <= after
+    assert unknown.data.tags["fairbench.times"] == (
+        "start and end are the export time (the record has no started_at or ended_at)"
+    )
+    ended = runs[crashed.run_id]
+    assert ended.info.start_time == ended.info.end_time == 1746172800000  # 2025-05-02T08:00:00Z
+    assert ended.data.tags["fairbench.times"] == "start is the record's ended_at (the record has no started_at)"
+
+
+def test_mlflow_export_names_a_record_whose_time_is_not_iso_8601(tmp_path, mlflow_client):
+    from fairfacebench.export import export_mlflow
+
+    store = ResultStore(tmp_path / "runs")
+    bad = record("erm", 0, 0.8, 0.1)
+    bad.started_at, bad.ended_at = "yesterday", "2025-05-01T12:01:30.500+00:00"
+    store.write(bad.run_id, bad)
+    with pytest.raises(ConfigError, match="run erm-0: started_at 'yesterday' is not an ISO 8601 time with a time zone"):
+        export_mlflow(store.root, out=tmp_path / "mlruns")

@@ -106,6 +106,11 @@ def test_export_mlflow_logs_params_metrics_and_the_group_table_to_a_local_store(
         if row.status == "ok":
             assert logged.data.metrics["test.acc"] == pytest.approx(row["test.acc"])
             assert logged.data.metrics["test.group.dark.acc"] == pytest.approx(row["test.group.dark.acc"])
+            # erm's one stage, all 12 smoke steps of it (a curve keeps up to 50), logged over its steps
+            curve = client.get_metric_history(logged.info.run_id, "loss.train")
+            assert sorted(p.step for p in curve) == list(range(1, 13)) and all(p.value > 0 for p in curve)
+            assert logged.data.params["dataset_option.n_test"] == str(SMALL_SYNTHFACES["n_test"])
+            assert logged.info.start_time < logged.info.end_time and "fairbench.times" not in logged.data.tags
             (artifact,) = client.list_artifacts(logged.info.run_id)
             table = (target / "artifacts").rglob(artifact.path)
             text = next(p for p in table if logged.info.run_id in str(p)).read_text()
