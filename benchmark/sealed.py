@@ -674,7 +674,11 @@ class SealedRunner(SpecRunner):
         return super().loader
 
     def sharding_on_ray(self) -> "SealedRunner":
-        raise ConfigError("sealed runs execute in local sandboxes: use executor = 'local' (Ray workers are not sealed)")
+        if self.seal_all or self.cards:
+            raise ConfigError(
+                "sealed runs execute in local sandboxes: use executor = 'local' (Ray workers are not sealed)"
+            )
+        return super().sharding_on_ray()  # nothing to seal: this repository's methods only, none imported from outside
 
     def seals(self, spec: RunSpec) -> bool:
         return self.seal_all or issubclass(self.loader.reg.method(spec.method), DescribedMethod)

@@ -152,7 +152,7 @@ def test_run_on_a_real_layout_writes_per_group_tables(tmp_path, dataset):
         "--workers",
         "2",
         "--bootstrap",
-        "50",
+        "100",
         "--allow-tiny-groups",  # a handful of images per (target, group) cell
         "--out",
         str(out),

@@ -128,34 +128,19 @@ def test_vlm_auto_resolves_to_the_datasets_embedded_encoder():
         resolve_vlm("clip:x", "synthfaces", encoders)
 
 
-def test_run_with_an_unloadable_vlm_fails_with_the_message(tmp_path, monkeypatch):
+def test_run_with_an_unloadable_vlm_is_refused_before_training_with_the_message(tmp_path, monkeypatch, capsys):
+    """Preflight refuses an open_clip tag that is neither cached nor downloadable (issue 28): no run starts."""
     from fairfacebench.cli import main
     from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
 
     monkeypatch.setenv("FAIRBENCH_OFFLINE", "1")
     out = tmp_path / "runs"
     options = [f"--dataset-option={k}={v}" for k, v in {**TINY_SYNTH, "n_pool": 200}.items()]
-    assert (
-        main(
-            [
-                "run",
-                "--methods",
-                "ssl-pipeline",
-                "--budget",
-                "smoke",
-                "--bootstrap",
-                "0",
-                "--out",
-                str(out),
-                "--vlm",
-                "open_clip:ViT-B-32:laion2b_s34b_b79k",
-                *options,
-            ]
-        )
-        == 1
-    )
-    (rec,) = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
-    assert rec["status"] == "failed" and "VLMUnavailable" in rec["error"] and "--vlm none" in rec["error"]
+    argv = ["run", "--methods", "ssl-pipeline", "--budget", "smoke", "--bootstrap", "0", "--out", str(out)]
+    assert main([*argv, "--vlm", "open_clip:ViT-B-32:laion2b_s34b_b79k", *options]) == 2
+    error = capsys.readouterr().err
+    assert "could not load open_clip ViT-B-32 weights 'laion2b_s34b_b79k'" in error and "--vlm none" in error
+    assert not list(out.glob("*/record.json"))
 
 
 @pytest.fixture(scope="session")

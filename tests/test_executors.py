@@ -200,8 +200,12 @@ def test_the_view_numbers_runs_and_shows_stage_step_elapsed_and_eta(live):
 
 @pytest.fixture
 def quick_stops(monkeypatch):
-    """Stops of a run in this process repeated every 0.1 s instead of every second."""
+    """Stops of a run in this process repeated every 0.1 s instead of every second, and SIGINT as Python sets it in a
+    foreground process (a background job, e.g. under nohup, starts with SIGINT ignored, which the grid respects)."""
     monkeypatch.setattr(executors, "REPEAT_S", 0.1)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def utkface_cb(roots, out, *flags):
         "--workers",
         "1",
         "--bootstrap",
-        "50",
+        "100",
         "--out",
         str(out),
         *flags,
