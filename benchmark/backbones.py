@@ -126,6 +126,10 @@ class FeatureExtractor(nn.Module):
     def __init__(self, net: nn.Module, out_dim: int):
         super().__init__()
         self.out_dim = out_dim
+        # The layout inputs are converted to (the harness sets speed.memory_format's choice): a CPU convolution
+        # computes channels-last when its input *or* its weight is, and the harness's uint8 NHWC images arrive
+        # channels-last-strided, so without this the weights' layout alone would not decide (docs/PERFORMANCE.md).
+        self.input_layout: torch.memory_format | None = None
         if hasattr(net, "fc"):
             net.fc = nn.Identity()
         elif hasattr(net, "classifier"):
@@ -133,6 +137,8 @@ class FeatureExtractor(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_layout is not None:
+            x = x.contiguous(memory_format=self.input_layout)
         return self.net(x)
 
 

@@ -554,7 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in code_notes(work.changed, work.unchecked, args):
         print(f"fairbench run: warning: {note}", file=sys.stderr)
     if args.dry_run:
-        _dry_run(plan, work, methods, args)
+        _dry_run(plan, work, methods, args, reg)
         return 0
     return _compute(plan, work, checked, reg, args, cards)
 
@@ -582,12 +582,12 @@ def _stale(specs: list[Any], stored: dict[str, Any]) -> dict[str, list[str]]:
     return {run_id: parts for run_id, parts in changes.items() if parts}
 
 
-def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace) -> None:
+def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace, reg: Any) -> None:
     """The resolved plan, each run's action and estimated time, and the grid's estimate; nothing computed."""
     from fairfacebench.progress import duration, run_title
 
     print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
-    expected = _estimate(work.todo, plan)
+    expected = _estimate(work.todo, plan, reg)
     other_code = {run_id for ids in work.changed.values() for run_id in ids}
     for spec in work.specs:
         seconds = expected.seconds.get(spec.run_id)
@@ -668,8 +668,9 @@ def _after_search(plan: Any, specs: list[Any], reg: Any) -> tuple[list[Any], int
     return expand_final(plan, specs, records, reg)
 
 
-def _estimate(todo: list[Any], plan: Any) -> Any:
-    """The wall-time estimate of the runs to compute, on this machine and the plan's workers."""
+def _estimate(todo: list[Any], plan: Any, reg: Any) -> Any:
+    """The wall-time estimate of the runs to compute, on this machine and the plan's workers: with the evaluation
+    sizes datasets tell before loading and the encoders the grid trains first (an empty cache)."""
     from fairfacebench.estimate import plan_estimate
     from fairfacebench.settings import default_cache_dir
     from fairfacebench.store import ResultStore
@@ -677,13 +678,27 @@ def _estimate(todo: list[Any], plan: Any) -> Any:
     out = Path(plan.out)
     records = list(ResultStore(out, create=False).records()) if out.is_dir() else []
     workers = plan.workers if plan.executor == "local" else 1
-    return plan_estimate(todo, workers, default_cache_dir(), records)
+    cache = default_cache_dir()
+
+    def split_sizes(spec: Any) -> dict[str, int] | None:
+        sizes = getattr(reg.dataset(spec.dataset), "split_sizes", None)
+        return sizes(spec.task, **spec.dataset_options) if sizes else None
+
+    preparations = []
+    for value in sorted({s.vlm for s in todo if s.vlm != "none" and reg.method(s.method).needs_vlm}):
+        name, _, argument = value.partition(":")
+        prepare = getattr(reg.encoders.get(name), "preparation", None)
+        if prepare is not None and (prep := prepare(argument, cache)) is not None:
+            preparations.append(prep)
+    return plan_estimate(todo, workers, cache, records, split_sizes, preparations)
 
 
 def _print_estimate(expected: Any) -> None:
     from fairfacebench.progress import duration
 
     runs = len(expected.seconds)
+    for name, seconds in expected.preparing.items():
+        print(f"first: training {name} (~{duration(seconds)}; its cache is empty), beside the runs that do not use it")
     print(
         f"estimated wall time: {duration(expected.wall_s)} for {runs} run(s) to compute on {expected.workers} "
         f"worker(s) (sum of runs {duration(sum(expected.seconds.values()))}; this machine's measured step costs, "

@@ -296,10 +296,11 @@ class FitContext:
         backbone, info = create_backbone(self._settings.backbone, self._settings.weights)
         ForwardMeter(self._meter, "backbone").attach(backbone)
         model = Classifier(backbone, backbone.out_dim, heads or {"target": self.n_classes})
-        # The layout the backbone computes fastest in at this precision (speed.CPU_LAYOUT, measured): channels-last
-        # MobileNetV2 trains 1.3x faster on CPU than the default layout; float32 ResNet-18 is faster without it.
+        # The layout the backbone computes fastest in at this precision (speed.CPU_LAYOUT, measured), for weights and
+        # inputs alike: channels-last MobileNetV2 trains 1.6x faster on CPU than the default layout.
         layout = memory_format(self._settings.backbone, self._precision, self.device)
         self._weights_info = {**info, "memory_format": str(layout).removeprefix("torch."), "precision": self._precision}
+        backbone.input_layout = layout
         return model.to(self.device, memory_format=layout)
 
     # --- batches --------------------------------------------------------------------

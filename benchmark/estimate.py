@@ -3,8 +3,9 @@ that `fairbench run --dry-run` prints.
 
 A run costs its steps times this machine's measured cost of one training step of the backbone (at the run's
 resolution, batch size, precision and threads) times its method's cost relative to ERM, plus its evaluation
-(validation and test images through the network) and a fixed start-up; runs are then packed on the workers the way
-the executor starts them (heaviest first).
+(validation and test images through the network) and a fixed start-up; encoders that must be trained first (the
+mini-CLIP on an empty cache) are jobs of their own; jobs are then packed on the workers the way the executor starts
+them (heaviest first).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -26,10 +27,12 @@ from fairfacebench.speed import autocast, memory_format, precision
 from fairfacebench.training import Classifier
 
 # A method's cost per optimizer step relative to ERM's at the same budget (wall time per step, all stages and its
-# own inference passes included): `method_costs` of the committed synthfaces-small store (budget small, 2 workers on
-# this 2-core machine).  A store's own records of a method replace its entry; a method that is in neither counts as
-# ERM, and the estimate says so.
-METHOD_COST: dict[str, float] = {
+# own inference passes included), measured on this 2-core machine with 2 workers.  A method's fixed stages
+# (clustering, thresholds, embedding its training set) weigh more in a short budget, so the ratios depend on it:
+# `default` from a fresh clone's `make bench` (synthfaces, 70 steps, 2026-12-04), every other budget from the
+# committed synthfaces-small store (400 steps).  A store's own records of a method replace its entry; a method that
+# is in neither counts as ERM, and the estimate says so.
+METHOD_COST_SMALL: dict[str, float] = {
     "erm": 1.0,
     "reweight": 1.02,
     "resample": 0.97,
@@ -50,6 +53,26 @@ METHOD_COST: dict[str, float] = {
     "ssl-pipeline": 2.06,
     "ssl-pipeline:no-curation": 2.06,
     "ssl-pipeline:no-meta-weights": 1.39,
+}
+METHOD_COST: dict[str, dict[str, float]] = {
+    "default": {
+        **METHOD_COST_SMALL,
+        "adversarial": 1.04,
+        "bcbb": 2.02,
+        "clip-cluster": 1.98,
+        "domain-independent": 1.03,
+        "fscl": 1.26,
+        "groupdro": 0.91,
+        "jtt": 1.23,
+        "resample": 0.94,
+        "reweight": 1.01,
+        "shasam": 0.84,
+        "simclr": 1.59,
+        "ssl-pipeline": 2.93,
+        "threshold-optimizer": 1.47,
+        "undersample": 1.04,
+        "val-reweight": 1.10,
+    },
 }
 RUN_START_S = 6.0  # a worker's start, data loading from the decoded-image cache and writing the record
 CALIBRATION_STEPS = 5  # timed steps per calibration, after two warm-up steps
@@ -139,6 +162,7 @@ class Estimate:
     wall_s: float
     workers: int
     notes: list[str] = field(default_factory=list)
+    preparing: dict[str, float] = field(default_factory=dict)  # encoder -> seconds of its training, before its runs
 
 
 def method_costs(records: Iterable[Any]) -> dict[str, float]:
@@ -171,10 +195,32 @@ def estimate(specs: list[Any], costs: dict[str, float], step: StepCost, eval_ima
     return Estimate(seconds, packed(seconds.values(), workers), workers, notes)
 
 
-def plan_estimate(todo: list[Any], workers: int, cache_dir: Path, records: list[Any]) -> Estimate:
+@dataclass(frozen=True)
+class Preparation:
+    """What an encoder trains before the runs that use it when its cache is empty (an encoder plugin's
+    `preparation`): `steps` training steps of `backbone` at `resolution` and `batch_size`, plus `fixed_s` seconds of
+    the rest (data, reports, start), measured on this project's reference machine."""
+
+    name: str
+    backbone: str
+    resolution: int
+    batch_size: int
+    steps: int
+    fixed_s: float
+
+
+def plan_estimate(
+    todo: list[Any],
+    workers: int,
+    cache_dir: Path,
+    records: list[Any],
+    split_sizes: Callable[[Any], dict[str, int] | None] = lambda spec: None,
+    preparations: Iterable[Preparation] = (),
+) -> Estimate:
     """The estimate of the runs a plan will compute: this machine's step cost per setting (measured once, cached),
-    method costs from the store's records over the measured table, evaluation sizes from records of the same data."""
-    costs = {**METHOD_COST, **method_costs(records)}
+    method costs from the store's records over the measured table of the budget, evaluation sizes from records of
+    the same data (else from the dataset plugin, `split_sizes`), and the encoders to prepare first."""
+    measured = method_costs(records)
     sizes = {r.spec.data_fingerprint: r.task_info.sizes for r in records if r.task_info is not None}
     seconds: dict[str, float] = {}
     notes: list[str] = []
@@ -184,14 +230,22 @@ def plan_estimate(todo: list[Any], workers: int, cache_dir: Path, records: list[
         groups.setdefault(key, []).append(s)
     for (backbone, resolution, batch, prec, threads, fingerprint), specs in groups.items():
         step = step_cost(backbone, resolution, batch, prec, threads, cache_dir)
-        split = sizes.get(fingerprint)
+        split = sizes.get(fingerprint) or split_sizes(specs[0])
         eval_images = (split["val"] + split["test"]) if split else 0
         if not split:
             notes.append(f"evaluation not counted for data {fingerprint[:8]} (no finished run of it in the store yet)")
-        part = estimate(specs, costs, step, eval_images, workers)
-        seconds.update(part.seconds)
-        notes += part.notes
-    return Estimate(seconds, packed(seconds.values(), workers), workers, sorted(set(notes)))
+        for budget in sorted({s.budget.name for s in specs}):
+            costs = {**METHOD_COST.get(budget, METHOD_COST_SMALL), **measured}
+            part = estimate([s for s in specs if s.budget.name == budget], costs, step, eval_images, workers)
+            seconds.update(part.seconds)
+            notes += part.notes
+    threads = max((s.threads for s in todo), default=1)
+    preparing = {}
+    for prep in preparations:
+        step = step_cost(prep.backbone, prep.resolution, prep.batch_size, "fp32", threads, cache_dir)
+        preparing[prep.name] = prep.steps * step.train_step_s + prep.fixed_s
+    wall = packed([*seconds.values(), *preparing.values()], workers)
+    return Estimate(seconds, wall, workers, sorted(set(notes)), preparing)
 
 
 def packed(run_seconds: Iterable[float], workers: int) -> float:

@@ -3,7 +3,9 @@
 Layout.  channels_last speeds up MobileNetV2 on CPU and slows ResNet-18 in float32 (and speeds it up in bfloat16):
 `CPU_LAYOUT` is the table measured here (docs/PERFORMANCE.md has the numbers and `scripts/calibrate_speed.py`
 re-measures it on another CPU).  The layout is a function of (backbone, precision) only, never of a timing taken at
-run time, so one run id always computes in one layout.
+run time, so one run id always computes in one layout.  The layout applies to the weights and to the inputs
+(`FeatureExtractor.input_layout`): a CPU convolution computes channels-last when either is, so the weights alone do
+not decide.
 
 Precision.  bfloat16 autocast on CPU is a budget setting (`Budget.bf16`), part of the comparison key, because it
 changes numbers; a budget that asks for it is refused on a CPU without native bfloat16 (AVX-512 BF16 or AMX).

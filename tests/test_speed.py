@@ -10,12 +10,13 @@ import torch
 from records import fake_record, fake_spec
 
 from fairfacebench import estimate as est
-from fairfacebench import preflight
-from fairfacebench.budget import Budget
+from fairfacebench import preflight, speed
+from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.cli import main
+from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.errors import ConfigError
 from fairfacebench.speed import memory_format, precision
-from fairfacebench.testing import SMALL_SYNTHFACES
+from fairfacebench.testing import SMALL_SYNTHFACES, tiny_task
 
 
 def test_each_backbone_trains_in_its_measured_layout():
@@ -81,3 +82,61 @@ def test_the_dry_run_prints_an_estimate_of_each_run_and_of_the_grid(tmp_path, ca
     # erm: 12 x 0.25 + start = 9 s; simclr x 1.48: 10.4 s; two each on two workers: 19 s
     assert out.count("compute (~9s)") == 2 and out.count("compute (~10s)") == 2
     assert "estimated wall time: 19s for 4 run(s) to compute on 2 worker(s)" in out
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_the_table_decides_the_layout_of_the_inputs_too(monkeypatch, layout):
+    # The harness's images arrive channels-last-strided (an NHWC permute) and a CPU convolution computes in its
+    # input's layout, so without converting the input a "contiguous" table entry would still compute channels-last.
+    monkeypatch.setitem(speed.CPU_LAYOUT, ("mobilenet_v2", "fp32"), layout)
+    budget = Budget("t", 1, 4)
+    ctx = FitContext(tiny_task(needs_pool=False), FitSettings({}, 0, budget, weights="none"), BudgetMeter(budget))
+    model = ctx.new_classifier()
+    seen = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+    model(ctx.images_to_input(ctx.train.images[:4]))
+    x, out = seen[0]
+    expected = speed.LAYOUTS[layout]
+    assert x.is_contiguous(memory_format=expected) and out.is_contiguous(memory_format=expected)
+
+
+def test_the_estimate_counts_evaluation_from_the_dataset_and_the_encoder_trained_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(0.5, 0.01, "test"))
+    a, b = fake_spec("erm", budget=Budget("b", 100, 8)), fake_spec("simclr", budget=Budget("b", 100, 8))
+    prep = est.Preparation("mini-clip:0", "mobilenet_v2", 64, 128, 40, 30.0)
+    out = est.plan_estimate([a, b], 2, tmp_path, [], lambda spec: {"train": 50, "val": 100, "test": 200}, [prep])
+    # erm: 100 x 0.5 + (100 + 200) x 0.01 + start 6 = 59; simclr (1.48 at a budget other than default):
+    # 74 + 3 + 6 = 83; the mini-CLIP: 40 x 0.5 + 30 = 50; two workers: [83], [59] -> 50 joins 59: wall 109
+    assert out.seconds == {a.run_id: pytest.approx(59), b.run_id: pytest.approx(83)}
+    assert out.preparing == {"mini-clip:0": pytest.approx(50)} and out.wall_s == pytest.approx(109)
+    assert not out.notes
+
+
+def test_the_default_budget_has_its_own_method_costs():
+    step = est.StepCost(0.5, 0.0, "test")
+    short = fake_spec("clip-cluster", budget=Budget("default", 70, 64))
+    (default,) = est.estimate([short], est.METHOD_COST["default"], step, 0, 1).seconds.values()
+    (small,) = est.estimate([short], est.METHOD_COST_SMALL, step, 0, 1).seconds.values()
+    # clip-cluster's clustering stage is a larger share of 70 steps than of 400: 1.98 vs 1.14 erm steps per step
+    assert default == pytest.approx(70 * 0.5 * 1.98 + est.RUN_START_S) and small < default
+
+
+def test_a_dry_run_on_an_empty_cache_names_the_encoder_it_trains_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(0.25, 0.001, "test"))
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))
+    options = [f"--dataset-option={k}={v}" for k, v in SMALL_SYNTHFACES.items()]
+    argv = ["run", "--methods", "erm,clip-cluster", "--budget", "smoke", "--dry-run", "--out", str(tmp_path / "runs")]
+    assert main([*argv, *options]) == 0
+    out = capsys.readouterr().out
+    # mini-CLIP: 100 steps x 0.25 + 30 s = 55 s; evaluation of 96 + 160 images at 1 ms per image is counted
+    assert "first: training mini-clip:0 (~55s; its cache is empty)" in out
+    assert "evaluation not counted" not in out
+    assert main([*argv[:2], "erm", *argv[3:], *options]) == 0  # no VLM method: nothing to train first
+    assert "first: training" not in capsys.readouterr().out
+
+
+def test_synthfaces_tells_its_split_sizes_before_rendering():
+    from fairfacebench.datasets.synthfaces import SynthFaces
+
+    assert SynthFaces().split_sizes("smiling/skin_tone", **SMALL_SYNTHFACES) == {"train": 320, "val": 96, "test": 160}

@@ -80,6 +80,11 @@ class SynthFaces(DatasetPlugin):
         }
         return LoadedDataset(self.name, dict(ATTRIBUTES), splits, info)
 
+    def split_sizes(self, task: str, **options: Any) -> dict[str, int]:
+        """Images per split, known before rendering (the dry run's estimate of evaluation)."""
+        opts = resolve_options(options)
+        return {"train": opts["n_train"], "val": opts["n_val"], "test": opts["n_test"]}
+
     def fingerprint(self, root: Path | None, **options: Any) -> str:
         """Generated from the renderer's version and the resolved options: their hash is the data's identity."""
         opts = {k: list(v) if isinstance(v, tuple) else v for k, v in resolve_options(options).items()}

@@ -28,6 +28,7 @@ from fairfacebench.backbones import BACKBONES, resolve_weights, sha256
 from fairfacebench.datasets.synthfaces.captions import captioned_pool, swap_phrase
 from fairfacebench.datasets.synthfaces.world import ATTRIBUTES, VERSION, make_split, resolve_options
 from fairfacebench.errors import VLMUnavailable
+from fairfacebench.estimate import Preparation
 from fairfacebench.progress import track
 from fairfacebench.vlm import ClipModelEncoder
 from fairfacebench.zeroshot import class_phrases, zero_shot_classifier, zero_shot_probabilities
@@ -331,3 +332,12 @@ class MiniClipPlugin:
                 f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)"
             )
         return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device, retrain=retrain)
+
+    def preparation(self, argument: str, cache_dir: Path) -> Preparation | None:
+        """What loading would train first (for `fairbench run --dry-run`): nothing when the cache holds it."""
+        cfg = MiniClipConfig(seed=int(argument or 0)) if (argument or "0").isdigit() else MiniClipConfig()
+        folder = cache_path(cache_dir, cfg)
+        if (folder / "weights.pt").is_file() and (folder / "report.json").is_file():
+            return None
+        # fixed_s: rendering the captioned pool (20 s), the zero-shot report (5 s) and a process start, measured here
+        return Preparation(f"mini-clip:{cfg.seed}", "mobilenet_v2", cfg.image_size, cfg.batch_size, cfg.steps, 30.0)
