@@ -15,7 +15,6 @@ import inspect
 import json
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from fairfacebench.provenance import cpu_info
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.spec import RunSpec
 from fairfacebench.speed import BF16_FLAGS, bf16_native
+from fairfacebench.store import check_writable
 from fairfacebench.transfer import TransferPlan, TransferTarget, pair
 
 
@@ -139,16 +139,7 @@ def check_out(out: Path) -> None:
 
 def check_cache(cache: Path) -> None:
     """The cache folder (decoded images, embeddings, file digests) can be written: every run writes there."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=cache)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"cache folder {cache} cannot be written ({exc.strerror or exc}): set FAIRBENCH_CACHE to a folder you can "
-            "write to"
-        ) from None
+    check_writable(cache, "cache folder", "set FAIRBENCH_CACHE to a folder you can write to")
 
 
 MIN_RESOLUTION = 8  # px: below it a face is a few blotches (the backbones run at any size)

@@ -49,21 +49,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a run record")
 
 
+def check_writable(folder: Path, what: str, remedy: str) -> None:
+    """Create `folder` and prove a file can be written there (a probe file, removed); else a ConfigError naming
+    `what` the folder is, why it cannot be written and the `remedy`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder} cannot be written ({exc.strerror or exc}): {remedy}") from None
+
+
 def writable_folder(root: Path) -> None:
     """Create `root` and prove a file can be written there, refusing a file or a read-only folder before any run."""
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"result store {root} is a file, not a folder: pass --out a folder (new, or an earlier store)"
         )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=root)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"result store {root} cannot be written ({exc.strerror or exc}): pass --out a folder you can write to"
-        ) from None
+    check_writable(root, "result store", "pass --out a folder you can write to")
 
 
 def process_start(pid: int) -> str | None:

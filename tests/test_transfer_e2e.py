@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
 import pytest
-from fixtures_layouts import build_celeba, build_fairface, build_utkface
+from fixtures_layouts import build_celeba, build_fairface, build_utkface, fairface_rows
 
 from fairfacebench.cli import main
+from fairfacebench.datasets.fairface import AGES, RACES
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.plain import nan_to_none
 from fairfacebench.plugins import registry
@@ -23,17 +28,22 @@ def roots(tmp_path):
 
 def utkface_cb(roots, out, *flags):
     """erm on utkface-cb gender/race (28 training images of the fixture) under the smoke budget (its cells are tiny)."""
+    return erm_on("utkface-cb", "gender/race", roots["UTKFace"], out, *flags)
+
+
+def erm_on(dataset, task, root, out, *flags):
+    """erm on a fixture layout under the smoke budget (its cells are tiny), one seed."""
     return [
         "run",
         "--allow-tiny-groups",
         "--methods",
         "erm",
         "--datasets",
-        "utkface-cb",
+        dataset,
         "--tasks",
-        "gender/race",
+        task,
         "--data-root",
-        roots["UTKFace"],
+        root,
         "--budget",
         "smoke",
         "--workers",
@@ -165,6 +175,131 @@ def test_celeba_has_no_race_so_the_pairing_is_refused_before_training(roots, tmp
         "no counterpart in celeba, whose vocabulary covers gender <- Male" in err
     )
     assert not list(out.glob("*/record.json"))
+
+
+# FairFace race -> race4 code, by hand: Latino_Hispanic and Middle Eastern are in no race4 class, both Asians are asian
+FAIRFACE_RACE4 = {"White": 0, "Black": 1, "East Asian": 2, "Southeast Asian": 2, "Indian": 3}
+# UTKFace race code (file name) -> shared group: race4 keeps White, Black, Asian, Indian (Others: none); race_binary
+UTK_GROUP = {"utkface": {0: 0, 1: 1, 2: 2, 3: 3}, "utkface-cb": {0: 0, 1: 1, 2: 1, 3: 1, 4: 1}}
+
+
+def transfer_table(markdown: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (cells) of the 'In-domain vs transfer' table of a printed leaderboard."""
+    lines = markdown.split("### In-domain vs transfer\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start:end]]
+    return header, rows
+
+
+def test_a_fairface_run_reads_utkface_as_four_races_and_utkface_cb_as_white_non_white(roots, tmp_path, capsys):
+    out = tmp_path / "runs"
+    eval_on = ["--eval-on", f"utkface:{roots['UTKFace']}", "--eval-on", f"utkface-cb:{roots['UTKFace']}"]
+    assert main(erm_on("fairface", "gender/race", roots["fairface"], out, *eval_on)) == 0
+    store = ResultStore(out)
+    (record,) = store.records()
+    arrays = store.predictions(record.run_id)
+    four, two = record.transfer["utkface"], record.transfer["utkface-cb"]
+    # FairFace's 7 races read as the finest concept each UTKFace protocol reads too
+    assert four.group_names == ["white", "black", "asian", "indian"] and two.group_names == ["white", "non-white"]
+    assert (four.loaded_task, two.loaded_task) == (None, "gender/race")
+    # in domain: the fixture's FairFace test split holds one face per (race, gender), so 2 per race
+    assert (four.in_domain.n, four.in_domain.left_out) == (10, 4)
+    by_group = [(g["group"], g["n"]) for g in four.in_domain.per_group["per_group"]]
+    assert by_group == [("white", 2), ("black", 2), ("asian", 4), ("indian", 2)]
+    assert (two.in_domain.n, two.in_domain.left_out) == (14, 0)
+    race4 = np.array([FAIRFACE_RACE4.get(race, -1) for race in RACES])[arrays["test_a"]]
+    kept = race4 >= 0
+    y_hat = arrays["test_scores"].argmax(1)
+    again = compute_metrics(arrays["test_y"][kept], y_hat[kept], race4[kept], four.group_names)
+    assert nan_to_none(again.summary) == four.in_domain.metrics
+    # transfer: each UTKFace test row's labels from its file name [age]_[gender]_[race]_..., gender the target
+    for dataset, result in (("utkface", four), ("utkface-cb", two)):
+        task = {"task": result.loaded_task} if result.loaded_task else {}
+        plugin = registry().dataset(dataset)
+        names = plugin.index(Path(roots["UTKFace"]), **task, **result.dataset_options).tables["test"].files
+        parts = [name.split("_") for name in names]
+        expected = {
+            n: (int(p[1]), UTK_GROUP[dataset][int(p[2])])
+            for n, p in zip(names, parts)
+            if int(p[2]) in UTK_GROUP[dataset]
+        }
+        y, groups, ids = (arrays[f"transfer.{dataset}.{k}"] for k in ("y", "groups", "ids"))
+        assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == expected
+        assert (result.transfer.n, result.transfer.left_out) == (len(expected), len(names) - len(expected))
+        counts = Counter(groups.tolist())
+        assert [(g["group"], g["n"]) for g in result.transfer.per_group["per_group"]] == [
+            (name, counts[code]) for code, name in enumerate(result.group_names) if counts[code]
+        ]
+    capsys.readouterr()
+    assert main(["leaderboard", "tables", str(out)]) == 0
+    header, rows = transfer_table(capsys.readouterr().out)
+    assert header[:7] == [
+        "method",
+        "evaluated on",
+        "seeds",
+        "shared groups",
+        "rows (left out)",
+        "acc in-domain",
+        "acc transfer",
+    ]
+    assert [row[:5] for row in rows] == [
+        ["erm", "utkface", "1", "white, black, asian, indian", f"{four.transfer.n} ({four.transfer.left_out})"],
+        ["erm", "utkface-cb", "1", "white, non-white", f"{two.transfer.n} ({two.transfer.left_out})"],
+    ]
+    for row, result in zip(rows, (four, two)):
+        assert row[5].startswith(f"{result.in_domain.metrics['acc']:.3f} [")
+        assert row[6].startswith(f"{result.transfer.metrics['acc']:.3f} [")
+
+
+def test_a_gender_sensitive_task_is_refused_on_celeba_by_its_target_and_read_on_fairface(roots, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = erm_on("utkface", "age_binary/gender", roots["UTKFace"], out)
+    # CelebA reads as gender only: the task's groups would map, its target (age >= 40) does not
+    assert main([*argv, "--eval-on", f"celeba:{roots['celeba']}"]) == 2
+    assert (
+        "--eval-on celeba: utkface task 'age_binary/gender': its target 'age_binary' (age_40) has no counterpart in "
+        "celeba, whose vocabulary covers gender <- Male" in capsys.readouterr().err
+    )
+    assert not list(out.glob("*/record.json"))
+    assert main([*argv, "--eval-on", f"fairface:{roots['fairface']}"]) == 0
+    store = ResultStore(out)
+    (record,) = store.records()
+    result = record.transfer["fairface"]
+    assert result.group_names == ["male", "female"]
+    # FairFace's nine age bins read many-to-one as age_40: 0-2 .. 30-39 are 0-39, 40-49 .. more than 70 are 40+
+    assert result.target.classes == dict(zip(AGES, ["0-39"] * 5 + ["40+"] * 4))
+    # the fixture's test CSV: one face per (race, gender), age bin (2 race + gender) mod 9: bins 0-8 then 0-4, so
+    # 10 faces under 40 and 4 over, 7 of each gender; every row kept
+    arrays = store.predictions(record.run_id)
+    y, groups, ids = (arrays[f"transfer.fairface.{k}"] for k in ("y", "groups", "ids"))
+    expected = {
+        row[0]: (int(AGES.index(row[1]) >= 5), ("Male", "Female").index(row[2])) for row in fairface_rows("val", 1)
+    }
+    assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == expected and Counter(y.tolist()) == {0: 10, 1: 4}
+    assert (result.transfer.n, result.transfer.left_out) == (14, 0)
+    assert [(g["group"], g["n"]) for g in result.transfer.per_group["per_group"]] == [("male", 7), ("female", 7)]
+    # UTKFace gender reads one-to-one: in domain over the shared groups is the run's own test
+    assert result.in_domain.metrics == record.metrics["test"] and result.in_domain.n == record.task_info.sizes["test"]
+
+
+@pytest.mark.parametrize(
+    "dataset, task, other, message",
+    [
+        ("fairface", "gender/race", "celeba", "its sensitive attribute 'race' (race_binary, race4) has no counterpart"),
+        ("fairface", "race4/gender", "celeba", "its target 'race4' (race4) has no counterpart in celeba"),
+        ("celeba", "Smiling/Male", "fairface", "its target 'Smiling' maps one-to-one onto no shared concept"),
+        ("celeba", "Male/Young", "fairface", "its sensitive attribute 'Young' (no shared concept) has no counterpart"),
+    ],
+)
+def test_pairings_with_celeba_that_do_not_map_are_refused_naming_the_attribute(
+    roots, tmp_path, capsys, dataset, task, other, message
+):
+    root = {"fairface": roots["fairface"], "celeba": roots["celeba"]}
+    argv = erm_on(dataset, task, root[dataset], tmp_path / "runs", "--eval-on", f"{other}:{root[other]}")
+    assert main([*argv, "--dry-run"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fairbench run: error:")]
+    assert f"--eval-on {other}: {dataset} task '{task}': {message}" in line
 
 
 @pytest.mark.parametrize(
