@@ -38,10 +38,20 @@ class Fitted:
     meter: BudgetMeter  # closed; the sealed child reopens it to count prediction's forwards
 
 
+def readable_arrays(cls: type, data: TaskData) -> list[np.ndarray]:
+    """The image arrays a run lets its method read while it fits: train, the fit part of validation, the pool, test
+    images if transductive."""
+    arrays = [data.train.images, data.val.images]
+    if cls.needs_pool and data.pool is not None:
+        arrays.append(data.pool.images)
+    if cls.transductive:
+        arrays.append(data.test.images)
+    return arrays
+
+
 def readable_images(cls: type, data: TaskData) -> int:
-    """Images a run lets its method read: train, the fit part of validation, the pool, test images if transductive."""
-    pool = len(data.pool) if cls.needs_pool and data.pool is not None else 0
-    return len(data.train) + len(data.val) + pool + (len(data.test) if cls.transductive else 0)
+    """Images a run lets its method read while it fits (`readable_arrays`): what its forward limit is counted on."""
+    return sum(len(images) for images in readable_arrays(cls, data))
 
 
 def embedder(shards: RayShards | None) -> Embed:

@@ -8,8 +8,11 @@ validation, pool images, the selection and test images to predict and those
 of each transfer dataset, their groups only for a method that declares them
 at inference; ids are row numbers), and starts `python -m fairfacebench.sealed_child` in the OS sandbox
 (`sandbox.py`: no network, no view of anything but that folder, the system
-libraries and the Python packages, read-only).  The child imports the one
-module that registers the method.  Every charge to its meter comes to the
+libraries and the Python packages, read-only).  A run with an encoder gets the
+embeddings of the images its method may read while it fits, computed or loaded
+here through the embedding cache and bound read-only where the child's encoder
+looks for them (`shared_embeddings`), so the child does not embed them again.
+The child imports the one module that registers the method.  Every charge to its meter comes to the
 harness over a pipe as it happens, so a method that resets its meter cannot
 take back what it spent; the harness then checks the scores, scores them,
 runs the diagnostics, writes the record and alone writes the store.
@@ -32,6 +35,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -50,7 +54,7 @@ from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.context import RunLog
 from fairfacebench.data import TaskData
 from fairfacebench.errors import ConfigError, PluginError
-from fairfacebench.fitting import readable_images
+from fairfacebench.fitting import readable_arrays, readable_images
 from fairfacebench.method_code import MethodCode
 from fairfacebench.plugins import ListedPlugin, Registry, listed_plugins, trusted_registry
 from fairfacebench.progress import emit
@@ -68,9 +72,11 @@ from fairfacebench.sealed_child import (
     ChildReport,
     ChildRun,
 )
+from fairfacebench.sharding import embed_in_shards, shard_size, shard_starts
 from fairfacebench.spec import RunSpec
 from fairfacebench.transfer import TransferInput, TransferPlan
 from fairfacebench.typed import PlainTypeError, from_plain, to_plain
+from fairfacebench.vlm import cache_entry
 
 log = logging.getLogger("fairfacebench")
 
@@ -155,6 +161,30 @@ def child_env(cache_dir: Path) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(path)
     env.update({k: v for k, v in os.environ.items() if k.startswith(NUMERIC_ENV)})
     return env
+
+
+def shared_embeddings(encoder: Any, arrays: list[np.ndarray]) -> list[str]:
+    """The harness's embedding-cache entries of `arrays`, computed here through the normal cache when it lacks them,
+    shard by shard as a method's encoder asks for them (`fitting.embedder`): bound read-only into the child, where
+    its encoder reads them as a run in this process reads its cache, so the child embeds none of them again."""
+    files = []
+    for images in arrays:
+        embed_in_shards(encoder.encode_images, images)
+        for start in shard_starts(len(images), shard_size()):
+            files += [str(path) for path in cache_entry(encoder, images[start : start + shard_size()])]
+    return files
+
+
+def embedded_in_child(own: Path) -> int:
+    """Arrays the child's encoder embedded itself: the entries it wrote into its own cache folder `own` (the shared
+    ones are bound there over empty files), counted without following a link the child may have left."""
+    written = 0
+    for folder, _, names in os.walk(own):
+        for name in names:
+            found = os.lstat(os.path.join(folder, name))
+            stem, suffix = os.path.splitext(name)
+            written += suffix == ".npy" and "." not in stem and stat.S_ISREG(found.st_mode) and found.st_size > 0
+    return written
 
 
 def weight_files(spec: RunSpec) -> list[str]:
@@ -400,12 +430,12 @@ def run_sealed(
     reg: Registry,
     device: str,
     cache_dir: Path,
-    vlm_info: dict[str, Any] | None,
+    vlm: Any,
     hidden: list[str],
     transfer: list[TransferInput],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One run with its fit and predict (selection, test and `transfer` images) in a sandboxed child: the ok
-    record's fields and the prediction arrays."""
+    record's fields and the prediction arrays.  `vlm`: the run's encoder as loaded here (None without one)."""
     require_sandbox()
     folder = Path(tempfile.mkdtemp(prefix="fairbench-sealed-"))
     try:
@@ -414,22 +444,30 @@ def run_sealed(
         (io / OUT).mkdir(parents=True)
         started = time.perf_counter()
         run = child_run(spec, cls, data, device, cache_dir, reg, [asked.target.pairing.dataset for asked in transfer])
+        shared = shared_embeddings(vlm, readable_arrays(cls, data)) if run.vlm != "none" else []
+        embedded = time.perf_counter() - started
         write_inputs(io, run, data, transfer)
         read_fd, write_fd = os.pipe()
         argv = [sys.executable, "-m", "fairfacebench.sealed_child", "run", "/sealed", str(write_fd)]
         vlm_folders = [str(cache_dir / sub) for sub in ("vlm", "open_clip")] if run.vlm != "none" else []
-        layout = child_layout(folder, argv, child_env(cache_dir), [*hidden, str(cache_dir)], weight_files(spec), [])
+        files = [*weight_files(spec), *shared]
+        layout = child_layout(folder, argv, child_env(cache_dir), [*hidden, str(cache_dir)], files, [])
         sandbox.bind_folders(layout, [f for f in vlm_folders if os.path.isdir(f)])
-        if run.vlm != "none":
-            layout.scratch.append(str(cache_dir / "embeddings"))  # the encoder's embedding cache, private
+        own = folder / "embeddings"
+        if run.vlm != "none":  # the encoder's cache: the shared entries read-only, what else it embeds its own
+            own.mkdir()
+            layout.binds.append((str(own), str(cache_dir / "embeddings"), True))
         if device.startswith("cuda"):
             layout.devices += sorted(glob.glob("/dev/nvidia*"))
-        written = time.perf_counter() - started
+        written = time.perf_counter() - started - embedded
         code, counted, cpu = run_child(layout, folder, read_fd, write_fd)
-        child_s = time.perf_counter() - started - written
+        child_s = time.perf_counter() - started - embedded - written
         out = io / OUT
         costs = {"child_cpu_s": cpu, "child_wall_s": child_s, "inputs_written_s": written}
-        return score_child(spec, data, cls, folder, out, code, counted, vlm_info, costs, transfer)
+        if run.vlm != "none":
+            costs.update(embeddings_shared_s=embedded, child_embedded_arrays=embedded_in_child(own))
+        info = getattr(vlm, "info", None)
+        return score_child(spec, data, cls, folder, out, code, counted, info, costs, transfer)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -447,7 +485,8 @@ def score_child(
     transfer: list[TransferInput],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The child's result checked and scored by the harness (a failure of the child raises its error here); `costs`:
-    the child's CPU and wall seconds and the seconds writing its inputs took."""
+    the child's CPU and wall seconds and the seconds writing its inputs took (with an encoder: the seconds the shared
+    embeddings took here and the arrays the child embedded itself)."""
     if counted.problems:
         raise SealedProtocolError(f"{counted.problems[0]}; the child was stopped")
     if (out / ERROR).is_file():
@@ -485,7 +524,8 @@ def score_child(
 
 def sealed_vlm_info(harness: dict[str, Any] | None, child_report: dict[str, Any] | None) -> dict[str, Any] | None:
     """The encoder's info a sealed run records: the harness's own (its id, weights and provenance) with the report of
-    the encoder in the child, which embedded the run's arrays (their cost, as a run in this process records it);
+    the encoder in the child, which served the run's arrays from the shared cache entries (their cost, whichever run
+    paid it, as a run in this process records it);
     what the encoder's captions name stays the harness's word (`supervision` reads it from the harness's info)."""
     report = (harness or {}).get("report")
     if harness is None or report is None or child_report is None:
@@ -698,5 +738,4 @@ class SealedRunner(SpecRunner):
         if not self.seals(spec):
             return super().fit_and_score(spec, data, device, reg, vlm, transfer)
         cls = reg.method(spec.method)
-        info = getattr(vlm, "info", None)
-        return run_sealed(spec, data, cls, reg, str(device), self.cache_dir, info, list(self.hidden), transfer)
+        return run_sealed(spec, data, cls, reg, str(device), self.cache_dir, vlm, list(self.hidden), transfer)

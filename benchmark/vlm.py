@@ -21,7 +21,10 @@ import torch.nn.functional as F
 
 from fairfacebench.errors import VLMUnavailable
 
-__all__ = ["ClipModelEncoder", "VisionLanguageEncoder", "VLMUnavailable", "array_digest", "load_vlm"]
+__all__ = ["ClipModelEncoder", "VisionLanguageEncoder", "VLMUnavailable", "array_digest", "cache_entry", "load_vlm"]
+
+# The files of one entry of an encoder's embedding cache: the embeddings, and what they cost (when it records that).
+CACHE_FILES = (".npy", ".json")
 
 
 @runtime_checkable
@@ -57,6 +60,17 @@ def array_digest(images: np.ndarray) -> str:
     for start in range(0, len(images), step):
         h.update(np.ascontiguousarray(images[start : start + step]).data)
     return h.hexdigest()
+
+
+def cache_entry(encoder: Any, images: np.ndarray) -> list[Path]:
+    """The files of `encoder`'s embedding cache that hold the embeddings of `images`: `<encoder.cache>/<digest>.npy`
+    (`array_digest`) and its cost `<digest>.json`, as `ClipModelEncoder` and the face descriptor keep them; none
+    that are missing, none for an encoder without a cache."""
+    folder = getattr(encoder, "cache", None)
+    if folder is None:
+        return []
+    digest = array_digest(images)
+    return [path for path in (Path(folder) / f"{digest}{suffix}" for suffix in CACHE_FILES) if path.is_file()]
 
 
 class ClipModelEncoder:

@@ -202,25 +202,54 @@ def test_clip_cluster_with_the_face_descriptor_end_to_end(tmp_path, monkeypatch)
 
 
 @needs_faces
+def test_the_harness_shares_its_cache_entries_shard_by_shard(encoder, faces, tmp_path, monkeypatch):
+    """What a sealed run binds into its child: each shard's cache entry (embeddings and cost), computed once here."""
+    from fairfacebench.sealed import embedded_in_child, shared_embeddings
+
+    monkeypatch.setenv("FAIRBENCH_EMBED_SHARD", "5")  # 8 faces: shards of 5 and 3, as a method's encoder asks
+    computed = counting(encoder)
+    files = shared_embeddings(encoder, [faces])
+    digests = [face_descriptor.array_digest(faces[:5]), face_descriptor.array_digest(faces[5:])]
+    assert files == [str(encoder.cache / f"{d}{suffix}") for d in digests for suffix in (".npy", ".json")]
+    assert computed == [5, 3] and shared_embeddings(encoder, [faces]) == files and computed == [5, 3]
+    own = tmp_path / "own" / encoder.info["id"]
+    own.mkdir(parents=True)
+    (own / f"{digests[0]}.npy").touch()  # a shared entry's empty mount point: not the child's
+    (own / f"{digests[0]}.json").write_text("{}")
+    assert embedded_in_child(tmp_path / "own") == 0
+    np.save(own / "0123.npy", np.zeros((2, 128), np.float32))  # an array the child embedded itself
+    (own / "4567.npy").symlink_to(own / "0123.npy")  # a link is not followed
+    assert embedded_in_child(tmp_path / "own") == 1
+
+
+@needs_faces
 @pytest.mark.slow
-def test_a_sealed_face_descriptor_run_scores_and_discloses_what_a_run_in_the_harness_process_does(
-    tmp_path, monkeypatch
-):
-    """Sealed, the encoder runs in the child (its embedding cache private to the run, so it embeds again): the same
-    scores, the same variant and stages, and the record discloses what embedding the run's arrays cost."""
-    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))
+def test_a_sealed_face_descriptor_run_reads_the_harness_embeddings_and_scores_as_in_process(tmp_path, monkeypatch):
+    """Sealed, the harness embeds the images the method may read through its cache and binds the entries into the
+    child read-only: the child embeds nothing, and the run scores, logs and discloses the embedding cost exactly as
+    a run in the harness's process (which then reads the same cache)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(cache))
     options = [f"--dataset-option={k}={v}" for k, v in TINY.items()]
     argv = ["run", "--methods", "clip-cluster", "--budget", "smoke", "--bootstrap", "0", "--workers", "1"]
     found = {}
-    for how in ("--trust-plugins", "--sealed"):
+    for how in ("--sealed", "--trust-plugins"):
         out = tmp_path / how.strip("-")
         assert main([*argv, "--out", str(out), "--vlm", "face-descriptor", "--resolution", "64", *options, how]) == 0
         (run_dir,) = out.glob("*/record.json")
         found[how] = json.loads(run_dir.read_text()), np.load(run_dir.parent / "predictions.npz")
-    (plain, plain_arrays), (sealed, sealed_arrays) = found["--trust-plugins"], found["--sealed"]
+        if how == "--sealed":  # embedded by the harness: the child cannot write this cache
+            entries = sorted(p.name for p in (cache / "embeddings").glob("*/*.json"))
+            sizes = sorted(json.loads(p.read_text())["images"] for p in (cache / "embeddings").glob("*/*.json"))
+            assert len(entries) == 2 and sizes == [32, 120], entries  # the fit part of validation, training
+    (sealed, sealed_arrays), (plain, plain_arrays) = found["--sealed"], found["--trust-plugins"]
     assert sealed["status"] == "ok" and sealed["isolation"]["mode"] == "sealed", sealed.get("error")
+    child = sealed["budget_report"]["sealed_child"]
+    assert child["child_embedded_arrays"] == 0 and child["embeddings_shared_s"] > 0
     assert sealed["run_id"] == plain["run_id"] and sealed["metrics"] == plain["metrics"]
     assert all(np.array_equal(sealed_arrays[k], plain_arrays[k]) for k in plain_arrays.files)
     assert sealed["variant"] == plain["variant"] == VARIANT_IMAGE and sealed["stages"] == plain["stages"]
-    assert sealed["vlm"]["report"]["samples"] == plain["vlm"]["report"]["samples"] == 120 + 32
-    assert sealed["vlm"]["id"] == plain["vlm"]["id"] and sealed["supervision"] == plain["supervision"]
+    assert sealed["vlm"] == plain["vlm"] and sealed["vlm"]["report"]["samples"] == 120 + 32
+    assert sealed["supervision"] == plain["supervision"]
+    for key in ("forward_samples", "forward_samples_per_stage"):
+        assert sealed["budget_report"][key] == plain["budget_report"][key], key  # the embedded images, metered
