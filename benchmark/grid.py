@@ -146,14 +146,16 @@ def finished_status(
 
 
 def content_changes(record: RunRecord | None, spec: RunSpec) -> list[str]:
-    """What a finished run read that holds other bytes now ('data', 'weights', 'pool'): the run id follows names,
-    sizes and labels only, so such a run is computed again.  A digest the record lacks (made before content digests)
-    is not compared, except a --weights file's, whose sha256 every record keeps in `weights`."""
+    """What a finished run read that holds other bytes now ('data', 'weights', 'pool', 'vlm', 'eval-on NAME'): the
+    run id follows names, sizes and labels only, so such a run is computed again.  A digest the record lacks (made
+    before that digest) is not compared, except a --weights file's and an encoder's weights', whose sha256 every record
+    keeps in `weights` and `vlm`."""
     if record is None or not record.ok:
         return []
     then = dict(record.spec.content)
-    if "weights" not in then and isinstance(record.weights.get("sha256"), str):
-        then["weights"] = record.weights["sha256"]
+    for part, kept in (("weights", record.weights), ("vlm", record.vlm)):
+        if part not in then and isinstance((kept or {}).get("sha256"), str):
+            then[part] = kept["sha256"]
     return [part for part, digest in spec.content.items() if then.get(part, digest) != digest]
 
 

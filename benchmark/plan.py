@@ -344,15 +344,28 @@ def resolve_pool(value: str, dataset: Any, reg: Any, data_roots: dict[str, str])
     return reg.pools[kind].resolve(source, data_roots, reg)
 
 
-def content_of(data: str, weights: str, pool: dict[str, Any]) -> dict[str, str]:
-    """The content digests of a run's spec (`RunSpec.content`): its data's, its --weights file's (the sha256 its
-    record keeps in `weights`) and its folder pool's, each when there is one."""
+def content_of(data: str, weights: str, pool: dict[str, Any], vlm: str = "none", reg: Any = None) -> dict[str, str]:
+    """The content digests of a comparison's runs (`RunSpec.content`): its data's, its --weights file's (the sha256
+    its record keeps in `weights`), its pool's (a folder's files, or the source dataset's of a dataset-train pool) and
+    its encoder's weights files given by path (the sha256 its record keeps in `vlm`), each when there is one."""
     out = {"data": data} if data else {}
     if weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
         out["weights"] = file_sha256(Path(weights).expanduser())
     if pool.get("kind") == "folder" and pool.get("root"):
         out["pool"] = folder_content(Path(pool["root"]))
-    return out
+    elif pool.get("kind") == "dataset-train":
+        root = pool.get("root")
+        out["pool"] = (reg or registry()).dataset(pool["source"]).content(Path(root) if root else None)
+    if vlm != "none":
+        name, _, argument = vlm.partition(":")
+        digest = getattr((reg or registry()).encoders[name], "weights_digest", None)
+        out["vlm"] = digest(argument) if digest is not None else ""
+    return {part: digest for part, digest in out.items() if digest}
+
+
+def read_by(cls: type, content: dict[str, str]) -> dict[str, str]:
+    """The digests of what a method reads: a pool's only when it reads the pool, an encoder's when it loads one."""
+    return {k: v for k, v in content.items() if (k != "pool" or cls.needs_pool) and (k != "vlm" or cls.needs_vlm)}
 
 
 def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
@@ -376,7 +389,8 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
             ds.task(task)  # fail early on an unknown task, listing the valid ones
             per_task = {"task": task} if ds.splits_per_task else {}
             fingerprint = ds.fingerprint(Path(root) if root else None, **per_task, **options)
-            content = content_of(ds.content(Path(root) if root else None, **per_task, **options), plan.weights, pool)
+            data = ds.content(Path(root) if root else None, **per_task, **options)
+            content = content_of(data, plan.weights, pool, vlm, reg)
             for m_name in plan.method_names(reg.methods):
                 cls = reg.method(m_name)
                 for trial in range(plan.hparam_trials):
@@ -403,7 +417,7 @@ def expand(plan: Plan, reg: Any = None) -> list[RunSpec]:
                                 pool=pool,
                                 method_version=getattr(cls, "version", 1),
                                 threads=plan.threads,
-                                content=content,
+                                content=read_by(cls, content),
                             )
                         )
     tasks = {(s.dataset, s.task): i for i, s in enumerate(specs)}

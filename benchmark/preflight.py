@@ -68,7 +68,7 @@ def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Ch
     specs = expand(plan, reg)
     check_pools(specs, reg, Path(plan.out))
     transfer, transfer_warnings = check_transfer(plan, specs, reg)
-    return Checked(plan, specs, warnings + transfer_warnings, transfer)
+    return Checked(plan, transfer.with_content(specs), warnings + transfer_warnings, transfer)
 
 
 def check_device(name: str) -> None:
@@ -334,7 +334,8 @@ def data_report(plugin: Any, root: str | None, options: dict[str, Any]) -> dict[
 
 def check_transfer(plan: Plan, specs: list[RunSpec], reg: Registry) -> tuple[TransferPlan, list[str]]:
     """Every `eval_on` dataset: its options and data root, a test split to score on, data apart from the runs' own,
-    and, for each (dataset, task) of the runs, a mapping of the task's attributes onto it (`transfer.pair`)."""
+    and, for each (dataset, task) of the runs, a mapping of the task's attributes onto it (`transfer.pair`), with its
+    fingerprint and the digest of its bytes."""
     targets: list[TransferTarget] = []
     warnings: list[str] = []
     for name in dict.fromkeys(plan.eval_on):
@@ -347,7 +348,7 @@ def check_transfer(plan: Plan, specs: list[RunSpec], reg: Registry) -> tuple[Tra
         report = data_report(other, root, options)
         warnings += [f"dataset '{name}' at {root}: {p}" for p in (report or {}).get("problems", [])]
         refuse_shared_folder(plan, name, root)
-        fingerprints: dict[str | None, str] = {}
+        fingerprints: dict[str | None, tuple[str, str]] = {}
         for dataset, task in dict.fromkeys((s.dataset, s.task) for s in specs):
             pairing = pair(reg.dataset(dataset), reg.dataset(dataset).task(task), other)
             layout = task_report(report, pairing.loaded_task) if pairing.loaded_task else report
@@ -357,10 +358,12 @@ def check_transfer(plan: Plan, specs: list[RunSpec], reg: Registry) -> tuple[Tra
             run_options = other.run_options(options)
             if pairing.loaded_task not in fingerprints:
                 per_task = {"task": pairing.loaded_task} if pairing.loaded_task else {}
-                fingerprints[pairing.loaded_task] = other.fingerprint(
-                    Path(root) if root else None, **per_task, **run_options
+                at = Path(root) if root else None
+                fingerprints[pairing.loaded_task] = (
+                    other.fingerprint(at, **per_task, **run_options),
+                    other.content(at, **per_task, **run_options),
                 )
-            targets.append(TransferTarget(pairing, root, run_options, fingerprints[pairing.loaded_task]))
+            targets.append(TransferTarget(pairing, root, run_options, *fingerprints[pairing.loaded_task]))
     plan_of = TransferPlan(tuple(targets))
     refuse_groups_at_inference(specs, plan_of, reg)
     return plan_of, warnings

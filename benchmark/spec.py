@@ -78,7 +78,9 @@ class RunSpec:
     method_version: int = 1  # bumped by a method when its algorithm changes, so stale results are not reused
     threads: int = 1  # torch compute threads of the run, whatever the executor: float sums depend on it
     # sha256 digests of what the run reads, by bytes: 'data' (`DatasetPlugin.content`), 'weights' (a --weights file),
-    # 'pool' (a folder pool); a finished run whose record holds other digests is computed again (grid.content_changes)
+    # 'pool' (a folder pool, a dataset-train pool's dataset), 'vlm' (an encoder's weights files given by path),
+    # 'eval-on NAME' (each --eval-on dataset's); a finished run whose record holds other digests is computed again
+    # (grid.content_changes)
     content: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ images only: `TransferInput`), and scored here.  Rules and choices: docs/DATASET
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -253,6 +253,12 @@ class TransferTarget:
     root: str | None
     options: dict[str, Any]
     fingerprint: str
+    content: str = ""  # the digest of its data's bytes (`DatasetPlugin.content`; "" for generated data)
+
+    @property
+    def content_part(self) -> str:
+        """Its key in the content digests of the runs evaluated on it (`RunSpec.content`)."""
+        return f"eval-on {self.pairing.dataset}"
 
     def holds(self, result: TransferResult) -> bool:
         """Whether a stored evaluation is this one (same data, options and readings)."""
@@ -358,6 +364,16 @@ class TransferPlan:
 
     def for_spec(self, spec: RunSpec) -> list[TransferTarget]:
         return [t for t in self.targets if (t.pairing.source, t.pairing.task) == (spec.dataset, spec.task)]
+
+    def with_content(self, specs: list[RunSpec]) -> list[RunSpec]:
+        """`specs` with the content digest of each dataset they are evaluated on beside their own (outside the run
+        id, as `eval_on` is): a finished run whose transfer data holds other bytes now is computed again."""
+        return [
+            replace(
+                spec, content={**spec.content, **{t.content_part: t.content for t in self.for_spec(spec) if t.content}}
+            )
+            for spec in specs
+        ]
 
     def lacking(self, record: RunRecord) -> list[str]:
         """The datasets this plan evaluates a finished run on that its record holds no such evaluation of: the model

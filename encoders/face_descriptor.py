@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from fairfacebench.backbones import sha256
+from fairfacebench.content import file_digests
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.vlm import array_digest
@@ -217,6 +218,13 @@ class FaceDescriptorPlugin:
         missing = missing_packages()
         if missing:
             raise VLMUnavailable(f"--vlm {NAME} needs {' and '.join(missing)}: install them with {INSTALL}")
+
+    def weights_digest(self, argument: str) -> str:
+        """The sha256 of the descriptor's weights file (its info's `sha256`), "" without the extra: a run's content
+        digest (`RunSpec.content`)."""
+        if missing_packages() or not model_path().is_file():
+            return ""
+        return file_digests([model_path()])[0] or ""
 
     def load(self, argument: str, cache_dir: Path, device: Any = "cpu") -> FaceDescriptorEncoder:
         self.check(argument)

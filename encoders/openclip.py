@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fairfacebench.backbones import sha256
+from fairfacebench.content import file_digests
 from fairfacebench.errors import VLMUnavailable
 from fairfacebench.hookspecs import hookimpl
 from fairfacebench.settings import default_cache_dir
@@ -49,6 +50,15 @@ class OpenClipPlugin:
             raise VLMUnavailable(
                 _unavailable(arch, source, "downloads disabled (FAIRBENCH_OFFLINE=1) and not in " + str(cache))
             )
+
+    def weights_digest(self, argument: str) -> str:
+        """The sha256 of the weights `load(argument)` reads from a path, as its info's `sha256` names them; "" for a
+        pretrained tag (the tag names them): a run's content digest (`RunSpec.content`)."""
+        if argument.startswith("local-dir:"):
+            weights = _folder_weights(argument, Path(argument[len("local-dir:") :]).expanduser())
+            return weights_sha256([digest or "" for digest in file_digests(weights)])
+        path = Path(argument.partition(":")[2]).expanduser()
+        return (file_digests([path])[0] or "") if path.is_file() else ""
 
     def load(self, argument: str, cache_dir: Path, device: torch.device | str = "cpu") -> ClipModelEncoder:
         import open_clip
@@ -86,11 +96,7 @@ class OpenClipPlugin:
         """open_clip's export layout: open_clip_config.json and one weights file (.safetensors, .bin or .pth)."""
         weights = _folder_weights(argument, folder)
         model = open_clip.create_model(f"local-dir:{folder}", weights_only=True)
-        digest = (
-            sha256(weights[0])
-            if len(weights) == 1
-            else hashlib.sha256("".join(sha256(w) for w in weights).encode()).hexdigest()
-        )
+        digest = weights_sha256([sha256(w) for w in weights])
         info = {
             "encoder": "open_clip",
             "source": "local-dir",
@@ -124,6 +130,11 @@ def _source(open_clip: Any, argument: str) -> tuple[str, str, Path]:
             f"{arch}'s pretrained tags {tags} (downloaded when online)"
         )
     return arch, source, path
+
+
+def weights_sha256(digests: list[str]) -> str:
+    """The digest of a folder's weights files from their sha256s in order: the one file's, or the sha256 of them all."""
+    return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def _folder_weights(argument: str, folder: Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """Content digests beside the run id (issue 28): the id follows file names, sizes and labels, so the ids of the
-committed stores and of running grids hold; the bytes of the data, a --weights file and a folder pool are digested
-into `RunSpec.content`, recorded, and a resumed grid computes again a run whose inputs hold other bytes now."""
+committed stores and of running grids hold; the bytes of the data, a --weights file, a pool (a folder, a dataset's
+training images), an encoder's weights given by path and each --eval-on dataset are digested into `RunSpec.content`,
+recorded, and a resumed grid computes again a run whose inputs hold other bytes now."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_runs import FakeRunner
-from fixtures_layouts import build_csv_folder
+from fixtures_layouts import build_csv_folder, build_fairface, build_utkface
 from records import fake_record
 
 from fairfacebench import content
@@ -22,6 +23,7 @@ from fairfacebench.content import file_digests
 from fairfacebench.grid import content_changes, execute
 from fairfacebench.plan import content_of, expand, load_plan
 from fairfacebench.plugins import registry
+from fairfacebench.preflight import check_plan
 from fairfacebench.record import parse_record
 from fairfacebench.store import ResultStore
 
@@ -150,3 +152,78 @@ def test_a_folder_pool_replaced_under_the_same_names_and_sizes_changes_its_diges
     same_size_replacement(pool / "img")
     after = content_of("", "imagenet", {"kind": "folder", "root": str(pool)})
     assert set(before) == {"pool"} and after["pool"] != before["pool"]
+
+
+def rewritten(path: Path) -> Path:
+    """`path` with its last byte changed in place (a JPEG's trailing bytes are not decoded), its size and mtime kept."""
+    stamp = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stamp.st_size, stamp.st_mtime_ns)
+    return path
+
+
+def test_an_eval_on_dataset_replaced_under_the_same_names_and_sizes_changes_its_digest(tmp_path):
+    build_utkface(tmp_path / "UTKFace")
+    rows = build_fairface(tmp_path / "fairface")
+    flags = {"datasets": ["utkface-cb"], "tasks": {"utkface-cb": ["gender/race"]}, "methods": ["erm"]}
+    flags |= {"budget": "smoke", "eval_on": ["fairface"], "out": str(tmp_path / "runs")}
+    flags |= {"data_roots": {"utkface-cb": str(tmp_path / "UTKFace"), "fairface": str(tmp_path / "fairface")}}
+
+    def checked():
+        (spec,) = check_plan(load_plan(None, flags), registry(), allow_tiny_groups=True).specs
+        return spec
+
+    before = checked()
+    rewritten(tmp_path / "fairface" / rows["val"][0][0])  # a test image of the transfer dataset
+    after = checked()
+    assert after.run_id == before.run_id and after.content["data"] == before.content["data"]
+    assert after.content["eval-on fairface"] != before.content["eval-on fairface"]
+    assert content_changes(fake_record(spec=before, run_id=before.run_id), after) == ["eval-on fairface"]
+    # a run asked without --eval-on compares only what it reads
+    (own,) = check_plan(load_plan(None, {**flags, "eval_on": None}), registry(), allow_tiny_groups=True).specs
+    assert set(own.content) == {"data"} and content_changes(fake_record(spec=after, run_id=own.run_id), own) == []
+
+
+def test_a_dataset_train_pool_replaced_under_the_same_names_and_sizes_changes_its_digest(tmp_path):
+    names = build_utkface(tmp_path / "UTKFace")
+    flags = {"datasets": ["synthfaces"], "methods": ["erm", "simclr"], "budget": "smoke"}
+    flags |= {"pool": "dataset-train:utkface", "data_roots": {"utkface": str(tmp_path / "UTKFace")}}
+
+    def specs():
+        return {s.method: s for s in expand(load_plan(None, flags), registry())}
+
+    before = specs()
+    rewritten(tmp_path / "UTKFace" / names[0])
+    after = specs()
+    assert "pool" not in after["erm"].content  # erm reads no pool
+    assert after["simclr"].run_id == before["simclr"].run_id
+    assert after["simclr"].content["pool"] != before["simclr"].content["pool"]
+    record = fake_record(spec=before["simclr"], run_id=before["simclr"].run_id)
+    assert content_changes(record, after["simclr"]) == ["pool"]
+
+
+def test_an_encoder_checkpoint_replaced_under_the_same_name_and_size_changes_its_digest(tmp_path):
+    checkpoint = tmp_path / "clip.pt"
+    checkpoint.write_bytes(b"a" * 64)
+    flags = {"datasets": ["synthfaces"], "methods": ["erm", "clip-cluster"], "budget": "smoke"}
+    flags |= {"vlm": f"open_clip:ViT-B-32:{checkpoint}"}
+
+    def specs():
+        return {s.method: s for s in expand(load_plan(None, flags), registry())}
+
+    before = specs()
+    rewritten(checkpoint)
+    after = specs()
+    assert "vlm" not in after["erm"].content  # erm loads no encoder
+    assert after["clip-cluster"].run_id == before["clip-cluster"].run_id
+    # the sha256 a run's record keeps in `vlm` (the encoder's info)
+    assert after["clip-cluster"].content["vlm"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert before["clip-cluster"].content["vlm"] == hashlib.sha256(b"a" * 64).hexdigest()
+    record = fake_record(spec=before["clip-cluster"], run_id=before["clip-cluster"].run_id)
+    assert content_changes(record, after["clip-cluster"]) == ["vlm"]
+    # a record made before this digest: its encoder's sha256 is compared, as a --weights file's is
+    old = fake_record(spec=replace(before["clip-cluster"], content={}), run_id=before["clip-cluster"].run_id)
+    old.vlm = {"id": "open_clip-ViT-B-32", "sha256": before["clip-cluster"].content["vlm"]}
+    assert content_changes(old, after["clip-cluster"]) == ["vlm"] and content_changes(old, before["clip-cluster"]) == []

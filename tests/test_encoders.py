@@ -107,6 +107,8 @@ def test_local_open_clip_checkpoint_embeds_offline_with_a_disk_cache(tiny_open_c
     assert (
         isinstance(enc, VisionLanguageEncoder) and enc.info["source"] == "local-dir" and len(enc.info["sha256"]) == 64
     )
+    # a run's content digest names the weights as the record's `vlm.sha256` does (grid.content_changes)
+    assert registry().encoders["open_clip"].weights_digest(f"local-dir:{tiny_open_clip_dir}") == enc.info["sha256"]
     images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
     emb = enc.encode_images(images)
     assert emb.shape == (5, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)

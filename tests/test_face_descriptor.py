@@ -142,6 +142,12 @@ def test_text_is_refused_and_provenance_is_in_info(encoder):
 
 
 @needs_faces
+def test_the_weights_digest_of_a_run_is_the_sha256_its_record_keeps(encoder):
+    """`RunSpec.content['vlm']` names the weights file as the record's `vlm.sha256` does (grid.content_changes)."""
+    assert registry().encoders["face-descriptor"].weights_digest("") == encoder.info["sha256"]
+
+
+@needs_faces
 def test_pickled_encoder_embeds_the_same(encoder, faces):
     """Ray ships the encoder to its tasks: the dlib network is reloaded there, with the same numbers."""
     copy = pickle.loads(pickle.dumps(encoder))
