@@ -191,6 +191,11 @@ class RunRecord:
         """Whether the run's method fitted and predicted in a sealed child (a record without `isolation` did not)."""
         return self.isolation is not None and self.isolation.mode == "sealed"
 
+    @property
+    def isolation_mode(self) -> str:
+        """'sealed' or 'in-process': where the run's method ran (a record without `isolation` ran in-process)."""
+        return "in-process" if self.isolation is None else self.isolation.mode
+
     def test_metric(self, name: str) -> float | None:
         """A test metric of an ok run (None when undefined or absent, or for a failed run)."""
         return (self.metrics or {}).get("test", {}).get(name)

@@ -46,6 +46,7 @@ SETTINGS = (
     "variant",
     "wall_time_s",
     "git_commit",
+    "isolation",
     "tier",
     "flags",
     "flag_details",
@@ -96,6 +97,7 @@ def settings(record: RunRecord) -> dict[str, Any]:
         "pool": pool_name(spec.pool),
         "data_fingerprint": spec.data_fingerprint,
         **{k: getattr(record, k) for k in ("labels_used", "variant", "wall_time_s", "git_commit")},
+        "isolation": record.isolation_mode,
     }
 
 

@@ -209,6 +209,7 @@ class Row:
     per_group: list[GroupMetrics]
     per_seed: dict[str, dict[int, float | None]]  # metric -> seed -> the selected run's test value
     hardware: list[str]  # where the selected runs ran (`cpu_model (torch_cpu_capability)`), each once
+    isolation: str  # where its runs' method ran: 'sealed', 'in-process' or 'mixed' (`row_flags.isolation`)
     flags: list[Flag]
     regimes: list[RegimeResult] | None = None  # with a search in the store: default, each rule's pick, the oracle
     vs_erm: dict[str, PairedDifference] | None = None

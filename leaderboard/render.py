@@ -49,11 +49,16 @@ LEADERBOARD_HEADERS = [
     "seeds",
     "forward samples",
     "fit time (s)",
+    "isolation",
     "flags",
 ]
 EQUAL_FAIRNESS = (
     "group-specific randomised thresholds fitted per run on validation's selection half (error-parity; Cruz & Hardt "
     "2024); every method becomes one that reads the sensitive attribute at inference"
+)
+ISOLATION_NOTE = (
+    "where each method ran: sealed, in a sandboxed child that holds only what its declared labels allow "
+    '(README, "Sealed runs"), or in-process, in the harness\'s process with the plugin trusted; mixed: its seeds differ'
 )
 REGIME_HEADERS = ["method", "regime", "trial", "seeds", *REGIME_METRICS, *[f"Δ{m} vs default" for m in REGIME_METRICS]]
 PAIRED = (
@@ -169,7 +174,7 @@ def table_markdown(t: Table) -> list[str]:
     out += [f"> {md(t.banner)}", ""] if t.banner else []
     out += [f"Note: {t.seed_note}.", ""] if t.seed_note else []
     out += [md_table([leaderboard_cells(r) for r in t.rows], LEADERBOARD_HEADERS), ""]
-    out += [f"Intervals: {n}." for n in t.interval_notes] + [""]
+    out += [f"Intervals: {n}." for n in t.interval_notes] + [f"Isolation: {ISOLATION_NOTE}.", ""]
     out += flags_markdown(t) + hardware_markdown(t.hardware) + fronts_markdown(t)
     out += regimes_markdown(t) + comparison_markdown(t)
     out += analyses_markdown(t)
@@ -185,10 +190,11 @@ def table_markdown(t: Table) -> list[str]:
 
 def leaderboard_cells(r: Row) -> list[Any]:
     if not r.ok:
-        return [r.label, r.tier, r.labels_used, *["failed"] * len(TABLE_METRICS), 0, "", "", flag_codes(r)]
+        failed = ["failed"] * len(TABLE_METRICS)
+        return [r.label, r.tier, r.labels_used, *failed, 0, "", "", r.isolation, flag_codes(r)]
     compute = [count_text(r.forward_samples), count_text(r.fit_time_s, 1)]
     metrics = [summary_text(r.summary(m)) for m in TABLE_METRICS]
-    return [r.label, r.tier, r.labels_used, *metrics, r.seeds, *compute, flag_codes(r)]
+    return [r.label, r.tier, r.labels_used, *metrics, r.seeds, *compute, r.isolation, flag_codes(r)]
 
 
 def shared_flags(t: Table) -> list[tuple[str, str, str]]:
@@ -559,10 +565,12 @@ def summary_columns(board: Board, t: Table, r: Row) -> dict[str, Any]:
 
 
 def check_columns(t: Table, r: Row) -> dict[str, Any]:
-    """tier, hardware, flags (codes), flag_details ('code: detail' joined by ' | '), rank_M and vs_best_M per metric."""
+    """tier, hardware, isolation, flags (codes), flag_details ('code: detail' joined by ' | '), rank_M and vs_best_M
+    per metric."""
     row = {
         "tier": r.tier,
         "hardware": "; ".join(r.hardware),
+        "isolation": r.isolation,
         "flags": flag_codes(r),
         "flag_details": " | ".join(f"{f.code}: {f.detail}" for f in r.flags),
     }

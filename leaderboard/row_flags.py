@@ -1,5 +1,6 @@
 """A leaderboard row's warnings: its runs' flags (`flags.run_flags`) gathered over seeds, and the row's own (fewer
-than 3 seeds, runs on more than one machine, a zero-width interval over seeds); a table's hardware and banner."""
+than 3 seeds, runs on more than one machine, sealed and in-process runs mixed, a zero-width interval over seeds);
+where its runs ran; a table's hardware and banner."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ FLAG_ORDER = (
     "smoke-budget",
     "demonstration-budget",
     "mixed-hardware",
+    "mixed-isolation",
     "tiny-groups",
     "uninformative-interval",
 )
@@ -37,7 +39,7 @@ def row_flags(runs: list[RunRecord], stored: StoredRuns, summaries: dict[str, Me
     per_run = [(r.seed, f) for r in runs for f in stored.flags(r)]
     if len(runs) > 1:
         per_run = [(seed, f) for seed, f in per_run if f.code != "uninformative-interval"]
-    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), mixed_hardware(runs)]
+    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), mixed_hardware(runs), mixed_isolation(runs)]
     found += [zero_width(summaries)] if len(runs) > 1 else []
     return sorted([f for f in found if f is not None], key=lambda f: FLAG_ORDER.index(f.code))
 
@@ -96,6 +98,29 @@ def mixed_hardware(runs: list[RunRecord]) -> Flag | None:
     if len(used) < 2:
         return None
     return Flag("mixed-hardware", "; ".join(f"seeds {seed_list(s)} on {hw}" for hw, s in used.items()))
+
+
+def isolations(runs: list[RunRecord]) -> dict[str, list[int]]:
+    """Where the runs' methods ran ('sealed', 'in-process': `RunRecord.isolation_mode`) -> their seeds."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.isolation_mode, []).append(r.seed)
+    return seeds
+
+
+def isolation(runs: list[RunRecord]) -> str:
+    """A row's `isolation`: 'sealed' or 'in-process' when all its runs ran so, 'mixed' when its seeds differ."""
+    found = list(isolations(runs))
+    return found[0] if len(found) == 1 else "mixed"
+
+
+def mixed_isolation(runs: list[RunRecord]) -> Flag | None:
+    """'mixed-isolation' when some of a row's runs ran sealed and others in the harness's process (same numbers,
+    but only the sealed ones do not trust the plugin)."""
+    where = isolations(runs)
+    if len(where) < 2:
+        return None
+    return Flag("mixed-isolation", "; ".join(f"seeds {seed_list(s)} {mode}" for mode, s in where.items()))
 
 
 def zero_width(summaries: dict[str, MetricSummary]) -> Flag | None:

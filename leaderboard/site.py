@@ -45,6 +45,7 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.leaderboard.render import (
     EQUAL_FAIRNESS,
+    ISOLATION_NOTE,
     PAIRED_CAPTION,
     REGIME_CAPTION,
     SENSITIVE_AT_INFERENCE,
@@ -137,6 +138,7 @@ class RowView:
     seeds: int
     failed: int
     cells: list[Cell]
+    isolation: str
     flags: list[Flag]
     vs_erm: list[str] | None
     ablation_label: str
@@ -229,6 +231,7 @@ class SectionView:
     labels_used: str
     tier: str
     variant: str | None
+    isolation: str
     flags: list[Flag]
     regimes: list[RegimeView]
     selected: list[TrialView]
@@ -328,6 +331,7 @@ def row_view(row: Row, records: dict[str, RunRecord]) -> RowView:
         seeds=row.seeds,
         failed=len(row.failed_runs),
         cells=[cell(row.summary(m)) for m in TABLE_METRICS],
+        isolation=row.isolation,
         flags=row.flags,
         vs_erm=[difference_text(row.vs_erm[m]) for m in COMPARED_METRICS] if row.vs_erm else None,
         ablation_label=f"{row.ablation_of} − {row.method}",
@@ -532,6 +536,7 @@ def section(row: Row, view: TableView, records: dict[str, RunRecord], plot_dir: 
         labels_used=row.labels_used,
         tier=row.tier,
         variant=row.variant,
+        isolation=row.isolation,
         flags=row.flags,
         regimes=regime_views(row) if row.ok else [],
         selected=[trial_view(s.seed, s.trial, s.run_id, s.hparams, records.get(s.run_id)) for s in row.selected],
@@ -700,6 +705,7 @@ def render_site(board: Board, records: dict[str, RunRecord], out: Path) -> dict[
         "version": __version__,
         "n_records": len(records),
         "metrics": metric_columns(records),
+        "isolation_note": ISOLATION_NOTE,
     }
     write_records(records, out / "records")
     paths = write_exports(board, out)

@@ -44,7 +44,7 @@ from fairfacebench.leaderboard.model import (
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
-from fairfacebench.leaderboard.row_flags import banner, machines, row_flags, table_hardware
+from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
 from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
@@ -257,6 +257,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         **summaries,
         **seed_fields(runs.ok, ctx.stored),
         hardware=list(machines(runs.ok)),
+        isolation=isolation(runs.ok or runs.failed),
         flags=row_flags(runs.ok, ctx.stored, summaries),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
         **row_analyses(runs.ok, ctx.stored),

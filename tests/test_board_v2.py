@@ -19,6 +19,8 @@ from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
 from fairfacebench.metrics.hierarchical import counts_from_predictions
 from fairfacebench.plugins import registry
+from fairfacebench.record import Isolation
+from fairfacebench.results import load_runs
 from fairfacebench.store import ResultStore
 
 SEARCH = {"seeds": 3, "search_seeds": 1, "hparam_trials": 4}  # trials 1-3 on seed 0, the picks on seeds 1-2
@@ -280,3 +282,46 @@ def test_flags_travel_to_every_output_and_the_method_column_is_the_name(tmp_path
     assert to_frame(board).iloc[0]["flags"] == "near-chance, few-seeds"
     plain = json.loads(to_json(board))["tables"][0]["rows"][0]["flags"]
     assert plain == [dataclasses.asdict(f) for f in row.flags]
+
+
+def test_where_each_run_ran_is_a_field_of_every_output_and_a_row_that_mixes_them_is_flagged(tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    sealed, in_process = Isolation("sealed", "namespaces"), Isolation("in-process")
+    where = {"sealed": [sealed] * 3, "older": [None] * 3, "mixed": [sealed, sealed, in_process]}  # None: in-process
+    for method, isolations in where.items():
+        for seed, isolation in enumerate(isolations):
+            store.write(f"{method}-{seed}", dataclasses.replace(fake_record(method, seed), isolation=isolation))
+    failed = dataclasses.replace(fake_record("broken", 0, error="ValueError: no"), isolation=sealed)
+    store.write("broken-0", failed)
+    board = build(tmp_path / "runs")
+    rows = {r.method: r for r in board.tables[0].rows}
+    expected = {"broken": "sealed", "mixed": "mixed", "older": "in-process", "sealed": "sealed"}
+    assert {m: r.isolation for m, r in rows.items()} == expected
+    assert {f.code: f.detail for f in rows["mixed"].flags}["mixed-isolation"] == "seeds 0, 1 sealed; seeds 2 in-process"
+    assert not rows["sealed"].flagged("mixed-isolation") and not rows["older"].flagged("mixed-isolation")
+    # Markdown (its column before the flags), CSV and pandas frame, JSON
+    markdown = to_markdown(board)
+    leaderboard = next(b for b in markdown.split("\n\n") if b.startswith("| method "))
+    header = [c.strip() for c in leaderboard.splitlines()[0].strip("|").split("|")]
+    body = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in leaderboard.splitlines()[2:])}
+    assert header[-2:] == ["isolation", "flags"] and {m: body[m][-2] for m in expected} == expected
+    assert "Isolation: where each method ran: sealed, in a sandboxed child" in markdown
+    assert dict(zip(to_frame(board)["method"], to_frame(board)["isolation"])) == expected
+    assert {r["method"]: r["isolation"] for r in json.loads(to_json(board))["tables"][0]["rows"]} == expected
+    # one row per run in pandas
+    runs = load_runs(tmp_path / "runs")
+    found = {(method, seed): mode for method, seed, mode in zip(runs["method"], runs["seed"], runs["isolation"])}
+    assert found == {
+        **{("sealed", seed): "sealed" for seed in range(3)},
+        **{("older", seed): "in-process" for seed in range(3)},  # recorded before sealed runs
+        ("mixed", 0): "sealed",
+        ("mixed", 1): "sealed",
+        ("mixed", 2): "in-process",
+        ("broken", 0): "sealed",
+    }
+    # the site's index and method page
+    index = build_site(tmp_path / "runs", tmp_path / "site")["index"].read_text()
+    for method, isolation in expected.items():
+        assert f'<td class="isolation" data-value="{isolation}">{isolation}</td>' in index, method
+    page = (tmp_path / "site" / "method-mixed.html").read_text()
+    assert ">mixed</dd>" in page and "mixed-isolation" in page and "seeds 0, 1 sealed; seeds 2 in-process" in page
