@@ -329,13 +329,8 @@ def test_a_celeba_run_reads_young_as_under_40_on_fairface_and_utkface(roots, tmp
         )
         assert result.target.source_classes == {"not_Male": "female", "Male": "male"}
         assert result.target.source_approximate is None and result.target.approximate is None
-        assert result.in_domain.metrics == record.metrics["test"] and (
-            result.in_domain.n,
-            result.in_domain.left_out,
-        ) == (
-            6,
-            0,
-        )
+        assert result.in_domain.metrics == record.metrics["test"]
+        assert (result.in_domain.n, result.in_domain.left_out) == (6, 0)
         assert [(g["group"], g["n"]) for g in result.in_domain.per_group["per_group"]] == [("0-39", 2), ("40+", 4)]
     # the model's classes are CelebA's (not_Male 0, Male 1); FairFace rows as in the gender-sensitive test above:
     # 14 faces, age bins 5-8 (4 faces) are 40+
