@@ -20,6 +20,7 @@ __all__ = [
     "Attribute",
     "CONCEPTS",
     "Concept",
+    "ConceptMap",
     "DataError",
     "TaskSpec",
     "Split",
@@ -33,6 +34,7 @@ __all__ = [
     "Vocabulary",
     "check_vocabulary",
     "concept_codes",
+    "concept_map",
     "group_codes",
     "restrict_to_task",
     "make_task_data",
@@ -94,28 +96,55 @@ CONCEPTS: dict[str, Concept] = {
 }
 UNMAPPED = -1  # concept code of a class the concept does not apply to (e.g. UTKFace race Others in race4)
 
-# concept -> dataset attribute -> attribute class -> concept class (None: the concept does not apply to that class)
-Vocabulary = dict[str, dict[str, dict[str, str | None]]]
+
+@dataclass(frozen=True)
+class ConceptMap:
+    """An attribute's classes read as a concept's (class -> concept class or None), and, when the attribute is not
+    what the concept means but only close to it, `approximate`: why, in one line.  The note travels with every
+    transfer evaluation that uses the reading (record, leaderboard); a plain dict in a vocabulary is an exact map."""
+
+    classes: dict[str, str | None]
+    approximate: str = ""
+
+
+# concept -> dataset attribute -> attribute class -> concept class (None: the concept does not apply to that class),
+# or a ConceptMap of those classes that says why the reading is approximate
+Vocabulary = dict[str, dict[str, dict[str, str | None] | ConceptMap]]
+
+
+def concept_map(vocabulary: Vocabulary, concept: str, attribute: str) -> ConceptMap:
+    """How `attribute` reads as `concept` in `vocabulary`, a plain dict entry as an exact ConceptMap."""
+    entry = vocabulary[concept][attribute]
+    return entry if isinstance(entry, ConceptMap) else ConceptMap(entry)
 
 
 def concept_codes(vocabulary: Vocabulary, concept: str, attribute: Attribute) -> tuple[int, ...]:
     """Per class code of `attribute`, the code of its class in `concept` (UNMAPPED where it maps to None)."""
     classes = CONCEPTS[concept].classes
-    mapping = vocabulary[concept][attribute.name]
+    mapping = concept_map(vocabulary, concept, attribute.name).classes
     return tuple(UNMAPPED if mapping[c] is None else classes.index(mapping[c]) for c in attribute.classes)
 
 
 def check_vocabulary(dataset: str, attributes: dict[str, Attribute], vocabulary: Vocabulary) -> None:
     """A plugin's vocabulary names known concepts and its own attributes, lists every class of each mapped attribute
-    once, maps it to a class of the concept or None, and reaches every class of the concept."""
+    once, maps it to a class of the concept or None, reaches every class of the concept, and says why in words when
+    a reading is approximate."""
     for concept, readings in vocabulary.items():
         if concept not in CONCEPTS:
             raise ValueError(f"dataset '{dataset}': vocabulary concept '{concept}' is not one of {sorted(CONCEPTS)}")
         classes = CONCEPTS[concept].classes
-        for name, mapping in readings.items():
+        for name, entry in readings.items():
             where = f"dataset '{dataset}': vocabulary '{concept}' <- attribute '{name}'"
             if name not in attributes:
                 raise ValueError(f"{where}: no such attribute; the dataset has {sorted(attributes)}")
+            if not isinstance(entry, (dict, ConceptMap)):
+                raise ValueError(
+                    f"{where}: expected a dict (class -> concept class) or a data.ConceptMap, "
+                    f"got {type(entry).__name__}"
+                )
+            if isinstance(entry, ConceptMap) and not isinstance(entry.approximate, str):
+                raise ValueError(f"{where}: 'approximate' must say why in words, got {entry.approximate!r}")
+            mapping = concept_map(vocabulary, concept, name).classes
             if set(mapping) != set(attributes[name].classes):
                 raise ValueError(
                     f"{where}: maps classes {sorted(mapping)}, expected each of {list(attributes[name].classes)}"

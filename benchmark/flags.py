@@ -2,7 +2,8 @@
 
 Defined once, for `load_runs` (one row per run) and for the leaderboard, which gathers the flags of a row's runs
 (docs/METRICS.md, "Flags" and "Information tiers"): predictions that are degenerate, at or near chance, a budget that
-is not a result (smoke, the demonstration size), tiny groups, uninformative intervals, code other than installed.
+is not a result (smoke, the demonstration size), tiny groups, uninformative intervals, code other than installed; and
+of each of its transfer evaluations, a reading of an attribute that only approximates its shared concept.
 """
 
 from __future__ import annotations
@@ -151,3 +152,11 @@ def uninformative_flag(intervals: dict[str, Any] | None) -> Flag | None:
     if not reasons:
         return None
     return Flag("uninformative-interval", "; ".join(f"{metric}: {why}" for metric, why in reasons.items()))
+
+
+def transfer_flags(record: RunRecord, dataset: str) -> list[Flag]:
+    """What the run's evaluation on `dataset` (`--eval-on`) warns of: 'approximate-reading' when an attribute it
+    reads, on either side, only approximates its shared concept (the dataset plugin's `data.ConceptMap.approximate`,
+    e.g. CelebA's Young as under 40)."""
+    notes = record.transfer[dataset].approximations(record.spec.dataset)
+    return [Flag("approximate-reading", "; ".join(notes))] if notes else []

@@ -56,6 +56,16 @@ class SharedAttribute:
     source_classes: dict[str, str | None]  # class of the run's attribute -> concept class (None: rows left out)
     attribute: str
     classes: dict[str, str | None]  # class of the other dataset's attribute -> concept class (None: rows left out)
+    # why a side's reading only approximates the concept (its dataset plugin's `ConceptMap.approximate`); None: exact
+    source_approximate: str | None = None
+    approximate: str | None = None
+
+    OMIT_WHEN_NONE = ("source_approximate", "approximate")  # exact readings keep the plain form they always had
+
+    def approximations(self, source: str, dataset: str) -> list[str]:
+        """'DATASET ATTRIBUTE as CONCEPT: why' for each side read approximately (`source`: the run's dataset)."""
+        sides = ((source, self.source_attribute, self.source_approximate), (dataset, self.attribute, self.approximate))
+        return [f"{name} {attribute} as {self.concept}: {why}" for name, attribute, why in sides if why]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,11 @@ class TransferResult:
     in_domain: SharedGroupsScore
     transfer: SharedGroupsScore
     eval_time_s: float
+
+    def approximations(self, source: str) -> list[str]:
+        """Each reading of this evaluation that only approximates its concept, and why (`source`: the run's dataset)."""
+        shared = (self.target, *self.sensitive)
+        return [note for attribute in shared for note in attribute.approximations(source, self.dataset)]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fairfacebench.analyses import StoredAnalyses
-from fairfacebench.flags import current_intervals, information_tier, run_flags
+from fairfacebench.flags import current_intervals, information_tier, run_flags, transfer_flags
 from fairfacebench.method_code import installed_fingerprint
 from fairfacebench.readback import DataAccess, NotReadBack
 from fairfacebench.record import RunRecord
@@ -137,11 +137,15 @@ def group_columns(record: RunRecord) -> dict[str, Any]:
 
 
 def transfer_columns(record: RunRecord) -> dict[str, Any]:
-    """'transfer.DATASET.acc' and 'transfer.DATASET.in_domain.acc', ...: the metrics of each --eval-on evaluation."""
+    """'transfer.DATASET.acc' and 'transfer.DATASET.in_domain.acc', ...: the metrics of each --eval-on evaluation,
+    and its 'transfer.DATASET.flags' and 'transfer.DATASET.flag_details' (`flags.transfer_flags`)."""
     columns: dict[str, Any] = {}
     for dataset, result in (record.transfer or {}).items():
         columns.update({f"transfer.{dataset}.{k}": v for k, v in result.transfer.metrics.items()})
         columns.update({f"transfer.{dataset}.in_domain.{k}": v for k, v in result.in_domain.metrics.items()})
+        flags = transfer_flags(record, dataset)
+        columns[f"transfer.{dataset}.flags"] = ", ".join(f.code for f in flags)
+        columns[f"transfer.{dataset}.flag_details"] = " | ".join(f"{f.code}: {f.detail}" for f in flags)
     return columns
 
 

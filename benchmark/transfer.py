@@ -9,7 +9,9 @@ Every dataset plugin declares how its attributes map onto the shared concepts of
   the classes of D1 x ... x Dk, on B's test split and on the run's own test split alike (`in_domain`), so the two
   columns of a transfer table compare the same metric over the same groups.
 
-Otherwise `pair` refuses before any training, naming the attribute and the two datasets.  The model's scores are
+Otherwise `pair` refuses before any training, naming the attribute and the two datasets.  A reading a plugin
+declares approximate (`data.ConceptMap.approximate`, CelebA's Young as under 40) pairs like an exact one, an exact
+counterpart first, and its note goes into the record's entry (`SharedAttribute.approximate`).  The model's scores are
 checked and scored like the test split's (`compute_metrics`, bootstrap intervals); B's images are predicted with
 the selection and test images (`fitting.predict_under_meter`, in this process or in a sealed child, which gets the
 images only: `TransferInput`), and scored here.  Rules and choices: docs/DATASETS.md ("transfer").
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fairfacebench.data import CONCEPTS, UNMAPPED, Split, TaskData, check_vocabulary, concept_codes
+from fairfacebench.data import CONCEPTS, UNMAPPED, Split, TaskData, check_vocabulary, concept_codes, concept_map
 from fairfacebench.errors import ConfigError, DataError, PluginError
 from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import compute_metrics
@@ -39,6 +41,7 @@ class Reading:
     concept: str
     classes: tuple[str, ...]  # the attribute's classes
     codes: tuple[int, ...]
+    approximate: str = ""  # why the attribute only approximates the concept ('': an exact reading)
 
     @property
     def one_to_one(self) -> bool:
@@ -61,11 +64,20 @@ class Reading:
 
 def reading(plugin: Any, concept: str, attribute: str) -> Reading:
     attr = plugin.attributes[attribute]
-    return Reading(attribute, concept, attr.classes, concept_codes(plugin.vocabulary, concept, attr))
+    why = concept_map(plugin.vocabulary, concept, attribute).approximate
+    return Reading(attribute, concept, attr.classes, concept_codes(plugin.vocabulary, concept, attr), why)
 
 
 def shared_attribute(own: Reading, theirs: Reading) -> SharedAttribute:
-    return SharedAttribute(own.concept, own.attribute, own.as_dict(), theirs.attribute, theirs.as_dict())
+    return SharedAttribute(
+        own.concept,
+        own.attribute,
+        own.as_dict(),
+        theirs.attribute,
+        theirs.as_dict(),
+        own.approximate or None,
+        theirs.approximate or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,13 +132,19 @@ def _concepts_of(plugin: Any, attribute: str) -> list[str]:
 
 
 def _covered(plugin: Any) -> str:
-    return ", ".join(f"{c} <- {'/'.join(plugin.vocabulary[c])}" for c in CONCEPTS if c in plugin.vocabulary)
+    def named(concept: str, attribute: str) -> str:
+        return attribute + (" (approximate)" if concept_map(plugin.vocabulary, concept, attribute).approximate else "")
+
+    return ", ".join(
+        f"{c} <- {'/'.join(named(c, a) for a in plugin.vocabulary[c])}" for c in CONCEPTS if c in plugin.vocabulary
+    )
 
 
 def _counterpart(plugin: Any, concept: str) -> Reading | None:
-    """The attribute of `plugin` read as `concept`: a one-to-one reading first, else the first declared."""
+    """The attribute of `plugin` read as `concept`: exact before approximate, then one-to-one before many-to-one,
+    then the first declared."""
     readings = [reading(plugin, concept, a) for a in plugin.vocabulary.get(concept, {})]
-    return next((r for r in readings if r.one_to_one), readings[0] if readings else None)
+    return min(readings, key=lambda r: (bool(r.approximate), not r.one_to_one), default=None)
 
 
 def _target(source: Any, attribute: str, other: Any, head: str) -> tuple[Reading, Reading]:

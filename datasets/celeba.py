@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fairfacebench.data import Attribute, DataError, TaskSpec, Vocabulary
+from fairfacebench.data import Attribute, ConceptMap, DataError, TaskSpec, Vocabulary
 from fairfacebench.datasets.indexed import (
     SPLITS,
     DatasetIndex,
@@ -80,8 +80,12 @@ USUAL_SENSITIVE = ("Male", "Young")
 VALUES = ("-1", "1")  # file value -> code 0 / 1
 PARTITIONS = ("0", "1", "2")  # train, val, test
 IMAGE_DIR = "img_align_celeba"
-# Only Male has a counterpart elsewhere: Young is an annotator's impression with no age in years behind it.
-VOCABULARY: Vocabulary = {"gender": {"Male": {"not_Male": "female", "Male": "male"}}}
+# Young has no age in years behind it: it reads as under 40 only approximately, and says so wherever it is used.
+YOUNG_AS_UNDER_40 = "CelebA's Young is annotators' impression of youth, not an age in years; read as under 40"
+VOCABULARY: Vocabulary = {
+    "gender": {"Male": {"not_Male": "female", "Male": "male"}},
+    "age_40": {"Young": ConceptMap({"not_Young": "40+", "Young": "0-39"}, approximate=YOUNG_AS_UNDER_40)},
+}
 
 
 def _task(target: str, sensitive: tuple[str, ...], name: str | None = None) -> TaskSpec:

@@ -161,6 +161,7 @@ class UTKFace(UTKFaceFolder):
         TaskSpec("age_group/race", "age_group", ("race",), "predict age 0-19/20-39/40-59/60+; fairness across race"),
         TaskSpec("age_binary/gender", "age_binary", ("gender",), "predict age >= 40; fairness across gender"),
         TaskSpec("race/gender", "race", ("gender",), "predict race (5 classes); fairness across gender"),
+        TaskSpec("gender/age_binary", "gender", ("age_binary",), "predict gender; fairness across age < 40 and >= 40"),
     ]
 
     def index(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from fairfacebench.flags import transfer_flags
 from fairfacebench.leaderboard.model import (
     CALIBRATION_METRICS,
     INTERSECTIONAL_METRICS,
@@ -125,11 +126,13 @@ def intersectional(ok: list[RunRecord], stored: StoredRuns) -> dict[str, MetricS
 
 
 def transfer(ok: list[RunRecord]) -> list[TransferSummary] | None:
-    """Per other dataset the selected runs were evaluated on: in-domain and transfer metrics over those seeds."""
+    """Per other dataset the selected runs were evaluated on: in-domain and transfer metrics over those seeds, and
+    the runs' flags of that evaluation (an approximate reading), each distinct one once."""
     datasets = list(dict.fromkeys(d for r in ok for d in (r.transfer or {})))
     summaries = []
     for dataset in datasets:
-        results = [(r.seed, r.transfer[dataset]) for r in ok if dataset in (r.transfer or {})]
+        evaluated = [r for r in ok if dataset in (r.transfer or {})]
+        results = [(r.seed, r.transfer[dataset]) for r in evaluated]
         first = results[0][1]
         summaries.append(
             TransferSummary(
@@ -140,6 +143,7 @@ def transfer(ok: list[RunRecord]) -> list[TransferSummary] | None:
                 left_out=first.transfer.left_out,
                 in_domain=shared_summaries([t.in_domain for _, t in results]),
                 transfer=shared_summaries([t.transfer for _, t in results]),
+                flags=list(dict.fromkeys(f for r in evaluated for f in transfer_flags(r, dataset))),
             )
         )
     return summaries or None

@@ -157,6 +157,7 @@ class TransferSummary:
     left_out: int  # its rows whose class the shared concept does not cover
     in_domain: dict[str, MetricSummary]  # TRANSFER_METRICS
     transfer: dict[str, MetricSummary]
+    flags: list[Flag] = field(default_factory=list)  # its runs' `flags.transfer_flags`, each distinct one once
 
 
 @dataclass(frozen=True)

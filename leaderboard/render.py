@@ -431,7 +431,7 @@ def rows_text(entry: dict[str, Any]) -> str:
 
 def transfer_headers() -> list[str]:
     pairs = [h for m in TRANSFER_METRICS for h in (f"{m} in-domain", f"{m} transfer")]
-    return ["method", "evaluated on", "seeds", "shared groups", "rows (left out)", *pairs]
+    return ["method", "evaluated on", "seeds", "shared groups", "rows (left out)", *pairs, "flags"]
 
 
 def transfer_rows(t: Table) -> list[list[Any]]:
@@ -448,15 +448,33 @@ def row_transfer_cells(r: Row) -> list[list[Any]]:
             ", ".join(x.group_names),
             f"{x.n} ({x.left_out})",
             *[summary_text(part[m]) for m in TRANSFER_METRICS for part in (x.in_domain, x.transfer)],
+            ", ".join(f.code for f in x.flags),
         ]
         for x in r.transfer or []
     ]
+
+
+def transfer_flag_notes(rows: list[Row]) -> list[str]:
+    """Each flag of the rows' transfer lines with its detail, once for the lines that share it:
+    'code (method on dataset, ...): detail'."""
+    lines: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        for x in r.transfer or []:
+            for f in x.flags:
+                lines.setdefault((f.code, f.detail), []).append(f"{r.label} on {x.dataset}")
+    return [f"{code} ({', '.join(whose)}): {detail}" for (code, detail), whose in lines.items()]
 
 
 TRANSFER_CAPTION = (
     "In-domain vs transfer: each selected run on its own test split and on another dataset's, both read through "
     "the shared vocabulary and scored over the shared groups (docs/DATASETS.md, transfer)."
 )
+
+
+def transfer_caption(rows: list[Row]) -> str:
+    """The site's caption of a transfer table: TRANSFER_CAPTION and the details of its lines' flags."""
+    notes = transfer_flag_notes(rows)
+    return " ".join([TRANSFER_CAPTION, *(["Flags:", "; ".join(notes) + "."] if notes else [])])
 
 
 def analyses_markdown(t: Table) -> list[str]:
@@ -501,6 +519,8 @@ def analyses_markdown(t: Table) -> list[str]:
             md_table(transfer_rows(t), transfer_headers()),
             "",
         ]
+        notes = transfer_flag_notes(ok)
+        out += ["Flags of these lines:", "", *[f"- {md(n)}" for n in notes], ""] if notes else []
     if t.analysis_notes:
         out += ["Notes on these analyses:", "", *[f"- {md(n)}" for n in t.analysis_notes], ""]
     return out
@@ -611,7 +631,8 @@ def summary_cells(prefix: str, s: MetricSummary) -> dict[str, Any]:
 def analysis_columns(t: Table, r: Row) -> dict[str, Any]:
     """'at_eod0.05_acc_mean' (and 'at_eod_uses': the sensitive attribute at inference), 'ece_gap_mean',
     'ece_group_NAME', 'intersectional_eod_max_mean' (with the cells' attributes, rule, merged and left-out cells),
-    'transfer_DATASET_acc_mean', 'transfer_DATASET_acc_in_domain_mean', ..."""
+    'transfer_DATASET_acc_mean', 'transfer_DATASET_acc_in_domain_mean', ..., 'transfer_DATASET_flags' (codes) and
+    'transfer_DATASET_flag_details'."""
     row: dict[str, Any] = {}
     if r.equal_fairness:
         row["at_eod_uses"] = f"{SENSITIVE_AT_INFERENCE} (group-specific thresholds, error-parity)"
@@ -633,6 +654,8 @@ def analysis_columns(t: Table, r: Row) -> dict[str, Any]:
         row.update(summary_cells(f"intersectional_{m}", s))
     for x in r.transfer or []:
         row[f"transfer_{x.dataset}_seeds"] = len(x.seeds)
+        row[f"transfer_{x.dataset}_flags"] = ", ".join(f.code for f in x.flags)
+        row[f"transfer_{x.dataset}_flag_details"] = " | ".join(f"{f.code}: {f.detail}" for f in x.flags)
         for m in TRANSFER_METRICS:
             row.update(summary_cells(f"transfer_{x.dataset}_{m}_in_domain", x.in_domain[m]))
             row.update(summary_cells(f"transfer_{x.dataset}_{m}", x.transfer[m]))

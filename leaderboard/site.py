@@ -49,7 +49,6 @@ from fairfacebench.leaderboard.render import (
     PAIRED_CAPTION,
     REGIME_CAPTION,
     SENSITIVE_AT_INFERENCE,
-    TRANSFER_CAPTION,
     calibration_cells,
     calibration_headers,
     cells_text,
@@ -68,6 +67,7 @@ from fairfacebench.leaderboard.render import (
     table_title,
     tau_text,
     tolerance_text,
+    transfer_caption,
     transfer_headers,
     transfer_rows,
     value_text,
@@ -419,7 +419,7 @@ def analyses_view(table: Table, plot: Path, title: str) -> AnalysesView:
         )
         if crossed
         else None,
-        transfer=TextTable(TRANSFER_CAPTION, transfer_headers(), transferred) if transferred else None,
+        transfer=TextTable(transfer_caption(ok), transfer_headers(), transferred) if transferred else None,
         notes=table.analysis_notes,
     )
 
@@ -589,7 +589,7 @@ def method_analyses(row: Row, view: TableView, stem: Path) -> dict[str, Any]:
         else None
     )
     if row.transfer:
-        out["transfer"] = TextTable(TRANSFER_CAPTION, transfer_headers(), row_transfer_cells(row))
+        out["transfer"] = TextTable(transfer_caption([row]), transfer_headers(), row_transfer_cells(row))
     return out
 
 

@@ -272,6 +272,53 @@ def test_in_domain_vs_transfer_over_seeds_by_hand(tmp_path):
     assert frame.loc["erm", "transfer_fairface_acc_in_domain_mean"] == pytest.approx(0.85)
 
 
+def test_an_approximate_reading_flags_its_transfer_line_in_every_output(tmp_path):
+    """Runs of d read on celeba with an approximate sensitive reading and on fairface exactly: the celeba line (not
+    the fairface one) carries 'approximate-reading' with the plugin's note, in every output."""
+    store = ResultStore(tmp_path / "runs")
+    gender = SharedAttribute("gender", "gender", {"Male": "male"}, "gender", {"Male": "male"})
+    young = replace(gender, concept="age_40", attribute="Young", approximate="an impression, read as under 40")
+    for seed in (0, 1):
+        results = {
+            dataset: TransferResult(
+                dataset=dataset,
+                data_fingerprint="f",
+                dataset_options={},
+                loaded_task=None,
+                target=gender,
+                sensitive=[sensitive],
+                group_names=["0-39", "40+"],
+                in_domain=shared(100, 0.9, 0.1),
+                transfer=shared(50, 0.7, 0.3),
+                eval_time_s=1.0,
+            )
+            for dataset, sensitive in (("celeba", young), ("fairface", gender))
+        }
+        store.write(f"erm-{seed}", replace(fake_record("erm", seed), transfer=results))
+    detail = "celeba Young as age_40: an impression, read as under 40"
+    board = build(store.root)
+    _, by = rows(board)
+    flagged, exact = by["erm"].transfer
+    assert [(f.code, f.detail) for f in flagged.flags] == [("approximate-reading", detail)] and not exact.flags
+    markdown = to_markdown(board)
+    header = next(li for li in markdown.splitlines() if li.startswith("| method ") and "evaluated on" in li)
+    assert header.rstrip(" |").endswith("flags")
+    lines = [li for li in markdown.splitlines() if li.startswith("| erm ") and ("celeba" in li or "fairface" in li)]
+    assert lines[0].rstrip(" |").endswith("approximate-reading") and "approximate" not in lines[1]
+    assert f"- approximate-reading (erm on celeba): {detail}" in markdown
+    frame = to_frame(board).set_index("method")
+    assert frame.loc["erm", "transfer_celeba_flags"] == "approximate-reading"
+    assert frame.loc["erm", "transfer_celeba_flag_details"] == f"approximate-reading: {detail}"
+    assert frame.loc["erm", "transfer_fairface_flags"] == ""
+    plain = json.loads(to_json(board))["tables"][0]["rows"][0]["transfer"]
+    assert plain[0]["flags"] == [{"code": "approximate-reading", "detail": detail}] and plain[1]["flags"] == []
+    runs = fairfacebench.load_runs(store.root).set_index("seed")
+    assert runs.loc[0, "transfer.celeba.flag_details"] == f"approximate-reading: {detail}"
+    assert runs.loc[0, "transfer.fairface.flags"] == ""
+    build_site(store.root, tmp_path / "site")
+    assert f"Flags: approximate-reading (erm on celeba): {detail}." in (tmp_path / "site" / "index.html").read_text()
+
+
 def test_the_command_line_reads_labels_back_and_refuses_a_malformed_intersect(store, tmp_path, capsys):
     argv = ["leaderboard", "tables", str(store.root), "--out", str(tmp_path / "lb")]
     assert main([*argv, "--intersect", "synthfaces:skin_tone+hair_length", "--min-cell", "13"]) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from records import fake_record
 
-from fairfacebench.data import UNMAPPED, Attribute, LabeledSplit, Split, TaskData, TaskSpec
+from fairfacebench.data import UNMAPPED, Attribute, ConceptMap, LabeledSplit, Split, TaskData, TaskSpec
 from fairfacebench.datasets.base import DatasetPlugin
 from fairfacebench.datasets.celeba import CelebA
 from fairfacebench.datasets.fairface import FairFace
@@ -20,6 +20,7 @@ from fairfacebench.datasets.utkface import CB_ATTRIBUTES, UTKFace, UTKFaceContro
 from fairfacebench.errors import ConfigError
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.plugins import registry
+from fairfacebench.record import SharedAttribute
 from fairfacebench.spec import RunSpec
 from fairfacebench.transfer import (
     TransferPlan,
@@ -28,10 +29,12 @@ from fairfacebench.transfer import (
     in_domain_groups,
     pair,
     score_transfer,
+    shared_attribute,
     split_groups,
     transfer_input,
     transfer_labels,
 )
+from fairfacebench.typed import from_plain, to_plain
 
 
 class Toy(DatasetPlugin):
@@ -95,7 +98,7 @@ def test_a_dataset_whose_splits_follow_the_task_is_loaded_with_a_task_holding_th
             "gender/race",
             CelebA(),
             r"^--eval-on celeba: utkface-cb task 'gender/race': its sensitive attribute 'race_binary' \(race_binary\) "
-            r"has no counterpart in celeba, whose vocabulary covers gender <- Male$",
+            r"has no counterpart in celeba, whose vocabulary covers gender <- Male, age_40 <- Young \(approximate\)$",
         ),
         (
             FairFace(),
@@ -112,8 +115,8 @@ def test_a_dataset_whose_splits_follow_the_task_is_loaded_with_a_task_holding_th
         (
             CelebA(),
             "Male/Young",
-            FairFace(),
-            r"its sensitive attribute 'Young' \(no shared concept\) has no counterpart",
+            UTKFaceControlledBias(),
+            r"its sensitive attribute 'Young' \(age_40\) has no counterpart in utkface-cb",
         ),
         (FairFace(), "gender/race", FairFace(), r"trains on fairface: its test split is the run's own test split"),
     ],
@@ -121,6 +124,43 @@ def test_a_dataset_whose_splits_follow_the_task_is_loaded_with_a_task_holding_th
 def test_a_pairing_that_does_not_map_is_refused_naming_the_attribute_and_both_datasets(source, task, other, message):
     with pytest.raises(ConfigError, match=message):
         pair(source, source.task(task), other)
+
+
+class TwoAges(Toy):
+    """Reads age_40 from an exact attribute and, declared first, an approximate one."""
+
+    name = "two-ages"
+    attributes = {**Toy.attributes, "looks_young": Attribute("looks_young", ("no", "yes"))}
+    vocabulary = {
+        **Toy.vocabulary,
+        "age_40": {
+            "looks_young": ConceptMap({"no": "40+", "yes": "0-39"}, approximate="an impression, not an age"),
+            "old": {"no": "0-39", "yes": "40+"},
+        },
+    }
+
+
+def test_an_approximate_reading_pairs_and_says_so_and_an_exact_counterpart_comes_first():
+    # CelebA Male/Young on UTKFace: Young (approximate) as age_40 against UTKFace's exact one-to-one age_binary
+    p = pair(CelebA(), CelebA().task("Male/Young"), UTKFace())
+    ((own, theirs),) = p.sensitive
+    assert (own.attribute, own.concept, theirs.attribute) == ("Young", "age_40", "age_binary")
+    assert "annotators' impression" in own.approximate and theirs.approximate == ""
+    assert p.group_names == ("0-39", "40+") and p.groups_invertible  # Young reads one-to-one
+    # UTKFace age_binary/gender on CelebA: the target reads CelebA's Young, approximately
+    back = pair(UTKFace(), UTKFace().task("age_binary/gender"), CelebA())
+    assert back.target[1].attribute == "Young" and back.target[1].approximate
+    # the record's entry carries the note on the side that is approximate; an exact reading's plain form is as before
+    young = shared_attribute(*p.sensitive[0])
+    plain = to_plain(young)
+    assert plain["source_approximate"] == own.approximate and "approximate" not in plain
+    assert from_plain(SharedAttribute, plain) == young
+    assert young.approximations("celeba", "utkface") == [f"celeba Young as age_40: {own.approximate}"]
+    gender = to_plain(shared_attribute(*p.target))
+    assert list(gender) == ["concept", "source_attribute", "source_classes", "attribute", "classes"]
+    # a dataset with both readings of age_40 gives the exact one, though the approximate one is declared first
+    exact = pair(UTKFace(), UTKFace().task("age_binary/gender"), TwoAges())
+    assert (exact.target[1].attribute, exact.target[1].approximate) == ("old", "")
 
 
 def test_a_dataset_without_a_vocabulary_is_refused():

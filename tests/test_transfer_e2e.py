@@ -10,6 +10,8 @@ import pytest
 from fixtures_layouts import build_celeba, build_fairface, build_utkface, fairface_rows
 
 from fairfacebench.cli import main
+from fairfacebench.datasets import cache
+from fairfacebench.datasets.celeba import YOUNG_AS_UNDER_40
 from fairfacebench.datasets.fairface import AGES, RACES
 from fairfacebench.metrics.fairness import compute_metrics
 from fairfacebench.plain import nan_to_none
@@ -19,7 +21,9 @@ from fairfacebench.store import ResultStore
 
 
 @pytest.fixture()
-def roots(tmp_path):
+def roots(tmp_path, monkeypatch):
+    # the fixtures' few dozen images decode in this process: a pool of decoders takes seconds to start on a busy CPU
+    monkeypatch.setattr(cache, "available_cores", lambda: 1)
     build_utkface(tmp_path / "UTKFace")
     build_fairface(tmp_path / "fairface")
     build_celeba(tmp_path / "celeba")
@@ -172,7 +176,7 @@ def test_celeba_has_no_race_so_the_pairing_is_refused_before_training(roots, tmp
     err = capsys.readouterr().err
     assert (
         "--eval-on celeba: utkface-cb task 'gender/race': its sensitive attribute 'race_binary' (race_binary) has "
-        "no counterpart in celeba, whose vocabulary covers gender <- Male" in err
+        "no counterpart in celeba, whose vocabulary covers gender <- Male, age_40 <- Young (approximate)" in err
     )
     assert not list(out.glob("*/record.json"))
 
@@ -252,17 +256,25 @@ def test_a_fairface_run_reads_utkface_as_four_races_and_utkface_cb_as_white_non_
         assert row[6].startswith(f"{result.transfer.metrics['acc']:.3f} [")
 
 
-def test_a_gender_sensitive_task_is_refused_on_celeba_by_its_target_and_read_on_fairface(roots, tmp_path, capsys):
+# The CelebA fixture's test split (partition 2: files 25-30, row i = file number - 1): Male = i % 2 and
+# Young = (i // 2) % 2 (fixtures_layouts.celeba_values), by hand:
+#   000025 female not_Young, 000026 male not_Young, 000027 female Young, 000028 male Young, 000029 female not_Young,
+#   000030 male not_Young
+CELEBA_TEST = {
+    "000025.jpg": ("female", "40+"),
+    "000026.jpg": ("male", "40+"),
+    "000027.jpg": ("female", "0-39"),
+    "000028.jpg": ("male", "0-39"),
+    "000029.jpg": ("female", "40+"),
+    "000030.jpg": ("male", "40+"),
+}
+APPROXIMATE = f"approximate-reading: celeba Young as age_40: {YOUNG_AS_UNDER_40}"
+
+
+def test_a_gender_sensitive_task_is_read_on_fairface_and_on_celeba_with_its_target_approximate(roots, tmp_path):
     out = tmp_path / "runs"
     argv = erm_on("utkface", "age_binary/gender", roots["UTKFace"], out)
-    # CelebA reads as gender only: the task's groups would map, its target (age >= 40) does not
-    assert main([*argv, "--eval-on", f"celeba:{roots['celeba']}"]) == 2
-    assert (
-        "--eval-on celeba: utkface task 'age_binary/gender': its target 'age_binary' (age_40) has no counterpart in "
-        "celeba, whose vocabulary covers gender <- Male" in capsys.readouterr().err
-    )
-    assert not list(out.glob("*/record.json"))
-    assert main([*argv, "--eval-on", f"fairface:{roots['fairface']}"]) == 0
+    assert main([*argv, "--eval-on", f"fairface:{roots['fairface']}", "--eval-on", f"celeba:{roots['celeba']}"]) == 0
     store = ResultStore(out)
     (record,) = store.records()
     result = record.transfer["fairface"]
@@ -281,6 +293,122 @@ def test_a_gender_sensitive_task_is_refused_on_celeba_by_its_target_and_read_on_
     assert [(g["group"], g["n"]) for g in result.transfer.per_group["per_group"]] == [("male", 7), ("female", 7)]
     # UTKFace gender reads one-to-one: in domain over the shared groups is the run's own test
     assert result.in_domain.metrics == record.metrics["test"] and result.in_domain.n == record.task_info.sizes["test"]
+    assert result.approximations("utkface") == []
+    # CelebA: the target age_binary (0-39 code 0, 40+ code 1) reads Young, approximately; the groups read Male
+    celeba = record.transfer["celeba"]
+    assert (celeba.target.attribute, celeba.target.approximate, celeba.target.source_approximate) == (
+        "Young",
+        YOUNG_AS_UNDER_40,
+        None,
+    )
+    y, groups, ids = (arrays[f"transfer.celeba.{k}"] for k in ("y", "groups", "ids"))
+    by_hand = {f: (("0-39", "40+").index(age), ("male", "female").index(g)) for f, (g, age) in CELEBA_TEST.items()}
+    assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == by_hand
+    assert [(g["group"], g["n"]) for g in celeba.transfer.per_group["per_group"]] == [("male", 3), ("female", 3)]
+    assert load_runs(out)["transfer.celeba.flag_details"].tolist() == [APPROXIMATE]
+
+
+def test_a_celeba_run_reads_young_as_under_40_on_fairface_and_utkface(roots, tmp_path, capsys):
+    """CelebA Male/Young: the target Male reads gender exactly, the sensitive Young reads age_40 approximately; the
+    note is in the record's entry, load_runs and the printed table's flags."""
+    out = tmp_path / "runs"
+    eval_on = ["--eval-on", f"fairface:{roots['fairface']}", "--eval-on", f"utkface:{roots['UTKFace']}"]
+    assert main(erm_on("celeba", "Male/Young", roots["celeba"], out, *eval_on)) == 0
+    store = ResultStore(out)
+    (record,) = store.records()
+    arrays = store.predictions(record.run_id)
+    assert list(record.transfer) == ["fairface", "utkface"]
+    # in domain: Young reads one-to-one, so the shared groups are the run's own (0-39 = Young): 2 and 4 rows
+    for result in record.transfer.values():
+        assert result.group_names == ["0-39", "40+"]
+        (young,) = result.sensitive
+        assert (young.source_attribute, young.source_approximate, young.approximate) == (
+            "Young",
+            YOUNG_AS_UNDER_40,
+            None,
+        )
+        assert result.target.source_classes == {"not_Male": "female", "Male": "male"}
+        assert result.target.source_approximate is None and result.target.approximate is None
+        assert result.in_domain.metrics == record.metrics["test"]
+        assert (result.in_domain.n, result.in_domain.left_out) == (6, 0)
+        assert [(g["group"], g["n"]) for g in result.in_domain.per_group["per_group"]] == [("0-39", 2), ("40+", 4)]
+    # the model's classes are CelebA's (not_Male 0, Male 1); FairFace rows as in the gender-sensitive test above:
+    # 14 faces, age bins 5-8 (4 faces) are 40+
+    y, groups, ids = (arrays[f"transfer.fairface.{k}"] for k in ("y", "groups", "ids"))
+    expected = {row[0]: (int(row[2] == "Male"), int(AGES.index(row[1]) >= 5)) for row in fairface_rows("val", 1)}
+    assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == expected
+    fairface = record.transfer["fairface"].transfer
+    assert [(g["group"], g["n"]) for g in fairface.per_group["per_group"]] == [("0-39", 10), ("40+", 4)]
+    # UTKFace reads age_binary (one-to-one) rather than age_group: each test file [age]_[gender]_[race]_..., gender 0
+    # male (-> Male, 1), age 40 and over 40+ (UTK_AGES 45, 65, 80)
+    names = registry().dataset("utkface").index(Path(roots["UTKFace"])).tables["test"].files
+    expected = {n: (1 - int(n.split("_")[1]), int(int(n.split("_")[0]) >= 40)) for n in names}
+    y, groups, ids = (arrays[f"transfer.utkface.{k}"] for k in ("y", "groups", "ids"))
+    assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == expected
+    utkface = record.transfer["utkface"]
+    assert (utkface.sensitive[0].attribute, utkface.transfer.n, utkface.transfer.left_out) == ("age_binary", 20, 0)
+    over = Counter(g for _, g in expected.values())
+    assert [(g["group"], g["n"]) for g in utkface.transfer.per_group["per_group"]] == [
+        ("0-39", over[0]),
+        ("40+", over[1]),
+    ]
+    frame = load_runs(out)
+    assert (
+        frame["transfer.fairface.flag_details"].tolist()
+        == frame["transfer.utkface.flag_details"].tolist()
+        == [APPROXIMATE]
+    )
+    capsys.readouterr()
+    assert main(["leaderboard", "tables", str(out)]) == 0
+    printed = capsys.readouterr().out
+    header, rows = transfer_table(printed)
+    assert header[-1] == "flags"
+    assert [row[:5] + row[-1:] for row in rows] == [
+        ["erm", "fairface", "1", "0-39, 40+", "14 (0)", "approximate-reading"],
+        ["erm", "utkface", "1", "0-39, 40+", "20 (0)", "approximate-reading"],
+    ]
+    for row, result in zip(rows, record.transfer.values()):
+        assert row[5].startswith(f"{result.in_domain.metrics['acc']:.3f} [")
+        assert row[6].startswith(f"{result.transfer.metrics['acc']:.3f} [")
+    assert f"- approximate-reading (erm on fairface, erm on utkface): celeba Young as age_40: {YOUNG_AS_UNDER_40}" in (
+        printed
+    )
+
+
+def test_a_utkface_run_with_age_groups_reads_celeba_young_approximately(roots, tmp_path, capsys):
+    """UTKFace gender/age_binary on CelebA (Young approximate) and FairFace (exact): the flag on CelebA's line only."""
+    out = tmp_path / "runs"
+    eval_on = ["--eval-on", f"celeba:{roots['celeba']}", "--eval-on", f"fairface:{roots['fairface']}"]
+    assert main(erm_on("utkface", "gender/age_binary", roots["UTKFace"], out, *eval_on)) == 0
+    store = ResultStore(out)
+    (record,) = store.records()
+    arrays = store.predictions(record.run_id)
+    celeba = record.transfer["celeba"]
+    (young,) = celeba.sensitive
+    assert (young.source_attribute, young.attribute, young.source_approximate, young.approximate) == (
+        "age_binary",
+        "Young",
+        None,
+        YOUNG_AS_UNDER_40,
+    )
+    # the model's classes are UTKFace's (Male 0, Female 1); the groups 0-39 (Young) and 40+ (not_Young)
+    y, groups, ids = (arrays[f"transfer.celeba.{k}"] for k in ("y", "groups", "ids"))
+    by_hand = {f: (("male", "female").index(g), ("0-39", "40+").index(age)) for f, (g, age) in CELEBA_TEST.items()}
+    assert dict(zip(ids, zip(y.tolist(), groups.tolist()))) == by_hand
+    assert (celeba.transfer.n, celeba.transfer.left_out) == (6, 0)
+    assert [(g["group"], g["n"]) for g in celeba.transfer.per_group["per_group"]] == [("0-39", 2), ("40+", 4)]
+    # age_binary reads one-to-one: in domain is the run's own test
+    assert celeba.in_domain.metrics == record.metrics["test"]
+    assert record.transfer["fairface"].approximations("utkface") == []
+    capsys.readouterr()
+    assert main(["leaderboard", "tables", str(out)]) == 0
+    printed = capsys.readouterr().out
+    _, rows = transfer_table(printed)
+    assert [row[:5] + row[-1:] for row in rows] == [
+        ["erm", "celeba", "1", "0-39, 40+", "6 (0)", "approximate-reading"],
+        ["erm", "fairface", "1", "0-39, 40+", "14 (0)", ""],
+    ]
+    assert f"- approximate-reading (erm on celeba): celeba Young as age_40: {YOUNG_AS_UNDER_40}" in printed
 
 
 @pytest.mark.parametrize(
@@ -289,13 +417,14 @@ def test_a_gender_sensitive_task_is_refused_on_celeba_by_its_target_and_read_on_
         ("fairface", "gender/race", "celeba", "its sensitive attribute 'race' (race_binary, race4) has no counterpart"),
         ("fairface", "race4/gender", "celeba", "its target 'race4' (race4) has no counterpart in celeba"),
         ("celeba", "Smiling/Male", "fairface", "its target 'Smiling' maps one-to-one onto no shared concept"),
-        ("celeba", "Male/Young", "fairface", "its sensitive attribute 'Young' (no shared concept) has no counterpart"),
+        ("celeba", "Male/Young", "utkface-cb", "its sensitive attribute 'Young' (age_40) has no counterpart"),
+        ("celeba", "Young/Male", "utkface-cb", "its target 'Young' (age_40) has no counterpart in utkface-cb"),
     ],
 )
 def test_pairings_with_celeba_that_do_not_map_are_refused_naming_the_attribute(
     roots, tmp_path, capsys, dataset, task, other, message
 ):
-    root = {"fairface": roots["fairface"], "celeba": roots["celeba"]}
+    root = {"fairface": roots["fairface"], "celeba": roots["celeba"], "utkface-cb": roots["UTKFace"]}
     argv = erm_on(dataset, task, root[dataset], tmp_path / "runs", "--eval-on", f"{other}:{root[other]}")
     assert main([*argv, "--dry-run"]) == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fairbench run: error:")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fairfacebench.data import CONCEPTS, UNMAPPED, Attribute, check_vocabulary, concept_codes
+from fairfacebench.data import CONCEPTS, UNMAPPED, Attribute, ConceptMap, check_vocabulary, concept_codes, concept_map
 from fairfacebench.datasets.celeba import CelebA
 from fairfacebench.datasets.fairface import FairFace
 from fairfacebench.datasets.utkface import UTKFace, UTKFaceControlledBias
@@ -49,11 +49,15 @@ def test_utkface_five_races_and_age_groups():
     assert concept_codes(cb.vocabulary, "child_adult", cb.attributes["age_bias"]) == (0, 1)  # 20+, 0-10
 
 
-def test_celeba_reads_only_male_as_gender_in_the_other_order():
-    # CelebA's classes are (not_Male, Male); gender's are (male, female): the codes swap
+def test_celeba_reads_male_as_gender_and_young_approximately_as_under_40():
+    # CelebA's classes are (not_Male, Male); gender's are (male, female): the codes swap. (not_Young, Young) read as
+    # age_40's (0-39, 40+): not_Young is 40+ (1), Young 0-39 (0), declared approximate; Male is exact
     plugin = CelebA()
-    assert list(plugin.vocabulary) == ["gender"]
+    assert list(plugin.vocabulary) == ["gender", "age_40"]
     assert concept_codes(plugin.vocabulary, "gender", plugin.attributes["Male"]) == (1, 0)
+    assert concept_codes(plugin.vocabulary, "age_40", plugin.attributes["Young"]) == (1, 0)
+    assert concept_map(plugin.vocabulary, "gender", "Male").approximate == ""
+    assert "annotators' impression" in concept_map(plugin.vocabulary, "age_40", "Young").approximate
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,9 @@ def test_celeba_reads_only_male_as_gender_in_the_other_order():
         ({"gender": {"g": {"f": "female"}}}, r"'g': maps classes \['f'\], expected each of \['f', 'm'\]"),
         ({"gender": {"g": {"f": "female", "m": "man"}}}, r"\['man'\] are not classes of 'gender'"),
         ({"gender": {"g": {"f": "female", "m": None}}}, r"no class maps onto \['male'\] of 'gender'"),
+        ({"gender": {"g": [("f", "female"), ("m", "male")]}}, r"'g': expected a dict .* or a data.ConceptMap"),
+        ({"gender": {"g": ConceptMap({"f": "female", "m": "male"}, 1)}}, r"'approximate' must say why in words, got 1"),
+        ({"gender": {"g": ConceptMap({"f": "female"}, "close")}}, r"'g': maps classes \['f'\], expected each of"),
     ],
 )
 def test_a_wrong_vocabulary_names_the_dataset_concept_attribute_and_class(vocabulary, message):
