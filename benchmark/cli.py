@@ -214,40 +214,63 @@ def dataset_detail(info: dict[str, Any]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """`fairbench list WHAT [NAME]`: a narrow table or JSON of what is installed, or one method or dataset in full."""
     if args.what == "budgets":
-        if args.name:
-            raise ConfigError(f"`fairbench list budgets` takes no name (got {args.name!r}): every field is listed")
-        infos = [{**b.to_dict(), "resolution": BUDGET_RESOLUTION[name]} for name, b in BUDGETS.items()]
-        rows = [[i["name"], i["steps"], i["batch_size"], i["resolution"], "yes" if i["amp"] else "no"] for i in infos]
-        text = tabulate(rows, headers=["budget", "steps", "batch", "resolution", "amp (cuda)"], tablefmt="github")
-        print(json.dumps(infos, indent=1) if args.format == "json" else text)
-        return 0
+        return _list_budgets(args)
     from fairfacebench.plugins import registry
 
     reg = registry()
-    if args.what == "tasks":
-        infos = [i for i in all_tasks(reg) if args.name in (None, i["dataset"])]
-        if args.name:
-            reg.dataset(args.name)  # an unknown dataset is named, with the closest installed ones
-    elif args.name and args.what == "methods":
-        info = method_info(reg.method(args.name), reg)
-        print(json.dumps(info, indent=1, default=str) if args.format == "json" else method_detail(info))
-        return 0
-    elif args.name:
-        info = dataset_info(reg.dataset(args.name), reg)
-        print(json.dumps(info, indent=1, default=str) if args.format == "json" else dataset_detail(info))
-        return 0
-    elif args.what == "methods":
-        infos = [method_info(m, reg) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
+    if args.name and args.what != "tasks":
+        return _show_one(args, reg)
+    infos = _listed_tasks(args.name, reg) if args.what == "tasks" else _listed_plugins(args.what, reg)
+    _print_list(args, infos)
+    return 0
+
+
+def _list_budgets(args: argparse.Namespace) -> int:
+    """`list budgets`: every field of every budget, so a name has nothing more to show and is refused."""
+    if args.name:
+        raise ConfigError(f"`fairbench list budgets` takes no name (got {args.name!r}): every field is listed")
+    infos = [{**b.to_dict(), "resolution": BUDGET_RESOLUTION[name]} for name, b in BUDGETS.items()]
+    rows = [[i["name"], i["steps"], i["batch_size"], i["resolution"], "yes" if i["amp"] else "no"] for i in infos]
+    text = tabulate(rows, headers=["budget", "steps", "batch", "resolution", "amp (cuda)"], tablefmt="github")
+    print(json.dumps(infos, indent=1) if args.format == "json" else text)
+    return 0
+
+
+def _show_one(args: argparse.Namespace, reg: Any) -> int:
+    """`list methods NAME` or `list datasets NAME` in full; an unknown name is refused with the closest installed."""
+    if args.what == "methods":
+        info, detail = method_info(reg.method(args.name), reg), method_detail
     else:
-        infos = [dataset_info(d, reg) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
+        info, detail = dataset_info(reg.dataset(args.name), reg), dataset_detail
+    print(json.dumps(info, indent=1, default=str) if args.format == "json" else detail(info))
+    return 0
+
+
+def _listed_tasks(name: str | None, reg: Any) -> list[dict[str, Any]]:
+    """Every task, or one dataset's; that dataset is looked up so an unknown name is refused, not listed empty."""
+    infos = [i for i in all_tasks(reg) if name in (None, i["dataset"])]
+    if name:
+        reg.dataset(name)  # an unknown dataset is named, with the closest installed ones
+    return infos
+
+
+def _listed_plugins(what: str, reg: Any) -> list[dict[str, Any]]:
+    """Every installed method or dataset by name, in its JSON form, so tables and JSON list the same order."""
+    if what == "methods":
+        return [method_info(m, reg) for m in sorted(reg.methods.values(), key=lambda m: m.name)]
+    return [dataset_info(d, reg) for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
+
+
+def _print_list(args: argparse.Namespace, infos: list[dict[str, Any]]) -> None:
+    """The complete JSON, or the narrow table with a pointer to the detail view where there is one."""
     if args.format == "json":
         print(json.dumps(infos, indent=1, default=str))
-    else:
-        print(list_table(args.what, infos))
-        if args.what in ("methods", "datasets"):
-            print(f"one in full: fairbench list {args.what} NAME")
-    return 0
+        return
+    print(list_table(args.what, infos))
+    if args.what in ("methods", "datasets"):
+        print(f"one in full: fairbench list {args.what} NAME")
 
 
 # ---------------------------------------------------------------- run
