@@ -36,9 +36,11 @@ site: setup
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
-# The test suite, lint first (CI runs exactly this).
+# The test suite, lint first (CI runs exactly this), on TEST_WORKERS pytest-xdist workers; each test file stays whole
+# in one worker (tests/conftest.py).  TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test lint
-	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest -q
+	FAIRBENCH_UTKFACE_ROOT=$${FAIRBENCH_UTKFACE_ROOT:-$(UTKFACE)} $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Performance benchmarks (pytest-benchmark), kept out of the test suite: one verdict line per benchmark and a
 # summary table at the end (tests/benchmarks/conftest.py).
