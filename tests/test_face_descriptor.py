@@ -7,7 +7,6 @@ the refusal of a missing extra and clip-cluster's image-embeddings variant on a 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -155,12 +154,11 @@ def test_pickled_encoder_embeds_the_same(encoder, faces):
 
 
 @needs_faces
-@pytest.mark.skipif(not os.environ.get("FAIRBENCH_UTKFACE_ROOT"), reason="FAIRBENCH_UTKFACE_ROOT is not set")
-def test_real_faces_are_nearest_to_their_own_mirror_image(encoder):
+def test_real_faces_are_nearest_to_their_own_mirror_image(encoder, utkface_root):
     """A face's mirror image is the same person: its descriptor is nearest to its original among six faces."""
     from fairfacebench.datasets.cache import decode_image
 
-    root = Path(os.environ["FAIRBENCH_UTKFACE_ROOT"])
+    root = utkface_root
     names = sorted(p.name for p in root.glob("*_*_*_*.jpg.chip.jpg"))[:600:100]
     images = np.stack([decode_image(root / n, 64) for n in names])
     original, mirrored = encoder.encode_images(images), encoder.encode_images(images[:, :, ::-1])
