@@ -695,6 +695,7 @@ def _estimate(todo: list[Any], plan: Any, reg: Any) -> Any:
     """The wall-time estimate of the runs to compute, on this machine and the plan's workers: with the evaluation
     sizes datasets tell before loading and the encoders the grid trains first (an empty cache)."""
     from fairfacebench.estimate import plan_estimate
+    from fairfacebench.runner import loads_vlm
     from fairfacebench.settings import default_cache_dir
     from fairfacebench.store import ResultStore
 
@@ -708,7 +709,7 @@ def _estimate(todo: list[Any], plan: Any, reg: Any) -> Any:
         return sizes(spec.task, **spec.dataset_options) if sizes else None
 
     preparations = []
-    for value in sorted({s.vlm for s in todo if s.vlm != "none" and reg.method(s.method).needs_vlm}):
+    for value in sorted({s.vlm for s in todo if loads_vlm(s, reg)}):
         name, _, argument = value.partition(":")
         prepare = getattr(reg.encoders.get(name), "preparation", None)
         if prepare is not None and (prep := prepare(argument, cache)) is not None:

@@ -233,7 +233,10 @@ def plan_estimate(
         split = sizes.get(fingerprint) or split_sizes(specs[0])
         eval_images = (split["val"] + split["test"]) if split else 0
         if not split:
-            notes.append(f"evaluation not counted for data {fingerprint[:8]} (no finished run of it in the store yet)")
+            notes.append(
+                f"evaluation not counted for data {fingerprint[:8]} (no finished run of it in the store yet, and its "
+                "dataset does not tell its split sizes before loading)"
+            )
         for budget in sorted({s.budget.name for s in specs}):
             costs = {**METHOD_COST.get(budget, METHOD_COST_SMALL), **measured}
             part = estimate([s for s in specs if s.budget.name == budget], costs, step, eval_images, workers)

@@ -309,6 +309,11 @@ def compute_threads(n: int):
         torch.set_num_threads(before)
 
 
+def loads_vlm(spec: RunSpec, reg: Any) -> bool:
+    """Whether a run loads its comparison's VLM: its method needs one and the comparison has one."""
+    return reg.method(spec.method).needs_vlm and spec.vlm != "none"
+
+
 class SpecRunner:
     """Computes one run spec into (record, arrays); what every executor calls, in this process or another.
 
@@ -415,4 +420,4 @@ class SpecRunner:
 
     def needs_vlm(self, spec: RunSpec) -> bool:
         """Whether the run loads its comparison's VLM (executors prepare it once, before such runs)."""
-        return self.loader.reg.method(spec.method).needs_vlm and spec.vlm != "none"
+        return loads_vlm(spec, self.loader.reg)

@@ -140,3 +140,20 @@ def test_synthfaces_tells_its_split_sizes_before_rendering():
     from fairfacebench.datasets.synthfaces import SynthFaces
 
     assert SynthFaces().split_sizes("smiling/skin_tone", **SMALL_SYNTHFACES) == {"train": 320, "val": 96, "test": 160}
+
+
+def test_the_mini_clip_names_its_preparation_until_cached_and_refuses_a_seed_that_is_not_an_integer(tmp_path):
+    from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, MiniClipPlugin, cache_path
+    from fairfacebench.errors import VLMUnavailable
+
+    plugin = MiniClipPlugin()
+    prep = plugin.preparation("3", tmp_path)
+    assert (prep.name, prep.steps, prep.batch_size) == ("mini-clip:3", 100, 128)  # MiniClipConfig's defaults
+    folder = cache_path(tmp_path, MiniClipConfig(seed=3))
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(b"w")
+    assert plugin.preparation("3", tmp_path) is not None  # weights without the report: still trained first
+    (folder / "report.json").write_text("{}")
+    assert plugin.preparation("3", tmp_path) is None
+    with pytest.raises(VLMUnavailable, match="the argument is the training seed, an integer"):
+        plugin.preparation("x", tmp_path)

@@ -60,6 +60,14 @@ def erm_on(dataset, task, root, out, *flags):
     ]
 
 
+def one_erm_run(dataset, task, root, out, *flags):
+    """`erm_on` run through the CLI (exit 0), then its one record and its stored arrays."""
+    assert main(erm_on(dataset, task, root, out, *flags)) == 0
+    store = ResultStore(out)
+    (record,) = store.records()
+    return record, store.predictions(record.run_id)
+
+
 def test_a_run_is_scored_on_fairface_and_a_stored_run_lacking_it_is_computed_again(roots, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(utkface_cb(roots, out)) == 0
@@ -199,10 +207,7 @@ def transfer_table(markdown: str) -> tuple[list[str], list[list[str]]]:
 def test_a_fairface_run_reads_utkface_as_four_races_and_utkface_cb_as_white_non_white(roots, tmp_path, capsys):
     out = tmp_path / "runs"
     eval_on = ["--eval-on", f"utkface:{roots['UTKFace']}", "--eval-on", f"utkface-cb:{roots['UTKFace']}"]
-    assert main(erm_on("fairface", "gender/race", roots["fairface"], out, *eval_on)) == 0
-    store = ResultStore(out)
-    (record,) = store.records()
-    arrays = store.predictions(record.run_id)
+    record, arrays = one_erm_run("fairface", "gender/race", roots["fairface"], out, *eval_on)
     four, two = record.transfer["utkface"], record.transfer["utkface-cb"]
     # FairFace's 7 races read as the finest concept each UTKFace protocol reads too
     assert four.group_names == ["white", "black", "asian", "indian"] and two.group_names == ["white", "non-white"]
@@ -273,17 +278,14 @@ APPROXIMATE = f"approximate-reading: celeba Young as age_40: {YOUNG_AS_UNDER_40}
 
 def test_a_gender_sensitive_task_is_read_on_fairface_and_on_celeba_with_its_target_approximate(roots, tmp_path):
     out = tmp_path / "runs"
-    argv = erm_on("utkface", "age_binary/gender", roots["UTKFace"], out)
-    assert main([*argv, "--eval-on", f"fairface:{roots['fairface']}", "--eval-on", f"celeba:{roots['celeba']}"]) == 0
-    store = ResultStore(out)
-    (record,) = store.records()
+    eval_on = ["--eval-on", f"fairface:{roots['fairface']}", "--eval-on", f"celeba:{roots['celeba']}"]
+    record, arrays = one_erm_run("utkface", "age_binary/gender", roots["UTKFace"], out, *eval_on)
     result = record.transfer["fairface"]
     assert result.group_names == ["male", "female"]
     # FairFace's nine age bins read many-to-one as age_40: 0-2 .. 30-39 are 0-39, 40-49 .. more than 70 are 40+
     assert result.target.classes == dict(zip(AGES, ["0-39"] * 5 + ["40+"] * 4))
     # the fixture's test CSV: one face per (race, gender), age bin (2 race + gender) mod 9: bins 0-8 then 0-4, so
     # 10 faces under 40 and 4 over, 7 of each gender; every row kept
-    arrays = store.predictions(record.run_id)
     y, groups, ids = (arrays[f"transfer.fairface.{k}"] for k in ("y", "groups", "ids"))
     expected = {
         row[0]: (int(AGES.index(row[1]) >= 5), ("Male", "Female").index(row[2])) for row in fairface_rows("val", 1)
@@ -313,10 +315,7 @@ def test_a_celeba_run_reads_young_as_under_40_on_fairface_and_utkface(roots, tmp
     note is in the record's entry, load_runs and the printed table's flags."""
     out = tmp_path / "runs"
     eval_on = ["--eval-on", f"fairface:{roots['fairface']}", "--eval-on", f"utkface:{roots['UTKFace']}"]
-    assert main(erm_on("celeba", "Male/Young", roots["celeba"], out, *eval_on)) == 0
-    store = ResultStore(out)
-    (record,) = store.records()
-    arrays = store.predictions(record.run_id)
+    record, arrays = one_erm_run("celeba", "Male/Young", roots["celeba"], out, *eval_on)
     assert list(record.transfer) == ["fairface", "utkface"]
     # in domain: Young reads one-to-one, so the shared groups are the run's own (0-39 = Young): 2 and 4 rows
     for result in record.transfer.values():
@@ -379,10 +378,7 @@ def test_a_utkface_run_with_age_groups_reads_celeba_young_approximately(roots, t
     """UTKFace gender/age_binary on CelebA (Young approximate) and FairFace (exact): the flag on CelebA's line only."""
     out = tmp_path / "runs"
     eval_on = ["--eval-on", f"celeba:{roots['celeba']}", "--eval-on", f"fairface:{roots['fairface']}"]
-    assert main(erm_on("utkface", "gender/age_binary", roots["UTKFace"], out, *eval_on)) == 0
-    store = ResultStore(out)
-    (record,) = store.records()
-    arrays = store.predictions(record.run_id)
+    record, arrays = one_erm_run("utkface", "gender/age_binary", roots["UTKFace"], out, *eval_on)
     celeba = record.transfer["celeba"]
     (young,) = celeba.sensitive
     assert (young.source_attribute, young.attribute, young.source_approximate, young.approximate) == (

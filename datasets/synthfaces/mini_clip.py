@@ -247,6 +247,12 @@ def cache_path(cache_dir: Path, cfg: MiniClipConfig) -> Path:
     return Path(cache_dir) / "vlm" / f"mini-clip-{cfg.key()}"
 
 
+def is_cached(cache_dir: Path, cfg: MiniClipConfig) -> bool:
+    """Whether the cache holds this mini-CLIP's weights and report (else loading trains it first)."""
+    folder = cache_path(cache_dir, cfg)
+    return (folder / "weights.pt").is_file() and (folder / "report.json").is_file()
+
+
 def load_or_train(
     cfg: MiniClipConfig,
     cache_dir: Path,
@@ -257,7 +263,7 @@ def load_or_train(
     """The cached mini-CLIP for `cfg`, trained (and its zero-shot report computed) when missing or `retrain`."""
     folder = cache_path(cache_dir, cfg)
     weights, meta = folder / "weights.pt", folder / "report.json"
-    if retrain or not (weights.is_file() and meta.is_file()):
+    if retrain or not is_cached(cache_dir, cfg):
         # the normal first-run preparation (the grid's view shows its steps), not a problem: INFO, not WARNING
         log.info("training the synthfaces mini-CLIP (config %s) into %s", cfg.key(), folder)
         model, report = train_mini_clip(cfg, progress)
@@ -314,6 +320,15 @@ def _encoder(
     return ClipModelEncoder(f"mini-clip:{cfg.seed}", model, tokenizer(cfg), info, cache_dir, device)
 
 
+def config_of(argument: str) -> MiniClipConfig:
+    """The mini-CLIP `--vlm mini-clip[:SEED]` names; a seed that is not an integer is refused."""
+    if argument and not argument.isdigit():
+        raise VLMUnavailable(
+            f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)"
+        )
+    return MiniClipConfig(seed=int(argument or 0))
+
+
 class MiniClipPlugin:
     """`mini-clip[:SEED]`: the embedded mini-CLIP, trained on synthfaces' captioned pool on first use and cached."""
 
@@ -327,17 +342,12 @@ class MiniClipPlugin:
         self, argument: str, cache_dir: Path, device: torch.device | str = "cpu", retrain: bool = False
     ) -> ClipModelEncoder:
         """The mini-CLIP of training seed `argument` (default 0), trained first when not cached or `retrain`."""
-        if argument and not argument.isdigit():
-            raise VLMUnavailable(
-                f"--vlm mini-clip:{argument}: the argument is the training seed, an integer (e.g. mini-clip:0)"
-            )
-        return load_or_train(MiniClipConfig(seed=int(argument or 0)), Path(cache_dir), device, retrain=retrain)
+        return load_or_train(config_of(argument), Path(cache_dir), device, retrain=retrain)
 
     def preparation(self, argument: str, cache_dir: Path) -> Preparation | None:
         """What loading would train first (for `fairbench run --dry-run`): nothing when the cache holds it."""
-        cfg = MiniClipConfig(seed=int(argument or 0)) if (argument or "0").isdigit() else MiniClipConfig()
-        folder = cache_path(cache_dir, cfg)
-        if (folder / "weights.pt").is_file() and (folder / "report.json").is_file():
+        cfg = config_of(argument)
+        if is_cached(Path(cache_dir), cfg):
             return None
         # fixed_s: rendering the captioned pool (20 s), the zero-shot report (5 s) and a process start, measured here
         return Preparation(f"mini-clip:{cfg.seed}", "mobilenet_v2", cfg.image_size, cfg.batch_size, cfg.steps, 30.0)
