@@ -161,6 +161,19 @@ class TransferSummary:
 
 
 @dataclass(frozen=True)
+class MechanismSummary:
+    """One number of a stage's diagnostics (`fairfacebench.diagnostics`) over the selected runs that report it:
+    the mean and the smallest and largest value over seeds (`leaderboard.mechanisms`)."""
+
+    stage: str
+    quantity: str  # dotted path into the stage's report, e.g. 'accuracy_all_per_group.White'
+    mean: float
+    low: float
+    high: float
+    seeds: int
+
+
+@dataclass(frozen=True)
 class RegimeResult:
     """One selection regime of a search: the trial it picks on the search seeds, that trial's test metrics over the
     seeds it ran on, and regime − default paired over the seeds both ran (None for the default itself)."""
@@ -219,6 +232,7 @@ class Row:
     equal_fairness: list[EqualFairnessPoint] | None = None  # None: not computed (the table's notes say why)
     intersectional: dict[str, MetricSummary] | None = None  # INTERSECTIONAL_METRICS over the table's cells
     transfer: list[TransferSummary] | None = None  # None: no selected run was evaluated on another dataset
+    mechanisms: list[MechanismSummary] | None = None  # None: no selected run has diagnostics of its stages
 
     @property
     def OMIT_WHEN_NONE(self) -> tuple[str, ...]:

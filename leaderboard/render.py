@@ -27,6 +27,7 @@ from fairfacebench.leaderboard.model import (
     TRANSFER_METRICS,
     Board,
     HardwareRuns,
+    MechanismSummary,
     MetricRanking,
     MetricSummary,
     PairedDifference,
@@ -68,6 +69,13 @@ PAIRED = (
 )
 PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"
 REGIME_CAPTION = f"{PAIRED} the methods (family: this table, this regime, this metric)"
+MECHANISMS_CAPTION = (
+    "What each method's stages did, judged by the harness after fit against truth the method never saw "
+    "(`fairfacebench.diagnostics`: the AMI of inferred groups with the true groups, pseudo-label accuracy per true "
+    "group, the mean learned weight of right and wrong pseudo-labels, the true-group share a re-sampler draws); "
+    "mean and range over the selected runs' seeds; descriptive, not a comparison"
+)
+MECHANISM_HEADERS = ["stage", "quantity", "mean", "range over seeds", "seeds"]
 BUDGET_HEADERS = [
     "method",
     "seed",
@@ -177,7 +185,7 @@ def table_markdown(t: Table) -> list[str]:
     out += [f"Intervals: {n}." for n in t.interval_notes] + [f"Isolation: {ISOLATION_NOTE}.", ""]
     out += flags_markdown(t) + hardware_markdown(t.hardware) + fronts_markdown(t)
     out += regimes_markdown(t) + comparison_markdown(t)
-    out += analyses_markdown(t)
+    out += analyses_markdown(t) + mechanisms_markdown(t)
     for prep in t.shared_preparation:
         out += [shared_preparation_text(prep), ""]
     out += [f"### Budget report: {md(t.dataset)}/{md(t.task)}", "", budget_table(t.rows), ""]
@@ -524,6 +532,30 @@ def analyses_markdown(t: Table) -> list[str]:
     if t.analysis_notes:
         out += ["Notes on these analyses:", "", *[f"- {md(n)}" for n in t.analysis_notes], ""]
     return out
+
+
+def mechanisms_markdown(t: Table) -> list[str]:
+    """Each method's stage diagnostics (`leaderboard.mechanisms`) as one table: mean and range over seeds."""
+    rows = [[r.label, *mechanism_cells(m)] for r in t.ok_rows for m in r.mechanisms or []]
+    if not rows:
+        return []
+    return [
+        "### How the stages worked",
+        "",
+        MECHANISMS_CAPTION,
+        "",
+        md_table(rows, ["method", *MECHANISM_HEADERS]),
+        "",
+    ]
+
+
+def mechanism_cells(m: MechanismSummary) -> list[Any]:
+    return [m.stage, m.quantity, number_text(m.mean), f"{number_text(m.low)} – {number_text(m.high)}", m.seeds]
+
+
+def number_text(value: float) -> str:
+    """A diagnostic: counts as integers, other numbers to 3 decimals."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3f}"
 
 
 def budget_table(rows: list[Row]) -> str:

@@ -46,6 +46,8 @@ from fairfacebench.leaderboard.model import (
 from fairfacebench.leaderboard.render import (
     EQUAL_FAIRNESS,
     ISOLATION_NOTE,
+    MECHANISM_HEADERS,
+    MECHANISMS_CAPTION,
     PAIRED_CAPTION,
     REGIME_CAPTION,
     SENSITIVE_AT_INFERENCE,
@@ -57,6 +59,7 @@ from fairfacebench.leaderboard.render import (
     difference_text,
     equal_fairness_cells,
     equal_fairness_headers,
+    mechanism_cells,
     order_rows,
     rank_text,
     regime_name,
@@ -244,6 +247,7 @@ class SectionView:
     reliability_plot: str | None
     intersectional: TextTable | None
     transfer: TextTable | None
+    mechanisms: TextTable | None
 
 
 @dataclass
@@ -553,6 +557,11 @@ def method_analyses(row: Row, view: TableView, stem: Path) -> dict[str, Any]:
     out: dict[str, Any] = dict(
         equal_fairness=None, equal_fairness_plot=None, calibration=None, reliability_plot=None, transfer=None
     )
+    if row.mechanisms:
+        cells = [mechanism_cells(m) for m in row.mechanisms]
+        out["mechanisms"] = TextTable(MECHANISMS_CAPTION, MECHANISM_HEADERS, cells)
+    else:
+        out["mechanisms"] = None
     name = f"{row.method}: {view.title}"
     if row.equal_fairness:
         headers = ["", "raw", *[f"eod_max≤{tolerance_text(p.tolerance)}" for p in row.equal_fairness]]

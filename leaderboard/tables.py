@@ -25,6 +25,7 @@ from fairfacebench.errors import ConfigError
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.analyses import row_analyses, table_analyses
 from fairfacebench.leaderboard.evidence import StoredRuns
+from fairfacebench.leaderboard.mechanisms import mechanisms
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
@@ -261,6 +262,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         flags=row_flags(runs.ok, ctx.stored, summaries),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
         **row_analyses(runs.ok, ctx.stored),
+        mechanisms=mechanisms(runs.ok),
     )
 
 

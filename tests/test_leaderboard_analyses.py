@@ -328,3 +328,41 @@ def test_the_command_line_reads_labels_back_and_refuses_a_malformed_intersect(st
     capsys.readouterr()
     assert main([*argv, "--intersect", "synthfaces:skin_tone"]) == 2
     assert "--intersect synthfaces:skin_tone: expected DATASET:ATTRIBUTE+ATTRIBUTE" in capsys.readouterr().err
+
+
+def test_stage_diagnostics_over_seeds_by_hand(tmp_path):
+    store = ResultStore(tmp_path)
+    reports = [
+        {
+            "clusters": {"ami_with_true_groups": 0.2, "true_groups_per_part": {"0": {"a": 3}}},
+            "4-pseudo-labels": {"accuracy_all_per_group": {"a": 0.5, "b": None}, "rule": "text"},
+        },
+        {
+            "clusters": {"ami_with_true_groups": 0.4, "true_groups_per_part": {"1": {"a": 3}}},
+            "4-pseudo-labels": {"accuracy_all_per_group": {"a": 0.9, "b": 0.6}, "with_truth": 7},
+        },
+    ]
+    for seed, report in enumerate(reports):
+        store.write(f"ssl-{seed}", replace(fake_record("ssl", seed), diagnostics=report))
+    store.write("erm-0", fake_record("erm", 0))
+    _, by = rows(build(tmp_path))
+    found = {(m.stage, m.quantity): (m.mean, m.low, m.high, m.seeds) for m in by["ssl"].mechanisms}
+    # AMI 0.2 and 0.4 -> mean 0.3; accuracy of group a 0.5, 0.9 -> 0.7; b and with_truth only on seed 1;
+    # text, None and the per-run cluster make-up (arbitrary part numbers) are not summarised
+    assert found == {
+        ("clusters", "ami_with_true_groups"): (pytest.approx(0.3), 0.2, 0.4, 2),
+        ("4-pseudo-labels", "accuracy_all_per_group.a"): (pytest.approx(0.7), 0.5, 0.9, 2),
+        ("4-pseudo-labels", "accuracy_all_per_group.b"): (0.6, 0.6, 0.6, 1),
+        ("4-pseudo-labels", "with_truth"): (7.0, 7.0, 7.0, 1),
+    }
+    assert by["erm"].mechanisms is None
+    markdown = to_markdown(build(tmp_path))
+    line = next(li for li in markdown.splitlines() if "ami_with_true_groups" in li)
+    assert "| ssl " in line and "0.200 – 0.400" in line
+    assert json.loads(to_json(build(tmp_path)))["tables"][0]["rows"][1]["mechanisms"][0]["quantity"] == (
+        "ami_with_true_groups"
+    )
+    build_site(tmp_path, tmp_path / "site")
+    page = (tmp_path / "site" / "method-ssl.html").read_text()
+    assert "How the stages worked" in page and "0.200 – 0.400" in page
+    assert "How the stages worked" not in (tmp_path / "site" / "method-erm.html").read_text()
