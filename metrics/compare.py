@@ -54,6 +54,26 @@ def t_interval(values: Sequence[float]) -> dict:
     return nan_to_none({"mean": mean, "std": std, "n": n, "ci95": [mean - half, mean + half]})
 
 
+def minimum_detectable_difference(
+    seed_sd: float, seeds: int, test_sd: float = 0.0, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true mean difference a two-sided paired comparison at level `alpha` detects with probability
+    `power` over `seeds` paired seeds: (t_{1−α/2, n−1} + t_{power, n−1}) · SE, SE = √(seed_sd²/n + test_sd²).
+
+    seed_sd: std over seeds of the per-seed difference (training randomness, averages out over seeds); test_sd: std
+    of the difference from sampling the one shared test set (does not average out over seeds, since every seed
+    is scored on the same rows).  The usual sample-size approximation to the noncentral t; with test_sd 0 it is the
+    paired t-test's.
+    """
+    from scipy import stats  # load on use, as t_interval does
+
+    if seeds < 2:
+        raise ValueError(f"a difference over seeds needs at least 2 seeds, got {seeds}")
+    df = seeds - 1
+    se = math.sqrt(seed_sd**2 / seeds + test_sd**2)
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
 def paired_difference(method: dict[int, float], reference: dict[int, float]) -> dict:
     """method − reference over the seeds both have: mean, std and 95% t-interval of the paired differences."""
     seeds = sorted(s for s in set(method) & set(reference) if method[s] is not None and reference[s] is not None)

@@ -162,3 +162,24 @@ def test_order_by_mean_and_kendall_tau_by_hand():
     )
     with pytest.raises(ValueError, match="same distinct items"):
         kendall_tau(["A", "B"], ["A", "C"])
+
+
+def test_minimum_detectable_difference_by_hand_and_by_simulation():
+    from fairfacebench.metrics.compare import minimum_detectable_difference
+
+    # n = 5, sd 1: (t_.975,4 = 2.7764 + t_.8,4 = 0.9410) / √5 = 1.6625
+    assert minimum_detectable_difference(1.0, 5) == pytest.approx(1.6625, abs=1e-4)
+    # a shared test set adds a floor that more seeds do not remove: √(0.02²/5 + 0.01²) = 0.013416
+    assert minimum_detectable_difference(0.02, 5, test_sd=0.01) == pytest.approx(3.7174 * 0.013416, abs=1e-4)
+    assert minimum_detectable_difference(0.02, 1000, test_sd=0.01) > 2.8 * 0.01
+    # Holm's worst case over 15 comparisons asks for more
+    assert minimum_detectable_difference(1.0, 5, alpha=0.05 / 15) > minimum_detectable_difference(1.0, 5)
+    # the paired t-test at that difference rejects in about 80% of simulated experiments (the approximation)
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(minimum_detectable_difference(1.0, 10), 1.0, size=(20000, 10))
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(10))
+    assert np.mean(np.abs(t) > stats.t.ppf(0.975, 9)) == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        minimum_detectable_difference(1.0, 1)
