@@ -39,7 +39,10 @@ class TestOracle:
 
 def search_seeds(records: list[RunRecord]) -> list[int]:
     """The seeds of the search recorded in the runs' resolved plans (`search_seeds` N < `seeds`: seeds 0..N-1);
-    [] for a store without a search (every trial on every seed)."""
+    [] for a store without a search (every trial on every seed) and for one whose search has not run a trial
+    beyond the defaults yet (a board filled defaults first: nothing to tune between)."""
+    if all(r.trial == DEFAULT_TRIAL for r in records):
+        return []
     plans = [r.config or {} for r in records]
     searched = [(p.get("search_seeds") or 0, p.get("seeds") or 0) for p in plans]
     n = max((k for k, total in searched if 0 < k < total), default=0)

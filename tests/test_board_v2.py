@@ -94,6 +94,21 @@ def test_with_a_search_the_row_is_the_tuned_trial_over_every_seed_beside_the_def
     assert (frame.default_trial, frame.val_wga_trial, frame.test_oracle_trial) == (0, 1, 3)
 
 
+def test_a_search_that_has_run_only_the_defaults_so_far_shows_no_regimes(tmp_path):
+    # a board filled defaults first: its plan has a search, but no trial beyond 0 has run, so there is nothing to
+    # tune between and no regime table of identical rows
+    store = ResultStore(tmp_path)
+    for seed in (0, 1):
+        r = searched("m", seed, 0, 0.8, 0.5, 0.7)
+        store.write(r.run_id, r)
+    table = build(tmp_path, "val_acc").tables[0]
+    assert table.search is None and table.rows[0].regimes is None
+    assert [(s.seed, s.trial) for s in table.rows[0].selected] == [(0, 0), (1, 0)]
+    assert "Default vs tuned." not in to_markdown(build(tmp_path, "val_acc"))
+    store.write("m-0-1", searched("m", 0, 1, 0.9, 0.5, 0.6))  # the first trial beyond the defaults
+    assert build(tmp_path, "val_acc").tables[0].search.trials == [0, 1]
+
+
 def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
     index = build_site(search_store, tmp_path / "site")["index"].read_text()
     assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index
