@@ -71,7 +71,7 @@ PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"
 REGIME_CAPTION = f"{PAIRED} the methods (family: this table, this regime, this metric)"
 MECHANISMS_CAPTION = (
     "What each method's stages did, judged by the harness after fit against truth the method never saw "
-    "(`fairfacebench.diagnostics`: the AMI of inferred groups with the true groups, pseudo-label accuracy per true "
+    "(fairfacebench.diagnostics: the AMI of inferred groups with the true groups, pseudo-label accuracy per true "
     "group, the mean learned weight of right and wrong pseudo-labels, the true-group share a re-sampler draws); "
     "mean and range over the selected runs' seeds; descriptive, not a comparison"
 )
