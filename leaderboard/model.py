@@ -355,6 +355,7 @@ class Table:
     intersectional: IntersectionalCells | None = None
     equal_fairness_orders: list[EqualFairnessOrder] = field(default_factory=list)
     analysis_notes: list[str] = field(default_factory=list)  # what each analysis uses, and why one was not made
+    verdict: list[Verdict] = field(default_factory=list)  # the methods against erm in words (`leaderboard.verdict`)
 
     OMIT_WHEN_NONE = ("search",)
 
@@ -365,6 +366,14 @@ class Table:
     @property
     def interval_notes(self) -> list[str]:
         return sorted({r.interval_method for r in self.rows if r.interval_method})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One category of a table's verdict against erm (`leaderboard.verdict`) and its methods, each with its tier."""
+
+    category: str
+    methods: list[str]
 
 
 @dataclass(frozen=True)

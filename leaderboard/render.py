@@ -291,7 +291,8 @@ def comparison_markdown(t: Table) -> list[str]:
     """The paired differences against erm and of each system against its ablations, the runs of older method
     versions left out, and the mean ranks of a table, as Markdown."""
     ok = t.ok_rows
-    out = paired_markdown(
+    out = [f"- {md(line)}" for line in verdict_lines(t)] + [""] if t.verdict else []
+    out += paired_markdown(
         f"Paired differences against erm: {PAIRED_CAPTION}.",
         "method − erm",
         [(r.method, r.vs_erm) for r in ok if r.vs_erm],
@@ -312,6 +313,11 @@ def comparison_markdown(t: Table) -> list[str]:
             "",
         ]
     return out + ranking_markdown(t)
+
+
+def verdict_lines(t: Table) -> list[str]:
+    """'Against erm, <category>: a (train labels), b (...)' per category of the table's verdict."""
+    return [f"Against erm, {v.category}: {', '.join(v.methods)}" for v in t.verdict]
 
 
 def ranking_markdown(t: Table) -> list[str]:

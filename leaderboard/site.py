@@ -74,6 +74,7 @@ from fairfacebench.leaderboard.render import (
     transfer_headers,
     transfer_rows,
     value_text,
+    verdict_lines,
     write_exports,
 )
 from fairfacebench.leaderboard.tables import build
@@ -187,6 +188,7 @@ class TableView:
     compared_metrics: list[str]
     ablation_metrics: list[str]
     paired_caption: str
+    verdict: list[str]
     regime_caption: str
     search: str | None
     ranks: list[RankView]
@@ -369,6 +371,7 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         compared_metrics=list(COMPARED_METRICS),
         ablation_metrics=list(ABLATION_METRICS),
         paired_caption=PAIRED_CAPTION,
+        verdict=verdict_lines(table),
         regime_caption=REGIME_CAPTION,
         search=search_text(table) if table.search else None,
         ranks=rank_views(table),

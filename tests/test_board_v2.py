@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 from records import TRAIN_ONLY, fake_record, metrics, predicted_run
 
 from fairfacebench.budget import Budget
 from fairfacebench.flags import information_tier
+from fairfacebench.leaderboard.model import PairedDifference
 from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
+from fairfacebench.leaderboard.verdict import verdict
 from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
 from fairfacebench.metrics.hierarchical import counts_from_predictions
@@ -340,3 +343,40 @@ def test_where_each_run_ran_is_a_field_of_every_output_and_a_row_that_mixes_them
         assert f'<td class="isolation" data-value="{isolation}">{isolation}</td>' in index, method
     page = (tmp_path / "site" / "method-mixed.html").read_text()
     assert ">mixed</dd>" in page and "mixed-isolation" in page and "seeds 0, 1 sealed; seeds 2 in-process" in page
+
+
+def diff(mean: float | None, tied: bool | None) -> PairedDifference:
+    return PairedDifference(mean, 5, None, [0, 1, 2, 3, 4], None, None, tied, "two-level bootstrap")
+
+
+def test_the_verdict_against_erm_sorts_methods_by_their_holm_corrected_differences():
+    def row(method, eod, acc, tier="train labels"):
+        return SimpleNamespace(ok=True, method=method, tier=tier, vs_erm={"eod_max": eod, "acc": acc})
+
+    rows = [
+        row("free", diff(-0.1, False), diff(-0.01, True)),  # fairer, accuracy tied: no significant cost
+        row("gains", diff(-0.1, False), diff(+0.02, False)),  # fairer and more accurate: no cost either
+        row("costly", diff(-0.1, False), diff(-0.05, False), "+ validation labels"),
+        row("worse", diff(+0.1, False), diff(0.0, True)),
+        row("same", diff(-0.1, True), diff(-0.05, False)),  # eod_max tied decides, whatever accuracy does
+        row("means", diff(-0.1, None), diff(-0.05, None)),  # no predictions: no test
+        SimpleNamespace(ok=False, method="failed", tier="train labels", vs_erm=None),
+    ]
+    assert [(v.category, v.methods) for v in verdict(rows)] == [
+        ("fairer (eod_max) at no significant accuracy cost", ["free (train labels)", "gains (train labels)"]),
+        ("fairer (eod_max) at a significant accuracy cost", ["costly (+ validation labels)"]),
+        ("not distinguishable in eod_max", ["same (train labels)"]),
+        ("less fair (eod_max)", ["worse (train labels)"]),
+        ("not tested (no stored predictions: means only)", ["means (train labels)"]),
+    ]
+
+
+def test_the_verdict_is_in_the_markdown_and_on_the_site(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, shift in enumerate([0, 4, 8]):
+        for method, right in (("erm", 120 + shift), ("same", 121 + shift)):
+            record, arrays = predicted_run(method, seed, Y, A, right_on_first(right), supervision=TRAIN_ONLY)
+            store.write(record.run_id, record, arrays)
+    assert "- Against erm, not distinguishable in eod_max: same (train labels)" in to_markdown(build(tmp_path))
+    index = build_site(tmp_path, tmp_path / "site")["index"].read_text()
+    assert '<ul class="verdict"><li>Against erm, not distinguishable in eod_max: same (train labels)</li>' in index

@@ -1,0 +1,49 @@
+"""What a table says against erm, in words: each method sorted by its paired, Holm-corrected differences.
+
+For every finished method with paired differences against erm (`Row.vs_erm`: the two-level bootstrap over seeds
+and test rows, Holm over the table's methods per metric), the eod_max difference decides whether it is fairer,
+less fair or not distinguishable, and the accuracy difference whether that came at a cost:
+
+- fairer at no accuracy cost: eod_max significantly lower, accuracy not significantly lower;
+- fairer at an accuracy cost: eod_max and accuracy both significantly lower;
+- less fair: eod_max significantly higher;
+- not distinguishable in eod_max: Holm does not reject (the paired interval at Holm's level holds 0);
+- not tested: the runs stored no predictions, so there is a mean difference but no interval.
+
+"Significantly" always means after Holm's correction at α = 0.05.  The table's selection rule decides which trial
+each row stands for, so `leaderboard tables --rule val_wga` gives the verdict under the other regime.
+"""
+
+from __future__ import annotations
+
+from fairfacebench.leaderboard.model import PairedDifference, Row, Verdict
+
+FAIRER_FREE = "fairer (eod_max) at no significant accuracy cost"
+FAIRER_COSTLY = "fairer (eod_max) at a significant accuracy cost"
+LESS_FAIR = "less fair (eod_max)"
+TIED = "not distinguishable in eod_max"
+UNTESTED = "not tested (no stored predictions: means only)"
+ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED)
+
+
+def significant(d: PairedDifference | None, sign: int) -> bool:
+    """Holm rejects and the mean difference has the given sign."""
+    return d is not None and d.tied is False and d.mean is not None and d.mean * sign > 0
+
+
+def category(vs_erm: dict[str, PairedDifference]) -> str:
+    eod, acc = vs_erm.get("eod_max"), vs_erm.get("acc")
+    if eod is None or eod.tied is None:
+        return UNTESTED
+    if significant(eod, -1):
+        return FAIRER_COSTLY if significant(acc, -1) else FAIRER_FREE
+    return LESS_FAIR if significant(eod, +1) else TIED
+
+
+def verdict(rows: list[Row]) -> list[Verdict]:
+    """The methods of each category (with their tier), in ORDER; empty categories are left out."""
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        if r.ok and r.vs_erm:
+            found.setdefault(category(r.vs_erm), []).append(f"{r.method} ({r.tier})")
+    return [Verdict(c, found[c]) for c in ORDER if c in found]
