@@ -55,7 +55,7 @@ class MetricSummary:
 @dataclass(frozen=True)
 class PairedDifference:
     """One method minus another over the seeds both ran: the mean of the per-seed differences with the 95% interval
-    and p-value of the two-level paired bootstrap over seeds and test rows (`metrics.hierarchical`), and Holm's
+    and p-value of the crossed paired bootstrap over seeds and the shared test rows (`metrics.hierarchical`), and Holm's
     correction over its family (one paired table, one metric). `tied`: Holm does not reject, so the paired interval
     at Holm's level holds 0. Without stored predictions: the mean only (`method` says which)."""
 
@@ -269,7 +269,7 @@ class Row:
 class MetricRanking:
     """The methods of one information tier ranked on one metric (Demšar 2006: a block per seed every one of them
     ran; 1 = best, ties share the mean rank), the Nemenyi critical difference, the best mean and the methods tied
-    with it (paired two-level bootstrap against the best not significant after Holm over the tier's methods)."""
+    with it (paired crossed bootstrap against the best not significant after Holm over the tier's methods)."""
 
     tier: str
     metric: str

@@ -1,5 +1,6 @@
 """Paired differences between two sets of runs over the seeds both ran, from their stored test predictions: the
-two-level bootstrap over seeds and test rows (`metrics.hierarchical`), and Holm's correction over a family."""
+crossed bootstrap over seeds and the shared test rows (`metrics.hierarchical`), and Holm's correction over a
+family."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ import numpy as np
 
 from fairfacebench.leaderboard.model import ALPHA, PairedDifference, defined
 from fairfacebench.metrics.compare import holm
-from fairfacebench.metrics.hierarchical import hierarchical_paired_difference, paired_counts_from_predictions
+from fairfacebench.metrics.hierarchical import crossed_paired_difference, seed_predictions
 
 if TYPE_CHECKING:
     from fairfacebench.leaderboard.evidence import StoredRuns
     from fairfacebench.record import RunRecord
 
 RESAMPLES = 1000
-BOOTSTRAP = "two-level paired bootstrap"
+BOOTSTRAP = "crossed paired bootstrap"
 MEAN_ONLY = "per-seed mean only (no stored test predictions)"
 PAIRED_NOTE = (
-    "mean [95% interval] of the per-seed differences; the interval and p-value from the two-level paired bootstrap "
-    f"(seeds drawn with replacement, then the test rows of each, {RESAMPLES:,} resamples); 'tied': not significant "
+    "mean [95% interval] of the per-seed differences; the interval and p-value from the crossed paired bootstrap "
+    f"(seeds drawn with replacement and, independently, the test rows every seed shares, {RESAMPLES:,} resamples); "
+    "'tied': not significant "
     f"at α = {ALPHA} after Holm's correction over the column (family: this table, this metric)"
 )
 
@@ -44,31 +46,34 @@ class Paired:
         return {m: from_bootstrap(joint["metrics"][m], seeds) for m in metrics}
 
     def bootstrap(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> dict | None:
-        """`hierarchical_paired_difference` of the two run sets (None: a run without stored predictions)."""
+        """`crossed_paired_difference` of the two run sets (None: a run without stored predictions)."""
         key = tuple((s, minuend[s].run_id, subtrahend[s].run_id) for s in seeds)
         if key not in self._cache:
-            joint = self.joint_counts(minuend, subtrahend, seeds)
-            self._cache[key] = None if joint is None else hierarchical_paired_difference(joint, RESAMPLES, seed=0)
+            self._cache[key] = self.crossed(minuend, subtrahend, seeds)
         return self._cache[key]
 
-    def joint_counts(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> list[np.ndarray] | None:
-        """counts[g, y, ŷ_A, ŷ_B] of each shared seed, or None when a run left no predictions."""
-        pairs = [(minuend[s], subtrahend[s]) for s in seeds]
-        arrays = [(self.stored.predictions(a), self.stored.predictions(b)) for a, b in pairs]
-        groups = minuend[seeds[0]].task_info.group_names if seeds and minuend[seeds[0]].task_info else None
-        if not seeds or not groups or any(x is None or y is None for x, y in arrays):
+    def crossed(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> dict | None:
+        """The crossed bootstrap of the two run sets' stored test predictions over the shared seeds, or None when a
+        run left no predictions."""
+        runs = [minuend[s] for s in seeds] + [subtrahend[s] for s in seeds]
+        arrays = [self.stored.predictions(r) for r in runs]
+        groups = runs[0].task_info.group_names if seeds and runs[0].task_info else None
+        if not seeds or not groups or any(a is None for a in arrays):
             return None
-        joint = []
-        for (a, b), (x, y) in zip(pairs, arrays):
-            try:
-                joint.append(paired_counts_from_predictions(x, y, len(groups), x["test_scores"].shape[1]))
-            except ValueError as exc:
-                raise ValueError(f"runs {a.run_id} and {b.run_id} (seed {a.seed}): {exc}") from None
-        return joint
+        n_classes = arrays[0]["test_scores"].shape[1]
+        try:
+            y, g, predictions = seed_predictions(arrays, n_classes)
+        except ValueError as exc:
+            names = ", ".join(r.run_id for r in runs)
+            raise ValueError(f"runs {names} (seeds {seeds}): {exc}") from None
+        half = len(seeds)
+        return crossed_paired_difference(
+            y, g, predictions[:half], predictions[half:], len(groups), n_classes, RESAMPLES, seed=0
+        )
 
 
 def from_bootstrap(result: dict, seeds: list[int]) -> PairedDifference:
-    """One metric of `hierarchical_paired_difference` as a PairedDifference (Holm filled in later)."""
+    """One metric of `crossed_paired_difference` as a PairedDifference (Holm filled in later)."""
     return PairedDifference(
         mean=result["difference"],
         n=len(seeds),

@@ -5,7 +5,7 @@ method, the trial chosen per seed by a named validation-only selection rule
 (with a search in the store: the trial the rule picks on the search seeds, over
 every seed it ran on, beside the defaults and the other regimes), test metrics
 as mean ± std over seeds, paired differences against erm and of each system
-against its own ablations (two-level bootstrap, Holm), ranks per metric and
+against its own ablations (crossed bootstrap over seeds and test rows, Holm), ranks per metric and
 Pareto fronts per information tier, and every warning as a flag.  Failed runs
 are shown as failed, not dropped.  `render` writes the board as Markdown, CSV
 and JSON.

@@ -1,6 +1,6 @@
 """What a table says against erm, in words: each method sorted by its paired, Holm-corrected differences.
 
-For every finished method with paired differences against erm (`Row.vs_erm`: the two-level bootstrap over seeds
+For every finished method with paired differences against erm (`Row.vs_erm`: the crossed bootstrap over seeds
 and test rows, Holm over the table's methods per metric), the eod_max difference decides whether it is fairer,
 less fair or not distinguishable, and the accuracy difference whether that came at a cost:
 

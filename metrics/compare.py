@@ -186,7 +186,7 @@ def best_of(means: Mapping[str, float | None], higher_is_better: bool) -> str:
 def tied_with_best(best: str, p_values: Mapping[str, float], alpha: float = 0.05) -> dict:
     """Which methods are tied with ``best``: their paired difference to it is not significant after Holm.
 
-    ``p_values[method]`` = two-sided p-value of method − best being 0 (e.g. ``hierarchical_paired_difference``).
+    ``p_values[method]`` = two-sided p-value of method − best being 0 (e.g. ``crossed_paired_difference``).
     A method is tied when Holm over the family of these p-values does not reject; by the p-value's duality with
     the percentile interval, its paired interval at Holm's level for it contains 0.
     """

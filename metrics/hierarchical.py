@@ -1,11 +1,15 @@
-"""Two-level (hierarchical) bootstrap across seeds: resample seeds, then test rows within each drawn seed.
+"""Bootstrap across seeds and test rows, for runs that all predict one shared test set: the crossed design.
 
-A method's score over seeds varies with the seed (initialisation, data order) and with the finite test set;
-a bootstrap of seeds alone ignores the second, a row bootstrap of one run the first. The two-level bootstrap
-(Davison & Hinkley 1997, ch. 3, hierarchical data) draws S seeds with replacement from the S seeds run, then
-for every drawn seed a row-level resample of its test predictions: as in ``bootstrap.py`` a multinomial draw
-of the seed's confusion counts. Comparing two methods, both are drawn together: the same seeds and, since both
-predict the same test rows, the same rows, i.e. a multinomial draw of the joint counts[g, y, ŷ_A, ŷ_B].
+A method's score over seeds varies with the seed (initialisation, data order) and with the finite test set.
+On a board the two are *crossed*, not nested: every seed predicts the same test rows, so the test set's sampling
+error is shared by all seeds and does not average out over them.  A nested (two-level) bootstrap, which draws
+seeds and then an independent row resample for each drawn seed, treats the rows as if each seed had a test set of
+its own and so shrinks the test-set part of the variance by up to the number of seeds.  Here one replicate draws S
+seeds with replacement and, independently, one resample of the n test rows that every drawn seed is scored on:
+the pigeonhole bootstrap for crossed random effects (Owen, Ann. Appl. Stat. 2007; McCullagh, Bernoulli 2000, on
+why no bootstrap of one factor alone is right for a crossed design).  Comparing two methods, both get the same
+seeds and the same rows.  A resample of rows is a multinomial weight per row, so every drawn seed's confusion
+counts are that weight summed over the rows of each (g, y, ŷ) cell.
 """
 
 from __future__ import annotations
@@ -15,135 +19,149 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fairfacebench.metrics.bootstrap import _multinomial_resamples
-from fairfacebench.metrics.fairness import METRIC_NAMES, _as_codes, confusion_counts, metrics_from_counts
+from fairfacebench.metrics.fairness import METRIC_NAMES, _as_codes, metrics_from_counts
 from fairfacebench.plain import nan_to_none
 
-
-def paired_counts(y_true, y_pred_a, y_pred_b, groups, n_groups: int, n_classes: int = 2) -> np.ndarray:
-    """Joint counts[g, y, ŷ_A, ŷ_B] of the test rows two methods both predicted (one seed)."""
-    y_pred_b = _as_codes(y_pred_b, "y_pred_b", n_classes, "n_classes")
-    if len(y_pred_b) != len(y_pred_a):
-        raise ValueError(f"y_pred_a and y_pred_b must predict the same rows; got {len(y_pred_a)} and {len(y_pred_b)}")
-    per_a = confusion_counts(y_true, y_pred_a, groups, n_groups, n_classes)  # validates y_true, y_pred_a, groups
-    cell = ((np.asarray(groups) * n_classes + np.asarray(y_true)) * n_classes + np.asarray(y_pred_a)) * n_classes
-    joint = np.bincount(cell + y_pred_b, minlength=per_a.size * n_classes).reshape(*per_a.shape, n_classes)
-    return joint.astype(np.int64, copy=False)
+BLOCK = 100  # replicates whose row weights are held in memory at once (B x n floats)
 
 
-def counts_from_predictions(predictions: Mapping, n_groups: int, n_classes: int) -> np.ndarray:
-    """counts[g, y, ŷ] of a stored run's test predictions (``predictions.npz``: test_scores, test_y, test_a)."""
-    return confusion_counts(
-        predictions["test_y"],
-        np.asarray(predictions["test_scores"]).argmax(1),
-        predictions["test_a"],
-        n_groups,
-        n_classes,
-    )
+def seed_predictions(stored: Sequence[Mapping], n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, groups, predictions (S, n)) of one method's stored runs (``predictions.npz``: test_scores, test_y,
+    test_a, test_ids), refused unless every seed scored the same test rows in the same order."""
+    if not stored:
+        raise ValueError("no seeds: pass one stored run per seed")
+    first = stored[0]
+    for other in stored[1:]:
+        for key in ("test_ids", "test_y", "test_a"):
+            if not np.array_equal(np.asarray(first[key]), np.asarray(other[key])):
+                raise ValueError(
+                    f"the runs' {key} differ: seeds are compared on one shared test set (same dataset, task and "
+                    "split, the same rows in the same order); compare runs of one comparison"
+                )
+    predictions = np.stack([np.asarray(s["test_scores"]).argmax(1) for s in stored])
+    y = _as_codes(first["test_y"], "test_y", n_classes, "n_classes")
+    return y, np.asarray(first["test_a"], dtype=np.int64), predictions
 
 
-def paired_counts_from_predictions(first: Mapping, second: Mapping, n_groups: int, n_classes: int) -> np.ndarray:
-    """Joint counts of two stored runs of one seed, refused unless both scored the same test rows in the same order."""
-    for key in ("test_ids", "test_y", "test_a"):
-        if not np.array_equal(np.asarray(first[key]), np.asarray(second[key])):
-            raise ValueError(
-                f"the two runs' {key} differ: a paired comparison needs the same test rows in the same order "
-                "(same dataset, task and split); compare runs of one comparison"
-            )
-    return paired_counts(
-        first["test_y"],
-        np.asarray(first["test_scores"]).argmax(1),
-        np.asarray(second["test_scores"]).argmax(1),
-        first["test_a"],
-        n_groups,
-        n_classes,
-    )
-
-
-def two_level_draws(counts_per_seed: Sequence, n_resamples: int, seed: int = 0, resample_rows: bool = True):
-    """Seed indices (B, S) drawn with replacement and, for each, a row resample of that seed's counts (B, S, ...).
-
-    With ``resample_rows=False`` the drawn seeds keep their counts (seeds-only bootstrap, test set held fixed).
-    """
-    counts = _stacked(counts_per_seed)
+def crossed_draws(n_seeds: int, n_rows: int, n_resamples: int, seed: int = 0, resample_rows: bool = True):
+    """Seed indices (B, S) drawn with replacement and, independently, row weights (B, n): each replicate's
+    multinomial count of every test row, shared by all the seeds it draws (all ones with ``resample_rows=False``,
+    the test set held fixed)."""
     rng = np.random.default_rng(seed)
-    n_seeds = len(counts)
     index = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
-    resampled = counts[index]
-    if resample_rows:
-        for s in range(n_seeds):
-            drawn = index == s
-            resampled[drawn] = _multinomial_resamples(counts[s], int(drawn.sum()), rng)
-    return index, resampled
+    if not resample_rows:
+        return index, np.ones((n_resamples, n_rows))
+    return index, rng.multinomial(n_rows, np.full(n_rows, 1 / n_rows), size=n_resamples).astype(float)
 
 
-def two_level_replicates(resampled) -> dict[str, np.ndarray]:
-    """Each replicate's mean over its S drawn seeds of every metric: (B, S, G, C, C) -> {metric: (B,)}.
-
-    A metric undefined in a drawn seed's resample is left out of that replicate's mean (NaN if all are).
-    """
-    resampled = np.asarray(resampled)
-    values = metrics_from_counts(resampled.reshape(-1, *resampled.shape[2:]))
-    return {name: _defined_mean(values[name].reshape(resampled.shape[:2])) for name in METRIC_NAMES}
-
-
-def paired_two_level_replicates(resampled_joint) -> dict[str, np.ndarray]:
-    """Each replicate's mean over its drawn seeds of metric(A) − metric(B): (B, S, G, C, C, C) -> {metric: (B,)}."""
-    joint = np.asarray(resampled_joint)
-    flat = joint.reshape(-1, *joint.shape[2:])
-    first, second = metrics_from_counts(flat.sum(axis=-1)), metrics_from_counts(flat.sum(axis=-2))
-    return {name: _defined_mean((first[name] - second[name]).reshape(joint.shape[:2])) for name in METRIC_NAMES}
+def weighted_counts(cells: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
+    """(B, S, K) counts: for each replicate b and seed s, the row weights summed per cell of ``cells[s]`` (S, n)."""
+    out = np.empty((len(weights), len(cells), n_cells))
+    for s, row_cells in enumerate(cells):
+        one_hot = np.zeros((len(row_cells), n_cells))
+        one_hot[np.arange(len(row_cells)), row_cells] = 1.0
+        out[:, s] = weights @ one_hot
+    return out
 
 
-def hierarchical_mean(
-    counts_per_seed: Sequence, n_resamples: int = 1000, level: float = 0.95, seed: int = 0, resample_rows: bool = True
-) -> dict:
-    """Mean over seeds of every metric with a two-level bootstrap percentile interval.
+def crossed_replicates(
+    y: np.ndarray,
+    groups: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    n_groups: int,
+    n_classes: int,
+    index: np.ndarray,
+    weights: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each replicate's mean over its drawn seeds of every metric; with two methods' predictions (S, n) each, of
+    metric(A) − metric(B) (metrics undefined in a drawn seed are left out of that replicate's mean)."""
+    cells = np.asarray(groups)[None] * n_classes + np.asarray(y)[None]
+    for p in predictions:
+        cells = cells * n_classes + np.asarray(p)
+    shape = (n_groups, n_classes) + (n_classes,) * len(predictions)
+    out: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    for start in range(0, len(index), BLOCK):
+        block, rows = index[start : start + BLOCK], weights[start : start + BLOCK]
+        counts = weighted_counts(cells, rows, int(np.prod(shape)))
+        drawn = np.round(counts[np.arange(len(block))[:, None], block]).astype(np.int64)  # (b, S, K)
+        flat = drawn.reshape(-1, *shape)
+        if len(predictions) == 1:
+            values = metrics_from_counts(flat)
+        else:
+            first, second = metrics_from_counts(flat.sum(axis=-1)), metrics_from_counts(flat.sum(axis=-2))
+            values = {name: first[name] - second[name] for name in METRIC_NAMES}
+        for name in METRIC_NAMES:
+            out[name].append(_defined_mean(np.asarray(values[name]).reshape(drawn.shape[:2])))
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
-    ``counts_per_seed``: one counts[g, y, ŷ] per seed (``counts_from_predictions``). Estimate = the mean of the
-    per-seed metrics over the seeds where it is defined.
-    """
-    counts = _stacked(counts_per_seed)
-    per_seed = metrics_from_counts(counts)
-    _, resampled = two_level_draws(counts, n_resamples, seed, resample_rows)
-    replicates = two_level_replicates(resampled)
-    metrics = {}
-    for name in METRIC_NAMES:
-        estimate = float(_defined_mean(per_seed[name][None])[0])
-        metrics[name] = {"mean": estimate, **percentile_interval(replicates[name], estimate, level)}
-    return nan_to_none(
-        {"method": _method(n_resamples, seed, resample_rows), "level": level, "seeds": len(counts), "metrics": metrics}
-    )
 
-
-def hierarchical_paired_difference(
-    joint_counts_per_seed: Sequence,
+def crossed_mean(
+    y,
+    groups,
+    predictions,
+    n_groups: int,
+    n_classes: int = 2,
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
     resample_rows: bool = True,
 ) -> dict:
-    """Paired difference A − B of every metric's mean over the seeds both ran, interval and two-sided p-value.
+    """Mean over seeds of every metric of one method's predictions (S, n) on a shared test set, with the crossed
+    bootstrap's percentile interval.  Estimate = the mean of the per-seed metrics over the seeds defining it."""
+    predictions = np.atleast_2d(predictions)
+    index, weights = crossed_draws(len(predictions), len(y), n_resamples, seed, resample_rows)
+    replicates = crossed_replicates(y, groups, [predictions], n_groups, n_classes, index, weights)
+    full = crossed_replicates(y, groups, [predictions], n_groups, n_classes, *_every_seed_once(predictions, y))
+    metrics = {
+        name: {"mean": float(full[name][0]), **percentile_interval(replicates[name], float(full[name][0]), level)}
+        for name in METRIC_NAMES
+    }
+    method = _method(n_resamples, seed, resample_rows)
+    return nan_to_none({"method": method, "level": level, "seeds": len(predictions), "metrics": metrics})
 
-    ``joint_counts_per_seed``: one counts[g, y, ŷ_A, ŷ_B] per shared seed (``paired_counts_from_predictions``).
-    Estimate = mean over seeds of metric(A) − metric(B) where both are defined; p-value as ``bootstrap_p_value``.
+
+def crossed_paired_difference(
+    y,
+    groups,
+    pred_a,
+    pred_b,
+    n_groups: int,
+    n_classes: int = 2,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    resample_rows: bool = True,
+) -> dict:
+    """Paired difference A − B of every metric's mean over the seeds both ran, with interval and two-sided p-value.
+
+    ``pred_a``, ``pred_b``: (S, n) predictions of the two methods, row s of both from the same seed, every row on
+    the same test rows ``y``, ``groups``.  Estimate = the mean over seeds of metric(A) − metric(B) where both are
+    defined; p-value as ``bootstrap_p_value``.
     """
-    joint = _stacked(joint_counts_per_seed)
-    first, second = metrics_from_counts(joint.sum(axis=-1)), metrics_from_counts(joint.sum(axis=-2))
-    _, resampled = two_level_draws(joint, n_resamples, seed, resample_rows)
-    replicates = paired_two_level_replicates(resampled)
+    pred_a, pred_b = np.atleast_2d(pred_a), np.atleast_2d(pred_b)
+    if pred_a.shape != pred_b.shape or pred_a.shape[1] != len(y):
+        raise ValueError(
+            f"pred_a and pred_b must both be (seeds, rows) on the {len(y)} test rows; got {pred_a.shape} and "
+            f"{pred_b.shape}"
+        )
+    index, weights = crossed_draws(len(pred_a), len(y), n_resamples, seed, resample_rows)
+    replicates = crossed_replicates(y, groups, [pred_a, pred_b], n_groups, n_classes, index, weights)
+    once = _every_seed_once(pred_a, y)
+    full = crossed_replicates(y, groups, [pred_a, pred_b], n_groups, n_classes, *once)
+    mean_a = crossed_replicates(y, groups, [pred_a], n_groups, n_classes, *once)
+    mean_b = crossed_replicates(y, groups, [pred_b], n_groups, n_classes, *once)
     metrics = {}
     for name in METRIC_NAMES:
-        estimate = float(_defined_mean((first[name] - second[name])[None])[0])
+        estimate = float(full[name][0])
         metrics[name] = {
-            "mean_a": float(_defined_mean(first[name][None])[0]),
-            "mean_b": float(_defined_mean(second[name][None])[0]),
+            "mean_a": float(mean_a[name][0]),
+            "mean_b": float(mean_b[name][0]),
             "difference": estimate,
             **percentile_interval(replicates[name], estimate, level),
             "p_value": bootstrap_p_value(replicates[name]),
         }
     return nan_to_none(
-        {"method": _method(n_resamples, seed, resample_rows), "level": level, "seeds": len(joint), "metrics": metrics}
+        {"method": _method(n_resamples, seed, resample_rows), "level": level, "seeds": len(pred_a), "metrics": metrics}
     )
 
 
@@ -184,16 +202,9 @@ def bootstrap_p_value(replicates, null: float = 0.0) -> float:
     return min(1.0, 2 * (1 + min(below, above)) / (theta.size + 1))
 
 
-def _stacked(counts_per_seed: Sequence) -> np.ndarray:
-    """Per-seed counts as one int64 array (S, ...), refused unless every seed has the same cells."""
-    shapes = {np.shape(c) for c in counts_per_seed}
-    if len(counts_per_seed) == 0:
-        raise ValueError("no seeds: pass one counts array per seed")
-    if len(shapes) != 1:
-        raise ValueError(
-            f"every seed's counts must have the same shape (same groups and classes); got {sorted(shapes)}"
-        )
-    return np.stack([np.asarray(c, dtype=np.int64) for c in counts_per_seed])
+def _every_seed_once(predictions: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+    """The 'replicate' of the data itself: every seed once, every row once (the estimate)."""
+    return np.arange(len(predictions))[None], np.ones((1, len(y)))
 
 
 def _defined_mean(values: np.ndarray) -> np.ndarray:
@@ -205,8 +216,8 @@ def _defined_mean(values: np.ndarray) -> np.ndarray:
 
 
 def _method(n_resamples: int, seed: int, resample_rows: bool) -> str:
-    rows = "then a multinomial resample of its test rows" if resample_rows else "test rows held fixed"
+    rows = "and, independently, one resample of the shared test rows" if resample_rows else "test rows held fixed"
     return (
-        f"two-level bootstrap: seeds drawn with replacement, {rows}; {n_resamples} resamples, seed {seed}; "
+        f"crossed bootstrap: seeds drawn with replacement {rows}; {n_resamples} resamples, seed {seed}; "
         "percentile interval widened to hold the estimate"
     )

@@ -22,7 +22,9 @@ METRICS = ("acc", "eod_max", "eopp_diff", "dp_diff", "wga", "cell_acc_std")
 PAIRED_METRICS = ("acc", "eod_max")
 ABLATION_METRICS = ("acc", "eod_max", "wga", "cell_acc_std")
 METRIC_HEADERS = ["method", "tier", "seeds", *METRICS, "forward samples", "fit time (s)", "flags"]
-BOOTSTRAP = "mean [95% two-level paired bootstrap interval over seeds and test rows]; tied: not significant after Holm"
+BOOTSTRAP = (
+    "mean [95% crossed paired bootstrap interval over seeds and shared test rows]; tied: not significant after Holm"
+)
 ERM_CAPTION = f"Paired against erm ({BOOTSTRAP})"
 ERM_HEADERS = ["method", *[f"Δ{k}" for k in PAIRED_METRICS]]
 ABLATION_CAPTION = f"Each system against its own ablation, system − ablation ({BOOTSTRAP})"

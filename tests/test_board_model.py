@@ -12,7 +12,7 @@ from records import TRAIN_ONLY, fake_record, predicted_run
 from fairfacebench.leaderboard.model import Row
 from fairfacebench.leaderboard.render import difference_text, summary_text, to_frame, to_json, to_markdown
 from fairfacebench.leaderboard.tables import build
-from fairfacebench.metrics.hierarchical import hierarchical_paired_difference, paired_counts_from_predictions
+from fairfacebench.metrics.hierarchical import crossed_paired_difference, seed_predictions
 from fairfacebench.store import ResultStore
 
 COMPARISON_FIELDS = ("vs_erm", "system_vs_ablation")
@@ -96,18 +96,16 @@ def test_csv_and_markdown_show_the_same_rows_numbers_and_flags(board):
     assert header[:2] == ["method", "tier"] and header[-1] == "flags"
 
 
-def test_paired_differences_are_the_two_level_bootstrap_of_the_stored_predictions(board, store):
+def test_paired_differences_are_the_crossed_bootstrap_of_the_stored_predictions(board, store):
     rows = {r.method: r for r in board.tables[0].rows}
     # sys − erm: one row more right on every seed, +1/20 = +0.050 per seed; the interval comes from drawing seeds and
     # rows, so it is not the point [+0.050, +0.050] a t-interval over three equal differences would give
-    joint = [
-        paired_counts_from_predictions(store.predictions(f"sys-{s}-0"), store.predictions(f"erm-{s}-0"), 2, 2)
-        for s in range(3)
-    ]
-    expected = hierarchical_paired_difference(joint, 1000, seed=0)["metrics"]["acc"]
+    runs = [store.predictions(f"{m}-{s}-0") for m in ("sys", "erm") for s in range(3)]
+    y, g, predictions = seed_predictions(runs, 2)
+    expected = crossed_paired_difference(y, g, predictions[:3], predictions[3:], 2, 2, 1000, seed=0)["metrics"]["acc"]
     difference = rows["sys"].vs_erm["acc"]
     assert difference.mean == pytest.approx(0.05) and difference.ci95 == expected["interval"]
-    assert difference.p_value == expected["p_value"] and difference.method == "two-level paired bootstrap"
+    assert difference.p_value == expected["p_value"] and difference.method == "crossed paired bootstrap"
     assert difference.ci95[0] <= 0.05 <= difference.ci95[1] and difference.ci95[0] < difference.ci95[1]
     paired = next(b for b in to_markdown(board).split("\n\n") if b.startswith("| method − erm")).splitlines()
     assert [line.split("|")[1].strip() for line in paired[2:]] == ["sys", "sys:no-x"]  # erm is the reference

@@ -20,7 +20,7 @@ from fairfacebench.leaderboard.tables import build
 from fairfacebench.leaderboard.verdict import verdict
 from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
-from fairfacebench.metrics.hierarchical import counts_from_predictions
+from fairfacebench.metrics.fairness import confusion_counts
 from fairfacebench.plugins import registry
 from fairfacebench.record import Isolation
 from fairfacebench.results import load_runs
@@ -229,7 +229,8 @@ def test_a_one_seed_interval_is_recomputed_from_the_predictions_and_holds_its_es
     }
     store.write(record.run_id, record, arrays)
     (row,) = build(tmp_path).tables[0].rows
-    expected = intervals_from_counts(counts_from_predictions(arrays, 2, 2), n_resamples=1000, seed=0)
+    counts = confusion_counts(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], 2, 2)
+    expected = intervals_from_counts(counts, n_resamples=1000, seed=0)
     assert row.acc.interval == expected["intervals"]["acc"] and row.acc.mean == 0.75
     assert row.acc.interval[0] <= 0.75 <= row.acc.interval[1]
     assert "BCa" in row.interval_method and "percentile" not in row.interval_method
@@ -346,7 +347,7 @@ def test_where_each_run_ran_is_a_field_of_every_output_and_a_row_that_mixes_them
 
 
 def diff(mean: float | None, tied: bool | None) -> PairedDifference:
-    return PairedDifference(mean, 5, None, [0, 1, 2, 3, 4], None, None, tied, "two-level bootstrap")
+    return PairedDifference(mean, 5, None, [0, 1, 2, 3, 4], None, None, tied, "crossed paired bootstrap")
 
 
 def test_the_verdict_against_erm_sorts_methods_by_their_holm_corrected_differences():

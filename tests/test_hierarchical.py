@@ -1,73 +1,70 @@
-"""Two-level bootstrap over seeds and test rows, hand-checked on fixed draws."""
+"""The crossed bootstrap over seeds and the shared test rows, hand-checked on fixed draws."""
 
 import numpy as np
 import pytest
 
+from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.fairness import confusion_counts
 from fairfacebench.metrics.hierarchical import (
     bootstrap_p_value,
-    counts_from_predictions,
-    hierarchical_mean,
-    hierarchical_paired_difference,
-    paired_counts,
-    paired_counts_from_predictions,
-    paired_two_level_replicates,
+    crossed_draws,
+    crossed_mean,
+    crossed_paired_difference,
+    crossed_replicates,
     percentile_interval,
-    two_level_draws,
-    two_level_replicates,
+    seed_predictions,
 )
 
+# four test rows: (y, group) = (0, 0), (1, 0), (0, 1), (1, 1)
+Y, G = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
 
-def counts(group0, group1):
-    return np.array([group0, group1])
 
-
-def test_two_level_replicates_by_hand_on_a_fixed_draw():
-    # counts[g, y, ŷ]; TPR of a group = counts[g, 1, 1] / row sum of counts[g, 1].
-    r1 = counts([[2, 1], [1, 2]], [[1, 0], [0, 1]])  # acc 6/8; TPR 2/3 and 1 -> eopp_diff 1/3
-    r2 = counts([[3, 0], [0, 1]], [[1, 1], [1, 1]])  # acc 6/8; TPR 1 and 1/2 -> eopp_diff 1/2
-    r3 = counts([[1, 0], [2, 1]], [[2, 0], [0, 3]])  # acc 7/9; TPR 1/3 and 1 -> eopp_diff 2/3
-    r4 = counts([[0, 0], [0, 4]], [[0, 0], [0, 0]])  # acc 4/4; group 1 has no positives -> eopp_diff undefined
-    out = two_level_replicates(np.array([[r1, r2], [r3, r4]]))
-    # replicate 0: acc (6/8 + 6/8) / 2 = 0.75, eopp_diff (1/3 + 1/2) / 2 = 5/12
-    # replicate 1: acc (7/9 + 1) / 2 = 8/9, eopp_diff 2/3 (r4 left out)
-    np.testing.assert_allclose(out["acc"], [0.75, 8 / 9])
-    np.testing.assert_allclose(out["eopp_diff"], [5 / 12, 2 / 3])
+def test_crossed_replicates_by_hand_on_a_fixed_draw():
+    seed0 = np.array([0, 1, 0, 1])  # all right
+    seed1 = np.array([1, 1, 0, 0])  # rows 0 and 3 wrong
+    index = np.array([[0, 1], [1, 1]])
+    weights = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 2.0]])  # the data; rows 0 and 3 twice
+    out = crossed_replicates(Y, G, [np.stack([seed0, seed1])], 2, 2, index, weights)
+    # replicate 0: seed 0 acc 1, seed 1 acc 2/4 -> 0.75.  replicate 1: seed 1 twice on rows {0, 0, 3, 3}, all wrong
+    np.testing.assert_allclose(out["acc"], [0.75, 0.0])
+    # the same row weights apply to every drawn seed: replicate 1 drawing seed 0 instead would be all right
+    out = crossed_replicates(Y, G, [np.stack([seed0, seed1])], 2, 2, np.array([[0, 0]]), weights[1:])
+    np.testing.assert_allclose(out["acc"], [1.0])
 
 
 def test_paired_replicates_by_hand_on_a_fixed_draw():
-    # One group; joint[y, ŷ_A, ŷ_B].
-    # seed draw 1: y=0 [[2, 1], [0, 1]], y=1 [[0, 1], [1, 2]]
-    #   A right: y=0 and ŷ_A=0: 2+1 = 3; y=1 and ŷ_A=1: 1+2 = 3 -> 6/8
-    #   B right: y=0 and ŷ_B=0: 2+0 = 2; y=1 and ŷ_B=1: 1+2 = 3 -> 5/8; A − B = 1/8
-    # seed draw 2: y=0 [[1, 0], [0, 0]], y=1 [[0, 0], [1, 0]] -> A 2/2, B 1/2; A − B = 1/2
-    j1 = np.array([[[[2, 1], [0, 1]], [[0, 1], [1, 2]]]])
-    j2 = np.array([[[[1, 0], [0, 0]], [[0, 0], [1, 0]]]])
-    out = paired_two_level_replicates(np.array([[j1, j2]]))
-    assert out["acc"][0] == pytest.approx((1 / 8 + 1 / 2) / 2)  # 5/16
+    a = np.array([[0, 1, 0, 1], [0, 1, 0, 0]])  # seed 0: 4/4 right; seed 1: 3/4
+    b = np.array([[1, 1, 0, 1], [1, 0, 0, 0]])  # seed 0: 3/4 right; seed 1: 1/4
+    index = np.array([[0, 1], [1, 1]])
+    weights = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 4.0, 0.0, 0.0]])  # the data; row 1 four times
+    out = crossed_replicates(Y, G, [a, b], 2, 2, index, weights)
+    # replicate 0: (1 − 3/4 + 3/4 − 1/4) / 2 = 0.375; replicate 1: seed 1 on row 1 only: a right, b wrong -> 1
+    np.testing.assert_allclose(out["acc"], [0.375, 1.0])
 
 
-def test_paired_counts_marginals_are_each_methods_counts():
+def test_crossed_draws_share_one_row_resample_per_replicate():
+    index, weights = crossed_draws(n_seeds=3, n_rows=50, n_resamples=20, seed=1)
+    assert index.shape == (20, 3) and index.max() < 3 and weights.shape == (20, 50)
+    np.testing.assert_array_equal(weights.sum(1), 50)  # each replicate is a resample of the n rows
+    assert not np.all(weights == 1)
+    _, fixed = crossed_draws(3, 50, 20, seed=1, resample_rows=False)
+    np.testing.assert_array_equal(fixed, 1)
+
+
+def test_identical_seeds_keep_the_whole_test_set_uncertainty():
+    # Five seeds with the same predictions: seeds add no spread, and the shared test set's sampling error does not
+    # average out over them, so the interval is as wide as one run's row bootstrap (a nested bootstrap, drawing
+    # rows independently per seed, would shrink it by about √5).
     rng = np.random.default_rng(0)
-    y, a = rng.integers(0, 3, 200), rng.integers(0, 2, 200)
-    pred_a, pred_b = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
-    joint = paired_counts(y, pred_a, pred_b, a, 2, 3)
-    assert joint.shape == (2, 3, 3, 3) and joint.sum() == 200
-    np.testing.assert_array_equal(joint.sum(-1), confusion_counts(y, pred_a, a, 2, 3))
-    np.testing.assert_array_equal(joint.sum(-2), confusion_counts(y, pred_b, a, 2, 3))
-
-
-def test_two_level_draws_resample_seeds_then_rows():
-    per_seed = [counts([[5, 1], [2, 4]], [[3, 0], [1, 2]]), counts([[10, 0], [0, 10]], [[0, 0], [0, 5]])]
-    index, resampled = two_level_draws(per_seed, n_resamples=50, seed=1)
-    assert index.shape == (50, 2) and resampled.shape == (50, 2, 2, 2, 2)
-    totals = np.array([c.sum() for c in per_seed])
-    np.testing.assert_array_equal(resampled.sum(axis=(2, 3, 4)), totals[index])  # each draw keeps its seed's n
-    assert not np.array_equal(resampled, np.array(per_seed)[index])  # rows were resampled
-    index, fixed = two_level_draws(per_seed, n_resamples=50, seed=1, resample_rows=False)
-    np.testing.assert_array_equal(fixed, np.array(per_seed)[index])
-    with pytest.raises(ValueError, match="same shape"):
-        two_level_draws([per_seed[0], per_seed[0][:1]], 10)
+    y, g = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    pred = np.where(rng.random(400) < 0.8, y, 1 - y)
+    crossed = crossed_mean(y, g, np.stack([pred] * 5), 2, 2, n_resamples=1000)["metrics"]["acc"]
+    single = intervals_from_counts(confusion_counts(y, pred, g, 2, 2), n_resamples=1000, seed=0)
+    width = np.diff(crossed["interval"])[0]
+    assert width == pytest.approx(np.diff(single["intervals"]["acc"])[0], rel=0.15)
+    assert crossed["mean"] == pytest.approx(np.mean(pred == y))
+    held = crossed_mean(y, g, np.stack([pred] * 5), 2, 2, n_resamples=200, resample_rows=False)
+    assert held["metrics"]["acc"]["interval"] == [pytest.approx(np.mean(pred == y))] * 2
 
 
 def test_p_value_and_interval_by_hand():
@@ -86,25 +83,26 @@ def stored(y, a, scores, ids=None):
 
 def test_a_method_against_itself_and_against_a_worse_one():
     rng = np.random.default_rng(0)
-    seeds = []
-    for _ in range(3):
-        y, a = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
-        good = np.eye(2)[np.where(rng.random(300) < 0.9, y, 1 - y)]
-        poor = np.eye(2)[np.where(rng.random(300) < 0.6, y, 1 - y)]
-        seeds.append((stored(y, a, good), stored(y, a, poor)))
-    same = hierarchical_paired_difference([paired_counts_from_predictions(g, g, 2, 2) for g, _ in seeds], 200)
-    assert same["metrics"]["acc"]["difference"] == 0 and same["metrics"]["acc"]["interval"] == [0.0, 0.0]
-    assert same["metrics"]["acc"]["p_value"] == 1.0
-    versus = hierarchical_paired_difference([paired_counts_from_predictions(g, p, 2, 2) for g, p in seeds], 200)
-    acc = versus["metrics"]["acc"]
+    y, a = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    good = [stored(y, a, np.eye(2)[np.where(rng.random(300) < 0.9, y, 1 - y)]) for _ in range(3)]
+    poor = [stored(y, a, np.eye(2)[np.where(rng.random(300) < 0.6, y, 1 - y)]) for _ in range(3)]
+    y_, g_, p_good = seed_predictions(good, 2)
+    _, _, p_poor = seed_predictions(poor, 2)
+    same = crossed_paired_difference(y_, g_, p_good, p_good, 2, 2, n_resamples=200)["metrics"]["acc"]
+    assert same["difference"] == 0 and same["interval"] == [0.0, 0.0] and same["p_value"] == 1.0
+    acc = crossed_paired_difference(y_, g_, p_good, p_poor, 2, 2, n_resamples=200)["metrics"]["acc"]
     assert 0.2 < acc["difference"] < 0.4 and acc["interval"][0] > 0.2 and acc["p_value"] == pytest.approx(2 / 201)
     assert acc["mean_a"] - acc["mean_b"] == pytest.approx(acc["difference"])
-    mean = hierarchical_mean([counts_from_predictions(g, 2, 2) for g, _ in seeds], 200)
+    mean = crossed_mean(y_, g_, p_good, 2, 2, n_resamples=200)
     assert mean["metrics"]["acc"]["mean"] == pytest.approx(acc["mean_a"]) and mean["seeds"] == 3
-    assert hierarchical_mean([counts_from_predictions(g, 2, 2) for g, _ in seeds], 200) == mean  # seeded
+    assert crossed_mean(y_, g_, p_good, 2, 2, n_resamples=200) == mean  # seeded
+    with pytest.raises(ValueError, match="seeds, rows"):
+        crossed_paired_difference(y_, g_, p_good, p_poor[:2], 2, 2)
 
 
-def test_paired_predictions_must_share_test_rows():
+def test_seeds_must_share_their_test_rows():
     y, a, scores = np.array([0, 1]), np.array([0, 1]), np.eye(2)
     with pytest.raises(ValueError, match="test_ids differ"):
-        paired_counts_from_predictions(stored(y, a, scores), stored(y, a, scores, ids=np.array([1, 0])), 2, 2)
+        seed_predictions([stored(y, a, scores), stored(y, a, scores, ids=np.array([1, 0]))], 2)
+    with pytest.raises(ValueError, match="no seeds"):
+        seed_predictions([], 2)

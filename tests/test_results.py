@@ -14,7 +14,7 @@ from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.errors import ConfigError
 from fairfacebench.metrics.bootstrap import intervals_from_counts
-from fairfacebench.metrics.hierarchical import counts_from_predictions
+from fairfacebench.metrics.fairness import confusion_counts
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
@@ -68,7 +68,8 @@ def test_load_runs_has_the_tier_the_flags_and_current_intervals_of_each_run(tmp_
     store.write(record.run_id, record, arrays)
     run = fairfacebench.load_runs(tmp_path).iloc[0]
     assert run.tier == "+ validation labels" and run["flags"] == ""
-    expected = intervals_from_counts(counts_from_predictions(arrays, 2, 2), n_resamples=1000, seed=0)["intervals"]
+    counts = confusion_counts(arrays["test_y"], arrays["test_scores"].argmax(1), arrays["test_a"], 2, 2)
+    expected = intervals_from_counts(counts, n_resamples=1000, seed=0)["intervals"]
     assert [run["test.acc.lo"], run["test.acc.hi"]] == expected["acc"]
     assert run["test.acc.lo"] <= run["test.acc"] <= run["test.acc.hi"]
     smoke = fake_record("s", 0, budget=Budget("smoke", steps=12, batch_size=32))
