@@ -55,12 +55,14 @@ def crossed_draws(n_seeds: int, n_rows: int, n_resamples: int, seed: int = 0, re
 
 
 def weighted_counts(cells: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
-    """(B, S, K) counts: for each replicate b and seed s, the row weights summed per cell of ``cells[s]`` (S, n)."""
-    out = np.empty((len(weights), len(cells), n_cells))
+    """(B, S, K) counts: for each replicate b and seed s, the row weights summed per cell of ``cells[s]`` (S, n)
+    (one bincount per seed over all B replicates, so memory is B x n whatever the number of cells)."""
+    n_replicates = len(weights)
+    offsets = (np.arange(n_replicates) * n_cells)[:, None]
+    out = np.empty((n_replicates, len(cells), n_cells))
     for s, row_cells in enumerate(cells):
-        one_hot = np.zeros((len(row_cells), n_cells))
-        one_hot[np.arange(len(row_cells)), row_cells] = 1.0
-        out[:, s] = weights @ one_hot
+        flat = np.bincount((offsets + row_cells[None]).ravel(), weights.ravel(), minlength=n_replicates * n_cells)
+        out[:, s] = flat.reshape(n_replicates, n_cells)
     return out
 
 

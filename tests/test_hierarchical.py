@@ -106,3 +106,16 @@ def test_seeds_must_share_their_test_rows():
         seed_predictions([stored(y, a, scores), stored(y, a, scores, ids=np.array([1, 0]))], 2)
     with pytest.raises(ValueError, match="no seeds"):
         seed_predictions([], 2)
+
+
+def test_several_classes_and_groups_estimate_the_mean_of_the_per_seed_metrics():
+    from fairfacebench.metrics.fairness import compute_metrics
+
+    rng = np.random.default_rng(3)
+    y, g = rng.integers(0, 3, 500), rng.integers(0, 4, 500)
+    predictions = np.stack([np.where(rng.random(500) < 0.7, y, rng.integers(0, 3, 500)) for _ in range(4)])
+    out = crossed_mean(y, g, predictions, 4, 3, n_resamples=50)["metrics"]
+    for name in ("acc", "eod_max", "wga"):
+        per_seed = [compute_metrics(y, p, g, ["a", "b", "c", "d"], 3).summary[name] for p in predictions]
+        assert out[name]["mean"] == pytest.approx(np.mean(per_seed))
+        assert out[name]["interval"][0] <= out[name]["mean"] <= out[name]["interval"][1]
