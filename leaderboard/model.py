@@ -356,6 +356,7 @@ class Table:
     equal_fairness_orders: list[EqualFairnessOrder] = field(default_factory=list)
     analysis_notes: list[str] = field(default_factory=list)  # what each analysis uses, and why one was not made
     verdict: list[Verdict] = field(default_factory=list)  # the methods against erm in words (`leaderboard.verdict`)
+    ablation_verdict: list[Verdict] = field(default_factory=list)  # each system against its own ablation, in words
 
     OMIT_WHEN_NONE = ("search",)
 

@@ -291,7 +291,8 @@ def comparison_markdown(t: Table) -> list[str]:
     """The paired differences against erm and of each system against its ablations, the runs of older method
     versions left out, and the mean ranks of a table, as Markdown."""
     ok = t.ok_rows
-    out = [f"- {md(line)}" for line in verdict_lines(t)] + [""] if t.verdict else []
+    lines = verdict_lines(t)
+    out = [f"- {md(line)}" for line in lines] + [""] if lines else []
     out += paired_markdown(
         f"Paired differences against erm: {PAIRED_CAPTION}.",
         "method − erm",
@@ -316,8 +317,11 @@ def comparison_markdown(t: Table) -> list[str]:
 
 
 def verdict_lines(t: Table) -> list[str]:
-    """'Against erm, <category>: a (train labels), b (...)' per category of the table's verdict."""
-    return [f"Against erm, {v.category}: {', '.join(v.methods)}" for v in t.verdict]
+    """'Against erm, <category>: a (train labels), b (...)' per category of the table's verdict, then the same of
+    each system against its own ablation."""
+    return [f"Against erm, {v.category}: {', '.join(v.methods)}" for v in t.verdict] + [
+        f"Against its own ablation, {v.category}: {', '.join(v.methods)}" for v in t.ablation_verdict
+    ]
 
 
 def ranking_markdown(t: Table) -> list[str]:

@@ -48,7 +48,7 @@ from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
 from fairfacebench.leaderboard.summary import mean_of, summarise
-from fairfacebench.leaderboard.verdict import verdict
+from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plugins import selection_rule
 from fairfacebench.readback import DataAccess
@@ -239,6 +239,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
         seed_note=seed_note(rows),
         search=search_protocol(comparison, ctx),
         verdict=verdict(rows),
+        ablation_verdict=ablation_verdict(rows),
         **table_analyses(rows, {m: r.ok for m, r in runs.items()}, ctx.stored),
     )
 

@@ -10,8 +10,10 @@ less fair or not distinguishable, and the accuracy difference whether that came 
 - not distinguishable in eod_max: Holm does not reject (the paired interval at Holm's level holds 0);
 - not tested: the runs stored no predictions, so there is a mean difference but no interval.
 
-"Significantly" always means after Holm's correction at α = 0.05.  The table's selection rule decides which trial
-each row stands for, so `leaderboard tables --rule val_wga` gives the verdict under the other regime.
+The same categories read each system against its own ablation (system − ablation): whether the part the ablation
+removes makes the system fairer.  "Significantly" always means after Holm's correction at α = 0.05.  The table's
+selection rule decides which trial each row stands for, so `leaderboard tables --rule val_wga` gives the verdict
+under the other regime.
 """
 
 from __future__ import annotations
@@ -41,9 +43,24 @@ def category(vs_erm: dict[str, PairedDifference]) -> str:
 
 
 def verdict(rows: list[Row]) -> list[Verdict]:
-    """The methods of each category (with their tier), in ORDER; empty categories are left out."""
+    """Against erm: the methods of each category (with their tier), in ORDER; empty categories are left out."""
+    return sorted_into([(category(r.vs_erm), f"{r.method} ({r.tier})") for r in rows if r.ok and r.vs_erm])
+
+
+def ablation_verdict(rows: list[Row]) -> list[Verdict]:
+    """Each system against its own ablation (`Row.system_vs_ablation`, on the ablation's row), in the same
+    categories: does the part the ablation removes make the system fairer, and at what cost."""
+    return sorted_into(
+        [
+            (category(r.system_vs_ablation), f"{r.ablation_of} over {r.method}")
+            for r in rows
+            if r.ok and r.system_vs_ablation
+        ]
+    )
+
+
+def sorted_into(entries: list[tuple[str, str]]) -> list[Verdict]:
     found: dict[str, list[str]] = {}
-    for r in rows:
-        if r.ok and r.vs_erm:
-            found.setdefault(category(r.vs_erm), []).append(f"{r.method} ({r.tier})")
+    for c, label in entries:
+        found.setdefault(c, []).append(label)
     return [Verdict(c, found[c]) for c in ORDER if c in found]

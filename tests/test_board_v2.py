@@ -17,7 +17,7 @@ from fairfacebench.leaderboard.model import PairedDifference
 from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
-from fairfacebench.leaderboard.verdict import verdict
+from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
 from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
 from fairfacebench.metrics.fairness import confusion_counts
@@ -381,3 +381,20 @@ def test_the_verdict_is_in_the_markdown_and_on_the_site(tmp_path):
     assert "- Against erm, not distinguishable in eod_max: same (train labels)" in to_markdown(build(tmp_path))
     index = build_site(tmp_path, tmp_path / "site")["index"].read_text()
     assert '<ul class="verdict"><li>Against erm, not distinguishable in eod_max: same (train labels)</li>' in index
+
+
+def test_the_ablation_verdict_reads_each_system_against_its_own_ablation():
+    def ablation(method, system, eod, acc):
+        return SimpleNamespace(
+            ok=True, method=method, ablation_of=system, system_vs_ablation={"eod_max": eod, "acc": acc}
+        )
+
+    rows = [
+        ablation("s:no-x", "s", diff(-0.05, False), diff(0.0, True)),  # the part x makes s fairer, at no cost
+        ablation("t:no-y", "t", diff(+0.01, True), diff(0.0, True)),
+        SimpleNamespace(ok=True, method="s", ablation_of=None, system_vs_ablation=None),
+    ]
+    assert [(v.category, v.methods) for v in ablation_verdict(rows)] == [
+        ("fairer (eod_max) at no significant accuracy cost", ["s over s:no-x"]),
+        ("not distinguishable in eod_max", ["t over t:no-y"]),
+    ]
