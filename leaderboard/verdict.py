@@ -8,7 +8,9 @@ less fair or not distinguishable, and the accuracy difference whether that came 
 - fairer at an accuracy cost: eod_max and accuracy both significantly lower;
 - less fair: eod_max significantly higher;
 - not distinguishable in eod_max: Holm does not reject (the paired interval at Holm's level holds 0);
-- not tested: the runs stored no predictions, so there is a mean difference but no interval.
+- not tested: the runs stored no predictions, so there is a mean difference but no interval;
+- not judged: fewer than 3 shared seeds, so the bootstrap sees the test rows but not training randomness (the
+  `few-seeds` flag's threshold).
 
 The same categories read each system against its own ablation (system − ablation): whether the part the ablation
 removes makes the system fairer.  "Significantly" always means after Holm's correction at α = 0.05.  The table's
@@ -19,13 +21,15 @@ under the other regime.
 from __future__ import annotations
 
 from fairfacebench.leaderboard.model import PairedDifference, Row, Verdict
+from fairfacebench.leaderboard.row_flags import MIN_SEEDS
 
 FAIRER_FREE = "fairer (eod_max) at no significant accuracy cost"
 FAIRER_COSTLY = "fairer (eod_max) at a significant accuracy cost"
 LESS_FAIR = "less fair (eod_max)"
 TIED = "not distinguishable in eod_max"
 UNTESTED = "not tested (no stored predictions: means only)"
-ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED)
+FEW_SEEDS = f"not judged (fewer than {MIN_SEEDS} shared seeds: training randomness unmeasured)"
+ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED, FEW_SEEDS)
 
 
 def significant(d: PairedDifference | None, sign: int) -> bool:
@@ -35,6 +39,8 @@ def significant(d: PairedDifference | None, sign: int) -> bool:
 
 def category(vs_erm: dict[str, PairedDifference]) -> str:
     eod, acc = vs_erm.get("eod_max"), vs_erm.get("acc")
+    if eod is not None and eod.n < MIN_SEEDS:
+        return FEW_SEEDS
     if eod is None or eod.tied is None:
         return UNTESTED
     if significant(eod, -1):

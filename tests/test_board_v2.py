@@ -361,6 +361,7 @@ def test_the_verdict_against_erm_sorts_methods_by_their_holm_corrected_differenc
         row("worse", diff(+0.1, False), diff(0.0, True)),
         row("same", diff(-0.1, True), diff(-0.05, False)),  # eod_max tied decides, whatever accuracy does
         row("means", diff(-0.1, None), diff(-0.05, None)),  # no predictions: no test
+        row("one-seed", dataclasses.replace(diff(-0.1, False), n=1), diff(0.0, True)),  # rows only: not judged
         SimpleNamespace(ok=False, method="failed", tier="train labels", vs_erm=None),
     ]
     assert [(v.category, v.methods) for v in verdict(rows)] == [
@@ -369,6 +370,10 @@ def test_the_verdict_against_erm_sorts_methods_by_their_holm_corrected_differenc
         ("not distinguishable in eod_max", ["same (train labels)"]),
         ("less fair (eod_max)", ["worse (train labels)"]),
         ("not tested (no stored predictions: means only)", ["means (train labels)"]),
+        (
+            "not judged (fewer than 3 shared seeds: training randomness unmeasured)",
+            ["one-seed (train labels)"],
+        ),
     ]
 
 
