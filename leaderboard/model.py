@@ -99,7 +99,10 @@ class GroupMetrics:
 
 @dataclass(frozen=True)
 class SharedPreparation:
-    """What a comparison's VLM was trained on (by the project, before any run), what its captions name, its cost."""
+    """What a comparison's VLM was trained on, what its captions name, and its cost: for an encoder trained here
+    (the mini-CLIP) its training samples and time; for a pretrained one whose embeddings are cached (the face
+    descriptor) the images it embedded and the time, over every array the table's runs read (each once).
+    `description`: the sentence every output shows."""
 
     encoder: str | None
     trained_on: Any
@@ -107,6 +110,7 @@ class SharedPreparation:
     samples: Any
     train_time_s: Any
     zero_shot: Any
+    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -280,11 +280,7 @@ def regime_cells(r: Row, g: RegimeResult) -> list[Any]:
 
 
 def shared_preparation_text(prep: SharedPreparation) -> str:
-    return (
-        f"Shared preparation: VLM {md(prep.encoder)} trained on {md(prep.trained_on)}; its captions "
-        f"name {md(', '.join(prep.captions_name or []))}; {prep.samples} image-caption samples, "
-        f"{prep.train_time_s} s. Every run of a VLM method reads it; its cost is not in their budgets."
-    )
+    return md(prep.description)
 
 
 def comparison_markdown(t: Table) -> list[str]:

@@ -221,7 +221,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
     runs = {m: method_runs(comparison.methods[m], ctx.selection, ctx.search_seeds) for m in sorted(comparison.methods)}
     rows = compare_rows([build_row(method, r, ctx) for method, r in runs.items()], runs, ctx)
     settings = comparison.settings
-    preparations = [shared_preparation(c.vlm) for r in runs.values() for c in r.ok]
+    preparations = shared_preparations([c.vlm for r in runs.values() for c in r.ok])
     return Table(
         comparison_id=key,
         dataset=settings["dataset"],
@@ -230,7 +230,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
         comparison=settings,
         distinguished_by={k: settings.get(k) for k in named_by},
         selection_rule=f"{ctx.selection.name}: {ctx.selection.description}",
-        shared_preparation=unique([p for p in preparations if p is not None]),
+        shared_preparation=preparations,
         rows=rows,
         rankings=rankings(rows, ctx.paired, lambda row: by_seed(runs[row.method].ok)),
         pareto_fronts=pareto_fronts(rows),
@@ -338,28 +338,46 @@ def per_group(chosen: list[RunRecord]) -> list[GroupMetrics]:
     ]
 
 
-def shared_preparation(vlm_info: dict[str, Any] | None) -> SharedPreparation | None:
-    """What a comparison's VLM was trained on, what its captions name, its samples and time (None: not trained here)."""
-    report = (vlm_info or {}).get("report")
-    if not report:
-        return None
+def shared_preparations(vlm_infos: list[dict[str, Any] | None]) -> list[SharedPreparation]:
+    """One shared preparation per encoder the table's runs read (runs that loaded none are left out)."""
+    by_encoder: dict[Any, list[dict[str, Any]]] = {}
+    for info in vlm_infos:
+        if (info or {}).get("report"):
+            by_encoder.setdefault(info.get("id"), []).append(info)
+    return [shared_preparation(infos) for infos in by_encoder.values()]
+
+
+def shared_preparation(infos: list[dict[str, Any]]) -> SharedPreparation:
+    """An encoder's preparation as its runs recorded it.  A pretrained encoder with cached embeddings records the
+    arrays it embedded (fingerprint -> images, seconds): their union over the runs, each array once, is the
+    preparation's cost; an encoder trained here records its one training."""
+    report = infos[0]["report"]
+    arrays = {k: v for info in infos for k, v in (info["report"].get("arrays") or {}).items()}
+    samples = sum(a["images"] for a in arrays.values()) if arrays else report.get("samples")
+    seconds = round(sum(a["seconds"] for a in arrays.values()), 2) if arrays else report.get("train_time_s")
+    encoder, licence = infos[0].get("id"), (infos[0].get("provenance") or {}).get("licence")
+    if arrays:
+        description = (
+            f"Shared preparation: encoder {encoder}, pretrained elsewhere (on {report.get('trained_on')}"
+            + (f"; licence: {licence}" if licence else "")
+            + f"), embedded {samples} images once each in {seconds} s, cached and read by every run of this table "
+            "that uses it; its cost is not in their budgets."
+        )
+    else:
+        description = (
+            f"Shared preparation: VLM {encoder} trained on {report.get('trained_on')}; its captions name "
+            f"{', '.join(report.get('captions_name') or [])}; {samples} image-caption samples, {seconds} s. Every "
+            "run of a VLM method reads it; its cost is not in their budgets."
+        )
     return SharedPreparation(
-        encoder=vlm_info.get("id"),
+        encoder=encoder,
         trained_on=report.get("trained_on"),
         captions_name=report.get("captions_name"),
-        samples=report.get("samples"),
-        train_time_s=report.get("train_time_s"),
+        samples=samples,
+        train_time_s=seconds,
         zero_shot=report.get("zero_shot"),
+        description=description,
     )
-
-
-def unique(items: list) -> list:
-    """The items in order, each once (items may be unhashable)."""
-    out: list = []
-    for item in items:
-        if item not in out:
-            out.append(item)
-    return out
 
 
 # ------------------------------------------------------------------ selection regimes of a search

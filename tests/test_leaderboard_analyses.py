@@ -366,3 +366,21 @@ def test_stage_diagnostics_over_seeds_by_hand(tmp_path):
     page = (tmp_path / "site" / "method-ssl.html").read_text()
     assert "How the stages worked" in page and "0.200 – 0.400" in page
     assert "How the stages worked" not in (tmp_path / "site" / "method-erm.html").read_text()
+
+
+def test_a_pretrained_encoders_shared_preparation_counts_each_embedded_array_once(tmp_path):
+    store = ResultStore(tmp_path)
+
+    def vlm(arrays):
+        report = {"trained_on": "faces", "captions_name": [], "samples": 0, "train_time_s": 0, "arrays": arrays}
+        return {"id": "face-x", "provenance": {"licence": "CC0 1.0"}, "report": report}
+
+    a, b, c = {"images": 100, "seconds": 10.0}, {"images": 20, "seconds": 2.5}, {"images": 5, "seconds": 0.5}
+    store.write("m-0", replace(fake_record("m", 0), vlm=vlm({"a": a, "b": b})))
+    store.write("m-1", replace(fake_record("m", 1), vlm=vlm({"a": a, "c": c})))  # array a again: counted once
+    store.write("e-0", fake_record("e", 0))  # read no encoder
+    (prep,) = build(tmp_path).tables[0].shared_preparation
+    assert (prep.encoder, prep.samples, prep.train_time_s) == ("face-x", 125, 13.0)
+    assert "embedded 125 images once each in 13.0 s" in prep.description and "licence: CC0 1.0" in prep.description
+    assert prep.description in to_markdown(build(tmp_path))
+    assert prep.description in build_site(tmp_path, tmp_path / "site")["index"].read_text()
