@@ -33,6 +33,7 @@ INTERSECTIONAL_METRICS = ("eod_max", "eod_mean", "dp_diff", "wga")
 TRANSFER_METRICS = ("acc", "eod_max", "wga")
 # Significance level of every paired test on the board (Holm's correction within each family).
 ALPHA = 0.05
+MIN_SEEDS = 3  # below this, across-seed intervals and paired comparisons are flagged (few-seeds) and not judged
 # Flags that keep a row off the Pareto front and draw it hollow: its predictions say nothing about fairness.
 OFF_FRONT_FLAGS = ("degenerate", "at-chance")
 

@@ -9,13 +9,12 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from fairfacebench.flags import Flag
-from fairfacebench.leaderboard.model import SUMMARY_METRICS, HardwareRuns, MetricSummary, Row
+from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row
 
 if TYPE_CHECKING:
     from fairfacebench.leaderboard.evidence import StoredRuns
     from fairfacebench.record import RunRecord
 
-MIN_SEEDS = 3
 FLAG_ORDER = (
     "degenerate",
     "at-chance",

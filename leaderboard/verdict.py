@@ -20,8 +20,7 @@ under the other regime.
 
 from __future__ import annotations
 
-from fairfacebench.leaderboard.model import PairedDifference, Row, Verdict
-from fairfacebench.leaderboard.row_flags import MIN_SEEDS
+from fairfacebench.leaderboard.model import MIN_SEEDS, PairedDifference, Row, Verdict
 
 FAIRER_FREE = "fairer (eod_max) at no significant accuracy cost"
 FAIRER_COSTLY = "fairer (eod_max) at a significant accuracy cost"
