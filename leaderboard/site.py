@@ -558,13 +558,15 @@ def method_analyses(row: Row, view: TableView, stem: Path) -> dict[str, Any]:
     """A method page's analyses of one table: its accuracy at equal fairness (table and curve), calibration per group
     (table and reliability diagrams), intersectional gaps and transfer; writes the two plots."""
     out: dict[str, Any] = dict(
-        equal_fairness=None, equal_fairness_plot=None, calibration=None, reliability_plot=None, transfer=None
+        equal_fairness=None,
+        equal_fairness_plot=None,
+        calibration=None,
+        reliability_plot=None,
+        transfer=None,
+        mechanisms=TextTable(MECHANISMS_CAPTION, MECHANISM_HEADERS, [mechanism_cells(m) for m in row.mechanisms])
+        if row.mechanisms
+        else None,
     )
-    if row.mechanisms:
-        cells = [mechanism_cells(m) for m in row.mechanisms]
-        out["mechanisms"] = TextTable(MECHANISMS_CAPTION, MECHANISM_HEADERS, cells)
-    else:
-        out["mechanisms"] = None
     name = f"{row.method}: {view.title}"
     if row.equal_fairness:
         headers = ["", "raw", *[f"eod_max≤{tolerance_text(p.tolerance)}" for p in row.equal_fairness]]

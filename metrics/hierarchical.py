@@ -110,16 +110,15 @@ def crossed_mean(
 ) -> dict:
     """Mean over seeds of every metric of one method's predictions (S, n) on a shared test set, with the crossed
     bootstrap's percentile interval.  Estimate = the mean of the per-seed metrics over the seeds defining it."""
-    predictions = np.atleast_2d(predictions)
-    index, weights = crossed_draws(len(predictions), len(y), n_resamples, seed, resample_rows)
-    replicates = crossed_replicates(y, groups, [predictions], n_groups, n_classes, index, weights)
-    full = crossed_replicates(y, groups, [predictions], n_groups, n_classes, *_every_seed_once(predictions, y))
+    predictions = [np.atleast_2d(predictions)]
+    replicates = _resampled(y, groups, predictions, n_groups, n_classes, n_resamples, seed, resample_rows)
+    estimates = _estimates(y, groups, predictions, n_groups, n_classes)
     metrics = {
-        name: {"mean": float(full[name][0]), **percentile_interval(replicates[name], float(full[name][0]), level)}
+        name: {"mean": estimates[name], **percentile_interval(replicates[name], estimates[name], level)}
         for name in METRIC_NAMES
     }
     method = _method(n_resamples, seed, resample_rows)
-    return nan_to_none({"method": method, "level": level, "seeds": len(predictions), "metrics": metrics})
+    return nan_to_none({"method": method, "level": level, "seeds": len(predictions[0]), "metrics": metrics})
 
 
 def crossed_paired_difference(
@@ -146,18 +145,16 @@ def crossed_paired_difference(
             f"pred_a and pred_b must both be (seeds, rows) on the {len(y)} test rows; got {pred_a.shape} and "
             f"{pred_b.shape}"
         )
-    index, weights = crossed_draws(len(pred_a), len(y), n_resamples, seed, resample_rows)
-    replicates = crossed_replicates(y, groups, [pred_a, pred_b], n_groups, n_classes, index, weights)
-    once = _every_seed_once(pred_a, y)
-    full = crossed_replicates(y, groups, [pred_a, pred_b], n_groups, n_classes, *once)
-    mean_a = crossed_replicates(y, groups, [pred_a], n_groups, n_classes, *once)
-    mean_b = crossed_replicates(y, groups, [pred_b], n_groups, n_classes, *once)
+    replicates = _resampled(y, groups, [pred_a, pred_b], n_groups, n_classes, n_resamples, seed, resample_rows)
+    difference = _estimates(y, groups, [pred_a, pred_b], n_groups, n_classes)
+    mean_a = _estimates(y, groups, [pred_a], n_groups, n_classes)
+    mean_b = _estimates(y, groups, [pred_b], n_groups, n_classes)
     metrics = {}
     for name in METRIC_NAMES:
-        estimate = float(full[name][0])
+        estimate = difference[name]
         metrics[name] = {
-            "mean_a": float(mean_a[name][0]),
-            "mean_b": float(mean_b[name][0]),
+            "mean_a": mean_a[name],
+            "mean_b": mean_b[name],
             "difference": estimate,
             **percentile_interval(replicates[name], estimate, level),
             "p_value": bootstrap_p_value(replicates[name]),
@@ -204,9 +201,28 @@ def bootstrap_p_value(replicates, null: float = 0.0) -> float:
     return min(1.0, 2 * (1 + min(below, above)) / (theta.size + 1))
 
 
-def _every_seed_once(predictions: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
-    """The 'replicate' of the data itself: every seed once, every row once (the estimate)."""
-    return np.arange(len(predictions))[None], np.ones((1, len(y)))
+def _resampled(
+    y,
+    groups,
+    predictions: list[np.ndarray],
+    n_groups: int,
+    n_classes: int,
+    n_resamples: int,
+    seed: int,
+    resample_rows: bool,
+) -> dict[str, np.ndarray]:
+    """`crossed_replicates` over `crossed_draws`: every metric's B bootstrap replicates."""
+    index, weights = crossed_draws(len(predictions[0]), len(y), n_resamples, seed, resample_rows)
+    return crossed_replicates(y, groups, predictions, n_groups, n_classes, index, weights)
+
+
+def _estimates(y, groups, predictions: list[np.ndarray], n_groups: int, n_classes: int) -> dict[str, float]:
+    """Every metric on the data itself (every seed once, every row once): the estimate the replicates vary around."""
+    index, weights = np.arange(len(predictions[0]))[None], np.ones((1, len(y)))
+    return {
+        k: float(v[0])
+        for k, v in crossed_replicates(y, groups, predictions, n_groups, n_classes, index, weights).items()
+    }
 
 
 def _defined_mean(values: np.ndarray) -> np.ndarray:

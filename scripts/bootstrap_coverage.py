@@ -50,7 +50,7 @@ def truth(rng: np.random.Generator, method_sd: float, draws: int = 400_000) -> f
     return float(np.mean(expit(d[0] + SHIFT + effect_a) - expit(d[1] + effect_b)))
 
 
-def nested_interval(y, g, pa, pb, resamples: int, rng: np.random.Generator) -> list[float]:
+def nested_interval(y, pa, pb, resamples: int, rng: np.random.Generator) -> list[float]:
     """The replaced design: seeds with replacement, then for each drawn seed its own row resample."""
     seeds, n = pa.shape
     values = np.empty(resamples)
@@ -80,7 +80,7 @@ def main() -> None:
         y, g, d = rows(rng, args.rows, args.method_row_sd)
         pa, pb = predictions(rng, y, d[0], SHIFT, args.seeds), predictions(rng, y, d[1], 0.0, args.seeds)
         crossed = crossed_paired_difference(y, g, pa, pb, 2, 2, args.resamples, seed=e)["metrics"]["acc"]["interval"]
-        nested = nested_interval(y, g, pa, pb, args.resamples, rng)
+        nested = nested_interval(y, pa, pb, args.resamples, rng)
         for name, (lo, hi) in (("crossed", crossed), ("nested", nested)):
             covered[name] += lo <= target <= hi
             widths[name].append(hi - lo)

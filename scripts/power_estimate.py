@@ -20,7 +20,7 @@ import numpy as np
 from tabulate import tabulate
 
 from fairfacebench.metrics.compare import minimum_detectable_difference
-from fairfacebench.metrics.fairness import compute_metrics
+from fairfacebench.metrics.hierarchical import crossed_draws, crossed_replicates, seed_predictions
 from fairfacebench.store import ResultStore
 
 METRICS = ("acc", "eod_max", "wga")
@@ -41,22 +41,15 @@ def seed_sd(method: dict[int, object], reference: dict[int, object], metric: str
     return float(np.std(d, ddof=1)) if len(d) >= 2 else None
 
 
-def test_sd(store: ResultStore, a: object, b: object, boot: int, rng: np.random.Generator) -> dict[str, float]:
-    """Std of metric(a) − metric(b) over paired bootstrap resamples of their shared test rows."""
-    pa, pb = store.predictions(a.run_id), store.predictions(b.run_id)
-    if not np.array_equal(pa["test_ids"], pb["test_ids"]):
-        raise SystemExit(f"runs {a.run_id} and {b.run_id} were not scored on the same test rows")
-    y, g = pa["test_y"], pa["test_a"]
-    names, k = a.task_info.group_names, pa["test_scores"].shape[1]
-    ya, yb = pa["test_scores"].argmax(1), pb["test_scores"].argmax(1)
-    diffs = defaultdict(list)
-    for _ in range(boot):
-        i = rng.integers(0, len(y), len(y))
-        ma = compute_metrics(y[i], ya[i], g[i], names, k).summary
-        mb = compute_metrics(y[i], yb[i], g[i], names, k).summary
-        for m in METRICS:
-            diffs[m].append(ma[m] - mb[m])
-    return {m: float(np.nanstd(v, ddof=1)) for m, v in diffs.items()}
+def test_sd(store: ResultStore, a: object, b: object, boot: int, seed: int) -> dict[str, float]:
+    """Std of metric(a) − metric(b) over paired bootstrap resamples of their shared test rows (the crossed bootstrap
+    of `metrics.hierarchical` on one seed: rows only)."""
+    n_classes = store.predictions(a.run_id)["test_scores"].shape[1]
+    y, g, predictions = seed_predictions([store.predictions(a.run_id), store.predictions(b.run_id)], n_classes)
+    index, weights = crossed_draws(1, len(y), boot, seed)
+    groups = len(a.task_info.group_names)
+    diffs = crossed_replicates(y, g, [predictions[:1], predictions[1:]], groups, n_classes, index, weights)
+    return {m: float(np.nanstd(diffs[m], ddof=1)) for m in METRICS}
 
 
 def rms(values: list[float]) -> float:
@@ -75,7 +68,6 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 10])
     args = p.parse_args()
     store = ResultStore(args.store, create=False)
-    rng = np.random.default_rng(0)
     for (dataset, task), methods in sorted(default_runs(store).items()):
         reference = methods.get(args.reference)
         others = [m for m in sorted(methods) if m != args.reference]
@@ -84,7 +76,9 @@ def main() -> None:
         seed_sds = {m: [v for o in others if (v := seed_sd(methods[o], reference, m)) is not None] for m in METRICS}
         first = min(reference)
         tests = [
-            test_sd(store, methods[o][first], reference[first], args.boot, rng) for o in others if first in methods[o]
+            test_sd(store, methods[o][first], reference[first], args.boot, seed=i)
+            for i, o in enumerate(others)
+            if first in methods[o]
         ]
         rows = []
         for m in METRICS:
