@@ -22,7 +22,8 @@ BOOTSTRAP = "crossed paired bootstrap"
 MEAN_ONLY = "per-seed mean only (no stored test predictions)"
 PAIRED_NOTE = (
     "mean [95% interval] of the per-seed differences; the interval and p-value from the crossed paired bootstrap "
-    f"(seeds drawn with replacement and, independently, the test rows every seed shares, {RESAMPLES:,} resamples); "
+    f"(seeds drawn with replacement and, independently, the test rows every seed shares, {RESAMPLES:,} resamples; "
+    "each side widened for few seeds by a Satterthwaite t factor); "
     "'tied': not significant "
     f"at α = {ALPHA} after Holm's correction over the column (family: this table, this metric)"
 )

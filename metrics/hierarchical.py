@@ -109,12 +109,17 @@ def crossed_mean(
     resample_rows: bool = True,
 ) -> dict:
     """Mean over seeds of every metric of one method's predictions (S, n) on a shared test set, with the crossed
-    bootstrap's percentile interval.  Estimate = the mean of the per-seed metrics over the seeds defining it."""
+    bootstrap's percentile interval corrected for few seeds (`seed_corrected_interval`).  Estimate = the mean of
+    the per-seed metrics over the seeds defining it."""
     predictions = [np.atleast_2d(predictions)]
     replicates = _resampled(y, groups, predictions, n_groups, n_classes, n_resamples, seed, resample_rows)
     estimates = _estimates(y, groups, predictions, n_groups, n_classes)
+    per_seed = _per_seed(y, groups, predictions, n_groups, n_classes)
     metrics = {
-        name: {"mean": estimates[name], **percentile_interval(replicates[name], estimates[name], level)}
+        name: {
+            "mean": estimates[name],
+            **seed_corrected_interval(replicates[name], estimates[name], per_seed[name], level),
+        }
         for name in METRIC_NAMES
     }
     method = _method(n_resamples, seed, resample_rows)
@@ -137,7 +142,7 @@ def crossed_paired_difference(
 
     ``pred_a``, ``pred_b``: (S, n) predictions of the two methods, row s of both from the same seed, every row on
     the same test rows ``y``, ``groups``.  Estimate = the mean over seeds of metric(A) − metric(B) where both are
-    defined; p-value as ``bootstrap_p_value``.
+    defined; interval and p-value corrected for few seeds (`seed_corrected_interval`, `seed_corrected_p_value`).
     """
     pred_a, pred_b = np.atleast_2d(pred_a), np.atleast_2d(pred_b)
     if pred_a.shape != pred_b.shape or pred_a.shape[1] != len(y):
@@ -149,6 +154,7 @@ def crossed_paired_difference(
     difference = _estimates(y, groups, [pred_a, pred_b], n_groups, n_classes)
     mean_a = _estimates(y, groups, [pred_a], n_groups, n_classes)
     mean_b = _estimates(y, groups, [pred_b], n_groups, n_classes)
+    per_seed = _per_seed(y, groups, [pred_a, pred_b], n_groups, n_classes)
     metrics = {}
     for name in METRIC_NAMES:
         estimate = difference[name]
@@ -156,8 +162,8 @@ def crossed_paired_difference(
             "mean_a": mean_a[name],
             "mean_b": mean_b[name],
             "difference": estimate,
-            **percentile_interval(replicates[name], estimate, level),
-            "p_value": bootstrap_p_value(replicates[name]),
+            **seed_corrected_interval(replicates[name], estimate, per_seed[name], level),
+            "p_value": seed_corrected_p_value(replicates[name], estimate, per_seed[name]),
         }
     return nan_to_none(
         {"method": _method(n_resamples, seed, resample_rows), "level": level, "seeds": len(pred_a), "metrics": metrics}
@@ -184,6 +190,85 @@ def percentile_interval(replicates, estimate: float, level: float = 0.95) -> dic
         "widened_to_estimate": widened,
         "bootstrap_bias": float(theta.mean() - estimate),
     }
+
+
+def seed_correction(replicates, per_seed, level: float = 0.95) -> dict:
+    """How much wider than the crossed bootstrap's percentile interval an interval over few seeds must be.
+
+    The bootstrap draws seeds from the S there are, so its seed part has (S − 1)/S of their variance, and its
+    quantiles are normal ones where the seed part, estimated from S values, calls for Student t.  With
+    v* = var(θ*) the replicates' variance and e_s the per-seed values (metric, or paired difference, of seed s on
+    the whole test set; S of them defined):
+
+        v_seeds = var(e, ddof=1) / S                   the seed part, unbiased (S − 1 degrees of freedom)
+        v_rows  = max(v* − var(e, ddof=0) / S, 0)      what the bootstrap adds beyond its own seed part
+        v       = v_seeds + v_rows
+        df      = v² (S − 1) / v_seeds²                Satterthwaite, the row part counted as known
+        scale   = √(v / v*) · t_df((1 + level)/2) / z((1 + level)/2)   (≥ 1)
+
+    Returns {"scale", "df"}: scale 1 and df ∞ with fewer than 2 defined seeds, seeds that agree (v_seeds 0) or
+    replicates that do not vary.
+    """
+    from scipy import stats  # load on use: scipy.stats adds most of a second to a worker's start
+
+    theta = np.asarray(replicates, dtype=float)
+    theta = theta[~np.isnan(theta)]
+    e = np.asarray(per_seed, dtype=float)
+    e = e[~np.isnan(e)]
+    n_seeds = e.size
+    if n_seeds < 2 or theta.size < 2 or not np.ptp(theta) > 0 or not np.ptp(e) > 0:
+        return {"scale": 1.0, "df": math.inf}
+    v_boot = float(theta.var())
+    v_seeds = float(e.var(ddof=1)) / n_seeds
+    v_rows = max(v_boot - float(e.var()) / n_seeds, 0.0)
+    v = v_seeds + v_rows
+    df = v**2 * (n_seeds - 1) / v_seeds**2
+    q = (1 + level) / 2
+    scale = math.sqrt(v / v_boot) * float(stats.t.ppf(q, df)) / float(stats.norm.ppf(q))
+    return {"scale": max(scale, 1.0), "df": df}
+
+
+def seed_corrected_interval(replicates, estimate: float, per_seed, level: float = 0.95) -> dict:
+    """`percentile_interval` with each side's distance from the estimate multiplied by `seed_correction`'s scale
+    (the interval keeps its shape, e.g. a gap's skew, and still holds its estimate).
+
+    Returns `percentile_interval`'s keys ("interval" is the corrected one) plus "percentile_interval" (before the
+    correction) and "seed_correction" ({"scale", "df"}).
+    """
+    out = percentile_interval(replicates, estimate, level)
+    correction = seed_correction(replicates, per_seed, level)
+    low, high = out["interval"]
+    k = correction["scale"]
+    corrected = [estimate - k * (estimate - low), estimate + k * (high - estimate)]
+    if math.isnan(low):
+        corrected = [math.nan, math.nan]
+    return {**out, "interval": corrected, "percentile_interval": [low, high], "seed_correction": correction}
+
+
+def seed_corrected_p_value(replicates, estimate: float, per_seed, null: float = 0.0) -> float:
+    """Two-sided p-value of the difference being ``null`` that agrees with `seed_corrected_interval`: the α at
+    which the interval of level 1 − α first holds ``null`` (bisection over α), never below the Monte Carlo
+    resolution 2/(B + 1) of `bootstrap_p_value`.  Without a seed correction (scale 1 at every level) this is
+    `bootstrap_p_value` up to its +1s."""
+    theta = np.asarray(replicates, dtype=float)
+    theta = theta[~np.isnan(theta)]
+    if theta.size == 0 or math.isnan(estimate):
+        return math.nan
+    floor = 2 / (theta.size + 1)
+
+    def holds(alpha: float) -> bool:
+        low, high = seed_corrected_interval(theta, estimate, per_seed, 1 - alpha)["interval"]
+        return low <= null <= high
+
+    if holds(1 - 1e-9):  # not even the narrowest interval leaves the null out
+        return 1.0
+    if not holds(floor):
+        return floor
+    lo, hi = floor, 1 - 1e-9  # holds(lo), not holds(hi)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+    return hi
 
 
 def bootstrap_p_value(replicates, null: float = 0.0) -> float:
@@ -225,6 +310,13 @@ def _estimates(y, groups, predictions: list[np.ndarray], n_groups: int, n_classe
     }
 
 
+def _per_seed(y, groups, predictions: list[np.ndarray], n_groups: int, n_classes: int) -> dict[str, np.ndarray]:
+    """Every metric of each seed alone on the whole test set (S values; NaN where undefined)."""
+    n_seeds = len(predictions[0])
+    index, weights = np.arange(n_seeds)[:, None], np.ones((n_seeds, len(y)))
+    return crossed_replicates(y, groups, predictions, n_groups, n_classes, index, weights)
+
+
 def _defined_mean(values: np.ndarray) -> np.ndarray:
     """Mean over the last axis of the non-NaN entries; NaN where there are none."""
     defined = ~np.isnan(values)
@@ -237,5 +329,5 @@ def _method(n_resamples: int, seed: int, resample_rows: bool) -> str:
     rows = "and, independently, one resample of the shared test rows" if resample_rows else "test rows held fixed"
     return (
         f"crossed bootstrap: seeds drawn with replacement {rows}; {n_resamples} resamples, seed {seed}; "
-        "percentile interval widened to hold the estimate"
+        "percentile interval widened to hold the estimate, each side scaled for few seeds (Satterthwaite t)"
     )

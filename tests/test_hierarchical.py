@@ -12,6 +12,9 @@ from fairfacebench.metrics.hierarchical import (
     crossed_paired_difference,
     crossed_replicates,
     percentile_interval,
+    seed_corrected_interval,
+    seed_corrected_p_value,
+    seed_correction,
     seed_predictions,
 )
 
@@ -119,3 +122,56 @@ def test_several_classes_and_groups_estimate_the_mean_of_the_per_seed_metrics():
         per_seed = [compute_metrics(y, p, g, ["a", "b", "c", "d"], 3).summary[name] for p in predictions]
         assert out[name]["mean"] == pytest.approx(np.mean(per_seed))
         assert out[name]["interval"][0] <= out[name]["mean"] <= out[name]["interval"][1]
+
+
+def test_seed_correction_by_hand():
+    # replicates ±0.1 around 0.2 (variance v* = 0.01); seeds 0.1, 0.2, 0.3: var ddof=0 0.02/3, ddof=1 0.01
+    #   v_seeds = 0.01/3 = 0.003333, v_rows = 0.01 − (0.02/3)/3 = 0.007778, v = 0.011111
+    #   df = v² · 2 / v_seeds² = 22.22;  scale = √(v/v*) · t_22.22(0.975) / z(0.975) = 1.05409 · 2.07281 / 1.95996
+    replicates = np.array([0.1, 0.3] * 50)
+    out = seed_correction(replicates, [0.1, 0.2, 0.3])
+    assert out["df"] == pytest.approx(22.222, rel=1e-4)
+    assert out["scale"] == pytest.approx(1.05409 * 2.07281 / 1.95996, rel=1e-4)
+    interval = seed_corrected_interval(replicates, 0.2, [0.1, 0.2, 0.3], level=0.95)
+    assert interval["percentile_interval"] == [0.1, 0.3]
+    assert interval["interval"] == pytest.approx([0.2 - 0.1 * out["scale"], 0.2 + 0.1 * out["scale"]])
+    # nothing to correct: seeds that agree, one seed, replicates that do not vary
+    for per_seed in ([0.2, 0.2, 0.2], [0.2], [np.nan, 0.1]):
+        assert seed_correction(replicates, per_seed) == {"scale": 1.0, "df": np.inf}
+    assert seed_correction([0.2] * 10, [0.1, 0.3]) == {"scale": 1.0, "df": np.inf}
+
+
+def test_the_corrected_interval_is_a_t_interval_when_the_seeds_are_all_the_spread():
+    # Test rows held fixed: the bootstrap varies seeds only, v_rows ≈ 0, df ≈ S − 1, and the corrected interval
+    # is close to the textbook mean ± t_{S−1} · sd/√S (the bootstrap's percentile one is about 40% narrower).
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    y, g = rng.integers(0, 2, 2000), rng.integers(0, 2, 2000)
+    rates = [0.70, 0.76, 0.80, 0.84, 0.90]
+    predictions = np.stack([np.where(rng.random(2000) < r, y, 1 - y) for r in rates])
+    acc = crossed_mean(y, g, predictions, 2, 2, n_resamples=4000, resample_rows=False)["metrics"]["acc"]
+    per_seed = (predictions == y).mean(axis=1)
+    half = stats.t.ppf(0.975, 4) * per_seed.std(ddof=1) / np.sqrt(5)
+    assert acc["seed_correction"]["df"] == pytest.approx(4, rel=0.1)
+    assert acc["interval"] == pytest.approx([per_seed.mean() - half, per_seed.mean() + half], abs=0.1 * half)
+    assert np.diff(acc["percentile_interval"])[0] < 0.7 * 2 * half
+
+
+def test_the_corrected_p_value_agrees_with_the_corrected_interval():
+    rng = np.random.default_rng(1)
+    replicates = rng.normal(0.05, 0.02, 1000)
+    # no seed spread: the percentile p-value (bootstrap_p_value) up to its +1s
+    assert seed_corrected_p_value(replicates, 0.05, [0.05] * 5) == pytest.approx(
+        bootstrap_p_value(replicates), abs=0.006
+    )
+    for per_seed in ([0.0, 0.02, 0.05, 0.08, 0.1], [0.03, 0.05, 0.07], [-0.05, 0.05, 0.15]):
+        p = seed_corrected_p_value(replicates, 0.05, per_seed)
+        for level in (0.9, 0.95, 0.99):
+            low, _ = seed_corrected_interval(replicates, 0.05, per_seed, level)["interval"]
+            assert (low > 0) == (p < 1 - level)
+    # wider seeds, larger p; never below the Monte Carlo resolution
+    assert seed_corrected_p_value(replicates, 0.05, [-0.05, 0.05, 0.15]) > seed_corrected_p_value(
+        replicates, 0.05, [0.03, 0.05, 0.07]
+    )
+    assert seed_corrected_p_value(rng.normal(5, 0.01, 100), 5.0, [4.9, 5.1]) >= 2 / 101
