@@ -1,0 +1,56 @@
+"""scripts/seed_systems_table.py (issue 26's item-4 table) on a hand-made board."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "seed_systems_table.py"
+spec = importlib.util.spec_from_file_location("seed_systems_table", SCRIPT)
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+
+
+def cell(mean, low, high):
+    return {"mean": mean, "interval": [low, high]}
+
+
+def paired(mean, low, high, tied):
+    return {"mean": mean, "ci95": [low, high], "tied": tied}
+
+
+BOARD = {
+    "selection_rule": "val_acc",
+    "tables": [
+        {
+            "task": "gender/race",
+            "comparison": {"vlm": "face-descriptor"},
+            "rows": [
+                {"method": "erm", "seeds": 5, "acc": cell(0.88, 0.87, 0.89)},
+                {
+                    "method": "clip-cluster",
+                    "seeds": 5,
+                    "acc": cell(0.89, 0.88, 0.9),
+                    "vs_erm": {"eod_max": paired(-0.03, -0.05, -0.01, False)},
+                    "mechanisms": [{"quantity": "ami_with_true_groups", "mean": 0.3341}],
+                },
+                {
+                    "method": "ssl-pipeline:no-meta-weights",
+                    "seeds": 5,
+                    "system_vs_ablation": {"eod_max": paired(0.001, -0.02, 0.02, True)},
+                    "mechanisms": [
+                        {"quantity": "accuracy_all_per_group.White", "mean": 0.876},
+                        {"quantity": "accuracy_all_per_group.non-White", "mean": 0.9393},
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+def test_the_table_reads_rows_paired_differences_and_stage_diagnostics():
+    lines = script.table(BOARD, "gender/race")
+    header, rule, erm, clip, ssl = lines[2:7]
+    assert header.count("|") == rule.count("|") == erm.count("|") == 14  # 13 columns
+    assert "| erm | — | 5 | 0.880 [0.870, 0.890] |" in erm
+    assert "-0.030 [-0.050, -0.010] |" in clip and "| 0.334 |" in clip and "face descriptor" in clip
+    assert "+0.001 [-0.020, +0.020] tied" in ssl and "White 0.876, non-White 0.939" in ssl
