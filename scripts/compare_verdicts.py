@@ -1,0 +1,74 @@
+"""Which verdicts of one board survive on another: the methods' verdicts against erm (and each system's against its
+ablation) side by side, per task, from two built boards' `leaderboard.json` (issue 25: which conclusions of the v1
+board survived tuning and convergence).
+
+A board's verdict is the leaderboard's sentence per method (`leaderboard/verdict.py`: fairer in eod_max at no
+significant accuracy cost, at a cost, not distinguishable, less fair, not judged), under the selection rule the
+board was built with; build each board with the rule to compare (`fairbench leaderboard tables STORE --out DIR
+--selection val_wga`).  Tables are matched by task and encoder (`vlm`); a method on one board only is listed with
+'—' on the other.
+
+    python scripts/compare_verdicts.py OLD/leaderboard.json NEW/leaderboard.json [--names v1 v2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+KINDS = {"verdict": "against erm", "ablation_verdict": "against its ablation"}
+
+
+def verdicts(board: dict) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(task, vlm, kind) -> {method or 'system over ablation' (its tier left out): category}."""
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for table in board["tables"]:
+        for kind in KINDS:
+            found = out.setdefault((table["task"], table["comparison"].get("vlm", "none"), kind), {})
+            for entry in table.get(kind) or []:
+                for name in entry["methods"]:
+                    found[name.split(" (")[0]] = entry["category"]
+    return out
+
+
+def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
+    """Markdown lines: per (task, encoder, kind) a table of method, old verdict, new verdict, same or changed."""
+    before, after = verdicts(old), verdicts(new)
+    lines = [f"Selection rule: {names[0]} {old['selection_rule']}, {names[1]} {new['selection_rule']}.", ""]
+    for key in sorted(set(before) | set(after)):
+        task, vlm, kind = key
+        a, b = before.get(key, {}), after.get(key, {})
+        if not a and not b:
+            continue
+        lines += [
+            f"### {task}, encoder {vlm}: {KINDS[kind]}",
+            "",
+            f"| | {names[0]} | {names[1]} | |",
+            "|---|---|---|---|",
+        ]
+        for method in sorted(set(a) | set(b)):
+            va, vb = a.get(method, "—"), b.get(method, "—")
+            status = "same" if va == vb else ("" if "—" in (va, vb) else "changed")
+            lines.append(f"| {method} | {va} | {vb} | {status} |")
+        kept = sum(a.get(m) == v for m, v in b.items())
+        lines += ["", f"{kept} of {len(set(a) & set(b))} methods on both boards keep their verdict.", ""]
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("old", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--names", nargs=2, default=("old", "new"))
+    args = p.parse_args()
+    boards = []
+    for path in (args.old, args.new):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no built board; run `fairbench leaderboard tables STORE --out DIR` first")
+        boards.append(json.loads(path.read_text()))
+    print("\n".join(side_by_side(*boards, tuple(args.names))))
+
+
+if __name__ == "__main__":
+    main()
