@@ -44,8 +44,9 @@ def defined(value: float | None) -> bool:
 
 @dataclass(frozen=True)
 class MetricSummary:
-    """A test metric over the selected run of each seed: mean, std (ddof=1) and 95% interval of the mean over seeds,
-    or with one seed that run's bootstrap interval; no seed defines it: mean NaN, n 0."""
+    """A test metric over the selected run of each seed: mean, std (ddof=1) and 95% interval of the mean over seeds
+    (on a board, the crossed bootstrap's over seeds and test rows), or with one seed that run's bootstrap interval;
+    no seed defines it: mean NaN, n 0."""
 
     mean: float | None
     std: float | None

@@ -1,6 +1,6 @@
-"""Paired differences between two sets of runs over the seeds both ran, from their stored test predictions: the
-crossed bootstrap over seeds and the shared test rows (`metrics.hierarchical`), and Holm's correction over a
-family."""
+"""The crossed bootstrap over seeds and the shared test rows (`metrics.hierarchical`) of runs' stored test
+predictions: one method's mean over its seeds (`crossed_mean_of`), and paired differences between two sets of runs
+over the seeds both ran, with Holm's correction over a family."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from fairfacebench.leaderboard.model import ALPHA, PairedDifference, defined
 from fairfacebench.metrics.compare import holm
-from fairfacebench.metrics.hierarchical import crossed_paired_difference, seed_predictions
+from fairfacebench.metrics.hierarchical import crossed_mean, crossed_paired_difference, seed_predictions
 
 if TYPE_CHECKING:
     from fairfacebench.leaderboard.evidence import StoredRuns
@@ -56,21 +56,41 @@ class Paired:
     def crossed(self, minuend: BySeed, subtrahend: BySeed, seeds: list[int]) -> dict | None:
         """The crossed bootstrap of the two run sets' stored test predictions over the shared seeds, or None when a
         run left no predictions."""
-        runs = [minuend[s] for s in seeds] + [subtrahend[s] for s in seeds]
-        arrays = [self.stored.predictions(r) for r in runs]
-        groups = runs[0].task_info.group_names if seeds and runs[0].task_info else None
-        if not seeds or not groups or any(a is None for a in arrays):
+        stacked = stacked_predictions([minuend[s] for s in seeds] + [subtrahend[s] for s in seeds], self.stored)
+        if stacked is None:
             return None
-        n_classes = arrays[0]["test_scores"].shape[1]
-        try:
-            y, g, predictions = seed_predictions(arrays, n_classes)
-        except ValueError as exc:
-            names = ", ".join(r.run_id for r in runs)
-            raise ValueError(f"runs {names} (seeds {seeds}): {exc}") from None
+        y, g, predictions, n_groups, n_classes = stacked
         half = len(seeds)
         return crossed_paired_difference(
-            y, g, predictions[:half], predictions[half:], len(groups), n_classes, RESAMPLES, seed=0
+            y, g, predictions[:half], predictions[half:], n_groups, n_classes, RESAMPLES, seed=0
         )
+
+
+def crossed_mean_of(runs: list[RunRecord], stored: StoredRuns) -> dict | None:
+    """`crossed_mean` of one method's runs (one per seed) from their stored test predictions, or None when a run
+    left no predictions."""
+    stacked = stacked_predictions(runs, stored)
+    if stacked is None:
+        return None
+    y, g, predictions, n_groups, n_classes = stacked
+    return crossed_mean(y, g, predictions, n_groups, n_classes, RESAMPLES, seed=0)
+
+
+def stacked_predictions(runs: list[RunRecord], stored: StoredRuns) -> tuple | None:
+    """(y, groups, predictions (runs, n), n_groups, n_classes) of runs scored on one shared test set, or None when
+    there are no runs, no group names or a run without stored predictions; runs on different test rows are refused
+    with their ids."""
+    arrays = [stored.predictions(r) for r in runs]
+    groups = runs[0].task_info.group_names if runs and runs[0].task_info else None
+    if not runs or not groups or any(a is None for a in arrays):
+        return None
+    n_classes = arrays[0]["test_scores"].shape[1]
+    try:
+        y, g, predictions = seed_predictions(arrays, n_classes)
+    except ValueError as exc:
+        names = ", ".join(r.run_id for r in runs)
+        raise ValueError(f"runs {names} (seeds {sorted({r.seed for r in runs})}): {exc}") from None
+    return y, g, predictions, len(groups), n_classes
 
 
 def from_bootstrap(result: dict, seeds: list[int]) -> PairedDifference:

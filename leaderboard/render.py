@@ -64,7 +64,8 @@ ISOLATION_NOTE = (
 REGIME_HEADERS = ["method", "regime", "trial", "seeds", *REGIME_METRICS, *[f"Δ{m} vs default" for m in REGIME_METRICS]]
 PAIRED = (
     "mean [95% interval] of the per-seed differences over the seeds both ran; interval and p-value from the "
-    "crossed paired bootstrap over seeds and the shared test rows; 'tied': not significant at α = 0.05 after Holm's "
+    "crossed paired bootstrap over seeds and the shared test rows, widened for few seeds (docs/METRICS.md); 'tied': "
+    "not significant at α = 0.05 after Holm's "
     "correction over"
 )
 PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"

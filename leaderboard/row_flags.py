@@ -123,7 +123,8 @@ def mixed_isolation(runs: list[RunRecord]) -> Flag | None:
 
 
 def zero_width(summaries: dict[str, MetricSummary]) -> Flag | None:
-    """'uninformative-interval' for metrics whose interval over seeds has zero width (every seed gave one value)."""
+    """'uninformative-interval' for metrics whose interval over seeds has zero width (every seed gave one value, and
+    so did every resample of the test rows when the interval is the crossed bootstrap's)."""
     flat = [
         m
         for m in SUMMARY_METRICS

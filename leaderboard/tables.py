@@ -4,8 +4,9 @@ One table per comparison (runs whose comparison settings agree): one row per
 method, the trial chosen per seed by a named validation-only selection rule
 (with a search in the store: the trial the rule picks on the search seeds, over
 every seed it ran on, beside the defaults and the other regimes), test metrics
-as mean ± std over seeds, paired differences against erm and of each system
-against its own ablations (crossed bootstrap over seeds and test rows, Holm), ranks per metric and
+as mean ± std over seeds with the interval of the crossed bootstrap over seeds
+and test rows, paired differences against erm and of each system against its
+own ablations (the same bootstrap, paired, with Holm), ranks per metric and
 Pareto fronts per information tier, and every warning as a flag.  Failed runs
 are shown as failed, not dropped.  `render` writes the board as Markdown, CSV
 and JSON.
@@ -42,7 +43,7 @@ from fairfacebench.leaderboard.model import (
     SharedPreparation,
     Table,
 )
-from fairfacebench.leaderboard.paired import Paired, holm_columns
+from fairfacebench.leaderboard.paired import Paired, crossed_mean_of, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
@@ -58,7 +59,11 @@ from fairfacebench.store import PREDICTIONS, ResultStore
 
 REFERENCE_METHOD = "erm"
 INTERVAL_NOTE = {
-    "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds",
+    "crossed": "± is the std over seeds (ddof=1); [lo, hi] the 95% interval of the mean over seeds from the crossed "
+    "bootstrap over seeds and the test rows they share, widened for few seeds, so it counts the test set's own "
+    "sampling as well as training randomness (docs/METRICS.md)",
+    "seeds": "± is the std over seeds (ddof=1); [lo, hi] the 95% Student-t interval of the mean over seeds (a run "
+    "stored no predictions, so the test set's own sampling is not counted)",
     "bootstrap": "[lo, hi] is the 95% bootstrap interval over test rows of the single seed: BCa for acc and bal_acc, "
     "the projection of a simultaneous band on the per-group rates for the gaps and wga, so it always holds its "
     "estimate (docs/METRICS.md; recomputed from the stored predictions for records of an older construction)",
@@ -254,12 +259,13 @@ def search_protocol(comparison: Comparison, ctx: Context) -> SearchProtocol | No
 def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
     """A method's row: its runs, the selected trial per seed with its compute, test metrics over seeds, its flags and
     (with a search) its selection regimes."""
-    summaries = {m: summary(runs.ok, m, ctx.stored) for m in SUMMARY_METRICS}
+    crossed = crossed_mean_of(runs.ok, ctx.stored) if len(runs.ok) > 1 else None
+    summaries = {m: summary(runs.ok, m, ctx.stored, crossed) for m in SUMMARY_METRICS}
     return Row(
         **run_fields(method, runs),
         **selection_fields(runs.ok),
         **summaries,
-        **seed_fields(runs.ok, ctx.stored),
+        **seed_fields(runs.ok, ctx.stored, crossed is not None),
         hardware=list(machines(runs.ok)),
         isolation=isolation(runs.ok or runs.failed),
         flags=row_flags(runs.ok, ctx.stored, summaries),
@@ -300,25 +306,32 @@ def selection_fields(ok: list[RunRecord]) -> dict[str, Any]:
     )
 
 
-def seed_fields(ok: list[RunRecord], stored: StoredRuns) -> dict[str, Any]:
+def seed_fields(ok: list[RunRecord], stored: StoredRuns, crossed: bool) -> dict[str, Any]:
     """How the intervals were made, the per-group means and the per-seed values."""
     return dict(
-        interval_method=interval_note(ok, stored),
+        interval_method=interval_note(ok, stored, crossed),
         per_group=per_group(ok),
         per_seed={m: {c.seed: c.test_metric(m) for c in ok} for m in ABLATION_METRICS},
     )
 
 
-def interval_note(ok: list[RunRecord], stored: StoredRuns) -> str | None:
+def interval_note(ok: list[RunRecord], stored: StoredRuns, crossed: bool) -> str | None:
     if not ok:
         return None
     if len(ok) > 1:
-        return INTERVAL_NOTE["seeds"]
+        return INTERVAL_NOTE["crossed" if crossed else "seeds"]
     return INTERVAL_NOTE["bootstrap" if stored.intervals(ok[0]) is not None else "none"]
 
 
-def summary(ok: list[RunRecord], metric: str, stored: StoredRuns) -> MetricSummary:
-    return summarise([c.test_metric(metric) for c in ok], [stored.interval(c, metric) for c in ok])
+def summary(ok: list[RunRecord], metric: str, stored: StoredRuns, crossed: dict | None = None) -> MetricSummary:
+    """The metric over the selected runs (`summarise`); over several seeds with stored predictions, the interval is
+    the crossed bootstrap's over seeds and the shared test rows (``crossed``: `crossed_mean_of` of the runs),
+    widened to hold the mean of the recorded values."""
+    s = summarise([c.test_metric(metric) for c in ok], [stored.interval(c, metric) for c in ok])
+    interval = (crossed or {}).get("metrics", {}).get(metric, {}).get("interval") if s.n > 1 else None
+    if interval is None or interval[0] is None:
+        return s
+    return replace(s, interval=[min(interval[0], s.mean), max(interval[1], s.mean)])
 
 
 def per_group(chosen: list[RunRecord]) -> list[GroupMetrics]:

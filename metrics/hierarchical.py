@@ -23,6 +23,8 @@ from fairfacebench.metrics.fairness import METRIC_NAMES, _as_codes, metrics_from
 from fairfacebench.plain import nan_to_none
 
 BLOCK = 100  # replicates whose row weights are held in memory at once (B x n floats)
+RANGE = (0.0, 1.0)  # every metric of METRIC_NAMES is a rate, a gap between rates or a spread of rates
+DIFFERENCE_RANGE = (-1.0, 1.0)
 
 
 def seed_predictions(stored: Sequence[Mapping], n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +120,7 @@ def crossed_mean(
     metrics = {
         name: {
             "mean": estimates[name],
-            **seed_corrected_interval(replicates[name], estimates[name], per_seed[name], level),
+            **seed_corrected_interval(replicates[name], estimates[name], per_seed[name], level, RANGE),
         }
         for name in METRIC_NAMES
     }
@@ -162,8 +164,8 @@ def crossed_paired_difference(
             "mean_a": mean_a[name],
             "mean_b": mean_b[name],
             "difference": estimate,
-            **seed_corrected_interval(replicates[name], estimate, per_seed[name], level),
-            "p_value": seed_corrected_p_value(replicates[name], estimate, per_seed[name]),
+            **seed_corrected_interval(replicates[name], estimate, per_seed[name], level, DIFFERENCE_RANGE),
+            "p_value": seed_corrected_p_value(replicates[name], estimate, per_seed[name], 0.0, DIFFERENCE_RANGE),
         }
     return nan_to_none(
         {"method": _method(n_resamples, seed, resample_rows), "level": level, "seeds": len(pred_a), "metrics": metrics}
@@ -228,9 +230,12 @@ def seed_correction(replicates, per_seed, level: float = 0.95) -> dict:
     return {"scale": max(scale, 1.0), "df": df}
 
 
-def seed_corrected_interval(replicates, estimate: float, per_seed, level: float = 0.95) -> dict:
+def seed_corrected_interval(
+    replicates, estimate: float, per_seed, level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> dict:
     """`percentile_interval` with each side's distance from the estimate multiplied by `seed_correction`'s scale
-    (the interval keeps its shape, e.g. a gap's skew, and still holds its estimate).
+    (the interval keeps its shape, e.g. a gap's skew, and still holds its estimate), clipped to the statistic's
+    range ``bounds`` (with two seeds the scale can carry a side past it).
 
     Returns `percentile_interval`'s keys ("interval" is the corrected one) plus "percentile_interval" (before the
     correction) and "seed_correction" ({"scale", "df"}).
@@ -239,13 +244,15 @@ def seed_corrected_interval(replicates, estimate: float, per_seed, level: float 
     correction = seed_correction(replicates, per_seed, level)
     low, high = out["interval"]
     k = correction["scale"]
-    corrected = [estimate - k * (estimate - low), estimate + k * (high - estimate)]
+    corrected = [max(estimate - k * (estimate - low), bounds[0]), min(estimate + k * (high - estimate), bounds[1])]
     if math.isnan(low):
         corrected = [math.nan, math.nan]
     return {**out, "interval": corrected, "percentile_interval": [low, high], "seed_correction": correction}
 
 
-def seed_corrected_p_value(replicates, estimate: float, per_seed, null: float = 0.0) -> float:
+def seed_corrected_p_value(
+    replicates, estimate: float, per_seed, null: float = 0.0, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> float:
     """Two-sided p-value of the difference being ``null`` that agrees with `seed_corrected_interval`: the α at
     which the interval of level 1 − α first holds ``null`` (bisection over α), never below the Monte Carlo
     resolution 2/(B + 1) of `bootstrap_p_value`.  Without a seed correction (scale 1 at every level) this is
@@ -257,7 +264,7 @@ def seed_corrected_p_value(replicates, estimate: float, per_seed, null: float = 
     floor = 2 / (theta.size + 1)
 
     def holds(alpha: float) -> bool:
-        low, high = seed_corrected_interval(theta, estimate, per_seed, 1 - alpha)["interval"]
+        low, high = seed_corrected_interval(theta, estimate, per_seed, 1 - alpha, bounds)["interval"]
         return low <= null <= high
 
     if holds(1 - 1e-9):  # not even the narrowest interval leaves the null out

@@ -12,7 +12,7 @@ from records import TRAIN_ONLY, fake_record, predicted_run
 from fairfacebench.leaderboard.model import Row
 from fairfacebench.leaderboard.render import difference_text, summary_text, to_frame, to_json, to_markdown
 from fairfacebench.leaderboard.tables import build
-from fairfacebench.metrics.hierarchical import crossed_paired_difference, seed_predictions
+from fairfacebench.metrics.hierarchical import crossed_mean, crossed_paired_difference, seed_predictions
 from fairfacebench.store import ResultStore
 
 COMPARISON_FIELDS = ("vs_erm", "system_vs_ablation")
@@ -67,26 +67,29 @@ def test_the_json_is_the_board_field_by_field_in_the_models_order(board):
     ]
 
 
-def test_csv_and_markdown_show_the_same_rows_numbers_and_flags(board):
+def test_csv_and_markdown_show_the_same_rows_numbers_and_flags(board, store):
     rows = {r.method: r for r in board.tables[0].rows}
     frame = to_frame(board)
     assert frame.method.tolist() == list(rows) and frame.status.tolist() == ["failed", "ok", "ok", "ok"]
-    # erm over seeds: 0.7, 0.8, 0.9 -> mean 0.8, std 0.1; t_{0.975,2} = 4.3027 -> 0.8 ± 0.2484, clipped to [0.552, 1]
+    # erm over seeds: 0.7, 0.8, 0.9 -> mean 0.8, std 0.1; the interval is the crossed bootstrap's of its predictions
     erm = frame.set_index("method").loc["erm"]
-    assert (erm.acc_mean, erm.acc_std, erm.acc_hi) == (pytest.approx(0.8), pytest.approx(0.1), 1.0)
-    assert erm.acc_lo == pytest.approx(rows["erm"].acc.interval[0]) == pytest.approx(0.5516, abs=1e-4)
+    runs = [store.predictions(f"erm-{s}-0") for s in range(3)]
+    expected = crossed_mean(*seed_predictions(runs, 2), 2, 2, 1000, seed=0)["metrics"]["acc"]["interval"]
+    assert (erm.acc_mean, erm.acc_std) == (pytest.approx(0.8), pytest.approx(0.1))
+    assert [erm.acc_lo, erm.acc_hi] == pytest.approx(expected) and rows["erm"].acc.interval == pytest.approx(expected)
+    assert rows["erm"].interval_method.startswith("± is the std over seeds (ddof=1); [lo, hi] the 95% interval of")
     # 20 balanced test rows: se = sqrt(0.25 / 20) = 0.1118, so acc 0.70 < 0.5 + 2 se = 0.724 is at chance (seed 0) and
-    # 0.80, 0.90 < 0.5 + 4 se = 0.947 near chance (seeds 1, 2); dp_diff is 0 on every seed: a zero-width interval
-    assert erm.tier == "train labels" and erm["flags"] == "at-chance, near-chance, uninformative-interval"
+    # 0.80, 0.90 < 0.5 + 4 se = 0.947 near chance (seeds 1, 2); dp_diff is 0 on every seed, but not on resampled
+    # test rows, so its interval has a width (a t-interval over the seeds alone had none)
+    assert erm.tier == "train labels" and erm["flags"] == "at-chance, near-chance"
+    assert rows["erm"].dp_diff.mean == 0 and rows["erm"].dp_diff.interval[1] > 0
     assert erm["flag_details"].startswith("at-chance: seed 0: test accuracy 0.700 below 0.724")
     markdown = to_markdown(board)
     blocks = markdown.split("\n\n")
     leaderboard = next(b for b in blocks if b.startswith("| method "))  # the first table
     lines = {line.split("|")[1].strip(): line for line in leaderboard.splitlines()[2:]}
-    assert (
-        summary_text(rows["erm"].acc) == "0.800 ± 0.100 [0.552, 1.000]"
-        and "0.800 ± 0.100 [0.552, 1.000]" in lines["erm"]
-    )
+    shown = f"0.800 ± 0.100 [{expected[0]:.3f}, {expected[1]:.3f}]"
+    assert summary_text(rows["erm"].acc) == shown and shown in lines["erm"]
     assert list(lines) == list(rows) and lines["dead"].count("failed") == 5
     for method, row in rows.items():
         shown = [summary_text(row.summary(m)) in lines[method] for m in ("acc", "eod_max")]
@@ -110,3 +113,13 @@ def test_paired_differences_are_the_crossed_bootstrap_of_the_stored_predictions(
     paired = next(b for b in to_markdown(board).split("\n\n") if b.startswith("| method − erm")).splitlines()
     assert [line.split("|")[1].strip() for line in paired[2:]] == ["sys", "sys:no-x"]  # erm is the reference
     assert difference_text(difference) in paired[2]
+
+
+def test_without_stored_predictions_the_interval_over_seeds_is_a_t_interval_and_says_so(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, acc in enumerate([0.7, 0.8, 0.9]):
+        store.write(f"erm-{seed}", fake_record("erm", seed, test={"acc": acc}))
+    (row,) = build(store.root).tables[0].rows
+    # mean 0.8, std 0.1; t_{0.975,2} = 4.3027 -> 0.8 ± 0.2484, clipped to [0.552, 1]
+    assert row.acc.interval == [pytest.approx(0.5516, abs=1e-4), 1.0]
+    assert "Student-t interval" in row.interval_method and "not counted" in row.interval_method

@@ -135,6 +135,8 @@ def test_seed_correction_by_hand():
     interval = seed_corrected_interval(replicates, 0.2, [0.1, 0.2, 0.3], level=0.95)
     assert interval["percentile_interval"] == [0.1, 0.3]
     assert interval["interval"] == pytest.approx([0.2 - 0.1 * out["scale"], 0.2 + 0.1 * out["scale"]])
+    # clipped to the statistic's range
+    assert seed_corrected_interval(replicates, 0.2, [0.1, 0.2, 0.3], bounds=(0.15, 0.25))["interval"] == [0.15, 0.25]
     # nothing to correct: seeds that agree, one seed, replicates that do not vary
     for per_seed in ([0.2, 0.2, 0.2], [0.2], [np.nan, 0.1]):
         assert seed_correction(replicates, per_seed) == {"scale": 1.0, "df": np.inf}
