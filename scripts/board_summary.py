@@ -1,8 +1,9 @@
 """Markdown tables of a result store for the README and closing notes (`python scripts/board_summary.py --help`).
 
-Prints, per comparison: mean ± std over seeds of the headline metrics, the paired differences against erm,
-each system against its own ablation, each method's forward samples and fit time, and the total fit time of
-the store's runs; `--plot` writes the accuracy-vs-eod_max plot of each table (the one the site shows).
+Prints, per comparison: mean ± std over seeds of the headline metrics (`--intervals`: with the board's 95%
+interval), the paired differences against erm, each system against its own ablation, the verdict in words under
+the selection rule (`--rule`), each method's forward samples and fit time, and the total fit time of the store's
+runs; `--plot` writes the accuracy-vs-eod_max plot of each table (the one the site shows).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ ABLATION_CAPTION = f"Each system against its own ablation, system − ablation (
 ABLATION_HEADERS = ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]]
 
 
-def cell(summary: MetricSummary) -> str:
+def cell(summary: MetricSummary, interval: bool = False) -> str:
     if not defined(summary.mean):
         return "n/a"
-    return f"{summary.mean:.3f}" + (f" ± {summary.std:.3f}" if defined(summary.std) else "")
+    text = f"{summary.mean:.3f}" + (f" ± {summary.std:.3f}" if defined(summary.std) else "")
+    if interval and summary.interval and None not in summary.interval:
+        text += f" [{summary.interval[0]:.3f}, {summary.interval[1]:.3f}]"
+    return text
 
 
 def paired(difference: PairedDifference | None) -> str:
@@ -45,26 +49,34 @@ def paired(difference: PairedDifference | None) -> str:
     return text + (" tied" if difference.tied else "")
 
 
-def metrics_row(r: Row) -> list:
+def metrics_row(r: Row, intervals: bool = False) -> list:
     flags = ", ".join(f.code for f in r.flags)
     if not r.ok:
         return [r.label, r.tier, "failed", *[""] * (len(METRICS) + 2), flags]
     compute = [f"{r.forward_samples:,.0f}", f"{r.fit_time_s:,.0f}"]
-    return [r.label, r.tier, r.seeds, *[cell(r.summary(k)) for k in METRICS], *compute, flags]
+    return [r.label, r.tier, r.seeds, *[cell(r.summary(k), intervals) for k in METRICS], *compute, flags]
 
 
 def github(rows: list[list], headers: list[str], **options) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", **options)
 
 
-def print_table(table: Table, order: list[str]) -> None:
-    """The headline metrics, then the paired differences against erm and of each system against its ablations."""
+def print_table(table: Table, order: list[str], intervals: bool = False) -> None:
+    """The headline metrics, then the paired differences against erm and of each system against its ablations, then
+    the verdict in words."""
     rows = {r.method: r for r in table.rows}
     shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
-    print(f"### {table.dataset} / {table.task} / {table.budget}\n")
-    print(github([metrics_row(r) for r in shown], METRIC_HEADERS))
+    named = "".join(f" / {k} {v}" for k, v in table.distinguished_by.items() if k != "data_fingerprint")
+    print(f"### {table.dataset} / {table.task} / {table.budget}{named}\n")
+    print(github([metrics_row(r, intervals) for r in shown], METRIC_HEADERS))
     print_paired(ERM_CAPTION, ERM_HEADERS, [erm_row(r) for r in shown if r.vs_erm])
     print_paired(ABLATION_CAPTION, ABLATION_HEADERS, [ablation_row(r) for r in shown if r.system_vs_ablation])
+    verdicts = [*table.verdict, *table.ablation_verdict]
+    if verdicts:
+        print(f"\nVerdict, selection rule {table.selection_rule.split(':')[0]} (paired, Holm-corrected):\n")
+        for i, v in enumerate(verdicts):
+            against = "Against erm" if i < len(table.verdict) else "Against its own ablation"
+            print(f"- {against}, {v.category}: {', '.join(v.methods)}")
 
 
 def erm_row(r: Row) -> list[str]:
@@ -86,10 +98,12 @@ def main() -> None:
     p.add_argument("store")
     p.add_argument("--methods", default="", help="comma-separated subset and order (default: every method)")
     p.add_argument("--plot", default="", help="write each table's accuracy-vs-eod_max plot to PLOT-<n>.svg")
+    p.add_argument("--rule", default="val_acc", help="the selection rule the board is built with (default: val_acc)")
+    p.add_argument("--intervals", action="store_true", help="show each mean's 95%% interval after its std")
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
-    for n, table in enumerate(build(args.store).tables):
-        print_table(table, order)
+    for n, table in enumerate(build(args.store, args.rule).tables):
+        print_table(table, order, args.intervals)
         if args.plot:
             title = f"{table.dataset} {table.task} {table.budget}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
