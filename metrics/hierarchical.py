@@ -115,8 +115,8 @@ def crossed_mean(
     the per-seed metrics over the seeds defining it."""
     predictions = [np.atleast_2d(predictions)]
     replicates = _resampled(y, groups, predictions, n_groups, n_classes, n_resamples, seed, resample_rows)
-    estimates = _estimates(y, groups, predictions, n_groups, n_classes)
     per_seed = _per_seed(y, groups, predictions, n_groups, n_classes)
+    estimates = _estimates(per_seed)
     metrics = {
         name: {
             "mean": estimates[name],
@@ -153,10 +153,10 @@ def crossed_paired_difference(
             f"{pred_b.shape}"
         )
     replicates = _resampled(y, groups, [pred_a, pred_b], n_groups, n_classes, n_resamples, seed, resample_rows)
-    difference = _estimates(y, groups, [pred_a, pred_b], n_groups, n_classes)
-    mean_a = _estimates(y, groups, [pred_a], n_groups, n_classes)
-    mean_b = _estimates(y, groups, [pred_b], n_groups, n_classes)
     per_seed = _per_seed(y, groups, [pred_a, pred_b], n_groups, n_classes)
+    difference = _estimates(per_seed)
+    mean_a = _estimates(_per_seed(y, groups, [pred_a], n_groups, n_classes))
+    mean_b = _estimates(_per_seed(y, groups, [pred_b], n_groups, n_classes))
     metrics = {}
     for name in METRIC_NAMES:
         estimate = difference[name]
@@ -211,23 +211,8 @@ def seed_correction(replicates, per_seed, level: float = 0.95) -> dict:
     Returns {"scale", "df"}: scale 1 and df ∞ with fewer than 2 defined seeds, seeds that agree (v_seeds 0) or
     replicates that do not vary.
     """
-    from scipy import stats  # load on use: scipy.stats adds most of a second to a worker's start
-
-    theta = np.asarray(replicates, dtype=float)
-    theta = theta[~np.isnan(theta)]
-    e = np.asarray(per_seed, dtype=float)
-    e = e[~np.isnan(e)]
-    n_seeds = e.size
-    if n_seeds < 2 or theta.size < 2 or not np.ptp(theta) > 0 or not np.ptp(e) > 0:
-        return {"scale": 1.0, "df": math.inf}
-    v_boot = float(theta.var())
-    v_seeds = float(e.var(ddof=1)) / n_seeds
-    v_rows = max(v_boot - float(e.var()) / n_seeds, 0.0)
-    v = v_seeds + v_rows
-    df = v**2 * (n_seeds - 1) / v_seeds**2
-    q = (1 + level) / 2
-    scale = math.sqrt(v / v_boot) * float(stats.t.ppf(q, df)) / float(stats.norm.ppf(q))
-    return {"scale": max(scale, 1.0), "df": df}
+    ratio, df = _variance_parts(_defined(replicates), per_seed)
+    return {"scale": _scale(ratio, df, level), "df": df}
 
 
 def seed_corrected_interval(
@@ -240,14 +225,17 @@ def seed_corrected_interval(
     Returns `percentile_interval`'s keys ("interval" is the corrected one) plus "percentile_interval" (before the
     correction) and "seed_correction" ({"scale", "df"}).
     """
-    out = percentile_interval(replicates, estimate, level)
-    correction = seed_correction(replicates, per_seed, level)
+    theta = _defined(replicates)
+    ratio, df = _variance_parts(theta, per_seed)
+    out = percentile_interval(theta, estimate, level)
+    scale = _scale(ratio, df, level)
     low, high = out["interval"]
-    k = correction["scale"]
-    corrected = [max(estimate - k * (estimate - low), bounds[0]), min(estimate + k * (high - estimate), bounds[1])]
-    if math.isnan(low):
-        corrected = [math.nan, math.nan]
-    return {**out, "interval": corrected, "percentile_interval": [low, high], "seed_correction": correction}
+    return {
+        **out,
+        "interval": _scaled(out["interval"], estimate, scale, bounds),
+        "percentile_interval": [low, high],
+        "seed_correction": {"scale": scale, "df": df},
+    }
 
 
 def seed_corrected_p_value(
@@ -257,14 +245,15 @@ def seed_corrected_p_value(
     which the interval of level 1 − α first holds ``null`` (bisection over α), never below the Monte Carlo
     resolution 2/(B + 1) of `bootstrap_p_value`.  Without a seed correction (scale 1 at every level) this is
     `bootstrap_p_value` up to its +1s."""
-    theta = np.asarray(replicates, dtype=float)
-    theta = theta[~np.isnan(theta)]
+    theta = _defined(replicates)
     if theta.size == 0 or math.isnan(estimate):
         return math.nan
+    ratio, df = _variance_parts(theta, per_seed)  # the level-independent part, once
     floor = 2 / (theta.size + 1)
 
     def holds(alpha: float) -> bool:
-        low, high = seed_corrected_interval(theta, estimate, per_seed, 1 - alpha, bounds)["interval"]
+        interval = percentile_interval(theta, estimate, 1 - alpha)["interval"]
+        low, high = _scaled(interval, estimate, _scale(ratio, df, 1 - alpha), bounds)
         return low <= null <= high
 
     if holds(1 - 1e-9):  # not even the narrowest interval leaves the null out
@@ -276,6 +265,42 @@ def seed_corrected_p_value(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if holds(mid) else (lo, mid)
     return hi
+
+
+def _defined(values) -> np.ndarray:
+    """The non-NaN entries as floats."""
+    x = np.asarray(values, dtype=float)
+    return x[~np.isnan(x)]
+
+
+def _variance_parts(theta: np.ndarray, per_seed) -> tuple[float, float]:
+    """(v / v*, df) of `seed_correction` for defined replicates ``theta``; (1, ∞) when there is nothing to correct."""
+    e = _defined(per_seed)
+    n_seeds = e.size
+    if n_seeds < 2 or theta.size < 2 or not np.ptp(theta) > 0 or not np.ptp(e) > 0:
+        return 1.0, math.inf
+    v_boot = float(theta.var())
+    v_seeds = float(e.var(ddof=1)) / n_seeds
+    v = v_seeds + max(v_boot - float(e.var()) / n_seeds, 0.0)
+    return v / v_boot, v**2 * (n_seeds - 1) / v_seeds**2
+
+
+def _scale(ratio: float, df: float, level: float) -> float:
+    """√ratio · t_df / z at the level's two-sided quantile, at least 1 (1 when df is ∞ and the ratio 1)."""
+    if math.isinf(df) and ratio == 1.0:
+        return 1.0
+    from scipy import stats  # load on use: scipy.stats adds most of a second to a worker's start
+
+    q = (1 + level) / 2
+    return max(math.sqrt(ratio) * float(stats.t.ppf(q, df)) / float(stats.norm.ppf(q)), 1.0)
+
+
+def _scaled(interval: list[float], estimate: float, scale: float, bounds: tuple[float, float]) -> list[float]:
+    """Each side of ``interval`` at ``scale`` times its distance from ``estimate``, clipped to ``bounds``."""
+    low, high = interval
+    if math.isnan(low):
+        return [math.nan, math.nan]
+    return [max(estimate - scale * (estimate - low), bounds[0]), min(estimate + scale * (high - estimate), bounds[1])]
 
 
 def bootstrap_p_value(replicates, null: float = 0.0) -> float:
@@ -308,13 +333,10 @@ def _resampled(
     return crossed_replicates(y, groups, predictions, n_groups, n_classes, index, weights)
 
 
-def _estimates(y, groups, predictions: list[np.ndarray], n_groups: int, n_classes: int) -> dict[str, float]:
-    """Every metric on the data itself (every seed once, every row once): the estimate the replicates vary around."""
-    index, weights = np.arange(len(predictions[0]))[None], np.ones((1, len(y)))
-    return {
-        k: float(v[0])
-        for k, v in crossed_replicates(y, groups, predictions, n_groups, n_classes, index, weights).items()
-    }
+def _estimates(per_seed: dict[str, np.ndarray]) -> dict[str, float]:
+    """Every metric on the data itself (every seed once, every row once): the mean of its per-seed values over the
+    seeds defining it, the estimate the replicates vary around."""
+    return {k: float(_defined_mean(v)) for k, v in per_seed.items()}
 
 
 def _per_seed(y, groups, predictions: list[np.ndarray], n_groups: int, n_classes: int) -> dict[str, np.ndarray]:

@@ -71,11 +71,10 @@ def print_table(table: Table, order: list[str], intervals: bool = False) -> None
     print(github([metrics_row(r, intervals) for r in shown], METRIC_HEADERS))
     print_paired(ERM_CAPTION, ERM_HEADERS, [erm_row(r) for r in shown if r.vs_erm])
     print_paired(ABLATION_CAPTION, ABLATION_HEADERS, [ablation_row(r) for r in shown if r.system_vs_ablation])
-    verdicts = [*table.verdict, *table.ablation_verdict]
-    if verdicts:
+    if table.verdict or table.ablation_verdict:
         print(f"\nVerdict, selection rule {table.selection_rule.split(':')[0]} (paired, Holm-corrected):\n")
-        for i, v in enumerate(verdicts):
-            against = "Against erm" if i < len(table.verdict) else "Against its own ablation"
+    for against, verdicts in (("Against erm", table.verdict), ("Against its own ablation", table.ablation_verdict)):
+        for v in verdicts:
             print(f"- {against}, {v.category}: {', '.join(v.methods)}")
 
 
