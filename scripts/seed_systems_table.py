@@ -84,7 +84,24 @@ def table(board: dict, task: str) -> list[str]:
                     )
                     + " |"
                 )
-    return lines + [""]
+    return lines + ["", *hardware(comparisons), ""]
+
+
+def hardware(comparisons: list[dict]) -> list[str]:
+    """Where each encoder's comparison ran: a row whose seeds ran on different machines says so in its flags."""
+    lines = []
+    for encoder, name in ENCODERS.items():
+        for comparison in (t for t in comparisons if t["comparison"].get("vlm") == encoder):
+            ran = "; ".join(f"{h['hardware']}: {h['runs']} runs" for h in comparison.get("hardware") or [])
+            mixed = [
+                f"{r['method']} ({f['detail']})"
+                for r in comparison["rows"]
+                for f in r.get("flags") or []
+                if isinstance(f, dict) and f.get("code") == "mixed-hardware"
+            ]
+            also = f" Mixed: {'; '.join(mixed)}." if mixed else ""
+            lines.append(f"Hardware ({name}): {ran or 'not recorded'}.{also}")
+    return lines
 
 
 def main() -> None:

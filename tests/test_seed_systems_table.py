@@ -54,3 +54,27 @@ def test_the_table_reads_rows_paired_differences_and_stage_diagnostics():
     assert "| erm | — | 5 | 0.880 [0.870, 0.890] |" in erm
     assert "-0.030 [-0.050, -0.010] |" in clip and "| 0.334 |" in clip and "face descriptor" in clip
     assert "+0.001 [-0.020, +0.020] tied" in ssl and "White 0.876, non-White 0.939" in ssl
+
+
+def test_each_comparison_says_where_it_ran_and_which_rows_mixed_machines():
+    board = {
+        "tables": [
+            {
+                "task": "gender/race",
+                "comparison": {"vlm": "face-descriptor"},
+                "hardware": [
+                    {"hardware": "AMD EPYC (AVX512)", "runs": 27},
+                    {"hardware": "Intel Xeon (AVX512)", "runs": 3},
+                ],
+                "rows": [
+                    {"method": "erm", "flags": [{"code": "mixed-hardware", "detail": "seeds 0-3 on A; seeds 4 on B"}]},
+                    {"method": "clip-cluster", "flags": [{"code": "few-seeds", "detail": "1 seed"}]},
+                ],
+            }
+        ]
+    }
+    lines = script.table(board, "gender/race")
+    assert lines[-2] == (
+        "Hardware (face descriptor): AMD EPYC (AVX512): 27 runs; Intel Xeon (AVX512): 3 runs. "
+        "Mixed: erm (seeds 0-3 on A; seeds 4 on B)."
+    )
