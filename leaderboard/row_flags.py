@@ -96,7 +96,8 @@ def mixed_hardware(runs: list[RunRecord]) -> Flag | None:
     used = machines(runs)
     if len(used) < 2:
         return None
-    return Flag("mixed-hardware", "; ".join(f"seeds {seed_list(s)} on {hw}" for hw, s in used.items()))
+    ran = (f"seed{'s' if len(s) > 1 else ''} {seed_list(s)} on {hw}" for hw, s in used.items())
+    return Flag("mixed-hardware", "; ".join(ran))
 
 
 def isolations(runs: list[RunRecord]) -> dict[str, list[int]]:

@@ -263,7 +263,7 @@ def test_a_table_names_its_hardware_and_flags_a_row_that_mixes_machines(tmp_path
     rows = {r.method: r for r in table.rows}
     assert rows["mixed"].hardware == ["AMD EPYC (AVX512)", "Intel Xeon (AVX2)"]
     assert {f.code: f.detail for f in rows["mixed"].flags}["mixed-hardware"] == (
-        "seeds 0, 1 on AMD EPYC (AVX512); seeds 2 on Intel Xeon (AVX2)"
+        "seeds 0, 1 on AMD EPYC (AVX512); seed 2 on Intel Xeon (AVX2)"
     )
     assert not rows["same"].flagged("mixed-hardware") and rows["unknown"].hardware == ["not recorded"]
     assert [(h.hardware, h.runs, h.methods) for h in table.hardware] == [

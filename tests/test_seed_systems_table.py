@@ -67,7 +67,7 @@ def test_each_comparison_says_where_it_ran_and_which_rows_mixed_machines():
                     {"hardware": "Intel Xeon (AVX512)", "runs": 3},
                 ],
                 "rows": [
-                    {"method": "erm", "flags": [{"code": "mixed-hardware", "detail": "seeds 0-3 on A; seeds 4 on B"}]},
+                    {"method": "erm", "flags": [{"code": "mixed-hardware", "detail": "seeds 0-3 on A; seed 4 on B"}]},
                     {"method": "clip-cluster", "flags": [{"code": "few-seeds", "detail": "1 seed"}]},
                 ],
             }
@@ -76,5 +76,5 @@ def test_each_comparison_says_where_it_ran_and_which_rows_mixed_machines():
     lines = script.table(board, "gender/race")
     assert lines[-2] == (
         "Hardware (face descriptor): AMD EPYC (AVX512): 27 runs; Intel Xeon (AVX512): 3 runs. "
-        "Mixed: erm (seeds 0-3 on A; seeds 4 on B)."
+        "Mixed: erm (seeds 0-3 on A; seed 4 on B)."
     )
