@@ -50,6 +50,7 @@ def _mini_clip_from_user_cache(_isolated_cache):
 RAY_FILES = {"test_protocol.py", "test_sharding.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which turns the marks into group names
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`: each test file stays whole
     in one worker (its module fixtures and test order as in a serial run), files are spread over the workers."""
