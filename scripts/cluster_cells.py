@@ -59,18 +59,19 @@ def report(record: dict, data, embeddings: np.ndarray) -> None:
     weak[logged["underperforming"]] = True
     y, a = data.train.y, data.train.a
     cells = cell_names(data)
+    in_cell = [(y == cy) & (a == ca) for cy, ca, _ in cells]
     print(
         f"\n## {spec['task']} seed {spec['seed']} (run {record['run_id']}; k = {k}, up-sampled x{logged['upsample']})"
     )
     print("| cluster | " + " | ".join(name for *_, name in cells) + " | val acc | up-sampled |")
     print("|---" * (len(cells) + 3) + "|")
     for c in range(k):
-        counts = [int(((parts == c) & (y == cy) & (a == ca)).sum()) for cy, ca, _ in cells]
+        counts = [int((mask & (parts == c)).sum()) for mask in in_cell]
         mark = "yes" if weak[c] else ""
         print(f"| {c} | " + " | ".join(map(str, counts)) + f" | {logged['val_acc'][c]:.3f} | {mark} |")
     drawn = resampling_probabilities(parts, weak, float(logged["upsample"]), None)
-    print("| share of the draws | " + " | ".join(f"{drawn[(y == cy) & (a == ca)].sum():.3f}" for cy, ca, _ in cells))
-    print("| without re-sampling | " + " | ".join(f"{((y == cy) & (a == ca)).mean():.3f}" for cy, ca, _ in cells))
+    print("| share of the draws | " + " | ".join(f"{drawn[mask].sum():.3f}" for mask in in_cell))
+    print("| without re-sampling | " + " | ".join(f"{mask.mean():.3f}" for mask in in_cell))
 
 
 def main() -> None:

@@ -54,53 +54,59 @@ def table(board: dict, task: str) -> list[str]:
         "|" + "---|" * 13,
     ]
     comparisons = [t for t in board["tables"] if t["task"] == task]
-    for encoder, name in ENCODERS.items():
-        for comparison in (t for t in comparisons if t["comparison"].get("vlm") == encoder):
-            rows = {r["method"]: r for r in comparison["rows"]}
-            for method in (REFERENCE, *SYSTEMS):
-                row = rows.get(method)
-                if row is None or (encoder == "none" and method == REFERENCE and len(comparisons) > 1):
-                    continue
-                vs_erm = row.get("vs_erm") or {}
-                ablation = row.get("system_vs_ablation") or {}
-                lines.append(
-                    "| "
-                    + " | ".join(
-                        [
-                            method,
-                            name if method != REFERENCE else "—",
-                            str(row.get("seeds")),
-                            interval(row.get("acc")),
-                            interval(row.get("eod_max")),
-                            interval(row.get("wga")),
-                            interval(vs_erm.get("acc")),
-                            interval(vs_erm.get("eod_max")),
-                            interval(ablation.get("acc")),
-                            interval(ablation.get("eod_max")),
-                            mechanism(row, "ami_with_true_groups"),
-                            mechanism(row, "accuracy_all_per_group"),
-                            mechanism(row, "weight_mean_per_true_group"),
-                        ]
-                    )
-                    + " |"
+    for encoder, name, comparison in by_encoder(comparisons):
+        rows = {r["method"]: r for r in comparison["rows"]}
+        for method in (REFERENCE, *SYSTEMS):
+            row = rows.get(method)
+            if row is None or (encoder == "none" and method == REFERENCE and len(comparisons) > 1):
+                continue
+            vs_erm = row.get("vs_erm") or {}
+            ablation = row.get("system_vs_ablation") or {}
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        method,
+                        name if method != REFERENCE else "—",
+                        str(row.get("seeds")),
+                        interval(row.get("acc")),
+                        interval(row.get("eod_max")),
+                        interval(row.get("wga")),
+                        interval(vs_erm.get("acc")),
+                        interval(vs_erm.get("eod_max")),
+                        interval(ablation.get("acc")),
+                        interval(ablation.get("eod_max")),
+                        mechanism(row, "ami_with_true_groups"),
+                        mechanism(row, "accuracy_all_per_group"),
+                        mechanism(row, "weight_mean_per_true_group"),
+                    ]
                 )
+                + " |"
+            )
     return lines + ["", *hardware(comparisons), ""]
+
+
+def by_encoder(comparisons: list[dict]):
+    """(encoder, its display name, comparison) for the task's comparisons, in ENCODERS order."""
+    for encoder, name in ENCODERS.items():
+        for comparison in comparisons:
+            if comparison["comparison"].get("vlm") == encoder:
+                yield encoder, name, comparison
 
 
 def hardware(comparisons: list[dict]) -> list[str]:
     """Where each encoder's comparison ran: a row whose seeds ran on different machines says so in its flags."""
     lines = []
-    for encoder, name in ENCODERS.items():
-        for comparison in (t for t in comparisons if t["comparison"].get("vlm") == encoder):
-            ran = "; ".join(f"{h['hardware']}: {h['runs']} runs" for h in comparison.get("hardware") or [])
-            mixed = [
-                f"{r['method']} ({f['detail']})"
-                for r in comparison["rows"]
-                for f in r.get("flags") or []
-                if isinstance(f, dict) and f.get("code") == "mixed-hardware"
-            ]
-            also = f" Mixed: {'; '.join(mixed)}." if mixed else ""
-            lines.append(f"Hardware ({name}): {ran or 'not recorded'}.{also}")
+    for _, name, comparison in by_encoder(comparisons):
+        ran = "; ".join(f"{h['hardware']}: {h['runs']} runs" for h in comparison.get("hardware") or [])
+        mixed = [
+            f"{r['method']} ({f['detail']})"
+            for r in comparison["rows"]
+            for f in r.get("flags") or []
+            if f["code"] == "mixed-hardware"
+        ]
+        also = f" Mixed: {'; '.join(mixed)}." if mixed else ""
+        lines.append(f"Hardware ({name}): {ran or 'not recorded'}.{also}")
     return lines
 
 
