@@ -1117,7 +1117,10 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="parallel runs (local: child processes; ray: CPUs of a local cluster)"
     )
     run.add_argument(
-        "--threads", type=int, default=None, help="torch compute threads per run (default 1; part of the run id)"
+        "--threads",
+        type=int,
+        default=None,
+        help="compute threads per run: torch, BLAS and OpenMP (default 1; part of the run id)",
     )
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster instead of starting a local one")
     run.add_argument(

@@ -35,6 +35,7 @@ from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
 from fairfacebench.sharding import RayShards
 from fairfacebench.spec import RunSpec
+from fairfacebench.threads import compute_threads
 from fairfacebench.transfer import TransferInput, TransferPlan, TransferTarget, score_transfer, transfer_input
 
 log = logging.getLogger("fairfacebench")
@@ -296,17 +297,6 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit: the method called sys.exit({exc.code!r}); a method must raise an exception instead"
     return f"{type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def compute_threads(n: int):
-    """Torch's intra-op threads for one run (the spec's `threads`), restored afterwards in this process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def loads_vlm(spec: RunSpec, reg: Any) -> bool:

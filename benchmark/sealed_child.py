@@ -40,6 +40,7 @@ from fairfacebench.plan import trial_hparams
 from fairfacebench.progress import ChannelHandler, reporting
 from fairfacebench.scoring import checked_scores
 from fairfacebench.settings import Augment
+from fairfacebench.threads import compute_threads
 from fairfacebench.typed import from_plain, to_plain
 from fairfacebench.vlm import load_vlm
 
@@ -285,9 +286,8 @@ def main(argv: list[str]) -> int:
             return 0
         tally = Tally(int(argv[3]))
         run = from_plain(ChildRun, json.loads((folder / RUN).read_text()))
-        torch.set_num_threads(run.threads)
         logging.getLogger().addHandler(ChannelHandler(tally.event, run.log_level))
-        with reporting(tally.event):
+        with reporting(tally.event), compute_threads(run.threads):
             fit_and_predict(folder, run, tally)
     except (Exception, SystemExit) as exc:  # the harness records it as the run's error
         error = (

@@ -55,12 +55,12 @@ def embed_in_shards(encode: Encode, images: np.ndarray, shard: int | None = None
 def _encode_shard(encoder: Any, images: np.ndarray, threads: int) -> tuple[np.ndarray, int]:
     """A Ray task: one shard's embeddings and the id of the process that computed them (for the stage log).
 
-    It computes with the run's torch thread count, as the run would in its own process (same numbers).
+    It computes with the run's thread count in every library, as the run would in its own process (same numbers).
     """
-    import torch
+    from fairfacebench.threads import compute_threads
 
-    torch.set_num_threads(threads)
-    return np.asarray(encoder.encode_images(images), np.float32), os.getpid()
+    with compute_threads(threads):
+        return np.asarray(encoder.encode_images(images), np.float32), os.getpid()
 
 
 class RayShards:
