@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fairfacebench.threads import compute_threads
+
 # Images per shard: large enough that a Ray task's start-up is a small share of its work, a multiple of the
 # encoders' batch of 256 so shard boundaries never change a batch.  FAIRBENCH_EMBED_SHARD overrides it (tests).
 SHARD = 2048
@@ -57,8 +59,6 @@ def _encode_shard(encoder: Any, images: np.ndarray, threads: int) -> tuple[np.nd
 
     It computes with the run's thread count in every library, as the run would in its own process (same numbers).
     """
-    from fairfacebench.threads import compute_threads
-
     with compute_threads(threads):
         return np.asarray(encoder.encode_images(images), np.float32), os.getpid()
 

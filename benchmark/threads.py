@@ -10,7 +10,11 @@ split over another number of threads may round differently in the last bit,
 enough to move a sample across a threshold (a near-duplicate cosine, a
 pseudo-label's confidence).  `compute_threads` sets all of them to the run's
 count: the pools already loaded through threadpoolctl, and the environment
-variables a library loaded later reads when it starts.
+variables a library loaded later reads when it starts.  Such a library keeps
+that count as its ceiling in this process (OpenBLAS cannot grow its pool), so
+a process that runs specs with different `threads` may compute a later run
+with fewer: a grid has one `threads` for all its runs, and worker processes
+are fresh.
 """
 
 from __future__ import annotations
