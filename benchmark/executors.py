@@ -316,10 +316,7 @@ def _child(
     die_with_parent(parent)
     adopt_environment(env)
     with worker_reporting(channel):
-        import torch
-
-        torch.set_num_threads(spec.threads)
-        record, arrays = runner(spec)
+        record, arrays = runner(spec)  # the runner computes inside compute_threads(spec.threads)
         ResultStore(store_root).write(spec.run_id, record, arrays)
 
 

@@ -3,7 +3,6 @@
 import os
 
 import faiss  # noqa: F401  (its OpenMP pool is one of those limited)
-import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_info
@@ -25,7 +24,6 @@ def test_compute_threads_sets_torch_blas_openmp_and_the_variables_then_restores_
         # so above one thread the pools are only bounded; at one thread, the default, every pool is at one.
         assert all(threads == 1 if n == 1 else threads <= n for _, threads in pools()), pools()
         assert all(os.environ[name] == str(n) for name in THREAD_ENV)
-        np.ones((64, 64)) @ np.ones((64, 64))  # computes inside
     assert (torch.get_num_threads(), pools(), {name: os.environ.get(name) for name in THREAD_ENV}) == before
 
 
