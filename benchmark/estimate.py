@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from fairfacebench.backbones import create_backbone
-from fairfacebench.provenance import cpu_info
+from fairfacebench.provenance import cpu_info, hardware_of
 from fairfacebench.speed import autocast, memory_format, precision
 from fairfacebench.training import Classifier
 
@@ -165,15 +165,26 @@ class Estimate:
     preparing: dict[str, float] = field(default_factory=dict)  # encoder -> seconds of its training, before its runs
 
 
+def train_seconds_per_step(record: Any) -> float | None:
+    """A finished run's training wall time (all its stages) per optimizer step, or None when it has none."""
+    report = record.budget_report or {}
+    train = sum((report.get("wall_time_per_stage_s") or {}).values()) or report.get("wall_time_s")
+    return train / report["steps"] if record.ok and train and report.get("steps") else None
+
+
+def on_this_machine(records: Iterable[Any]) -> list[Any]:
+    """The records computed on this machine's CPU model and instruction set (as the leaderboard names hardware)."""
+    here = hardware_of(cpu_info())
+    return [r for r in records if r.host and hardware_of(r.host) == here]
+
+
 def method_costs(records: Iterable[Any]) -> dict[str, float]:
     """Each method's wall time per optimizer step relative to ERM's, from ok records that share ERM's comparison
     (same machine and budget): the median over the method's runs."""
     per_step: dict[tuple[str, str], list[float]] = {}
     for r in records:
-        report = r.budget_report or {}
-        train = sum((report.get("wall_time_per_stage_s") or {}).values()) or report.get("wall_time_s")
-        if r.ok and train and report.get("steps"):
-            per_step.setdefault((r.comparison_id, r.method), []).append(train / report["steps"])
+        if (seconds := train_seconds_per_step(r)) is not None:
+            per_step.setdefault((r.comparison_id, r.method), []).append(seconds)
     erm = {c: statistics.median(v) for (c, m), v in per_step.items() if m == "erm"}
     ratios: dict[str, list[float]] = {}
     for (comparison, method), values in per_step.items():
@@ -220,16 +231,24 @@ def plan_estimate(
     """The estimate of the runs a plan will compute: this machine's step cost per setting (measured once, cached),
     method costs from the store's records over the measured table of the budget, evaluation sizes from records of
     the same data (else from the dataset plugin, `split_sizes`), and the encoders to prepare first."""
-    measured = method_costs(records)
+    here = on_this_machine(records)
+    measured = {**method_costs(records), **method_costs(here)}  # this machine's ratios where it has them
     sizes = {r.spec.data_fingerprint: r.task_info.sizes for r in records if r.task_info is not None}
     seconds: dict[str, float] = {}
     notes: list[str] = []
     groups: dict[tuple, list[Any]] = {}
     for s in todo:
-        key = (s.backbone, s.resolution, s.budget.batch_size, precision(s.budget, "cpu"), s.threads, s.data_fingerprint)
-        groups.setdefault(key, []).append(s)
+        groups.setdefault((*step_setting(s), s.data_fingerprint), []).append(s)
     for (backbone, resolution, batch, prec, threads, fingerprint), specs in groups.items():
         step = step_cost(backbone, resolution, batch, prec, threads, cache_dir)
+        if observed := observed_erm_step(here, (backbone, resolution, batch, prec, threads)):
+            seconds_per_step, runs = observed
+            notes.append(
+                f"step cost of {backbone} at {resolution} px, batch {batch}, {prec}, {threads} thread(s): "
+                f"{seconds_per_step:.3f} s, the median of erm's {runs} run(s) on this machine in the store "
+                f"(calibration {step.train_step_s:.3f} s, measured {step.measured})"
+            )
+            step = StepCost(seconds_per_step, step.infer_image_s, f"erm's {runs} run(s) in the store")
         split = sizes.get(fingerprint) or split_sizes(specs[0])
         eval_images = (split["val"] + split["test"]) if split else 0
         if not split:
@@ -249,6 +268,23 @@ def plan_estimate(
         preparing[prep.name] = prep.steps * step.train_step_s + prep.fixed_s
     wall = packed([*seconds.values(), *preparing.values()], workers)
     return Estimate(seconds, wall, workers, sorted(set(notes)), preparing)
+
+
+def step_setting(spec: Any) -> tuple:
+    """What a training step's cost depends on: backbone, resolution, batch size, precision and threads."""
+    return spec.backbone, spec.resolution, spec.budget.batch_size, precision(spec.budget, "cpu"), spec.threads
+
+
+def observed_erm_step(records: Iterable[Any], setting: tuple) -> tuple[float, int] | None:
+    """The median training seconds per step of erm's finished runs at `setting` (backbone, resolution, batch,
+    precision, threads) among `records`, and how many runs: what a step of the grid really costs, the workers'
+    contention included, which a calibration on an idle process does not see. None when there is no such run."""
+    seconds = [
+        t
+        for r in records
+        if r.method == "erm" and step_setting(r.spec) == setting and (t := train_seconds_per_step(r)) is not None
+    ]
+    return (round(statistics.median(seconds), 5), len(seconds)) if seconds else None
 
 
 def packed(run_seconds: Iterable[float], workers: int) -> float:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
 from fairfacebench.loading import resolve_device
 from fairfacebench.progress import GridView
-from fairfacebench.provenance import host_info
+from fairfacebench.provenance import hardware_of, host_info
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
@@ -119,11 +119,6 @@ def claim_unfinished(
             hardware_of(host_info()),
         )
     return todo
-
-
-def hardware_of(host: dict[str, Any]) -> str:
-    """The hardware that decides a run's numbers: the CPU model and the instruction set torch dispatches to."""
-    return f"{host.get('cpu_model') or 'unknown CPU'} ({host.get('torch_cpu_capability') or '?'})"
 
 
 def other_hardware(record: RunRecord | None) -> str | None:

@@ -65,6 +65,11 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+def hardware_of(host: dict[str, Any]) -> str:
+    """The hardware that decides a run's numbers: the CPU model and the instruction set torch dispatches to."""
+    return f"{host.get('cpu_model') or 'unknown CPU'} ({host.get('torch_cpu_capability') or '?'})"
+
+
 def host_info() -> dict[str, Any]:
     """The host as a record states it: platform, this process's torch threads, the CPU model and flags."""
     return {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), **cpu_info()}

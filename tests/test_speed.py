@@ -72,6 +72,39 @@ def test_method_costs_are_wall_time_per_step_relative_to_erm_in_the_same_compari
     assert costs == {"erm": 1.0, "simclr": 2.0, "jtt": 1.0}  # erm's median 1.1 s per step
 
 
+def test_this_machines_records_set_the_step_cost_and_method_costs_over_other_hardware(tmp_path, monkeypatch):
+    # A calibration on an idle process misses the workers' contention, and another CPU's records their ratios:
+    # erm's runs on this machine give the step cost, this machine's ratios beat another machine's.
+    here = {"cpu_model": "Here CPU", "torch_cpu_capability": "AVX512"}
+    there = {"cpu_model": "Other CPU", "torch_cpu_capability": "AVX2"}
+    monkeypatch.setattr(est, "cpu_info", lambda: here)
+    monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(1.0, 0.01, "calibrated"))
+    budget = Budget("b", 100, 8)
+
+    def rec(method, seed, seconds_per_step, host):
+        record = fake_record(method, seed, host=host, budget=budget, dataset=f"d{seed}")
+        report = {"steps": 100, "wall_time_per_stage_s": {"train": seconds_per_step * 100}}
+        return replace(record, budget_report=report)
+
+    records = [
+        rec("erm", 0, 0.3, here),
+        rec("erm", 1, 0.5, here),  # erm's median on this machine: 0.4 s
+        rec("simclr", 0, 0.6, here),  # ratio 2 here (0.6 / 0.3)
+        rec("erm", 2, 0.1, there),
+        rec("simclr", 2, 0.5, there),  # ratio 5 there: overridden
+        rec("jtt", 2, 0.3, there),  # ratio 3, only there: kept
+    ]
+    specs = [fake_spec(m, budget=budget) for m in ("erm", "simclr", "jtt")]
+    out = est.plan_estimate(specs, 1, tmp_path, records, lambda spec: {"train": 5, "val": 100, "test": 100})
+    # 100 steps x 0.4 s x ratio + 200 images x 0.01 s + start
+    expected = {"erm": 40 + 2, "simclr": 80 + 2, "jtt": 120 + 2}
+    assert out.seconds == {s.run_id: pytest.approx(expected[s.method] + est.RUN_START_S) for s in specs}
+    assert any("0.400 s, the median of erm's 2 run(s) on this machine" in n and "1.000" in n for n in out.notes)
+    # without this machine's records: the calibration and the other machine's ratios
+    alone = est.plan_estimate(specs, 1, tmp_path, records[3:], lambda spec: {"train": 5, "val": 100, "test": 100})
+    assert alone.seconds[specs[1].run_id] == pytest.approx(100 * 1.0 * 5 + 2 + est.RUN_START_S)
+
+
 def test_the_dry_run_prints_an_estimate_of_each_run_and_of_the_grid(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(0.25, 0.0, "test"))
     monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))
