@@ -618,12 +618,19 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
         if spec.run_id in work.stale and not args.force:
             action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+    _print_estimate(expected)
     if work.waiting:
+        possible, bound = _possible_final(plan, work.specs), "none otherwise"
+        if possible:
+            after = _estimate(possible, plan, reg)
+            bound = (
+                f"at most {len(possible)} run(s), ~{duration(after.wall_s)} more on {after.workers} worker(s) (each "
+                f"of the {len(plan.final_selection)} selection rule(s) picking its own trial)"
+            )
         print(
             f"then: the chosen trials on seeds {plan.search_seeds}..{plan.seeds - 1} of {work.waiting} method(s) "
-            "whose search has not finished (not in the estimate)"
+            f"whose search has not finished: none if every rule keeps the defaults, {bound}"
         )
-    _print_estimate(expected)
     print("dry run: nothing computed")
 
 
@@ -681,14 +688,26 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     return 0 if counts["failed"] == 0 else 1
 
 
-def _after_search(plan: Any, specs: list[Any], reg: Any) -> tuple[list[Any], int]:
-    """The runs of the trials chosen on the search seeds (from the store), and how many methods still search."""
-    from fairfacebench.plan import expand_final
+def _search_records(plan: Any) -> list[Any]:
+    """The store's records when the plan searches (what the chosen trials depend on), else none."""
     from fairfacebench.store import ResultStore
 
     out = Path(plan.out)
-    records = list(ResultStore(out, create=False).records()) if out.is_dir() and plan.search_seeds else []
-    return expand_final(plan, specs, records, reg)
+    return list(ResultStore(out, create=False).records()) if out.is_dir() and plan.search_seeds else []
+
+
+def _after_search(plan: Any, specs: list[Any], reg: Any) -> tuple[list[Any], int]:
+    """The runs of the trials chosen on the search seeds (from the store), and how many methods still search."""
+    from fairfacebench.plan import expand_final
+
+    return expand_final(plan, specs, _search_records(plan), reg)
+
+
+def _possible_final(plan: Any, specs: list[Any]) -> list[Any]:
+    """The most runs the chosen trials of the methods still searching can add (`plan.possible_final`)."""
+    from fairfacebench.plan import possible_final
+
+    return possible_final(plan, specs, _search_records(plan))
 
 
 def _estimate(todo: list[Any], plan: Any, reg: Any) -> Any:

@@ -433,12 +433,8 @@ def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any 
         return [], 0
     reg = reg or registry()
     finished = {r.run_id: r for r in records}
-    cells: dict[tuple[str, str, str], list[RunSpec]] = {}
-    for spec in specs:
-        if spec.seed < plan.search_seeds:
-            cells.setdefault((spec.dataset, spec.task, spec.method), []).append(spec)
     final, waiting = [], 0
-    for cell_specs in cells.values():
+    for cell_specs in search_cells(plan, specs).values():
         if any(s.run_id not in finished for s in cell_specs):
             waiting += 1
             continue
@@ -453,6 +449,32 @@ def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any 
             for seed in range(plan.search_seeds, plan.seeds)
         ]
     return final, waiting
+
+
+def search_cells(plan: Plan, specs: list[RunSpec]) -> dict[tuple[str, str, str], list[RunSpec]]:
+    """(dataset, task, method) -> its runs on the search seeds, every trial."""
+    cells: dict[tuple[str, str, str], list[RunSpec]] = {}
+    for spec in specs:
+        if spec.seed < plan.search_seeds:
+            cells.setdefault((spec.dataset, spec.task, spec.method), []).append(spec)
+    return cells
+
+
+def possible_final(plan: Plan, specs: list[RunSpec], records: list[Any]) -> list[RunSpec]:
+    """The most runs the chosen trials of the methods still searching can add (for a plan's estimate): each rule of
+    `plan.final_selection` picking a different trial other than 0, on the remaining seeds.  None at all when every
+    rule keeps the defaults."""
+    if not plan.search_seeds or plan.search_seeds >= plan.seeds:
+        return []
+    finished = {r.run_id for r in records}
+    out = []
+    for cell_specs in search_cells(plan, specs).values():
+        if all(s.run_id in finished for s in cell_specs):
+            continue
+        template = {s.trial: s for s in cell_specs}
+        trials = sorted(set(template) - {0})[: len(plan.final_selection)]
+        out += [replace(template[t], seed=seed) for t in trials for seed in range(plan.search_seeds, plan.seeds)]
+    return out
 
 
 def search_choice(by_trial: dict[int, list[Any]], rule: Any) -> int | None:

@@ -22,7 +22,7 @@ from fairfacebench.leaderboard.tables import build, get_rule
 from fairfacebench.methods.base import Hparam, uniform
 from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import Reweight
-from fairfacebench.plan import expand, expand_final, load_plan, trial_hparams
+from fairfacebench.plan import expand, expand_final, load_plan, possible_final, trial_hparams
 from fairfacebench.plugins import registry
 from fairfacebench.spec import spec_hash
 from fairfacebench.store import ResultStore
@@ -381,6 +381,9 @@ def test_a_search_runs_trials_on_the_search_seeds_then_each_rules_pick_on_the_re
     assert sorted((s.trial, s.seed) for s in specs) == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)]
     search = [s for s in specs if s.seed == 0]
     assert expand_final(plan, specs, [], registry()) == ([], 1)  # nothing finished: the method waits
+    # what it may add at most (the dry run's bound): each of the two rules picking its own trial, on seeds 1 and 2
+    bound = possible_final(plan, specs, [])
+    assert sorted((s.trial, s.seed) for s in bound) == [(1, 1), (1, 2), (2, 1), (2, 2)]
     # trial 1 best on validation accuracy, trial 2 on worst-group accuracy: both run on seeds 1 and 2
     vals = {0: _m(0.70, wga=0.50), 1: _m(0.90, wga=0.40), 2: _m(0.80, wga=0.60)}
     records = [fake_record(spec=s, run_id=s.run_id, val=vals[s.trial]) for s in search]
@@ -391,3 +394,4 @@ def test_a_search_runs_trials_on_the_search_seeds_then_each_rules_pick_on_the_re
     vals[0] = _m(0.95, wga=0.9)
     records = [fake_record(spec=s, run_id=s.run_id, val=vals[s.trial]) for s in search]
     assert expand_final(plan, specs, records, registry()) == ([], 0)
+    assert possible_final(plan, specs, records) == []  # the search has finished: nothing left to bound

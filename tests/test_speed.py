@@ -117,6 +117,23 @@ def test_the_dry_run_prints_an_estimate_of_each_run_and_of_the_grid(tmp_path, ca
     assert "estimated wall time: 19s for 4 run(s) to compute on 2 worker(s)" in out
 
 
+def test_a_dry_run_bounds_the_chosen_trials_of_a_search_that_has_not_finished(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(0.25, 0.0, "test"))
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "search.toml"
+    config.write_text('seeds = 3\nhparam_trials = 3\nsearch_seeds = 1\nfinal_selection = ["val_acc", "val_wga"]\n')
+    options = [f"--dataset-option={k}={v}" for k, v in SMALL_SYNTHFACES.items()]
+    argv = ["run", "--config", str(config), "--methods", "jtt", "--budget", "smoke", "--dry-run"]
+    assert main([*argv, *options, "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    # the search: trial 0 on seeds 0-2, trials 1-2 on seed 0; then at most trials 1 and 2 on seeds 1 and 2: four
+    # runs of jtt (12 x 0.25 x 1.05 + start = 9.15 s each): the five of the search on two workers take three
+    # runs' time, the four after it two runs' time
+    assert "estimated wall time: 27s for 5 run(s)" in out
+    assert "then: the chosen trials on seeds 1..2 of 1 method(s) whose search has not finished: none if every " in out
+    assert "at most 4 run(s), ~18s more on 2 worker(s) (each of the 2 selection rule(s) picking its own trial)" in out
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
 def test_the_table_decides_the_layout_of_the_inputs_too(monkeypatch, layout):
     # The harness's images arrive channels-last-strided (an NHWC permute) and a CPU convolution computes in its
