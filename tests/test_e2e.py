@@ -1,13 +1,13 @@
 """End to end through the `fairbench` command line."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_install import install_plugin
 
 from fairfacebench.cli import main
 from fairfacebench.plugins import registry
@@ -57,23 +57,7 @@ def test_third_party_plugin_installs_lists_and_runs(tmp_path):
     """A tiny package under tests/ registers a method through the public entry-point group."""
     target = tmp_path / "site"
     pkg = Path(__file__).parent / "plugin_pkg"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = install_plugin(pkg, target)
     cli = [sys.executable, "-m", "fairfacebench.cli"]
     listed = subprocess.run(
         [*cli, "list", "methods", "--format", "json"], env=env, capture_output=True, text=True, check=True

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_install import install_plugin
 from records import fake_record, metrics
 
 from fairfacebench.datasets.synthfaces.mini_clip import MiniClipConfig, load_or_train
@@ -179,23 +180,7 @@ def faulty_env(tmp_path_factory):
     """PYTHONPATH with the faulty test plugin installed (the venv itself is not touched)."""
     target = tmp_path_factory.mktemp("faulty-site")
     pkg = Path(__file__).parent / "faulty_plugin"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return {**os.environ, "PYTHONPATH": str(target)}
+    return install_plugin(pkg, target)
 
 
 def _rows(out):

@@ -1,11 +1,11 @@
 """Done-when of the contributor kit: scaffold a method, install it, list it, run it, pass the conformance kit."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from plugin_install import install_plugin
 
 from fairfacebench.cli import main
 from fairfacebench.scaffold import names
@@ -26,23 +26,7 @@ def test_scaffolded_method_installs_lists_runs_and_conforms(tmp_path, capsys):
         "tests/test_conformance.py",
     }
     target = tmp_path / "site-packages"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    env = install_plugin(pkg, target, OMP_NUM_THREADS="1")
 
     listed = subprocess.run(
         [*CLI, "list", "methods", "--format", "json"], env=env, capture_output=True, text=True, check=True

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_install import install_plugin
 
 from fairfacebench.errors import ConfigError
 from fairfacebench.method_code import MethodCode, method_code
@@ -241,10 +242,7 @@ def test_a_sealed_run_computes_what_a_run_in_the_harness_process_computes():
 def hostile_env(tmp_path_factory):
     """PYTHONPATH with the hostile test plugin installed (the venv itself is not touched)."""
     target = tmp_path_factory.mktemp("hostile-site")
-    pkg = Path(__file__).parent / "hostile_plugin"
-    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
-    subprocess.run([*install, str(target), str(pkg)], check=True, capture_output=True)
-    return {**os.environ, "PYTHONPATH": str(target)}
+    return install_plugin(Path(__file__).parent / "hostile_plugin", target)
 
 
 def records(out):
