@@ -32,6 +32,11 @@ def verdicts(board: dict) -> dict[tuple[str, str, str], dict[str, str]]:
     return out
 
 
+def judged(category: str) -> bool:
+    """A verdict that says something: the method is on the board and was judged (enough shared seeds)."""
+    return category != "—" and not category.startswith("not judged")
+
+
 def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
     """Markdown lines: per (task, encoder, kind) a table of method, old verdict, new verdict, same or changed."""
     before, after = verdicts(old), verdicts(new)
@@ -49,10 +54,17 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
         ]
         for method in sorted(set(a) | set(b)):
             va, vb = a.get(method, "—"), b.get(method, "—")
-            status = "same" if va == vb else ("" if "—" in (va, vb) else "changed")
+            status = "same" if va == vb else ("changed" if judged(va) and judged(vb) else "")
             lines.append(f"| {method} | {va} | {vb} | {status} |")
-        kept = sum(a.get(m) == v for m, v in b.items())
-        lines += ["", f"{kept} of {len(set(a) & set(b))} methods on both boards keep their verdict.", ""]
+        both = [m for m in set(a) & set(b) if judged(a[m]) and judged(b[m])]
+        kept = sum(a[m] == b[m] for m in both)
+        unjudged = len(set(a) & set(b)) - len(both)
+        lines += [
+            "",
+            f"{kept} of {len(both)} methods judged on both boards keep their verdict"
+            + (f" ({unjudged} more not judged on one of them)." if unjudged else "."),
+            "",
+        ]
     return lines
 
 
