@@ -640,6 +640,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     import time
 
     from fairfacebench.grid import execute
+    from fairfacebench.leaderboard.render import current_exports
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
     from fairfacebench.store import ResultStore
@@ -674,7 +675,14 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
             counts = {k: v + counts[k] for k, v in grid(new).items()}
     finally:
         view.close()
-    paths = write(plan.out, rule=plan.selection)
+    paths = None if outcomes else current_exports(Path(plan.out), plan.selection)
+    if paths is None:
+        paths = write(plan.out, rule=plan.selection)
+    else:
+        print(
+            f"nothing computed: the leaderboard in {plan.out} is up to date with its records and kept (`fairbench "
+            f"leaderboard tables {plan.out}` builds it again)"
+        )
     store = ResultStore(plan.out, create=False)
     print(tabulate(summary_rows(_outcome_rows(outcomes, store)), headers=SUMMARY_HEADERS, tablefmt="github"))
     print(SUMMARY_TIMES)

@@ -39,6 +39,7 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.plain import nan_to_none, spreadsheet_safe
 from fairfacebench.spec import canonical_json
+from fairfacebench.store import RECORD
 from fairfacebench.typed import to_plain
 
 MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
@@ -722,6 +723,23 @@ def foreign_exports(out: Path) -> list[Path]:
         if path.is_file() and not _written_by_fairbench(kind, path):
             found.append(path)
     return found
+
+
+def current_exports(out: Path, rule: str) -> dict[str, Path] | None:
+    """The leaderboard files in a store's folder when they are up to date with it: all three written by fairbench,
+    built under selection rule `rule` and newer than every run record there (None otherwise).  What a `fairbench
+    run` that computed nothing keeps instead of building the same board again."""
+    paths = {kind: out / name for kind, name in EXPORTS.items()}
+    if not all(path.is_file() for path in paths.values()) or foreign_exports(out):
+        return None
+    try:
+        if json.loads(paths["json"].read_text(encoding="utf-8")).get("selection_rule") != rule:
+            return None
+    except ValueError:
+        return None
+    built = min(path.stat().st_mtime_ns for path in paths.values())
+    newest = max((record.stat().st_mtime_ns for record in out.glob(f"*/{RECORD}")), default=0)
+    return paths if built >= newest else None
 
 
 def _written_by_fairbench(kind: str, path: Path) -> bool:

@@ -35,9 +35,12 @@ def test_run_all_methods_on_synthfaces_smoke_writes_the_leaderboard(tmp_path, ca
         assert all(r["steps"] == 12 for r in row["budget_report"]), name
     md = (out / "leaderboard.md").read_text()
     assert "| method" in md and "eod_max" in md and "per-group test metrics of erm" in md
-    # re-running the same command finds every run finished
+    # re-running the same command finds every run finished, and keeps the leaderboard it would build again
+    built = (out / "leaderboard.json").stat().st_mtime_ns
     assert main(["run", "--methods", "all", "--budget", "smoke", "--out", str(out), *TINY_OPTIONS]) == 0
-    assert f"0 to compute, {len(rows)} already in" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert f"0 to compute, {len(rows)} already in" in again
+    assert "nothing computed: the leaderboard in" in again and (out / "leaderboard.json").stat().st_mtime_ns == built
 
 
 def test_list_shows_metadata(capsys):

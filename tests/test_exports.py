@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import time
 from dataclasses import replace
@@ -15,6 +16,7 @@ from test_site import record
 from fairfacebench.budget import Budget
 from fairfacebench.cli import main
 from fairfacebench.errors import ConfigError
+from fairfacebench.leaderboard.render import current_exports
 from fairfacebench.leaderboard.site import MARKER, build_site
 from fairfacebench.leaderboard.tables import write
 from fairfacebench.store import ResultStore
@@ -112,6 +114,20 @@ def test_leaderboard_tables_never_replaces_a_users_own_leaderboard(hostile_store
     for _ in range(2):  # its own files are rewritten
         assert main(["leaderboard", "tables", str(hostile_store), "--out", str(ours)]) == 0
     assert sorted(p.name for p in ours.iterdir()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+
+
+def test_a_leaderboard_is_current_only_if_built_by_fairbench_under_the_rule_after_every_record(hostile_store):
+    assert current_exports(hostile_store, "val_acc") is None  # not built yet
+    paths = write(hostile_store, rule="val_acc")
+    assert current_exports(hostile_store, "val_acc") == paths
+    assert current_exports(hostile_store, "val_wga") is None  # built under another rule
+    newest = max(hostile_store.glob("*/record.json"), key=lambda p: p.stat().st_mtime_ns)
+    later = paths["json"].stat().st_mtime_ns + 1_000_000
+    os.utime(newest, ns=(later, later))  # a run another process finished after the build
+    assert current_exports(hostile_store, "val_acc") is None
+    write(hostile_store, rule="val_acc")
+    paths["md"].write_text("# my own notes\n")  # not fairbench's any more
+    assert current_exports(hostile_store, "val_acc") is None
 
 
 def test_an_interrupted_build_leaves_nothing_a_later_build_refuses(hostile_store, tmp_path, monkeypatch):
