@@ -55,7 +55,7 @@ def method_code(cls: type, provider: tuple[str, str] | None) -> MethodCode | Non
     modules = code_modules(cls.__module__)
     if not modules:
         return None
-    digests = sorted(hashlib.sha256(code_tokens(source_of(name))).hexdigest() for name in modules)
+    digests = sorted(module_digest(name) for name in modules)
     return MethodCode(
         fingerprint=hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         modules=list(modules),
@@ -165,6 +165,21 @@ def source_of(module: str) -> bytes:
     if path is None:
         raise FileNotFoundError(f"module {module} has no Python source file to fingerprint")
     return path.read_bytes()
+
+
+def module_digest(module: str) -> str:
+    """sha256 of a module's `code_tokens`, tokenized once per version of its file (path, modification time, size):
+    a store's check looks at every run's method, and each would tokenize the same files again."""
+    path = source_path(module)
+    if path is None:
+        raise FileNotFoundError(f"module {module} has no Python source file to fingerprint")
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=None)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(code_tokens(Path(path).read_bytes())).hexdigest()
 
 
 def code_tokens(source: bytes) -> bytes:
