@@ -643,7 +643,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
     from fairfacebench.leaderboard.render import current_exports
     from fairfacebench.leaderboard.tables import write
     from fairfacebench.progress import SUMMARY_HEADERS, SUMMARY_TIMES, GridView, duration, run_title, summary_rows
-    from fairfacebench.store import ResultStore
+    from fairfacebench.store import RECORD, ResultStore
 
     live = args.progress == "live" or (args.progress == "auto" and sys.stdout.isatty())
     view = GridView(0, live=live, stream=sys.stdout, work_per_run=plan.budget_profile.steps)
@@ -675,7 +675,8 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
             counts = {k: v + counts[k] for k, v in grid(new).items()}
     finally:
         view.close()
-    paths = None if outcomes else current_exports(Path(plan.out), plan.selection)
+    computed = any(not status.startswith("skipped") for _, status in outcomes)
+    paths = None if computed else current_exports(Path(plan.out), plan.selection, Path(plan.out).glob(f"*/{RECORD}"))
     if paths is None:
         paths = write(plan.out, rule=plan.selection)
     else:

@@ -365,9 +365,11 @@ class SpecRunner:
                 where = exc.remote_traceback if isinstance(exc, RemoteFailure) else traceback.format_exc()
                 fields, arrays, status = {"error": error_line(exc), "traceback": where}, None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
-        wall = round(time.perf_counter() - started, 3)
-        isolation = self.isolation(spec)
-        return record_of(spec, reg, data, status, wall, self.config, started_at, isolation=isolation, **fields), arrays
+            wall = round(time.perf_counter() - started, 3)
+            isolation = self.isolation(spec)
+            # scored and described under the run's thread limit: the record's host states the threads it ran with
+            record = record_of(spec, reg, data, status, wall, self.config, started_at, isolation=isolation, **fields)
+        return record, arrays
 
     def transfer_test(self, target: TransferTarget, resolution: int) -> Split:
         """The test split of a transfer dataset at the run's resolution (loaded before the fit, so bad data fails

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 from tabulate import tabulate
@@ -39,7 +39,6 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.plain import nan_to_none, spreadsheet_safe
 from fairfacebench.spec import canonical_json
-from fairfacebench.store import RECORD
 from fairfacebench.typed import to_plain
 
 MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " "})
@@ -725,10 +724,10 @@ def foreign_exports(out: Path) -> list[Path]:
     return found
 
 
-def current_exports(out: Path, rule: str) -> dict[str, Path] | None:
+def current_exports(out: Path, rule: str, records: Iterable[Path]) -> dict[str, Path] | None:
     """The leaderboard files in a store's folder when they are up to date with it: all three written by fairbench,
-    built under selection rule `rule` and newer than every run record there (None otherwise).  What a `fairbench
-    run` that computed nothing keeps instead of building the same board again."""
+    built under selection rule `rule` and newer than every file of `records` (the store's run records; None
+    otherwise).  What a `fairbench run` that computed nothing keeps instead of building the same board again."""
     paths = {kind: out / name for kind, name in EXPORTS.items()}
     if not all(path.is_file() for path in paths.values()) or foreign_exports(out):
         return None
@@ -738,7 +737,7 @@ def current_exports(out: Path, rule: str) -> dict[str, Path] | None:
     except ValueError:
         return None
     built = min(path.stat().st_mtime_ns for path in paths.values())
-    newest = max((record.stat().st_mtime_ns for record in out.glob(f"*/{RECORD}")), default=0)
+    newest = max((record.stat().st_mtime_ns for record in records), default=0)
     return paths if built >= newest else None
 
 

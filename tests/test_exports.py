@@ -117,17 +117,20 @@ def test_leaderboard_tables_never_replaces_a_users_own_leaderboard(hostile_store
 
 
 def test_a_leaderboard_is_current_only_if_built_by_fairbench_under_the_rule_after_every_record(hostile_store):
-    assert current_exports(hostile_store, "val_acc") is None  # not built yet
+    def current(rule):
+        return current_exports(hostile_store, rule, hostile_store.glob("*/record.json"))
+
+    assert current("val_acc") is None  # not built yet
     paths = write(hostile_store, rule="val_acc")
-    assert current_exports(hostile_store, "val_acc") == paths
-    assert current_exports(hostile_store, "val_wga") is None  # built under another rule
+    assert current("val_acc") == paths
+    assert current("val_wga") is None  # built under another rule
     newest = max(hostile_store.glob("*/record.json"), key=lambda p: p.stat().st_mtime_ns)
     later = paths["json"].stat().st_mtime_ns + 1_000_000
     os.utime(newest, ns=(later, later))  # a run another process finished after the build
-    assert current_exports(hostile_store, "val_acc") is None
+    assert current("val_acc") is None
     write(hostile_store, rule="val_acc")
     paths["md"].write_text("# my own notes\n")  # not fairbench's any more
-    assert current_exports(hostile_store, "val_acc") is None
+    assert current("val_acc") is None
 
 
 def test_an_interrupted_build_leaves_nothing_a_later_build_refuses(hostile_store, tmp_path, monkeypatch):
