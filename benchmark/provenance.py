@@ -11,8 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 TRACKED_PACKAGES = (
     "fairfacebench",
     "torch",
@@ -50,6 +48,8 @@ def git_commit() -> str | None:
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     """The CPU model and instruction-set flags (/proc/cpuinfo) and the SIMD level torch dispatches to."""
+    import torch  # here, not at the top: the leaderboard reads `hardware_of` without importing torch
+
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -65,13 +65,23 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def hardware_of(host: dict[str, Any]) -> str:
-    """The hardware that decides a run's numbers: the CPU model and the instruction set torch dispatches to."""
-    return f"{host.get('cpu_model') or 'unknown CPU'} ({host.get('torch_cpu_capability') or '?'})"
+NOT_RECORDED = "not recorded"
+
+
+def hardware_of(host: dict[str, Any] | None) -> str:
+    """The hardware that decides a run's numbers, as a record's host states it: 'CPU model (the instruction set
+    torch dispatches to)', or 'not recorded' when the host states neither."""
+    host = host or {}
+    model, capability = host.get("cpu_model"), host.get("torch_cpu_capability")
+    if not model and not capability:
+        return NOT_RECORDED
+    return f"{model or 'unknown CPU'} ({capability or 'capability not recorded'})"
 
 
 def host_info() -> dict[str, Any]:
     """The host as a record states it: platform, this process's torch threads, the CPU model and flags."""
+    import torch
+
     return {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), **cpu_info()}
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fairfacebench.flags import Flag
 from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row
+from fairfacebench.provenance import hardware_of
 
 if TYPE_CHECKING:
     from fairfacebench.leaderboard.evidence import StoredRuns
@@ -27,7 +28,6 @@ FLAG_ORDER = (
     "tiny-groups",
     "uninformative-interval",
 )
-NOT_RECORDED = "not recorded"
 ZERO_WIDTH = 1e-9  # seeds equal up to floating-point rounding
 SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
 
@@ -74,20 +74,11 @@ def few_seeds(n: int) -> Flag | None:
     )
 
 
-def hardware_of(record: RunRecord) -> str:
-    """'CPU model (torch CPU capability)' from the record's host, or 'not recorded'."""
-    host = record.host or {}
-    model, capability = host.get("cpu_model"), host.get("torch_cpu_capability")
-    if not model and not capability:
-        return NOT_RECORDED
-    return f"{model or 'unknown CPU'} ({capability or 'capability not recorded'})"
-
-
 def machines(runs: list[RunRecord]) -> dict[str, list[int]]:
     """Hardware -> the seeds of the runs that ran on it, in first-seen order."""
     seeds: dict[str, list[int]] = {}
     for r in runs:
-        seeds.setdefault(hardware_of(r), []).append(r.seed)
+        seeds.setdefault(hardware_of(r.host), []).append(r.seed)
     return seeds
 
 
@@ -147,7 +138,7 @@ def table_hardware(rows: list[Row], runs: dict[str, list[RunRecord]]) -> list[Ha
     methods: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         for hw in row.hardware:
-            count[hw] += sum(1 for r in runs.get(row.method, []) if hardware_of(r) == hw)
+            count[hw] += sum(1 for r in runs.get(row.method, []) if hardware_of(r.host) == hw)
             methods[hw].append(row.method)
     return [HardwareRuns(hw, count[hw], methods[hw]) for hw in sorted(count, key=lambda h: (-count[h], h))]
 

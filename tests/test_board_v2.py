@@ -22,6 +22,7 @@ from fairfacebench.metrics.bootstrap import intervals_from_counts
 from fairfacebench.metrics.compare import holm
 from fairfacebench.metrics.fairness import confusion_counts
 from fairfacebench.plugins import registry
+from fairfacebench.provenance import hardware_of
 from fairfacebench.record import Isolation
 from fairfacebench.results import load_runs
 from fairfacebench.store import ResultStore
@@ -274,6 +275,13 @@ def test_a_table_names_its_hardware_and_flags_a_row_that_mixes_machines(tmp_path
     assert "Hardware of the selected runs (CPU model, torch CPU capability): AMD EPYC (AVX512): 5 runs" in to_markdown(
         build(tmp_path)
     )
+
+
+def test_one_name_for_a_hosts_hardware_in_the_grid_the_estimate_and_the_tables():
+    assert hardware_of({"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512"}) == "AMD EPYC (AVX512)"
+    assert hardware_of({"cpu_model": "AMD EPYC"}) == "AMD EPYC (capability not recorded)"
+    assert hardware_of({"torch_cpu_capability": "AVX2"}) == "unknown CPU (AVX2)"
+    assert hardware_of({"platform": "Linux"}) == hardware_of(None) == "not recorded"
 
 
 def test_the_demonstration_budget_says_what_it_is_on_the_board(tmp_path):
