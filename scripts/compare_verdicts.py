@@ -54,7 +54,7 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
         ]
         for method in sorted(set(a) | set(b)):
             va, vb = a.get(method, "—"), b.get(method, "—")
-            status = "same" if va == vb else ("changed" if judged(va) and judged(vb) else "")
+            status = ("same" if va == vb else "changed") if judged(va) and judged(vb) else ""
             lines.append(f"| {method} | {va} | {vb} | {status} |")
         both = [m for m in set(a) & set(b) if judged(a[m]) and judged(b[m])]
         kept = sum(a[m] == b[m] for m in both)
@@ -62,7 +62,7 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
         lines += [
             "",
             f"{kept} of {len(both)} methods judged on both boards keep their verdict"
-            + (f" ({unjudged} more not judged on one of them)." if unjudged else "."),
+            + (f" ({unjudged} more not judged on one or both)." if unjudged else "."),
             "",
         ]
     return lines

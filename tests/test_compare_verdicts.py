@@ -33,10 +33,13 @@ def test_verdicts_are_matched_by_task_encoder_and_method_and_changes_are_named()
     assert "1 of 2 methods judged on both boards keep their verdict." in lines
 
 
-def test_a_method_not_judged_on_one_board_neither_keeps_nor_changes_its_verdict():
+def test_a_method_not_judged_on_a_board_neither_keeps_nor_changes_its_verdict():
     few = "not judged (fewer than 3 shared seeds: training randomness unmeasured)"
-    old = board("val_acc", [{"category": FREE, "methods": ["reweight (train labels)", "fscl (train labels)"]}])
-    entries = [{"category": FREE, "methods": ["reweight (train labels)"]}, {"category": few, "methods": ["fscl"]}]
-    lines = script.side_by_side(old, board("val_acc", entries), ("v1", "v2"))
+    old_entries = [{"category": FREE, "methods": ["reweight (train labels)", "fscl (train labels)"]}]
+    old_entries.append({"category": few, "methods": ["jtt (train labels)"]})
+    entries = [{"category": FREE, "methods": ["reweight (train labels)"]}]
+    entries.append({"category": few, "methods": ["fscl", "jtt"]})
+    lines = script.side_by_side(board("val_acc", old_entries), board("val_acc", entries), ("v1", "v2"))
     assert f"| fscl | {FREE} | {few} |  |" in lines
-    assert "1 of 1 methods judged on both boards keep their verdict (1 more not judged on one of them)." in lines
+    assert f"| jtt | {few} | {few} |  |" in lines  # not judged on either board: not "same"
+    assert "1 of 1 methods judged on both boards keep their verdict (2 more not judged on one or both)." in lines
