@@ -6,7 +6,9 @@ A board's verdict is the leaderboard's sentence per method (`leaderboard/verdict
 significant accuracy cost, at a cost, not distinguishable, less fair, not judged), under the selection rule the
 board was built with; build each board with the rule to compare (`fairbench leaderboard tables STORE --out DIR
 --selection val_wga`).  Tables are matched by task and encoder (`vlm`); a method on one board only is listed with
-'—' on the other.
+'—' on the other.  A method whose version differs between the boards (its algorithm changed under the same name,
+e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the versions after its status: its verdicts are
+of two different methods.
 
     python scripts/compare_verdicts.py OLD/leaderboard.json NEW/leaderboard.json [--names v1 v2]
 """
@@ -32,6 +34,16 @@ def verdicts(board: dict) -> dict[tuple[str, str, str], dict[str, str]]:
     return out
 
 
+def versions(board: dict) -> dict[tuple[str, str], dict[str, int]]:
+    """(task, vlm) -> {method: method_version of its row}."""
+    return {
+        (table["task"], table["comparison"].get("vlm", "none")): {
+            row["method"]: row.get("method_version") for row in table["rows"]
+        }
+        for table in board["tables"]
+    }
+
+
 def judged(category: str) -> bool:
     """A verdict that says something: the method is on the board and was judged (enough shared seeds)."""
     return category != "—" and not category.startswith("not judged")
@@ -40,10 +52,12 @@ def judged(category: str) -> bool:
 def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
     """Markdown lines: per (task, encoder, kind) a table of method, old verdict, new verdict, same or changed."""
     before, after = verdicts(old), verdicts(new)
+    version_before, version_after = versions(old), versions(new)
     lines = [f"Selection rule: {names[0]} {old['selection_rule']}, {names[1]} {new['selection_rule']}.", ""]
     for key in sorted(set(before) | set(after)):
         task, vlm, kind = key
         a, b = before.get(key, {}), after.get(key, {})
+        va_version, vb_version = version_before.get((task, vlm), {}), version_after.get((task, vlm), {})
         if not a and not b:
             continue
         lines += [
@@ -55,14 +69,20 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
         for method in sorted(set(a) | set(b)):
             va, vb = a.get(method, "—"), b.get(method, "—")
             status = ("same" if va == vb else "changed") if judged(va) and judged(vb) else ""
+            old_version, new_version = va_version.get(method), vb_version.get(method)
+            if status and old_version != new_version:
+                status += f" (version {old_version} -> {new_version})"
             lines.append(f"| {method} | {va} | {vb} | {status} |")
         both = [m for m in set(a) & set(b) if judged(a[m]) and judged(b[m])]
         kept = sum(a[m] == b[m] for m in both)
         unjudged = len(set(a) & set(b)) - len(both)
+        renewed = sum(va_version.get(m) != vb_version.get(m) for m in both)
+        notes = [f"{unjudged} more not judged on one or both"] if unjudged else []
+        notes += [f"{renewed} of the {len(both)} a different version of the method on each board"] if renewed else []
         lines += [
             "",
             f"{kept} of {len(both)} methods judged on both boards keep their verdict"
-            + (f" ({unjudged} more not judged on one or both)." if unjudged else "."),
+            + (f" ({'; '.join(notes)})." if notes else "."),
             "",
         ]
     return lines

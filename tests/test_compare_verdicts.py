@@ -11,9 +11,10 @@ spec.loader.exec_module(script)
 FREE, TIED = "fairer (eod_max) at no significant accuracy cost", "not distinguishable in eod_max"
 
 
-def board(rule, verdict):
-    table = {"task": "gender/race", "comparison": {"vlm": "none"}, "verdict": verdict, "ablation_verdict": []}
-    return {"selection_rule": rule, "tables": [table]}
+def board(rule, verdict, versions=None):
+    rows = [{"method": m, "method_version": v} for m, v in (versions or {}).items()]
+    table = {"task": "gender/race", "comparison": {"vlm": "none"}, "rows": rows, "verdict": verdict}
+    return {"selection_rule": rule, "tables": [table | {"ablation_verdict": []}]}
 
 
 def test_verdicts_are_matched_by_task_encoder_and_method_and_changes_are_named():
@@ -43,3 +44,18 @@ def test_a_method_not_judged_on_a_board_neither_keeps_nor_changes_its_verdict():
     assert f"| fscl | {FREE} | {few} |  |" in lines
     assert f"| jtt | {few} | {few} |  |" in lines  # not judged on either board: not "same"
     assert "1 of 1 methods judged on both boards keep their verdict (2 more not judged on one or both)." in lines
+
+
+def test_a_method_whose_version_changed_between_the_boards_says_so():
+    # v1's undersample redrew its subset every epoch (version 1); v2's is SUBG's fixed subset (version 2): the
+    # same verdict is of two different algorithms, and the table and the count say it
+    entries = [{"category": FREE, "methods": ["undersample (train labels)", "reweight (train labels)"]}]
+    old = board("val_acc", entries, {"undersample": 1, "reweight": 1})
+    new = board("val_acc", entries, {"undersample": 2, "reweight": 1})
+    lines = script.side_by_side(old, new, ("v1", "v2"))
+    assert f"| undersample | {FREE} | {FREE} | same (version 1 -> 2) |" in lines
+    assert f"| reweight | {FREE} | {FREE} | same |" in lines
+    assert (
+        "2 of 2 methods judged on both boards keep their verdict (1 of the 2 a different version of the method on "
+        "each board)." in lines
+    )
