@@ -22,12 +22,17 @@ from pathlib import Path
 KINDS = {"verdict": "against erm", "ablation_verdict": "against its ablation"}
 
 
+def where(table: dict) -> tuple[str, str]:
+    """A table's (task, encoder): what matches tables across the boards."""
+    return table["task"], table["comparison"].get("vlm", "none")
+
+
 def verdicts(board: dict) -> dict[tuple[str, str, str], dict[str, str]]:
     """(task, vlm, kind) -> {method or 'system over ablation' (its tier left out): category}."""
     out: dict[tuple[str, str, str], dict[str, str]] = {}
     for table in board["tables"]:
         for kind in KINDS:
-            found = out.setdefault((table["task"], table["comparison"].get("vlm", "none"), kind), {})
+            found = out.setdefault((*where(table), kind), {})
             for entry in table.get(kind) or []:
                 for name in entry["methods"]:
                     found[name.split(" (")[0]] = entry["category"]
@@ -37,10 +42,7 @@ def verdicts(board: dict) -> dict[tuple[str, str, str], dict[str, str]]:
 def versions(board: dict) -> dict[tuple[str, str], dict[str, int]]:
     """(task, vlm) -> {method: method_version of its row}."""
     return {
-        (table["task"], table["comparison"].get("vlm", "none")): {
-            row["method"]: row.get("method_version") for row in table["rows"]
-        }
-        for table in board["tables"]
+        where(table): {row["method"]: row.get("method_version") for row in table["rows"]} for table in board["tables"]
     }
 
 
@@ -57,9 +59,13 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
     for key in sorted(set(before) | set(after)):
         task, vlm, kind = key
         a, b = before.get(key, {}), after.get(key, {})
-        va_version, vb_version = version_before.get((task, vlm), {}), version_after.get((task, vlm), {})
         if not a and not b:
             continue
+        old_versions, new_versions = version_before.get((task, vlm), {}), version_after.get((task, vlm), {})
+
+        def renewed(method: str) -> bool:
+            return old_versions.get(method) != new_versions.get(method)
+
         lines += [
             f"### {task}, encoder {vlm}: {KINDS[kind]}",
             "",
@@ -69,16 +75,16 @@ def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
         for method in sorted(set(a) | set(b)):
             va, vb = a.get(method, "—"), b.get(method, "—")
             status = ("same" if va == vb else "changed") if judged(va) and judged(vb) else ""
-            old_version, new_version = va_version.get(method), vb_version.get(method)
-            if status and old_version != new_version:
-                status += f" (version {old_version} -> {new_version})"
+            if status and renewed(method):
+                status += f" (version {old_versions.get(method)} -> {new_versions.get(method)})"
             lines.append(f"| {method} | {va} | {vb} | {status} |")
         both = [m for m in set(a) & set(b) if judged(a[m]) and judged(b[m])]
         kept = sum(a[m] == b[m] for m in both)
         unjudged = len(set(a) & set(b)) - len(both)
-        renewed = sum(va_version.get(m) != vb_version.get(m) for m in both)
+        other_versions = sum(renewed(m) for m in both)
         notes = [f"{unjudged} more not judged on one or both"] if unjudged else []
-        notes += [f"{renewed} of the {len(both)} a different version of the method on each board"] if renewed else []
+        if other_versions:
+            notes.append(f"{other_versions} of the {len(both)} a different version of the method on each board")
         lines += [
             "",
             f"{kept} of {len(both)} methods judged on both boards keep their verdict"
