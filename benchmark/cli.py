@@ -494,9 +494,9 @@ def _will_compute(status: str | None, retry_failed: bool) -> bool:
 def code_check(specs: list[Any], stored: dict[str, Any], reg: Any) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Per method, the stored runs made with other code than is installed now (their run ids), and the number of
     stored runs that cannot be checked (recorded before code fingerprints)."""
-    from fairfacebench.method_code import installed_code, made_with_other_code
+    from fairfacebench.method_code import made_with_other_code, results_code
 
-    installed = {m: installed_code(m, reg) for m in sorted({s.method for s in specs})}
+    installed = {m: results_code(m, reg) for m in sorted({s.method for s in specs})}
     changed: dict[str, list[str]] = {}
     unchecked: dict[str, int] = {}
     for spec in specs:

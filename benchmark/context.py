@@ -57,8 +57,9 @@ class FitSettings:
 class BudgetView:
     """The budget as a method sees it: the profile and how much of it is left, read-only.
 
-    `steps` is the budget's total, `used` the optimizer steps taken so far, `remaining` the difference; the meter
-    that counts them stays with the harness.
+    `steps` is the budget's total, `used` the optimizer steps taken so far, `remaining` the difference;
+    `forward_used` and `forward_remaining` the same for forward samples; the meter that counts them stays with the
+    harness.
     """
 
     __slots__ = ("_meter",)
@@ -75,6 +76,15 @@ class BudgetView:
     amp = property(lambda self: self._meter.budget.amp)
     used = property(lambda self: self._meter.steps)
     remaining = property(lambda self: self._meter.remaining)
+    forward_used = property(lambda self: self._meter.forward_samples, doc="forward samples spent so far")
+
+    @property
+    def forward_remaining(self) -> int | None:
+        """Forward samples the method may still spend (None: unlimited); a stage that sends more than its steps'
+        views through a network (a meta batch, a pass over a set) plans with it."""
+        limit = self._meter.forward_limit
+        return None if limit is None else limit - self._meter.forward_samples
+
     stage = property(lambda self: self._meter.stage, doc="the innermost stage running now")
 
     @property

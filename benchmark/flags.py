@@ -73,9 +73,12 @@ def information_tier(supervision: dict[str, Any] | None) -> str:
     return TIERS[1] if "val" in splits else TIERS[0]
 
 
-def run_flags(record: RunRecord, intervals: dict[str, Any] | None, installed: str | None = None) -> list[Flag]:
-    """Every warning one finished run carries, in a fixed order (docs/METRICS.md, "Flags"); `installed` is the
-    fingerprint of the method's code installed here (`method_code.installed_code`), None when unknown."""
+def run_flags(
+    record: RunRecord, intervals: dict[str, Any] | None, installed: tuple[str, ...] | None = None
+) -> list[Flag]:
+    """Every warning one finished run carries, in a fixed order (docs/METRICS.md, "Flags"); `installed` holds the
+    fingerprint of the method's code installed here and those it declares to compute the same
+    (`method_code.results_code`), None when unknown."""
     groups = record.test_groups
     found = [Flag("degenerate", reason) for reason in degenerate(record)]
     found += [chance_flag(record.test_metric("acc"), groups), budget_flag(record.spec.budget.name)]
@@ -83,17 +86,17 @@ def run_flags(record: RunRecord, intervals: dict[str, Any] | None, installed: st
     return [f for f in found if f is not None]
 
 
-def code_flag(record: RunRecord, installed: str | None) -> Flag | None:
+def code_flag(record: RunRecord, installed: tuple[str, ...] | None) -> Flag | None:
     """'other-code' when the run was made with other code of its method than is installed here now (the record's
-    fingerprint of the method's modules differs; records from before fingerprints, or a method not installed, are
-    not judged)."""
+    fingerprint of the method's modules is neither the installed one, `installed[0]`, nor one the method declares
+    to compute the same; records from before fingerprints, or a method not installed, are not judged)."""
     made = record.method_code
-    if made is None or installed is None or made.fingerprint == installed:
+    if made is None or installed is None or made.fingerprint in installed:
         return None
     return Flag(
         "other-code",
         f"made with code {made.fingerprint} ({made.distribution or '?'} {made.version or ''}), installed now: "
-        f"{installed}; `fairbench run --rerun-changed` computes it again",
+        f"{installed[0]}; `fairbench run --rerun-changed` computes it again",
     )
 
 

@@ -70,23 +70,35 @@ def installed_code(method: str, reg: Any) -> MethodCode | None:
     return None if cls is None else method_code(cls, reg.provider("method", method))
 
 
-def installed_fingerprint(record: RunRecord) -> str | None:
-    """The fingerprint of the code installed here of a run's method, for records that carry one to compare with
+def results_code(method: str, reg: Any) -> tuple[str, ...] | None:
+    """The fingerprints whose runs count as made with the installed code of method `method`: the installed code's,
+    then those the method declares in `same_results_as` (None when it is not installed or its code is unknown).
+
+    A method declares an earlier fingerprint there only when its code computes exactly what that code computed on
+    every run that finished: a refactor, or a fix of a path that could only fail before.  The method's docs name the
+    evidence.  A change of what a finished run computes bumps `version` instead."""
+    code = installed_code(method, reg)
+    if code is None:
+        return None
+    return (code.fingerprint, *getattr(reg.methods[method], "same_results_as", ()))
+
+
+def installed_fingerprints(record: RunRecord) -> tuple[str, ...] | None:
+    """`results_code` of a run's method as installed here, for records that carry a fingerprint to compare with
     (None otherwise: then the installed plugins are not even loaded).  Only this repository's methods are looked
     at: a method from outside it is not imported here (docs/ARCHITECTURE.md, "Threat model"), so its installed code
     is unknown to the leaderboard (`fairbench run` compares it through the method's sandboxed description)."""
     if record.method_code is None:
         return None
-    installed = installed_code(record.method, trusted_registry())
-    return None if installed is None else installed.fingerprint
+    return results_code(record.method, trusted_registry())
 
 
-def made_with_other_code(record: RunRecord, installed: MethodCode | None) -> bool | None:
-    """Whether a stored run's method code differs from the installed code: None when either is unknown (a record
-    from before code fingerprints, or a method no longer installed)."""
-    if record.method_code is None or installed is None:
+def made_with_other_code(record: RunRecord, accepted: tuple[str, ...] | None) -> bool | None:
+    """Whether a stored run's method code is none of the `accepted` fingerprints (`results_code`): None when either
+    is unknown (a record from before code fingerprints, or a method no longer installed)."""
+    if record.method_code is None or accepted is None:
         return None
-    return record.method_code.fingerprint != installed.fingerprint
+    return record.method_code.fingerprint not in accepted
 
 
 @lru_cache(maxsize=None)

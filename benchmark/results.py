@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from fairfacebench.analyses import StoredAnalyses
 from fairfacebench.flags import current_intervals, information_tier, run_flags, transfer_flags
-from fairfacebench.method_code import installed_fingerprint
+from fairfacebench.method_code import installed_fingerprints
 from fairfacebench.readback import DataAccess, NotReadBack
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import PoolSpec
@@ -108,7 +108,7 @@ def metric_columns(record: RunRecord) -> dict[str, Any]:
 
 def flag_columns(record: RunRecord, intervals: dict[str, Any] | None) -> dict[str, Any]:
     """'tier', 'flags' (codes, comma-separated) and 'flag_details' ('code: detail', separated by ' | ')."""
-    flags = run_flags(record, intervals, installed_fingerprint(record)) if record.ok else []
+    flags = run_flags(record, intervals, installed_fingerprints(record)) if record.ok else []
     return {
         "tier": information_tier(record.supervision),
         "flags": ", ".join(f.code for f in flags),

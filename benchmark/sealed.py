@@ -584,6 +584,7 @@ class MethodCard:
     space: dict[str, dict[str, Any]]
     trials: list[TrialCard]
     code: MethodCode | None  # its code's fingerprint, taken in the describing child (`method_code.method_code`)
+    same_results_as: tuple[str, ...] = ()  # earlier fingerprints it declares to compute the same (`results_code`)
     plugin: str = ""  # the entry point that registers it ('distribution:name'), set by the harness
 
 
@@ -616,7 +617,8 @@ class DescribedMethod:
 
 def described(card: MethodCard) -> type:
     """A class the registry and the plan can use like a method class; it holds no code of the plugin."""
-    attributes = {k: getattr(card, k) for k in ("name", "description", "citation", "version", "ablation_of")}
+    named = ("name", "description", "citation", "version", "ablation_of", "same_results_as")
+    attributes = {k: getattr(card, k) for k in named}
     flags = {k: getattr(card, k) for k in ("needs_vlm", "needs_pool", "transductive")}
     known = {"card": card, "labels": card.labels, "described_code": card.code}
     return type(f"Described[{card.name}]", (DescribedMethod,), {**known, **attributes, **flags})

@@ -273,6 +273,7 @@ def method_card(cls: type, module: str, trials: int) -> dict[str, Any]:
         "space": {k: {"default": h.default, "doc": h.doc} for k, h in cls.search_space().items()},
         "trials": [{"hparams": hp, "labels": labels(cls.label_use(hp))} for hp in chosen],
         "code": to_plain(method_code(cls, None)),
+        "same_results_as": list(getattr(cls, "same_results_as", ())),
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fairfacebench.flags import Flag, current_intervals, run_flags
-from fairfacebench.method_code import installed_fingerprint
+from fairfacebench.method_code import installed_fingerprints
 
 if TYPE_CHECKING:
     from fairfacebench.analyses import StoredAnalyses
@@ -49,7 +49,7 @@ class StoredRuns:
         return ((self.intervals(record) or {}).get("intervals") or {}).get(metric)
 
     def flags(self, record: RunRecord) -> list[Flag]:
-        return run_flags(record, self.intervals(record), installed_fingerprint(record))
+        return run_flags(record, self.intervals(record), installed_fingerprints(record))
 
     def interval_method(self, record: RunRecord) -> str | None:
         return (self.intervals(record) or {}).get("method")

@@ -42,6 +42,9 @@ HEAD_SCALE = 3.0
 class SSLPipeline(Method):
     name = "ssl-pipeline"
     version = 2
+    # Code 1b76b1ff154644e8 computed the same on every run that finished: stage 5 now stops where the forward
+    # samples would run out, where that code failed (docs/METHODS.md, "ssl-pipeline"; `supcon_steps`).
+    same_results_as = ("1b76b1ff154644e8",)
     description = (
         "Curated unlabeled pool (VLM embed, faiss dedup + retrieval), zero-shot pseudo-labels, "
         "meta-weighted SupCon on the encoder, linear head"
@@ -157,7 +160,14 @@ class SSLPipeline(Method):
         rows, train_rows = pool_rows[confident], train_rows[confident]
 
         # 5. meta-learning-based weighted contrastive learning, 6. linear head
-        steps = round(hp["supcon_frac"] * ctx.budget.remaining)
+        meta_batch = min(hp["meta_batch"], len(meta)) if self.meta_weighting else 0
+        steps = supcon_steps(
+            hp["supcon_frac"],
+            ctx.budget.remaining,
+            ctx.budget.forward_remaining,
+            per_step=2 * ctx.budget.batch_size + 2 * meta_batch,  # two views of the batch and of the meta batch
+            reserve=len(images),  # stage 6's one pass over the pseudo-labelled images
+        )
         weights = weighted_contrastive(
             ctx, model, images, labels, ctx.val.images[meta], meta_y, steps, self.meta_weighting
         )
@@ -419,6 +429,20 @@ def meta_weighted_loss(
         w = wnet(losses.detach())
         w = w / w.sum().clamp_min(1e-8)
     return (w * losses).sum(), w, losses.detach()
+
+
+def supcon_steps(share: float, steps_left: int, forward_left: int | None, per_step: int, reserve: int) -> int:
+    """Stage 5's optimizer steps: `share` of the steps left, fewer when their forward samples (`per_step` each) and
+    the `reserve` stage 6 needs would overrun the forward samples left (None: unlimited).
+
+    A meta-weighted step sends its meta batch through the encoder besides its training batch, so a large meta batch
+    with a large share can ask for more forward samples than the budget allows (the code before this bound then
+    failed at stage 6).  Where the share fits, the steps are the share's, as before.
+    """
+    wanted = round(share * steps_left)
+    if forward_left is None:
+        return wanted
+    return max(0, min(wanted, (forward_left - reserve) // per_step))
 
 
 def weighted_contrastive(

@@ -143,6 +143,31 @@ def test_a_code_edit_is_named_and_recomputed_on_request(tmp_path, capsys, instal
     assert "recompute (--force, ~" in capsys.readouterr().out
 
 
+def test_a_method_may_declare_that_its_edited_code_computes_what_an_earlier_fingerprint_computed(
+    tmp_path, capsys, installed_plugin
+):
+    """`same_results_as` (a refactor, or a fix of a path that only failed before): runs made with the declared code
+    are not named as other code, in `run` nor on the leaderboard; undeclared code still is."""
+    out = tmp_path / "runs"
+    argv = ["run", "--methods", "focal-erm", "--budget", "smoke", "--workers", "1", *TINY, "--out", str(out)]
+    assert main(argv) == 0
+    (first,) = ResultStore(out, create=False).records()
+    made = first.method_code.fingerprint
+    (installed_plugin / "loss.py").write_text(
+        LOSS.replace("return erm_loss(model, batch)", "return 1.0 * erm_loss(model, batch)")
+    )
+    plugin = installed_plugin / "__init__.py"
+    for declared, named in ((f'("{made}",)', False), ('("0123456789abcdef",)', True)):
+        plugin.write_text(
+            PLUGIN.replace('    citation = "-"\n', f'    citation = "-"\n    same_results_as = {declared}\n')
+        )
+        capsys.readouterr()
+        assert main([*argv, "--dry-run"]) == 0
+        captured = capsys.readouterr()
+        assert "0 to compute, 1 already in" in captured.out
+        assert ("other code" in captured.out + captured.err) == named, declared
+
+
 def test_a_record_from_before_fingerprints_reads_without_them_and_cannot_be_checked(tmp_path, capsys):
     from records import fake_record
 

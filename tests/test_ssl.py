@@ -1,6 +1,7 @@
 """The self-supervised family: faiss curation, pseudo-labels, Meta-Weight-Net, and simclr / ssl-pipeline end to end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from fairfacebench.budget import Budget, BudgetMeter
 from fairfacebench.cli import main
 from fairfacebench.context import FitContext, FitSettings
 from fairfacebench.diagnostics import dedup_report
-from fairfacebench.fitting import embedder
+from fairfacebench.fitting import embedder, fit_under_meter
 from fairfacebench.methods.curation import build_index, deduplicate, domain_similarity, select_nearest
 from fairfacebench.methods.losses import supcon_loss, supcon_per_sample
 from fairfacebench.methods.ssl_pipeline import (
@@ -21,6 +22,7 @@ from fairfacebench.methods.ssl_pipeline import (
     meta_weighted_loss,
     pseudo_labels,
     retrieve_target_domain,
+    supcon_steps,
     tail_parameters,
 )
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
@@ -351,3 +353,62 @@ def test_with_an_image_only_encoder_ssl_pipeline_uses_prototypes_and_kmeans_and_
     assert ctx.log.stages["3-retrieve"]["group_inference"].startswith("k-means")
     assert ctx.log.stages["1-embed"]["encoder"] == "image-only" and ctx.log.stages["1-embed"]["dim"] == 16
     assert meter.forward_per_stage["4-pseudo-labels"]["vlm"] > 0  # the meta set embedded by the encoder, charged
+
+
+def test_supcon_steps_take_the_share_where_it_fits_and_stop_where_the_forward_samples_would_run_out():
+    # 0.7 x 1200 = 840 steps of 192 samples (64 x 2 views + 32 x 2 meta views) fit: (178240 - 9000) // 192 = 881
+    assert supcon_steps(0.7, 1200, 178240, per_step=192, reserve=9000) == 840
+    # 0.74 x 1200 = 888 do not: 881 steps leave stage 6 its 9000 samples (881 x 192 = 169152 <= 169240)
+    assert supcon_steps(0.74, 1200, 178240, per_step=192, reserve=9000) == 881
+    assert supcon_steps(0.74, 1200, None, per_step=192, reserve=9000) == 888  # no forward limit: the share
+    assert supcon_steps(0.5, 100, 500, per_step=192, reserve=9000) == 0  # nothing left after the reserve
+
+
+def test_a_large_meta_batch_and_share_from_the_space_fit_the_forward_budget_instead_of_failing_at_the_head():
+    """Board v2's search drew meta_batch 64, supcon_frac 0.74 and confident_fraction 0.89 (trial 1): the meta
+    batches overran the forward samples and the run failed at stage 6; now stage 5 stops where they run out."""
+    hparams = {
+        **SSLPipeline.default_hparams(),
+        "meta_per_cell": 16,
+        "meta_batch": 64,
+        "supcon_frac": 0.85,
+        "confident_fraction": 0.9,
+    }
+    budget = Budget("t", steps=40, batch_size=8)
+    with single_thread():
+        fitted = fit_under_meter(SSLPipeline, tiny_task(needs_pool=False), FitSettings(hparams, 0, budget))
+    report = fitted.budget_report
+    supcon = report["steps_per_stage"]["5-meta-weighted-supcon"]
+    assert 0 < supcon < round(0.85 * 40), report["steps_per_stage"]  # fewer than the share: the forward bound held
+    assert report["steps_per_stage"]["6-head"] == 40 - supcon
+    assert report["forward_samples"] <= report["forward_limit"]
+
+
+def test_the_bound_gives_every_committed_finished_ssl_pipeline_run_the_stage_5_steps_it_took():
+    """The evidence for `SSLPipeline.same_results_as`: on every finished run of the committed stores (the ablations
+    included) the forward bound does not bind, so the code with it computes what the code before it computed."""
+    stores = Path(__file__).resolve().parents[1] / "stores"
+    checked = 0
+    for path in sorted(stores.glob("*/*/record.json")):
+        record = json.loads(path.read_text())
+        spec = record["spec"]
+        if not spec["method"].startswith("ssl-pipeline") or record["status"] != "ok":
+            continue
+        report, hp, batch = record["budget_report"], spec["hparams"], spec["budget"]["batch_size"]
+        steps, forwards = report["steps_per_stage"], report["forward_samples_per_stage"]
+        stage = next(name for name in steps if name.startswith("5-"))
+        before = sum(n for name, counts in forwards.items() if name[0] in "1234" for n in counts.values())
+        task = record["task_info"]  # the meta set: meta_per_cell images of every (class, group) cell
+        meta_set = hp["meta_per_cell"] * len(task["target_classes"]) * len(task["group_names"])
+        meta_batch = 0 if spec["method"].endswith("no-meta-weights") else min(hp["meta_batch"], meta_set)
+        planned = supcon_steps(
+            hp["supcon_frac"],
+            spec["budget"]["steps"],
+            report["forward_limit"] - before,
+            per_step=2 * batch + 2 * meta_batch,
+            reserve=sum(forwards["6-head"].values()),
+        )
+        assert planned == steps[stage], (path, planned, steps)
+        assert sum(forwards[stage].values()) == steps[stage] * (2 * batch + 2 * meta_batch), path  # the cost is exact
+        checked += 1
+    assert checked >= 68
