@@ -90,9 +90,11 @@ def code_flag(record: RunRecord, installed: tuple[str, ...] | None) -> Flag | No
     """'other-code' when the run was made with other code of its method than is installed here now (the record's
     fingerprint of the method's modules is neither the installed one, `installed[0]`, nor one the method declares
     to compute the same; records from before fingerprints, or a method not installed, are not judged)."""
-    made = record.method_code
-    if made is None or installed is None or made.fingerprint in installed:
+    from fairfacebench.method_code import made_with_other_code
+
+    if not made_with_other_code(record, installed):
         return None
+    made = record.method_code
     return Flag(
         "other-code",
         f"made with code {made.fingerprint} ({made.distribution or '?'} {made.version or ''}), installed now: "
