@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from fairfacebench.method_code import made_with_other_code
 from fairfacebench.metrics.bootstrap import MIN_GROUP_ROWS, intervals_from_counts
 from fairfacebench.metrics.fairness import confusion_counts
 
@@ -90,8 +91,6 @@ def code_flag(record: RunRecord, installed: tuple[str, ...] | None) -> Flag | No
     """'other-code' when the run was made with other code of its method than is installed here now (the record's
     fingerprint of the method's modules is neither the installed one, `installed[0]`, nor one the method declares
     to compute the same; records from before fingerprints, or a method not installed, are not judged)."""
-    from fairfacebench.method_code import made_with_other_code
-
     if not made_with_other_code(record, installed):
         return None
     made = record.method_code

@@ -294,11 +294,12 @@ def test_sigkill_then_resume_recomputes_only_unfinished_runs(tmp_path):
     cmd = [*CLI, "run", "--methods", "erm", "--seeds", "3", "--budget", "smoke", "--out", str(out), *TINY_OPTIONS]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
-    while time.time() < deadline and not list(out.glob("*/record.json")):
+    while time.time() < deadline and not list(out.glob("[!.]*/record.json")):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/record.json")}
+    # a run directory is finished once it is renamed into place; a hidden one is still being written
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("[!.]*/record.json")}
     assert 1 <= len(finished) < 3
     # nothing half-written: every visible run directory is complete
     assert all((d / "record.json").exists() for d in out.iterdir() if d.is_dir() and not d.name.startswith("."))
