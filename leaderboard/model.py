@@ -306,6 +306,20 @@ class HardwareRuns:
 
 
 @dataclass(frozen=True)
+class SearchProgress:
+    """How far one method's search has come: its trials beyond the defaults with a run on every search seed, of
+    those planned."""
+
+    trials: int
+    planned: int
+    search_seeds: list[int]
+
+    @property
+    def complete(self) -> bool:
+        return self.trials >= self.planned
+
+
+@dataclass(frozen=True)
 class SearchProtocol:
     """A store's hyperparameter search: trials > 0 on the search seeds, then each rule's pick on the other seeds."""
 

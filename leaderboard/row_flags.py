@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from fairfacebench.flags import Flag
-from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row
+from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row, SearchProgress
 from fairfacebench.provenance import hardware_of
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ FLAG_ORDER = (
     "at-chance",
     "near-chance",
     "few-seeds",
+    "searching",
     "smoke-budget",
     "demonstration-budget",
     "mixed-hardware",
@@ -32,13 +33,20 @@ ZERO_WIDTH = 1e-9  # seeds equal up to floating-point rounding
 SMOKE_BANNER = "Budget smoke: a check that everything runs, not a comparison. Do not read these numbers as results."
 
 
-def row_flags(runs: list[RunRecord], stored: StoredRuns, summaries: dict[str, MetricSummary]) -> list[Flag]:
+def row_flags(
+    runs: list[RunRecord],
+    stored: StoredRuns,
+    summaries: dict[str, MetricSummary],
+    search: SearchProgress | None = None,
+) -> list[Flag]:
     """The warnings of a row whose selected runs are `runs` (one per seed), in FLAG_ORDER. With one seed the row
-    shows that run's interval, so the run's uninformative-interval flag is the row's; with several, the row's own."""
+    shows that run's interval, so the run's uninformative-interval flag is the row's; with several, the row's own.
+    `search`: how far the method's search has come, in a store with one."""
     per_run = [(r.seed, f) for r in runs for f in stored.flags(r)]
     if len(runs) > 1:
         per_run = [(seed, f) for seed, f in per_run if f.code != "uninformative-interval"]
-    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), mixed_hardware(runs), mixed_isolation(runs)]
+    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), searching(search)]
+    found += [mixed_hardware(runs), mixed_isolation(runs)]
     found += [zero_width(summaries)] if len(runs) > 1 else []
     return sorted([f for f in found if f is not None], key=lambda f: FLAG_ORDER.index(f.code))
 
@@ -71,6 +79,17 @@ def few_seeds(n: int) -> Flag | None:
         "few-seeds",
         f"{n} seed{'s' if n > 1 else ''}: across-seed intervals and paired comparisons are not meaningful below "
         f"{MIN_SEEDS} seeds",
+    )
+
+
+def searching(search: SearchProgress | None) -> Flag | None:
+    if search is None or search.complete:
+        return None
+    seeds = f"seed{'s' if len(search.search_seeds) > 1 else ''} {seed_list(search.search_seeds)}"
+    return Flag(
+        "searching",
+        f"search {search.trials} of {search.planned} trials on the search {seeds}: the row shows the defaults "
+        "(trial 0), and no regime picks a trial until every trial has run",
     )
 
 

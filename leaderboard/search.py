@@ -49,6 +49,21 @@ def search_seeds(records: list[RunRecord]) -> list[int]:
     return list(range(n))
 
 
+def planned_trials(records: list[RunRecord]) -> int:
+    """How many trials the store's plan runs per method (trial 0, the defaults, included): the largest
+    `hparam_trials` in the runs' resolved plans, or one more than the largest trial stored (records without a plan)."""
+    planned = [int((r.config or {}).get("hparam_trials") or 0) for r in records]
+    return max(max(planned, default=0), max((r.trial + 1 for r in records), default=1))
+
+
+def trials_searched(runs: list[RunRecord], seeds: list[int], planned: int) -> int:
+    """How many of a method's trials beyond the defaults (1 .. planned-1) have a run, finished or failed, on every
+    search seed: its search is complete when that is planned - 1, and no regime picks before (`fairbench run`
+    waits the same way before it runs a pick on the other seeds)."""
+    ran = {(r.trial, r.seed) for r in runs}
+    return sum(all((trial, seed) in ran for seed in seeds) for trial in range(1, planned))
+
+
 def on_search_seeds(runs: list[RunRecord], seeds: list[int]) -> dict[int, list[RunRecord]]:
     """Trial -> the method's runs of that trial on the search seeds (`search_choice`'s input)."""
     by_trial: dict[int, list[RunRecord]] = {}

@@ -38,6 +38,7 @@ from fairfacebench.leaderboard.model import (
     MetricSummary,
     RegimeResult,
     Row,
+    SearchProgress,
     SearchProtocol,
     SelectedRun,
     SharedPreparation,
@@ -47,7 +48,16 @@ from fairfacebench.leaderboard.paired import Paired, crossed_mean_of, holm_colum
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
-from fairfacebench.leaderboard.search import DEFAULT_TRIAL, ORACLE, picked_trial, regimes, search_seeds, trial_runs
+from fairfacebench.leaderboard.search import (
+    DEFAULT_TRIAL,
+    ORACLE,
+    picked_trial,
+    planned_trials,
+    regimes,
+    search_seeds,
+    trial_runs,
+    trials_searched,
+)
 from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
@@ -95,6 +105,12 @@ class MethodRuns:
     superseded: int
     ok: list[RunRecord]  # the selected run of each seed that finished, by seed
     failed: list[RunRecord]
+    search: SearchProgress | None = None  # with a search in the store: how far the method's has come
+
+    @property
+    def searching(self) -> bool:
+        """Its search has trials left to run on the search seeds: the row shows the defaults, no regime picks."""
+        return self.search is not None and not self.search.complete
 
     @property
     def all(self) -> list[RunRecord]:
@@ -110,6 +126,7 @@ class Context:
     selection: Any
     search_seeds: list[int]
     regimes: list[tuple[str, str, Any]]
+    planned_trials: int = 1  # per method, trial 0 included (`search.planned_trials`)
 
 
 # ------------------------------------------------------------------ reading and selecting runs
@@ -171,17 +188,19 @@ def newest_version(by_seed: BySeed) -> tuple[BySeed, int, int]:
     return {seed: runs for seed, runs in kept.items() if runs}, newest, left_out
 
 
-def method_runs(by_seed: BySeed, selection: Any, searched: list[int]) -> MethodRuns:
+def method_runs(by_seed: BySeed, selection: Any, searched: list[int], planned: int = 1) -> MethodRuns:
     """A method's runs of its newest version and the selected run per seed: without a search, the rule's pick among
-    each seed's trials; with one, the trial the rule picks on the search seeds, on every seed it ran."""
+    each seed's trials; with one, the trial the rule picks on the search seeds, on every seed it ran, once all
+    `planned` trials have run there (before, its defaults: a pick among some trials is not the search's)."""
     kept, version, superseded = newest_version(by_seed)
-    if searched:
-        everything = [r for _, runs in sorted(kept.items()) for r in runs]
-        chosen = trial_runs(everything, picked_trial(everything, searched, selection))
-    else:
+    everything = [r for _, runs in sorted(kept.items()) for r in runs]
+    failed = [r for r in everything if not r.ok]
+    if not searched:
         chosen = [c for c in (select(runs, selection) for _, runs in sorted(kept.items())) if c is not None]
-    failed = [r for runs in kept.values() for r in runs if not r.ok]
-    return MethodRuns(kept, version, superseded, chosen, failed)
+        return MethodRuns(kept, version, superseded, chosen, failed)
+    progress = SearchProgress(trials_searched(everything, searched, planned), planned - 1, searched)
+    trial = picked_trial(everything, searched, selection) if progress.complete else DEFAULT_TRIAL
+    return MethodRuns(kept, version, superseded, trial_runs(everything, trial), failed, progress)
 
 
 def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -219,11 +238,14 @@ def build(store_dir: Path | str, rule: str = "val_acc", access: DataAccess | Non
 def context(comparison: Comparison, selection: Any, stored: StoredRuns) -> Context:
     searched = search_seeds(comparison.records)
     named = regimes(selection, get_rule) if searched else []
-    return Context(stored, Paired(stored), selection, searched, named)
+    return Context(stored, Paired(stored), selection, searched, named, planned_trials(comparison.records))
 
 
 def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Context) -> Table:
-    runs = {m: method_runs(comparison.methods[m], ctx.selection, ctx.search_seeds) for m in sorted(comparison.methods)}
+    runs = {
+        m: method_runs(comparison.methods[m], ctx.selection, ctx.search_seeds, ctx.planned_trials)
+        for m in sorted(comparison.methods)
+    }
     rows = compare_rows([build_row(method, r, ctx) for method, r in runs.items()], runs, ctx)
     settings = comparison.settings
     preparations = shared_preparations([c.vlm for r in runs.values() for c in r.ok])
@@ -252,8 +274,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
 def search_protocol(comparison: Comparison, ctx: Context) -> SearchProtocol | None:
     if not ctx.search_seeds:
         return None
-    trials = sorted({r.trial for r in comparison.records})
-    return SearchProtocol(ctx.search_seeds, trials, [name for name, _, _ in ctx.regimes])
+    return SearchProtocol(ctx.search_seeds, list(range(ctx.planned_trials)), [name for name, _, _ in ctx.regimes])
 
 
 def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
@@ -268,7 +289,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         **seed_fields(runs.ok, ctx.stored, crossed is not None),
         hardware=list(machines(runs.ok)),
         isolation=isolation(runs.ok or runs.failed),
-        flags=row_flags(runs.ok, ctx.stored, summaries),
+        flags=row_flags(runs.ok, ctx.stored, summaries, runs.search),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
         **row_analyses(runs.ok, ctx.stored),
         mechanisms=mechanisms(runs.ok),
@@ -397,9 +418,11 @@ def shared_preparation(infos: list[dict[str, Any]]) -> SharedPreparation:
 
 
 def regime_results(runs: MethodRuns, ctx: Context) -> list[RegimeResult]:
-    """The defaults and each regime's pick on the search seeds, over the seeds that trial ran, minus the defaults."""
+    """The defaults and each regime's pick on the search seeds, over the seeds that trial ran, minus the defaults;
+    only the defaults while the method's search has trials left to run."""
     default = trial_runs(runs.all, DEFAULT_TRIAL)
-    return [regime_result(name, description, rule, runs, default, ctx) for name, description, rule in ctx.regimes]
+    named = ctx.regimes[:1] if runs.searching else ctx.regimes
+    return [regime_result(name, description, rule, runs, default, ctx) for name, description, rule in named]
 
 
 def regime_result(
@@ -422,20 +445,19 @@ def regime_result(
 
 def holm_regimes(rows: list[Row]) -> list[Row]:
     """Holm's correction of regime − default per (regime, metric) over the table's methods."""
+    """Holm's correction of regime − default per (regime, metric) over the table's methods that report the regime
+    (a method still searching reports only its defaults)."""
     searched = [r for r in rows if r.regimes]
-    if not searched:
-        return rows
-    corrected: dict[tuple[str, int], dict[str, Any]] = {}
-    for i in range(len(searched[0].regimes)):
-        family = {r.method: r.regimes[i].minus_default for r in searched if r.regimes[i].minus_default}
-        corrected.update({(m, i): d for m, d in holm_columns(family, REGIME_METRICS).items()})
+    corrected: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in dict.fromkeys(g.regime for r in searched for g in r.regimes):
+        family = {r.method: g.minus_default for r in searched for g in r.regimes if g.regime == name}
+        family = {m: d for m, d in family.items() if d}
+        corrected.update({(m, name): d for m, d in holm_columns(family, REGIME_METRICS).items()})
     return [with_regime_holm(r, corrected) if r.regimes else r for r in rows]
 
 
-def with_regime_holm(row: Row, corrected: dict[tuple[str, int], dict[str, Any]]) -> Row:
-    regimes_ = [
-        replace(g, minus_default=corrected.get((row.method, i), g.minus_default)) for i, g in enumerate(row.regimes)
-    ]
+def with_regime_holm(row: Row, corrected: dict[tuple[str, str], dict[str, Any]]) -> Row:
+    regimes_ = [replace(g, minus_default=corrected.get((row.method, g.regime), g.minus_default)) for g in row.regimes]
     return replace(row, regimes=regimes_)
 
 

@@ -110,7 +110,49 @@ def test_a_search_that_has_run_only_the_defaults_so_far_shows_no_regimes(tmp_pat
     assert [(s.seed, s.trial) for s in table.rows[0].selected] == [(0, 0), (1, 0)]
     assert "Default vs tuned." not in to_markdown(build(tmp_path, "val_acc"))
     store.write("m-0-1", searched("m", 0, 1, 0.9, 0.5, 0.6))  # the first trial beyond the defaults
-    assert build(tmp_path, "val_acc").tables[0].search.trials == [0, 1]
+    assert build(tmp_path, "val_acc").tables[0].search.trials == [0, 1, 2, 3]  # the plan's, not those run so far
+
+
+def test_a_method_whose_search_has_trials_left_keeps_its_defaults_and_says_how_far_its_search_has_come(
+    search_store,
+):
+    # seed 0 lacks trial 3: val_acc among trials 0-2 would pick trial 2 (0.85), a pick among some of the trials
+    (search_store / "m-0-3").rename(search_store / ".m-0-3-aside")
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 0), (1, 0), (2, 0)]
+    assert row.acc.mean == pytest.approx((0.70 + 0.72 + 0.74) / 3)
+    assert [g.regime for g in row.regimes] == ["default"]
+    (flag,) = [f for f in row.flags if f.code == "searching"]
+    assert flag.detail.startswith("search 2 of 3 trials on the search seed 0: the row shows the defaults")
+    board = build(search_store, "val_acc")
+    assert board.tables[0].search.trials == [0, 1, 2, 3]
+    assert "search 2 of 3 trials on the search seed 0" in to_markdown(board)
+    # a failed trial has run: the search is complete, and the failed run counts as the worst (as `fairbench run`)
+    failed = fake_record("m", 0, 3, error="BudgetExceeded", hparams={"trial": 3}, config=SEARCH)
+    ResultStore(search_store).write(failed.run_id, failed)
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert {s.trial for s in row.selected} == {2} and not [f for f in row.flags if f.code == "searching"]
+    assert [g.trial for g in row.regimes] == [0, 2, 1, 1]  # the oracle: test acc 0.70, 0.80, 0.75 of trials 0-2
+
+
+def test_regimes_are_corrected_over_the_methods_that_report_them_while_another_still_searches(search_store):
+    store = ResultStore(search_store)
+    for seed in (0, 1, 2):  # a second method, at its defaults only so far
+        r = searched("k", seed, 0, 0.8, 0.5, 0.7 + seed / 100)
+        store.write(r.run_id, r)
+    rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
+    assert [g.regime for g in rows["k"].regimes] == ["default"] and rows["k"].regimes[0].minus_default is None
+    alone = build_only_m(search_store)
+    # m's regime − default differences are corrected in a family of one method, as if k were not there
+    for mine, single in zip(rows["m"].regimes, alone.regimes, strict=True):
+        assert mine.minus_default == single.minus_default
+
+
+def build_only_m(store_dir):
+    for path in store_dir.glob("k-*"):
+        path.rename(path.with_name("." + path.name))
+    (row,) = build(store_dir, "val_acc").tables[0].rows
+    return row
 
 
 def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
