@@ -28,6 +28,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from fairfacebench.progress import Channel, GridView, reporting, run_title, stage, worker_reporting
+from fairfacebench.provenance import portable
 from fairfacebench.record import RunRecord
 from fairfacebench.spec import RunSpec
 from fairfacebench.store import ResultStore
@@ -187,7 +188,7 @@ def run_here(grid: Grid, spec: RunSpec) -> tuple[RunRecord, dict | None]:
         if guard.interrupted:
             raise
         record, arrays = grid.runner.crashed(spec, base_exception_error(exc)), None
-        record.traceback = traceback.format_exc()
+        record.traceback = portable(traceback.format_exc())
     if guard.expired and record.ok:  # the method caught every stop and returned after its limit
         record, arrays = grid.runner.crashed(spec, timeout_error(limit) + " (the method caught the stop)"), None
     elif guard.expired:

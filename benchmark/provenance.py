@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -88,3 +89,23 @@ def host_info() -> dict[str, Any]:
 def utc_now() -> str:
     """The time now as ISO 8601 in UTC, to the millisecond (e.g. '2025-05-01T12:00:00.123+00:00')."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def machine_folders() -> dict[str, str]:
+    """This machine's folders a traceback names, and what a record writes instead: the source checkout (when the
+    package runs from one), the environment, the Python installation and the home folder."""
+    source = Path(__file__).parent.parent
+    checkout = [(source, "<fairbench>")] if (source / "pyproject.toml").is_file() else []
+    named = [*checkout, (Path(sys.prefix), "<env>"), (Path(sys.base_prefix), "<python>"), (Path.home(), "~")]
+    # as written and resolved: a traceback names a file by the path it was imported from
+    return {str(form): name for folder, name in reversed(named) for form in (folder.absolute(), folder.resolve())}
+
+
+def portable(text: str, folders: dict[str, str] | None = None) -> str:
+    """`text` (a failed run's traceback or error line) with each of `folders` (default: `machine_folders()`) written
+    as its name, the longest folder first, so a committed record names no folder of the machine it ran on;
+    '<env>/lib/python3.11/site-packages/torch/nn/modules/module.py' still says which file and line failed."""
+    folders = machine_folders() if folders is None else folders
+    for folder in sorted((f for f in folders if f not in ("", "/")), key=len, reverse=True):
+        text = text.replace(folder.rstrip("/") + "/", folders[folder] + "/")
+    return text

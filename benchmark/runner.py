@@ -29,7 +29,7 @@ from fairfacebench.metrics.bootstrap import bootstrap_intervals
 from fairfacebench.metrics.fairness import METRIC_DEFINITIONS
 from fairfacebench.plugins import Registry, registry
 from fairfacebench.progress import stage as progress_stage
-from fairfacebench.provenance import git_commit, host_info, package_versions, utc_now
+from fairfacebench.provenance import git_commit, host_info, package_versions, portable, utc_now
 from fairfacebench.record import LISTING_LIMIT, Isolation, MethodInfo, RunRecord, TaskInfo, listings_cut
 from fairfacebench.scoring import checked_scores, evaluate
 from fairfacebench.settings import default_cache_dir
@@ -363,7 +363,8 @@ class SpecRunner:
             # sys.exit() in a method fails its run like an exception (os._exit needs --workers > 1: README, Faults).
             except (Exception, SystemExit) as exc:  # recorded with its traceback; the grid continues
                 where = exc.remote_traceback if isinstance(exc, RemoteFailure) else traceback.format_exc()
-                fields, arrays, status = {"error": error_line(exc), "traceback": where}, None, "failed"
+                fields = {"error": portable(error_line(exc)), "traceback": portable(where)}
+                arrays, status = None, "failed"
                 log.error("run %s failed: %s", spec.label, fields["error"])
             wall = round(time.perf_counter() - started, 3)
             isolation = self.isolation(spec)

@@ -25,6 +25,7 @@ from fairfacebench.methods.erm import ERM
 from fairfacebench.methods.reweight import Reweight
 from fairfacebench.plan import expand, expand_final, load_plan, possible_final, trial_hparams
 from fairfacebench.plugins import registry
+from fairfacebench.provenance import machine_folders, portable
 from fairfacebench.spec import spec_hash
 from fairfacebench.store import ResultStore
 from fairfacebench.testing import SMALL_SYNTHFACES as TINY_SYNTH
@@ -212,6 +213,30 @@ def test_faults_are_recorded_and_the_grid_continues_in_worker_processes(tmp_path
         json.loads(p.read_text())["spec"]["method"]: json.loads(p.read_text()) for p in out.glob("*/record.json")
     }
     assert "Traceback" in records["fault-raises"]["traceback"]
+    assert_names_no_folder_of_this_machine(records["fault-raises"])
+
+
+def assert_names_no_folder_of_this_machine(record):
+    """A failed record names the harness's files from the checkout's name, and no checkout or environment folder."""
+    text = record["traceback"] + record["error"]
+    assert '"<fairbench>/benchmark/' in text, text
+    assert not [f for f in machine_folders() if f + "/" in text], text
+
+
+def test_a_traceback_names_the_folders_of_the_machine_by_name_the_longest_first():
+    folders = {"/home/ann": "~", "/home/ann/fb": "<fairbench>", "/home/ann/fb/.venv": "<env>", "/": "<root>"}
+    text = (
+        'File "/home/ann/fb/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1783\n'
+        'File "/home/ann/fb/benchmark/runner.py", line 360\n'
+        'File "/home/ann/plugins/mine.py", line 3\n'
+        "FileNotFoundError: /home/anna/x and /data/faces/1.jpg"
+    )
+    assert portable(text, folders) == (
+        'File "<env>/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1783\n'
+        'File "<fairbench>/benchmark/runner.py", line 360\n'
+        'File "~/plugins/mine.py", line 3\n'
+        "FileNotFoundError: /home/anna/x and /data/faces/1.jpg"  # another folder, and the root is never replaced
+    )
 
 
 def test_faults_of_sealed_runs_are_recorded_even_with_one_worker(tmp_path, faulty_env):
@@ -225,6 +250,7 @@ def test_faults_of_sealed_runs_are_recorded_even_with_one_worker(tmp_path, fault
     assert records["fault-kills-worker"]["error"].startswith("ChildDied: the sealed child exited with code 17")
     assert records["fault-raises"]["error"] == "ValueError: planted failure inside fit"
     assert "in fit" in records["fault-raises"]["traceback"]
+    assert_names_no_folder_of_this_machine(records["fault-raises"])
 
 
 def test_ray_executor_runs_the_grid_on_a_local_cluster(tmp_path, faulty_env):
