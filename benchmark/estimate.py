@@ -23,6 +23,7 @@ import torch
 
 from fairfacebench.backbones import create_backbone
 from fairfacebench.provenance import cpu_info, hardware_of
+from fairfacebench.spec import canonical_json
 from fairfacebench.speed import autocast, memory_format, precision
 from fairfacebench.training import Classifier
 
@@ -178,27 +179,45 @@ def on_this_machine(records: Iterable[Any]) -> list[Any]:
     return [r for r in records if r.host and hardware_of(r.host) == here]
 
 
-def method_costs(records: Iterable[Any]) -> dict[str, float]:
-    """Each method's wall time per optimizer step relative to ERM's, from ok records that share ERM's comparison
-    (same machine and budget): the median over the method's runs."""
-    per_step: dict[tuple[str, str], list[float]] = {}
+def configuration(spec: Any) -> tuple[str, str]:
+    """A run's method and hyperparameters: what its cost per step depends on besides the step setting (a search
+    trial may cost several times its method's defaults, e.g. ssl-pipeline's `meta_scope` "all"), the same on every
+    task and seed."""
+    return spec.method, canonical_json(spec.hparams)
+
+
+def method_costs(records: Iterable[Any], key: Callable[[Any], Any] = lambda spec: spec.method) -> dict[Any, float]:
+    """Each method's (or with `key=configuration`, each configuration's) wall time per optimizer step relative to
+    ERM's, from ok records that share ERM's comparison (same machine and budget): the median over its runs."""
+    per_step: dict[tuple[str, Any], list[float]] = {}
+    erm: dict[str, list[float]] = {}
     for r in records:
         if (seconds := train_seconds_per_step(r)) is not None:
-            per_step.setdefault((r.comparison_id, r.method), []).append(seconds)
-    erm = {c: statistics.median(v) for (c, m), v in per_step.items() if m == "erm"}
-    ratios: dict[str, list[float]] = {}
-    for (comparison, method), values in per_step.items():
+            per_step.setdefault((r.comparison_id, key(r.spec)), []).append(seconds)
+            if r.method == "erm":
+                erm.setdefault(r.comparison_id, []).append(seconds)
+    ratios: dict[Any, list[float]] = {}
+    for (comparison, what), values in per_step.items():
         if comparison in erm:
-            ratios.setdefault(method, []).append(statistics.median(values) / erm[comparison])
-    return {m: round(statistics.median(v), 3) for m, v in ratios.items()}
+            ratios.setdefault(what, []).append(statistics.median(values) / statistics.median(erm[comparison]))
+    return {what: round(statistics.median(v), 3) for what, v in ratios.items()}
 
 
-def estimate(specs: list[Any], costs: dict[str, float], step: StepCost, eval_images: int, workers: int) -> Estimate:
-    """The wall time of computing `specs` on `workers` workers: each run's steps x the step cost x its method's
-    cost, plus its evaluation and start-up; runs are started heaviest first, each on the worker free first."""
+def estimate(
+    specs: list[Any],
+    costs: dict[str, float],
+    step: StepCost,
+    eval_images: int,
+    workers: int,
+    configured: dict[tuple[str, str], float] | None = None,
+) -> Estimate:
+    """The wall time of computing `specs` on `workers` workers: each run's steps x the step cost x its cost (its
+    configuration's in `configured`, measured on a finished run of the same method and hyperparameters, else its
+    method's), plus its evaluation and start-up; runs are started heaviest first, each on the worker free first."""
+    configured = configured or {}
     notes = sorted({f"no measured cost for '{s.method}': counted as erm" for s in specs if s.method not in costs})
     seconds = {
-        s.run_id: s.budget.steps * step.train_step_s * costs.get(s.method, 1.0)
+        s.run_id: s.budget.steps * step.train_step_s * configured.get(configuration(s), costs.get(s.method, 1.0))
         + eval_images * step.infer_image_s
         + RUN_START_S
         for s in specs
@@ -233,6 +252,7 @@ def plan_estimate(
     the same data (else from the dataset plugin, `split_sizes`), and the encoders to prepare first."""
     here = on_this_machine(records)
     measured = {**method_costs(records), **method_costs(here)}  # this machine's ratios where it has them
+    configured = {**method_costs(records, configuration), **method_costs(here, configuration)}
     sizes = {r.spec.data_fingerprint: r.task_info.sizes for r in records if r.task_info is not None}
     seconds: dict[str, float] = {}
     notes: list[str] = []
@@ -258,9 +278,12 @@ def plan_estimate(
             )
         for budget in sorted({s.budget.name for s in specs}):
             costs = {**METHOD_COST.get(budget, METHOD_COST_SMALL), **measured}
-            part = estimate([s for s in specs if s.budget.name == budget], costs, step, eval_images, workers)
+            todo_here = [s for s in specs if s.budget.name == budget]
+            part = estimate(todo_here, costs, step, eval_images, workers, configured)
             seconds.update(part.seconds)
             notes += part.notes
+    if seen := sum(configuration(s) in configured for s in todo):
+        notes.append(f"{seen} run(s) at the cost of a finished run of the same method and hyperparameters")
     threads = max((s.threads for s in todo), default=1)
     preparing = {}
     for prep in preparations:

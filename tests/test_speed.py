@@ -72,6 +72,33 @@ def test_method_costs_are_wall_time_per_step_relative_to_erm_in_the_same_compari
     assert costs == {"erm": 1.0, "simclr": 2.0, "jtt": 1.0}  # erm's median 1.1 s per step
 
 
+def test_a_configuration_that_ran_before_costs_what_it_cost_then_on_any_task_and_seed(tmp_path, monkeypatch):
+    # a search trial may cost several times its method's defaults (ssl-pipeline's meta_scope "all": 8x): the trial's
+    # run on one task prices the same trial on the other task, and a pick's final seeds
+    monkeypatch.setattr(est, "measure_step", lambda *a: est.StepCost(1.0, 0.0, "calibrated"))
+    budget = Budget("b", 100, 8)
+    cheap, dear = {"scope": "tail"}, {"scope": "all"}
+
+    def rec(method, seed, seconds_per_step, hparams, task="t1"):
+        record = fake_record(method, seed, budget=budget, hparams=hparams, task=task)
+        return replace(record, budget_report={"steps": 100, "wall_time_per_stage_s": {"train": seconds_per_step * 100}})
+
+    records = [rec("erm", 0, 0.5, {}), rec("m", 0, 1.0, cheap), rec("m", 1, 1.5, cheap), rec("m", 2, 4.0, dear)]
+    assert est.method_costs(records, est.configuration) == {
+        ("erm", "{}"): 1.0,
+        ("m", '{"scope":"tail"}'): 2.5,  # median 1.25 s / 0.5 s
+        ("m", '{"scope":"all"}'): 8.0,
+    }
+    assert est.method_costs(records) == {"erm": 1.0, "m": 3.0}  # the method's median over its runs: 1.5 s / 0.5 s
+    again = fake_spec("m", seed=4, budget=budget, hparams=dear, task="t2")
+    new = fake_spec("m", seed=4, budget=budget, hparams={"scope": "head"}, task="t2")
+    out = est.plan_estimate([again, new], 1, tmp_path, records, lambda spec: {"train": 5, "val": 1, "test": 1})
+    # 100 steps x the calibrated 1.0 s per step x the configuration's 8.0, or the method's 3.0 for one never run
+    assert out.seconds[again.run_id] == pytest.approx(800 + est.RUN_START_S)
+    assert out.seconds[new.run_id] == pytest.approx(300 + est.RUN_START_S)
+    assert "1 run(s) at the cost of a finished run of the same method and hyperparameters" in out.notes
+
+
 def test_this_machines_records_set_the_step_cost_and_method_costs_over_other_hardware(tmp_path, monkeypatch):
     # A calibration on an idle process misses the workers' contention, and another CPU's records their ratios:
     # erm's runs on this machine give the step cost, this machine's ratios beat another machine's.
