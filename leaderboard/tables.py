@@ -159,10 +159,12 @@ def complete_test_metrics(record: RunRecord, store: ResultStore) -> None:
         record.recomputed_from_predictions = missing
 
 
-def read_comparisons(store: ResultStore) -> dict[str, Comparison]:
-    """Every finished record of the store, grouped by comparison id, method and seed."""
+def read_comparisons(store: ResultStore, defaults_only: bool = False) -> dict[str, Comparison]:
+    """Every finished record of the store (`defaults_only`: of trial 0), grouped by comparison id, method and seed."""
     comparisons: dict[str, Comparison] = {}
     for rec in store.records():
+        if defaults_only and rec.trial != DEFAULT_TRIAL:
+            continue
         complete_test_metrics(rec, store)
         settings = rec.spec.comparison
         key = spec_hash(settings)
@@ -212,7 +214,9 @@ def differing_settings(comparisons: list[dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------ the board
 
 
-def build(store_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None) -> Board:
+def build(
+    store_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None, defaults_only: bool = False
+) -> Board:
     """Aggregate the store into leaderboard tables, one per comparison.
 
     A table holds only runs whose comparison settings (data, budget, resolution,
@@ -221,11 +225,12 @@ def build(store_dir: Path | str, rule: str = "val_acc", access: DataAccess | Non
     search, one trial per method on the search seeds).  `access`: data roots and
     intersectional attributes to read labels back with (`readback`), for accuracy
     at equal fairness and intersectional gaps; without it those are not made and
-    the tables' notes say so.
+    the tables' notes say so.  `defaults_only`: the board of every method at its defaults (trial 0), as if no
+    search had run.
     """
     selection = get_rule(rule)
     store = ResultStore(store_dir, create=False)
-    comparisons = read_comparisons(store)
+    comparisons = read_comparisons(store, defaults_only)
     named_by = differing_settings([c.settings for c in comparisons.values()])
     order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
     stored = StoredRuns(store, StoredAnalyses(access))

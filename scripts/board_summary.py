@@ -99,9 +99,12 @@ def main() -> None:
     p.add_argument("--plot", default="", help="write each table's accuracy-vs-eod_max plot to PLOT-<n>.svg")
     p.add_argument("--rule", default="val_acc", help="the selection rule the board is built with (default: val_acc)")
     p.add_argument("--intervals", action="store_true", help="show each mean's 95%% interval after its std")
+    p.add_argument(
+        "--defaults", action="store_true", help="every method at its defaults (trial 0), as if no search had run"
+    )
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
-    for n, table in enumerate(build(args.store, args.rule).tables):
+    for n, table in enumerate(build(args.store, args.rule, defaults_only=args.defaults).tables):
         print_table(table, order, args.intervals)
         if args.plot:
             title = f"{table.dataset} {table.task} {table.budget}"

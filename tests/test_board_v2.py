@@ -155,6 +155,13 @@ def build_only_m(store_dir):
     return row
 
 
+def test_the_board_of_the_defaults_reads_trial_0_only_as_if_no_search_had_run(search_store):
+    (row,) = build(search_store, "val_acc", defaults_only=True).tables[0].rows
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 0), (1, 0), (2, 0)] and row.regimes is None
+    assert row.acc.mean == pytest.approx((0.70 + 0.72 + 0.74) / 3) and row.runs == 3
+    assert build(search_store, "val_acc", defaults_only=True).tables[0].search is None
+
+
 def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
     index = build_site(search_store, tmp_path / "site")["index"].read_text()
     assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index
