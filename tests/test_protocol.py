@@ -306,11 +306,10 @@ def test_on_ray_a_run_embeds_its_pool_in_ray_tasks_with_the_numbers_of_a_local_r
     assert (embedded["pool"], embedded["train_images"]) == (600, 320)
     # the pool and the training images in shards of 256: 3 + 2 Ray tasks
     assert on_ray["stages"]["vlm-shards"]["shards"] == 5 and on_ray["stages"]["vlm-shards"]["calls"] == 2
-    stages = {
-        name: {k: r["stages"].get(k) for k in ("2-dedup", "3-retrieve", "4-pseudo-labels")}
-        for name, r in (("local", local), ("ray", on_ray))
-    }
-    assert on_ray["budget_report"]["forward_samples"] == local["budget_report"]["forward_samples"], stages
+    # curation first, stage by stage, so that a difference names the stage where it began
+    for stage in ("2-dedup", "3-retrieve", "4-pseudo-labels"):
+        assert on_ray["stages"].get(stage) == local["stages"].get(stage), stage
+    assert on_ray["budget_report"]["forward_samples"] == local["budget_report"]["forward_samples"]
     assert on_ray["metrics"] == local["metrics"]  # the same numbers whatever the executor
     assert np.array_equal(ray_scores["test_scores"], local_scores["test_scores"])
 
