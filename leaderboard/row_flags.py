@@ -65,11 +65,16 @@ def merged(details: dict[int, str], n_runs: int) -> str:
     if len(texts) > 1:
         return "; ".join(f"seed {s}: {d}" for s, d in sorted(details.items()))
     text = texts.pop()
-    return text if len(details) == n_runs else f"seed{'s' if len(details) > 1 else ''} {seed_list(details)}: {text}"
+    return text if len(details) == n_runs else f"{seeds_named(details)}: {text}"
 
 
 def seed_list(seeds) -> str:
     return ", ".join(str(s) for s in sorted(seeds))
+
+
+def seeds_named(seeds) -> str:
+    """'seed 0' or 'seeds 1, 3'."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {seed_list(seeds)}"
 
 
 def few_seeds(n: int) -> Flag | None:
@@ -85,11 +90,10 @@ def few_seeds(n: int) -> Flag | None:
 def searching(search: SearchProgress | None) -> Flag | None:
     if search is None or search.complete:
         return None
-    seeds = f"seed{'s' if len(search.search_seeds) > 1 else ''} {seed_list(search.search_seeds)}"
     return Flag(
         "searching",
-        f"search {search.trials} of {search.planned} trials on the search {seeds}: the row shows the defaults "
-        "(trial 0), and no regime picks a trial until every trial has run",
+        f"search {search.trials} of {search.planned} trials on the search {seeds_named(search.search_seeds)}: the "
+        "row shows the defaults (trial 0), and no regime picks a trial until every trial has run",
     )
 
 
@@ -106,7 +110,7 @@ def mixed_hardware(runs: list[RunRecord]) -> Flag | None:
     used = machines(runs)
     if len(used) < 2:
         return None
-    ran = (f"seed{'s' if len(s) > 1 else ''} {seed_list(s)} on {hw}" for hw, s in used.items())
+    ran = (f"{seeds_named(s)} on {hw}" for hw, s in used.items())
     return Flag("mixed-hardware", "; ".join(ran))
 
 
