@@ -134,7 +134,7 @@ def mixed_isolation(runs: list[RunRecord]) -> Flag | None:
     where = isolations(runs)
     if len(where) < 2:
         return None
-    return Flag("mixed-isolation", "; ".join(f"seeds {seed_list(s)} {mode}" for mode, s in where.items()))
+    return Flag("mixed-isolation", "; ".join(f"{seeds_named(s)} {mode}" for mode, s in where.items()))
 
 
 def zero_width(summaries: dict[str, MetricSummary]) -> Flag | None:

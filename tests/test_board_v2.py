@@ -373,7 +373,7 @@ def test_where_each_run_ran_is_a_field_of_every_output_and_a_row_that_mixes_them
     rows = {r.method: r for r in board.tables[0].rows}
     expected = {"broken": "sealed", "mixed": "mixed", "older": "in-process", "sealed": "sealed"}
     assert {m: r.isolation for m, r in rows.items()} == expected
-    assert {f.code: f.detail for f in rows["mixed"].flags}["mixed-isolation"] == "seeds 0, 1 sealed; seeds 2 in-process"
+    assert {f.code: f.detail for f in rows["mixed"].flags}["mixed-isolation"] == "seeds 0, 1 sealed; seed 2 in-process"
     assert not rows["sealed"].flagged("mixed-isolation") and not rows["older"].flagged("mixed-isolation")
     # Markdown (its column before the flags), CSV and pandas frame, JSON
     markdown = to_markdown(board)
@@ -400,7 +400,7 @@ def test_where_each_run_ran_is_a_field_of_every_output_and_a_row_that_mixes_them
     for method, isolation in expected.items():
         assert f'<td class="isolation" data-value="{isolation}">{isolation}</td>' in index, method
     page = (tmp_path / "site" / "method-mixed.html").read_text()
-    assert ">mixed</dd>" in page and "mixed-isolation" in page and "seeds 0, 1 sealed; seeds 2 in-process" in page
+    assert ">mixed</dd>" in page and "mixed-isolation" in page and "seeds 0, 1 sealed; seed 2 in-process" in page
 
 
 def diff(mean: float | None, tied: bool | None) -> PairedDifference:
