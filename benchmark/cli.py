@@ -893,17 +893,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fairfacebench.readback import data_access
 
     store = _store_dir(args.dir, f"`fairbench leaderboard {args.action}`")
-    selection_rule(args.selection)
+    if args.defaults and args.selection is not None:
+        raise ConfigError(
+            f"--defaults and --selection {args.selection}: a board of the defaults has one trial per method and seed, "
+            "so no rule picks; pass one of them"
+        )
+    rule = args.selection or "val_acc"
+    selection_rule(rule)
     access = data_access(args.data_root, args.intersect, args.min_cell)
     if args.action == "build":
         from fairfacebench.leaderboard.site import build_site
 
-        paths = build_site(store, args.out or store / "site", rule=args.selection, access=access)
+        paths = build_site(store, args.out or store / "site", rule=rule, access=access, defaults_only=args.defaults)
         print(f"site: {paths['index']} (data: {paths['json']}, {paths['csv']})")
         return 0
     from fairfacebench.leaderboard.tables import write
 
-    paths = write(store, args.out, rule=args.selection, access=access)
+    paths = write(store, args.out, rule=rule, access=access, defaults_only=args.defaults)
     print(paths["md"].read_text())
     return 0
 
@@ -1206,7 +1212,12 @@ def add_leaderboard(sub: Any, common: argparse.ArgumentParser) -> None:
     ):
         p.add_argument("dir", metavar="DIR", help="result store (the --out of `fairbench run`)")
         p.add_argument("--out", default=None, help=out_help)
-        p.add_argument("--selection", default="val_acc", help="model-selection rule (default: val_acc)")
+        p.add_argument("--selection", default=None, help="model-selection rule (default: val_acc)")
+        p.add_argument(
+            "--defaults",
+            action="store_true",
+            help="every method at its defaults (trial 0), as if no search had run: the untuned board",
+        )
         p.add_argument(
             "--data-root",
             action="append",

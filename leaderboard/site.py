@@ -688,7 +688,11 @@ def write_pages(tables: list[TableView], methods: list[MethodPage], common: dict
 
 
 def build_site(
-    store_dir: Path | str, out_dir: Path | str, rule: str = "val_acc", access: DataAccess | None = None
+    store_dir: Path | str,
+    out_dir: Path | str,
+    rule: str = "val_acc",
+    access: DataAccess | None = None,
+    defaults_only: bool = False,
 ) -> dict[str, Path]:
     """Render the whole site into `out_dir` (new, empty or an earlier site); returns the index and data paths.
 
@@ -697,7 +701,7 @@ def build_site(
     """
     out = Path(out_dir)
     earlier = site_folder(out)
-    board = build(store_dir, rule, access)
+    board = build(store_dir, rule, access, defaults_only)
     records = {r.run_id: r for r in ResultStore(store_dir, create=False).records()}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))

@@ -49,6 +49,7 @@ from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
 from fairfacebench.leaderboard.search import (
+    DEFAULT,
     DEFAULT_TRIAL,
     ORACLE,
     picked_trial,
@@ -234,10 +235,15 @@ def build(
     named_by = differing_settings([c.settings for c in comparisons.values()])
     order = sorted(comparisons, key=lambda k: (comparisons[k].settings["dataset"], comparisons[k].settings["task"], k))
     stored = StoredRuns(store, StoredAnalyses(access))
-    return Board(
-        rule,
-        [build_table(key, comparisons[key], named_by, context(comparisons[key], selection, stored)) for key in order],
-    )
+    tables = [
+        build_table(key, comparisons[key], named_by, context(comparisons[key], selection, stored)) for key in order
+    ]
+    if defaults_only:  # one trial per method and seed: the rule has nothing to pick, and the board says so
+        return Board(DEFAULT, [replace(t, selection_rule=DEFAULTS_BOARD) for t in tables])
+    return Board(rule, tables)
+
+
+DEFAULTS_BOARD = f"{DEFAULT}: every method at its defaults (trial 0), as if no search had run"
 
 
 def context(comparison: Comparison, selection: Any, stored: StoredRuns) -> Context:
@@ -508,9 +514,13 @@ def seed_note(rows: list[Row]) -> str | None:
 
 
 def write(
-    store_dir: Path | str, out_dir: Path | str | None = None, rule: str = "val_acc", access: DataAccess | None = None
+    store_dir: Path | str,
+    out_dir: Path | str | None = None,
+    rule: str = "val_acc",
+    access: DataAccess | None = None,
+    defaults_only: bool = False,
 ) -> dict[str, Path]:
-    """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other."""
+    """Write leaderboard.md, leaderboard.csv and leaderboard.json next to each other (`defaults_only`: see `build`)."""
     out = Path(out_dir or store_dir)
     foreign = foreign_exports(out)
     if foreign:
@@ -518,6 +528,6 @@ def write(
             f"{foreign[0]} was not written by a fairbench leaderboard and would be replaced; nothing was changed: pass "
             "--out a folder of its own, or move the file"
         )
-    board = build(store_dir, rule, access)
+    board = build(store_dir, rule, access, defaults_only)
     out.mkdir(parents=True, exist_ok=True)
     return write_exports(board, out)

@@ -1,16 +1,20 @@
-"""Which verdicts of one board survive on another: the methods' verdicts against erm (and each system's against its
-ablation) side by side, per task, from two built boards' `leaderboard.json` (issue 25: which conclusions of the v1
-board survived tuning and convergence).
+"""Which verdicts of one board survive on others: the methods' verdicts against erm (and each system's against its
+ablation) side by side, per task, from two or more built boards' `leaderboard.json` (issue 25: which conclusions of
+the v1 board survived tuning and convergence, and which methods each selection regime finds fairer than erm at no
+accuracy cost).
 
 A board's verdict is the leaderboard's sentence per method (`leaderboard/verdict.py`: fairer in eod_max at no
 significant accuracy cost, at a cost, not distinguishable, less fair, not judged), under the selection rule the
 board was built with; build each board with the rule to compare (`fairbench leaderboard tables STORE --out DIR
---selection val_wga`).  Tables are matched by task and encoder (`vlm`); a method on one board only is listed with
-'—' on the other.  A method whose version differs between the boards (its algorithm changed under the same name,
-e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the versions after its status: its verdicts are
-of two different methods.
+--selection val_wga`, or `--defaults` for every method at its defaults).  Tables are matched by task and encoder
+(`vlm`); a method missing from a board is listed with '—' there.  A method whose version differs between the boards
+(its algorithm changed under the same name, e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the
+versions after its status: its verdicts are of different methods.  Under each table, one line per board names the
+methods it finds fairer at no significant accuracy cost.
 
-    python scripts/compare_verdicts.py OLD/leaderboard.json NEW/leaderboard.json [--names v1 v2]
+    python scripts/compare_verdicts.py V1/leaderboard.json V2/leaderboard.json [--names v1 v2]
+    python scripts/compare_verdicts.py DEFAULT/leaderboard.json VAL_ACC/leaderboard.json VAL_WGA/leaderboard.json \
+        --names default val_acc val_wga
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from fairfacebench.leaderboard.verdict import FAIRER_FREE
 
 KINDS = {"verdict": "against erm", "ablation_verdict": "against its ablation"}
 
@@ -51,61 +57,70 @@ def judged(category: str) -> bool:
     return category != "—" and not category.startswith("not judged")
 
 
-def side_by_side(old: dict, new: dict, names: tuple[str, str]) -> list[str]:
-    """Markdown lines: per (task, encoder, kind) a table of method, old verdict, new verdict, same or changed."""
-    before, after = verdicts(old), verdicts(new)
-    version_before, version_after = versions(old), versions(new)
-    lines = [f"Selection rule: {names[0]} {old['selection_rule']}, {names[1]} {new['selection_rule']}.", ""]
-    for key in sorted(set(before) | set(after)):
+def side_by_side(boards: list[dict], names: list[str]) -> list[str]:
+    """Markdown lines: per (task, encoder, kind) a table of method and its verdict on each board, same or changed,
+    then the methods each board finds fairer at no significant accuracy cost."""
+    found, version_of = [verdicts(b) for b in boards], [versions(b) for b in boards]
+    every = "both boards" if len(boards) == 2 else f"all {len(boards)} boards"
+    rules = ", ".join(f"{name} {board['selection_rule']}" for name, board in zip(names, boards, strict=True))
+    lines = [f"Selection rule: {rules}.", ""]
+    for key in sorted(set().union(*found)):
         task, vlm, kind = key
-        a, b = before.get(key, {}), after.get(key, {})
-        if not a and not b:
+        columns = [f.get(key, {}) for f in found]
+        if not any(columns):
             continue
-        old_versions, new_versions = version_before.get((task, vlm), {}), version_after.get((task, vlm), {})
+        method_versions = [v.get((task, vlm), {}) for v in version_of]
 
         def renewed(method: str) -> bool:
-            return old_versions.get(method) != new_versions.get(method)
+            return len({v.get(method) for v in method_versions}) > 1
 
         lines += [
             f"### {task}, encoder {vlm}: {KINDS[kind]}",
             "",
-            f"| | {names[0]} | {names[1]} | |",
-            "|---|---|---|---|",
+            f"| | {' | '.join(names)} | |",
+            "|---|" + "---|" * len(names) + "---|",
         ]
-        for method in sorted(set(a) | set(b)):
-            va, vb = a.get(method, "—"), b.get(method, "—")
-            status = ("same" if va == vb else "changed") if judged(va) and judged(vb) else ""
+        methods = sorted(set().union(*columns))
+        for method in methods:
+            said = [c.get(method, "—") for c in columns]
+            status = ("same" if len(set(said)) == 1 else "changed") if all(map(judged, said)) else ""
             if status and renewed(method):
-                status += f" (version {old_versions.get(method)} -> {new_versions.get(method)})"
-            lines.append(f"| {method} | {va} | {vb} | {status} |")
-        both = [m for m in set(a) & set(b) if judged(a[m]) and judged(b[m])]
-        kept = sum(a[m] == b[m] for m in both)
-        unjudged = len(set(a) & set(b)) - len(both)
+                status += f" (version {' -> '.join(str(v.get(method)) for v in method_versions)})"
+            lines.append(f"| {method} | {' | '.join(said)} | {status} |")
+        on_all = [m for m in methods if all(m in c for c in columns)]
+        both = [m for m in on_all if all(judged(c[m]) for c in columns)]
+        kept = sum(len({c[m] for c in columns}) == 1 for m in both)
         other_versions = sum(renewed(m) for m in both)
-        notes = [f"{unjudged} more not judged on one or both"] if unjudged else []
+        notes = [f"{len(on_all) - len(both)} more not judged on one or more"] if len(on_all) > len(both) else []
         if other_versions:
-            notes.append(f"{other_versions} of the {len(both)} a different version of the method on each board")
+            notes.append(f"{other_versions} of the {len(both)} a different version of the method across the boards")
         lines += [
             "",
-            f"{kept} of {len(both)} methods judged on both boards keep their verdict"
+            f"{kept} of {len(both)} methods judged on {every} keep their verdict"
             + (f" ({'; '.join(notes)})." if notes else "."),
             "",
         ]
+        for name, column in zip(names, columns, strict=True):
+            free = sorted(m for m, category in column.items() if category == FAIRER_FREE)
+            lines.append(f"- {name}, {FAIRER_FREE}: {', '.join(free) if free else 'none'}.")
+        lines.append("")
     return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("old", type=Path)
-    p.add_argument("new", type=Path)
-    p.add_argument("--names", nargs=2, default=("old", "new"))
+    p.add_argument("boards", type=Path, nargs="+", metavar="BOARD", help="leaderboard.json files, two or more")
+    p.add_argument("--names", nargs="+", default=None, help="one name per board (default: board 1, board 2, ...)")
     args = p.parse_args()
+    names = args.names or [f"board {n}" for n in range(1, len(args.boards) + 1)]
+    if len(args.boards) < 2 or len(names) != len(args.boards):
+        p.error(f"{len(args.boards)} board(s) and {len(names)} name(s): pass two or more boards and one name each")
     boards = []
-    for path in (args.old, args.new):
+    for path in args.boards:
         if not path.is_file():
             raise SystemExit(f"{path}: no built board; run `fairbench leaderboard tables STORE --out DIR` first")
         boards.append(json.loads(path.read_text()))
-    print("\n".join(side_by_side(*boards, tuple(args.names))))
+    print("\n".join(side_by_side(boards, names)))
 
 
 if __name__ == "__main__":

@@ -162,6 +162,24 @@ def test_the_board_of_the_defaults_reads_trial_0_only_as_if_no_search_had_run(se
     assert build(search_store, "val_acc", defaults_only=True).tables[0].search is None
 
 
+def test_leaderboard_tables_defaults_writes_the_untuned_board_and_says_so(search_store, tmp_path, capsys):
+    from fairfacebench.cli import main
+
+    assert main(["leaderboard", "tables", str(search_store), "--out", str(tmp_path / "d"), "--defaults"]) == 0
+    board = json.loads((tmp_path / "d" / "leaderboard.json").read_text())
+    assert board["selection_rule"] == "default"
+    (table,) = board["tables"]
+    assert table["selection_rule"].startswith("default: every method at its defaults (trial 0)")
+    assert [(s["seed"], s["trial"]) for s in table["rows"][0]["selected"]] == [(0, 0), (1, 0), (2, 0)]
+    assert "Model selection: default: every method at its defaults (trial 0)" in capsys.readouterr().out
+    assert main(["leaderboard", "tables", str(search_store), "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "leaderboard.json").read_text())["selection_rule"] == "val_acc"
+    code = main(["leaderboard", "tables", str(search_store), "--out", str(tmp_path / "x"), "--defaults",
+                 "--selection", "val_wga"])  # fmt: skip
+    assert code != 0 and "--defaults and --selection val_wga" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
     index = build_site(search_store, tmp_path / "site")["index"].read_text()
     assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index

@@ -26,7 +26,7 @@ def test_verdicts_are_matched_by_task_encoder_and_method_and_changes_are_named()
             {"category": TIED, "methods": ["fscl (train labels)", "bcbb (train labels)"]},
         ],
     )
-    lines = script.side_by_side(old, new, ("v1", "v2"))
+    lines = script.side_by_side([old, new], ["v1", "v2"])
     assert "### gender/race, encoder none: against erm" in lines
     assert f"| reweight | {FREE} | {FREE} | same |" in lines
     assert f"| fscl | {FREE} | {TIED} | changed |" in lines
@@ -40,10 +40,10 @@ def test_a_method_not_judged_on_a_board_neither_keeps_nor_changes_its_verdict():
     old_entries.append({"category": few, "methods": ["jtt (train labels)"]})
     entries = [{"category": FREE, "methods": ["reweight (train labels)"]}]
     entries.append({"category": few, "methods": ["fscl", "jtt"]})
-    lines = script.side_by_side(board("val_acc", old_entries), board("val_acc", entries), ("v1", "v2"))
+    lines = script.side_by_side([board("val_acc", old_entries), board("val_acc", entries)], ["v1", "v2"])
     assert f"| fscl | {FREE} | {few} |  |" in lines
     assert f"| jtt | {few} | {few} |  |" in lines  # not judged on either board: not "same"
-    assert "1 of 1 methods judged on both boards keep their verdict (2 more not judged on one or both)." in lines
+    assert "1 of 1 methods judged on both boards keep their verdict (2 more not judged on one or more)." in lines
 
 
 def test_a_method_whose_version_changed_between_the_boards_says_so():
@@ -52,10 +52,37 @@ def test_a_method_whose_version_changed_between_the_boards_says_so():
     entries = [{"category": FREE, "methods": ["undersample (train labels)", "reweight (train labels)"]}]
     old = board("val_acc", entries, {"undersample": 1, "reweight": 1})
     new = board("val_acc", entries, {"undersample": 2, "reweight": 1})
-    lines = script.side_by_side(old, new, ("v1", "v2"))
+    lines = script.side_by_side([old, new], ["v1", "v2"])
     assert f"| undersample | {FREE} | {FREE} | same (version 1 -> 2) |" in lines
     assert f"| reweight | {FREE} | {FREE} | same |" in lines
     assert (
-        "2 of 2 methods judged on both boards keep their verdict (1 of the 2 a different version of the method on "
-        "each board)." in lines
+        "2 of 2 methods judged on both boards keep their verdict (1 of the 2 a different version of the method "
+        "across the boards)." in lines
     )
+
+
+def test_three_boards_side_by_side_name_what_each_finds_fairer_at_no_accuracy_cost():
+    # the regimes of one store (defaults, val_acc's picks, val_wga's picks), built as three boards
+    cost = "fairer (eod_max) at a significant accuracy cost"
+    default = board("default", [{"category": FREE, "methods": ["reweight (train labels)", "jtt (train labels)"]}])
+    by_acc = board("val_acc", [{"category": FREE, "methods": ["reweight (train labels)"]},
+                               {"category": cost, "methods": ["jtt (train labels)"]}])  # fmt: skip
+    by_wga = board("val_wga", [{"category": FREE, "methods": ["reweight (train labels)", "jtt (train labels)"]}])
+    lines = script.side_by_side([default, by_acc, by_wga], ["default", "val_acc", "val_wga"])
+    assert "Selection rule: default default, val_acc val_acc, val_wga val_wga." in lines
+    assert "| | default | val_acc | val_wga | |" in lines and "|---|---|---|---|---|" in lines
+    assert f"| reweight | {FREE} | {FREE} | {FREE} | same |" in lines
+    assert f"| jtt | {FREE} | {cost} | {FREE} | changed |" in lines
+    assert "1 of 2 methods judged on all 3 boards keep their verdict." in lines
+    assert f"- default, {FREE}: jtt, reweight." in lines and f"- val_acc, {FREE}: reweight." in lines
+
+
+def test_the_script_wants_one_name_per_board(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "b.json"
+    path.write_text("{}")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(path), str(path), "--names", "one"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 2 and "2 board(s) and 1 name(s)" in done.stderr
