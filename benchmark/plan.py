@@ -479,7 +479,8 @@ def possible_final(plan: Plan, specs: list[RunSpec], records: list[Any]) -> list
 
 def search_choice(by_trial: dict[int, list[Any]], rule: Any) -> int | None:
     """The trial a selection rule picks from the search seeds' runs: the highest mean of the rule's key over the
-    search seeds (failed runs count as the worst key); ties go to the lowest trial; None if every run failed."""
+    search seeds; a trial with a failed run there is not scored (it counts as the worst); ties go to the lowest trial;
+    None if every trial has a failed run."""
     scores = {}
     for trial, runs in by_trial.items():
         keys = [rule.key(r) for r in runs if r.ok]

@@ -33,6 +33,9 @@ INTERSECTIONAL_METRICS = ("eod_max", "eod_mean", "dp_diff", "wga")
 TRANSFER_METRICS = ("acc", "eod_max", "wga")
 # Significance level of every paired test on the board (Holm's correction within each family).
 ALPHA = 0.05
+DEFAULT_TRIAL = 0  # a method's default hyperparameters: every seed runs it
+DEFAULT = "default"  # the regime of the defaults (`search.regimes`)
+REFERENCE_METHOD = "erm"  # what every method is compared against (`Row.vs_erm`, the verdict)
 MIN_SEEDS = 3  # below this, across-seed intervals and paired comparisons are flagged (few-seeds) and not judged
 # Flags that keep a row off the Pareto front and draw it hollow: its predictions say nothing about fairness.
 OFF_FRONT_FLAGS = ("degenerate", "at-chance")
@@ -232,6 +235,7 @@ class Row:
     isolation: str  # where its runs' method ran: 'sealed', 'in-process' or 'mixed' (`row_flags.isolation`)
     flags: list[Flag]
     regimes: list[RegimeResult] | None = None  # with a search in the store: default, each rule's pick, the oracle
+    search_pending: bool = False  # it shows its defaults until its search and its pick's final seeds have run
     vs_erm: dict[str, PairedDifference] | None = None
     system_vs_ablation: dict[str, PairedDifference] | None = None
     calibration: Calibration | None = None  # None: no selected run stored predictions (the table's notes say)
@@ -307,16 +311,24 @@ class HardwareRuns:
 
 @dataclass(frozen=True)
 class SearchProgress:
-    """How far one method's search has come: its trials beyond the defaults with a run on every search seed, of
-    those planned."""
+    """How far one method's search has come: its trials (the defaults included) with a run on every search seed, of
+    those planned; once complete, the trial the table's rule picks there and the seeds the defaults ran on where
+    that pick has not run yet."""
 
     trials: int
     planned: int
     search_seeds: list[int]
+    pick: int | None = None
+    pending_seeds: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return self.trials >= self.planned
+
+    @property
+    def pending(self) -> bool:
+        """The row stands for the defaults: trials are left on the search seeds, or the pick on the final seeds."""
+        return not self.complete or bool(self.pending_seeds)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from fairfacebench.leaderboard.model import ALPHA, PairedDifference, defined
+from fairfacebench.leaderboard.model import ALPHA, MIN_SEEDS, PairedDifference, defined
 from fairfacebench.metrics.compare import holm
 from fairfacebench.metrics.hierarchical import crossed_mean, crossed_paired_difference, seed_predictions
 
@@ -37,6 +37,14 @@ class Paired:
     def __init__(self, stored: StoredRuns) -> None:
         self.stored = stored
         self._cache: dict[tuple, dict] = {}
+
+    def crossed_mean(self, runs: list[RunRecord]) -> dict | None:
+        """`crossed_mean_of` the runs (one per seed), computed once per set of runs: a row and the regime that
+        picks the same trial share it."""
+        key = ("mean", *(r.run_id for r in runs))
+        if key not in self._cache:
+            self._cache[key] = crossed_mean_of(runs, self.stored)
+        return self._cache[key]
 
     def difference(self, minuend: BySeed, subtrahend: BySeed, metrics: tuple[str, ...]) -> dict[str, PairedDifference]:
         """minuend − subtrahend of each metric over the seeds both have a run of."""
@@ -116,9 +124,10 @@ def mean_only(minuend: BySeed, subtrahend: BySeed, seeds: list[int], metric: str
 
 
 def holm_family(family: dict[str, PairedDifference]) -> dict[str, PairedDifference]:
-    """The family's differences with Holm-adjusted p-values and `tied` (not rejected at ALPHA); untested ones as
-    they are."""
-    tested = {k: d.p_value for k, d in family.items() if d.p_value is not None}
+    """The family's differences with Holm-adjusted p-values and `tied` (not rejected at ALPHA); untested ones, and
+    those over fewer than MIN_SEEDS seeds (not judged: training randomness unmeasured), as they are and outside the
+    family, so they do not make the correction of the others more conservative."""
+    tested = {k: d.p_value for k, d in family.items() if d.p_value is not None and d.n >= MIN_SEEDS}
     if not tested:
         return family
     corrected = holm(tested, ALPHA)

@@ -19,8 +19,11 @@ from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     CALIBRATION_METRICS,
     COMPARED_METRICS,
+    DEFAULT,
+    DEFAULT_TRIAL,
     GROUP_METRICS,
     INTERSECTIONAL_METRICS,
+    MIN_SEEDS,
     REGIME_METRICS,
     SUMMARY_METRICS,
     TABLE_METRICS,
@@ -107,13 +110,17 @@ def summary_text(summary: MetricSummary) -> str:
 
 
 def difference_text(difference: PairedDifference | None) -> str:
-    """'+mean [lo, hi]' of a paired difference ('+mean [lo, hi] tied' when Holm does not reject), '+mean (n=1)'
-    without an interval, 'n/a' when undefined."""
+    """'+mean [lo, hi]' of a paired difference ('+mean [lo, hi] tied' when Holm does not reject, '+mean [lo, hi]
+    not judged (n=2)' over fewer than MIN_SEEDS seeds), '+mean (n=1)' without an interval, 'n/a' when undefined."""
     if difference is None or difference.mean is None:
         return "n/a"
     lo, hi = difference.ci95 or (None, None)
     text = f"{difference.mean:+.3f}"
-    text += f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f" (n={difference.n})"
+    if lo is None or hi is None:
+        return text + f" (n={difference.n})"
+    text += f" [{lo:+.3f}, {hi:+.3f}]"
+    if difference.n < MIN_SEEDS:
+        return text + f" not judged (n={difference.n})"
     return text + (" tied" if difference.tied else "")
 
 
@@ -276,8 +283,16 @@ def search_text(t: Table) -> str:
 
 def regime_cells(r: Row, g: RegimeResult) -> list[Any]:
     trial = "none finished" if g.trial is None else g.trial
-    diffs = [difference_text((g.minus_default or {}).get(m)) if g.minus_default else "" for m in REGIME_METRICS]
+    diffs = [regime_difference_text(g, m) for m in REGIME_METRICS]
     return [r.label, regime_name(g), trial, len(g.seeds), *[summary_text(g.metrics[m]) for m in REGIME_METRICS], *diffs]
+
+
+def regime_difference_text(g: RegimeResult, metric: str) -> str:
+    """A regime's difference to the defaults: '' for the defaults' own line, 'the defaults' when the regime picks
+    them (the same runs: nothing to test)."""
+    if g.minus_default:
+        return difference_text(g.minus_default.get(metric))
+    return "the defaults" if g.trial == DEFAULT_TRIAL and g.regime != DEFAULT else ""
 
 
 def shared_preparation_text(prep: SharedPreparation) -> str:

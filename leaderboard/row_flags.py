@@ -88,12 +88,21 @@ def few_seeds(n: int) -> Flag | None:
 
 
 def searching(search: SearchProgress | None) -> Flag | None:
-    if search is None or search.complete:
+    """'searching' while the row stands for the defaults because the search, or its pick's final seeds, has runs
+    left."""
+    if search is None or not search.pending:
         return None
+    if not search.complete:
+        return Flag(
+            "searching",
+            f"search {search.trials} of {search.planned} trials (the defaults included) on the search "
+            f"{seeds_named(search.search_seeds)}: the row shows the defaults (trial 0), and no regime picks a trial "
+            "until every trial has run",
+        )
     return Flag(
         "searching",
-        f"search {search.trials} of {search.planned} trials on the search {seeds_named(search.search_seeds)}: the "
-        "row shows the defaults (trial 0), and no regime picks a trial until every trial has run",
+        f"the rule picks trial {search.pick} on the search {seeds_named(search.search_seeds)}, not yet run on "
+        f"{seeds_named(search.pending_seeds)}: the row shows the defaults (trial 0) until it has run on every seed",
     )
 
 

@@ -12,12 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from fairfacebench.leaderboard.model import DEFAULT, DEFAULT_TRIAL
 from fairfacebench.plan import search_choice
 from fairfacebench.record import RunRecord
 
-DEFAULT_TRIAL = 0
 REGIME_RULES = ("val_acc", "val_wga")  # without group labels; with validation group labels
-DEFAULT = "default"
 ORACLE = "test oracle"
 
 
@@ -57,11 +56,20 @@ def planned_trials(records: list[RunRecord]) -> int:
 
 
 def trials_searched(runs: list[RunRecord], seeds: list[int], planned: int) -> int:
-    """How many of a method's trials beyond the defaults (1 .. planned-1) have a run, finished or failed, on every
-    search seed: its search is complete when that is planned - 1, and no regime picks before (`fairbench run`
-    waits the same way before it runs a pick on the other seeds)."""
+    """How many of a method's trials (0 .. planned-1, the defaults included) have a run, finished or failed, on every
+    search seed: its search is complete when that is `planned`, and no regime picks before (`fairbench run`
+    waits the same way, for every run on the search seeds, before it runs a pick on the other seeds)."""
     ran = {(r.trial, r.seed) for r in runs}
-    return sum(all((trial, seed) in ran for seed in seeds) for trial in range(1, planned))
+    return sum(all((trial, seed) in ran for seed in seeds) for trial in range(planned))
+
+
+def pick_pending(runs: list[RunRecord], trial: int | None) -> list[int]:
+    """The seeds the defaults ran on (finished or failed) where the picked trial has no run yet: the final seeds
+    `fairbench run` still has to run it on."""
+    if trial is None:
+        return []
+    ran = {r.seed for r in runs if r.trial == trial}
+    return sorted({r.seed for r in runs if r.trial == DEFAULT_TRIAL} - ran)
 
 
 def on_search_seeds(runs: list[RunRecord], seeds: list[int]) -> dict[int, list[RunRecord]]:

@@ -62,6 +62,7 @@ from fairfacebench.leaderboard.render import (
     mechanism_cells,
     order_rows,
     rank_text,
+    regime_difference_text,
     regime_name,
     row_transfer_cells,
     search_text,
@@ -463,7 +464,7 @@ def regime_views(row: Row) -> list[RegimeView]:
             trial="none finished" if g.trial is None else str(g.trial),
             seeds=len(g.seeds),
             values=[summary_text(g.metrics[m]) for m in REGIME_METRICS],
-            minus_default=[difference_text(g.minus_default[m]) if g.minus_default else "" for m in REGIME_METRICS],
+            minus_default=[regime_difference_text(g, m) for m in REGIME_METRICS],
         )
         for g in row.regimes or []
     ]

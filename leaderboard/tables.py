@@ -30,6 +30,7 @@ from fairfacebench.leaderboard.mechanisms import mechanisms
 from fairfacebench.leaderboard.model import (
     ABLATION_METRICS,
     COMPARED_METRICS,
+    REFERENCE_METHOD,
     REGIME_METRICS,
     SUMMARY_METRICS,
     Board,
@@ -44,7 +45,7 @@ from fairfacebench.leaderboard.model import (
     SharedPreparation,
     Table,
 )
-from fairfacebench.leaderboard.paired import Paired, crossed_mean_of, holm_columns
+from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
 from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
@@ -52,6 +53,7 @@ from fairfacebench.leaderboard.search import (
     DEFAULT,
     DEFAULT_TRIAL,
     ORACLE,
+    pick_pending,
     picked_trial,
     planned_trials,
     regimes,
@@ -68,7 +70,6 @@ from fairfacebench.record import RunRecord
 from fairfacebench.spec import COMPARISON_FIELDS, canonical_json, spec_hash
 from fairfacebench.store import PREDICTIONS, ResultStore
 
-REFERENCE_METHOD = "erm"
 INTERVAL_NOTE = {
     "crossed": "± is the std over seeds (ddof=1); [lo, hi] the 95% interval of the mean over seeds from the crossed "
     "bootstrap over seeds and the test rows they share, widened for few seeds, so it counts the test set's own "
@@ -112,6 +113,11 @@ class MethodRuns:
     def searching(self) -> bool:
         """Its search has trials left to run on the search seeds: the row shows the defaults, no regime picks."""
         return self.search is not None and not self.search.complete
+
+    @property
+    def pending(self) -> bool:
+        """The row shows the defaults: its search, or its pick on the final seeds, has runs left."""
+        return self.search is not None and self.search.pending
 
     @property
     def all(self) -> list[RunRecord]:
@@ -193,16 +199,21 @@ def newest_version(by_seed: BySeed) -> tuple[BySeed, int, int]:
 
 def method_runs(by_seed: BySeed, selection: Any, searched: list[int], planned: int = 1) -> MethodRuns:
     """A method's runs of its newest version and the selected run per seed: without a search, the rule's pick among
-    each seed's trials; with one, the trial the rule picks on the search seeds, on every seed it ran, once all
-    `planned` trials have run there (before, its defaults: a pick among some trials is not the search's)."""
+    each seed's trials; with one, the trial the rule picks on the search seeds, over every seed, once all `planned`
+    trials have run there and the pick has run on every seed the defaults ran on.  Before, its defaults: a pick
+    among some trials is not the search's, and a pick on the search seeds alone is neither powered nor comparable
+    with rows over every seed."""
     kept, version, superseded = newest_version(by_seed)
     everything = [r for _, runs in sorted(kept.items()) for r in runs]
     failed = [r for r in everything if not r.ok]
     if not searched:
         chosen = [c for c in (select(runs, selection) for _, runs in sorted(kept.items())) if c is not None]
         return MethodRuns(kept, version, superseded, chosen, failed)
-    progress = SearchProgress(trials_searched(everything, searched, planned), planned - 1, searched)
-    trial = picked_trial(everything, searched, selection) if progress.complete else DEFAULT_TRIAL
+    progress = SearchProgress(trials_searched(everything, searched, planned), planned, searched)
+    if progress.complete:
+        pick = picked_trial(everything, searched, selection)
+        progress = replace(progress, pick=pick, pending_seeds=pick_pending(everything, pick))
+    trial = DEFAULT_TRIAL if progress.pending else progress.pick
     return MethodRuns(kept, version, superseded, trial_runs(everything, trial), failed, progress)
 
 
@@ -291,7 +302,7 @@ def search_protocol(comparison: Comparison, ctx: Context) -> SearchProtocol | No
 def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
     """A method's row: its runs, the selected trial per seed with its compute, test metrics over seeds, its flags and
     (with a search) its selection regimes."""
-    crossed = crossed_mean_of(runs.ok, ctx.stored) if len(runs.ok) > 1 else None
+    crossed = ctx.paired.crossed_mean(runs.ok) if len(runs.ok) > 1 else None
     summaries = {m: summary(runs.ok, m, ctx.stored, crossed) for m in SUMMARY_METRICS}
     return Row(
         **run_fields(method, runs),
@@ -302,6 +313,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         isolation=isolation(runs.ok or runs.failed),
         flags=row_flags(runs.ok, ctx.stored, summaries, runs.search),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
+        search_pending=runs.pending,
         **row_analyses(runs.ok, ctx.stored),
         mechanisms=mechanisms(runs.ok),
     )
@@ -441,21 +453,21 @@ def regime_result(
 ) -> RegimeResult:
     trial = DEFAULT_TRIAL if rule is None else picked_trial(runs.all, ctx.search_seeds, rule)
     chosen = trial_runs(runs.all, trial) if trial is not None else []
+    crossed = ctx.paired.crossed_mean(chosen) if len(chosen) > 1 else None  # the same intervals as the rows'
     return RegimeResult(
         regime=name,
         description=description,
         trial=trial,
         seeds=[r.seed for r in chosen],
-        metrics={m: summary(chosen, m, ctx.stored) for m in REGIME_METRICS},
-        minus_default=None
-        if rule is None or not chosen
+        metrics={m: summary(chosen, m, ctx.stored, crossed) for m in REGIME_METRICS},
+        minus_default=None  # the defaults themselves, or a regime that picks them: nothing to test
+        if rule is None or not chosen or trial == DEFAULT_TRIAL
         else ctx.paired.difference(by_seed(chosen), by_seed(default), REGIME_METRICS),
         upper_bound=name == ORACLE,
     )
 
 
 def holm_regimes(rows: list[Row]) -> list[Row]:
-    """Holm's correction of regime − default per (regime, metric) over the table's methods."""
     """Holm's correction of regime − default per (regime, metric) over the table's methods that report the regime
     (a method still searching reports only its defaults)."""
     searched = [r for r in rows if r.regimes]
@@ -485,10 +497,10 @@ def compare_rows(rows: list[Row], runs: dict[str, MethodRuns], ctx: Context) -> 
     ok = {r.method: r for r in rows if r.ok}
     chosen = {m: by_seed(runs[m].ok) for m in ok}
     reference = REFERENCE_METHOD if REFERENCE_METHOD in ok else None
-    vs_erm = {
+    vs_erm = {  # a tuned row against erm's defaults (or the reverse) is not compared: `verdict.SEARCH_PENDING`
         m: ctx.paired.difference(chosen[m], chosen[reference], COMPARED_METRICS)
         for m in ok
-        if reference and m != reference
+        if reference and m != reference and ok[m].search_pending == ok[reference].search_pending
     }
     ablations = {
         m: ctx.paired.difference(chosen[r.ablation_of], chosen[m], ABLATION_METRICS)

@@ -10,7 +10,9 @@ less fair or not distinguishable, and the accuracy difference whether that came 
 - not distinguishable in eod_max: Holm does not reject (the paired interval at Holm's level holds 0);
 - not tested: the runs stored no predictions, so there is a mean difference but no interval;
 - not judged: fewer than 3 shared seeds, so the bootstrap sees the test rows but not training randomness (the
-  `few-seeds` flag's threshold).
+  `few-seeds` flag's threshold); or, in a store with a search, one of the method and erm is at its defaults while
+  the other is tuned (a search or a pick's final seeds still to run: `Row.search_pending`), so the two rows were
+  not tuned alike and are not compared.
 
 The same categories read each system against its own ablation (system − ablation): whether the part the ablation
 removes makes the system fairer.  "Significantly" always means after Holm's correction at α = 0.05.  The table's
@@ -20,7 +22,7 @@ under the other regime.
 
 from __future__ import annotations
 
-from fairfacebench.leaderboard.model import MIN_SEEDS, PairedDifference, Row, Verdict
+from fairfacebench.leaderboard.model import MIN_SEEDS, REFERENCE_METHOD, PairedDifference, Row, Verdict
 
 FAIRER_FREE = "fairer (eod_max) at no significant accuracy cost"
 FAIRER_COSTLY = "fairer (eod_max) at a significant accuracy cost"
@@ -28,7 +30,8 @@ LESS_FAIR = "less fair (eod_max)"
 TIED = "not distinguishable in eod_max"
 UNTESTED = "not tested (no stored predictions: means only)"
 FEW_SEEDS = f"not judged (fewer than {MIN_SEEDS} shared seeds: training randomness unmeasured)"
-ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED, FEW_SEEDS)
+SEARCH_PENDING = "not judged (one of it and erm is tuned, the other at its defaults: a search still running)"
+ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED, FEW_SEEDS, SEARCH_PENDING)
 
 
 def significant(d: PairedDifference | None, sign: int) -> bool:
@@ -49,7 +52,14 @@ def category(vs_erm: dict[str, PairedDifference]) -> str:
 
 def verdict(rows: list[Row]) -> list[Verdict]:
     """Against erm: the methods of each category (with their tier), in ORDER; empty categories are left out."""
-    return sorted_into([(category(r.vs_erm), f"{r.method} ({r.tier})") for r in rows if r.ok and r.vs_erm])
+    erm = next((r for r in rows if r.ok and r.method == REFERENCE_METHOD), None)
+    judged = [(category(r.vs_erm), f"{r.method} ({r.tier})") for r in rows if r.ok and r.vs_erm]
+    unlike = [
+        (SEARCH_PENDING, f"{r.method} ({r.tier})")
+        for r in rows
+        if erm and r.ok and r is not erm and r.search_pending != erm.search_pending
+    ]
+    return sorted_into(judged + unlike)
 
 
 def ablation_verdict(rows: list[Row]) -> list[Verdict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from fairfacebench.leaderboard import plots
-from fairfacebench.leaderboard.model import MetricSummary, PairedDifference, Row, Table, defined
+from fairfacebench.leaderboard.model import MIN_SEEDS, MetricSummary, PairedDifference, Row, Table, defined
 from fairfacebench.leaderboard.site import tradeoff_points
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.store import ResultStore
@@ -46,6 +46,8 @@ def paired(difference: PairedDifference | None) -> str:
         return ""
     lo, hi = difference.ci95 or (None, None)
     text = f"{difference.mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+    if difference.n < MIN_SEEDS:  # outside Holm's family: training randomness unmeasured
+        return text + f" not judged (n={difference.n})"
     return text + (" tied" if difference.tied else "")
 
 

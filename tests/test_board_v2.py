@@ -14,7 +14,8 @@ from records import TRAIN_ONLY, fake_record, metrics, predicted_run
 from fairfacebench.budget import Budget
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.model import PairedDifference
-from fairfacebench.leaderboard.render import to_frame, to_json, to_markdown
+from fairfacebench.leaderboard.paired import holm_family
+from fairfacebench.leaderboard.render import difference_text, regime_difference_text, to_frame, to_json, to_markdown
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
@@ -88,10 +89,14 @@ def test_with_a_search_the_row_is_the_tuned_trial_over_every_seed_beside_the_def
     # the oracle reads test accuracy (trial 3: 0.99), which ran on the search seed only: an upper bound
     assert oracle.upper_bound and oracle.seeds == [0] and oracle.metrics["acc"].mean == 0.99
     assert oracle.minus_default["acc"].mean == pytest.approx(0.29) and oracle.minus_default["acc"].n == 1
+    # one seed: not judged, and outside the regime's Holm family
+    assert oracle.minus_default["acc"].tied is None and oracle.minus_default["acc"].p_holm is None
     table = build(search_store, "val_acc").tables[0]
     assert table.search.search_seeds == [0] and table.search.trials == [0, 1, 2, 3]
     markdown = to_markdown(build(search_store, "val_acc"))
     assert "Default vs tuned." in markdown and "| test oracle (upper bound) |" in markdown
+    # a regime's metrics carry the rows' interval (the crossed bootstrap over seeds and test rows), not another
+    assert by_acc.metrics["acc"] == row.acc and default.metrics["acc"].interval is not None
     plain = json.loads(to_json(build(search_store, "val_acc")))["tables"][0]
     assert plain["search"]["regimes"] == ["default", "val_acc", "val_wga", "test oracle"]
     frame = to_frame(build(search_store, "val_acc")).iloc[0]
@@ -123,16 +128,83 @@ def test_a_method_whose_search_has_trials_left_keeps_its_defaults_and_says_how_f
     assert row.acc.mean == pytest.approx((0.70 + 0.72 + 0.74) / 3)
     assert [g.regime for g in row.regimes] == ["default"]
     (flag,) = [f for f in row.flags if f.code == "searching"]
-    assert flag.detail.startswith("search 2 of 3 trials on the search seed 0: the row shows the defaults")
+    assert flag.detail.startswith("search 3 of 4 trials (the defaults included) on the search seed 0: the row shows")
     board = build(search_store, "val_acc")
     assert board.tables[0].search.trials == [0, 1, 2, 3]
-    assert "search 2 of 3 trials on the search seed 0" in to_markdown(board)
+    assert "search 3 of 4 trials (the defaults included) on the search seed 0" in to_markdown(board)
     # a failed trial has run: the search is complete, and the failed run counts as the worst (as `fairbench run`)
     failed = fake_record("m", 0, 3, error="BudgetExceeded", hparams={"trial": 3}, config=SEARCH)
     ResultStore(search_store).write(failed.run_id, failed)
     (row,) = build(search_store, "val_acc").tables[0].rows
     assert {s.trial for s in row.selected} == {2} and not [f for f in row.flags if f.code == "searching"]
     assert [g.trial for g in row.regimes] == [0, 2, 1, 1]  # the oracle: test acc 0.70, 0.80, 0.75 of trials 0-2
+
+
+def test_a_search_seed_without_its_defaults_run_is_a_search_still_running(search_store):
+    # `fairbench run` waits for every run on the search seeds, trial 0 included, before it picks
+    (search_store / "m-0-0").rename(search_store / ".m-0-0-aside")
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert {s.trial for s in row.selected} == {0} and [g.regime for g in row.regimes] == ["default"]
+    assert row.flagged("searching") and row.search_pending
+
+
+def test_a_pick_not_yet_run_on_every_seed_leaves_the_row_at_its_defaults_and_says_which_seeds_wait(search_store):
+    # val_acc picks trial 2 on seed 0; it has not run on seed 2 yet: a row of the pick would stand on seeds 0-1,
+    # beside rows over every seed, so the row stays the defaults until it has run everywhere
+    (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 0), (1, 0), (2, 0)] and row.search_pending
+    (flag,) = [f for f in row.flags if f.code == "searching"]
+    assert flag.detail == (
+        "the rule picks trial 2 on the search seed 0, not yet run on seed 2: the row shows the defaults (trial 0) "
+        "until it has run on every seed"
+    )
+    # the search is complete, so every regime reports its pick over the seeds it ran
+    assert [(g.regime, g.trial, g.seeds) for g in row.regimes][:3] == [
+        ("default", 0, [0, 1, 2]),
+        ("val_acc", 2, [0, 1]),
+        ("val_wga", 1, [0, 1, 2]),
+    ]
+    # val_wga's pick has run everywhere: its board's row is tuned
+    (row,) = build(search_store, "val_wga").tables[0].rows
+    assert {s.trial for s in row.selected} == {1} and not row.search_pending and not row.flagged("searching")
+
+
+def test_a_regime_that_picks_the_defaults_is_not_tested_against_them(search_store):
+    # seed 0's trial 2 falls to 0.79 validation accuracy: val_acc now picks trial 0 (0.80)
+    store = ResultStore(search_store)
+    worse = searched("m", 0, 2, 0.79, 0.4, 0.75)
+    (search_store / "m-0-2").rename(search_store / ".m-0-2-aside")
+    store.write(worse.run_id, worse)
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    by_acc = next(g for g in row.regimes if g.regime == "val_acc")
+    assert by_acc.trial == 0 and by_acc.minus_default is None
+    assert [regime_difference_text(by_acc, m) for m in ("acc", "eod_max")] == ["the defaults"] * 2
+    assert regime_difference_text(row.regimes[0], "acc") == ""  # the defaults' own line
+
+
+def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(search_store):
+    store = ResultStore(search_store)
+    erm = [searched("erm", 0, t, 0.80 - t / 100, 0.5, 0.60) for t in range(4)]  # val_acc keeps erm's defaults
+    erm += [searched("erm", seed, 0, 0.80, 0.5, 0.60 + seed / 100) for seed in (1, 2)]
+    for r in erm:
+        store.write(r.run_id, r)
+    (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")  # m's pick waits for seed 2: m at its defaults
+    table = build(search_store, "val_acc").tables[0]
+    rows = {r.method: r for r in table.rows}
+    assert rows["m"].search_pending and not rows["erm"].search_pending  # erm's pick is its defaults: tuned
+    assert rows["m"].vs_erm is None
+    assert [(v.category, v.methods) for v in table.verdict] == [
+        (
+            "not judged (one of it and erm is tuned, the other at its defaults: a search still running)",
+            ["m (train labels)"],
+        )
+    ]
+    (search_store / ".m-2-2-aside").rename(search_store / "m-2-2")  # both tuned: compared
+    table = build(search_store, "val_acc").tables[0]
+    (m,) = [r for r in table.rows if r.method == "m"]
+    assert m.vs_erm["acc"].mean == pytest.approx((0.75 - 0.60 + 0.78 - 0.61 + 0.80 - 0.62) / 3)
+    assert "a search still running" not in to_markdown(build(search_store, "val_acc"))
 
 
 def test_regimes_are_corrected_over_the_methods_that_report_them_while_another_still_searches(search_store):
@@ -478,3 +550,17 @@ def test_the_ablation_verdict_reads_each_system_against_its_own_ablation():
         ("fairer (eod_max) at no significant accuracy cost", ["s over s:no-x"]),
         ("not distinguishable in eod_max", ["t over t:no-y"]),
     ]
+
+
+def test_a_difference_over_fewer_than_3_seeds_is_outside_its_holm_family_and_shown_not_judged():
+    def diff(p, n):
+        return PairedDifference(-0.1, n, [-0.2, -0.05], list(range(n)), p, None, None, "crossed paired bootstrap")
+
+    family = holm_family({"a": diff(0.5, 1), "b": diff(0.02, 5), "c": diff(0.024, 5)})
+    # Holm over b and c only (m = 2): b 0.02 x 2 = 0.04, c max(0.04, 0.024 x 1) = 0.04: both rejected at 0.05.
+    # With a in the family (m = 3), b would be 0.02 x 3 = 0.06 and not rejected
+    assert family["b"].p_holm == pytest.approx(0.04) and family["c"].p_holm == pytest.approx(0.04)
+    assert family["b"].tied is False and family["c"].tied is False
+    assert family["a"].p_holm is None and family["a"].tied is None
+    assert difference_text(family["a"]) == "-0.100 [-0.200, -0.050] not judged (n=1)"
+    assert difference_text(family["b"]) == "-0.100 [-0.200, -0.050]"
