@@ -128,3 +128,46 @@ def test_bcbb_spends_two_forward_samples_per_step_image_and_logs_its_prior(synth
     assert ctx._touched == {"train.target", "train.sensitive"}
     bb, bc = ctx.log.stages["losses"]["bb_first_last"], ctx.log.stages["losses"]["bc_first_last"]
     assert all(np.isfinite(bb + bc)) and bc[0] > 0
+
+
+def test_bcbb_step_loss_is_the_bias_balanced_ce_plus_lambda_times_the_bias_contrastive_loss(synth_data, monkeypatch):
+    """One step's loss on a fixed batch against the paper's L = L_BB + λ·L_BC computed here: the cross-entropy of
+    the logits shifted by log p(y | b) (written out with log-softmax), plus λ times the bias-contrastive loss (its
+    value hand-checked above) of the backbone features of the two views of the contrastive images."""
+    import torch.nn.functional as F
+
+    import fairfacebench.methods.bcbb as bcbb
+
+    hp = {**BCBB.default_hparams(), "contrastive_weight": 3.0, "temperature": 0.5}
+    budget = Budget("tiny", steps=1, batch_size=8)
+    ctx = FitContext(synth_data, FitSettings(hp, 0, budget), BudgetMeter(budget))
+    pairs = np.array([0, 1, 2, 3])
+    monkeypatch.setattr(bcbb, "BatchSampler", lambda *args, **kwargs: iter([pairs]))  # the contrastive images
+    seen = {}
+
+    def recorded_views(*args, **kwargs):
+        seen["views"] = views_of(*args, **kwargs)
+        return seen["views"]
+
+    views_of = bcbb.views
+    monkeypatch.setattr(bcbb, "views", recorded_views)
+
+    def one_step(model, steps, loss_fn, **kwargs):
+        model.eval()  # no dropout: the loss and the hand computation see the same network
+        seen["batch"] = ctx.batch(np.arange(8), ctx.generator("test"), ctx.rng("test"), mix=False)
+        seen["model"], seen["loss"] = model, loss_fn(model, seen["batch"])
+        return [float(seen["loss"])]
+
+    monkeypatch.setattr(ctx, "train_classifier", one_step)
+    BCBB().fit(ctx)
+    model, batch = seen["model"], seen["batch"]
+    with torch.no_grad():
+        prior = torch.as_tensor(bias_prior(synth_data.train.y, synth_data.train.a, 2, synth_data.n_groups))
+        shifted = model(batch.x).double() + torch.log(prior[batch.a] + 1e-9)
+        bb = -F.log_softmax(shifted, dim=1)[torch.arange(8), batch.y].mean()
+        z = model.features(torch.stack(seen["views"], dim=1).flatten(0, 1)).view(4, 2, -1)
+        y, a = torch.as_tensor(synth_data.train.y[pairs]), torch.as_tensor(synth_data.train.a[pairs])
+        bc = bias_contrastive_loss(z, y, a, temperature=0.5)
+    assert bc.item() > 0.01  # λ is visible in the sum
+    assert seen["loss"].item() == pytest.approx(bb.item() + 3.0 * bc.item(), rel=1e-5)
+    assert seen["loss"].item() != pytest.approx(bb.item() + bc.item(), rel=1e-5)
