@@ -68,12 +68,12 @@ def render_faces_for_files(n: int, size: int = 128, seed: int = 0) -> np.ndarray
     return render_faces(sample_params(rng, labels, (1.0, 1.0, 1.0)), size, seed)
 
 
-COPY_KINDS = ("identical", "jpeg", "resized", "brighter")
+COPY_KINDS = ("identical", "jpeg", "resized", "brighter", "smaller")
 
 
 def plant_copy(original: Path, kind: str, path: Path) -> Path:
     """A near-duplicate of the JPEG `original`: its bytes ('identical'), re-encoded at quality 40 ('jpeg'), halved
-    and enlarged back ('resized'), or 24 grey levels brighter ('brighter')."""
+    and enlarged back ('resized'), 24 grey levels brighter ('brighter'), or stored at 5/8 of its size ('smaller')."""
     if kind == "identical":
         path.write_bytes(original.read_bytes())
         return path
@@ -81,6 +81,8 @@ def plant_copy(original: Path, kind: str, path: Path) -> Path:
         rgb = img.convert("RGB")
     if kind == "resized":
         rgb = rgb.resize((rgb.width // 2, rgb.height // 2), Image.Resampling.BILINEAR).resize(rgb.size)
+    elif kind == "smaller":
+        rgb = rgb.resize((rgb.width * 5 // 8, rgb.height * 5 // 8), Image.Resampling.BILINEAR)
     elif kind == "brighter":
         rgb = Image.fromarray(np.clip(np.asarray(rgb, dtype=np.int64) + 24, 0, 255).astype(np.uint8))
     rgb.save(path, format="JPEG", quality=40 if kind == "jpeg" else 95)
@@ -89,7 +91,7 @@ def plant_copy(original: Path, kind: str, path: Path) -> Path:
 
 def build_utkface_with_near_duplicates(root: Path) -> dict[str, list]:
     """60 distinct rendered faces under UTKFace names (2 genders x 5 races x 6 ages), then planted near-duplicates
-    under new names: faces 0-3 one copy each (COPY_KINDS in order) and face 4 two copies ('identical', 'resized'),
+    under new names: faces 0-4 one copy each (COPY_KINDS in order) and face 6 two copies ('identical', 'resized'),
     all with their original's labels; face 5 one 'jpeg' copy labelled with the other gender (a conflicting group)."""
     root.mkdir(parents=True, exist_ok=True)
     faces = render_faces_for_files(60)
@@ -108,7 +110,7 @@ def build_utkface_with_near_duplicates(root: Path) -> dict[str, list]:
         return name
 
     groups = [[names[i], copy(i, kind, i)] for i, kind in enumerate(COPY_KINDS)]
-    groups.append([names[4], copy(4, "identical", 4), copy(4, "resized", 40)])
+    groups.append([names[6], copy(6, "identical", 6), copy(6, "resized", 60)])
     conflict = [names[5], copy(5, "jpeg", 5, gender=1 - int(names[5].split("_")[1]))]
     return {"names": names, "groups": groups, "conflict": conflict}
 

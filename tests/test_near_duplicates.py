@@ -162,7 +162,7 @@ def test_no_group_straddles_two_splits_and_a_conflicting_group_is_left_out(plant
             assert len({where[f] for f in members if f in where}) <= 1, (seed, members)
         assert not set(layout["conflict"]) & set(where)
         near = index.info["near_duplicates"]
-        assert (near["groups"], near["images_in_groups"]) == (5, 11)  # 4 pairs and a triple
+        assert (near["groups"], near["images_in_groups"]) == (6, 13)  # 5 pairs and a triple
         assert (near["conflict_groups"], near["removed_for_label_conflicts"]) == (1, 2)
         assert [m["file"] for m in near["conflicts"][0]] == layout["conflict"]
         assert {m["gender"] for m in near["conflicts"][0]} == {"Male", "Female"}
@@ -179,9 +179,9 @@ def test_the_loaded_dataset_records_the_rule_and_counts_every_run_stores(planted
     info = make_task_data(ds, UTKFaceControlledBias().task("gender/race")).info  # a run's dataset_info
     near = info["near_duplicates"]
     assert near["threshold"] == 40 and "at most 40 bits" in near["rule"]
-    assert (near["groups"], near["images_in_groups"], near["removed_for_label_conflicts"]) == (5, 11, 2)
+    assert (near["groups"], near["images_in_groups"], near["removed_for_label_conflicts"]) == (6, 13, 2)
     kept = sum(len(s) for s in ds.splits.values()) + info["dropped_by_skew"]
-    assert kept == len(layout["names"]) + 7 - 2  # 60 faces and 7 copies, less the conflicting group of 2
+    assert kept == len(layout["names"]) + 8 - 2  # 60 faces and 8 copies, less the conflicting group of 2
 
 
 def test_off_is_the_split_from_before_and_grouping_without_duplicates_changes_nothing(tmp_path, own_cache):
@@ -226,7 +226,7 @@ def test_data_check_lists_the_conflicting_group(planted, capsys):
     root, layout = planted
     assert main(["data", "check", "utkface", "--data-root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "near-duplicates (hashes within 48 bits): 5 groups of 11 images" in out
+    assert "near-duplicates (hashes within 48 bits): 6 groups of 13 images" in out
     assert "1 groups of 2 images left out for conflicting labels" in out
     line = next(line for line in out.splitlines() if layout["conflict"][0] in line)
     assert layout["conflict"][1] in line and "Male" in line and "Female" in line
