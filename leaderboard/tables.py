@@ -62,7 +62,7 @@ from fairfacebench.leaderboard.search import (
     trials_searched,
 )
 from fairfacebench.leaderboard.summary import mean_of, summarise
-from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
+from fairfacebench.leaderboard.verdict import ablation_verdict, tuned_alike, verdict
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.plugins import selection_rule
 from fairfacebench.readback import DataAccess
@@ -500,7 +500,7 @@ def compare_rows(rows: list[Row], runs: dict[str, MethodRuns], ctx: Context) -> 
     vs_erm = {  # a tuned row against erm's defaults (or the reverse) is not compared: `verdict.SEARCH_PENDING`
         m: ctx.paired.difference(chosen[m], chosen[reference], COMPARED_METRICS)
         for m in ok
-        if reference and m != reference and ok[m].search_pending == ok[reference].search_pending
+        if reference and m != reference and tuned_alike(ok[m], ok[reference])
     }
     ablations = {
         m: ctx.paired.difference(chosen[r.ablation_of], chosen[m], ABLATION_METRICS)

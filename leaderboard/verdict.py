@@ -12,7 +12,7 @@ less fair or not distinguishable, and the accuracy difference whether that came 
 - not judged: fewer than 3 shared seeds, so the bootstrap sees the test rows but not training randomness (the
   `few-seeds` flag's threshold); or, in a store with a search, one of the method and erm is at its defaults while
   the other is tuned (a search or a pick's final seeds still to run: `Row.search_pending`), so the two rows were
-  not tuned alike and are not compared.
+  not tuned alike and are not compared (`tuned_alike`; a pick that is the defaults stands for either).
 
 The same categories read each system against its own ablation (system − ablation): whether the part the ablation
 removes makes the system fairer.  "Significantly" always means after Holm's correction at α = 0.05.  The table's
@@ -22,7 +22,7 @@ under the other regime.
 
 from __future__ import annotations
 
-from fairfacebench.leaderboard.model import MIN_SEEDS, REFERENCE_METHOD, PairedDifference, Row, Verdict
+from fairfacebench.leaderboard.model import DEFAULT_TRIAL, MIN_SEEDS, REFERENCE_METHOD, PairedDifference, Row, Verdict
 
 FAIRER_FREE = "fairer (eod_max) at no significant accuracy cost"
 FAIRER_COSTLY = "fairer (eod_max) at a significant accuracy cost"
@@ -50,6 +50,16 @@ def category(vs_erm: dict[str, PairedDifference]) -> str:
     return LESS_FAIR if significant(eod, +1) else TIED
 
 
+def tuned_alike(a: Row, b: Row) -> bool:
+    """Two rows stand for methods tuned alike: both their search's pick over every seed (or no search), or both
+    their defaults (a row still searching, or whose pick is the defaults, shows trial 0 on every seed)."""
+    return not (a.search_pending or b.search_pending) or (at_defaults(a) and at_defaults(b))
+
+
+def at_defaults(row: Row) -> bool:
+    return all(s.trial == DEFAULT_TRIAL for s in row.selected)
+
+
 def verdict(rows: list[Row]) -> list[Verdict]:
     """Against erm: the methods of each category (with their tier), in ORDER; empty categories are left out."""
     erm = next((r for r in rows if r.ok and r.method == REFERENCE_METHOD), None)
@@ -57,7 +67,7 @@ def verdict(rows: list[Row]) -> list[Verdict]:
     unlike = [
         (SEARCH_PENDING, f"{r.method} ({r.tier})")
         for r in rows
-        if erm and r.ok and r is not erm and r.search_pending != erm.search_pending
+        if erm and r.ok and r is not erm and not tuned_alike(r, erm)
     ]
     return sorted_into(judged + unlike)
 

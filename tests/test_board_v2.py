@@ -185,15 +185,15 @@ def test_a_regime_that_picks_the_defaults_is_not_tested_against_them(search_stor
 
 def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(search_store):
     store = ResultStore(search_store)
-    erm = [searched("erm", 0, t, 0.80 - t / 100, 0.5, 0.60) for t in range(4)]  # val_acc keeps erm's defaults
-    erm += [searched("erm", seed, 0, 0.80, 0.5, 0.60 + seed / 100) for seed in (1, 2)]
+    erm = [searched("erm", 0, t, 0.80 + t / 100, 0.5, 0.60) for t in range(4)]  # val_acc picks erm's trial 3
+    erm += [searched("erm", seed, trial, 0.80, 0.5, 0.60 + seed / 100) for seed in (1, 2) for trial in (0, 3)]
     for r in erm:
         store.write(r.run_id, r)
     (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")  # m's pick waits for seed 2: m at its defaults
     table = build(search_store, "val_acc").tables[0]
     rows = {r.method: r for r in table.rows}
-    assert rows["m"].search_pending and not rows["erm"].search_pending  # erm's pick is its defaults: tuned
-    assert rows["m"].vs_erm is None
+    assert rows["m"].search_pending and not rows["erm"].search_pending
+    assert {s.trial for s in rows["erm"].selected} == {3} and rows["m"].vs_erm is None
     assert [(v.category, v.methods) for v in table.verdict] == [
         (
             "not judged (one of it and erm is tuned, the other at its defaults: a search still running)",
@@ -205,6 +205,19 @@ def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(s
     (m,) = [r for r in table.rows if r.method == "m"]
     assert m.vs_erm["acc"].mean == pytest.approx((0.75 - 0.60 + 0.78 - 0.61 + 0.80 - 0.62) / 3)
     assert "a search still running" not in to_markdown(build(search_store, "val_acc"))
+
+
+def test_a_pick_that_is_the_defaults_is_compared_with_a_row_still_at_its_defaults(search_store):
+    store = ResultStore(search_store)
+    erm = [searched("erm", 0, t, 0.80 - t / 100, 0.5, 0.60) for t in range(4)]  # val_acc keeps erm's defaults
+    erm += [searched("erm", seed, 0, 0.80, 0.5, 0.60 + seed / 100) for seed in (1, 2)]
+    for r in erm:
+        store.write(r.run_id, r)
+    (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")  # m at its defaults; erm tuned, to its defaults
+    rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
+    assert rows["m"].search_pending and not rows["erm"].search_pending
+    # trial 0 against trial 0 on every seed: the default board's comparison, valid either way
+    assert rows["m"].vs_erm["acc"].mean == pytest.approx((0.70 - 0.60 + 0.72 - 0.61 + 0.74 - 0.62) / 3)
 
 
 def test_regimes_are_corrected_over_the_methods_that_report_them_while_another_still_searches(search_store):
