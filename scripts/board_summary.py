@@ -3,7 +3,8 @@
 Prints, per comparison: mean ± std over seeds of the headline metrics (`--intervals`: with the board's 95%
 interval), the paired differences against erm, each system against its own ablation, the verdict in words under
 the selection rule (`--rule`), each method's forward samples and fit time, and the total fit time of the store's
-runs; `--plot` writes the accuracy-vs-eod_max plot of each table (the one the site shows).
+runs; `--regimes` adds, with a search, each method's defaults beside each selection regime's pick; `--plot` writes
+the accuracy-vs-eod_max plot of each table (the one the site shows).
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from pathlib import Path
 from tabulate import tabulate
 
 from fairfacebench.leaderboard import plots
-from fairfacebench.leaderboard.model import MIN_SEEDS, MetricSummary, PairedDifference, Row, Table, defined
+from fairfacebench.leaderboard.model import (
+    MIN_SEEDS,
+    MetricSummary,
+    PairedDifference,
+    RegimeResult,
+    Row,
+    Table,
+    defined,
+)
+from fairfacebench.leaderboard.render import regime_difference_text
+from fairfacebench.leaderboard.search import ORACLE
 from fairfacebench.leaderboard.site import tradeoff_points
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.store import ResultStore
@@ -30,6 +41,11 @@ ERM_CAPTION = f"Paired against erm ({BOOTSTRAP})"
 ERM_HEADERS = ["method", *[f"Δ{k}" for k in PAIRED_METRICS]]
 ABLATION_CAPTION = f"Each system against its own ablation, system − ablation ({BOOTSTRAP})"
 ABLATION_HEADERS = ["system − ablation", *[f"Δ{k}" for k in ABLATION_METRICS]]
+REGIMES_CAPTION = (
+    "Default vs tuned: the trial each regime picks on the search seeds, its acc / eod_max over the seeds it ran, and "
+    "its eod_max − the defaults' (paired over the seeds both ran, Holm per regime; 'not judged' below 3 seeds); the "
+    "test oracle picks by test accuracy, an upper bound no method may claim"
+)
 
 
 def cell(summary: MetricSummary, interval: bool = False) -> str:
@@ -63,9 +79,9 @@ def github(rows: list[list], headers: list[str], **options) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", **options)
 
 
-def print_table(table: Table, order: list[str], intervals: bool = False) -> None:
-    """The headline metrics, then the paired differences against erm and of each system against its ablations, then
-    the verdict in words."""
+def print_table(table: Table, order: list[str], intervals: bool = False, regimes: bool = False) -> None:
+    """The headline metrics, then the paired differences against erm and of each system against its ablations,
+    (`regimes`) default vs tuned per selection regime, then the verdict in words."""
     rows = {r.method: r for r in table.rows}
     shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
     named = "".join(f" / {k} {v}" for k, v in table.distinguished_by.items() if k != "data_fingerprint")
@@ -73,11 +89,39 @@ def print_table(table: Table, order: list[str], intervals: bool = False) -> None
     print(github([metrics_row(r, intervals) for r in shown], METRIC_HEADERS))
     print_paired(ERM_CAPTION, ERM_HEADERS, [erm_row(r) for r in shown if r.vs_erm])
     print_paired(ABLATION_CAPTION, ABLATION_HEADERS, [ablation_row(r) for r in shown if r.system_vs_ablation])
+    if regimes:
+        print_regimes(table, order)
     if table.verdict or table.ablation_verdict:
         print(f"\nVerdict, selection rule {table.selection_rule.split(':')[0]} (paired, Holm-corrected):\n")
     for against, verdicts in (("Against erm", table.verdict), ("Against its own ablation", table.ablation_verdict)):
         for v in verdicts:
             print(f"- {against}, {v.category}: {', '.join(v.methods)}")
+
+
+def print_regimes(table: Table, order: list[str]) -> None:
+    """With a search: per method, the defaults and each regime's pick on the search seeds (trial: acc / eod_max over
+    the seeds it ran, and its eod_max difference to the defaults, Holm-corrected per regime); the test oracle is an
+    upper bound no method may claim."""
+    rows = {r.method: r for r in table.ok_rows if r.regimes}
+    shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
+    if not shown:
+        return
+    names = list(dict.fromkeys(g.regime for r in shown for g in r.regimes))
+    print(f"\n{REGIMES_CAPTION}:\n")
+    headers = ["method", *[f"{n} (upper bound)" if n == ORACLE else n for n in names]]
+    found = [{g.regime: g for g in r.regimes} for r in shown]
+    body = [[r.method, *[regime_cell(by_name.get(n)) for n in names]] for r, by_name in zip(shown, found, strict=True)]
+    print(github(body, headers, disable_numparse=True))
+
+
+def regime_cell(g: RegimeResult | None) -> str:
+    """'trial 2 (5 seeds): 0.884 / 0.446, Δeod_max -0.031 [-0.052, -0.011]'; '' when the regime has no pick."""
+    if g is None or g.trial is None:
+        return ""
+    text = f"trial {g.trial} ({len(g.seeds)} seed{'s' if len(g.seeds) != 1 else ''}): "
+    text += f"{g.metrics['acc'].mean:.3f} / {g.metrics['eod_max'].mean:.3f}"
+    difference = regime_difference_text(g, "eod_max")
+    return text + (f", Δeod_max {difference}" if difference else "")
 
 
 def erm_row(r: Row) -> list[str]:
@@ -104,10 +148,11 @@ def main() -> None:
     p.add_argument(
         "--defaults", action="store_true", help="every method at its defaults (trial 0), as if no search had run"
     )
+    p.add_argument("--regimes", action="store_true", help="with a search: default vs each regime's pick per method")
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
     for n, table in enumerate(build(args.store, args.rule, defaults_only=args.defaults).tables):
-        print_table(table, order, args.intervals)
+        print_table(table, order, args.intervals, args.regimes)
         if args.plot:
             title = f"{table.dataset} {table.task} {table.budget}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
