@@ -795,29 +795,37 @@ def print_results(specs: list[Any], out: Path, reg: Any, rule: str) -> None:
     changed, _ = code_check(specs, records, reg)
     rows = results_rows(specs, records, reg.selection_rule(rule), {i for ids in changed.values() for i in ids})
     if rows:
-        print(f"\nresults on test: mean over seeds, one trial per seed chosen by {rule} on validation")
+        print(f"\nresults on test: mean over seeds of the trial {rule} chooses on validation, as the leaderboard")
         print(tabulate(rows, headers=RESULT_HEADERS, tablefmt="github", floatfmt=".3f", missingval="-"))
     for note in pool_notes(r for r in records.values() if r is not None):
         print(note)
 
 
 def results_rows(specs: list[Any], records: dict[str, Any], rule: Any, other_code: set[str]) -> list[list[Any]]:
-    """One row per (task, method) with finished runs: the means of the trials `rule` selects per seed (as the
-    leaderboard does) and their flags, the leaderboard's (`flags.run_flags`: degenerate, at or near chance, a budget
-    that is not a result, tiny groups, ...) plus 'tiny-cells' (cells below the minimum the run recorded) and
-    'other-code', each with its count when not every seed has it."""
+    """One row per (task, method) with finished runs: the means of the runs the leaderboard's row stands for
+    (`leaderboard.tables.method_runs`: the trial `rule` selects per seed; with a search, the trial it picks on the
+    search seeds once the search and the pick have run, else the defaults) and their flags, the leaderboard's
+    (`flags.run_flags`: degenerate, at or near chance, a budget that is not a result, tiny groups, ...) plus
+    'tiny-cells' (cells below the minimum the run recorded) and 'other-code', each with its count when not every seed
+    has it."""
     from fairfacebench.flags import run_flags
-    from fairfacebench.leaderboard.tables import select
+    from fairfacebench.leaderboard.search import planned_trials, search_seeds
+    from fairfacebench.leaderboard.tables import method_runs
 
     seeds: dict[tuple[str, str], dict[int, list[Any]]] = {}
     for spec in specs:
         record = records[spec.run_id]
-        if record is not None and record.ok:
+        if record is not None:
             per_seed = seeds.setdefault((f"{spec.dataset}/{spec.task}", spec.method), {})
             per_seed.setdefault(spec.seed, []).append(record)
+    of_task: dict[str, list[Any]] = {}
+    for (task, _), per_seed in seeds.items():
+        of_task.setdefault(task, []).extend(r for runs in per_seed.values() for r in runs)
     rows = []
     for (task, method), per_seed in seeds.items():
-        chosen = [select(trials, rule) for trials in per_seed.values()]
+        chosen = method_runs(per_seed, rule, search_seeds(of_task[task]), planned_trials(of_task[task])).ok
+        if not chosen:
+            continue
         flags: dict[str, int] = {}
         for r in chosen:
             reasons = {flag.code for flag in run_flags(r, r.test_intervals)}

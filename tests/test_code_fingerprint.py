@@ -102,7 +102,7 @@ def test_a_code_edit_is_named_and_recomputed_on_request(tmp_path, capsys, instal
     (first,) = ResultStore(out, create=False).records()
     # the run ends with its results, as the leaderboard tables them, and says what its times measure
     assert "run time: the runs' own time (loading data, fitting, scoring" in printed
-    assert "results on test: mean over seeds, one trial per seed chosen by val_acc on validation" in printed
+    assert "results on test: mean over seeds of the trial val_acc chooses on validation, as the leaderboard" in printed
     acc, eod, wga = (first.test_metric(m) for m in ("acc", "eod_max", "wga"))
     assert f"| synthfaces/smiling/skin_tone | focal-erm |       1 | {acc:.3f} | {eod:9.3f} | {wga:.3f} |" in printed
     code = first.method_code

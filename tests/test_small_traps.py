@@ -142,3 +142,21 @@ def test_the_results_table_selects_one_trial_per_seed_and_flags_like_the_leaderb
     assert (task, method, seeds) == ("d/t", "m", 2)
     assert (acc, eod, wga) == pytest.approx((0.675, 0.15, 0.575))
     assert flags == "at-chance (1 of 2 seeds); other-code (1 of 2 seeds); tiny-cells (1 of 2 seeds)"
+
+
+def test_the_results_table_of_a_search_is_the_leaderboards_row_not_a_pick_per_seed():
+    # trials 0-1 on the search seed 0 (val_acc picks 1), the pick on seed 1; per seed, val_acc would take trial 0 on
+    # seed 1 (0.9 > 0.5): the table must show trial 1 on both seeds, as the leaderboard's row does
+    search = {"seeds": 2, "search_seeds": 1, "hparam_trials": 2}
+    runs = {(0, 0): (0.6, 0.70), (0, 1): (0.8, 0.80), (1, 0): (0.9, 0.72), (1, 1): (0.5, 0.82)}
+    made = [
+        fake_record("m", seed, trial, val=metrics(v), test=metrics(t), hparams={"trial": trial}, config=search)
+        for (seed, trial), (v, t) in runs.items()
+    ]
+    specs, records = [r.spec for r in made], {r.spec.run_id: r for r in made}
+    rule = registry().selection_rule("val_acc")
+    ((_, _, seeds, acc, *_),) = results_rows(specs, records, rule, set())
+    assert seeds == 2 and acc == pytest.approx((0.80 + 0.82) / 2)
+    records[made[3].spec.run_id] = None  # the pick has not run on seed 1 yet: the defaults, as the leaderboard
+    ((_, _, seeds, acc, *_),) = results_rows(specs, records, rule, set())
+    assert seeds == 2 and acc == pytest.approx((0.70 + 0.72) / 2)
