@@ -505,7 +505,7 @@ def compare_rows(rows: list[Row], runs: dict[str, MethodRuns], ctx: Context) -> 
     ablations = {
         m: ctx.paired.difference(chosen[r.ablation_of], chosen[m], ABLATION_METRICS)
         for m, r in ok.items()
-        if r.ablation_of in ok
+        if r.ablation_of in ok and tuned_alike(r, ok[r.ablation_of])
     }
     vs_erm = holm_columns(vs_erm, COMPARED_METRICS)
     ablations = holm_columns(ablations, ABLATION_METRICS)

@@ -31,7 +31,10 @@ TIED = "not distinguishable in eod_max"
 UNTESTED = "not tested (no stored predictions: means only)"
 FEW_SEEDS = f"not judged (fewer than {MIN_SEEDS} shared seeds: training randomness unmeasured)"
 SEARCH_PENDING = "not judged (one of it and erm is tuned, the other at its defaults: a search still running)"
-ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED, FEW_SEEDS, SEARCH_PENDING)
+SEARCH_PENDING_ABLATION = (
+    "not judged (one of the system and its ablation is tuned, the other at its defaults: a search still running)"
+)
+ORDER = (FAIRER_FREE, FAIRER_COSTLY, TIED, LESS_FAIR, UNTESTED, FEW_SEEDS, SEARCH_PENDING, SEARCH_PENDING_ABLATION)
 
 
 def significant(d: PairedDifference | None, sign: int) -> bool:
@@ -75,13 +78,18 @@ def verdict(rows: list[Row]) -> list[Verdict]:
 def ablation_verdict(rows: list[Row]) -> list[Verdict]:
     """Each system against its own ablation (`Row.system_vs_ablation`, on the ablation's row), in the same
     categories: does the part the ablation removes make the system fairer, and at what cost."""
-    return sorted_into(
-        [
-            (category(r.system_vs_ablation), f"{r.ablation_of} over {r.method}")
-            for r in rows
-            if r.ok and r.system_vs_ablation
-        ]
-    )
+    systems = {r.method: r for r in rows if r.ok}
+    judged = [
+        (category(r.system_vs_ablation), f"{r.ablation_of} over {r.method}")
+        for r in rows
+        if r.ok and r.system_vs_ablation
+    ]
+    unlike = [
+        (SEARCH_PENDING_ABLATION, f"{r.ablation_of} over {r.method}")
+        for r in rows
+        if r.ok and r.ablation_of in systems and not tuned_alike(r, systems[r.ablation_of])
+    ]
+    return sorted_into(judged + unlike)
 
 
 def sorted_into(entries: list[tuple[str, str]]) -> list[Verdict]:

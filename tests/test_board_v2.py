@@ -551,13 +551,17 @@ def test_the_verdict_is_in_the_markdown_and_on_the_site(tmp_path):
 def test_the_ablation_verdict_reads_each_system_against_its_own_ablation():
     def ablation(method, system, eod, acc):
         return SimpleNamespace(
-            ok=True, method=method, ablation_of=system, system_vs_ablation={"eod_max": eod, "acc": acc}
+            ok=True,
+            method=method,
+            ablation_of=system,
+            system_vs_ablation={"eod_max": eod, "acc": acc},
+            search_pending=False,
         )
 
     rows = [
         ablation("s:no-x", "s", diff(-0.05, False), diff(0.0, True)),  # the part x makes s fairer, at no cost
         ablation("t:no-y", "t", diff(+0.01, True), diff(0.0, True)),
-        SimpleNamespace(ok=True, method="s", ablation_of=None, system_vs_ablation=None),
+        SimpleNamespace(ok=True, method="s", ablation_of=None, system_vs_ablation=None, search_pending=False),
     ]
     assert [(v.category, v.methods) for v in ablation_verdict(rows)] == [
         ("fairer (eod_max) at no significant accuracy cost", ["s over s:no-x"]),
@@ -577,3 +581,25 @@ def test_a_difference_over_fewer_than_3_seeds_is_outside_its_holm_family_and_sho
     assert family["a"].p_holm is None and family["a"].tied is None
     assert difference_text(family["a"]) == "-0.100 [-0.200, -0.050] not judged (n=1)"
     assert difference_text(family["b"]) == "-0.100 [-0.200, -0.050]"
+
+
+def test_a_system_is_not_judged_against_its_ablation_at_another_stage_of_the_search(search_store):
+    store = ResultStore(search_store)
+    ablation = [searched("m:abl", 0, t, 0.70 + t / 100, 0.5, 0.60, ablation_of="m") for t in range(4)]  # picks 3
+    ablation += [searched("m:abl", seed, trial, 0.7, 0.5, 0.6, ablation_of="m") for seed in (1, 2) for trial in (0, 3)]
+    for r in ablation:
+        store.write(r.run_id, r)
+    (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")  # the system waits for its pick on seed 2
+    table = build(search_store, "val_acc").tables[0]
+    rows = {r.method: r for r in table.rows}
+    assert rows["m:abl"].system_vs_ablation is None
+    assert [(v.category, v.methods) for v in table.ablation_verdict] == [
+        (
+            "not judged (one of the system and its ablation is tuned, the other at its defaults: a search still "
+            "running)",
+            ["m over m:abl"],
+        )
+    ]
+    (search_store / ".m-2-2-aside").rename(search_store / "m-2-2")
+    rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
+    assert rows["m:abl"].system_vs_ablation["acc"].mean == pytest.approx((0.75 - 0.6 + 0.78 - 0.6 + 0.80 - 0.6) / 3)
