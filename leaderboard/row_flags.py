@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from fairfacebench.flags import Flag
 from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row, SearchProgress
@@ -25,6 +25,7 @@ FLAG_ORDER = (
     "smoke-budget",
     "demonstration-budget",
     "mixed-hardware",
+    "cross-hardware",
     "mixed-isolation",
     "tiny-groups",
     "uninformative-interval",
@@ -121,6 +122,25 @@ def mixed_hardware(runs: list[RunRecord]) -> Flag | None:
         return None
     ran = (f"{seeds_named(s)} on {hw}" for hw, s in used.items())
     return Flag("mixed-hardware", "; ".join(ran))
+
+
+def cross_hardware(pairs: dict[str, tuple[Mapping[int, RunRecord], Mapping[int, RunRecord]]]) -> Flag | None:
+    """'cross-hardware' when a paired difference of the row (label -> its two runs by seed) compares, on some seed,
+    two runs that ran on different machines: that seed's difference holds the machines' rounding as well (the same
+    run id moved erm's eod_max by 0.008 between two CPUs)."""
+    found = []
+    for label, (a, b) in pairs.items():
+        seeds = [s for s in sorted(set(a) & set(b)) if hardware_of(a[s].host) != hardware_of(b[s].host)]
+        if seeds:
+            found.append(f"{label} on {seeds_named(seeds)}")
+    if not found:
+        return None
+    return Flag("cross-hardware", f"{'; '.join(found)}: each such seed's two runs ran on different machines")
+
+
+def with_flag(flags: list[Flag], flag: Flag | None) -> list[Flag]:
+    """`flags` with `flag` added in FLAG_ORDER (unchanged when it is None)."""
+    return flags if flag is None else sorted([*flags, flag], key=lambda f: FLAG_ORDER.index(f.code))
 
 
 def isolations(runs: list[RunRecord]) -> dict[str, list[int]]:

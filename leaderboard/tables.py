@@ -48,7 +48,15 @@ from fairfacebench.leaderboard.model import (
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
 from fairfacebench.leaderboard.render import foreign_exports, write_exports
-from fairfacebench.leaderboard.row_flags import banner, isolation, machines, row_flags, table_hardware
+from fairfacebench.leaderboard.row_flags import (
+    banner,
+    cross_hardware,
+    isolation,
+    machines,
+    row_flags,
+    table_hardware,
+    with_flag,
+)
 from fairfacebench.leaderboard.search import (
     DEFAULT,
     DEFAULT_TRIAL,
@@ -507,12 +515,44 @@ def compare_rows(rows: list[Row], runs: dict[str, MethodRuns], ctx: Context) -> 
         for m, r in ok.items()
         if r.ablation_of in ok and tuned_alike(r, ok[r.ablation_of])
     }
+    pairs = paired_runs(ok, runs, chosen, reference, vs_erm, ablations)
     vs_erm = holm_columns(vs_erm, COMPARED_METRICS)
     ablations = holm_columns(ablations, ABLATION_METRICS)
     compared = [
-        replace(r, vs_erm=vs_erm.get(r.method), system_vs_ablation=ablations.get(r.method)) if r.ok else r for r in rows
+        replace(
+            r,
+            vs_erm=vs_erm.get(r.method),
+            system_vs_ablation=ablations.get(r.method),
+            flags=with_flag(r.flags, cross_hardware(pairs[r.method])),
+        )
+        if r.ok
+        else r
+        for r in rows
     ]
     return holm_regimes(compared)
+
+
+def paired_runs(
+    ok: dict[str, Row],
+    runs: dict[str, MethodRuns],
+    chosen: dict[str, dict[int, RunRecord]],
+    reference: str | None,
+    vs_erm: dict[str, Any],
+    ablations: dict[str, Any],
+) -> dict[str, dict[str, tuple[dict[int, RunRecord], dict[int, RunRecord]]]]:
+    """Per finished row, the two run sets (by seed) of each paired difference it shows: against erm, its system
+    against it (an ablation's row), each regime against the defaults."""
+    pairs: dict[str, dict[str, tuple[dict[int, RunRecord], dict[int, RunRecord]]]] = {m: {} for m in ok}
+    for m in vs_erm:
+        pairs[m]["against erm"] = (chosen[m], chosen[reference])
+    for m in ablations:
+        pairs[m][f"{ok[m].ablation_of} − {m}"] = (chosen[ok[m].ablation_of], chosen[m])
+    for m, row in ok.items():
+        default = by_seed(trial_runs(runs[m].all, DEFAULT_TRIAL))
+        for g in row.regimes or []:
+            if g.minus_default:
+                pairs[m][f"{g.regime} − default"] = (by_seed(trial_runs(runs[m].all, g.trial)), default)
+    return pairs
 
 
 def seed_note(rows: list[Row]) -> str | None:

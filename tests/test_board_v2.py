@@ -46,25 +46,28 @@ def searched(method, seed, trial, val_acc, val_wga, test_acc, **fields):
     )
 
 
+SEARCH_VALUES = {  # (seed, trial): (val_acc, val_wga, test_acc) of `search_store`
+    (0, 0): (0.80, 0.5, 0.70),
+    (0, 1): (0.70, 0.9, 0.80),
+    (0, 2): (0.85, 0.4, 0.75),
+    (0, 3): (0.60, 0.1, 0.99),
+    (1, 0): (0.90, 0.5, 0.72),
+    (1, 2): (0.50, 0.4, 0.78),
+    (1, 1): (0.40, 0.9, 0.82),
+    (2, 0): (0.90, 0.5, 0.74),
+    (2, 2): (0.50, 0.4, 0.80),
+    (2, 1): (0.40, 0.9, 0.84),
+}
+
+
 @pytest.fixture()
 def search_store(tmp_path):
     """Seed 0 holds trials 0-3; val_acc picks trial 2, val_wga trial 1, the best test accuracy is trial 3's. Seeds 1
     and 2 hold trial 0 and the two rules' picks; trial 0 is best on their validation, so picking per seed (the
     protocol without a search) would take trial 0 there."""
     store = ResultStore(tmp_path)
-    runs = [
-        searched("m", 0, 0, 0.80, 0.5, 0.70),
-        searched("m", 0, 1, 0.70, 0.9, 0.80),
-        searched("m", 0, 2, 0.85, 0.4, 0.75),
-        searched("m", 0, 3, 0.60, 0.1, 0.99),
-    ]
-    for seed, (default, by_acc, by_wga) in {1: (0.72, 0.78, 0.82), 2: (0.74, 0.80, 0.84)}.items():
-        runs += [
-            searched("m", seed, 0, 0.90, 0.5, default),
-            searched("m", seed, 2, 0.50, 0.4, by_acc),
-            searched("m", seed, 1, 0.40, 0.9, by_wga),
-        ]
-    for r in runs:
+    for (seed, trial), values in SEARCH_VALUES.items():
+        r = searched("m", seed, trial, *values)
         store.write(r.run_id, r)
     return tmp_path
 
@@ -603,3 +606,33 @@ def test_a_system_is_not_judged_against_its_ablation_at_another_stage_of_the_sea
     (search_store / ".m-2-2-aside").rename(search_store / "m-2-2")
     rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
     assert rows["m:abl"].system_vs_ablation["acc"].mean == pytest.approx((0.75 - 0.6 + 0.78 - 0.6 + 0.80 - 0.6) / 3)
+
+
+def test_a_paired_difference_whose_two_runs_ran_on_different_machines_on_some_seed_is_flagged(search_store):
+    # the v2 board's case: the defaults of seed 0 ran on one host, the search's trials and the other seeds on another
+    epyc = {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512"}
+    xeon = {"cpu_model": "Intel Xeon", "torch_cpu_capability": "AVX512"}
+    store = ResultStore(search_store)
+    for path in sorted(search_store.glob("m-*")):
+        seed, trial = (int(x) for x in path.name.split("-")[1:])
+        r = searched("m", seed, trial, *SEARCH_VALUES[seed, trial], host=epyc if (seed, trial) == (0, 0) else xeon)
+        store.write(r.run_id, r)
+    erm = [searched("erm", 0, t, 0.8 - t / 100, 0.5, 0.6, host=xeon) for t in range(1, 4)]  # erm keeps trial 0
+    for r in erm + [searched("erm", seed, 0, 0.8, 0.5, 0.6, host=xeon) for seed in (0, 1, 2)]:
+        store.write(r.run_id, r)
+    rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
+    assert rows["m"].vs_erm is not None  # both tuned
+    flag = {f.code: f.detail for f in rows["m"].flags}["cross-hardware"]
+    # m's tuned row (trial 2) ran on the Xeon on every seed, as did erm: only regime − default crosses on seed 0
+    assert flag == (
+        "val_acc − default on seed 0; val_wga − default on seed 0; test oracle − default on seed 0: each such seed's "
+        "two runs ran on different machines"
+    )
+    assert not rows["erm"].flagged("cross-hardware")
+    assert "cross-hardware" in to_markdown(build(search_store, "val_acc"))
+    erm = searched("erm", 0, 0, 0.8, 0.5, 0.6, host=epyc)  # erm's seed 0 on the other host: m − erm crosses there
+    store.write(erm.run_id, erm)
+    rows = {r.method: r for r in build(search_store, "val_acc").tables[0].rows}
+    assert {f.code: f.detail for f in rows["m"].flags}["cross-hardware"].startswith(
+        "against erm on seed 0; val_acc − default on seed 0;"
+    )
