@@ -156,7 +156,7 @@ def test_bcbb_step_loss_is_the_bias_balanced_ce_plus_lambda_times_the_bias_contr
         model.eval()  # no dropout: the loss and the hand computation see the same network
         seen["batch"] = ctx.batch(np.arange(8), ctx.generator("test"), ctx.rng("test"), mix=False)
         seen["model"], seen["loss"] = model, loss_fn(model, seen["batch"])
-        return [float(seen["loss"])]
+        return [float(seen["loss"].detach())]
 
     monkeypatch.setattr(ctx, "train_classifier", one_step)
     BCBB().fit(ctx)
