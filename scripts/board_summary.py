@@ -24,7 +24,7 @@ from fairfacebench.leaderboard.model import (
     Table,
     defined,
 )
-from fairfacebench.leaderboard.render import regime_difference_text
+from fairfacebench.leaderboard.render import difference_text, regime_difference_text
 from fairfacebench.leaderboard.search import ORACLE
 from fairfacebench.leaderboard.site import tradeoff_points
 from fairfacebench.leaderboard.tables import build
@@ -58,13 +58,13 @@ def cell(summary: MetricSummary, interval: bool = False) -> str:
 
 
 def paired(difference: PairedDifference | None) -> str:
+    """The board's `difference_text`, but blank when undefined and the bare mean when there is no interval."""
     if difference is None or difference.mean is None:
         return ""
     lo, hi = difference.ci95 or (None, None)
-    text = f"{difference.mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
-    if difference.n < MIN_SEEDS:  # outside Holm's family: training randomness unmeasured
-        return text + f" not judged (n={difference.n})"
-    return text + (" tied" if difference.tied else "")
+    if lo is not None and hi is not None:
+        return difference_text(difference)
+    return f"{difference.mean:+.3f}" + (f" not judged (n={difference.n})" if difference.n < MIN_SEEDS else "")
 
 
 def metrics_row(r: Row, intervals: bool = False) -> list:
