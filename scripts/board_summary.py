@@ -4,7 +4,9 @@ Prints, per comparison: mean ± std over seeds of the headline metrics (`--inter
 interval), the paired differences against erm, each system against its own ablation, the verdict in words under
 the selection rule (`--rule`), each method's forward samples and fit time, and the total fit time of the store's
 runs; `--regimes` adds, with a search, each method's defaults beside each selection regime's pick; `--plot` writes
-the accuracy-vs-eod_max plot of each table (the one the site shows).
+the accuracy-vs-eod_max plot of each table (the one the site shows) and `--figures` links it under the table.
+`--tasks` and `--vlm` keep (and order) some tables: the README's block is one such call, checked against the store
+by `scripts/generated_docs.py`.
 """
 
 from __future__ import annotations
@@ -149,16 +151,31 @@ def main() -> None:
         "--defaults", action="store_true", help="every method at its defaults (trial 0), as if no search had run"
     )
     p.add_argument("--regimes", action="store_true", help="with a search: default vs each regime's pick per method")
+    p.add_argument("--tasks", default="", help="comma-separated tasks: only their tables, in this order")
+    p.add_argument("--vlm", default="", help="only the tables of this encoder (e.g. none)")
+    p.add_argument("--figures", default="", help="link each table's plot, FIGURES-<n>.svg (as --plot writes it)")
+    p.add_argument("--no-total", action="store_true", help="leave out the store's total run time")
     args = p.parse_args()
     order = [m for m in args.methods.split(",") if m]
-    for n, table in enumerate(build(args.store, args.rule, defaults_only=args.defaults).tables):
+    tasks = [t for t in args.tasks.split(",") if t]
+    tables = list(enumerate(build(args.store, args.rule, defaults_only=args.defaults).tables))
+    if args.vlm:
+        tables = [(n, t) for n, t in tables if t.comparison.get("vlm", "none") == args.vlm]
+    if tasks:
+        tables = sorted(((n, t) for n, t in tables if t.task in tasks), key=lambda nt: tasks.index(nt[1].task))
+    if not tables:
+        raise SystemExit(f"{args.store}: no table of task(s) {tasks or 'any'} and encoder {args.vlm or 'any'}")
+    for n, table in tables:  # n: the table's place on the whole board, which names its plot
         print_table(table, order, args.intervals, args.regimes)
+        title = f"{table.dataset} {table.task} {table.budget}"
         if args.plot:
-            title = f"{table.dataset} {table.task} {table.budget}"
             print(f"plot: {plots.tradeoff(tradeoff_points(table), Path(f'{args.plot}-{n}.svg'), title)}")
+        if args.figures:
+            print(f"\n![accuracy vs eod_max, {title}]({args.figures}-{n}.svg)")
         print()
-    total = sum(r.wall_time_s or 0 for r in ResultStore(args.store).records())
-    print(f"total run wall time in the store: {total / 3600:.2f} h (sum over runs; two run at a time)")
+    if not args.no_total:
+        total = sum(r.wall_time_s or 0 for r in ResultStore(args.store).records())
+        print(f"total run wall time in the store: {total / 3600:.2f} h (sum over runs; two run at a time)")
 
 
 if __name__ == "__main__":

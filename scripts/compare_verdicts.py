@@ -5,15 +5,17 @@ accuracy cost).
 
 A board's verdict is the leaderboard's sentence per method (`leaderboard/verdict.py`: fairer in eod_max at no
 significant accuracy cost, at a cost, not distinguishable, less fair, not judged), under the selection rule the
-board was built with; build each board with the rule to compare (`fairbench leaderboard tables STORE --out DIR
---selection val_wga`, or `--defaults` for every method at its defaults).  Tables are matched by task and encoder
+board was built with.  A BOARD is a built board's `leaderboard.json` (`fairbench leaderboard tables STORE --out DIR
+--selection val_wga`, or `--defaults` for every method at its defaults), or a store and a rule, `STORE:RULE`, built
+here in memory with today's leaderboard code (`STORE:defaults`: every method at its defaults; a bare `STORE` is
+`STORE:val_acc`).  Tables are matched by task and encoder
 (`vlm`); a method missing from a board is listed with '—' there.  A method whose version differs between the boards
 (its algorithm changed under the same name, e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the
 versions after its status: its verdicts are of different methods.  Under each table, one line per board names the
 methods it finds fairer at no significant accuracy cost.
 
     python scripts/compare_verdicts.py V1/leaderboard.json V2/leaderboard.json [--names v1 v2]
-    python scripts/compare_verdicts.py DEFAULT/leaderboard.json VAL_ACC/leaderboard.json VAL_WGA/leaderboard.json \
+    python scripts/compare_verdicts.py stores/utkface-v2:defaults stores/utkface-v2:val_acc stores/utkface-v2:val_wga \
         --names default val_acc val_wga
 """
 
@@ -23,6 +25,9 @@ import argparse
 import json
 from pathlib import Path
 
+from fairfacebench.leaderboard.model import DEFAULT
+from fairfacebench.leaderboard.render import to_json
+from fairfacebench.leaderboard.tables import build
 from fairfacebench.leaderboard.verdict import FAIRER_FREE
 
 KINDS = {"verdict": "against erm", "ablation_verdict": "against its ablation"}
@@ -57,25 +62,32 @@ def judged(category: str) -> bool:
     return category != "—" and not category.startswith("not judged")
 
 
-def side_by_side(boards: list[dict], names: list[str]) -> list[str]:
+def side_by_side(
+    boards: list[dict], names: list[str], tasks: list[str] | None = None, vlm: str = "", against: str = ""
+) -> list[str]:
     """Markdown lines: per (task, encoder, kind) a table of method and its verdict on each board, same or changed,
-    then the methods each board finds fairer at no significant accuracy cost."""
+    then the methods each board finds fairer at no significant accuracy cost.  `tasks` (in order), `vlm` and
+    `against` ('erm' or 'ablation') keep some tables only."""
     found, version_of = [verdicts(b) for b in boards], [versions(b) for b in boards]
     every = "both boards" if len(boards) == 2 else f"all {len(boards)} boards"
     rules = ", ".join(f"{name} {board['selection_rule']}" for name, board in zip(names, boards, strict=True))
     lines = [f"Selection rule: {rules}.", ""]
-    for key in sorted(set().union(*found)):
-        task, vlm, kind = key
+    keys = sorted(set().union(*found))
+    if tasks:
+        keys = sorted((k for k in keys if k[0] in tasks), key=lambda k: tasks.index(k[0]))
+    keys = [k for k in keys if (not vlm or k[1] == vlm) and (not against or KINDS[k[2]].endswith(against))]
+    for key in keys:
+        task, encoder, kind = key
         columns = [f.get(key, {}) for f in found]
         if not any(columns):
             continue
-        method_versions = [v.get((task, vlm), {}) for v in version_of]
+        method_versions = [v.get((task, encoder), {}) for v in version_of]
 
         def renewed(method: str) -> bool:
             return len({v.get(method) for v in method_versions}) > 1
 
         lines += [
-            f"### {task}, encoder {vlm}: {KINDS[kind]}",
+            f"### {task}, encoder {encoder}: {KINDS[kind]}",
             "",
             f"| | {' | '.join(names)} | |",
             "|---|" + "---|" * len(names) + "---|",
@@ -107,20 +119,42 @@ def side_by_side(boards: list[dict], names: list[str]) -> list[str]:
     return lines
 
 
+def load_board(argument: str) -> dict:
+    """A board as leaderboard.json holds it: read from a built board's file, or built from `STORE[:RULE]`."""
+    path = Path(argument)
+    if path.is_file():
+        return json.loads(path.read_text())
+    store, _, rule = argument.rpartition(":") if ":" in argument else (argument, "", "val_acc")
+    if not Path(store).is_dir():
+        raise SystemExit(
+            f"{argument}: neither a built board's leaderboard.json nor a result store (STORE or STORE:RULE); build a "
+            "board with `fairbench leaderboard tables STORE --out DIR`, or name a store directory"
+        )
+    defaults = rule in ("defaults", DEFAULT)
+    return json.loads(to_json(build(store, "val_acc" if defaults else rule, defaults_only=defaults)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("boards", type=Path, nargs="+", metavar="BOARD", help="leaderboard.json files, two or more")
+    p.add_argument(
+        "boards", nargs="+", metavar="BOARD", help="two or more: leaderboard.json files, or STORE[:RULE] to build"
+    )
     p.add_argument("--names", nargs="+", default=None, help="one name per board (default: board 1, board 2, ...)")
+    p.add_argument("--tasks", default="", help="comma-separated tasks: only their tables, in this order")
+    p.add_argument("--vlm", default="", help="only the tables of this encoder (e.g. none)")
+    p.add_argument(
+        "--against",
+        choices=("erm", "ablation"),
+        default="",
+        help="only the verdicts against erm, or against the ablation",
+    )
     args = p.parse_args()
     names = args.names or [f"board {n}" for n in range(1, len(args.boards) + 1)]
     if len(args.boards) < 2 or len(names) != len(args.boards):
         p.error(f"{len(args.boards)} board(s) and {len(names)} name(s): pass two or more boards and one name each")
-    boards = []
-    for path in args.boards:
-        if not path.is_file():
-            raise SystemExit(f"{path}: no built board; run `fairbench leaderboard tables STORE --out DIR` first")
-        boards.append(json.loads(path.read_text()))
-    print("\n".join(side_by_side(boards, names)))
+    boards = [load_board(board) for board in args.boards]
+    tasks = [t for t in args.tasks.split(",") if t]
+    print("\n".join(side_by_side(boards, names, tasks, args.vlm, args.against)).rstrip())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 """scripts/compare_verdicts.py (issue 25: which v1 verdicts survive on v2) on two hand-made boards."""
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
+from records import fake_record, metrics
+
+from fairfacebench.leaderboard.render import to_json
+from fairfacebench.leaderboard.tables import build
+from fairfacebench.store import ResultStore
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "compare_verdicts.py"
 spec = importlib.util.spec_from_file_location("compare_verdicts", SCRIPT)
@@ -86,3 +94,53 @@ def test_the_script_wants_one_name_per_board(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(path), str(path), "--names", "one"], capture_output=True,
                           text=True)  # fmt: skip
     assert done.returncode == 2 and "2 board(s) and 1 name(s)" in done.stderr
+
+
+def test_a_store_is_built_in_memory_under_the_rule_after_its_colon(tmp_path):
+    """`STORE:RULE` is the board `fairbench leaderboard tables STORE --selection RULE` would write; `STORE:defaults`
+    the `--defaults` board; a bare store is val_acc's; a built board's file is read as it is."""
+    store = ResultStore(tmp_path / "store")
+    search = {"seeds": 2, "search_seeds": 1, "hparam_trials": 2}
+    values = {(0, 0): (0.80, 0.9), (0, 1): (0.85, 0.1), (1, 0): (0.80, 0.9), (1, 1): (0.85, 0.1)}
+    for (seed, trial), (acc, wga) in values.items():
+        r = fake_record("m", seed, trial, val=metrics(acc, wga), test=metrics(acc, wga), config=search,
+                        hparams={"trial": trial})  # fmt: skip
+        store.write(r.run_id, r)
+    root = str(tmp_path / "store")
+    by_wga, by_acc = script.load_board(f"{root}:val_wga"), script.load_board(root)
+    assert by_wga == json.loads(to_json(build(root, "val_wga")))
+    assert by_acc == json.loads(to_json(build(root, "val_acc"))) == script.load_board(f"{root}:val_acc")
+    assert [r["trial"] for r in by_wga["tables"][0]["rows"][0]["selected"]] == [0, 0]
+    assert [r["trial"] for r in by_acc["tables"][0]["rows"][0]["selected"]] == [1, 1]
+    defaults = script.load_board(f"{root}:defaults")
+    assert defaults["selection_rule"] == "default" and defaults == json.loads(to_json(build(root, defaults_only=True)))
+    built = tmp_path / "leaderboard.json"
+    built.write_text(json.dumps(by_wga))
+    assert script.load_board(str(built)) == by_wga
+    with pytest.raises(SystemExit, match="nowhere:val_acc: neither a built board"):
+        script.load_board(str(tmp_path / "nowhere") + ":val_acc")
+
+
+def test_tables_are_kept_by_task_in_the_order_given_by_encoder_and_by_what_they_compare():
+    def two_tasks(vlm):
+        tables = []
+        for task in ("gender/age", "gender/race"):
+            verdict = [{"category": FREE, "methods": ["reweight (train labels)"]}]
+            ablation = [{"category": TIED, "methods": ["s over s:no-x (train labels)"]}]
+            tables.append({"task": task, "comparison": {"vlm": vlm}, "rows": [], "verdict": verdict,
+                           "ablation_verdict": ablation})  # fmt: skip
+        return tables
+
+    b = {"selection_rule": "val_acc", "tables": two_tasks("none") + two_tasks("face-descriptor")}
+    headings = [line for line in script.side_by_side([b, b], ["a", "b"]) if line.startswith("###")]
+    assert len(headings) == 8
+    kept = script.side_by_side([b, b], ["a", "b"], tasks=["gender/race", "gender/age"], vlm="none", against="erm")
+    assert [line for line in kept if line.startswith("###")] == [
+        "### gender/race, encoder none: against erm",
+        "### gender/age, encoder none: against erm",
+    ]
+    kept = script.side_by_side([b, b], ["a", "b"], tasks=["gender/age"], against="ablation")
+    assert [line for line in kept if line.startswith("###")] == [
+        "### gender/age, encoder face-descriptor: against its ablation",
+        "### gender/age, encoder none: against its ablation",
+    ]
