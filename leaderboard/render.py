@@ -129,11 +129,12 @@ def flag_codes(r: Row) -> str:
 
 
 def rank_text(ranking: MetricRanking, method: str) -> str:
-    """'1.33 best', '2.00 tied' (with the best after Holm) or '3.00'; empty when the method has no rank."""
+    """'1.33 best', '2.00 tied' (with the best after Holm), '3.00' (worse) or '3.00 not compared' (no predictions, or
+    fewer than 3 seeds shared with the best); empty when the method has no rank."""
     rank = ranking.ranks.get(method)
     if not defined(rank):
         return ""
-    mark = " best" if method == ranking.best else " tied" if method in ranking.tied_with_best else ""
+    mark = {"best": " best", "tied": " tied", "worse": ""}.get(vs_best(ranking, method), " not compared")
     return f"{rank:.2f}{mark}"
 
 
@@ -345,7 +346,8 @@ def ranking_markdown(t: Table) -> list[str]:
     return [
         "Ranks per metric within each tier (1 = best; one block per seed every method of the tier ran, ties share "
         "the mean rank; Demšar 2006). 'best': the best mean of the tier; 'tied': its paired difference to the best "
-        "is not significant at α = 0.05 after Holm's correction over the tier's methods.",
+        "is not significant at α = 0.05 after Holm's correction over the tier's methods; 'not compared': no stored "
+        "predictions, or fewer than 3 seeds shared with the best (outside the correction).",
         "",
         md_table(rows, ["method", "tier", *COMPARED_METRICS]),
         "",

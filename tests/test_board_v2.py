@@ -342,7 +342,8 @@ def test_ranks_and_pareto_fronts_are_per_tier_and_per_metric(tmp_path):
     blocks = to_markdown(build(tmp_path)).split("\n\n")
     ranks = next(b for b in blocks if b.startswith("| method ") and "labels used" not in b and "eopp_diff" in b)
     cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in ranks.splitlines()[2:]}
-    assert cells["a"][:3] == ["train labels", "1.00 best", "2.00"] and cells["c"][:2] == [
+    # no stored predictions: no paired test, so b is "not compared" with the best, not worse
+    assert cells["a"][:3] == ["train labels", "1.00 best", "2.00 not compared"] and cells["c"][:2] == [
         "+ validation labels",
         "1.00 best",
     ]
@@ -636,3 +637,19 @@ def test_a_paired_difference_whose_two_runs_ran_on_different_machines_on_some_se
     assert {f.code: f.detail for f in rows["m"].flags}["cross-hardware"].startswith(
         "against erm on seed 0; val_acc − default on seed 0;"
     )
+
+
+def test_a_method_sharing_fewer_than_3_seeds_with_the_best_is_neither_tied_nor_worse_and_outside_the_family(tmp_path):
+    store = ResultStore(tmp_path)
+    runs = [("best", s, 190 + s) for s in range(3)] + [("near", s, 189 + s) for s in range(3)]
+    runs += [("worse", s, 120 + s) for s in range(3)] + [("short", 0, 100)]  # short: far worse, on seed 0 only
+    for method, seed, right in runs:
+        record, arrays = predicted_run(method, seed, Y, A, right_on_first(right), supervision=TRAIN_ONLY)
+        store.write(record.run_id, record, arrays)
+    table = build(tmp_path).tables[0]
+    acc = next(k for k in table.rankings if k.metric == "acc")
+    assert acc.best == "best" and acc.tied_with_best == ["best", "near"] and acc.worse_than_best == ["worse"]
+    blocks = to_markdown(build(tmp_path)).split("\n\n")
+    ranks = next(b for b in blocks if b.startswith("| method ") and "1.00 best" in b)
+    cells = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in ranks.splitlines()[2:]}
+    assert cells["short"].endswith(" not compared") and cells["worse"] == "3.00" and cells["near"].endswith(" tied")
