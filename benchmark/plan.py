@@ -480,7 +480,9 @@ def possible_final(plan: Plan, specs: list[RunSpec], records: list[Any]) -> list
 def search_choice(by_trial: dict[int, list[Any]], rule: Any) -> int | None:
     """The trial a selection rule picks from the search seeds' runs: the highest mean of the rule's key over the
     search seeds; a trial with a failed run there is not scored (it counts as the worst); ties go to the lowest trial;
-    None if every trial has a failed run."""
+    None if every trial has a failed run.  A tuple key is averaged element by element and compared in order (for
+    `val_acc@val_eod_max<=EPS`: the fraction of search seeds where the trial is feasible, then the mean of the second
+    elements, accuracy where feasible and -eod_max where not; docs/METRICS.md)."""
     scores = {}
     for trial, runs in by_trial.items():
         keys = [rule.key(r) for r in runs if r.ok]
