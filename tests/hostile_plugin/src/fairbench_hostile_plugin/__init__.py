@@ -35,10 +35,20 @@ def one_hot(labels, n_classes):
     return np.eye(n_classes)[np.asarray(labels)]
 
 
+def fields_of(obj):
+    """`obj.__dict__`, or None: on some objects any attribute access raises (a weak proxy whose referent is gone
+    raises ReferenceError), and whether the process holds one depends on when the garbage collector last ran."""
+    try:
+        fields = getattr(obj, "__dict__", None)
+    except Exception:
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
 def matching_labels(obj, images):
     """`obj.y` when `obj` holds exactly these images and a plain label array (a split of the harness)."""
-    fields = getattr(obj, "__dict__", None)
-    if not isinstance(fields, dict):
+    fields = fields_of(obj)
+    if fields is None:
         return None
     held, labels = fields.get("images"), fields.get("y")
     if isinstance(held, np.ndarray) and isinstance(labels, np.ndarray) and held.shape == images.shape:
@@ -92,8 +102,8 @@ class StackLabels(Method):
         def attack(images):
             for frame in inspect.stack():
                 for value in frame.frame.f_locals.values():
-                    inside = getattr(value, "__dict__", None)
-                    for obj in (value, *(inside.values() if isinstance(inside, dict) else ())):
+                    inside = fields_of(value)
+                    for obj in (value, *(inside.values() if inside is not None else ())):
                         labels = matching_labels(obj, images)
                         if labels is not None:
                             return labels
