@@ -117,12 +117,15 @@ def print_regimes(table: Table, order: list[str]) -> None:
 
 
 def regime_cell(g: RegimeResult | None) -> str:
-    """'trial 2 (5 seeds): 0.884 / 0.446, Δeod_max -0.031 [-0.052, -0.011]'; '' when the regime has no pick."""
+    """'trial 2 (5 seeds): 0.884 / 0.446, Δeod_max -0.031 [-0.052, -0.011]', or '..., the defaults' when the regime
+    picks trial 0; '' when the regime has no pick."""
     if g is None or g.trial is None:
         return ""
     text = f"trial {g.trial} ({len(g.seeds)} seed{'s' if len(g.seeds) != 1 else ''}): "
     text += f"{g.metrics['acc'].mean:.3f} / {g.metrics['eod_max'].mean:.3f}"
     difference = regime_difference_text(g, "eod_max")
+    if not g.minus_default:
+        return text + (f", {difference}" if difference else "")
     return text + (f", Δeod_max {difference}" if difference else "")
 
 

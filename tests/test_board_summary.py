@@ -33,7 +33,7 @@ def test_a_regime_cell_names_its_trial_seeds_metrics_and_its_difference_to_the_d
     )
     assert (
         script.regime_cell(regime("val_acc", 0, [0, 1], 0.8, 0.4))
-        == "trial 0 (2 seeds): 0.800 / 0.400, Δeod_max the defaults"
+        == "trial 0 (2 seeds): 0.800 / 0.400, the defaults"
     )
     assert script.regime_cell(regime("default", 0, [0, 1], 0.8, 0.4)) == "trial 0 (2 seeds): 0.800 / 0.400"
     assert script.regime_cell(regime("val_acc", None, [], None, None)) == ""
