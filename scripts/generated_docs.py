@@ -100,11 +100,13 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff if a block is stale")
     args = p.parse_args()
     stale = []
+    with_blocks = [path for path in args.files if BLOCK.search(path.read_text())]
+    if not with_blocks:
+        names = " ".join(map(str, args.files))
+        raise SystemExit(f"{names}: no generated block (<!-- generated: python scripts/NAME.py ... -->)")
     with shared_boards():
-        for path in args.files:
+        for path in with_blocks:
             text = path.read_text()
-            if not BLOCK.search(text):
-                raise SystemExit(f"{path}: no generated block (<!-- generated: python scripts/NAME.py ... -->)")
             try:
                 new = regenerate(text, str(path))
             except BlockError as exc:
