@@ -14,6 +14,7 @@ counts are that weight summed over the rows of each (g, y, ŷ) cell.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -45,15 +46,22 @@ def seed_predictions(stored: Sequence[Mapping], n_classes: int) -> tuple[np.ndar
     return y, np.asarray(first["test_a"], dtype=np.int64), predictions
 
 
+@functools.lru_cache(maxsize=4)
 def crossed_draws(n_seeds: int, n_rows: int, n_resamples: int, seed: int = 0, resample_rows: bool = True):
     """Seed indices (B, S) drawn with replacement and, independently, row weights (B, n): each replicate's
     multinomial count of every test row, shared by all the seeds it draws (all ones with ``resample_rows=False``,
-    the test set held fixed)."""
+    the test set held fixed).
+
+    Memoised, read-only arrays: the draws are a function of the arguments (one seeded generator), and a board draws
+    the same ones for every row and pair of a comparison (the multinomial is most of a board's build time)."""
     rng = np.random.default_rng(seed)
     index = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     if not resample_rows:
-        return index, np.ones((n_resamples, n_rows))
-    return index, rng.multinomial(n_rows, np.full(n_rows, 1 / n_rows), size=n_resamples).astype(float)
+        weights = np.ones((n_resamples, n_rows))
+    else:
+        weights = rng.multinomial(n_rows, np.full(n_rows, 1 / n_rows), size=n_resamples).astype(float)
+    index.flags.writeable = weights.flags.writeable = False
+    return index, weights
 
 
 def weighted_counts(cells: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:

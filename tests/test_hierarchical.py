@@ -177,3 +177,14 @@ def test_the_corrected_p_value_agrees_with_the_corrected_interval():
         replicates, 0.05, [0.03, 0.05, 0.07]
     )
     assert seed_corrected_p_value(rng.normal(5, 0.01, 100), 5.0, [4.9, 5.1]) >= 2 / 101
+
+
+def test_crossed_draws_are_memoised_read_only_and_the_same_as_drawn_afresh():
+    index, weights = crossed_draws(3, 50, 20, 7)
+    again = crossed_draws(3, 50, 20, 7)
+    assert again[0] is index and again[1] is weights  # drawn once
+    assert not index.flags.writeable and not weights.flags.writeable
+    fresh_index, fresh_weights = crossed_draws.__wrapped__(3, 50, 20, 7)
+    assert np.array_equal(index, fresh_index) and np.array_equal(weights, fresh_weights)
+    with pytest.raises(ValueError, match="read-only"):
+        weights[0, 0] = 5.0
