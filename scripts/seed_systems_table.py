@@ -5,9 +5,11 @@ features, and for their ablations and erm: test acc, eod_max and wga (mean [inte
 differences against erm and of each system against its ablation (crossed bootstrap, Holm within the board's
 tables), and how the stages worked (the harness's diagnostics, mean over seeds): the inferred groups' AMI with the
 true groups, the pseudo-labels' accuracy per true group, and the Meta-Weight-Net's mean weight per true group and
-label correctness.  Everything comes from `leaderboard.json` (`fairbench leaderboard tables STORE` writes it).
+label correctness.  Everything comes from `leaderboard.json` (`fairbench leaderboard tables STORE` writes it), or
+with `--defaults` from the board of every method at its defaults, built here from the store (a search in the store
+then leaves the table as it was: the face-descriptor comparison has no search, so its rows are always defaults).
 
-    python scripts/seed_systems_table.py stores/utkface-v2 [--json STORE/leaderboard.json]
+    python scripts/seed_systems_table.py stores/utkface-v2 [--json STORE/leaderboard.json | --defaults]
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from fairfacebench.leaderboard.render import to_json
+from fairfacebench.leaderboard.tables import build
 
 SYSTEMS = ("clip-cluster", "clip-cluster:no-resampling", "ssl-pipeline", "ssl-pipeline:no-curation",
            "ssl-pipeline:no-meta-weights")  # fmt: skip
@@ -114,13 +119,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("store", type=Path)
     p.add_argument("--json", type=Path, help="the board's leaderboard.json (default: STORE/leaderboard.json)")
+    p.add_argument("--defaults", action="store_true", help="build the board of every method at its defaults instead")
     args = p.parse_args()
+    if args.defaults and args.json:
+        p.error("--defaults builds the board from STORE; --json reads a built one: pass one of them")
     path = args.json or args.store / "leaderboard.json"
-    if not path.is_file():
+    if args.defaults:
+        board, source = (
+            json.loads(to_json(build(str(args.store), defaults_only=True))),
+            f"{args.store}, every method at its defaults",
+        )
+    elif path.is_file():
+        board, source = json.loads(path.read_text()), str(path)
+    else:
         raise SystemExit(f"{path}: no built board; run `fairbench leaderboard tables {args.store}` first")
-    board = json.loads(path.read_text())
     tasks = sorted({t["task"] for t in board["tables"]})
-    print(f"Selection rule: {board['selection_rule']}. Source: {path}.\n")
+    print(f"Selection rule: {board['selection_rule'].split(':')[0]}. Source: {source}.\n")
     print(
         "Mean [95% interval] over seeds; Δ: paired mean [95% interval] from the crossed bootstrap over seeds and the "
         "shared test rows, 'tied' when not significant after Holm over the board's column. The system − ablation "

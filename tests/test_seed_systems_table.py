@@ -78,3 +78,27 @@ def test_each_comparison_says_where_it_ran_and_which_rows_mixed_machines():
         "Hardware (face descriptor): AMD EPYC (AVX512): 27 runs; Intel Xeon (AVX512): 3 runs. "
         "Mixed: erm (seeds 0-3 on A; seed 4 on B)."
     )
+
+
+def test_defaults_builds_the_table_from_the_store_at_trial_0_whatever_the_search_picked(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from records import fake_record, metrics
+
+    from fairfacebench.leaderboard.tables import write
+    from fairfacebench.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    search = {"seeds": 2, "search_seeds": 1, "hparam_trials": 2}
+    for seed in (0, 1):
+        for trial, (val_acc, test_acc) in enumerate([(0.80, 0.70), (0.90, 0.95)]):  # val_acc picks trial 1
+            r = fake_record("erm", seed, trial, val=metrics(val_acc), test=metrics(test_acc), config=search,
+                            hparams={"trial": trial})  # fmt: skip
+            store.write(r.run_id, r)
+    write(tmp_path)  # the store's own board: the search's pick
+    for flags, acc, source in (([], "0.950", "leaderboard.json"), (["--defaults"], "0.700", "at its defaults")):
+        monkeypatch.setattr(sys, "argv", ["seed_systems_table.py", str(tmp_path), *flags])
+        script.main()
+        out = capsys.readouterr().out
+        (erm,) = [line for line in out.splitlines() if line.startswith("| erm |")]
+        assert erm.split("|")[4].strip().startswith(acc) and source in out.splitlines()[0], (flags, out)
