@@ -22,14 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import inspect
 import io
 import re
 import runpy
 import shlex
 import sys
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
+from typing import Any
 
 from fairfacebench.leaderboard import tables
 
@@ -57,9 +58,19 @@ def script_of(command: str, where: str) -> tuple[Path, list[str]]:
 @contextlib.contextmanager
 def shared_boards() -> Iterator[None]:
     """`tables.build` memoised while the blocks run: the scripts import it after this patch, so each board is built
-    once for all blocks."""
-    original = tables.build
-    tables.build = cache(original)
+    once for all blocks, however a script passes its arguments."""
+    original, signature = tables.build, inspect.signature(tables.build)
+    built = {}
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = tuple((name, str(v) if isinstance(v, Path) else v) for name, v in bound.arguments.items())
+        if key not in built:
+            built[key] = original(*args, **kwargs)
+        return built[key]
+
+    tables.build = build
     try:
         yield
     finally:

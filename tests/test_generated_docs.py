@@ -102,3 +102,22 @@ def test_the_readme_and_the_results_pages_hold_what_the_committed_stores_give_no
             text = path.read_text()
             now = script.regenerate(text, str(path.relative_to(ROOT)))
             assert now == text, f"{path.name}: stale; run `python scripts/generated_docs.py {path.relative_to(ROOT)}`"
+
+
+def test_while_blocks_run_a_board_is_built_once_however_its_arguments_are_passed(tmp_path):
+    from records import fake_record, metrics
+
+    from fairfacebench.leaderboard import tables
+    from fairfacebench.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    for seed in range(3):
+        r = fake_record("erm", seed, test=metrics(0.8))
+        store.write(r.run_id, r)
+    original = tables.build
+    with script.shared_boards():
+        first = tables.build(str(tmp_path), "val_acc", defaults_only=True)
+        assert tables.build(tmp_path, defaults_only=True) is first
+        assert tables.build(str(tmp_path), rule="val_acc", access=None, defaults_only=True) is first
+        assert tables.build(str(tmp_path)) is not first  # another board: the searched one
+    assert tables.build is original
