@@ -6,7 +6,8 @@
 # 2. the seed systems with the face descriptor (issue 26): erm, clip-cluster, ssl-pipeline and their ablations,
 #    seed by seed 0 ... 4 (the smaller, self-contained comparison first: 60 runs);
 # 3. the default board on seeds 1 ... 4, seed by seed;
-# 4. the search: trials 1-4 of every method on seed 0, then each selection rule's pick on seeds 1-4.
+# 4. the search, task by task: trials 1-4 of every method on seed 0, then each selection rule's pick on seeds 1-4
+#    (task 1's board is complete before task 2's search goes on).
 set -euo pipefail
 root=${1:?usage: scripts/board_v2.sh /path/to/UTKFace [STORE]}
 out=${2:-stores/utkface-v2}
@@ -18,4 +19,5 @@ for seeds in 1 2 3 4 5; do run --hparam-trials 1 --seeds "$seeds" --vlm face-des
 for seeds in 2 3 4 5; do run --hparam-trials 1 --seeds "$seeds"; done
 # --retry-failed: ssl-pipeline's trial 1 failed on code before its forward bound (docs/METHODS.md); every
 # method's trials count only once all of them have finished
+run --retry-failed --tasks utkface-cb:gender/race
 run --retry-failed
