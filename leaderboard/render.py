@@ -347,7 +347,7 @@ def ranking_markdown(t: Table) -> list[str]:
         "Ranks per metric within each tier (1 = best; one block per seed every method of the tier ran, ties share "
         "the mean rank; Demšar 2006). 'best': the best mean of the tier; 'tied': its paired difference to the best "
         "is not significant at α = 0.05 after Holm's correction over the tier's methods; 'not compared': no stored "
-        "predictions, or fewer than 3 seeds shared with the best (outside the correction).",
+        f"predictions, or fewer than {MIN_SEEDS} seeds shared with the best (outside the correction).",
         "",
         md_table(rows, ["method", "tier", *COMPARED_METRICS]),
         "",

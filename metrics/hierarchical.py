@@ -53,7 +53,7 @@ def crossed_draws(n_seeds: int, n_rows: int, n_resamples: int, seed: int = 0, re
     the test set held fixed).
 
     Memoised, read-only arrays: the draws are a function of the arguments (one seeded generator), and a board draws
-    the same ones for every row and pair of a comparison (the multinomial is most of a board's build time)."""
+    the same ones for every row and pair of a comparison (the multinomial was over a third of its build time)."""
     rng = np.random.default_rng(seed)
     index = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     if not resample_rows:
