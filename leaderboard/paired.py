@@ -123,11 +123,17 @@ def mean_only(minuend: BySeed, subtrahend: BySeed, seeds: list[int], metric: str
     return PairedDifference(mean, len(differences), None, seeds, None, None, None, MEAN_ONLY)
 
 
+def in_holm_family(difference: PairedDifference) -> bool:
+    """Whether a difference is judged: it has a p-value and spans MIN_SEEDS or more seeds (below, training
+    randomness is unmeasured).  Only these enter a Holm family, so the others do not make its correction more
+    conservative."""
+    return difference.p_value is not None and difference.n >= MIN_SEEDS
+
+
 def holm_family(family: dict[str, PairedDifference]) -> dict[str, PairedDifference]:
-    """The family's differences with Holm-adjusted p-values and `tied` (not rejected at ALPHA); untested ones, and
-    those over fewer than MIN_SEEDS seeds (not judged: training randomness unmeasured), as they are and outside the
-    family, so they do not make the correction of the others more conservative."""
-    tested = {k: d.p_value for k, d in family.items() if d.p_value is not None and d.n >= MIN_SEEDS}
+    """The family's differences with Holm-adjusted p-values and `tied` (not rejected at ALPHA); the others
+    (`in_holm_family`: untested, or over fewer than MIN_SEEDS seeds) as they are and outside the family."""
+    tested = {k: d.p_value for k, d in family.items() if in_holm_family(d)}
     if not tested:
         return family
     corrected = holm(tested, ALPHA)

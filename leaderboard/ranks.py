@@ -6,15 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from fairfacebench.flags import TIER_NOT_RECORDED, TIERS
-from fairfacebench.leaderboard.model import (
-    ALPHA,
-    COMPARED_METRICS,
-    MIN_SEEDS,
-    MetricRanking,
-    ParetoFront,
-    Row,
-    defined,
-)
+from fairfacebench.leaderboard.model import ALPHA, COMPARED_METRICS, MetricRanking, ParetoFront, Row, defined
+from fairfacebench.leaderboard.paired import in_holm_family
 from fairfacebench.metrics.compare import HIGHER_IS_BETTER, best_of, metric_ranks, tied_with_best
 
 if TYPE_CHECKING:
@@ -61,13 +54,13 @@ def ranking(tier: str, metric: str, members: list[Row], paired: Paired, runs_of:
 def against_best(best: str, metric: str, members: list[Row], paired: Paired, runs_of: RunsOf) -> dict:
     """`tied_with_best`: the best and the methods whose paired difference to it Holm does not reject, and those it
     rejects.  A method without stored predictions (no p-value) or sharing fewer than MIN_SEEDS seeds with the best
-    (training randomness unmeasured, as `paired.holm_family`) is in neither list and outside the family."""
+    (`paired.in_holm_family`) is in neither list and outside the family."""
     reference = runs_of(next(r for r in members if r.method == best))
     p_values = {}
     for r in members:
         if r.method != best:
             difference = paired.difference(runs_of(r), reference, (metric,))[metric]
-            if difference.p_value is not None and difference.n >= MIN_SEEDS:
+            if in_holm_family(difference):
                 p_values[r.method] = difference.p_value
     return tied_with_best(best, p_values, ALPHA)
 

@@ -14,6 +14,7 @@ and JSON.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,7 +48,7 @@ from fairfacebench.leaderboard.model import (
 )
 from fairfacebench.leaderboard.paired import Paired, holm_columns
 from fairfacebench.leaderboard.ranks import pareto_fronts, rankings
-from fairfacebench.leaderboard.render import foreign_exports, write_exports
+from fairfacebench.leaderboard.render import foreign_exports, to_json, write_exports
 from fairfacebench.leaderboard.row_flags import (
     banner,
     cross_hardware,
@@ -263,6 +264,13 @@ def build(
 
 
 DEFAULTS_BOARD = f"{DEFAULT}: every method at its defaults (trial 0), as if no search had run"
+
+
+def plain_board(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
+    """The board as its leaderboard.json would hold it, built now from the store (the scripts' `STORE:RULE`);
+    `rule` 'defaults' (or 'default') is the board of every method at its defaults."""
+    defaults = rule in ("defaults", DEFAULT)
+    return json.loads(to_json(build(store_dir, "val_acc" if defaults else rule, defaults_only=defaults)))
 
 
 def context(comparison: Comparison, selection: Any, stored: StoredRuns) -> Context:

@@ -25,9 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fairfacebench.leaderboard.model import DEFAULT
-from fairfacebench.leaderboard.render import to_json
-from fairfacebench.leaderboard.tables import build
+from fairfacebench.leaderboard.tables import plain_board
 from fairfacebench.leaderboard.verdict import FAIRER_FREE
 
 KINDS = {"verdict": "against erm", "ablation_verdict": "against its ablation"}
@@ -130,8 +128,7 @@ def load_board(argument: str) -> dict:
             f"{argument}: neither a built board's leaderboard.json nor a result store (STORE or STORE:RULE); build a "
             "board with `fairbench leaderboard tables STORE --out DIR`, or name a store directory"
         )
-    defaults = rule in ("defaults", DEFAULT)
-    return json.loads(to_json(build(store, "val_acc" if defaults else rule, defaults_only=defaults)))
+    return plain_board(store, rule)
 
 
 def main() -> None:

@@ -18,8 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fairfacebench.leaderboard.render import to_json
-from fairfacebench.leaderboard.tables import build
+from fairfacebench.leaderboard.tables import plain_board
 
 SYSTEMS = ("clip-cluster", "clip-cluster:no-resampling", "ssl-pipeline", "ssl-pipeline:no-curation",
            "ssl-pipeline:no-meta-weights")  # fmt: skip
@@ -125,16 +124,13 @@ def main() -> None:
         p.error("--defaults builds the board from STORE; --json reads a built one: pass one of them")
     path = args.json or args.store / "leaderboard.json"
     if args.defaults:
-        board, source = (
-            json.loads(to_json(build(str(args.store), defaults_only=True))),
-            f"{args.store}, every method at its defaults",
-        )
+        board, source = plain_board(args.store, "defaults"), f"{args.store}, every method at its defaults"
     elif path.is_file():
         board, source = json.loads(path.read_text()), str(path)
     else:
         raise SystemExit(f"{path}: no built board; run `fairbench leaderboard tables {args.store}` first")
     tasks = sorted({t["task"] for t in board["tables"]})
-    print(f"Selection rule: {board['selection_rule'].split(':')[0]}. Source: {source}.\n")
+    print(f"Selection rule: {board['selection_rule']}. Source: {source}.\n")
     print(
         "Mean [95% interval] over seeds; Δ: paired mean [95% interval] from the crossed bootstrap over seeds and the "
         "shared test rows, 'tied' when not significant after Holm over the board's column. The system − ablation "
