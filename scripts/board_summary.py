@@ -123,10 +123,9 @@ def regime_cell(g: RegimeResult | None) -> str:
         return ""
     text = f"trial {g.trial} ({len(g.seeds)} seed{'s' if len(g.seeds) != 1 else ''}): "
     text += f"{g.metrics['acc'].mean:.3f} / {g.metrics['eod_max'].mean:.3f}"
-    difference = regime_difference_text(g, "eod_max")
-    if not g.minus_default:
-        return text + (f", {difference}" if difference else "")
-    return text + (f", Δeod_max {difference}" if difference else "")
+    difference = regime_difference_text(g, "eod_max")  # 'the defaults' when there is no difference to show
+    label = "Δeod_max " if g.minus_default else ""
+    return text + (f", {label}{difference}" if difference else "")
 
 
 def erm_row(r: Row) -> list[str]:

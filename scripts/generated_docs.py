@@ -111,13 +111,13 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff if a block is stale")
     args = p.parse_args()
     stale = []
-    with_blocks = [path for path in args.files if BLOCK.search(path.read_text())]
+    texts = {path: path.read_text() for path in args.files}
+    with_blocks = {path: text for path, text in texts.items() if BLOCK.search(text)}
     if not with_blocks:
         names = " ".join(map(str, args.files))
         raise SystemExit(f"{names}: no generated block (<!-- generated: python scripts/NAME.py ... -->)")
     with shared_boards():
-        for path in with_blocks:
-            text = path.read_text()
+        for path, text in with_blocks.items():
             try:
                 new = regenerate(text, str(path))
             except BlockError as exc:
