@@ -185,7 +185,9 @@ class MechanismSummary:
 @dataclass(frozen=True)
 class RegimeResult:
     """One selection regime of a search: the trial it picks on the search seeds, that trial's test metrics over the
-    seeds it ran on, and regime − default paired over the seeds both ran (None for the default itself)."""
+    seeds it ran on, and regime − default paired over the seeds both ran (None for the default itself, for a pick of
+    the defaults, and for a rule's pick not yet run on every seed the defaults ran). A regime that picks the trial an
+    earlier one picked (`same_as`) carries that regime's difference and Holm-corrected verdict: one test, not two."""
 
     regime: str  # 'default', a selection rule's name, or 'test oracle'
     description: str
@@ -194,6 +196,8 @@ class RegimeResult:
     metrics: dict[str, MetricSummary]  # REGIME_METRICS
     minus_default: dict[str, PairedDifference] | None
     upper_bound: bool  # the test oracle: read test labels, so no method may claim it
+    not_run_on: list[int] = field(default_factory=list)  # a rule's pick: seeds the defaults ran that it has not (yet)
+    same_as: str | None = None  # an earlier regime that picks the same trial: its test, not a second one
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,16 @@ PAIRED = (
     "correction over"
 )
 PAIRED_CAPTION = f"{PAIRED} the column (family: this table, this metric)"
-REGIME_CAPTION = f"{PAIRED} the methods (family: this table, this regime, this metric)"
+REGIME_CAPTION = (
+    f"{PAIRED} the methods (family: this table, this regime, this metric; a regime that picks the trial an earlier "
+    "one picked is that one's test, 'as' it, not a second one; a rule's pick is tested once it has run on every seed "
+    "the defaults ran)"
+)
+ORACLE_TEXT = (
+    "The test oracle picks the trial with the best test accuracy on the search seeds: an upper bound on selection "
+    "for accuracy, on the search seeds, that no method may claim; its pick runs on the final seeds only when a rule "
+    "picks it too, and otherwise stands on the search seeds alone (its seed count)."
+)
 MECHANISMS_CAPTION = (
     "What each method's stages did, judged by the harness after fit against truth the method never saw "
     "(fairfacebench.diagnostics: the AMI of inferred groups with the true groups, pseudo-label accuracy per true "
@@ -266,8 +275,7 @@ def regimes_markdown(t: Table) -> list[str]:
     rows = [regime_cells(r, g) for r in t.ok_rows for g in r.regimes or []]
     return [
         f"Default vs tuned. {search_text(t)} Per regime: the trial it picks on the search seeds, its test metrics "
-        f"over the seeds it ran, and regime − default ({REGIME_CAPTION}). The test oracle picks by test accuracy: "
-        "an upper bound no method may claim.",
+        f"over the seeds it ran, and regime − default ({REGIME_CAPTION}). {ORACLE_TEXT}",
         "",
         md_table(rows, REGIME_HEADERS),
         "",
@@ -290,10 +298,20 @@ def regime_cells(r: Row, g: RegimeResult) -> list[Any]:
 
 def regime_difference_text(g: RegimeResult, metric: str) -> str:
     """A regime's difference to the defaults: '' for the defaults' own line, 'the defaults' when the regime picks
-    them (the same runs: nothing to test)."""
+    them (the same runs: nothing to test), 'as val_acc' when an earlier regime picks its trial (that line holds the
+    test), 'not run on seeds 3, 4' for a rule's pick still to run there."""
+    if g.not_run_on:
+        return f"not run on seed{'s' if len(g.not_run_on) > 1 else ''} {', '.join(map(str, g.not_run_on))}"
+    if g.same_as:
+        return f"as {g.same_as}"
     if g.minus_default:
         return difference_text(g.minus_default.get(metric))
     return "the defaults" if g.trial == DEFAULT_TRIAL and g.regime != DEFAULT else ""
+
+
+def regime_tested(g: RegimeResult) -> bool:
+    """Its line states a difference to the defaults (not 'the defaults', 'as ...' or 'not run on ...')."""
+    return bool(g.minus_default) and not g.same_as
 
 
 def shared_preparation_text(prep: SharedPreparation) -> str:

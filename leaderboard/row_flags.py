@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from fairfacebench.flags import Flag
 from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row, SearchProgress
@@ -21,6 +21,7 @@ FLAG_ORDER = (
     "at-chance",
     "near-chance",
     "few-seeds",
+    "missing-seeds",
     "searching",
     "smoke-budget",
     "demonstration-budget",
@@ -39,14 +40,16 @@ def row_flags(
     stored: StoredRuns,
     summaries: dict[str, MetricSummary],
     search: SearchProgress | None = None,
+    attempted: Iterable[int] = (),
 ) -> list[Flag]:
     """The warnings of a row whose selected runs are `runs` (one per seed), in FLAG_ORDER. With one seed the row
     shows that run's interval, so the run's uninformative-interval flag is the row's; with several, the row's own.
-    `search`: how far the method's search has come, in a store with one."""
+    `search`: how far the method's search has come, in a store with one; `attempted`: the seeds the method has runs
+    on, finished or failed."""
     per_run = [(r.seed, f) for r in runs for f in stored.flags(r)]
     if len(runs) > 1:
         per_run = [(seed, f) for seed, f in per_run if f.code != "uninformative-interval"]
-    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), searching(search)]
+    found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), missing_seeds(runs, attempted), searching(search)]
     found += [mixed_hardware(runs), mixed_isolation(runs)]
     found += [zero_width(summaries)] if len(runs) > 1 else []
     return sorted([f for f in found if f is not None], key=lambda f: FLAG_ORDER.index(f.code))
@@ -85,6 +88,19 @@ def few_seeds(n: int) -> Flag | None:
         "few-seeds",
         f"{n} seed{'s' if n > 1 else ''}: across-seed intervals and paired comparisons are not meaningful below "
         f"{MIN_SEEDS} seeds",
+    )
+
+
+def missing_seeds(runs: list[RunRecord], attempted: Iterable[int]) -> Flag | None:
+    """'missing-seeds' when the method ran on seeds where the row has no finished run (its selected trial, or every
+    trial, failed there): the row's means and its paired differences stand on the other seeds."""
+    missing = set(attempted) - {r.seed for r in runs}
+    if not runs or not missing:
+        return None
+    return Flag(
+        "missing-seeds",
+        f"no finished run on {seeds_named(missing)}, where the method ran (its run failed: the row's failed runs "
+        "say why): its means and paired differences stand on the other seeds",
     )
 
 

@@ -26,8 +26,8 @@ class TestOracle:
 
     name: str = ORACLE
     description: str = (
-        "the trial with the best test accuracy on the search seeds: an upper bound, chosen on test labels, "
-        "that no method may claim"
+        "the trial with the best test accuracy on the search seeds: an upper bound on selection for accuracy, "
+        "chosen on test labels, that no method may claim"
     )
 
     @staticmethod

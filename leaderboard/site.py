@@ -48,6 +48,7 @@ from fairfacebench.leaderboard.render import (
     ISOLATION_NOTE,
     MECHANISM_HEADERS,
     MECHANISMS_CAPTION,
+    ORACLE_TEXT,
     PAIRED_CAPTION,
     REGIME_CAPTION,
     SENSITIVE_AT_INFERENCE,
@@ -191,6 +192,7 @@ class TableView:
     paired_caption: str
     verdict: list[str]
     regime_caption: str
+    oracle_text: str
     search: str | None
     ranks: list[RankView]
     critical_differences: str
@@ -374,6 +376,7 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         paired_caption=PAIRED_CAPTION,
         verdict=verdict_lines(table),
         regime_caption=REGIME_CAPTION,
+        oracle_text=ORACLE_TEXT,
         search=search_text(table) if table.search else None,
         ranks=rank_views(table),
         critical_differences=critical_differences(table.rankings),

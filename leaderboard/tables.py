@@ -327,7 +327,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         **seed_fields(runs.ok, ctx.stored, crossed is not None),
         hardware=list(machines(runs.ok)),
         isolation=isolation(runs.ok or runs.failed),
-        flags=row_flags(runs.ok, ctx.stored, summaries, runs.search),
+        flags=row_flags(runs.ok, ctx.stored, summaries, runs.search, attempted=runs.by_seed),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
         search_pending=runs.pending,
         **row_analyses(runs.ok, ctx.stored),
@@ -458,45 +458,66 @@ def shared_preparation(infos: list[dict[str, Any]]) -> SharedPreparation:
 
 def regime_results(runs: MethodRuns, ctx: Context) -> list[RegimeResult]:
     """The defaults and each regime's pick on the search seeds, over the seeds that trial ran, minus the defaults;
-    only the defaults while the method's search has trials left to run."""
+    only the defaults while the method's search has trials left to run. A regime that picks the trial of an earlier
+    one says so (`same_as`) instead of testing the same runs again."""
     default = trial_runs(runs.all, DEFAULT_TRIAL)
     named = ctx.regimes[:1] if runs.searching else ctx.regimes
-    return [regime_result(name, description, rule, runs, default, ctx) for name, description, rule in named]
+    results = [regime_result(name, description, rule, runs, default, ctx) for name, description, rule in named]
+    tested: dict[int | None, str] = {}  # trial -> the first regime that tests it against the defaults
+    for i, g in enumerate(results):
+        if g.minus_default is not None and g.trial in tested:
+            results[i] = replace(g, same_as=tested[g.trial])
+        elif g.minus_default is not None:
+            tested[g.trial] = g.regime
+    return results
 
 
 def regime_result(
     name: str, description: str, rule: Any, runs: MethodRuns, default: list[RunRecord], ctx: Context
 ) -> RegimeResult:
+    """One regime's pick. A rule's pick runs on every seed the defaults ran (`fairbench run`'s final seeds); until it
+    has, its difference to the defaults is not tested. The test oracle's pick runs on the final seeds only when a
+    rule picks it too: otherwise it stands on the search seeds alone, and says so by its seed count."""
     trial = DEFAULT_TRIAL if rule is None else picked_trial(runs.all, ctx.search_seeds, rule)
     chosen = trial_runs(runs.all, trial) if trial is not None else []
     crossed = ctx.paired.crossed_mean(chosen) if len(chosen) > 1 else None  # the same intervals as the rows'
+    not_run_on = pick_pending(runs.all, trial) if rule is not None and name != ORACLE else []
     return RegimeResult(
         regime=name,
         description=description,
         trial=trial,
         seeds=[r.seed for r in chosen],
         metrics={m: summary(chosen, m, ctx.stored, crossed) for m in REGIME_METRICS},
-        minus_default=None  # the defaults themselves, or a regime that picks them: nothing to test
-        if rule is None or not chosen or trial == DEFAULT_TRIAL
+        minus_default=None  # the defaults themselves, a regime that picks them, a pick still to run: nothing to test
+        if rule is None or not chosen or trial == DEFAULT_TRIAL or not_run_on
         else ctx.paired.difference(by_seed(chosen), by_seed(default), REGIME_METRICS),
         upper_bound=name == ORACLE,
+        not_run_on=not_run_on,
     )
 
 
 def holm_regimes(rows: list[Row]) -> list[Row]:
-    """Holm's correction of regime − default per (regime, metric) over the table's methods that report the regime
-    (a method still searching reports only its defaults)."""
+    """Holm's correction of regime − default per (regime, metric) over the table's methods that test the regime
+    (a method still searching reports only its defaults; a regime that picks an earlier one's trial takes that
+    one's corrected difference)."""
     searched = [r for r in rows if r.regimes]
     corrected: dict[tuple[str, str], dict[str, Any]] = {}
     for name in dict.fromkeys(g.regime for r in searched for g in r.regimes):
-        family = {r.method: g.minus_default for r in searched for g in r.regimes if g.regime == name}
-        family = {m: d for m, d in family.items() if d}
+        family = {
+            r.method: g.minus_default
+            for r in searched
+            for g in r.regimes
+            if g.regime == name and g.minus_default and not g.same_as
+        }
         corrected.update({(m, name): d for m, d in holm_columns(family, REGIME_METRICS).items()})
     return [with_regime_holm(r, corrected) if r.regimes else r for r in rows]
 
 
 def with_regime_holm(row: Row, corrected: dict[tuple[str, str], dict[str, Any]]) -> Row:
-    regimes_ = [replace(g, minus_default=corrected.get((row.method, g.regime), g.minus_default)) for g in row.regimes]
+    regimes_ = [
+        replace(g, minus_default=corrected.get((row.method, g.same_as or g.regime), g.minus_default))
+        for g in row.regimes
+    ]
     return replace(row, regimes=regimes_)
 
 

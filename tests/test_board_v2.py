@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -168,9 +169,29 @@ def test_a_pick_not_yet_run_on_every_seed_leaves_the_row_at_its_defaults_and_say
         ("val_acc", 2, [0, 1]),
         ("val_wga", 1, [0, 1, 2]),
     ]
+    # ... but a rule's pick is tested against the defaults only once it has run on every seed they ran
+    _, by_acc, by_wga, _ = row.regimes
+    assert by_acc.not_run_on == [2] and by_acc.minus_default is None and not by_wga.not_run_on
+    assert regime_difference_text(by_acc, "eod_max") == "not run on seed 2" and by_wga.minus_default["acc"].n == 3
     # val_wga's pick has run everywhere: its board's row is tuned
     (row,) = build(search_store, "val_wga").tables[0].rows
     assert {s.trial for s in row.selected} == {1} and not row.search_pending and not row.flagged("searching")
+
+
+def test_a_pick_that_failed_on_a_final_seed_leaves_a_row_over_the_other_seeds_flagged_missing_seeds(search_store):
+    (search_store / "m-2-2").rename(search_store / ".m-2-2-aside")
+    failed = fake_record("m", 2, 2, error="BudgetExceeded", hparams={"trial": 2}, config=SEARCH)
+    ResultStore(search_store).write(failed.run_id, failed)
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    # the pick has run everywhere (it failed on seed 2): the row is tuned, over seeds 0-1, and says so
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 2), (1, 2)] and not row.search_pending
+    (flag,) = [f for f in row.flags if f.code == "missing-seeds"]
+    assert flag.detail.startswith("no finished run on seed 2, where the method ran")
+    assert [f.code for f in row.flags][:2] == ["few-seeds", "missing-seeds"]
+    shutil.rmtree(search_store / "m-2-2")  # `--retry-failed`: the run again, finished, replaces the failed one
+    (search_store / ".m-2-2-aside").rename(search_store / "m-2-2")
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert not row.flagged("missing-seeds") and row.seeds == 3
 
 
 def test_a_regime_that_picks_the_defaults_is_not_tested_against_them(search_store):
@@ -236,6 +257,40 @@ def test_regimes_are_corrected_over_the_methods_that_report_them_while_another_s
         assert mine.minus_default == single.minus_default
 
 
+def test_a_regime_that_picks_an_earlier_regimes_trial_is_that_test_not_a_second_one(tmp_path):
+    # m: both rules pick trial 1; k: val_acc picks trial 1, val_wga trial 2. m's val_wga is its val_acc's test, so
+    # val_wga's Holm family holds k alone, and one difference never reads tied on one line and not on the next
+    config = {"seeds": 3, "search_seeds": 1, "hparam_trials": 3}
+    store = ResultStore(tmp_path)
+    picks = {
+        "m": {0: (0.80, 0.5), 1: (0.90, 0.9), 2: (0.70, 0.1)},
+        "k": {0: (0.80, 0.5), 1: (0.90, 0.6), 2: (0.85, 0.9)},
+    }
+    right = {("m", 0): 120, ("m", 1): 170, ("m", 2): 110, ("k", 0): 120, ("k", 1): 126, ("k", 2): 190}
+    final = {"m": (0, 1), "k": (0, 1, 2)}  # on seeds 1-2: the defaults and each rule's pick
+    for method, trials in picks.items():
+        for seed in (0, 1, 2):
+            for trial in trials if seed == 0 else final[method]:
+                val_acc, val_wga = trials[trial]
+                record, arrays = predicted_run(
+                    method, seed, Y, A, right_on_first(right[method, trial] + 2 * seed), trial=trial,
+                    val=metrics(val_acc, wga=val_wga), hparams={"trial": trial}, config=config, supervision=TRAIN_ONLY,
+                )  # fmt: skip
+                store.write(record.run_id, record, arrays)
+    rows = {r.method: {g.regime: g for g in r.regimes} for r in build(tmp_path, "val_acc").tables[0].rows}
+    m, k = rows["m"], rows["k"]
+    assert (m["val_acc"].trial, m["val_wga"].trial, k["val_acc"].trial, k["val_wga"].trial) == (1, 1, 1, 2)
+    assert m["val_wga"].same_as == "val_acc" and m["val_wga"].minus_default == m["val_acc"].minus_default
+    assert regime_difference_text(m["val_wga"], "acc") == "as val_acc" and k["val_wga"].same_as is None
+    # val_acc's family: m and k; val_wga's: k alone (its Holm p is its own)
+    acc = {name: rows[name]["val_acc"].minus_default["acc"] for name in ("m", "k")}
+    assert {n: d.p_holm for n, d in acc.items()} == holm({n: d.p_value for n, d in acc.items()})["adjusted"]
+    assert k["val_wga"].minus_default["acc"].p_holm == k["val_wga"].minus_default["acc"].p_value
+    markdown = to_markdown(build(tmp_path, "val_acc"))
+    lines = [[c.strip() for c in line.split("|")[1:-1]] for line in markdown.splitlines() if line.startswith("| m ")]
+    assert ["m", "val_wga", "1", "3"] + ["as val_acc"] * 3 in [cells[:4] + cells[-3:] for cells in lines]
+
+
 def build_only_m(store_dir):
     for path in store_dir.glob("k-*"):
         path.rename(path.with_name("." + path.name))
@@ -271,7 +326,7 @@ def test_leaderboard_tables_defaults_writes_the_untuned_board_and_says_so(search
 def test_the_site_shows_the_regimes_with_the_oracle_marked_as_an_upper_bound(search_store, tmp_path):
     index = build_site(search_store, tmp_path / "site")["index"].read_text()
     assert '<table class="regimes">' in index and '<tr class="upper-bound"><th scope="row">m</th>' in index
-    assert "test oracle (upper bound)" in index and "an upper bound no method may claim" in index
+    assert "test oracle (upper bound)" in index and "an upper bound on selection for accuracy" in index
     page = (tmp_path / "site" / "method-m.html").read_text()
     assert "<h3>Default vs tuned</h3>" in page and "test oracle (upper bound)" in page
 
