@@ -388,13 +388,14 @@ class Table:
     banner: str | None  # the smoke or demonstration budget: not a result
     seed_note: str | None
     search: SearchProtocol | None = None
+    stage_note: str | None = None  # a search still running: rows at their defaults beside tuned ones
     intersectional: IntersectionalCells | None = None
     equal_fairness_orders: list[EqualFairnessOrder] = field(default_factory=list)
     analysis_notes: list[str] = field(default_factory=list)  # what each analysis uses, and why one was not made
     verdict: list[Verdict] = field(default_factory=list)  # the methods against erm in words (`leaderboard.verdict`)
     ablation_verdict: list[Verdict] = field(default_factory=list)  # each system against its own ablation, in words
 
-    OMIT_WHEN_NONE = ("search",)
+    OMIT_WHEN_NONE = ("search", "stage_note")
 
     @property
     def ok_rows(self) -> list[Row]:

@@ -199,6 +199,7 @@ def table_markdown(t: Table) -> list[str]:
     ]
     out += [f"> {md(t.banner)}", ""] if t.banner else []
     out += [f"Note: {t.seed_note}.", ""] if t.seed_note else []
+    out += [f"Note: {t.stage_note}.", ""] if t.stage_note else []
     out += [md_table([leaderboard_cells(r) for r in t.rows], LEADERBOARD_HEADERS), ""]
     out += [f"Intervals: {n}." for n in t.interval_notes] + [f"Isolation: {ISOLATION_NOTE}.", ""]
     out += flags_markdown(t) + hardware_markdown(t.hardware) + fronts_markdown(t)

@@ -185,6 +185,7 @@ class TableView:
     banner: str | None
     banner_class: str
     seed_note: str | None
+    stage_note: str | None
     hardware: list[HardwareRuns]
     pareto_fronts: list[ParetoFront]
     compared_metrics: list[str]
@@ -369,6 +370,7 @@ def table_view(table: Table, records: dict[str, RunRecord], plot_dir: Path) -> T
         banner=table.banner,
         banner_class="smoke-banner" if table.budget == "smoke" else "demonstration-banner",
         seed_note=table.seed_note,
+        stage_note=table.stage_note,
         hardware=table.hardware,
         pareto_fronts=table.pareto_fronts,
         compared_metrics=list(COMPARED_METRICS),

@@ -303,6 +303,7 @@ def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Cont
         banner=banner(settings.get("budget") or {}, max((r.seeds for r in rows if r.ok), default=0)),
         seed_note=seed_note(rows),
         search=search_protocol(comparison, ctx),
+        stage_note=stage_note(rows),
         verdict=verdict(rows),
         ablation_verdict=ablation_verdict(rows),
         **table_analyses(rows, {m: r.ok for m, r in runs.items()}, ctx.stored),
@@ -582,6 +583,21 @@ def paired_runs(
             if g.minus_default:
                 pairs[m][f"{g.regime} − default"] = (by_seed(trial_runs(runs[m].all, g.trial)), default)
     return pairs
+
+
+def stage_note(rows: list[Row]) -> str | None:
+    """With a search still running: how many finished rows are tuned and how many still at their defaults, which
+    the ranks and the Pareto fronts set side by side (the comparisons with erm and between a system and its ablation
+    wait until both are tuned alike)."""
+    searched = [r for r in rows if r.ok and r.regimes]
+    waiting = [r.method for r in searched if r.search_pending]
+    if not waiting or len(waiting) == len(searched):
+        return None
+    return (
+        f"the search is still running: {len(waiting)} of {len(searched)} methods are at their defaults "
+        f"({', '.join(waiting)}; flagged searching) beside tuned ones; the ranks and the Pareto fronts set them side "
+        "by side, the comparisons against erm and against an ablation only rows tuned alike"
+    )
 
 
 def seed_note(rows: list[Row]) -> str | None:

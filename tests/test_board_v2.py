@@ -207,7 +207,7 @@ def test_a_regime_that_picks_the_defaults_is_not_tested_against_them(search_stor
     assert regime_difference_text(row.regimes[0], "acc") == ""  # the defaults' own line
 
 
-def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(search_store):
+def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(search_store, tmp_path_factory):
     store = ResultStore(search_store)
     erm = [searched("erm", 0, t, 0.80 + t / 100, 0.5, 0.60) for t in range(4)]  # val_acc picks erm's trial 3
     erm += [searched("erm", seed, trial, 0.80, 0.5, 0.60 + seed / 100) for seed in (1, 2) for trial in (0, 3)]
@@ -218,6 +218,11 @@ def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(s
     rows = {r.method: r for r in table.rows}
     assert rows["m"].search_pending and not rows["erm"].search_pending
     assert {s.trial for s in rows["erm"].selected} == {3} and rows["m"].vs_erm is None
+    # the ranks and fronts still set m's defaults beside erm's pick: the table says so
+    assert table.stage_note.startswith("the search is still running: 1 of 2 methods are at their defaults (m;")
+    assert f"Note: {table.stage_note}." in to_markdown(build(search_store, "val_acc"))
+    site = build_site(search_store, tmp_path_factory.mktemp("site"))["index"].read_text()
+    assert '<p class="note stage-note">Note: the search is still running: 1 of 2' in site
     assert [(v.category, v.methods) for v in table.verdict] == [
         (
             "not judged (one of it and erm is tuned, the other at its defaults: a search still running)",
@@ -227,6 +232,7 @@ def test_a_tuned_row_is_not_judged_against_erm_at_its_defaults_nor_the_reverse(s
     (search_store / ".m-2-2-aside").rename(search_store / "m-2-2")  # both tuned: compared
     table = build(search_store, "val_acc").tables[0]
     (m,) = [r for r in table.rows if r.method == "m"]
+    assert table.stage_note is None and "stage_note" not in json.loads(to_json(build(search_store)))["tables"][0]
     assert m.vs_erm["acc"].mean == pytest.approx((0.75 - 0.60 + 0.78 - 0.61 + 0.80 - 0.62) / 3)
     assert "a search still running" not in to_markdown(build(search_store, "val_acc"))
 
