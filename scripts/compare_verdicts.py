@@ -55,6 +55,12 @@ def versions(board: dict) -> dict[tuple[str, str], dict[str, int]]:
     }
 
 
+def at_defaults(board: dict) -> dict[tuple[str, str], set[str]]:
+    """(task, vlm) -> the methods whose row stands for their defaults while their search, or their pick on the
+    final seeds, is still running (`search_pending`): under a selection rule, their verdict is the defaults'."""
+    return {where(t): {r["method"] for r in t["rows"] if r.get("search_pending")} for t in board["tables"]}
+
+
 def judged(category: str) -> bool:
     """A verdict that says something: the method is on the board and was judged (enough shared seeds)."""
     return category != "—" and not category.startswith("not judged")
@@ -67,6 +73,7 @@ def side_by_side(
     then the methods each board finds fairer at no significant accuracy cost.  `tasks` (in order), `vlm` and
     `against` ('erm' or 'ablation') keep some tables only."""
     found, version_of = [verdicts(b) for b in boards], [versions(b) for b in boards]
+    waiting = [at_defaults(b) for b in boards]
     every = "both boards" if len(boards) == 2 else f"all {len(boards)} boards"
     rules = ", ".join(f"{name} {board['selection_rule']}" for name, board in zip(names, boards, strict=True))
     lines = [f"Selection rule: {rules}.", ""]
@@ -80,6 +87,7 @@ def side_by_side(
         if not any(columns):
             continue
         method_versions = [v.get((task, encoder), {}) for v in version_of]
+        pending = [w.get((task, encoder), set()) for w in waiting]
 
         def renewed(method: str) -> bool:
             return len({v.get(method) for v in method_versions}) > 1
@@ -91,17 +99,25 @@ def side_by_side(
             "|---|" + "---|" * len(names) + "---|",
         ]
         methods = sorted(set().union(*columns))
+
+        def compared(method: str) -> bool:  # judged on every board, and on none at its defaults for a search
+            return all(judged(c.get(method, "—")) and method not in w for c, w in zip(columns, pending, strict=True))
+
         for method in methods:
             said = [c.get(method, "—") for c in columns]
-            status = ("same" if len(set(said)) == 1 else "changed") if all(map(judged, said)) else ""
+            status = ("same" if len(set(said)) == 1 else "changed") if compared(method) else ""
             if status and renewed(method):
                 status += f" (version {' -> '.join(str(v.get(method)) for v in method_versions)})"
-            lines.append(f"| {method} | {' | '.join(said)} | {status} |")
+            cells = [text + (" †" if method in w else "") for text, w in zip(said, pending, strict=True)]
+            lines.append(f"| {method} | {' | '.join(cells)} | {status} |")
         on_all = [m for m in methods if all(m in c for c in columns)]
-        both = [m for m in on_all if all(judged(c[m]) for c in columns)]
+        both = [m for m in on_all if compared(m)]
         kept = sum(len({c[m] for c in columns}) == 1 for m in both)
         other_versions = sum(renewed(m) for m in both)
-        notes = [f"{len(on_all) - len(both)} more not judged on one or more"] if len(on_all) > len(both) else []
+        unjudged = [m for m in on_all if not all(judged(c[m]) for c in columns)]
+        notes = [f"{len(unjudged)} more not judged on one or more"] if unjudged else []
+        if len(on_all) > len(both) + len(unjudged):
+            notes.append(f"{len(on_all) - len(both) - len(unjudged)} more at their defaults (†) on one or more")
         if other_versions:
             notes.append(f"{other_versions} of the {len(both)} a different version of the method across the boards")
         lines += [
@@ -110,9 +126,14 @@ def side_by_side(
             + (f" ({'; '.join(notes)})." if notes else "."),
             "",
         ]
-        for name, column in zip(names, columns, strict=True):
-            free = sorted(m for m, category in column.items() if category == FAIRER_FREE)
+        for name, column, w in zip(names, columns, pending, strict=True):
+            free = sorted(m + (" †" if m in w else "") for m, category in column.items() if category == FAIRER_FREE)
             lines.append(f"- {name}, {FAIRER_FREE}: {', '.join(free) if free else 'none'}.")
+        if any(pending):
+            lines.append(
+                "- †: at its defaults on that board, its search or its pick on the final seeds still running: the "
+                "verdict is the defaults' (against erm at its defaults too), not the rule's pick."
+            )
         lines.append("")
     return lines
 

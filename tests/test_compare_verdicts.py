@@ -144,3 +144,22 @@ def test_tables_are_kept_by_task_in_the_order_given_by_encoder_and_by_what_they_
         "### gender/age, encoder face-descriptor: against its ablation",
         "### gender/age, encoder none: against its ablation",
     ]
+
+
+def test_a_method_at_its_defaults_on_a_rule_board_is_marked_and_neither_keeps_nor_changes_its_verdict():
+    # on the val_acc board, fscl's search is still running: its row (and its verdict) is the defaults'
+    entries = [{"category": FREE, "methods": ["reweight (train labels)", "fscl (train labels)"]}]
+    default = board("default", entries, {"reweight": 1, "fscl": 1})
+    tuned = board("val_acc", entries, {"reweight": 1, "fscl": 1})
+    tuned["tables"][0]["rows"][1]["search_pending"] = True
+    lines = script.side_by_side([default, tuned], ["default", "val_acc"])
+    assert f"| fscl | {FREE} | {FREE} † |  |" in lines and f"| reweight | {FREE} | {FREE} | same |" in lines
+    assert (
+        "1 of 1 methods judged on both boards keep their verdict (1 more at their defaults (†) on one or more)."
+        in lines
+    )
+    assert f"- val_acc, {FREE}: fscl †, reweight." in lines
+    assert any(line.startswith("- †: at its defaults on that board") for line in lines)
+    # nothing pending: no mark, no footnote
+    del tuned["tables"][0]["rows"][1]["search_pending"]
+    assert not any("†" in line for line in script.side_by_side([default, tuned], ["default", "val_acc"]))
