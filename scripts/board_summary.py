@@ -120,9 +120,12 @@ def print_regimes(table: Table, order: list[str]) -> None:
 
 def regime_cell(g: RegimeResult | None) -> str:
     """'trial 2 (5 seeds): 0.884 / 0.446, Δeod_max -0.031 [-0.052, -0.011]', or '..., the defaults' when the regime
-    picks trial 0; '' when the regime has no pick."""
-    if g is None or g.trial is None:
+    picks trial 0; 'no trial finished' when every trial failed on the search seeds; '' when the method reports no
+    such regime (its search still running)."""
+    if g is None:
         return ""
+    if g.trial is None:
+        return "no trial finished"
     text = f"trial {g.trial} ({len(g.seeds)} seed{'s' if len(g.seeds) != 1 else ''}): "
     text += f"{g.metrics['acc'].mean:.3f} / {g.metrics['eod_max'].mean:.3f}"
     difference = regime_difference_text(g, "eod_max")  # 'the defaults', 'as val_acc', ... when there is none

@@ -1,5 +1,6 @@
 """scripts/board_summary.py: the default-vs-tuned cells of the README's regime table, on hand-made regimes."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -32,11 +33,17 @@ def test_a_regime_cell_names_its_trial_seeds_metrics_and_its_difference_to_the_d
         == "trial 3 (1 seed): 0.900 / 0.300, Δeod_max -0.100 [-0.120, -0.080] not judged (n=1)"
     )
     assert (
-        script.regime_cell(regime("val_acc", 0, [0, 1], 0.8, 0.4))
-        == "trial 0 (2 seeds): 0.800 / 0.400, the defaults"
+        script.regime_cell(regime("val_acc", 0, [0, 1], 0.8, 0.4)) == "trial 0 (2 seeds): 0.800 / 0.400, the defaults"
     )
     assert script.regime_cell(regime("default", 0, [0, 1], 0.8, 0.4)) == "trial 0 (2 seeds): 0.800 / 0.400"
-    assert script.regime_cell(regime("val_acc", None, [], None, None)) == ""
+    assert script.regime_cell(regime("val_acc", None, [], None, None)) == "no trial finished"
+    assert script.regime_cell(None) == ""  # the method reports no such regime: its search is still running
+    same = dataclasses.replace(
+        regime("val_wga", 2, [0, 1, 2], 0.88, 0.45, difference(-0.03, 3, False)), same_as="val_acc"
+    )
+    assert script.regime_cell(same) == "trial 2 (3 seeds): 0.880 / 0.450, as val_acc"
+    waiting = dataclasses.replace(regime("val_acc", 2, [0, 1], 0.88, 0.45), not_run_on=[2, 3, 4])
+    assert script.regime_cell(waiting) == "trial 2 (2 seeds): 0.880 / 0.450, not run on seeds 2, 3, 4"
 
 
 def test_a_paired_difference_over_fewer_than_3_seeds_reads_not_judged():
