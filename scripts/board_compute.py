@@ -1,0 +1,94 @@
+"""The compute a result store holds, by task and phase of the protocol, and by host: how many runs, how many
+failed, and their run time summed (each record's `wall_time_s`: loading data, fitting, scoring).
+
+Phases, from each record's trial, seed and encoder: `defaults` (trial 0), `search` (a trial beyond the defaults on
+a search seed, `search_seeds` in the run's plan), `picks` (a trial beyond the defaults on another seed: a selection
+rule's pick), and, for a run with an encoder (`--vlm`), the same names with the encoder after them. A store holds
+each run id once: a failed run computed again (`--retry-failed`) replaces its record, so the time of the failed
+attempt is not counted here (docs/PERFORMANCE.md's table of sittings names those).
+
+    python scripts/board_compute.py stores/utkface-v2
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+from fairfacebench.provenance import hardware_of
+from fairfacebench.record import RunRecord
+from fairfacebench.store import ResultStore
+
+PHASES = ("defaults", "search", "picks")
+
+
+def phase(record: RunRecord) -> str:
+    """'defaults', 'search' or 'picks', with the run's encoder after it when it has one."""
+    searched = int((record.config or {}).get("search_seeds") or 0)
+    name = "defaults" if record.trial == 0 else "search" if record.seed < searched else "picks"
+    encoder = record.spec.vlm or "none"
+    return name if encoder == "none" else f"{name}, encoder {encoder}"
+
+
+@dataclass
+class Tally:
+    runs: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    hosts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, record: RunRecord) -> None:
+        self.runs += 1
+        self.failed += not record.ok
+        self.seconds += record.wall_time_s or 0.0
+        self.hosts[hardware_of(record.host)] += 1
+
+
+def tallies(records: list[RunRecord]) -> dict[tuple[str, str], Tally]:
+    """(task, phase) -> its tally, in task order then phase order."""
+    found: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    for r in records:
+        found[r.spec.task, phase(r)].add(r)
+    order = {p: i for i, p in enumerate(PHASES)}
+    return dict(sorted(found.items(), key=lambda kv: (kv[0][0], "encoder" in kv[0][1], order[kv[0][1].split(",")[0]])))
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}"
+
+
+def report(records: list[RunRecord], workers: int = 2) -> list[str]:
+    """The markdown table and the totals."""
+    found = tallies(records)
+    body = [
+        [task, name, t.runs, t.failed, hours(t.seconds), "; ".join(f"{h}: {n}" for h, n in sorted(t.hosts.items()))]
+        for (task, name), t in found.items()
+    ]
+    headers = ["task", "phase", "runs", "failed", "run hours", "runs per host"]
+    total = Tally()
+    for r in records:
+        total.add(r)
+    return [
+        tabulate(body, headers, tablefmt="github", disable_numparse=True),
+        "",
+        f"In all: {total.runs} runs ({total.failed} failed), {hours(total.seconds)} run hours summed: about "
+        f"{hours(total.seconds / workers)} wall hours at {workers} runs at a time.",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("store")
+    p.add_argument("--workers", type=int, default=2, help="runs at a time, for the wall hours (default 2)")
+    args = p.parse_args()
+    records = list(ResultStore(args.store).records())
+    if not records:
+        raise SystemExit(f"{args.store}: no run records (is it a result store?)")
+    print("\n".join(report(records, args.workers)))
+
+
+if __name__ == "__main__":
+    main()
