@@ -596,7 +596,7 @@ def stage_note(rows: list[Row]) -> str | None:
     return (
         f"the search is still running: {len(waiting)} of {len(searched)} methods are at their defaults "
         f"({', '.join(waiting)}; flagged searching) beside tuned ones; the ranks and the Pareto fronts set them side "
-        "by side, the comparisons against erm and against an ablation only rows tuned alike"
+        "by side, while the comparisons against erm and against an ablation take only rows tuned alike"
     )
 
 
