@@ -222,7 +222,8 @@ def method_runs(by_seed: BySeed, selection: Any, searched: list[int], planned: i
     if progress.complete:
         pick = picked_trial(everything, searched, selection)
         progress = replace(progress, pick=pick, pending_seeds=pick_pending(everything, pick))
-    trial = DEFAULT_TRIAL if progress.pending else progress.pick
+    # no pick when every trial failed on the search seeds: the defaults, on the seeds they finished, are all it has
+    trial = DEFAULT_TRIAL if progress.pending or progress.pick is None else progress.pick
     return MethodRuns(kept, version, superseded, trial_runs(everything, trial), failed, progress)
 
 

@@ -194,6 +194,17 @@ def test_a_pick_that_failed_on_a_final_seed_leaves_a_row_over_the_other_seeds_fl
     assert not row.flagged("missing-seeds") and row.seeds == 3
 
 
+def test_a_search_whose_every_trial_failed_leaves_the_defaults_where_they_finished_not_a_failed_row(search_store):
+    store = ResultStore(search_store)
+    for trial in range(4):  # every trial fails on the search seed: no rule picks anything
+        shutil.rmtree(search_store / f"m-0-{trial}")
+        failed = fake_record("m", 0, trial, error="RuntimeError: boom", hparams={"trial": trial}, config=SEARCH)
+        store.write(failed.run_id, failed)
+    (row,) = build(search_store, "val_acc").tables[0].rows
+    assert row.ok and [(s.seed, s.trial) for s in row.selected] == [(1, 0), (2, 0)] and not row.search_pending
+    assert [g.trial for g in row.regimes] == [0, None, None, None] and row.flagged("missing-seeds")
+
+
 def test_a_regime_that_picks_the_defaults_is_not_tested_against_them(search_store):
     # seed 0's trial 2 falls to 0.79 validation accuracy: val_acc now picks trial 0 (0.80)
     store = ResultStore(search_store)
