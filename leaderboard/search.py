@@ -22,7 +22,8 @@ ORACLE = "test oracle"
 
 @dataclass(frozen=True)
 class TestOracle:
-    """The trial with the best mean test accuracy on the search seeds: an upper bound no method may claim."""
+    """The trial with the best mean test accuracy on the search seeds: an upper bound on selection for accuracy
+    that no method may claim."""
 
     name: str = ORACLE
     description: str = (

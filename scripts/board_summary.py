@@ -105,7 +105,7 @@ def print_table(table: Table, order: list[str], intervals: bool = False, regimes
 def print_regimes(table: Table, order: list[str]) -> None:
     """With a search: per method, the defaults and each regime's pick on the search seeds (trial: acc / eod_max over
     the seeds it ran, and its eod_max difference to the defaults, Holm-corrected per regime); the test oracle is an
-    upper bound no method may claim."""
+    upper bound on selection for accuracy that no method may claim."""
     rows = {r.method: r for r in table.ok_rows if r.regimes}
     shown = [rows[m] for m in ([m for m in order if m in rows] or sorted(rows))]
     if not shown:
