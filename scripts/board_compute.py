@@ -3,9 +3,10 @@ failed, and their run time summed (each record's `wall_time_s`: loading data, fi
 
 Phases, from each record's trial, seed and encoder: `defaults` (trial 0), `search` (a trial beyond the defaults on
 a search seed, `search_seeds` in the run's plan), `picks` (a trial beyond the defaults on another seed: a selection
-rule's pick), and, for a run with an encoder (`--vlm`), the same names with the encoder after them. A store holds
-each run id once: a failed run computed again (`--retry-failed`) replaces its record, so the time of the failed
-attempt is not counted here (docs/PERFORMANCE.md's table of sittings names those).
+rule's pick), `trials` (a trial beyond the defaults in a plan without a search: every trial on every seed), and,
+for a run with an encoder (`--vlm`), the same names with the encoder after them. A store holds each run id once: a
+failed run computed again (`--retry-failed`) replaces its record, so the time of the failed attempt is not counted
+here (docs/PERFORMANCE.md's table of sittings names those).
 
     python scripts/board_compute.py stores/utkface-v2
 """
@@ -22,13 +23,18 @@ from fairfacebench.provenance import hardware_of
 from fairfacebench.record import RunRecord
 from fairfacebench.store import ResultStore
 
-PHASES = ("defaults", "search", "picks")
+PHASES = ("defaults", "search", "picks", "trials")
 
 
 def phase(record: RunRecord) -> str:
-    """'defaults', 'search' or 'picks', with the run's encoder after it when it has one."""
+    """'defaults', 'search', 'picks' or 'trials', with the run's encoder after it when it has one."""
     searched = int((record.config or {}).get("search_seeds") or 0)
-    name = "defaults" if record.trial == 0 else "search" if record.seed < searched else "picks"
+    if record.trial == 0:
+        name = "defaults"
+    elif not searched:  # no search in the plan: every trial on every seed
+        name = "trials"
+    else:
+        name = "search" if record.seed < searched else "picks"
     encoder = record.spec.vlm or "none"
     return name if encoder == "none" else f"{name}, encoder {encoder}"
 

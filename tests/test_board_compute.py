@@ -42,3 +42,17 @@ def test_runs_are_counted_by_task_phase_and_host_and_their_time_summed(tmp_path)
         ["t", "defaults, encoder face-descriptor", "1", "0", "0.8", "Intel Xeon (AVX512): 1"],
     ]
     assert lines[-1] == "In all: 8 runs (1 failed), 6.2 run hours summed: about 3.1 wall hours at 2 runs at a time."
+
+
+def test_without_a_search_every_trial_beyond_the_defaults_is_a_trial_not_a_pick(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed in (0, 1):
+        for trial in (0, 1):
+            record = fake_record("m", seed, trial, config={"seeds": 2, "hparam_trials": 2}, hparams={"trial": trial})
+            store.write(record.run_id, dataclasses.replace(record, wall_time_s=3600.0))
+    assert [script.phase(r) for r in sorted(store.records(), key=lambda r: (r.seed, r.trial))] == [
+        "defaults",
+        "trials",
+        "defaults",
+        "trials",
+    ]
