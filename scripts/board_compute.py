@@ -26,8 +26,8 @@ from fairfacebench.store import ResultStore
 PHASES = ("defaults", "search", "picks", "trials")
 
 
-def phase(record: RunRecord) -> str:
-    """'defaults', 'search', 'picks' or 'trials', with the run's encoder after it when it has one."""
+def phase(record: RunRecord) -> tuple[str, str]:
+    """('defaults', 'search', 'picks' or 'trials'; the run's encoder, 'none' without one)."""
     searched = int((record.config or {}).get("search_seeds") or 0)
     if record.trial == 0:
         name = "defaults"
@@ -35,7 +35,11 @@ def phase(record: RunRecord) -> str:
         name = "trials"
     else:
         name = "search" if record.seed < searched else "picks"
-    encoder = record.spec.vlm or "none"
+    return name, record.spec.vlm or "none"
+
+
+def phase_text(name: str, encoder: str) -> str:
+    """The phase's name, with the encoder after it when the run has one."""
     return name if encoder == "none" else f"{name}, encoder {encoder}"
 
 
@@ -53,13 +57,12 @@ class Tally:
         self.hosts[hardware_of(record.host)] += 1
 
 
-def tallies(records: list[RunRecord]) -> dict[tuple[str, str], Tally]:
-    """(task, phase) -> its tally, in task order then phase order."""
-    found: dict[tuple[str, str], Tally] = defaultdict(Tally)
+def tallies(records: list[RunRecord]) -> dict[tuple[str, str, str], Tally]:
+    """(task, phase, encoder) -> its tally: by task, the runs without an encoder first, phases in PHASES order."""
+    found: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
     for r in records:
-        found[r.spec.task, phase(r)].add(r)
-    order = {p: i for i, p in enumerate(PHASES)}
-    return dict(sorted(found.items(), key=lambda kv: (kv[0][0], "encoder" in kv[0][1], order[kv[0][1].split(",")[0]])))
+        found[(r.spec.task, *phase(r))].add(r)
+    return dict(sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][2] != "none", PHASES.index(kv[0][1]))))
 
 
 def hours(seconds: float) -> str:
@@ -70,18 +73,18 @@ def report(records: list[RunRecord], workers: int = 2) -> list[str]:
     """The markdown table and the totals."""
     found = tallies(records)
     body = [
-        [task, name, t.runs, t.failed, hours(t.seconds), "; ".join(f"{h}: {n}" for h, n in sorted(t.hosts.items()))]
-        for (task, name), t in found.items()
+        [task, phase_text(name, encoder), t.runs, t.failed, hours(t.seconds)]
+        + ["; ".join(f"{h}: {n}" for h, n in sorted(t.hosts.items()))]
+        for (task, name, encoder), t in found.items()
     ]
     headers = ["task", "phase", "runs", "failed", "run hours", "runs per host"]
-    total = Tally()
-    for r in records:
-        total.add(r)
+    runs, failed = sum(t.runs for t in found.values()), sum(t.failed for t in found.values())
+    seconds = sum(t.seconds for t in found.values())
     return [
         tabulate(body, headers, tablefmt="github", disable_numparse=True),
         "",
-        f"In all: {total.runs} runs ({total.failed} failed), {hours(total.seconds)} run hours summed: about "
-        f"{hours(total.seconds / workers)} wall hours at {workers} runs at a time.",
+        f"In all: {runs} runs ({failed} failed), {hours(seconds)} run hours summed: about "
+        f"{hours(seconds / workers)} wall hours at {workers} runs at a time.",
     ]
 
 

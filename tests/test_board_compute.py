@@ -51,8 +51,8 @@ def test_without_a_search_every_trial_beyond_the_defaults_is_a_trial_not_a_pick(
             record = fake_record("m", seed, trial, config={"seeds": 2, "hparam_trials": 2}, hparams={"trial": trial})
             store.write(record.run_id, dataclasses.replace(record, wall_time_s=3600.0))
     assert [script.phase(r) for r in sorted(store.records(), key=lambda r: (r.seed, r.trial))] == [
-        "defaults",
-        "trials",
-        "defaults",
-        "trials",
+        ("defaults", "none"),
+        ("trials", "none"),
+        ("defaults", "none"),
+        ("trials", "none"),
     ]
