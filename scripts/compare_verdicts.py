@@ -12,7 +12,8 @@ here in memory with today's leaderboard code (`STORE:defaults`: every method at 
 (`vlm`); a method missing from a board is listed with '—' there.  A method whose version differs between the boards
 (its algorithm changed under the same name, e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the
 versions after its status: its verdicts are of different methods.  Under each table, one line per board names the
-methods it finds fairer at no significant accuracy cost.
+methods it finds fairer at no significant accuracy cost; a rule board whose table had no search (every row its trial
+0: v1's board, the face-descriptor comparison) is named there too, as its verdicts are the defaults' whatever the rule.
 
     python scripts/compare_verdicts.py V1/leaderboard.json V2/leaderboard.json [--names v1 v2]
     python scripts/compare_verdicts.py stores/utkface-v2:defaults stores/utkface-v2:val_acc stores/utkface-v2:val_wga \
@@ -25,6 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fairfacebench.leaderboard.model import DEFAULT
 from fairfacebench.leaderboard.tables import plain_board
 from fairfacebench.leaderboard.verdict import FAIRER_FREE
 
@@ -61,6 +63,19 @@ def at_defaults(board: dict) -> dict[tuple[str, str], set[str]]:
     return {where(t): {r["method"] for r in t["rows"] if r.get("search_pending")} for t in board["tables"]}
 
 
+def unsearched(board: dict) -> set[tuple[str, str]]:
+    """(task, vlm) of the tables with no search whose every row is its trial 0 (v1's board, the face-descriptor
+    comparison): built under a rule, their verdicts are the defaults'.  Empty for a board at its defaults, which
+    says so in its rule."""
+    if board["selection_rule"] == DEFAULT:
+        return set()
+    return {
+        where(t)
+        for t in board["tables"]
+        if not t.get("search") and all(s["trial"] == 0 for row in t["rows"] for s in row.get("selected") or [])
+    }
+
+
 def judged(category: str) -> bool:
     """A verdict that says something: the method is on the board and was judged (enough shared seeds)."""
     return category != "—" and not category.startswith("not judged")
@@ -74,6 +89,7 @@ def side_by_side(
     `against` ('erm' or 'ablation') keep some tables only."""
     found, version_of = [verdicts(b) for b in boards], [versions(b) for b in boards]
     waiting = [at_defaults(b) for b in boards]
+    no_search = [unsearched(b) for b in boards]
     every = "both boards" if len(boards) == 2 else f"all {len(boards)} boards"
     rules = ", ".join(f"{name} {board['selection_rule']}" for name, board in zip(names, boards, strict=True))
     lines = [f"Selection rule: {rules}.", ""]
@@ -133,6 +149,12 @@ def side_by_side(
             lines.append(
                 "- †: at its defaults on that board, its search or its pick on the final seeds still running: the "
                 "verdict is the defaults' (against erm at its defaults too), not the rule's pick."
+            )
+        plain = [name for name, n in zip(names, no_search, strict=True) if (task, encoder) in n]
+        if plain:
+            lines.append(
+                f"- {', '.join(plain)}: no search on this table, every row at its defaults (trial 0): the verdicts "
+                "are the defaults' under that board's rule."
             )
         lines.append("")
     return lines

@@ -1,6 +1,7 @@
 """scripts/compare_verdicts.py (issue 25: which v1 verdicts survive on v2) on two hand-made boards."""
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -163,3 +164,34 @@ def test_a_method_at_its_defaults_on_a_rule_board_is_marked_and_neither_keeps_no
     # nothing pending: no mark, no footnote
     del tuned["tables"][0]["rows"][1]["search_pending"]
     assert not any("†" in line for line in script.side_by_side([default, tuned], ["default", "val_acc"]))
+
+
+def test_a_table_without_a_search_says_its_verdicts_are_the_defaults_under_any_rule(tmp_path):
+    # v1's board, or the face-descriptor tables: every method ran trial 0 only, so under val_acc (or val_wga) the
+    # verdicts are the defaults', and the column would otherwise read as a tuned one
+    def store_of(name, trials, config):
+        store = ResultStore(tmp_path / name)
+        for method, seed, trial in itertools.product(("erm", "m"), range(3), trials):
+            r = fake_record(method, seed, trial, val=metrics(0.8 + trial / 20, 0.5), test=metrics(0.8, 0.5),
+                            config=config, hparams={"trial": trial})  # fmt: skip
+            store.write(r.run_id, r)
+        return str(tmp_path / name)
+
+    plain = store_of("plain", [0], {})
+    searched = store_of("searched", [0, 1], {"seeds": 3, "search_seeds": 1, "hparam_trials": 2})
+    every_trial = store_of("every-trial", [0, 1], {})  # no search: both trials on every seed, val_acc picks 1
+    note = "no search on this table, every row at its defaults (trial 0): the verdicts are the defaults'"
+    lines = script.side_by_side([script.load_board(plain), script.load_board(searched)], ["v1", "v2"])
+    assert f"- v1: {note} under that board's rule." in lines
+    assert sum(note in line for line in lines) == 1  # the searched store's table has a search
+    lines = script.side_by_side([script.load_board(plain), script.load_board(every_trial)], ["v1", "v2"])
+    assert f"- v1: {note} under that board's rule." in lines  # v2 picked trial 1 on its seeds: not the defaults
+    # a board at its defaults says so in its rule: no note
+    lines = script.side_by_side([script.load_board(f"{plain}:defaults"), script.load_board(searched)], ["a", "b"])
+    assert not any(note in line for line in lines)
+    # the hand-made boards above have no search either: two rule boards are both named
+    lines = script.side_by_side([board("val_acc", []), board("val_wga", [])], ["x", "y"])
+    assert lines.count(f"- x, y: {note} under that board's rule.") == 0  # no verdicts: no table at all
+    entries = [{"category": FREE, "methods": ["reweight (train labels)"]}]
+    lines = script.side_by_side([board("val_acc", entries), board("val_wga", entries)], ["x", "y"])
+    assert f"- x, y: {note} under that board's rule." in lines
