@@ -625,7 +625,7 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
             after = _estimate(possible, plan, reg)
             bound = (
                 f"at most {len(possible)} run(s), ~{duration(after.wall_s)} more on {after.workers} worker(s) (each "
-                f"of the {len(plan.final_selection)} selection rule(s) picking its own trial)"
+                f"of the {len(plan.final_selection)} regime(s) of final_selection picking its own trial)"
             )
         print(
             f"then: the chosen trials on seeds {plan.search_seeds}..{plan.seeds - 1} of {work.waiting} method(s) "

@@ -25,7 +25,8 @@ from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.budget import BUDGET_RESOLUTION, Budget
 from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, tiny_cells
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
-from fairfacebench.plan import Plan, expand
+from fairfacebench.leaderboard.selection import ORACLE
+from fairfacebench.plan import Plan, expand, final_rule
 from fairfacebench.plugins import Registry
 from fairfacebench.provenance import cpu_info
 from fairfacebench.settings import default_cache_dir
@@ -50,6 +51,11 @@ def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Ch
     """Every check of `plan`; a task with (target class, group) cells below MIN_CELL_IMAGES in validation or test
     is refused unless `allow_tiny_groups` (then it is a warning, and the runs' records name the cells)."""
     reg.selection_rule(plan.selection)
+    for name in plan.final_selection:  # before any run, not once the search has finished
+        try:
+            final_rule(name, reg)
+        except UnknownName as e:
+            raise ConfigError(f"final_selection: {e.args[0]}; or '{ORACLE}' (its pick on the final seeds)") from None
     check_device(plan.device)
     check_executor(plan.executor)
     check_backbone(plan.backbone, plan.weights)

@@ -79,8 +79,9 @@ REGIME_CAPTION = (
 )
 ORACLE_TEXT = (
     "The test oracle picks the trial with the best test accuracy on the search seeds: an upper bound on selection "
-    "for accuracy, on the search seeds, that no method may claim; its pick runs on the final seeds only when a rule "
-    "picks it too, and otherwise stands on the search seeds alone (its seed count)."
+    "for accuracy that no method may claim. When the store's plan names it in final_selection, its pick runs on the "
+    "final seeds like a rule's and is tested once it has; otherwise it runs there only when a rule picks it too, "
+    "and stands on the search seeds alone (its seed count)."
 )
 MECHANISMS_CAPTION = (
     "What each method's stages did, judged by the harness after fit against truth the method never saw "

@@ -1,40 +1,23 @@
 """A store's hyperparameter search, read back: which trial each selection regime picks on the search seeds.
 
 The plan (`plan.expand` / `expand_final`) runs trial 0 (the defaults) on every seed, trials > 0 on the search
-seeds, then the trial each rule of `final_selection` picks there on the remaining seeds. The leaderboard picks
-with the same function the plan used (`plan.search_choice`), so a tuned row is the trial that was run on the other
-seeds. The test oracle lives here only: it reads test accuracy, so it is never a registered selection rule.
+seeds, then the trial each rule of `final_selection` picks there on the remaining seeds (the test oracle's too
+when the plan names it). The leaderboard picks with the same function the plan used (`plan.search_choice`), so a
+tuned row is the trial that was run on the other seeds. The test oracle (`selection.TestOracle`) reads test
+accuracy: it is a regime here, and the rule of a board built to read it (`tables.build(store, ORACLE)`), but never a
+registered selection rule.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from fairfacebench.leaderboard.model import DEFAULT, DEFAULT_TRIAL
+from fairfacebench.leaderboard.selection import ORACLE, TestOracle
 from fairfacebench.plan import search_choice
 from fairfacebench.record import RunRecord
 
 REGIME_RULES = ("val_acc", "val_wga")  # without group labels; with validation group labels
-ORACLE = "test oracle"
-
-
-@dataclass(frozen=True)
-class TestOracle:
-    """The trial with the best mean test accuracy on the search seeds: an upper bound on selection for accuracy
-    that no method may claim."""
-
-    name: str = ORACLE
-    description: str = (
-        "the trial with the best test accuracy on the search seeds: an upper bound on selection for accuracy, "
-        "chosen on test labels, that no method may claim"
-    )
-
-    @staticmethod
-    def key(record: RunRecord) -> tuple:
-        acc = record.test_metric("acc")
-        return (-math.inf if acc is None or math.isnan(acc) else float(acc),)
 
 
 def search_seeds(records: list[RunRecord]) -> list[int]:
@@ -54,6 +37,12 @@ def planned_trials(records: list[RunRecord]) -> int:
     `hparam_trials` in the runs' resolved plans, or one more than the largest trial stored (records without a plan)."""
     planned = [int((r.config or {}).get("hparam_trials") or 0) for r in records]
     return max(max(planned, default=0), max((r.trial + 1 for r in records), default=1))
+
+
+def oracle_runs_final(records: list[RunRecord]) -> bool:
+    """Whether the store's plan runs the test oracle's pick on the final seeds (its resolved `final_selection`
+    names it in some run's record): then the oracle regime waits for it, like a rule's pick, and is tested."""
+    return any(ORACLE in ((r.config or {}).get("final_selection") or ()) for r in records)
 
 
 def trials_searched(runs: list[RunRecord], seeds: list[int], planned: int) -> int:
@@ -99,6 +88,7 @@ def trial_runs(runs: list[RunRecord], trial: int | None) -> list[RunRecord]:
 def regimes(rule: Any, registered: Any) -> list[tuple[str, str, Any]]:
     """(name, description, rule) of each regime a search reports: the defaults, val_acc, val_wga, the table's rule
     if it is another, and the test oracle; `registered(name)` finds an installed rule."""
-    rules = [registered(name) for name in REGIME_RULES] + ([rule] if rule.name not in REGIME_RULES else [])
+    own = [rule] if rule.name not in (*REGIME_RULES, ORACLE) else []
+    rules = [registered(name) for name in REGIME_RULES] + own
     named = [(DEFAULT, "trial 0: the method's default hyperparameters", None)]
     return named + [(r.name, r.description, r) for r in rules] + [(ORACLE, TestOracle.description, TestOracle())]

@@ -62,6 +62,8 @@ from fairfacebench.leaderboard.search import (
     DEFAULT,
     DEFAULT_TRIAL,
     ORACLE,
+    TestOracle,
+    oracle_runs_final,
     pick_pending,
     picked_trial,
     planned_trials,
@@ -143,6 +145,7 @@ class Context:
     search_seeds: list[int]
     regimes: list[tuple[str, str, Any]]
     planned_trials: int = 1  # per method, trial 0 included (`search.planned_trials`)
+    oracle_final: bool = False  # the plan runs the test oracle's pick on the final seeds (`final_selection`)
 
 
 # ------------------------------------------------------------------ reading and selecting runs
@@ -250,7 +253,7 @@ def build(
     the tables' notes say so.  `defaults_only`: the board of every method at its defaults (trial 0), as if no
     search had run.
     """
-    selection = get_rule(rule)
+    selection = TestOracle() if rule == ORACLE else get_rule(rule)
     store = ResultStore(store_dir, create=False)
     comparisons = read_comparisons(store, defaults_only)
     named_by = differing_settings([c.settings for c in comparisons.values()])
@@ -277,7 +280,15 @@ def plain_board(store_dir: Path | str, rule: str = "val_acc") -> dict[str, Any]:
 def context(comparison: Comparison, selection: Any, stored: StoredRuns) -> Context:
     searched = search_seeds(comparison.records)
     named = regimes(selection, get_rule) if searched else []
-    return Context(stored, Paired(stored), selection, searched, named, planned_trials(comparison.records))
+    return Context(
+        stored,
+        Paired(stored),
+        selection,
+        searched,
+        named,
+        planned_trials(comparison.records),
+        oracle_runs_final(comparison.records),
+    )
 
 
 def build_table(key: str, comparison: Comparison, named_by: list[str], ctx: Context) -> Table:
@@ -478,12 +489,14 @@ def regime_result(
     name: str, description: str, rule: Any, runs: MethodRuns, default: list[RunRecord], ctx: Context
 ) -> RegimeResult:
     """One regime's pick. A rule's pick runs on every seed the defaults ran (`fairbench run`'s final seeds); until it
-    has, its difference to the defaults is not tested. The test oracle's pick runs on the final seeds only when a
-    rule picks it too: otherwise it stands on the search seeds alone, and says so by its seed count."""
+    has, its difference to the defaults is not tested. So does the test oracle's when the plan names it in
+    `final_selection`; otherwise it runs on the final seeds only when a rule picks it too, and stands on the search
+    seeds alone, saying so by its seed count."""
     trial = DEFAULT_TRIAL if rule is None else picked_trial(runs.all, ctx.search_seeds, rule)
     chosen = trial_runs(runs.all, trial) if trial is not None else []
     crossed = ctx.paired.crossed_mean(chosen) if len(chosen) > 1 else None  # the same intervals as the rows'
-    not_run_on = pick_pending(runs.all, trial) if rule is not None and name != ORACLE else []
+    planned = rule is not None and (name != ORACLE or ctx.oracle_final)
+    not_run_on = pick_pending(runs.all, trial) if planned else []
     return RegimeResult(
         regime=name,
         description=description,

@@ -47,8 +47,8 @@ REGIMES_CAPTION = (
     "Default vs tuned: the trial each regime picks on the search seeds, its acc / eod_max over the seeds it ran, and "
     "its eod_max − the defaults' (paired over the seeds both ran, Holm per regime; 'not judged' below 3 seeds; 'as "
     "val_acc': the trial an earlier regime picked, tested there); the test oracle picks by test accuracy on the "
-    "search seeds, an upper bound on selection for accuracy that no method may claim, on the search seeds alone "
-    "unless a rule picks the same trial"
+    "search seeds, an upper bound on selection for accuracy that no method may claim (its pick runs on the final "
+    "seeds when the plan's final_selection names it; else only when a rule picks the same trial)"
 )
 
 

@@ -6,8 +6,8 @@
 # 2. the seed systems with the face descriptor (issue 26): erm, clip-cluster, ssl-pipeline and their ablations,
 #    seed by seed 0 ... 4 (the smaller, self-contained comparison first: 60 runs);
 # 3. the default board on seeds 1 ... 4, seed by seed;
-# 4. the search, task by task: trials 1-4 of every method on seed 0, then each selection rule's pick on seeds 1-4
-#    (task 1's board is complete before task 2's search goes on).
+# 4. the search, task by task: trials 1-4 of every method on seed 0, then each regime's pick on seeds 1-4 (val_acc,
+#    val_wga and the test oracle: the config's final_selection); task 1's board is complete before task 2's search.
 set -euo pipefail
 root=${1:?usage: scripts/board_v2.sh /path/to/UTKFace [STORE]}
 out=${2:-stores/utkface-v2}

@@ -13,10 +13,12 @@ import pytest
 from records import TRAIN_ONLY, fake_record, metrics, predicted_run
 
 from fairfacebench.budget import Budget
+from fairfacebench.cli import main
 from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.model import PairedDifference
 from fairfacebench.leaderboard.paired import holm_family
 from fairfacebench.leaderboard.render import difference_text, regime_difference_text, to_frame, to_json, to_markdown
+from fairfacebench.leaderboard.selection import ORACLE
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
@@ -359,6 +361,51 @@ def test_the_tables_rule_decides_the_row_and_any_other_rule_is_one_more_regime(s
         "val_acc@val_eod_max<=0.5",
         "test oracle",
     ]
+
+
+def test_a_planned_oracle_pick_waits_for_the_final_seeds_then_is_tested_and_can_be_a_boards_rule(tmp_path):
+    # the plan names the test oracle in final_selection: its pick (trial 3, best test accuracy on seed 0) runs on
+    # seeds 1-2 like a rule's, so the oracle regime waits for it, then is tested over every seed, in its own family
+    plan = {**SEARCH, "final_selection": ["val_acc", "val_wga", ORACLE]}
+    store = ResultStore(tmp_path)
+
+    def write(method, seed, trial, val_acc, val_wga, test_acc):
+        r = fake_record(method, seed, trial, val=metrics(val_acc, wga=val_wga), test=metrics(test_acc),
+                        hparams={"trial": trial}, config=plan, supervision=TRAIN_ONLY)  # fmt: skip
+        store.write(r.run_id, r)
+
+    for (seed, trial), values in SEARCH_VALUES.items():
+        write("m", seed, trial, *values)
+    (row,) = build(tmp_path, "val_acc").tables[0].rows
+    oracle = row.regimes[-1]
+    assert (oracle.regime, oracle.trial, oracle.seeds, oracle.not_run_on) == (ORACLE, 3, [0], [1, 2])
+    assert oracle.minus_default is None and regime_difference_text(oracle, "acc") == "not run on seeds 1, 2"
+    (pending,) = build(tmp_path, ORACLE).tables[0].rows  # the oracle's board: its rows wait like a rule's
+    assert pending.search_pending and {s.trial for s in pending.selected} == {0}
+    write("m", 1, 3, 0.55, 0.1, 0.90)
+    write("m", 2, 3, 0.55, 0.1, 0.93)
+    (row,) = build(tmp_path, "val_acc").tables[0].rows
+    oracle = row.regimes[-1]
+    assert oracle.seeds == [0, 1, 2] and not oracle.not_run_on and oracle.upper_bound
+    # trial 3 − trial 0 per seed: 0.29, 0.18, 0.19; the only method, so its Holm p is its own
+    assert oracle.minus_default["acc"].mean == pytest.approx(0.66 / 3) and oracle.minus_default["acc"].n == 3
+    assert oracle.minus_default["acc"].p_holm == oracle.minus_default["acc"].p_value
+    board = build(tmp_path, ORACLE)
+    (row,) = board.tables[0].rows
+    assert board.selection_rule == ORACLE and board.tables[0].selection_rule.startswith(f"{ORACLE}: the trial with")
+    assert [(s.seed, s.trial) for s in row.selected] == [(0, 3), (1, 3), (2, 3)] and not row.search_pending
+    assert [g.regime for g in row.regimes] == ["default", "val_acc", "val_wga", ORACLE]  # listed once
+    # ... built in memory only: never written as a leaderboard
+    assert main(["leaderboard", "tables", str(tmp_path), "--selection", ORACLE]) == 2
+    assert not (tmp_path / "leaderboard.md").exists()
+    # a plan that does not name it (the fixture's): the oracle stands on the search seed, untested, never waiting
+    for path in tmp_path.iterdir():
+        shutil.rmtree(path)
+    for (seed, trial), values in SEARCH_VALUES.items():
+        r = searched("m", seed, trial, *values)
+        store.write(r.run_id, r)
+    oracle = build(tmp_path, "val_acc").tables[0].rows[0].regimes[-1]
+    assert oracle.seeds == [0] and not oracle.not_run_on and oracle.minus_default["acc"].n == 1
 
 
 def test_the_test_oracle_is_no_selection_rule():

@@ -48,6 +48,14 @@ def test_an_unknown_selection_rule_fails_before_training(tmp_path, capsys, no_tr
     fails_early(capsys, run_argv(tmp_path, "--selection", "foo"), "unknown selection rule 'foo'", tmp_path / "runs")
 
 
+def test_an_unknown_final_selection_fails_before_training_not_once_the_search_is_done(tmp_path, capsys, no_training):
+    config = tmp_path / "search.toml"
+    config.write_text('seeds = 3\nhparam_trials = 2\nsearch_seeds = 1\nfinal_selection = ["val_acc", "oracle"]\n')
+    err = fails_early(capsys, run_argv(tmp_path, "--config", str(config)), "final_selection: unknown selection rule")
+    assert "'oracle'" in err and "or 'test oracle'" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cuda_without_a_gpu_fails_before_training(tmp_path, capsys, no_training):
     import torch
 

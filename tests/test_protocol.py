@@ -406,3 +406,22 @@ def test_a_search_runs_trials_on_the_search_seeds_then_each_rules_pick_on_the_re
     records = [fake_record(spec=s, run_id=s.run_id, val=vals[s.trial]) for s in search]
     assert expand_final(plan, specs, records, registry()) == ([], 0)
     assert possible_final(plan, specs, records) == []  # the search has finished: nothing left to bound
+
+
+def test_a_plan_that_names_the_test_oracle_runs_its_pick_on_the_final_seeds_too():
+    flags = {"methods": ["erm"], "hparam_trials": 3, "seeds": 3, "search_seeds": 1, "budget": "smoke"}
+    plan = load_plan(flags={**flags, "final_selection": ["val_acc", "test oracle"]})
+    specs = expand(plan)
+    search = [s for s in specs if s.seed == 0]
+    assert len(possible_final(plan, specs, [])) == 4  # two regimes, two trials beyond the defaults, seeds 1-2
+    # validation accuracy picks trial 1; test accuracy (the oracle, read only because the plan names it) trial 2
+    val, test = {0: _m(0.70), 1: _m(0.90), 2: _m(0.80)}, {0: _m(0.70), 1: _m(0.75), 2: _m(0.85)}
+    records = [fake_record(spec=s, run_id=s.run_id, val=val[s.trial], test=test[s.trial]) for s in search]
+    final, _ = expand_final(plan, specs, records, registry())
+    assert sorted((s.trial, s.seed) for s in final) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    # without it, the plan never reads test metrics: only the rule's pick runs
+    plan = load_plan(flags={**flags, "final_selection": ["val_acc"]})
+    final, _ = expand_final(plan, specs, records, registry())
+    assert sorted((s.trial, s.seed) for s in final) == [(1, 1), (1, 2)]
+    with pytest.raises(KeyError, match="unknown selection rule"):  # never a selection rule of a board's rows
+        get_rule("test oracle")

@@ -18,7 +18,7 @@ from fairfacebench.testing import SMALL_SYNTHFACES
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 OPTIONS = [f"--dataset-option={k}={v}" for k, v in SMALL_SYNTHFACES.items()]
-CONFIG = 'seeds = 3\nhparam_trials = 3\nsearch_seeds = 1\nfinal_selection = ["val_acc", "val_wga"]\n'
+CONFIG = 'seeds = 3\nhparam_trials = 3\nsearch_seeds = 1\nfinal_selection = ["val_acc", "val_wga", "test oracle"]\n'
 METHODS = ("erm", "groupdro")
 
 
@@ -29,9 +29,9 @@ def script(name: str):
     return module
 
 
-def pick(search: dict, metric: str) -> int:
-    """The trial with the best validation `metric` on the search seed, ties to the lowest (by hand, not the code's)."""
-    return max(search, key=lambda trial: (search[trial].val_metric(metric), -trial))
+def pick(search: dict, metric: str, split: str = "val") -> int:
+    """The trial with the best `metric` on the search seed, ties to the lowest (by hand, not the code's)."""
+    return max(search, key=lambda trial: (getattr(search[trial], f"{split}_metric")(metric), -trial))
 
 
 @pytest.mark.slow
@@ -47,7 +47,8 @@ def test_a_search_runs_to_each_rules_pick_and_the_board_shows_default_vs_tuned(t
         search = {r.trial: r for r in mine if r.seed == 0}
         assert sorted(search) == [0, 1, 2], method
         picks[method] = {rule: pick(search, rule.removeprefix("val_")) for rule in ("val_acc", "val_wga")}
-        for seed in (1, 2):  # the defaults and each rule's pick, nothing else
+        picks[method][ORACLE] = pick(search, "acc", "test")
+        for seed in (1, 2):  # the defaults and each regime's pick, nothing else
             assert sorted(r.trial for r in mine if r.seed == seed) == sorted({0, *picks[method].values()}), method
 
     board = build(out, "val_acc")
@@ -61,6 +62,7 @@ def test_a_search_runs_to_each_rules_pick_and_the_board_shows_default_vs_tuned(t
         assert (regimes[DEFAULT].trial, regimes[DEFAULT].seeds) == (0, [0, 1, 2])
         assert (regimes["val_wga"].trial, regimes["val_wga"].seeds) == (chosen["val_wga"], [0, 1, 2])
         assert regimes[ORACLE].upper_bound and not regimes["val_acc"].upper_bound
+        assert (regimes[ORACLE].trial, regimes[ORACLE].seeds) == (chosen[ORACLE], [0, 1, 2])  # the plan ran it
 
     # the same command again: every run, the picks included, is already in the store
     assert main([*argv, *OPTIONS]) == 0
@@ -68,9 +70,9 @@ def test_a_search_runs_to_each_rules_pick_and_the_board_shows_default_vs_tuned(t
 
     # the scripts that write the README's Results read the same board
     verdicts = script("compare_verdicts")
-    boards = [verdicts.load_board(f"{out}:{rule}") for rule in ("defaults", "val_acc", "val_wga")]
-    assert [b["selection_rule"] for b in boards] == ["default", "val_acc", "val_wga"]
-    lines = verdicts.side_by_side(boards, ["default", "val_acc", "val_wga"])
+    boards = [verdicts.load_board(f"{out}:{rule}") for rule in ("defaults", "val_acc", "val_wga", ORACLE)]
+    assert [b["selection_rule"] for b in boards] == ["default", "val_acc", "val_wga", ORACLE]
+    lines = verdicts.side_by_side(boards, ["default", "val_acc", "val_wga", "oracle"])
     assert f"### {table.task}, encoder {table.comparison['vlm']}: against erm" in lines
     monkeypatch.setattr(sys, "argv", ["board_summary.py", str(out), "--regimes", "--no-total"])
     script("board_summary").main()

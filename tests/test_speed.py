@@ -158,7 +158,7 @@ def test_a_dry_run_bounds_the_chosen_trials_of_a_search_that_has_not_finished(tm
     # runs' time, the four after it two runs' time
     assert "estimated wall time: 27s for 5 run(s)" in out
     assert "then: the chosen trials on seeds 1..2 of 1 method(s) whose search has not finished: none if every " in out
-    assert "at most 4 run(s), ~18s more on 2 worker(s) (each of the 2 selection rule(s) picking its own trial)" in out
+    assert "at most 4 run(s), ~18s more on 2 worker(s) (each of the 2 regime(s) of final_selection picking its " in out
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
