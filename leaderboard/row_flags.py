@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 from fairfacebench.flags import Flag
 from fairfacebench.leaderboard.model import MIN_SEEDS, SUMMARY_METRICS, HardwareRuns, MetricSummary, Row, SearchProgress
 from fairfacebench.provenance import hardware_of
+from fairfacebench.spec import canonical_json
 
 if TYPE_CHECKING:
     from fairfacebench.leaderboard.evidence import StoredRuns
@@ -23,6 +24,7 @@ FLAG_ORDER = (
     "few-seeds",
     "missing-seeds",
     "searching",
+    "mixed-hparams",
     "smoke-budget",
     "demonstration-budget",
     "mixed-hardware",
@@ -41,15 +43,17 @@ def row_flags(
     summaries: dict[str, MetricSummary],
     search: SearchProgress | None = None,
     attempted: Iterable[int] = (),
+    every_run: Iterable[RunRecord] = (),
 ) -> list[Flag]:
     """The warnings of a row whose selected runs are `runs` (one per seed), in FLAG_ORDER. With one seed the row
     shows that run's interval, so the run's uninformative-interval flag is the row's; with several, the row's own.
     `search`: how far the method's search has come, in a store with one; `attempted`: the seeds the method has runs
-    on, finished or failed."""
+    on, finished or failed; `every_run`: all of them (its newest version)."""
     per_run = [(r.seed, f) for r in runs for f in stored.flags(r)]
     if len(runs) > 1:
         per_run = [(seed, f) for seed, f in per_run if f.code != "uninformative-interval"]
     found = gathered(per_run, len(runs)) + [few_seeds(len(runs)), missing_seeds(runs, attempted), searching(search)]
+    found.append(mixed_hparams(every_run))
     found += [mixed_hardware(runs), mixed_isolation(runs)]
     found += [zero_width(summaries)] if len(runs) > 1 else []
     return sorted([f for f in found if f is not None], key=lambda f: FLAG_ORDER.index(f.code))
@@ -120,6 +124,28 @@ def searching(search: SearchProgress | None) -> Flag | None:
         "searching",
         f"the rule picks trial {search.pick} on the search {seeds_named(search.search_seeds)}, not yet run on "
         f"{seeds_named(search.pending_seeds)}: the row shows the defaults (trial 0) until it has run on every seed",
+    )
+
+
+def mixed_hparams(runs: Iterable[RunRecord]) -> Flag | None:
+    """'mixed-hparams' when runs of one trial (same method version) carry different hyperparameters: the method's
+    defaults or search space changed without a new `method_version`, so the old runs stay in the store under the same
+    trial number; a pick, and a row over seeds, could mix two configurations."""
+    sets: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for r in runs:
+        sets[r.trial][canonical_json(r.spec.hparams)].add(r.seed)
+    mixed = {trial: by_set for trial, by_set in sorted(sets.items()) if len(by_set) > 1}
+    if not mixed:
+        return None
+    described = "; ".join(
+        f"trial {trial}: {len(by_set)} sets, on {' and on '.join(seeds_named(s) for s in by_set.values())}"
+        for trial, by_set in mixed.items()
+    )
+    return Flag(
+        "mixed-hparams",
+        f"runs of one trial with different hyperparameters ({described}): its defaults or search space changed "
+        "without a new method_version, so the store holds both under one trial number and the row or a pick may mix "
+        "them; bump the plugin's method_version, or remove the stale runs",
     )
 
 

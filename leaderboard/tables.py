@@ -340,7 +340,7 @@ def build_row(method: str, runs: MethodRuns, ctx: Context) -> Row:
         **seed_fields(runs.ok, ctx.stored, crossed is not None),
         hardware=list(machines(runs.ok)),
         isolation=isolation(runs.ok or runs.failed),
-        flags=row_flags(runs.ok, ctx.stored, summaries, runs.search, attempted=runs.by_seed),
+        flags=row_flags(runs.ok, ctx.stored, summaries, runs.search, attempted=runs.by_seed, every_run=runs.all),
         regimes=regime_results(runs, ctx) if ctx.search_seeds and runs.ok else None,
         search_pending=runs.pending,
         **row_analyses(runs.ok, ctx.stored),

@@ -408,6 +408,24 @@ def test_a_planned_oracle_pick_waits_for_the_final_seeds_then_is_tested_and_can_
     assert oracle.seeds == [0] and not oracle.not_run_on and oracle.minus_default["acc"].n == 1
 
 
+def test_runs_of_one_trial_with_different_hyperparameters_are_flagged(tmp_path):
+    # the method's defaults changed without a new method_version: seed 2's run of trial 0 is another configuration
+    # than seeds 0-1's, under the same trial number, and a row over the three seeds would mix them silently
+    store = ResultStore(tmp_path)
+    for seed, lr in ((0, 0.1), (1, 0.1), (2, 0.2)):
+        r = fake_record("m", seed, 0, test=metrics(0.8), hparams={"lr": lr})
+        store.write(r.run_id, r)
+    (row,) = build(tmp_path).tables[0].rows
+    (flag,) = [f for f in row.flags if f.code == "mixed-hparams"]
+    assert flag.detail.startswith(
+        "runs of one trial with different hyperparameters (trial 0: 2 sets, on seeds 0, 1 and on seed 2)"
+    )
+    shutil.rmtree(tmp_path / f"{r.run_id}")  # the stale run removed: one configuration, no flag
+    r = fake_record("m", 2, 0, test=metrics(0.8), hparams={"lr": 0.1})
+    store.write(r.run_id, r)
+    assert not build(tmp_path).tables[0].rows[0].flagged("mixed-hparams")
+
+
 def test_the_test_oracle_is_no_selection_rule():
     assert "test oracle" not in registry().selection_rules
     with pytest.raises(KeyError, match="unknown selection rule"):
