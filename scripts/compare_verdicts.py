@@ -8,7 +8,8 @@ significant accuracy cost, at a cost, not distinguishable, less fair, not judged
 board was built with.  A BOARD is a built board's `leaderboard.json` (`fairbench leaderboard tables STORE --out DIR
 --selection val_wga`, or `--defaults` for every method at its defaults), or a store and a rule, `STORE:RULE`, built
 here in memory with today's leaderboard code (`STORE:defaults`: every method at its defaults; a bare `STORE` is
-`STORE:val_acc`).  Tables are matched by task and encoder
+`STORE:val_acc`; `"STORE:test oracle"`: the test oracle's board, built only here, an upper bound no method may
+claim).  Tables are matched by task and encoder
 (`vlm`); a method missing from a board is listed with '—' there.  A method whose version differs between the boards
 (its algorithm changed under the same name, e.g. `undersample` 1 -> 2, per-epoch redraw -> fixed subset) has the
 versions after its status: its verdicts are of different methods.  Under each table, one line per board names the
@@ -27,6 +28,7 @@ import json
 from pathlib import Path
 
 from fairfacebench.leaderboard.model import DEFAULT
+from fairfacebench.leaderboard.selection import ORACLE
 from fairfacebench.leaderboard.tables import plain_board
 from fairfacebench.leaderboard.verdict import FAIRER_FREE
 
@@ -93,6 +95,13 @@ def side_by_side(
     every = "both boards" if len(boards) == 2 else f"all {len(boards)} boards"
     rules = ", ".join(f"{name} {board['selection_rule']}" for name, board in zip(names, boards, strict=True))
     lines = [f"Selection rule: {rules}.", ""]
+    oracles = [name for name, board in zip(names, boards, strict=True) if board["selection_rule"] == ORACLE]
+    if oracles:
+        lines += [
+            f"{', '.join(oracles)}: each method at the trial with the best test accuracy on the search seeds, erm "
+            "too; an upper bound on selection for accuracy that no method may claim.",
+            "",
+        ]
     keys = sorted(set().union(*found))
     if tasks:
         keys = sorted((k for k in keys if k[0] in tasks), key=lambda k: tasks.index(k[0]))

@@ -74,6 +74,7 @@ def test_a_search_runs_to_each_rules_pick_and_the_board_shows_default_vs_tuned(t
     assert [b["selection_rule"] for b in boards] == ["default", "val_acc", "val_wga", ORACLE]
     lines = verdicts.side_by_side(boards, ["default", "val_acc", "val_wga", "oracle"])
     assert f"### {table.task}, encoder {table.comparison['vlm']}: against erm" in lines
+    assert lines[2].startswith("oracle: each method at the trial with the best test accuracy on the search seeds")
     monkeypatch.setattr(sys, "argv", ["board_summary.py", str(out), "--regimes", "--no-total"])
     script("board_summary").main()
     printed = capsys.readouterr().out
