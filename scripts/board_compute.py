@@ -3,7 +3,9 @@ failed, and their run time summed (each record's `wall_time_s`: loading data, fi
 
 Phases, from each record's trial, seed and encoder: `defaults` (trial 0), `search` (a trial beyond the defaults on
 a search seed, `search_seeds` in the run's plan), `picks` (a trial beyond the defaults on another seed: a selection
-rule's pick), `trials` (a trial beyond the defaults in a plan without a search: every trial on every seed), and,
+rule's pick), `oracle picks` (one the test oracle picks and no rule of the plan's `final_selection` does: what
+running the oracle on the final seeds costs), `trials` (a trial beyond the defaults in a plan without a search: every
+trial on every seed), and,
 for a run with an encoder (`--vlm`), the same names with the encoder after them. A store holds each run id once: a
 failed run computed again (`--retry-failed`) replaces its record, so the time of the failed attempt is not counted
 here (docs/PERFORMANCE.md's table of sittings names those).
@@ -19,22 +21,56 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
+from fairfacebench.leaderboard.selection import ORACLE
+from fairfacebench.plan import search_choice
+from fairfacebench.plugins import registry
 from fairfacebench.provenance import hardware_of
 from fairfacebench.record import RunRecord
 from fairfacebench.store import ResultStore
 
-PHASES = ("defaults", "search", "picks", "trials")
+PHASES = ("defaults", "search", "picks", "oracle picks", "trials")
+Cell = tuple[str, str, int]  # a run's comparison, method and method version: one search
 
 
-def phase(record: RunRecord) -> tuple[str, str]:
-    """('defaults', 'search', 'picks' or 'trials'; the run's encoder, 'none' without one)."""
-    searched = int((record.config or {}).get("search_seeds") or 0)
+def cell(record: RunRecord) -> Cell:
+    return record.spec.comparison_id, record.method, record.spec.method_version
+
+
+def search_seed_count(record: RunRecord) -> int:
+    return int((record.config or {}).get("search_seeds") or 0)
+
+
+def rules_picks(records: list[RunRecord]) -> dict[Cell, set[int | None]]:
+    """Per search whose plan runs the test oracle's pick on the final seeds (`final_selection` names it), the trials
+    its selection rules pick on the search seeds, as `fairbench run` picks them (the oracle left out)."""
+    on_search: dict[Cell, dict[int, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    named: dict[Cell, set[str]] = defaultdict(set)
+    for r in records:
+        named[cell(r)] |= set((r.config or {}).get("final_selection") or ())
+        if r.seed < search_seed_count(r):
+            on_search[cell(r)][r.trial].append(r)
+    reg = registry()
+    return {
+        c: {search_choice(by_trial, reg.selection_rule(n)) for n in named[c] - {ORACLE}}
+        for c, by_trial in on_search.items()
+        if ORACLE in named[c]
+    }
+
+
+def phase(record: RunRecord, picked: dict[Cell, set[int | None]] | None = None) -> tuple[str, str]:
+    """('defaults', 'search', 'picks', 'oracle picks' or 'trials'; the run's encoder, 'none' without one).
+    `picked` (`rules_picks`) tells the oracle's picks from the rules' where the plan runs both; without it, and
+    in a search whose plan does not name the oracle, every pick is 'picks'."""
+    searched = search_seed_count(record)
     if record.trial == 0:
         name = "defaults"
     elif not searched:  # no search in the plan: every trial on every seed
         name = "trials"
+    elif record.seed < searched:
+        name = "search"
     else:
-        name = "search" if record.seed < searched else "picks"
+        rules = (picked or {}).get(cell(record))
+        name = "picks" if rules is None or record.trial in rules else "oracle picks"
     return name, record.spec.vlm or "none"
 
 
@@ -60,8 +96,9 @@ class Tally:
 def tallies(records: list[RunRecord]) -> dict[tuple[str, str, str], Tally]:
     """(task, phase, encoder) -> its tally: by task, the runs without an encoder first, phases in PHASES order."""
     found: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
+    picked = rules_picks(records)
     for r in records:
-        found[(r.spec.task, *phase(r))].add(r)
+        found[(r.spec.task, *phase(r, picked))].add(r)
     return dict(sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][2] != "none", PHASES.index(kv[0][1]))))
 
 

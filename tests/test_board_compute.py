@@ -5,7 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from records import fake_record
+from records import fake_record, metrics
 
 from fairfacebench.store import ResultStore
 
@@ -56,3 +56,25 @@ def test_without_a_search_every_trial_beyond_the_defaults_is_a_trial_not_a_pick(
         ("defaults", "none"),
         ("trials", "none"),
     ]
+
+
+def test_a_pick_only_the_test_oracle_makes_is_counted_apart(tmp_path):
+    # val_acc picks trial 1 on the search seed, the oracle (best test accuracy) trial 2: on seed 1, trial 1's run is
+    # a rule's pick, trial 2's what running the oracle on the final seeds costs
+    plan = {**PLAN, "final_selection": ["val_acc", "test oracle"]}
+    scores = {0: (0.70, 0.70), 1: (0.90, 0.75), 2: (0.80, 0.85)}  # trial: (val acc, test acc)
+    store = ResultStore(tmp_path)
+    for seed, trial in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]:
+        val, test = scores[trial]
+        record = fake_record("m", seed, trial, config=plan, hparams={"trial": trial}, val=metrics(val),
+                             test=metrics(test))  # fmt: skip
+        store.write(record.run_id, dataclasses.replace(record, wall_time_s=1800.0))
+    records = list(store.records())
+    picked = script.rules_picks(records)
+    assert list(picked.values()) == [{1}]
+    phases = {(r.seed, r.trial): script.phase(r, picked)[0] for r in records}
+    assert phases == {(0, 0): "defaults", (0, 1): "search", (0, 2): "search", (1, 0): "defaults", (1, 1): "picks",
+                      (1, 2): "oracle picks"}  # fmt: skip
+    assert script.phase(next(r for r in records if (r.seed, r.trial) == (1, 2)))[0] == "picks"  # without `picked`
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in script.report(records)[0].splitlines()[2:]]
+    assert [row[1:3] for row in rows] == [["defaults", "2"], ["search", "2"], ["picks", "1"], ["oracle picks", "1"]]
