@@ -19,7 +19,6 @@ import numpy as np
 from fairfacebench.budget import BUDGET_RESOLUTION, BUDGETS, Budget, get_budget
 from fairfacebench.content import file_sha256, folder_content
 from fairfacebench.errors import ConfigError, VLMUnavailable
-from fairfacebench.leaderboard.selection import ORACLE, TestOracle
 from fairfacebench.plugins import registry
 from fairfacebench.settings import MIX_KINDS, Augment
 from fairfacebench.spec import RunSpec, spec_hash
@@ -450,6 +449,28 @@ def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any 
             for seed in range(plan.search_seeds, plan.seeds)
         ]
     return final, waiting
+
+
+ORACLE = "test oracle"
+
+
+@dataclass(frozen=True)
+class TestOracle:
+    """The trial with the best mean test accuracy on the search seeds: an upper bound on selection for accuracy
+    that no method may claim.  Not a selection rule (never registered, never `--selection`): a plan may still run
+    its pick on the final seeds (`final_selection` naming it) so that the oracle regime stands on every seed, and
+    the leaderboard reports it as a regime (`leaderboard.search`)."""
+
+    name: str = ORACLE
+    description: str = (
+        "the trial with the best test accuracy on the search seeds: an upper bound on selection for accuracy, "
+        "chosen on test labels, that no method may claim"
+    )
+
+    @staticmethod
+    def key(record: Any) -> tuple:
+        acc = record.test_metric("acc")
+        return (-math.inf if acc is None or math.isnan(acc) else float(acc),)
 
 
 def final_rule(name: str, reg: Any) -> Any:

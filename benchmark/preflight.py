@@ -25,8 +25,7 @@ from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.budget import BUDGET_RESOLUTION, Budget
 from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, tiny_cells
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
-from fairfacebench.leaderboard.selection import ORACLE
-from fairfacebench.plan import Plan, expand, final_rule
+from fairfacebench.plan import ORACLE, Plan, expand, final_rule
 from fairfacebench.plugins import Registry
 from fairfacebench.provenance import cpu_info
 from fairfacebench.settings import default_cache_dir

@@ -3,7 +3,7 @@
 The plan (`plan.expand` / `expand_final`) runs trial 0 (the defaults) on every seed, trials > 0 on the search
 seeds, then the trial each rule of `final_selection` picks there on the remaining seeds (the test oracle's too
 when the plan names it). The leaderboard picks with the same function the plan used (`plan.search_choice`), so a
-tuned row is the trial that was run on the other seeds. The test oracle (`selection.TestOracle`) reads test
+tuned row is the trial that was run on the other seeds. The test oracle (`plan.TestOracle`) reads test
 accuracy: it is a regime here, and the rule of a board built to read it (`tables.build(store, ORACLE)`), but never a
 registered selection rule.
 """
@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fairfacebench.leaderboard.model import DEFAULT, DEFAULT_TRIAL
-from fairfacebench.leaderboard.selection import ORACLE, TestOracle
-from fairfacebench.plan import search_choice
+from fairfacebench.plan import ORACLE, TestOracle, search_choice
 from fairfacebench.record import RunRecord
 
 REGIME_RULES = ("val_acc", "val_wga")  # without group labels; with validation group labels

@@ -2,7 +2,6 @@
 
 Built-in rules register through the `fairfacebench_selection_rules` hook like
 third-party ones; `val_acc@val_eod_max<=EPS` is a family parsed from its name.
-The test oracle is defined here too, beside them, but never registered: it reads test labels.
 """
 
 from __future__ import annotations
@@ -79,24 +78,3 @@ BUILT_IN = [
 @hookimpl
 def fairfacebench_selection_rules():
     return BUILT_IN
-
-
-ORACLE = "test oracle"
-
-
-@dataclass(frozen=True)
-class TestOracle:
-    """The trial with the best mean test accuracy on the search seeds: an upper bound on selection for accuracy
-    that no method may claim.  Not a selection rule (never registered, never `--selection`): a plan may still run
-    its pick on the final seeds (`final_selection` naming it) so that the oracle regime stands on every seed."""
-
-    name: str = ORACLE
-    description: str = (
-        "the trial with the best test accuracy on the search seeds: an upper bound on selection for accuracy, "
-        "chosen on test labels, that no method may claim"
-    )
-
-    @staticmethod
-    def key(record: Any) -> tuple:
-        acc = record.test_metric("acc")
-        return (-math.inf if acc is None or math.isnan(acc) else float(acc),)

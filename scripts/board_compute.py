@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from fairfacebench.leaderboard.selection import ORACLE
-from fairfacebench.plan import search_choice
+from fairfacebench.plan import ORACLE, search_choice
 from fairfacebench.plugins import registry
 from fairfacebench.provenance import hardware_of
 from fairfacebench.record import RunRecord

@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from fairfacebench.leaderboard.model import DEFAULT
-from fairfacebench.leaderboard.selection import ORACLE
+from fairfacebench.leaderboard.search import ORACLE
 from fairfacebench.leaderboard.tables import plain_board
 from fairfacebench.leaderboard.verdict import FAIRER_FREE
 

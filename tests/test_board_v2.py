@@ -18,7 +18,7 @@ from fairfacebench.flags import information_tier
 from fairfacebench.leaderboard.model import PairedDifference
 from fairfacebench.leaderboard.paired import holm_family
 from fairfacebench.leaderboard.render import difference_text, regime_difference_text, to_frame, to_json, to_markdown
-from fairfacebench.leaderboard.selection import ORACLE
+from fairfacebench.leaderboard.search import ORACLE
 from fairfacebench.leaderboard.site import build_site
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.leaderboard.verdict import ablation_verdict, verdict
