@@ -12,9 +12,11 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -558,9 +560,36 @@ class Work:
     stale: dict[str, list[str]] = field(default_factory=dict)  # run id -> what it read that holds other bytes now
 
 
+def until_time(text: str, now: datetime) -> datetime:
+    """`--until`: 'HH:MM' (local time: the occurrence nearest to now, within 12 hours either way, so '14:30' read at
+    14:35 has passed, while '01:00' read at 23:00 is two hours ahead), '+90m', '+2h', '+1h30m' (from now), or an ISO
+    date-time ('2026-12-06T14:30', local time unless it names its zone)."""
+    text = text.strip()
+    relative = re.fullmatch(r"\+(?:(\d+)h)?(?:(\d+)m)?", text)
+    if relative and any(relative.groups()):
+        hours, minutes = (int(g or 0) for g in relative.groups())
+        return now + timedelta(hours=hours, minutes=minutes)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if clock and int(clock[1]) < 24 and int(clock[2]) < 60:
+        at = now.replace(hour=int(clock[1]), minute=int(clock[2]), second=0, microsecond=0)
+        return min((at + timedelta(days=d) for d in (-1, 0, 1)), key=lambda t: (abs(t - now), t < now))
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        at = None
+    if at is None or "T" not in text:
+        raise ConfigError(
+            f"--until {text!r}: give a time of day (14:30: the nearest, 12 hours either way), a duration from now "
+            "(+90m, +2h, +1h30m) or an ISO date-time (2026-12-06T14:30)"
+        )
+    return at if at.tzinfo is not None else at.astimezone()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fairfacebench.preflight import check_plan
 
+    if args.until is not None:  # before any planning: a typo fails at once
+        args.until = until_time(args.until, datetime.now().astimezone())
     reg, cards = _run_plugins(args)
     checked = check_plan(run_plan(args, reg), reg, args.allow_tiny_groups)
     plan = checked.plan
@@ -663,6 +692,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
             view=view,
             run_timeout_s=plan.run_timeout_s,
             rerun=lambda record: record.run_id in work.again,
+            launch_until=None if args.until is None else args.until.timestamp(),
         )
 
     new: list[Any] = []
@@ -693,6 +723,12 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
     for line in _claimed_elsewhere(outcomes, plan.out):
         print(line)
+    left = _not_started(work.todo + new, outcomes)
+    if left:
+        print(
+            f"--until {args.until:%Y-%m-%d %H:%M %Z}: {left} run(s) not started (the running ones finished and are "
+            "recorded); the same command computes them"
+        )
     print(f"wall time {duration(time.monotonic() - started)}; leaderboard: {paths['md']}")
     return 0 if counts["failed"] == 0 else 1
 
@@ -852,6 +888,12 @@ def pool_notes(records: Any) -> list[str]:
         if pool.get("summary") and ": dropped " in pool["summary"]:
             summaries[pool.get("name")] = pool["summary"]
     return [f"pool {name}: {summary}" for name, summary in sorted(summaries.items())]
+
+
+def _not_started(todo: list[Any], outcomes: list[tuple[Any, str]]) -> int:
+    """How many runs this command was to compute have no outcome: `--until` came before they started."""
+    reported = {spec.run_id for spec, _ in outcomes}
+    return len({spec.run_id for spec in todo} - reported)
 
 
 def _claimed_elsewhere(outcomes: list[tuple[Any, str]], out: str) -> list[str]:
@@ -1190,6 +1232,13 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--out", default=None, help="result store directory (default: runs)")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs recorded as failed")
+    run.add_argument(
+        "--until",
+        default=None,
+        metavar="WHEN",
+        help="start no run after WHEN (14:30, +2h, +1h30m, or 2026-12-06T14:30): the running ones finish and are "
+        "recorded, the rest wait for the same command again (a grid run in sittings)",
+    )
     run.add_argument(
         "--rerun-changed",
         action="store_true",

@@ -81,6 +81,7 @@ class Grid:
     view: GridView
     finished: Finished
     run_timeout_s: float = 0.0  # 0: each run's limit is derived from its budget
+    may_launch: Callable[[], bool] = lambda: True  # False: start no more runs, let the running ones finish (--until)
 
     def limit(self, spec: RunSpec) -> float:
         return time_limit(spec, self.run_timeout_s)
@@ -222,6 +223,8 @@ def run_locally(grid: Grid, todo: list[RunSpec]) -> None:
     """One run after another in this process (a run past its limit fails with RunTimeout, raised inside it)."""
     view = grid.view
     for spec in todo:
+        if not grid.may_launch():
+            return
         view.start(spec.run_id, run_title(spec), work=spec.budget.steps)
         with view.capture(), reporting(view.sink(spec.run_id)):
             record, arrays = run_here(grid, spec)
@@ -445,6 +448,8 @@ def run_in_processes(grid: Grid, todo: list[RunSpec], workers: int) -> None:
 
     try:
         while jobs or running:
+            if jobs and not grid.may_launch():
+                jobs.clear()  # past --until: nothing more starts, the running runs finish and are recorded
             while len(running) < workers and any(ready(j) for j in jobs):
                 worker = launch(*jobs.pop(next(i for i, j in enumerate(jobs) if ready(j))))
                 running[worker.proc.sentinel] = worker
@@ -492,6 +497,8 @@ def run_in_ray(grid: Grid, todo: list[RunSpec], address: str | None, workers: in
         waiting = list(todo)
         pending: dict[Any, tuple[RunSpec, float]] = {}
         while waiting or pending:
+            if waiting and not grid.may_launch():
+                waiting.clear()  # past --until: nothing more starts
             while waiting and len(pending) < max(workers, 1):
                 spec = waiting.pop(0)
                 view.start(spec.run_id, run_title(spec), work=spec.budget.steps)

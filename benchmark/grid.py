@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable
 
 from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
@@ -29,6 +30,7 @@ def execute(
     view: GridView | None = None,
     run_timeout_s: float = 0.0,
     rerun: Callable[[RunRecord], bool] | None = None,
+    launch_until: float | None = None,
 ) -> dict[str, int]:
     """Run every unfinished spec with `runner`, and the finished ones `rerun(record)` asks for again (`--force`,
     `--rerun-changed`, a missing transfer evaluation: their new record replaces the old); failed runs are recorded
@@ -40,6 +42,8 @@ def execute(
     reports to `view`; a run past its wall-clock limit (`run_timeout_s`, 0 =
     derived from its budget) is stopped and recorded as failed.  A finished ok run whose record `rerun` returns
     True for is computed again (it lacks a transfer evaluation the plan asks for: the model is not stored).
+    `launch_until` (a time.time() value, `--until`): no run starts after it; those running finish and are
+    recorded, the others are left unclaimed for the next grid (they have no outcome: `on_result` never hears of them).
     """
     resolve_device(runner.device)  # fail before any work when the device is unavailable
     counts = {"ok": 0, "failed": 0, "skipped": 0}
@@ -60,10 +64,14 @@ def execute(
         if on_result:
             on_result(spec, "ok" if record.ok else f"FAILED: {record.error}")
 
-    grid = Grid(store, runner, view, finished, run_timeout_s)
+    def may_launch() -> bool:
+        return launch_until is None or time.time() < launch_until
+
+    grid = Grid(store, runner, view, finished, run_timeout_s, may_launch)
     try:
         if executor == "ray":  # the runs' pool embedding is sharded across the cluster too
-            run_in_ray(Grid(store, runner.sharding_on_ray(), view, finished, run_timeout_s), todo, ray_address, workers)
+            sharded = Grid(store, runner.sharding_on_ray(), view, finished, run_timeout_s, may_launch)
+            run_in_ray(sharded, todo, ray_address, workers)
         elif executor == "local" and workers > 1:
             run_in_processes(grid, todo, workers)
         elif executor == "local":

@@ -2,6 +2,8 @@
 # The v2 board's grid in the order its results are most useful (resumable: each phase computes only what its
 # store lacks; re-run the script after an interruption).  Plan and cost: README "Results" and docs/PERFORMANCE.md.
 #   scripts/board_v2.sh /path/to/UTKFace [STORE]
+#   FAIRBENCH_UNTIL=14:30 scripts/board_v2.sh ...   # a sitting: no run starts after 14:30 (`fairbench run --until`),
+#                                                   # the running ones finish and are recorded
 # 1. every built-in method at its defaults, both tasks, on seed 0;
 # 2. the seed systems with the face descriptor (issue 26): erm, clip-cluster, ssl-pipeline and their ablations,
 #    seed by seed 0 ... 4 (the smaller, self-contained comparison first: 60 runs);
@@ -11,7 +13,8 @@
 set -euo pipefail
 root=${1:?usage: scripts/board_v2.sh /path/to/UTKFace [STORE]}
 out=${2:-stores/utkface-v2}
-run() { fairbench run --config utkface-board-v2 --data-root "$root" --out "$out" --progress plain "$@"; }
+until=(${FAIRBENCH_UNTIL:+--until "$FAIRBENCH_UNTIL"})
+run() { fairbench run --config utkface-board-v2 --data-root "$root" --out "$out" --progress plain "${until[@]}" "$@"; }
 faces=erm,clip-cluster,clip-cluster:no-resampling,ssl-pipeline,ssl-pipeline:no-meta-weights,ssl-pipeline:no-curation
 # --seeds N runs seeds 0..N-1 (the same run ids as the 5-seed plan), so each call adds one seed to the last
 run --hparam-trials 1 --seeds 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from records import fake_record
 
 from fairfacebench import __version__
-from fairfacebench.cli import main, parser
+from fairfacebench.cli import main, parser, until_time
+from fairfacebench.errors import ConfigError
 from fairfacebench.plan import expand, load_plan
 from fairfacebench.runner import SpecRunner
 from fairfacebench.store import ResultStore
@@ -54,6 +57,34 @@ def test_an_unknown_final_selection_fails_before_training_not_once_the_search_is
     err = fails_early(capsys, run_argv(tmp_path, "--config", str(config)), "final_selection: unknown selection rule")
     assert "'oracle'" in err and "or 'test oracle'" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_until_reads_a_time_of_day_a_duration_or_an_iso_date_time():
+    now = datetime(2026, 12, 6, 13, 0, tzinfo=timezone.utc)
+    assert until_time("14:30", now) == datetime(2026, 12, 6, 14, 30, tzinfo=timezone.utc)
+    assert until_time("12:55", now) == datetime(2026, 12, 6, 12, 55, tzinfo=timezone.utc)  # passed: nothing starts
+    assert until_time("0:30", now) == datetime(2026, 12, 7, 0, 30, tzinfo=timezone.utc)  # the nearest: tomorrow's
+    late = datetime(2026, 12, 6, 23, 0, tzinfo=timezone.utc)
+    assert until_time("01:00", late) == datetime(2026, 12, 7, 1, 0, tzinfo=timezone.utc)
+    assert until_time("22:00", late) == datetime(2026, 12, 6, 22, 0, tzinfo=timezone.utc)
+    assert until_time("+90m", now) == now + timedelta(minutes=90)
+    assert until_time("+2h", now) == until_time("+1h60m", now) == now + timedelta(hours=2)
+    assert until_time("2026-12-06T14:30+00:00", now) == datetime(2026, 12, 6, 14, 30, tzinfo=timezone.utc)
+    assert until_time("2026-12-06T14:30", now).tzinfo is not None  # local time, made explicit
+    for bad in ("2pm", "+", "+90", "25:00", "14:60", "2026-12-06", "tomorrow"):
+        with pytest.raises(ConfigError, match=f"--until '{re.escape(bad)}': give a time of day"):
+            until_time(bad, now)
+
+
+def test_a_bad_until_fails_before_any_planning(tmp_path, capsys, no_training):
+    fails_early(capsys, run_argv(tmp_path, "--until", "soon"), "--until 'soon': give a time of day", tmp_path / "runs")
+
+
+def test_past_until_the_grid_starts_nothing_and_says_how_many_runs_wait(tmp_path, capsys, no_training):
+    assert main(run_argv(tmp_path, "--until", "2020-01-01T00:00+00:00")) == 0
+    out = capsys.readouterr().out
+    assert "--until 2020-01-01 00:00 UTC: 1 run(s) not started" in out and "the same command computes them" in out
+    assert not list((tmp_path / "runs").glob("*/record.json"))
 
 
 def test_cuda_without_a_gpu_fails_before_training(tmp_path, capsys, no_training):

@@ -273,3 +273,36 @@ def test_a_run_that_ignores_every_stop_is_recorded_and_ends_the_grid_instead_of_
     (record,) = ResultStore(tmp_path).records()
     assert record.method == "stubborn" and "it ignored every stop for 0.5 s more, so the grid" in record.error
     assert "run methods that may hang with --workers 2" in done.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_past_until_no_run_starts_and_every_claim_is_left_for_the_next_grid(tmp_path, workers):
+    specs = [fake_spec("erm", seed) for seed in range(3)]
+    store, seen = ResultStore(tmp_path), []
+    counts = execute(specs, store, FakeRunner(), workers=workers, on_result=lambda s, st: seen.append(st),
+                     launch_until=time.time() - 1)  # fmt: skip
+    assert counts == {"ok": 0, "failed": 0, "skipped": 0} and seen == []
+    assert all(store.status(s.run_id) is None for s in specs)
+    assert all(store.claim(s.run_id) is None for s in specs)  # free at once: nothing holds them
+    # a time still ahead changes nothing
+    counts = execute(specs, ResultStore(tmp_path / "ahead"), FakeRunner(), workers=workers,
+                     launch_until=time.time() + 3600)  # fmt: skip
+    assert counts == {"ok": 3, "failed": 0, "skipped": 0}
+
+
+def test_the_runs_started_before_until_finish_and_no_other_starts(tmp_path):
+    # two workers, four runs; launching stops once two have started: both finish and are recorded, no third starts
+    specs = [fake_spec("erm", seed) for seed in range(4)]
+    view, started, finished = RecordingView(), [], []
+    shown = view.start
+
+    def start(key, *args, **kwargs):
+        started.append(key)
+        return shown(key, *args, **kwargs)
+
+    view.start = start
+    grid = executors.Grid(ResultStore(tmp_path), FakeRunner(), view, lambda spec, record: finished.append(spec.run_id),
+                          may_launch=lambda: len(started) < 2)  # fmt: skip
+    executors.run_in_processes(grid, specs, workers=2)
+    assert len(started) == 2 and sorted(finished) == sorted(started)
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "record.json").exists()) == sorted(started)
