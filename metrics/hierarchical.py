@@ -297,10 +297,13 @@ def _scale(ratio: float, df: float, level: float) -> float:
     """√ratio · t_df / z at the level's two-sided quantile, at least 1 (1 when df is ∞ and the ratio 1)."""
     if math.isinf(df) and ratio == 1.0:
         return 1.0
-    from scipy import stats  # load on use: scipy.stats adds most of a second to a worker's start
+    # scipy.special's quantiles are what stats.t.ppf and stats.norm.ppf return (bit for bit: they call them), without
+    # the distribution objects' argument handling, which made this most of a leaderboard build's p-value bisections;
+    # loaded on use, as scipy adds to a worker's start
+    from scipy.special import ndtri, stdtrit
 
     q = (1 + level) / 2
-    return max(math.sqrt(ratio) * float(stats.t.ppf(q, df)) / float(stats.norm.ppf(q)), 1.0)
+    return max(math.sqrt(ratio) * float(stdtrit(df, q)) / float(ndtri(q)), 1.0)
 
 
 def _scaled(interval: list[float], estimate: float, scale: float, bounds: tuple[float, float]) -> list[float]:

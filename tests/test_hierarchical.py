@@ -143,6 +143,22 @@ def test_seed_correction_by_hand():
     assert seed_correction([0.2] * 10, [0.1, 0.3]) == {"scale": 1.0, "df": np.inf}
 
 
+def test_the_scale_is_the_t_and_normal_quantiles_of_scipy_stats_bit_for_bit():
+    # _scale reads scipy.special's quantiles (fast: thousands of calls per board); they are what scipy.stats returns
+    from scipy import stats
+
+    from fairfacebench.metrics.hierarchical import _scale
+
+    for ratio in (0.5, 1.0, 1.7):
+        for df in (0.7, 2.0, 3.5, 22.22, 400.0, np.inf):
+            for level in (0.5, 0.9, 0.95, 0.999):
+                q = (1 + level) / 2
+                expected = max(np.sqrt(ratio) * float(stats.t.ppf(q, df)) / float(stats.norm.ppf(q)), 1.0)
+                if np.isinf(df) and ratio == 1.0:
+                    expected = 1.0  # nothing to correct: exactly 1, not t_inf / z rounded
+                assert _scale(ratio, df, level) == expected, (ratio, df, level)
+
+
 def test_the_corrected_interval_is_a_t_interval_when_the_seeds_are_all_the_spread():
     # Test rows held fixed: the bootstrap varies seeds only, v_rows ≈ 0, df ≈ S − 1, and the corrected interval
     # is close to the textbook mean ± t_{S−1} · sd/√S (the bootstrap's percentile one is about 40% narrower).
