@@ -13,6 +13,9 @@
 set -euo pipefail
 root=${1:?usage: scripts/board_v2.sh /path/to/UTKFace [STORE]}
 out=${2:-stores/utkface-v2}
+if [[ ${FAIRBENCH_UNTIL:-} == +* ]]; then  # each phase is its own `fairbench run`: a duration would restart in each
+  echo "FAIRBENCH_UNTIL=$FAIRBENCH_UNTIL: give a time (14:30, or 2026-12-06T14:30), not a duration" >&2; exit 2
+fi
 until=(${FAIRBENCH_UNTIL:+--until "$FAIRBENCH_UNTIL"})
 run() { fairbench run --config utkface-board-v2 --data-root "$root" --out "$out" --progress plain "${until[@]}" "$@"; }
 faces=erm,clip-cluster,clip-cluster:no-resampling,ssl-pipeline,ssl-pipeline:no-meta-weights,ssl-pipeline:no-curation
