@@ -723,7 +723,7 @@ def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Names
             print(f"failed: {run_title(spec)}: {status.removeprefix('FAILED: ').splitlines()[0]}")
     for line in _claimed_elsewhere(outcomes, plan.out):
         print(line)
-    left = _not_started(work.todo + new, outcomes)
+    left = _not_started(work.todo + new, outcomes) if args.until is not None else 0
     if left:
         print(
             f"--until {args.until:%Y-%m-%d %H:%M %Z}: {left} run(s) not started (the running ones finished and are "
