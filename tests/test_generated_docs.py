@@ -49,7 +49,9 @@ def test_a_block_is_rewritten_with_what_its_command_prints_and_the_prose_is_kept
         " --names a b -->\n\nSelection rule: a val_acc, b val_acc.\n\n### gender/race, encoder none: against erm\n\n"
         f"| | a | b | |\n|---|---|---|---|\n| jtt | {FREE} | {TIED} | changed |\n\n"
         "0 of 1 methods judged on both boards keep their verdict.\n\n"
-        f"- a, {FREE}: jtt.\n- b, {FREE}: none.\n\n<!-- end generated -->\n\nMore.\n"
+        f"- a, {FREE}: jtt.\n- b, {FREE}: none.\n"
+        "- a, b: no search on this table, every row at its defaults (trial 0): the verdicts are the defaults' under "
+        "that board's rule.\n\n<!-- end generated -->\n\nMore.\n"
     )
     assert text.endswith(expected)
     assert "old table" not in text and f"rewrote {doc}" in capsys.readouterr().out
