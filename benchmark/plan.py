@@ -441,7 +441,7 @@ def expand_final(plan: Plan, specs: list[RunSpec], records: list[Any], reg: Any 
         by_trial: dict[int, list[Any]] = {}
         for s in cell_specs:
             by_trial.setdefault(s.trial, []).append(finished[s.run_id])
-        chosen = {search_choice(by_trial, final_rule(name, reg)) for name in plan.final_selection}
+        chosen = {search_choice(by_trial, final_rule(name, reg.selection_rule)) for name in plan.final_selection}
         template = {s.trial: s for s in cell_specs}
         final += [
             replace(template[trial], seed=seed)
@@ -473,11 +473,12 @@ class TestOracle:
         return (-math.inf if acc is None or math.isnan(acc) else float(acc),)
 
 
-def final_rule(name: str, reg: Any) -> Any:
-    """A name of `final_selection`: an installed selection rule, or the test oracle, whose pick (best test accuracy
-    on the search seeds) then runs on the final seeds too, so that the oracle regime is compared over every seed
-    like the rules' (it stays an upper bound no method may claim, and never a `--selection`)."""
-    return TestOracle() if name == ORACLE else reg.selection_rule(name)
+def final_rule(name: str, lookup: Callable[[str], Any]) -> Any:
+    """A regime by name: the test oracle, or the selection rule `lookup(name)` finds (a registry's
+    `selection_rule`).  The one name-to-rule mapping of `final_selection` (whose oracle pick then runs on the final
+    seeds too, so that the oracle regime is compared over every seed like the rules'), of the leaderboard's oracle
+    board and of the compute tally; the oracle stays an upper bound no method may claim, and never a `--selection`."""
+    return TestOracle() if name == ORACLE else lookup(name)
 
 
 def search_cells(plan: Plan, specs: list[RunSpec]) -> dict[tuple[str, str, str], list[RunSpec]]:

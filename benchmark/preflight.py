@@ -52,7 +52,7 @@ def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Ch
     reg.selection_rule(plan.selection)
     for name in plan.final_selection:  # before any run, not once the search has finished
         try:
-            final_rule(name, reg)
+            final_rule(name, reg.selection_rule)
         except UnknownName as e:
             raise ConfigError(f"final_selection: {e.args[0]}; or '{ORACLE}' (its pick on the final seeds)") from None
     check_device(plan.device)

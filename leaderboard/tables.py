@@ -62,7 +62,6 @@ from fairfacebench.leaderboard.search import (
     DEFAULT,
     DEFAULT_TRIAL,
     ORACLE,
-    TestOracle,
     oracle_runs_final,
     pick_pending,
     picked_trial,
@@ -75,6 +74,7 @@ from fairfacebench.leaderboard.search import (
 from fairfacebench.leaderboard.summary import mean_of, summarise
 from fairfacebench.leaderboard.verdict import ablation_verdict, tuned_alike, verdict
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
+from fairfacebench.plan import final_rule
 from fairfacebench.plugins import selection_rule
 from fairfacebench.readback import DataAccess
 from fairfacebench.record import RunRecord
@@ -253,7 +253,7 @@ def build(
     the tables' notes say so.  `defaults_only`: the board of every method at its defaults (trial 0), as if no
     search had run.
     """
-    selection = TestOracle() if rule == ORACLE else get_rule(rule)
+    selection = final_rule(rule, get_rule)
     store = ResultStore(store_dir, create=False)
     comparisons = read_comparisons(store, defaults_only)
     named_by = differing_settings([c.settings for c in comparisons.values()])

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from fairfacebench.plan import ORACLE, search_choice
+from fairfacebench.leaderboard.search import picked_trial, search_seeds
+from fairfacebench.plan import ORACLE, final_rule
 from fairfacebench.plugins import registry
 from fairfacebench.provenance import hardware_of
 from fairfacebench.record import RunRecord
@@ -42,16 +43,15 @@ def search_seed_count(record: RunRecord) -> int:
 def rules_picks(records: list[RunRecord]) -> dict[Cell, set[int | None]]:
     """Per search whose plan runs the test oracle's pick on the final seeds (`final_selection` names it), the trials
     its selection rules pick on the search seeds, as `fairbench run` picks them (the oracle left out)."""
-    on_search: dict[Cell, dict[int, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    runs: dict[Cell, list[RunRecord]] = defaultdict(list)
     named: dict[Cell, set[str]] = defaultdict(set)
     for r in records:
+        runs[cell(r)].append(r)
         named[cell(r)] |= set((r.config or {}).get("final_selection") or ())
-        if r.seed < search_seed_count(r):
-            on_search[cell(r)][r.trial].append(r)
-    reg = registry()
+    lookup = registry().selection_rule
     return {
-        c: {search_choice(by_trial, reg.selection_rule(n)) for n in named[c] - {ORACLE}}
-        for c, by_trial in on_search.items()
+        c: {picked_trial(cell_runs, search_seeds(cell_runs), final_rule(n, lookup)) for n in named[c] - {ORACLE}}
+        for c, cell_runs in runs.items()
         if ORACLE in named[c]
     }
 
