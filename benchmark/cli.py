@@ -648,6 +648,8 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
             action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
     _print_estimate(expected)
+    if args.until is not None:
+        print(until_estimate(plan, work.todo, expected, args.until, reg))
     if work.waiting:
         possible, bound = _possible_final(plan, work.specs), "none otherwise"
         if possible:
@@ -661,6 +663,25 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
             f"whose search has not finished: none if every rule keeps the defaults, {bound}"
         )
     print("dry run: nothing computed")
+
+
+def until_estimate(plan: Any, todo: list[Any], expected: Any, until: datetime, reg: Any) -> str:
+    """What `--until` would leave, by the estimate: the runs started in the executor's order (worker processes: the
+    waves in turn, heavy runs first; else the plan's order), each on the worker free first, none after `until`."""
+    from fairfacebench.estimate import started_before
+    from fairfacebench.executors import launch_order
+
+    if plan.executor == "local" and plan.workers > 1:
+        todo = launch_order(todo, lambda spec: reg.heavy(spec.method))
+    now = datetime.now().astimezone()
+    seconds = [*expected.preparing.values(), *(expected.seconds[s.run_id] for s in todo)]
+    jobs, end_s = started_before(seconds, expected.workers, (until - now).total_seconds())
+    started = max(0, jobs - len(expected.preparing))
+    ending = f", the last ending about {now + timedelta(seconds=end_s):%H:%M}" if started else ""
+    return (
+        f"--until {until:%Y-%m-%d %H:%M %Z}: by the estimate, {started} of {len(todo)} run(s) start before it{ending}; "
+        f"the same command computes the other {len(todo) - started} later"
+    )
 
 
 def _compute(plan: Any, work: Work, checked: Any, reg: Any, args: argparse.Namespace, cards: Any) -> int:
@@ -1237,7 +1258,8 @@ def add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="WHEN",
         help="start no run after WHEN (14:30, +2h, +1h30m, or 2026-12-06T14:30): the running ones finish and are "
-        "recorded, the rest wait for the same command again (a grid run in sittings)",
+        "recorded, the rest wait for the same command again (a grid run in sittings); with --dry-run, how many runs "
+        "would start before WHEN by the estimate",
     )
     run.add_argument(
         "--rerun-changed",

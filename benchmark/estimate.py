@@ -310,6 +310,20 @@ def observed_erm_step(records: Iterable[Any], setting: tuple) -> tuple[float, in
     return (round(statistics.median(seconds), 5), len(seconds)) if seconds else None
 
 
+def started_before(run_seconds: Iterable[float], workers: int, horizon_s: float) -> tuple[int, float]:
+    """Runs launched in the order given, each on the worker free first, none once `horizon_s` seconds have passed
+    (`--until`): how many start, and when the last of them ends (seconds from the start)."""
+    free = [0.0] * max(1, workers)
+    started = 0
+    for run_time in run_seconds:
+        worker = free.index(min(free))
+        if free[worker] >= horizon_s:
+            break
+        free[worker] += run_time
+        started += 1
+    return started, max(free)
+
+
 def packed(run_seconds: Iterable[float], workers: int) -> float:
     """Wall time of runs started heaviest first, each on the worker that is free first (as the executor does)."""
     free = [0.0] * max(1, workers)

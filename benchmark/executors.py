@@ -348,6 +348,14 @@ def wave_of(todo: list[RunSpec]) -> dict[tuple, int]:
     return order
 
 
+def launch_order(todo: list[RunSpec], is_heavy: Callable[[RunSpec], bool]) -> list[RunSpec]:
+    """The order worker processes start runs in: the plan's waves in turn, the heavy runs (`is_heavy`: a pool or a
+    VLM) first within each, so a wave does not end on one long run while the other workers idle, and an interrupted
+    grid leaves whole waves (every method at a seed) rather than every seed of a few methods."""
+    waves = wave_of(todo)
+    return sorted(todo, key=lambda s: (waves[wave_key(s)], not is_heavy(s)))
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch threads of each of `workers` concurrent runs: the CPU threads shared out, at least one."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -398,9 +406,7 @@ def run_in_processes(grid: Grid, todo: list[RunSpec], workers: int) -> None:
     threads = threads_per_worker(workers)
     level = logging.getLogger().getEffectiveLevel()
     preparing = sorted({s.vlm for s in todo if runner.needs_vlm(s)})
-    # Heavy runs first within each wave, so a wave does not end on one long run while the other workers idle,
-    # and an interrupted grid leaves whole waves (every method at a seed) rather than every seed of a few methods.
-    heavy_first = sorted(todo, key=lambda s: (wave_of(todo)[wave_key(s)], not runner.is_heavy(s)))
+    heavy_first = launch_order(todo, runner.is_heavy)
     jobs: list[tuple[str, Any]] = [("prepare", value) for value in preparing] + [("run", spec) for spec in heavy_first]
     prepare_limit = max((grid.limit(s) for s in todo), default=TIMEOUT_BASE_S)
     running: dict[int, Worker] = {}

@@ -42,6 +42,11 @@ class Registry:
             )
         return self.methods[name]
 
+    def heavy(self, name: str) -> bool:
+        """Whether method `name`'s runs read a pool or a VLM: the most work per step (executors start them first)."""
+        cls = self.method(name)
+        return bool(cls.needs_pool or cls.needs_vlm)
+
     def dataset(self, name: str) -> Any:
         if name not in self.datasets:
             raise UnknownName(

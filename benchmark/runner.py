@@ -408,8 +408,7 @@ class SpecRunner:
 
     def is_heavy(self, spec: RunSpec) -> bool:
         """Runs that read a pool or a VLM do the most work per step: executors start them first."""
-        cls = self.loader.reg.method(spec.method)
-        return cls.needs_pool or cls.needs_vlm
+        return self.loader.reg.heavy(spec.method)
 
     def needs_vlm(self, spec: RunSpec) -> bool:
         """Whether the run loads its comparison's VLM (executors prepare it once, before such runs)."""

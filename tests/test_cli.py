@@ -157,6 +157,20 @@ def test_dry_run_prints_the_plan_and_the_runs_and_computes_nothing(tmp_path, cap
     assert out.count("compute (~") == 3 and "skip (ok in the store)" in out and "3 to compute, 1 already in" in out
 
 
+def test_dry_run_with_until_says_how_many_runs_would_start_before_it(tmp_path, capsys, no_training):
+    argv = ["run", "--methods", "erm,groupdro", "--seeds", "2", "--budget", "smoke", *TINY, "--dry-run"]
+    assert main([*argv, "--out", str(tmp_path / "runs"), "--until", "2020-01-01T00:00+00:00"]) == 0
+    out = capsys.readouterr().out
+    assert "--until 2020-01-01 00:00 UTC: by the estimate, 0 of 4 run(s) start before it; the same command " in out
+    assert "computes the other 4 later" in out and not (tmp_path / "runs").exists()
+    assert main([*argv, "--out", str(tmp_path / "runs"), "--until", "+12h"]) == 0
+    out = capsys.readouterr().out
+    assert "by the estimate, 4 of 4 run(s) start before it, the last ending about " in out
+    assert "computes the other 0 later" in out
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
+    assert "--until" not in capsys.readouterr().out
+
+
 def test_every_option_has_help_and_version_answers(capsys):
     def walk(p: argparse.ArgumentParser, path: str):
         for action in p._actions:

@@ -52,6 +52,25 @@ def test_runs_are_packed_heaviest_first_on_the_worker_free_first():
     assert est.packed([4, 6, 8, 10], 1) == 28 and est.packed([], 2) == 0
 
 
+def test_until_starts_runs_in_order_on_the_worker_free_first_and_none_once_the_horizon_has_passed():
+    # 10, 5, 5, 5 on two workers, horizon 8: [10], [5] -> a 5 starts at 5 (8 not reached) -> the next worker is
+    # free at 10, after the horizon: 3 start, the last ends at 10
+    assert est.started_before([10, 5, 5, 5], 2, 8) == (3, 10)
+    assert est.started_before([10, 5, 5, 5], 2, 1e9) == (4, 15)
+    assert est.started_before([5, 5, 5, 10], 2, 5) == (2, 5)  # a worker free exactly at the horizon starts nothing
+    assert est.started_before([5, 5], 2, 0) == (0, 0) and est.started_before([5], 2, -60) == (0, 0)
+
+
+def test_worker_processes_start_the_waves_in_turn_and_the_heavy_runs_first_in_each():
+    from fairfacebench.executors import launch_order
+
+    todo = [fake_spec(m, seed) for seed in (0, 1) for m in ("erm", "ssl", "jtt")] + [fake_spec("ssl", 0, trial=1)]
+    order = launch_order(todo, lambda spec: spec.method == "ssl")
+    assert [(s.method, s.seed, s.trial) for s in order] == [
+        ("ssl", 0, 0), ("erm", 0, 0), ("jtt", 0, 0), ("ssl", 1, 0), ("erm", 1, 0), ("jtt", 1, 0), ("ssl", 0, 1)
+    ]  # fmt: skip
+
+
 def test_a_runs_estimate_is_steps_times_step_cost_times_method_cost_plus_evaluation():
     step = est.StepCost(train_step_s=0.5, infer_image_s=0.001, measured="test")
     a, b = fake_spec("erm", budget=Budget("b", 100, 8)), fake_spec("simclr", budget=Budget("b", 100, 8))
