@@ -211,7 +211,9 @@ def test_partition_and_draw_reports_by_hand():
     parts, groups = np.array([0, 0, 1, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 1])
     report = partition_report(parts, groups, ["light", "dark"])
     assert report["true_groups_per_part"] == {
-        "0": {"light": 2, "dark": 0}, "1": {"light": 1, "dark": 2}, "2": {"light": 0, "dark": 1}
+        "0": {"light": 2, "dark": 0},
+        "1": {"light": 1, "dark": 2},
+        "2": {"light": 0, "dark": 1},
     }
     # part 1 drawn 4x as often as the rest: weights 1,1,4,4,4,1 of 15
     draw = draw_report(np.array([1, 1, 4, 4, 4, 1]) / 15, groups, ["light", "dark"])
