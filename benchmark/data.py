@@ -9,8 +9,9 @@ only what the fit context exposes of it.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -487,3 +488,29 @@ def describe_tiny(tiny: dict[str, dict[str, int]], shown: int = 6) -> str:
     rows = sorted((n, split, cell) for split, found in tiny.items() for cell, n in found.items())
     text = ", ".join(f"{split} {cell} {n}" for n, split, cell in rows[:shown])
     return text + (f", ... ({len(rows)} cells)" if len(rows) > shown else "")
+
+
+_shared_indexes: dict[tuple, Any] | None = None  # inside `same_data()`: each dataset index built once
+
+
+@contextmanager
+def same_data() -> Iterator[None]:
+    """Within it, a dataset's index (`index_once`) is built once per dataset, root and options, then shared: the
+    checks before a grid read the same index four ways (cells, fingerprint, content, layout) for each task, and the
+    folder is not expected to change in those seconds.  Outside it, every call reads the folder again."""
+    global _shared_indexes
+    outer = _shared_indexes
+    _shared_indexes = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_indexes = outer
+
+
+def index_once(key: tuple, build: Callable[[], Any]) -> Any:
+    """`build()`, or inside `same_data()` the index an earlier call with the same `key` built."""
+    if _shared_indexes is None:
+        return build()
+    if key not in _shared_indexes:
+        _shared_indexes[key] = build()
+    return _shared_indexes[key]

@@ -23,7 +23,7 @@ import torch
 
 from fairfacebench.backbones import BACKBONES, resolve_weights
 from fairfacebench.budget import BUDGET_RESOLUTION, Budget
-from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, tiny_cells
+from fairfacebench.data import MIN_CELL_IMAGES, UNMAPPED, describe_tiny, same_data, tiny_cells
 from fairfacebench.errors import ConfigError, DataError, UnknownName, WeightsError
 from fairfacebench.plan import ORACLE, Plan, expand, final_rule
 from fairfacebench.plugins import Registry
@@ -48,7 +48,13 @@ class Checked:
 
 def check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool = False) -> Checked:
     """Every check of `plan`; a task with (target class, group) cells below MIN_CELL_IMAGES in validation or test
-    is refused unless `allow_tiny_groups` (then it is a warning, and the runs' records name the cells)."""
+    is refused unless `allow_tiny_groups` (then it is a warning, and the runs' records name the cells).  Each
+    dataset folder is indexed once for all of them (`data.same_data`)."""
+    with same_data():
+        return _check_plan(plan, reg, allow_tiny_groups)
+
+
+def _check_plan(plan: Plan, reg: Registry, allow_tiny_groups: bool) -> Checked:
     reg.selection_rule(plan.selection)
     for name in plan.final_selection:  # before any run, not once the search has finished
         try:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from fairfacebench.content import combined, file_digests
-from fairfacebench.data import Attribute, DataError, LoadedDataset, Split, restrict_to_task, task_cells
+from fairfacebench.data import Attribute, DataError, LoadedDataset, Split, index_once, restrict_to_task, task_cells
 from fairfacebench.datasets.base import DatasetPlugin, options_digest
 from fairfacebench.datasets.cache import build_or_load, default_cache_dir, image_hashes
 from fairfacebench.datasets.near_duplicates import BITS, groups
@@ -81,10 +81,16 @@ class IndexedDataset(DatasetPlugin):
         raise NotImplementedError
 
     def checked_index(self, root: Path, strict: bool = False, **options: Any) -> DatasetIndex:
-        """`index`, refusing images a symbolic link leads to outside the data root."""
-        index = self.index(root, strict=strict, **options)
-        refuse_outside(root, index.tables)
-        return index
+        """`index`, refusing images a symbolic link leads to outside the data root (inside `data.same_data()`, built
+        once per dataset, root and options)."""
+
+        def build() -> DatasetIndex:
+            index = self.index(root, strict=strict, **options)
+            refuse_outside(root, index.tables)
+            return index
+
+        key = (type(self), str(root), strict, json.dumps(options, sort_keys=True, default=repr))
+        return index_once(key, build)
 
     def require_root(self, root: Path | str | None) -> Path:
         if root is None:

@@ -9,7 +9,7 @@ import pytest
 from fixtures_layouts import UTK_IRREGULAR, UTK_MISSING_RACE, build_utkface
 
 from fairfacebench.cli import main
-from fairfacebench.data import DataError, make_task_data
+from fairfacebench.data import DataError, make_task_data, same_data
 from fairfacebench.datasets import utkface
 from fairfacebench.datasets.utkface import UTKFace, age_binary, age_group, parse_folder, parse_name
 
@@ -126,3 +126,31 @@ def test_real_folder_split_covers_every_group(utkface_root):
             zip(table.labels["gender"].tolist(), table.labels["race"].tolist(), table.labels["age_group"].tolist())
         )
         assert len(combos) == 40
+
+
+def test_the_checks_before_a_grid_index_a_folder_once_per_task_and_only_inside_same_data(root, monkeypatch):
+    calls = []
+    original = utkface.UTKFaceControlledBias.index
+
+    def counting(self, folder, strict=False, **options):
+        calls.append(options.get("task"))
+        return original(self, folder, strict=strict, **options)
+
+    monkeypatch.setattr(utkface.UTKFaceControlledBias, "index", counting)
+    ds = utkface.UTKFaceControlledBias()
+    tasks = [t.name for t in ds.tasks]
+
+    run = ds.run_options({})  # as a plan reads them (cells and check add them themselves)
+
+    def read_four_ways():
+        out = [ds.cells(root, tasks), ds.check(root)]
+        return out + [(ds.fingerprint(root, task=t, **run), ds.content(root, task=t, **run)) for t in tasks]
+
+    alone = read_four_ways()
+    assert len(calls) == 4 * len(tasks)  # cells, check, fingerprint, content: each indexes every task's splits
+    calls.clear()
+    with same_data():
+        assert read_four_ways() == alone
+    assert sorted(calls) == sorted(tasks)  # once per task
+    ds.fingerprint(root, task=tasks[0], **run)
+    assert len(calls) == len(tasks) + 1  # outside it, the folder is read again
