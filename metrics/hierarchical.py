@@ -65,14 +65,28 @@ def crossed_draws(n_seeds: int, n_rows: int, n_resamples: int, seed: int = 0, re
 
 
 def weighted_counts(cells: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
-    """(B, S, K) counts: for each replicate b and seed s, the row weights summed per cell of ``cells[s]`` (S, n)
-    (one bincount per seed over all B replicates, so memory is B x n whatever the number of cells)."""
+    """(B, S, K) counts: for each replicate b and seed s, the row weights summed per cell of ``cells[s]`` (S, n).
+
+    Seeds mostly agree on a row's cell, so each row gets a base cell (the one most of its seeds put it in) and the
+    base counts are summed once; a seed's counts are the base counts with the weights of the rows it puts elsewhere
+    moved out of their base cell and into the seed's.  The weights are whole numbers (multinomial draws), so every
+    sum is exact and the counts are those of one sum per seed, to the bit."""
+    n_seeds, n_rows = cells.shape
     n_replicates = len(weights)
+    votes = np.zeros((n_rows, n_cells), dtype=np.int64)
+    for row_cells in cells:
+        votes[np.arange(n_rows), row_cells] += 1
+    base = votes.argmax(axis=1)
     offsets = (np.arange(n_replicates) * n_cells)[:, None]
-    out = np.empty((n_replicates, len(cells), n_cells))
+    size = n_replicates * n_cells
+    common = np.bincount((offsets + base[None]).ravel(), weights.ravel(), minlength=size)
+    out = np.empty((n_replicates, n_seeds, n_cells))
     for s, row_cells in enumerate(cells):
-        flat = np.bincount((offsets + row_cells[None]).ravel(), weights.ravel(), minlength=n_replicates * n_cells)
-        out[:, s] = flat.reshape(n_replicates, n_cells)
+        moved = np.flatnonzero(row_cells != base)
+        into, out_of = offsets + row_cells[moved][None], offsets + base[moved][None]
+        w = weights[:, moved].ravel()
+        change = np.bincount(np.concatenate([into.ravel(), out_of.ravel()]), np.concatenate([w, -w]), minlength=size)
+        out[:, s] = (common + change).reshape(n_replicates, n_cells)
     return out
 
 

@@ -204,3 +204,20 @@ def test_crossed_draws_are_memoised_read_only_and_the_same_as_drawn_afresh():
     assert np.array_equal(index, fresh_index) and np.array_equal(weights, fresh_weights)
     with pytest.raises(ValueError, match="read-only"):
         weights[0, 0] = 5.0
+
+
+def test_weighted_counts_are_each_seeds_row_weights_summed_per_cell():
+    from fairfacebench.metrics.hierarchical import weighted_counts
+
+    # by hand: 2 seeds, 3 rows, 3 cells; row 2 moves between seeds, row 1 is in cell 2 under both
+    cells = np.array([[0, 2, 1], [0, 2, 0]])
+    weights = np.array([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]])
+    expected = np.array([[[1, 3, 2], [4, 0, 2]], [[0, 2, 1], [2, 0, 1]]], dtype=float)
+    np.testing.assert_array_equal(weighted_counts(cells, weights, 3), expected)
+    # against one sum per seed, on seeds that disagree on about a tenth of the rows (every row's cell a draw)
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 16, 500)
+    cells = np.where(rng.random((5, 500)) < 0.1, rng.integers(0, 16, (5, 500)), base[None])
+    weights = rng.multinomial(500, np.full(500, 1 / 500), size=40).astype(float)
+    naive = np.stack([[np.bincount(c, w, minlength=16) for c in cells] for w in weights])
+    np.testing.assert_array_equal(weighted_counts(cells, weights, 16), naive)
