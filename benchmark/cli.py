@@ -639,17 +639,26 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
     from fairfacebench.progress import duration, run_title
 
     print(f"\n# the resolved plan (methods: {', '.join(methods)})\n{plan_toml(resolved_plan(plan, work.specs))}")
-    expected = _estimate(work.todo, plan, reg)
+    running = _held_elsewhere(plan, work.todo)
+    todo = [s for s in work.todo if s.run_id not in running]
+    expected = _estimate(todo, plan, reg)
     other_code = {run_id for ids in work.changed.values() for run_id in ids}
     for spec in work.specs:
         seconds = expected.seconds.get(spec.run_id)
         action = dry_run_action(spec.run_id, work.statuses, work.again, other_code, work.lacking, args, seconds)
         if spec.run_id in work.stale and not args.force:
             action = f"recompute (its {' and '.join(work.stale[spec.run_id])} changed, ~{duration(seconds)})"
+        if spec.run_id in running:
+            action = f"skip ({running[spec.run_id]}: another grid's)"
         print(f"{action:<30} {run_title(spec)}  [run {spec.run_id}]")
+    if running:
+        print(
+            f"{len(running)} run(s) claimed by another process (a grid claims all its runs as it starts, and frees "
+            "those it leaves): this command would skip them; not in the estimate"
+        )
     _print_estimate(expected)
     if args.until is not None:
-        print(until_estimate(plan, work.todo, expected, args.until, reg))
+        print(until_estimate(plan, todo, expected, args.until, reg))
     if work.waiting:
         possible, bound = _possible_final(plan, work.specs), "none otherwise"
         if possible:
@@ -663,6 +672,17 @@ def _dry_run(plan: Any, work: Work, methods: list[str], args: argparse.Namespace
             f"whose search has not finished: none if every rule keeps the defaults, {bound}"
         )
     print("dry run: nothing computed")
+
+
+def _held_elsewhere(plan: Any, todo: list[Any]) -> dict[str, str]:
+    """The runs to compute that another process holds a live claim on (a grid that computes them, now or later in its
+    queue): who holds each."""
+    from fairfacebench.store import ResultStore
+
+    if not Path(plan.out).is_dir():
+        return {}
+    store = ResultStore(plan.out, create=False)
+    return {s.run_id: held for s in todo if (held := store.held_elsewhere(s.run_id))}
 
 
 def until_estimate(plan: Any, todo: list[Any], expected: Any, until: datetime, reg: Any) -> str:

@@ -254,6 +254,14 @@ class ResultStore:
             os.replace(tmp, path)
         return None
 
+    def held_elsewhere(self, run_id: str) -> str | None:
+        """Who holds a live claim on a run, when another process does (a grid that computes it: a grid claims all
+        its runs as it starts), else None; reads only (`--dry-run` beside a running grid)."""
+        held = self._read_claim(self._claim_path(run_id))
+        if held is None or is_mine(held) or claim_is_stale(held, self.claim_timeout_s):
+            return None
+        return describe_claim(held)
+
     def release(self, run_id: str) -> None:
         """Drop this process's claim on a run it leaves unfinished (another process's claim is left alone)."""
         path = self._claim_path(run_id)

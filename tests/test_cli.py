@@ -171,6 +171,38 @@ def test_dry_run_with_until_says_how_many_runs_would_start_before_it(tmp_path, c
     assert "--until" not in capsys.readouterr().out
 
 
+def test_dry_run_beside_a_running_grid_names_the_runs_it_holds_and_leaves_them_out_of_the_estimate(
+    tmp_path, capsys, no_training
+):
+    import json
+    import socket
+    import subprocess
+
+    from fairfacebench.store import CLAIMS, process_start
+
+    argv = ["run", "--methods", "erm,groupdro", "--seeds", "2", "--budget", "smoke", *TINY, "--dry-run"]
+    argv += ["--out", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    plan_text = capsys.readouterr().out.split("# the resolved plan", 1)[1].split("\n", 1)[1].split("\ncompute", 1)[0]
+    (tmp_path / "plan.toml").write_text(plan_text)
+    held = expand(load_plan(tmp_path / "plan.toml"))[0]
+    (tmp_path / "runs" / CLAIMS).mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        claim = {"pid": holder.pid, "host": socket.gethostname(), "pid_start": process_start(holder.pid)}
+        (tmp_path / "runs" / CLAIMS / f"{held.run_id}.json").write_text(json.dumps({**claim, "claimed": "then"}))
+        assert main([*argv, "--until", "+12h"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"skip (claimed by pid {holder.pid} on {socket.gethostname()} since then: another grid's)" in out
+    assert out.count("compute (~") == 3 and "1 run(s) claimed by another process" in out
+    assert "for 3 run(s) to compute" in out and "by the estimate, 3 of 3 run(s) start before it" in out
+    assert main(argv) == 0  # its process gone: the claim is stale, the run is to compute again
+    assert capsys.readouterr().out.count("compute (~") == 4
+
+
 def test_every_option_has_help_and_version_answers(capsys):
     def walk(p: argparse.ArgumentParser, path: str):
         for action in p._actions:
