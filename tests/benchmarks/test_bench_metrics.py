@@ -119,3 +119,42 @@ def test_bootstrap_vs_fairlearn_n_boot(benchmark, verdict, predictions):
             note=f"fairlearn extrapolated from n_boot={FAIRLEARN_N_BOOT}",
         )
     )
+
+
+def _one_sum_per_seed(cells, weights, n_cells):
+    """The crossed bootstrap's counts as `weighted_counts` summed them before 802d79d: one bincount over every row
+    and replicate per seed (the reference the base-and-moves form must equal and beat)."""
+    offsets = (np.arange(len(weights)) * n_cells)[:, None]
+    out = np.empty((len(weights), len(cells), n_cells))
+    for s, row_cells in enumerate(cells):
+        flat = np.bincount((offsets + row_cells[None]).ravel(), weights.ravel(), minlength=len(weights) * n_cells)
+        out[:, s] = flat.reshape(len(weights), n_cells)
+    return out
+
+
+def test_crossed_bootstrap_counts_base_and_moves_vs_one_sum_per_seed(benchmark, verdict):
+    """A block of the crossed bootstrap as the v2 board draws it: 100 replicates of 2,300 test rows, 5 seeds, two
+    methods' predictions crossed (2 groups x 2 classes x 2 x 2 cells); the seeds disagree on a row's cell for about
+    a tenth of the rows, most of them hard rows."""
+    from fairfacebench.metrics.hierarchical import weighted_counts
+
+    rng = np.random.default_rng(0)
+    n, n_seeds, n_cells = 2300, 5, 16
+    y, groups, hard = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.random(n) < 0.12
+    cells = groups[None] * 2 + y[None]
+    for _ in range(2):
+        flip = np.where(hard[None], rng.random((n_seeds, n)) < 0.6, rng.random((n_seeds, n)) < 0.03)
+        cells = cells * 2 + np.where(flip, 1 - y[None], y[None])
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=100).astype(float)
+    np.testing.assert_array_equal(weighted_counts(cells, weights, n_cells), _one_sum_per_seed(cells, weights, n_cells))
+    rounds = benchmark.pedantic(
+        lambda: interleaved(
+            lambda: seconds(lambda: [_one_sum_per_seed(cells, weights, n_cells) for _ in range(20)]),
+            lambda: seconds(lambda: [weighted_counts(cells, weights, n_cells) for _ in range(20)]),
+            max_spread=0.15,
+        ),
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(speedups=[round(r, 2) for r in rounds.ratios])
+    verdict(rounds.verdict("metrics/crossed bootstrap counts, one sum per seed / base and moves", 1.3, unit="x"))
