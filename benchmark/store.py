@@ -244,7 +244,7 @@ class ResultStore:
         path = self._claim_path(run_id)
         with self._locked():
             held = self._read_claim(path)
-            if held is not None and not is_mine(held) and not claim_is_stale(held, self.claim_timeout_s):
+            if self._live_elsewhere(held):
                 return describe_claim(held)
             if held is not None and not is_mine(held):
                 log.warning("run %s: recovering a stale claim (%s)", run_id, describe_claim(held))
@@ -258,9 +258,11 @@ class ResultStore:
         """Who holds a live claim on a run, when another process does (a grid that computes it: a grid claims all
         its runs as it starts), else None; reads only (`--dry-run` beside a running grid)."""
         held = self._read_claim(self._claim_path(run_id))
-        if held is None or is_mine(held) or claim_is_stale(held, self.claim_timeout_s):
-            return None
-        return describe_claim(held)
+        return describe_claim(held) if self._live_elsewhere(held) else None
+
+    def _live_elsewhere(self, held: dict[str, Any] | None) -> bool:
+        """Whether a claim read from the store is another process's and still live (not stale)."""
+        return held is not None and not is_mine(held) and not claim_is_stale(held, self.claim_timeout_s)
 
     def release(self, run_id: str) -> None:
         """Drop this process's claim on a run it leaves unfinished (another process's claim is left alone)."""
