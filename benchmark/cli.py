@@ -689,10 +689,9 @@ def until_estimate(plan: Any, todo: list[Any], expected: Any, until: datetime, r
     """What `--until` would leave, by the estimate: the runs started in the executor's order (worker processes: the
     waves in turn, heavy runs first; else the plan's order), each on the worker free first, none after `until`."""
     from fairfacebench.estimate import started_before
-    from fairfacebench.executors import launch_order
+    from fairfacebench.executors import start_order
 
-    if plan.executor == "local" and plan.workers > 1:
-        todo = launch_order(todo, lambda spec: reg.heavy(spec.method))
+    todo = start_order(plan.executor, plan.workers, todo, lambda spec: reg.heavy(spec.method))
     now = datetime.now().astimezone()
     seconds = [*expected.preparing.values(), *(expected.seconds[s.run_id] for s in todo)]
     jobs, end_s = started_before(seconds, expected.workers, (until - now).total_seconds())

@@ -356,6 +356,18 @@ def launch_order(todo: list[RunSpec], is_heavy: Callable[[RunSpec], bool]) -> li
     return sorted(todo, key=lambda s: (waves[wave_key(s)], not is_heavy(s)))
 
 
+def in_worker_processes(executor: str, workers: int) -> bool:
+    """Whether `grid.execute` runs each run in a child process of its own (the local executor with more than one
+    worker); otherwise it runs them in this process, or on Ray."""
+    return executor == "local" and workers > 1
+
+
+def start_order(executor: str, workers: int, todo: list[RunSpec], is_heavy: Callable[[RunSpec], bool]) -> list[RunSpec]:
+    """The order in which `grid.execute` starts the runs `todo`: worker processes start them in `launch_order`,
+    the other executors in the plan's order."""
+    return launch_order(todo, is_heavy) if in_worker_processes(executor, workers) else list(todo)
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch threads of each of `workers` concurrent runs: the CPU threads shared out, at least one."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))

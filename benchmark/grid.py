@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any, Callable
 
-from fairfacebench.executors import Grid, run_in_processes, run_in_ray, run_locally
+from fairfacebench.executors import Grid, in_worker_processes, run_in_processes, run_in_ray, run_locally
 from fairfacebench.loading import resolve_device
 from fairfacebench.progress import GridView
 from fairfacebench.provenance import hardware_of, host_info
@@ -72,7 +72,7 @@ def execute(
         if executor == "ray":  # the runs' pool embedding is sharded across the cluster too
             sharded = Grid(store, runner.sharding_on_ray(), view, finished, run_timeout_s, may_launch)
             run_in_ray(sharded, todo, ray_address, workers)
-        elif executor == "local" and workers > 1:
+        elif in_worker_processes(executor, workers):
             run_in_processes(grid, todo, workers)
         elif executor == "local":
             run_locally(grid, todo)
@@ -166,7 +166,7 @@ def warn_oversubscribed(todo: list[RunSpec], executor: str, workers: int) -> Non
     """Warn when concurrent runs ask for more compute threads than the CPU has (allowed, but slower)."""
     threads = max((s.threads for s in todo), default=1)
     cores = os.cpu_count() or 1
-    if executor == "local" and workers > 1 and workers * threads > cores:
+    if in_worker_processes(executor, workers) and workers * threads > cores:
         log.warning(
             "%d workers x %d threads per run = %d compute threads on %d CPU(s): runs will compete for the cores "
             "(results are unaffected; lower --workers or --threads to run faster)",

@@ -71,6 +71,15 @@ def test_worker_processes_start_the_waves_in_turn_and_the_heavy_runs_first_in_ea
     ]  # fmt: skip
 
 
+def test_each_executor_starts_runs_in_its_own_order():
+    from fairfacebench.executors import launch_order, start_order
+
+    todo = [fake_spec(m, seed) for seed in (0, 1) for m in ("erm", "ssl")]
+    heavy = lambda spec: spec.method == "ssl"  # noqa: E731
+    assert start_order("local", 2, todo, heavy) == launch_order(todo, heavy) != todo  # worker processes
+    assert start_order("local", 1, todo, heavy) == todo and start_order("ray", 4, todo, heavy) == todo
+
+
 def test_a_runs_estimate_is_steps_times_step_cost_times_method_cost_plus_evaluation():
     step = est.StepCost(train_step_s=0.5, infer_image_s=0.001, measured="test")
     a, b = fake_spec("erm", budget=Budget("b", 100, 8)), fake_spec("simclr", budget=Budget("b", 100, 8))
