@@ -1,19 +1,24 @@
 """The committed result stores (stores/*) as the published board and `load_runs` read them: every interval holds
 its estimate (the percentile intervals some old records hold do not: e.g. utkface's ssl-pipeline seed 0, eopp_diff
 0.0001 [0.0007, 0.0521]), and a one-seed row has an interval (the learning-curve store's runs recorded none);
-and no crossed-bootstrap interval of rows, paired differences or regimes needed widening to hold its estimate."""
+and no crossed-bootstrap interval of rows, paired differences or regimes needed widening to hold its estimate; and
+every committed run's test numbers recompute from its own stored predictions (today's metric code, and fairlearn)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fairlearn.metrics import equalized_odds_difference
+from sklearn.metrics import accuracy_score
 
 import fairfacebench
 from fairfacebench.leaderboard.model import SUMMARY_METRICS
 from fairfacebench.leaderboard.tables import build
 from fairfacebench.metrics import hierarchical
-from fairfacebench.metrics.fairness import METRIC_NAMES
+from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.metrics.hierarchical import seed_corrected_interval
 
 STORES = sorted(p for p in (Path(__file__).resolve().parents[1] / "stores").iterdir() if p.is_dir())
@@ -68,3 +73,45 @@ def test_every_run_of_a_committed_store_in_load_runs_has_intervals_that_hold_its
         assert lo[defined].notna().all(), (store.name, metric)
         outside = runs[defined & ((value < lo - 1e-12) | (value > hi + 1e-12))]
         assert outside.empty, outside[["method", "seed", f"test.{metric}", f"test.{metric}.lo", f"test.{metric}.hi"]]
+
+
+def _ok_runs_with_predictions(store: Path):
+    for record_path in sorted(store.glob("*/record.json")):
+        record = json.loads(record_path.read_text())
+        if record["status"] == "ok":
+            yield record_path.parent.name, record, np.load(record_path.parent / "predictions.npz")
+
+
+def same_numbers(recorded: dict, recomputed: dict) -> bool:
+    """Every entry of `recorded` equals `recomputed`'s, floats to 1e-12 (both JSON-ready: undefined is null)."""
+    if not set(recorded) <= set(recomputed):
+        return False
+    return recorded == pytest.approx({k: recomputed[k] for k in recorded}, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("store", STORES, ids=[p.name for p in STORES])
+def test_every_committed_run_scores_what_its_stored_predictions_say(store):
+    # A recomputation of every committed number from the run's own predictions.npz: the summary and the per-group
+    # table with today's metric code (a changed definition, or a store edited by hand, fails here), and the
+    # headline metrics independently with fairlearn and sklearn (test_metrics proves the definitions agree).
+    checked = 0
+    for run_id, record, stored in _ok_runs_with_predictions(store):
+        task = record["task_info"]
+        y, a, scores = stored["test_y"], stored["test_a"], stored["test_scores"]
+        report = compute_metrics(
+            y, scores.argmax(1), a, task["group_names"], len(task["target_classes"]), task["target_classes"]
+        ).to_dict()
+        recorded = record["per_group"]["test"]
+        assert recorded["summary"] == record["metrics"]["test"], run_id
+        # Records older than a metric (v1's lack cell_acc_std) are checked on the metrics they hold.
+        assert same_numbers(recorded["summary"], report["summary"]), run_id
+        assert len(recorded["per_group"]) == len(report["per_group"]), run_id
+        for row, recomputed in zip(recorded["per_group"], report["per_group"]):
+            assert same_numbers(row, recomputed), (run_id, row)
+        if scores.shape[1] == 2:
+            y_hat = scores.argmax(1)
+            assert record["metrics"]["test"]["acc"] == pytest.approx(accuracy_score(y, y_hat), rel=1e-12), run_id
+            eod = equalized_odds_difference(y, y_hat, sensitive_features=a, agg="worst_case")
+            assert record["metrics"]["test"]["eod_max"] == pytest.approx(eod, rel=1e-12, abs=1e-15), run_id
+        checked += 1
+    assert checked > 0
