@@ -6,10 +6,8 @@ every committed run's test numbers recompute from its own stored predictions (to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fairlearn.metrics import equalized_odds_difference
 from sklearn.metrics import accuracy_score
@@ -20,6 +18,7 @@ from fairfacebench.leaderboard.tables import build
 from fairfacebench.metrics import hierarchical
 from fairfacebench.metrics.fairness import METRIC_NAMES, compute_metrics
 from fairfacebench.metrics.hierarchical import seed_corrected_interval
+from fairfacebench.store import ResultStore
 
 STORES = sorted(p for p in (Path(__file__).resolve().parents[1] / "stores").iterdir() if p.is_dir())
 
@@ -75,13 +74,6 @@ def test_every_run_of_a_committed_store_in_load_runs_has_intervals_that_hold_its
         assert outside.empty, outside[["method", "seed", f"test.{metric}", f"test.{metric}.lo", f"test.{metric}.hi"]]
 
 
-def _ok_runs_with_predictions(store: Path):
-    for record_path in sorted(store.glob("*/record.json")):
-        record = json.loads(record_path.read_text())
-        if record["status"] == "ok":
-            yield record_path.parent.name, record, np.load(record_path.parent / "predictions.npz")
-
-
 def same_numbers(recorded: dict, recomputed: dict) -> bool:
     """Every entry of `recorded` equals `recomputed`'s, floats to 1e-12 (both JSON-ready: undefined is null)."""
     if not set(recorded) <= set(recomputed):
@@ -95,23 +87,23 @@ def test_every_committed_run_scores_what_its_stored_predictions_say(store):
     # table with today's metric code (a changed definition, or a store edited by hand, fails here), and the
     # headline metrics independently with fairlearn and sklearn (test_metrics proves the definitions agree).
     checked = 0
-    for run_id, record, stored in _ok_runs_with_predictions(store):
-        task = record["task_info"]
-        y, a, scores = stored["test_y"], stored["test_a"], stored["test_scores"]
-        report = compute_metrics(
-            y, scores.argmax(1), a, task["group_names"], len(task["target_classes"]), task["target_classes"]
-        ).to_dict()
-        recorded = record["per_group"]["test"]
-        assert recorded["summary"] == record["metrics"]["test"], run_id
+    results = ResultStore(store, create=False)
+    for record in (r for r in results.records() if r.status == "ok"):
+        run_id, task, test = record.run_id, record.task_info, record.metrics["test"]
+        stored = results.predictions(run_id)
+        y, a, y_hat = stored["test_y"], stored["test_a"], stored["test_scores"].argmax(1)
+        classes = task.target_classes
+        report = compute_metrics(y, y_hat, a, task.group_names, len(classes), classes).to_dict()
+        recorded = record.per_group["test"]
+        assert recorded["summary"] == test, run_id
         # Records older than a metric (v1's lack cell_acc_std) are checked on the metrics they hold.
         assert same_numbers(recorded["summary"], report["summary"]), run_id
         assert len(recorded["per_group"]) == len(report["per_group"]), run_id
         for row, recomputed in zip(recorded["per_group"], report["per_group"]):
             assert same_numbers(row, recomputed), (run_id, row)
-        if scores.shape[1] == 2:
-            y_hat = scores.argmax(1)
-            assert record["metrics"]["test"]["acc"] == pytest.approx(accuracy_score(y, y_hat), rel=1e-12), run_id
+        if len(classes) == 2:
+            assert test["acc"] == pytest.approx(accuracy_score(y, y_hat), rel=1e-12), run_id
             eod = equalized_odds_difference(y, y_hat, sensitive_features=a, agg="worst_case")
-            assert record["metrics"]["test"]["eod_max"] == pytest.approx(eod, rel=1e-12, abs=1e-15), run_id
+            assert test["eod_max"] == pytest.approx(eod, rel=1e-12, abs=1e-15), run_id
         checked += 1
     assert checked > 0
